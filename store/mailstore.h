@@ -1,0 +1,261 @@
+/*
+ * mailstore.h — the whole public API of the mailfs store library.
+ *
+ * A site (one configuration file) names stores; each store is opened
+ * through a backend (sqlite now; pst and maildir later) behind a vtable
+ * that callers never see.  Everything a store holds is addressed by a
+ * node: (kind, id).  Ids are positive, unique per kind within one store,
+ * and never reused while the object lives, so callers may derive stable
+ * inode numbers from them.
+ *
+ * Conventions, everywhere:
+ *  - functions return 0 or a negative errno; never a positive value
+ *    unless documented (counts, byte totals);
+ *  - names are NUL-terminated byte strings; any bytes are allowed except
+ *    '/' and NUL, and "." and ".." are refused (EINVAL);
+ *  - out-parameters are written only on success;
+ *  - an error that deserves an explanation is logged with ms_log() before
+ *    returning.
+ */
+#ifndef MAILFS_MAILSTORE_H
+#define MAILFS_MAILSTORE_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/statvfs.h>
+#include <sys/types.h>
+
+#define MS_VERSION "0.1.0"
+#define MS_NAME_MAX 255
+/* Largest value accepted for any user.mail.* extended attribute. */
+#define MS_XATTR_MAX 65536
+
+/* ---------------------------------------------------------------- logs */
+
+/* Priorities are syslog's (LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG). */
+void ms_log(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Send logs to stderr (foreground, CLI) or to syslog under ident. */
+void ms_log_to_stderr(int min_prio);
+void ms_log_to_syslog(const char *ident);
+
+/* -------------------------------------------------------------- config */
+
+typedef struct ms_config ms_config;
+
+/* Per-store configuration, as parsed from a [store NAME] group. */
+typedef struct ms_store_conf {
+    char *name;      /* the NAME of [store NAME] */
+    char *backend;   /* "sqlite" (default) */
+    char *path;      /* absolute path of the database (or folder) */
+    char *directory; /* "attr=value;attr=value" or NULL */
+    bool readonly;   /* read-only = true in the group */
+} ms_store_conf;
+
+/*
+ * Parse the configuration file at path.  On failure returns a negative
+ * errno and, in *err (caller frees with g_free), one line that names the
+ * file and the problem, e.g. "/etc/mailfs.conf: [store x]: unknown key
+ * 'pth'".  Relative paths in the file are resolved against its folder.
+ */
+int ms_config_load(const char *path, ms_config **out, char **err);
+void ms_config_free(ms_config *cfg);
+size_t ms_config_store_count(const ms_config *cfg);
+/* The i-th store in file order, or NULL past the end. */
+const ms_store_conf *ms_config_store(const ms_config *cfg, size_t i);
+/* The store named name, or NULL. */
+const ms_store_conf *ms_config_find_store(const ms_config *cfg, const char *name);
+/* Path of the sidecar journal database (default: beside the config). */
+const char *ms_config_journal(const ms_config *cfg);
+int ms_config_retain_days(const ms_config *cfg);
+/* Folder for spool files of messages being written (default: $TMPDIR). */
+const char *ms_config_spool(const ms_config *cfg);
+
+/* --------------------------------------------------------------- nodes */
+
+typedef enum ms_kind {
+    MS_ROOT = 0,    /* the store itself: its children are mailboxes */
+    MS_MAILBOX = 1, /* children: top-level folders */
+    MS_FOLDER = 2,  /* children: subfolders and messages */
+    MS_MESSAGE = 3,
+} ms_kind;
+
+typedef struct ms_node {
+    ms_kind kind;
+    int64_t id; /* 0 for MS_ROOT */
+} ms_node;
+
+/* Attributes of a node.  Directories are MS_ROOT, MS_MAILBOX, MS_FOLDER. */
+typedef struct ms_attr {
+    ms_node node;
+    int64_t size;     /* message: exact byte count; directories: 0 */
+    int64_t mtime_ns; /* message: internal date; others: last change */
+    uint32_t mode;    /* permission bits only (07777) */
+    uint32_t uid, gid;
+    int64_t imap_uid; /* message: its UID in the folder; others: 0 */
+    int64_t mailbox;  /* owning mailbox id (0 for MS_ROOT) */
+} ms_attr;
+
+/* What ms_setattr changes; a mask of MS_SET_* and the values. */
+enum { MS_SET_MODE = 1, MS_SET_UID = 2, MS_SET_GID = 4, MS_SET_MTIME = 8 };
+typedef struct ms_setattr_req {
+    unsigned mask;
+    uint32_t mode, uid, gid;
+    int64_t mtime_ns;
+} ms_setattr_req;
+
+/* ---------------------------------------------------------------- store */
+
+typedef struct ms_store ms_store;
+
+enum {
+    MS_OPEN_CREATE = 1,   /* create the database if missing (store create) */
+    MS_OPEN_READONLY = 2, /* never write, whatever the configuration says */
+    MS_OPEN_DAEMON = 4,   /* the mount: clean up after a crashed daemon */
+};
+
+/*
+ * Open the store described by conf.  Fails with a negative errno and a
+ * one-line *err (g_free) naming the file and the problem: missing file
+ * (ENOENT), not a mailfs store (EINVAL), no permission (EACCES), newer
+ * schema than this build knows (EPROTO).  With MS_OPEN_DAEMON, leftovers
+ * of a crashed writer (half-written messages, content of unlinked files
+ * that were still open) are dropped: only one daemon may mount a store.
+ */
+int ms_store_open(const ms_store_conf *conf, int flags, ms_store **out, char **err);
+void ms_store_close(ms_store *st);
+const char *ms_store_name(const ms_store *st);
+bool ms_store_readonly(const ms_store *st);
+
+typedef struct ms_store_stats {
+    int64_t mailboxes, folders, messages, bytes;
+    int64_t file_bytes;        /* size of the store's files on disk */
+    int64_t reclaimable_bytes; /* free pages inside them */
+} ms_store_stats;
+int ms_store_stats_get(ms_store *st, ms_store_stats *out);
+/* Space of the filesystem holding the store, for statfs and preflight. */
+int ms_store_statvfs(ms_store *st, struct statvfs *out);
+/*
+ * Make everything committed so far durable (fsync of the database and
+ * its log).  Commits are atomic without it; durable only after it.
+ */
+int ms_store_sync(ms_store *st);
+
+/* ----------------------------------------------------------- namespace */
+
+/* Child of parent named name.  -ENOENT when there is none. */
+int ms_lookup(ms_store *st, ms_node parent, const char *name, ms_attr *out);
+int ms_getattr(ms_store *st, ms_node node, ms_attr *out);
+int ms_setattr(ms_store *st, ms_node node, const ms_setattr_req *req, ms_attr *out);
+
+/*
+ * Calls fn for each child of parent in a stable order, starting after
+ * cookie (0 = from the start).  Each child carries its own cookie, so a
+ * listing can resume.  fn returns nonzero to stop early.  Returns 0 or a
+ * negative errno.
+ */
+typedef int (*ms_list_fn)(void *ctx, const char *name, const ms_attr *attr, uint64_t cookie);
+int ms_list(ms_store *st, ms_node parent, uint64_t cookie, ms_list_fn fn, void *ctx);
+
+/* Create a mailbox (parent MS_ROOT) or folder (parent mailbox or folder). */
+int ms_mkdir(ms_store *st, ms_node parent, const char *name, uint32_t mode, uint32_t uid,
+             uint32_t gid, ms_attr *out);
+/* Remove an empty mailbox or folder: -ENOTEMPTY otherwise. */
+int ms_rmdir(ms_store *st, ms_node parent, const char *name);
+/*
+ * Delete a message.  *content (may be NULL) receives the id of the
+ * content it had; the content stays until ms_content_drop() so that open
+ * readers keep reading the old bytes.
+ */
+int ms_unlink(ms_store *st, ms_node folder, const char *name, int64_t *content);
+/*
+ * Rename or refile a message or folder within one mailbox, or rename a
+ * mailbox within the store (parent and newparent MS_ROOT).  Replaces an
+ * existing message at the destination (its content id in *replaced, or
+ * 0) unless noreplace; a folder replaces only an empty folder.  Crossing
+ * mailboxes: -EXDEV.
+ */
+int ms_rename(ms_store *st, ms_node parent, const char *name, ms_node newparent,
+              const char *newname, bool noreplace, int64_t *replaced);
+
+/* Resolve "MAILBOX" or "MAILBOX/FOLDER/SUB" ('/'-separated) to a node. */
+int ms_resolve(ms_store *st, const char *path, ms_node *out);
+
+/* ---------------------------------------------------------------- xattrs */
+
+/*
+ * user.mail.flags (messages), user.mail.special-use (folders) and
+ * user.mail.acl (mailboxes).  get: -ENODATA when unset or not applicable;
+ * the value is g_malloc'd, not NUL-terminated, length in *len.  set:
+ * -EINVAL for a malformed value, -ENOTSUP for any other name.  list:
+ * the names present, each NUL-terminated, in a g_malloc'd buffer.
+ */
+int ms_xattr_get(ms_store *st, ms_node node, const char *name, char **value, size_t *len);
+int ms_xattr_set(ms_store *st, ms_node node, const char *name, const char *value, size_t len,
+                 int flags /* XATTR_CREATE / XATTR_REPLACE or 0 */);
+int ms_xattr_list(ms_store *st, ms_node node, char **names, size_t *len);
+int ms_xattr_remove(ms_store *st, ms_node node, const char *name);
+
+/* ------------------------------------------------------------- content */
+
+/*
+ * A reader pins one version of a message's bytes: a rewrite or unlink
+ * after ms_reader_open does not change what it reads.
+ */
+typedef struct ms_reader ms_reader;
+int ms_reader_open(ms_store *st, int64_t message, ms_reader **out);
+/* Bytes read (short only at end of message) or a negative errno. */
+ssize_t ms_reader_pread(ms_reader *r, void *buf, size_t len, int64_t off);
+int64_t ms_reader_size(const ms_reader *r);
+int64_t ms_reader_content(const ms_reader *r);
+void ms_reader_close(ms_reader *r);
+
+/*
+ * Free the bytes of a content id that no message refers to any more.
+ * Harmless when the content is still referenced or already gone.
+ */
+int ms_content_drop(ms_store *st, int64_t content);
+
+/*
+ * Writers.  A message being written is held in a spool (memory while
+ * small and sequential, an unlinked temporary file beyond that) and
+ * reaches the store in one transaction at ms_writer_commit: no reader
+ * ever sees half a message.
+ *
+ * ms_message_create reserves name in folder for a new message (so a
+ * second create of the same name fails with -EEXIST) and returns the
+ * node of the message-to-be; it stays invisible to lookup and list until
+ * its first commit.  ms_writer_open opens a writer on that message, or on
+ * an existing one (then the commit replaces its bytes atomically; unless
+ * truncate, the writer starts from the current bytes).
+ */
+typedef struct ms_writer ms_writer;
+int ms_message_create(ms_store *st, ms_node folder, const char *name, uint32_t mode,
+                      uint32_t uid, uint32_t gid, ms_attr *out);
+int ms_writer_open(ms_store *st, int64_t message, bool truncate, ms_writer **out);
+/* A writer for a new message that gets the name "<uid>.eml" at commit. */
+int ms_writer_deliver(ms_store *st, ms_node folder, ms_writer **out);
+ssize_t ms_writer_pwrite(ms_writer *w, const void *buf, size_t len, int64_t off);
+int ms_writer_truncate(ms_writer *w, int64_t size);
+int64_t ms_writer_size(const ms_writer *w);
+bool ms_writer_dirty(const ms_writer *w);
+/* Attributes applied with the next commit (mode, owner, internal date). */
+void ms_writer_setattr(ms_writer *w, const ms_setattr_req *req);
+/* Flags applied with the next commit (space-separated IMAP flags). */
+int ms_writer_set_flags(ms_writer *w, const char *flags, size_t len);
+/*
+ * Commit the spooled bytes as the message's content.  *old_content (may be
+ * NULL) receives the replaced content id (0 if none): drop it with
+ * ms_content_drop once no reader uses it.  With durable, returns only
+ * once the commit is on stable storage.  *out (may be NULL) gets the
+ * committed attributes.
+ */
+int ms_writer_commit(ms_writer *w, bool durable, int64_t *old_content, ms_attr *out);
+/*
+ * Free the writer.  A message created by ms_message_create that was never
+ * committed is removed again.
+ */
+void ms_writer_close(ms_writer *w);
+
+#endif
