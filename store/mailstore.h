@@ -26,6 +26,7 @@
 #include <stdint.h>
 #include <sys/statvfs.h>
 #include <sys/types.h>
+#include <syslog.h> /* LOG_ERR etc. for ms_log */
 
 #define MS_VERSION "0.1.0"
 #define MS_NAME_MAX 255
@@ -50,6 +51,7 @@ typedef struct ms_store_conf {
     char *backend;   /* "sqlite" (default) */
     char *path;      /* absolute path of the database (or folder) */
     char *directory; /* "attr=value;attr=value" or NULL */
+    char *spool;     /* [mailfs] spool, or NULL for $TMPDIR */
     bool readonly;   /* read-only = true in the group */
 } ms_store_conf;
 

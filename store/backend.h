@@ -1,0 +1,68 @@
+/*
+ * backend.h — what a store backend implements (internal to store/).
+ *
+ * store.c validates arguments (names, read-only stores, xattr values) and
+ * then dispatches here, so a backend may assume well-formed input.  Every
+ * function returns 0 or a negative errno, like the public API.
+ */
+#ifndef MAILFS_BACKEND_H
+#define MAILFS_BACKEND_H
+
+#include "mailstore.h"
+#include "spool.h"
+
+/* The three extended attributes, each held by one kind of node. */
+typedef enum ms_xattr_id { MS_XA_FLAGS, MS_XA_SPECIAL_USE, MS_XA_ACL } ms_xattr_id;
+
+/* One commit of spooled bytes (see ms_writer_commit). */
+typedef struct ms_commit {
+    int64_t message;     /* the message to fill or replace; 0: deliver */
+    ms_node folder;      /* deliver: where */
+    ms_spool *spool;     /* the bytes */
+    ms_setattr_req attr; /* applied in the same transaction */
+    const char *flags;   /* NULL: unchanged */
+    size_t flags_len;
+    bool durable;
+} ms_commit;
+
+typedef struct ms_backend {
+    const char *name;
+    int (*open)(ms_store *st, const ms_store_conf *conf, int flags, char **err);
+    void (*close)(ms_store *st);
+    int (*stats)(ms_store *st, ms_store_stats *out);
+    int (*sync)(ms_store *st);
+    int (*lookup)(ms_store *st, ms_node parent, const char *name, ms_attr *out);
+    int (*getattr)(ms_store *st, ms_node node, ms_attr *out);
+    int (*setattr)(ms_store *st, ms_node node, const ms_setattr_req *req, ms_attr *out);
+    int (*list)(ms_store *st, ms_node parent, uint64_t cookie, ms_list_fn fn, void *ctx);
+    int (*mkdir)(ms_store *st, ms_node parent, const char *name, uint32_t mode, uint32_t uid,
+                 uint32_t gid, ms_attr *out);
+    int (*rmdir)(ms_store *st, ms_node parent, const char *name);
+    int (*unlink)(ms_store *st, ms_node folder, const char *name, int64_t *content);
+    int (*rename)(ms_store *st, ms_node parent, const char *name, ms_node newparent,
+                  const char *newname, bool noreplace, int64_t *replaced);
+    /* get: *value NULL/len 0 when unset.  set: len 0 with value NULL unsets. */
+    int (*xattr_get)(ms_store *st, ms_node node, ms_xattr_id xa, char **value, size_t *len);
+    int (*xattr_set)(ms_store *st, ms_node node, ms_xattr_id xa, const char *value, size_t len);
+    int (*message_create)(ms_store *st, ms_node folder, const char *name, uint32_t mode,
+                          uint32_t uid, uint32_t gid, ms_attr *out);
+    /* The current content of a message (pending ones included). */
+    int (*content_of)(ms_store *st, int64_t message, int64_t *content, int64_t *size);
+    ssize_t (*content_read)(ms_store *st, int64_t content, void *buf, size_t len, int64_t off);
+    int (*content_drop)(ms_store *st, int64_t content);
+    /* Removes a created message that was never committed. */
+    int (*discard_pending)(ms_store *st, int64_t message);
+    int (*commit)(ms_store *st, const ms_commit *c, int64_t *old_content, ms_attr *out);
+} ms_backend;
+
+struct ms_store {
+    const ms_backend *be;
+    char *name;
+    char *spool_dir;
+    bool readonly;
+    void *priv; /* the backend's own state */
+};
+
+extern const ms_backend ms_sqlite_backend;
+
+#endif

@@ -1,0 +1,226 @@
+/*
+ * config.c — the site configuration (DESIGN section 2), read with GKeyFile.
+ *
+ * Strict on purpose: an unknown group or key is an error, because a typo
+ * in a mail site's configuration ("pth = ...") must not silently mount
+ * an empty store.  Every error is one line that names the file.
+ */
+#include "mailstore.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include <glib.h>
+
+struct ms_config {
+    char *file;
+    char *journal;
+    char *spool;
+    int retain_days;
+    GPtrArray *stores; /* of ms_store_conf* */
+};
+
+static void store_conf_free(gpointer p)
+{
+    ms_store_conf *sc = p;
+    g_free(sc->name);
+    g_free(sc->backend);
+    g_free(sc->path);
+    g_free(sc->directory);
+    g_free(sc->spool);
+    g_free(sc);
+}
+
+void ms_config_free(ms_config *cfg)
+{
+    if (!cfg)
+        return;
+    g_free(cfg->file);
+    g_free(cfg->journal);
+    g_free(cfg->spool);
+    if (cfg->stores)
+        g_ptr_array_free(cfg->stores, TRUE);
+    g_free(cfg);
+}
+
+/* Relative paths in the file are relative to the file's own folder. */
+static char *resolve_path(const char *file, const char *value)
+{
+    if (g_path_is_absolute(value))
+        return g_strdup(value);
+    g_autofree char *dir = g_path_get_dirname(file);
+    g_autofree char *abs = g_build_filename(dir, value, NULL);
+    return g_canonicalize_filename(abs, NULL);
+}
+
+/* Checks that every key of group is in allowed; sets *err otherwise. */
+static int check_keys(GKeyFile *kf, const char *file, const char *group,
+                      const char *const *allowed, char **err)
+{
+    g_auto(GStrv) keys = g_key_file_get_keys(kf, group, NULL, NULL);
+    for (size_t i = 0; keys && keys[i]; i++) {
+        if (!g_strv_contains(allowed, keys[i])) {
+            *err = g_strdup_printf("%s: [%s]: unknown key '%s'", file, group, keys[i]);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+static const char *const mailfs_keys[] = {"journal", "retain-days", "spool", NULL};
+static const char *const directory_keys[] = {"uri",    "bind-dn", "password-file", "base",
+                                             "filter", "starttls", NULL};
+static const char *const store_keys[] = {"backend", "path", "directory", "read-only", NULL};
+static const char *const backends[] = {"sqlite", NULL};
+
+static bool valid_store_name(const char *name)
+{
+    return name[0] && strcmp(name, ".") && strcmp(name, "..") && !strchr(name, '/') &&
+           strlen(name) <= MS_NAME_MAX;
+}
+
+static int parse_store(GKeyFile *kf, const char *file, const char *group, ms_config *cfg,
+                       char **err)
+{
+    const char *name = group + strlen("store ");
+    int rc = check_keys(kf, file, group, store_keys, err);
+    if (rc)
+        return rc;
+    if (!valid_store_name(name)) {
+        *err = g_strdup_printf("%s: [%s]: invalid store name", file, group);
+        return -EINVAL;
+    }
+    if (ms_config_find_store(cfg, name)) {
+        *err = g_strdup_printf("%s: [%s]: store defined twice", file, group);
+        return -EINVAL;
+    }
+    ms_store_conf *sc = g_new0(ms_store_conf, 1);
+    g_ptr_array_add(cfg->stores, sc);
+    sc->name = g_strdup(name);
+    sc->backend = g_key_file_get_string(kf, group, "backend", NULL);
+    if (!sc->backend)
+        sc->backend = g_strdup("sqlite");
+    if (!g_strv_contains(backends, sc->backend)) {
+        *err = g_strdup_printf("%s: [%s]: unknown backend '%s' (known: sqlite)", file, group,
+                               sc->backend);
+        return -EINVAL;
+    }
+    g_autofree char *path = g_key_file_get_string(kf, group, "path", NULL);
+    if (!path || !*path) {
+        *err = g_strdup_printf("%s: [%s]: missing key 'path'", file, group);
+        return -EINVAL;
+    }
+    sc->path = resolve_path(file, path);
+    sc->directory = g_key_file_get_string(kf, group, "directory", NULL);
+    GError *gerr = NULL;
+    if (g_key_file_has_key(kf, group, "read-only", NULL)) {
+        sc->readonly = g_key_file_get_boolean(kf, group, "read-only", &gerr);
+        if (gerr) {
+            *err = g_strdup_printf("%s: [%s]: read-only: %s", file, group, gerr->message);
+            g_error_free(gerr);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+static int parse_mailfs(GKeyFile *kf, const char *file, ms_config *cfg, char **err)
+{
+    int rc = check_keys(kf, file, "mailfs", mailfs_keys, err);
+    if (rc)
+        return rc;
+    g_autofree char *journal = g_key_file_get_string(kf, "mailfs", "journal", NULL);
+    if (journal) {
+        g_free(cfg->journal);
+        cfg->journal = resolve_path(file, journal);
+    }
+    g_autofree char *spool = g_key_file_get_string(kf, "mailfs", "spool", NULL);
+    if (spool)
+        cfg->spool = resolve_path(file, spool);
+    if (g_key_file_has_key(kf, "mailfs", "retain-days", NULL)) {
+        GError *gerr = NULL;
+        int days = g_key_file_get_integer(kf, "mailfs", "retain-days", &gerr);
+        if (gerr || days < 0) {
+            *err = g_strdup_printf("%s: [mailfs]: retain-days must be a whole number >= 0",
+                                   file);
+            g_clear_error(&gerr);
+            return -EINVAL;
+        }
+        cfg->retain_days = days;
+    }
+    return 0;
+}
+
+int ms_config_load(const char *path, ms_config **out, char **err)
+{
+    g_autoptr(GKeyFile) kf = g_key_file_new();
+    GError *gerr = NULL;
+    *err = NULL;
+    if (!g_key_file_load_from_file(kf, path, G_KEY_FILE_NONE, &gerr)) {
+        int rc = gerr->domain == G_FILE_ERROR && gerr->code == G_FILE_ERROR_NOENT ? -ENOENT
+                 : gerr->domain == G_FILE_ERROR && gerr->code == G_FILE_ERROR_ACCES ? -EACCES
+                                                                                   : -EINVAL;
+        *err = g_strdup_printf("%s: %s", path, gerr->message);
+        g_error_free(gerr);
+        return rc;
+    }
+    ms_config *cfg = g_new0(ms_config, 1);
+    g_autofree char *cwd = g_get_current_dir();
+    g_autofree char *abs = g_canonicalize_filename(path, cwd);
+    cfg->file = g_strdup(abs);
+    cfg->retain_days = 7;
+    cfg->stores = g_ptr_array_new_with_free_func(store_conf_free);
+    g_autofree char *dir = g_path_get_dirname(abs);
+    cfg->journal = g_build_filename(dir, "journal.db", NULL);
+
+    int rc = 0;
+    g_auto(GStrv) groups = g_key_file_get_groups(kf, NULL);
+    for (size_t i = 0; !rc && groups[i]; i++) {
+        const char *g = groups[i];
+        if (!strcmp(g, "mailfs"))
+            rc = parse_mailfs(kf, path, cfg, err);
+        else if (!strcmp(g, "directory"))
+            rc = check_keys(kf, path, g, directory_keys, err);
+        else if (g_str_has_prefix(g, "store "))
+            rc = parse_store(kf, path, g, cfg, err);
+        else {
+            *err = g_strdup_printf("%s: unknown group [%s]", path, g);
+            rc = -EINVAL;
+        }
+    }
+    if (!rc && cfg->stores->len == 0) {
+        *err = g_strdup_printf("%s: no [store NAME] group: nothing to serve", path);
+        rc = -EINVAL;
+    }
+    if (rc) {
+        ms_config_free(cfg);
+        return rc;
+    }
+    for (size_t i = 0; i < cfg->stores->len; i++) {
+        ms_store_conf *sc = g_ptr_array_index(cfg->stores, i);
+        sc->spool = g_strdup(cfg->spool);
+    }
+    *out = cfg;
+    return 0;
+}
+
+size_t ms_config_store_count(const ms_config *cfg) { return cfg->stores->len; }
+
+const ms_store_conf *ms_config_store(const ms_config *cfg, size_t i)
+{
+    return i < cfg->stores->len ? g_ptr_array_index(cfg->stores, i) : NULL;
+}
+
+const ms_store_conf *ms_config_find_store(const ms_config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->stores->len; i++) {
+        ms_store_conf *sc = g_ptr_array_index(cfg->stores, i);
+        if (!strcmp(sc->name, name))
+            return sc;
+    }
+    return NULL;
+}
+
+const char *ms_config_journal(const ms_config *cfg) { return cfg->journal; }
+int ms_config_retain_days(const ms_config *cfg) { return cfg->retain_days; }
+const char *ms_config_spool(const ms_config *cfg) { return cfg->spool; }

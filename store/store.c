@@ -1,0 +1,549 @@
+/*
+ * store.c — the public store API: validates, then dispatches to the
+ * backend's vtable.  Nothing here knows SQL or any on-disk format.
+ */
+#include "backend.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/xattr.h>
+
+#include <glib.h>
+
+static const ms_backend *const backends[] = {&ms_sqlite_backend, NULL};
+
+int ms_store_open(const ms_store_conf *conf, int flags, ms_store **out, char **err)
+{
+    const ms_backend *be = NULL;
+    *err = NULL;
+    for (size_t i = 0; backends[i]; i++)
+        if (!strcmp(backends[i]->name, conf->backend))
+            be = backends[i];
+    if (!be) {
+        *err = g_strdup_printf("%s: unknown backend '%s'", conf->path, conf->backend);
+        return -EINVAL;
+    }
+    ms_store *st = g_new0(ms_store, 1);
+    st->be = be;
+    st->name = g_strdup(conf->name);
+    st->spool_dir = g_strdup(conf->spool);
+    st->readonly = conf->readonly || (flags & MS_OPEN_READONLY);
+    int rc = be->open(st, conf, flags, err);
+    if (rc) {
+        g_free(st->name);
+        g_free(st->spool_dir);
+        g_free(st);
+        return rc;
+    }
+    *out = st;
+    return 0;
+}
+
+void ms_store_close(ms_store *st)
+{
+    if (!st)
+        return;
+    st->be->close(st);
+    g_free(st->name);
+    g_free(st->spool_dir);
+    g_free(st);
+}
+
+const char *ms_store_name(const ms_store *st) { return st->name; }
+bool ms_store_readonly(const ms_store *st) { return st->readonly; }
+int ms_store_stats_get(ms_store *st, ms_store_stats *out) { return st->be->stats(st, out); }
+int ms_store_sync(ms_store *st) { return st->readonly ? 0 : st->be->sync(st); }
+
+/*
+ * Names are bytes: anything but '/' and NUL, not "." or "..", not empty,
+ * at most MS_NAME_MAX bytes (what the kernel passes anyway).
+ */
+static int check_name(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > MS_NAME_MAX || strchr(name, '/') || !strcmp(name, ".") ||
+        !strcmp(name, ".."))
+        return -EINVAL;
+    return 0;
+}
+
+static bool is_dir_kind(ms_kind k) { return k == MS_ROOT || k == MS_MAILBOX || k == MS_FOLDER; }
+
+int ms_lookup(ms_store *st, ms_node parent, const char *name, ms_attr *out)
+{
+    if (!is_dir_kind(parent.kind))
+        return -ENOTDIR;
+    if (check_name(name))
+        return -ENOENT;
+    return st->be->lookup(st, parent, name, out);
+}
+
+int ms_getattr(ms_store *st, ms_node node, ms_attr *out) { return st->be->getattr(st, node, out); }
+
+int ms_setattr(ms_store *st, ms_node node, const ms_setattr_req *req, ms_attr *out)
+{
+    if (st->readonly)
+        return -EROFS;
+    if (node.kind == MS_ROOT)
+        return -EPERM; /* the store's directory belongs to the configuration */
+    return st->be->setattr(st, node, req, out);
+}
+
+int ms_list(ms_store *st, ms_node parent, uint64_t cookie, ms_list_fn fn, void *ctx)
+{
+    if (!is_dir_kind(parent.kind))
+        return -ENOTDIR;
+    return st->be->list(st, parent, cookie, fn, ctx);
+}
+
+int ms_mkdir(ms_store *st, ms_node parent, const char *name, uint32_t mode, uint32_t uid,
+             uint32_t gid, ms_attr *out)
+{
+    int rc = check_name(name);
+    if (rc)
+        return rc;
+    if (!is_dir_kind(parent.kind))
+        return -ENOTDIR;
+    if (st->readonly)
+        return -EROFS;
+    return st->be->mkdir(st, parent, name, mode & 07777, uid, gid, out);
+}
+
+int ms_rmdir(ms_store *st, ms_node parent, const char *name)
+{
+    int rc = check_name(name);
+    if (rc)
+        return rc;
+    if (st->readonly)
+        return -EROFS;
+    return st->be->rmdir(st, parent, name);
+}
+
+int ms_unlink(ms_store *st, ms_node folder, const char *name, int64_t *content)
+{
+    int rc = check_name(name);
+    if (rc)
+        return rc;
+    if (folder.kind != MS_FOLDER)
+        return -ENOENT;
+    if (st->readonly)
+        return -EROFS;
+    int64_t c = 0;
+    rc = st->be->unlink(st, folder, name, &c);
+    if (!rc && content)
+        *content = c;
+    return rc;
+}
+
+int ms_rename(ms_store *st, ms_node parent, const char *name, ms_node newparent,
+              const char *newname, bool noreplace, int64_t *replaced)
+{
+    int rc = check_name(name);
+    if (!rc)
+        rc = check_name(newname);
+    if (rc)
+        return rc;
+    if (!is_dir_kind(parent.kind) || !is_dir_kind(newparent.kind))
+        return -ENOTDIR;
+    if (st->readonly)
+        return -EROFS;
+    int64_t r = 0;
+    rc = st->be->rename(st, parent, name, newparent, newname, noreplace, &r);
+    if (!rc && replaced)
+        *replaced = r;
+    return rc;
+}
+
+int ms_resolve(ms_store *st, const char *path, ms_node *out)
+{
+    g_auto(GStrv) parts = g_strsplit(path, "/", -1);
+    ms_node n = {MS_ROOT, 0};
+    for (size_t i = 0; parts[i]; i++) {
+        if (!parts[i][0])
+            continue; /* tolerate "a//b" and a trailing '/' */
+        ms_attr a;
+        int rc = ms_lookup(st, n, parts[i], &a);
+        if (rc)
+            return rc;
+        if (!is_dir_kind(a.node.kind))
+            return -ENOTDIR;
+        n = a.node;
+    }
+    *out = n;
+    return 0;
+}
+
+/* --------------------------------------------------------------- xattrs */
+
+static const struct {
+    const char *name;
+    ms_xattr_id id;
+    ms_kind kind;
+} xattrs[] = {
+    {"user.mail.flags", MS_XA_FLAGS, MS_MESSAGE},
+    {"user.mail.special-use", MS_XA_SPECIAL_USE, MS_FOLDER},
+    {"user.mail.acl", MS_XA_ACL, MS_MAILBOX},
+};
+
+/* Index into xattrs[] of name, or -1. */
+static int xattr_index(const char *name)
+{
+    for (size_t i = 0; i < G_N_ELEMENTS(xattrs); i++)
+        if (!strcmp(xattrs[i].name, name))
+            return (int)i;
+    return -1;
+}
+
+/* IMAP atoms: flags are "\Name" system flags or keywords, no specials. */
+static bool valid_flags(const char *v, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if (c < 0x20 && c != '\n' && c != '\t')
+            return false;
+        if (c == 0x7f || c == '(' || c == ')' || c == '{' || c == '"' || c == '%' || c == '*' ||
+            c == ']')
+            return false;
+    }
+    return true;
+}
+
+/* RFC 6154 attributes, space-separated. */
+static bool valid_special_use(const char *v, size_t len)
+{
+    static const char *const known[] = {"\\All",    "\\Archive", "\\Drafts",    "\\Flagged",
+                                        "\\Junk",   "\\Sent",    "\\Trash",     "\\Important",
+                                        "\\Inbox", NULL};
+    g_autofree char *s = g_strndup(v, len);
+    g_auto(GStrv) words = g_strsplit_set(g_strstrip(s), " \t\n", -1);
+    for (size_t i = 0; words[i]; i++)
+        if (words[i][0] && !g_strv_contains(known, words[i]))
+            return false;
+    return true;
+}
+
+/* RFC 4314: one "grantee rights" line per grant, rights from its letters. */
+static bool valid_acl(const char *v, size_t len)
+{
+    if (memchr(v, '\0', len))
+        return false;
+    g_autofree char *s = g_strndup(v, len);
+    g_auto(GStrv) lines = g_strsplit(s, "\n", -1);
+    for (size_t i = 0; lines[i]; i++) {
+        char *line = g_strstrip(lines[i]);
+        if (!*line)
+            continue;
+        char *sp = strrchr(line, ' ');
+        if (!sp || sp == line)
+            return false;
+        for (const char *r = sp + 1; *r; r++)
+            if (!strchr("lrswipkxteacd", *r))
+                return false;
+    }
+    return true;
+}
+
+int ms_xattr_get(ms_store *st, ms_node node, const char *name, char **value, size_t *len)
+{
+    int i = xattr_index(name);
+    if (i < 0 || xattrs[i].kind != node.kind)
+        return -ENODATA;
+    char *v = NULL;
+    size_t n = 0;
+    int rc = st->be->xattr_get(st, node, xattrs[i].id, &v, &n);
+    if (rc)
+        return rc;
+    if (!v) {
+        return -ENODATA;
+    }
+    *value = v;
+    *len = n;
+    return 0;
+}
+
+int ms_xattr_set(ms_store *st, ms_node node, const char *name, const char *value, size_t len,
+                 int flags)
+{
+    int i = xattr_index(name);
+    if (i < 0 || xattrs[i].kind != node.kind)
+        return -ENOTSUP;
+    if (st->readonly)
+        return -EROFS;
+    if (len > MS_XATTR_MAX)
+        return -E2BIG;
+    bool ok = xattrs[i].id == MS_XA_FLAGS         ? valid_flags(value, len)
+              : xattrs[i].id == MS_XA_SPECIAL_USE ? valid_special_use(value, len)
+                                                   : valid_acl(value, len);
+    if (!ok)
+        return -EINVAL;
+    if (flags & (XATTR_CREATE | XATTR_REPLACE)) {
+        char *old = NULL;
+        size_t n = 0;
+        int rc = st->be->xattr_get(st, node, xattrs[i].id, &old, &n);
+        if (rc)
+            return rc;
+        bool exists = old != NULL;
+        g_free(old);
+        if ((flags & XATTR_CREATE) && exists)
+            return -EEXIST;
+        if ((flags & XATTR_REPLACE) && !exists)
+            return -ENODATA;
+    }
+    /* An empty value is stored as empty, not as "unset". */
+    return st->be->xattr_set(st, node, xattrs[i].id, value ? value : "", len);
+}
+
+int ms_xattr_list(ms_store *st, ms_node node, char **names, size_t *len)
+{
+    GString *s = g_string_new(NULL);
+    for (size_t i = 0; i < G_N_ELEMENTS(xattrs); i++) {
+        if (xattrs[i].kind != node.kind)
+            continue;
+        char *v = NULL;
+        size_t n = 0;
+        int rc = st->be->xattr_get(st, node, xattrs[i].id, &v, &n);
+        if (rc) {
+            g_string_free(s, TRUE);
+            return rc;
+        }
+        if (v)
+            g_string_append_len(s, xattrs[i].name, (gssize)strlen(xattrs[i].name) + 1);
+        g_free(v);
+    }
+    *len = s->len;
+    *names = g_string_free(s, FALSE);
+    return 0;
+}
+
+int ms_xattr_remove(ms_store *st, ms_node node, const char *name)
+{
+    int i = xattr_index(name);
+    if (i < 0 || xattrs[i].kind != node.kind)
+        return -ENODATA;
+    if (st->readonly)
+        return -EROFS;
+    char *old = NULL;
+    size_t n = 0;
+    int rc = st->be->xattr_get(st, node, xattrs[i].id, &old, &n);
+    if (rc)
+        return rc;
+    if (!old)
+        return -ENODATA;
+    g_free(old);
+    return st->be->xattr_set(st, node, xattrs[i].id, NULL, 0);
+}
+
+/* -------------------------------------------------------------- readers */
+
+struct ms_reader {
+    ms_store *st;
+    int64_t content;
+    int64_t size;
+};
+
+int ms_reader_open(ms_store *st, int64_t message, ms_reader **out)
+{
+    int64_t content = 0, size = 0;
+    int rc = st->be->content_of(st, message, &content, &size);
+    if (rc)
+        return rc;
+    ms_reader *r = g_new0(ms_reader, 1);
+    r->st = st;
+    r->content = content;
+    r->size = size;
+    *out = r;
+    return 0;
+}
+
+ssize_t ms_reader_pread(ms_reader *r, void *buf, size_t len, int64_t off)
+{
+    if (off < 0)
+        return -EINVAL;
+    if (off >= r->size || len == 0)
+        return 0;
+    if ((int64_t)len > r->size - off)
+        len = (size_t)(r->size - off);
+    return r->st->be->content_read(r->st, r->content, buf, len, off);
+}
+
+int64_t ms_reader_size(const ms_reader *r) { return r->size; }
+int64_t ms_reader_content(const ms_reader *r) { return r->content; }
+void ms_reader_close(ms_reader *r) { g_free(r); }
+
+int ms_content_drop(ms_store *st, int64_t content)
+{
+    if (content <= 0 || st->readonly)
+        return 0;
+    return st->be->content_drop(st, content);
+}
+
+/* -------------------------------------------------------------- writers */
+
+struct ms_writer {
+    ms_store *st;
+    int64_t message; /* 0: a delivery */
+    ms_node folder;
+    ms_spool *spool;
+    ms_setattr_req attr;
+    char *flags;
+    size_t flags_len;
+    bool dirty;      /* bytes or attributes not yet committed */
+    bool committed;  /* at least one commit happened */
+    bool created;    /* by ms_message_create: discard if never committed */
+};
+
+int ms_message_create(ms_store *st, ms_node folder, const char *name, uint32_t mode,
+                      uint32_t uid, uint32_t gid, ms_attr *out)
+{
+    int rc = check_name(name);
+    if (rc)
+        return rc;
+    if (folder.kind != MS_FOLDER)
+        return folder.kind == MS_MESSAGE ? -ENOTDIR : -EPERM;
+    if (st->readonly)
+        return -EROFS;
+    return st->be->message_create(st, folder, name, mode & 07777, uid, gid, out);
+}
+
+static ms_writer *writer_new(ms_store *st)
+{
+    ms_writer *w = g_new0(ms_writer, 1);
+    w->st = st;
+    w->spool = ms_spool_new(st->spool_dir);
+    return w;
+}
+
+int ms_writer_open(ms_store *st, int64_t message, bool truncate, ms_writer **out)
+{
+    if (st->readonly)
+        return -EROFS;
+    int64_t content = 0, size = 0;
+    int rc = st->be->content_of(st, message, &content, &size);
+    if (rc)
+        return rc;
+    ms_writer *w = writer_new(st);
+    w->message = message;
+    /* A message never committed has content 0: it is a fresh create. */
+    w->created = content == 0;
+    w->committed = !w->created;
+    if (!truncate && size > 0) {
+        /* Start from the current bytes: an edit in place, or an append. */
+        enum { BUF = 128 * 1024 };
+        g_autofree char *buf = g_malloc(BUF);
+        for (int64_t off = 0; off < size;) {
+            ssize_t n = st->be->content_read(st, content, buf, BUF, off);
+            if (n <= 0) {
+                ms_writer_close(w);
+                return n < 0 ? (int)n : -EIO;
+            }
+            ssize_t m = ms_spool_pwrite(w->spool, buf, (size_t)n, off);
+            if (m < 0) {
+                ms_writer_close(w);
+                return (int)m;
+            }
+            off += n;
+        }
+    }
+    w->dirty = truncate && size > 0;
+    *out = w;
+    return 0;
+}
+
+int ms_writer_deliver(ms_store *st, ms_node folder, ms_writer **out)
+{
+    if (folder.kind != MS_FOLDER)
+        return -EPERM;
+    if (st->readonly)
+        return -EROFS;
+    ms_writer *w = writer_new(st);
+    w->folder = folder;
+    w->dirty = true;
+    *out = w;
+    return 0;
+}
+
+ssize_t ms_writer_pwrite(ms_writer *w, const void *buf, size_t len, int64_t off)
+{
+    ssize_t n = ms_spool_pwrite(w->spool, buf, len, off);
+    if (n >= 0)
+        w->dirty = true;
+    return n;
+}
+
+int ms_writer_truncate(ms_writer *w, int64_t size)
+{
+    int rc = ms_spool_truncate(w->spool, size);
+    if (!rc)
+        w->dirty = true;
+    return rc;
+}
+
+int64_t ms_writer_size(const ms_writer *w) { return ms_spool_size(w->spool); }
+bool ms_writer_dirty(const ms_writer *w) { return w->dirty || !w->committed; }
+
+void ms_writer_setattr(ms_writer *w, const ms_setattr_req *req)
+{
+    if (req->mask & MS_SET_MODE)
+        w->attr.mode = req->mode & 07777;
+    if (req->mask & MS_SET_UID)
+        w->attr.uid = req->uid;
+    if (req->mask & MS_SET_GID)
+        w->attr.gid = req->gid;
+    if (req->mask & MS_SET_MTIME)
+        w->attr.mtime_ns = req->mtime_ns;
+    w->attr.mask |= req->mask;
+    w->dirty = true;
+}
+
+int ms_writer_set_flags(ms_writer *w, const char *flags, size_t len)
+{
+    if (len > MS_XATTR_MAX)
+        return -E2BIG;
+    if (!valid_flags(flags, len))
+        return -EINVAL;
+    g_free(w->flags);
+    w->flags = g_memdup2(flags, len ? len : 1);
+    w->flags_len = len;
+    w->dirty = true;
+    return 0;
+}
+
+int ms_writer_commit(ms_writer *w, bool durable, int64_t *old_content, ms_attr *out)
+{
+    ms_commit c = {
+        .message = w->message,
+        .folder = w->folder,
+        .spool = w->spool,
+        .attr = w->attr,
+        .flags = w->flags,
+        .flags_len = w->flags_len,
+        .durable = durable,
+    };
+    int64_t old = 0;
+    ms_attr a;
+    int rc = w->st->be->commit(w->st, &c, &old, &a);
+    if (rc)
+        return rc;
+    if (!w->message)
+        w->message = a.node.id; /* a second commit replaces, not delivers again */
+    w->committed = true;
+    w->dirty = false;
+    w->attr.mask = 0;
+    g_clear_pointer(&w->flags, g_free);
+    if (old_content)
+        *old_content = old;
+    if (out)
+        *out = a;
+    return 0;
+}
+
+void ms_writer_close(ms_writer *w)
+{
+    if (!w)
+        return;
+    if (w->created && !w->committed && w->message)
+        w->st->be->discard_pending(w->st, w->message);
+    ms_spool_free(w->spool);
+    g_free(w->flags);
+    g_free(w);
+}
