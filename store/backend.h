@@ -58,6 +58,7 @@ typedef struct ms_backend {
 struct ms_store {
     const ms_backend *be;
     char *name;
+    char *path;
     char *spool_dir;
     bool readonly;
     void *priv; /* the backend's own state */

@@ -240,7 +240,11 @@ int ms_writer_open(ms_store *st, int64_t message, bool truncate, ms_writer **out
 int ms_writer_deliver(ms_store *st, ms_node folder, ms_writer **out);
 ssize_t ms_writer_pwrite(ms_writer *w, const void *buf, size_t len, int64_t off);
 int ms_writer_truncate(ms_writer *w, int64_t size);
+/* Reads what the writer holds now (read-after-write on one open file). */
+ssize_t ms_writer_pread(ms_writer *w, void *buf, size_t len, int64_t off);
 int64_t ms_writer_size(const ms_writer *w);
+/* The message id (0 for a delivery not yet committed). */
+int64_t ms_writer_message(const ms_writer *w);
 bool ms_writer_dirty(const ms_writer *w);
 /* Attributes applied with the next commit (mode, owner, internal date). */
 void ms_writer_setattr(ms_writer *w, const ms_setattr_req *req);

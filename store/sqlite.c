@@ -1356,7 +1356,7 @@ static int commit_in(conn *c, const ms_commit *cm, int64_t *old_content, ms_attr
         rc = content_of_in(c, id, &old, &size);
     if (rc)
         return rc;
-    int64_t content;
+    int64_t content = 0;
     uint8_t sha[32];
     rc = write_content(c, cm->spool, &content, sha);
     if (rc)

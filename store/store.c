@@ -26,11 +26,13 @@ int ms_store_open(const ms_store_conf *conf, int flags, ms_store **out, char **e
     ms_store *st = g_new0(ms_store, 1);
     st->be = be;
     st->name = g_strdup(conf->name);
+    st->path = g_strdup(conf->path);
     st->spool_dir = g_strdup(conf->spool);
     st->readonly = conf->readonly || (flags & MS_OPEN_READONLY);
     int rc = be->open(st, conf, flags, err);
     if (rc) {
         g_free(st->name);
+        g_free(st->path);
         g_free(st->spool_dir);
         g_free(st);
         return rc;
@@ -45,6 +47,7 @@ void ms_store_close(ms_store *st)
         return;
     st->be->close(st);
     g_free(st->name);
+    g_free(st->path);
     g_free(st->spool_dir);
     g_free(st);
 }
@@ -53,6 +56,12 @@ const char *ms_store_name(const ms_store *st) { return st->name; }
 bool ms_store_readonly(const ms_store *st) { return st->readonly; }
 int ms_store_stats_get(ms_store *st, ms_store_stats *out) { return st->be->stats(st, out); }
 int ms_store_sync(ms_store *st) { return st->readonly ? 0 : st->be->sync(st); }
+
+int ms_store_statvfs(ms_store *st, struct statvfs *out)
+{
+    g_autofree char *dir = g_path_get_dirname(st->path);
+    return statvfs(dir, out) < 0 ? -errno : 0;
+}
 
 /*
  * Names are bytes: anything but '/' and NUL, not "." or "..", not empty,
@@ -477,6 +486,13 @@ int ms_writer_truncate(ms_writer *w, int64_t size)
         w->dirty = true;
     return rc;
 }
+
+ssize_t ms_writer_pread(ms_writer *w, void *buf, size_t len, int64_t off)
+{
+    return ms_spool_pread(w->spool, buf, len, off);
+}
+
+int64_t ms_writer_message(const ms_writer *w) { return w->message; }
 
 int64_t ms_writer_size(const ms_writer *w) { return ms_spool_size(w->spool); }
 bool ms_writer_dirty(const ms_writer *w) { return w->dirty || !w->committed; }

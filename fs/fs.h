@@ -1,0 +1,38 @@
+/*
+ * fs.h — the mount's context, shared by main.c and ops.c.
+ *
+ * Inode numbers are derived from store ids, never allocated:
+ *   bits 63..60  node kind + 1 (so no derived number is FUSE_ROOT_ID)
+ *   bits 59..48  index of the store in the configuration
+ *   bits 47..0   the node's id in its store
+ * so lookup needs no table and forget has nothing to free.
+ */
+#ifndef MAILFS_FS_H
+#define MAILFS_FS_H
+
+#define FUSE_USE_VERSION 314
+#include <fuse_lowlevel.h>
+#include <glib.h>
+
+#include "mailstore.h"
+
+#define MFS_ID_BITS 48
+#define MFS_MAX_STORES 4095
+
+typedef struct mfs {
+    ms_config *cfg;
+    ms_store **stores;
+    size_t nstores;
+    struct fuse_session *se;
+    uid_t uid; /* the mounting user: owner of the top two levels */
+    gid_t gid;
+    int64_t mount_ns;
+    GMutex lock;        /* guards the two tables below */
+    GHashTable *files;  /* ino -> mfs_file*: messages open for writing */
+    GHashTable *pinned; /* content key -> open readers (GUINT_TO_POINTER) */
+    GHashTable *doomed; /* content keys to drop when their last reader goes */
+} mfs;
+
+extern const struct fuse_lowlevel_ops mfs_ops;
+
+#endif

@@ -1,0 +1,190 @@
+/*
+ * main.c — the mailfs daemon: parse options, open the site's stores,
+ * mount, serve.
+ *
+ *   mailfs [-f] [-d] [-o opt,...] CONFIG MOUNTPOINT
+ *
+ * Usable from /etc/fstab as type fuse.mailfs: mount.fuse3 runs
+ * "mailfs CONFIG MOUNTPOINT -o opts".  Everything that can fail (the
+ * configuration, each store) is checked before the mount exists, so a
+ * bad site leaves nothing mounted and says why in one line.
+ */
+#include "fs.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+struct options {
+    char *config;
+    int show_help;
+    int show_version;
+};
+
+#define OPT(t, p) {t, offsetof(struct options, p), 1}
+static const struct fuse_opt option_spec[] = {
+    OPT("-h", show_help),        OPT("--help", show_help), OPT("-V", show_version),
+    OPT("--version", show_version), FUSE_OPT_END,
+};
+
+/* The first non-option argument is the configuration; keep the rest. */
+static int take_config(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+    (void)outargs;
+    struct options *o = data;
+    if (key == FUSE_OPT_KEY_NONOPT && !o->config) {
+        o->config = strdup(arg);
+        return 0;
+    }
+    return 1;
+}
+
+static void usage(const char *prog)
+{
+    printf("usage: %s [options] CONFIG MOUNTPOINT\n\n"
+           "Mounts the mailbox stores named in CONFIG at MOUNTPOINT as\n"
+           "MOUNTPOINT/<store>/<mailbox>/<folder>/<message>.\n\n"
+           "options:\n"
+           "    -h, --help         this help\n"
+           "    -V, --version      print the version\n"
+           "    -f                 stay in the foreground, log to stderr\n"
+           "    -d                 debug: foreground, log every FUSE request\n"
+           "    -s                 serve with one thread\n"
+           "    -o allow_other     let other users in (with default_permissions)\n"
+           "    -o default_permissions  let the kernel check modes and owners\n"
+           "See mailfs(8).\n",
+           prog);
+}
+
+static void close_stores(mfs *m)
+{
+    for (size_t i = 0; i < m->nstores; i++)
+        ms_store_close(m->stores[i]);
+    g_free(m->stores);
+    m->stores = NULL;
+    m->nstores = 0;
+}
+
+/* Opens every configured store; on failure says which and why. */
+static int open_stores(mfs *m)
+{
+    size_t n = ms_config_store_count(m->cfg);
+    if (n > MFS_MAX_STORES) {
+        fprintf(stderr, "mailfs: too many stores (%zu, at most %d)\n", n, MFS_MAX_STORES);
+        return -EINVAL;
+    }
+    m->stores = g_new0(ms_store *, n);
+    for (size_t i = 0; i < n; i++) {
+        char *err = NULL;
+        int rc = ms_store_open(ms_config_store(m->cfg, i), MS_OPEN_DAEMON, &m->stores[i], &err);
+        if (rc) {
+            fprintf(stderr, "mailfs: %s\n", err ? err : g_strerror(-rc));
+            g_free(err);
+            close_stores(m);
+            return rc;
+        }
+        m->nstores = i + 1;
+    }
+    return 0;
+}
+
+static int serve(mfs *m, struct fuse_args *args, struct fuse_cmdline_opts *co)
+{
+    m->se = fuse_session_new(args, &mfs_ops, sizeof mfs_ops, m);
+    if (!m->se)
+        return 1;
+    int ret = 1;
+    if (fuse_set_signal_handlers(m->se) != 0)
+        goto out_destroy;
+    if (fuse_session_mount(m->se, co->mountpoint) != 0)
+        goto out_signals;
+    if (!co->foreground)
+        ms_log_to_syslog("mailfs");
+    ms_log(LOG_INFO, "mounted %s at %s (%zu stores)", ms_config_store(m->cfg, 0) ? "site" : "",
+           co->mountpoint, m->nstores);
+    /* After the mount, so that when this command returns it is usable. */
+    fuse_daemonize(co->foreground);
+    if (co->singlethread) {
+        ret = fuse_session_loop(m->se);
+    } else {
+        struct fuse_loop_config *lc = fuse_loop_cfg_create();
+        fuse_loop_cfg_set_clone_fd(lc, co->clone_fd);
+        fuse_loop_cfg_set_max_threads(lc, co->max_threads);
+        fuse_loop_cfg_set_idle_threads(lc, co->max_idle_threads);
+        ret = fuse_session_loop_mt(m->se, lc);
+        fuse_loop_cfg_destroy(lc);
+    }
+    ret = ret != 0;
+    fuse_session_unmount(m->se);
+    ms_log(LOG_INFO, "unmounted %s", co->mountpoint);
+out_signals:
+    fuse_remove_signal_handlers(m->se);
+out_destroy:
+    fuse_session_destroy(m->se);
+    return ret;
+}
+
+int main(int argc, char *argv[])
+{
+    struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+    struct options o = {0};
+    struct fuse_cmdline_opts co = {0};
+    int ret = 1;
+    mfs m = {0};
+
+    if (fuse_opt_parse(&args, &o, option_spec, take_config) != 0)
+        return 1;
+    if (o.show_help) {
+        usage(argv[0]);
+        fuse_lowlevel_help();
+        ret = 0;
+        goto out;
+    }
+    if (o.show_version) {
+        printf("mailfs %s (FUSE %s)\n", MS_VERSION, fuse_pkgversion());
+        ret = 0;
+        goto out;
+    }
+    if (fuse_parse_cmdline(&args, &co) != 0)
+        goto out;
+    if (!o.config || !co.mountpoint) {
+        fprintf(stderr, "usage: %s [options] CONFIG MOUNTPOINT (see --help)\n", argv[0]);
+        goto out;
+    }
+    ms_log_to_stderr(co.debug ? LOG_DEBUG : LOG_INFO);
+
+    char *err = NULL;
+    int rc = ms_config_load(o.config, &m.cfg, &err);
+    if (rc) {
+        fprintf(stderr, "mailfs: %s\n", err);
+        g_free(err);
+        goto out;
+    }
+    if (open_stores(&m) != 0)
+        goto out;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    m.mount_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    m.uid = getuid();
+    m.gid = getgid();
+    g_mutex_init(&m.lock);
+    m.files = g_hash_table_new(g_direct_hash, g_direct_equal);
+    m.pinned = g_hash_table_new(g_direct_hash, g_direct_equal);
+    m.doomed = g_hash_table_new(g_direct_hash, g_direct_equal);
+    ret = serve(&m, &args, &co);
+    g_hash_table_destroy(m.files);
+    g_hash_table_destroy(m.pinned);
+    g_hash_table_destroy(m.doomed);
+    g_mutex_clear(&m.lock);
+out:
+    close_stores(&m);
+    ms_config_free(m.cfg);
+    free(co.mountpoint);
+    free(o.config);
+    fuse_opt_free_args(&args);
+    return ret;
+}

@@ -1,0 +1,895 @@
+/*
+ * ops.c — FUSE low-level operations, translated into store calls.
+ *
+ * No SQL here, and no knowledge of any backend: every answer comes from
+ * the store API.  Caching policy: messages are immutable except through
+ * this mount, so their entries and attributes are cached for an hour and
+ * their pages are kept across opens; directories are cached for one
+ * second, so that mailboxes and folders made by mailfsctl show up
+ * promptly.  Listings are never cached: a delivery is visible at once.
+ */
+#include "fs.h"
+
+#include <errno.h>
+#include <stdio.h> /* RENAME_NOREPLACE, RENAME_EXCHANGE */
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <time.h>
+
+#define MSG_TIMEOUT 3600.0
+#define DIR_TIMEOUT 1.0
+
+/* A message open for writing: one writer per inode, shared by its fds. */
+typedef struct mfs_file {
+    GMutex lock; /* serialises use of w; m->lock guards only refs */
+    ms_writer *w;
+    int refs;
+} mfs_file;
+
+/* What fi->fh points to for an open message. */
+typedef struct mfs_handle {
+    ms_store *st;
+    size_t sidx;
+    fuse_ino_t ino;
+    ms_reader *r; /* read-only opens */
+    mfs_file *f;  /* opens for writing */
+} mfs_handle;
+
+static mfs *M(fuse_req_t req) { return fuse_req_userdata(req); }
+
+/* ------------------------------------------------------------ inodes */
+
+static fuse_ino_t ino_of(size_t sidx, ms_node n)
+{
+    return ((uint64_t)(n.kind + 1) << 60) | ((uint64_t)sidx << MFS_ID_BITS) | (uint64_t)n.id;
+}
+
+/*
+ * Decodes ino into its store and node.  False for the mount's root (and
+ * for numbers this mount never handed out).
+ */
+static bool node_of(mfs *m, fuse_ino_t ino, size_t *sidx, ms_node *n)
+{
+    if (ino == FUSE_ROOT_ID)
+        return false;
+    unsigned kind = (unsigned)(ino >> 60);
+    size_t s = (size_t)((ino >> MFS_ID_BITS) & 0xfff);
+    if (kind < 1 || kind > MS_MESSAGE + 1 || s >= m->nstores)
+        return false;
+    *sidx = s;
+    n->kind = (ms_kind)(kind - 1);
+    n->id = (int64_t)(ino & ((UINT64_C(1) << MFS_ID_BITS) - 1));
+    return true;
+}
+
+static uint64_t content_key(size_t sidx, int64_t content)
+{
+    return ((uint64_t)sidx << MFS_ID_BITS) | (uint64_t)content;
+}
+
+/* ------------------------------------------------------- attributes */
+
+static void fill_stat(mfs *m, size_t sidx, const ms_attr *a, struct stat *sb)
+{
+    memset(sb, 0, sizeof *sb);
+    sb->st_ino = ino_of(sidx, a->node);
+    bool dir = a->node.kind != MS_MESSAGE;
+    sb->st_mode = (dir ? S_IFDIR : S_IFREG) | (a->mode & 07777);
+    /* 1 for directories: "subdirectory count unknown", so find(1) never
+     * skips a directory on the old nlink == 2 heuristic. */
+    sb->st_nlink = 1;
+    sb->st_uid = a->uid;
+    sb->st_gid = a->gid;
+    sb->st_size = dir ? 0 : a->size;
+    sb->st_blksize = 128 * 1024;
+    sb->st_blocks = (a->size + 511) / 512;
+    int64_t t = a->mtime_ns ? a->mtime_ns : m->mount_ns;
+    sb->st_mtim.tv_sec = t / 1000000000;
+    sb->st_mtim.tv_nsec = t % 1000000000;
+    sb->st_atim = sb->st_mtim;
+    sb->st_ctim = sb->st_mtim;
+}
+
+static void fill_top(mfs *m, fuse_ino_t ino, struct stat *sb)
+{
+    memset(sb, 0, sizeof *sb);
+    sb->st_ino = ino;
+    sb->st_mode = S_IFDIR | 0755;
+    sb->st_nlink = 1;
+    sb->st_uid = m->uid;
+    sb->st_gid = m->gid;
+    sb->st_blksize = 4096;
+    sb->st_mtim.tv_sec = m->mount_ns / 1000000000;
+    sb->st_mtim.tv_nsec = m->mount_ns % 1000000000;
+    sb->st_atim = sb->st_ctim = sb->st_mtim;
+}
+
+static double timeout_of(ms_kind k) { return k == MS_MESSAGE ? MSG_TIMEOUT : DIR_TIMEOUT; }
+
+static void fill_entry(mfs *m, size_t sidx, const ms_attr *a, struct fuse_entry_param *e)
+{
+    memset(e, 0, sizeof *e);
+    fill_stat(m, sidx, a, &e->attr);
+    e->ino = e->attr.st_ino;
+    e->attr_timeout = e->entry_timeout = timeout_of(a->node.kind);
+}
+
+/*
+ * The writer of an inode being written, locked, or NULL.  Taking f->lock
+ * under m->lock means handle_free, which unlinks f under m->lock and then
+ * waits for f->lock, never frees a writer in use.
+ */
+static mfs_file *file_lock(mfs *m, fuse_ino_t ino)
+{
+    g_mutex_lock(&m->lock);
+    mfs_file *f = g_hash_table_lookup(m->files, (gpointer)(uintptr_t)ino);
+    if (f)
+        g_mutex_lock(&f->lock);
+    g_mutex_unlock(&m->lock);
+    return f;
+}
+
+/* Attributes of a node, with the size of a message still being written. */
+static int attr_of(mfs *m, fuse_ino_t ino, size_t sidx, ms_node n, ms_attr *a)
+{
+    int rc = ms_getattr(m->stores[sidx], n, a);
+    if (rc || n.kind != MS_MESSAGE)
+        return rc;
+    mfs_file *f = file_lock(m, ino);
+    if (f) {
+        if (ms_writer_dirty(f->w))
+            a->size = ms_writer_size(f->w);
+        g_mutex_unlock(&f->lock);
+    }
+    return 0;
+}
+
+/* Frees content that a rename or unlink replaced, unless still being read. */
+static void release_content(mfs *m, size_t sidx, int64_t content)
+{
+    if (content <= 0)
+        return;
+    uint64_t key = content_key(sidx, content);
+    g_mutex_lock(&m->lock);
+    bool pinned = g_hash_table_contains(m->pinned, (gpointer)(uintptr_t)key);
+    if (pinned)
+        g_hash_table_add(m->doomed, (gpointer)(uintptr_t)key);
+    g_mutex_unlock(&m->lock);
+    if (!pinned)
+        ms_content_drop(m->stores[sidx], content);
+}
+
+/* --------------------------------------------------------- namespace */
+
+static void mfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    mfs *m = M(req);
+    struct fuse_entry_param e;
+    if (parent == FUSE_ROOT_ID) {
+        for (size_t i = 0; i < m->nstores; i++) {
+            if (!strcmp(ms_store_name(m->stores[i]), name)) {
+                memset(&e, 0, sizeof e);
+                e.ino = ino_of(i, (ms_node){MS_ROOT, 0});
+                fill_top(m, e.ino, &e.attr);
+                e.attr_timeout = e.entry_timeout = MSG_TIMEOUT;
+                fuse_reply_entry(req, &e);
+                return;
+            }
+        }
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    size_t s;
+    ms_node n;
+    if (!node_of(m, parent, &s, &n)) {
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    ms_attr a;
+    int rc = ms_lookup(m->stores[s], n, name, &a);
+    if (rc) {
+        fuse_reply_err(req, -rc);
+        return;
+    }
+    fill_entry(m, s, &a, &e);
+    fuse_reply_entry(req, &e);
+}
+
+static void mfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    (void)fi;
+    mfs *m = M(req);
+    struct stat sb;
+    size_t s;
+    ms_node n;
+    if (!node_of(m, ino, &s, &n)) {
+        if (ino != FUSE_ROOT_ID) {
+            fuse_reply_err(req, ENOENT);
+            return;
+        }
+        fill_top(m, ino, &sb);
+        fuse_reply_attr(req, &sb, DIR_TIMEOUT);
+        return;
+    }
+    if (n.kind == MS_ROOT) {
+        fill_top(m, ino, &sb);
+        fuse_reply_attr(req, &sb, MSG_TIMEOUT);
+        return;
+    }
+    ms_attr a;
+    int rc = attr_of(m, ino, s, n, &a);
+    if (rc) {
+        fuse_reply_err(req, -rc);
+        return;
+    }
+    fill_stat(m, s, &a, &sb);
+    fuse_reply_attr(req, &sb, timeout_of(n.kind));
+}
+
+static int64_t ts_ns(const struct timespec *ts)
+{
+    return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ts_ns(&ts);
+}
+
+/* Size changes go through a writer: the store has no partial updates. */
+static int truncate_message(mfs *m, fuse_ino_t ino, size_t s, int64_t id, off_t size)
+{
+    mfs_file *f = file_lock(m, ino);
+    int rc;
+    if (f) {
+        rc = ms_writer_truncate(f->w, size);
+        g_mutex_unlock(&f->lock);
+        return rc;
+    }
+    ms_writer *w;
+    rc = ms_writer_open(m->stores[s], id, size == 0, &w);
+    if (rc)
+        return rc;
+    int64_t old = 0;
+    rc = ms_writer_truncate(w, size);
+    if (!rc)
+        rc = ms_writer_commit(w, false, &old, NULL);
+    ms_writer_close(w);
+    if (!rc)
+        release_content(m, s, old);
+    return rc;
+}
+
+static void mfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+                        struct fuse_file_info *fi)
+{
+    (void)fi;
+    mfs *m = M(req);
+    size_t s;
+    ms_node n;
+    if (!node_of(m, ino, &s, &n) || n.kind == MS_ROOT) {
+        /* The top two levels come from the configuration: accept and
+         * ignore, so that cp -a and rsync -a of the mount root succeed. */
+        struct stat sb;
+        fill_top(m, ino, &sb);
+        fuse_reply_attr(req, &sb, DIR_TIMEOUT);
+        return;
+    }
+    int rc = 0;
+    if (to_set & FUSE_SET_ATTR_SIZE) {
+        rc = n.kind == MS_MESSAGE ? truncate_message(m, ino, s, n.id, attr->st_size) : -EISDIR;
+        if (rc) {
+            fuse_reply_err(req, -rc);
+            return;
+        }
+    }
+    ms_setattr_req r = {0};
+    if (to_set & FUSE_SET_ATTR_MODE) {
+        r.mask |= MS_SET_MODE;
+        r.mode = attr->st_mode & 07777;
+    }
+    if (to_set & FUSE_SET_ATTR_UID) {
+        r.mask |= MS_SET_UID;
+        r.uid = attr->st_uid;
+    }
+    if (to_set & FUSE_SET_ATTR_GID) {
+        r.mask |= MS_SET_GID;
+        r.gid = attr->st_gid;
+    }
+    if (to_set & FUSE_SET_ATTR_MTIME_NOW) {
+        r.mask |= MS_SET_MTIME;
+        r.mtime_ns = now_ns();
+    } else if (to_set & FUSE_SET_ATTR_MTIME) {
+        r.mask |= MS_SET_MTIME;
+        r.mtime_ns = ts_ns(&attr->st_mtim);
+    }
+    /* atime and ctime are not kept: mail has no use for them. */
+    if (r.mask) {
+        bool pending = false;
+        if (n.kind == MS_MESSAGE) {
+            mfs_file *f = file_lock(m, ino);
+            if (f) {
+                if (ms_writer_dirty(f->w)) {
+                    ms_writer_setattr(f->w, &r); /* lands with the commit at close */
+                    pending = true;
+                }
+                g_mutex_unlock(&f->lock);
+            }
+        }
+        if (!pending)
+            rc = ms_setattr(m->stores[s], n, &r, NULL);
+    }
+    ms_attr a;
+    if (!rc)
+        rc = attr_of(m, ino, s, n, &a);
+    if (rc) {
+        fuse_reply_err(req, -rc);
+        return;
+    }
+    if (r.mask & MS_SET_MTIME && n.kind == MS_MESSAGE) {
+        /* Pending attributes are not in the store yet: show them now. */
+        if (r.mask & MS_SET_MODE)
+            a.mode = r.mode;
+        if (r.mask & MS_SET_UID)
+            a.uid = r.uid;
+        if (r.mask & MS_SET_GID)
+            a.gid = r.gid;
+        a.mtime_ns = r.mtime_ns;
+    }
+    struct stat sb;
+    fill_stat(m, s, &a, &sb);
+    fuse_reply_attr(req, &sb, timeout_of(n.kind));
+}
+
+/* --------------------------------------------------------- listings */
+
+typedef struct dirbuf {
+    fuse_req_t req;
+    mfs *m;
+    size_t sidx;
+    bool plus;
+    char *buf;
+    size_t size, used;
+} dirbuf;
+
+/* Adds one entry; false when the reply buffer is full. */
+static bool dir_add(dirbuf *d, const char *name, const struct stat *sb, double timeout, off_t off)
+{
+    size_t n;
+    if (d->plus) {
+        struct fuse_entry_param e = {.ino = sb->st_ino, .attr = *sb};
+        e.attr_timeout = e.entry_timeout = timeout;
+        n = fuse_add_direntry_plus(d->req, d->buf + d->used, d->size - d->used, name, &e, off);
+    } else {
+        n = fuse_add_direntry(d->req, d->buf + d->used, d->size - d->used, name, sb, off);
+    }
+    if (n > d->size - d->used)
+        return false;
+    d->used += n;
+    return true;
+}
+
+static int dir_add_child(void *ctx, const char *name, const ms_attr *a, uint64_t cookie)
+{
+    dirbuf *d = ctx;
+    struct stat sb;
+    fill_stat(d->m, d->sidx, a, &sb);
+    /* Offsets 1 and 2 are "." and ".."; children follow. */
+    return dir_add(d, name, &sb, timeout_of(a->node.kind), (off_t)(cookie + 2)) ? 0 : 1;
+}
+
+/* "." and "..": offsets 1 and 2.  Their attributes are never cached
+ * (readdirplus skips them), so a bare mode is enough. */
+static bool dir_add_dots(dirbuf *d, fuse_ino_t ino, off_t off)
+{
+    struct stat sb = {.st_ino = ino, .st_mode = S_IFDIR};
+    if (off < 1 && !dir_add(d, ".", &sb, 0, 1))
+        return false;
+    if (off < 2 && !dir_add(d, "..", &sb, 0, 2))
+        return false;
+    return true;
+}
+
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus)
+{
+    mfs *m = M(req);
+    dirbuf d = {.req = req, .m = m, .plus = plus, .size = size};
+    d.buf = g_malloc(size);
+    size_t s;
+    ms_node n;
+    int rc = 0;
+    if (!dir_add_dots(&d, ino, off)) {
+        /* nothing more fits */
+    } else if (ino == FUSE_ROOT_ID) {
+        for (size_t i = off > 2 ? (size_t)off - 2 : 0; i < m->nstores; i++) {
+            struct stat sb;
+            fill_top(m, ino_of(i, (ms_node){MS_ROOT, 0}), &sb);
+            if (!dir_add(&d, ms_store_name(m->stores[i]), &sb, MSG_TIMEOUT, (off_t)i + 3))
+                break;
+        }
+    } else if (node_of(m, ino, &s, &n)) {
+        d.sidx = s;
+        rc = ms_list(m->stores[s], n, off > 2 ? (uint64_t)off - 2 : 0, dir_add_child, &d);
+    } else {
+        rc = -ENOENT;
+    }
+    if (rc && d.used == 0)
+        fuse_reply_err(req, -rc);
+    else
+        fuse_reply_buf(req, d.buf, d.used);
+    g_free(d.buf);
+}
+
+static void mfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                        struct fuse_file_info *fi)
+{
+    (void)fi;
+    do_readdir(req, ino, size, off, false);
+}
+
+static void mfs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                            struct fuse_file_info *fi)
+{
+    (void)fi;
+    do_readdir(req, ino, size, off, true);
+}
+
+/* ----------------------------------------------------- directories */
+
+/*
+ * Resolves a parent directory for a change: the store and node, or an
+ * errno.  The mount's root holds only the configured stores: EPERM.
+ */
+static int parent_of(mfs *m, fuse_ino_t parent, size_t *s, ms_node *n)
+{
+    if (parent == FUSE_ROOT_ID)
+        return -EPERM;
+    if (!node_of(m, parent, s, n))
+        return -ENOENT;
+    return 0;
+}
+
+static void mfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+    mfs *m = M(req);
+    size_t s;
+    ms_node n;
+    int rc = parent_of(m, parent, &s, &n);
+    ms_attr a;
+    if (!rc) {
+        const struct fuse_ctx *ctx = fuse_req_ctx(req);
+        rc = ms_mkdir(m->stores[s], n, name, mode & ~ctx->umask, ctx->uid, ctx->gid, &a);
+    }
+    if (rc) {
+        fuse_reply_err(req, -rc);
+        return;
+    }
+    struct fuse_entry_param e;
+    fill_entry(m, s, &a, &e);
+    fuse_reply_entry(req, &e);
+}
+
+static void mfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    mfs *m = M(req);
+    size_t s;
+    ms_node n;
+    int rc = parent_of(m, parent, &s, &n);
+    if (!rc)
+        rc = ms_rmdir(m->stores[s], n, name);
+    fuse_reply_err(req, -rc);
+}
+
+static void mfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    mfs *m = M(req);
+    size_t s;
+    ms_node n;
+    int64_t content = 0;
+    int rc = parent_of(m, parent, &s, &n);
+    if (!rc)
+        rc = n.kind == MS_FOLDER ? ms_unlink(m->stores[s], n, name, &content) : -EPERM;
+    if (!rc)
+        release_content(m, s, content);
+    fuse_reply_err(req, -rc);
+}
+
+static void mfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+                       const char *newname, unsigned int flags)
+{
+    mfs *m = M(req);
+    size_t s, ns;
+    ms_node n, nn;
+    int rc = parent_of(m, parent, &s, &n);
+    if (!rc)
+        rc = parent_of(m, newparent, &ns, &nn);
+    if (!rc && (flags & RENAME_EXCHANGE))
+        rc = -EINVAL; /* swapping two messages has no meaning in a store */
+    if (!rc && s != ns)
+        rc = -EXDEV; /* across stores: mv falls back to copy and delete */
+    int64_t replaced = 0;
+    if (!rc)
+        rc = ms_rename(m->stores[s], n, name, nn, newname, flags & RENAME_NOREPLACE, &replaced);
+    if (!rc)
+        release_content(m, s, replaced);
+    fuse_reply_err(req, -rc);
+}
+
+/* ------------------------------------------------------------ files */
+
+static void handle_free(mfs *m, mfs_handle *h)
+{
+    if (h->r) {
+        uint64_t key = content_key(h->sidx, ms_reader_content(h->r));
+        gpointer k = (gpointer)(uintptr_t)key;
+        bool drop = false;
+        g_mutex_lock(&m->lock);
+        unsigned left = GPOINTER_TO_UINT(g_hash_table_lookup(m->pinned, k)) - 1;
+        if (left)
+            g_hash_table_insert(m->pinned, k, GUINT_TO_POINTER(left));
+        else {
+            g_hash_table_remove(m->pinned, k);
+            drop = g_hash_table_remove(m->doomed, k);
+        }
+        g_mutex_unlock(&m->lock);
+        if (drop)
+            ms_content_drop(h->st, ms_reader_content(h->r));
+        ms_reader_close(h->r);
+    }
+    if (h->f) {
+        mfs_file *f = h->f;
+        g_mutex_lock(&m->lock);
+        bool last = --f->refs == 0;
+        if (last)
+            g_hash_table_remove(m->files, (gpointer)(uintptr_t)h->ino);
+        g_mutex_unlock(&m->lock);
+        if (last) {
+            g_mutex_lock(&f->lock); /* wait for a getattr still looking */
+            g_mutex_unlock(&f->lock);
+            g_mutex_clear(&f->lock);
+            ms_writer_close(f->w); /* forgets a create that never committed */
+            g_free(f);
+        }
+    }
+    g_free(h);
+}
+
+/* Attaches h to the inode's shared writer, making one if needed. */
+static int attach_writer(mfs *m, mfs_handle *h, ms_node n, bool truncate)
+{
+    g_mutex_lock(&m->lock);
+    mfs_file *f = g_hash_table_lookup(m->files, (gpointer)(uintptr_t)h->ino);
+    int rc = 0;
+    if (f) {
+        f->refs++;
+        if (truncate) {
+            g_mutex_lock(&f->lock);
+            rc = ms_writer_truncate(f->w, 0);
+            g_mutex_unlock(&f->lock);
+        }
+    } else {
+        /* Under m->lock so that two opens of one inode share one writer. */
+        ms_writer *w;
+        rc = ms_writer_open(h->st, n.id, truncate, &w);
+        if (!rc) {
+            f = g_new0(mfs_file, 1);
+            g_mutex_init(&f->lock);
+            f->w = w;
+            f->refs = 1;
+            g_hash_table_insert(m->files, (gpointer)(uintptr_t)h->ino, f);
+        }
+    }
+    g_mutex_unlock(&m->lock);
+    if (!rc)
+        h->f = f;
+    return rc;
+}
+
+static int attach_reader(mfs *m, mfs_handle *h, ms_node n)
+{
+    int rc = ms_reader_open(h->st, n.id, &h->r);
+    if (rc)
+        return rc;
+    gpointer k = (gpointer)(uintptr_t)content_key(h->sidx, ms_reader_content(h->r));
+    g_mutex_lock(&m->lock);
+    unsigned c = GPOINTER_TO_UINT(g_hash_table_lookup(m->pinned, k));
+    g_hash_table_insert(m->pinned, k, GUINT_TO_POINTER(c + 1));
+    g_mutex_unlock(&m->lock);
+    return 0;
+}
+
+static void mfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    mfs *m = M(req);
+    size_t s;
+    ms_node n;
+    if (!node_of(m, ino, &s, &n)) {
+        fuse_reply_err(req, ino == FUSE_ROOT_ID ? EISDIR : ENOENT);
+        return;
+    }
+    if (n.kind != MS_MESSAGE) {
+        fuse_reply_err(req, EISDIR);
+        return;
+    }
+    mfs_handle *h = g_new0(mfs_handle, 1);
+    h->st = m->stores[s];
+    h->sidx = s;
+    h->ino = ino;
+    int acc = fi->flags & O_ACCMODE;
+    int rc = acc == O_RDONLY ? attach_reader(m, h, n)
+                             : attach_writer(m, h, n, (fi->flags & O_TRUNC) != 0);
+    if (rc) {
+        handle_free(m, h);
+        fuse_reply_err(req, -rc);
+        return;
+    }
+    fi->fh = (uint64_t)(uintptr_t)h;
+    /* Bytes change only through this mount's writers: keep the cache. */
+    fi->keep_cache = acc == O_RDONLY;
+    fi->noflush = acc == O_RDONLY;
+    fuse_reply_open(req, fi);
+}
+
+static void mfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                       struct fuse_file_info *fi)
+{
+    mfs *m = M(req);
+    size_t s;
+    ms_node n;
+    int rc = parent_of(m, parent, &s, &n);
+    if (!rc && n.kind != MS_FOLDER)
+        rc = -EPERM; /* messages live in folders only */
+    if (!rc && !S_ISREG(mode))
+        rc = -EPERM;
+    ms_attr a;
+    const struct fuse_ctx *ctx = fuse_req_ctx(req);
+    if (!rc)
+        rc = ms_message_create(m->stores[s], n, name, mode & ~ctx->umask, ctx->uid, ctx->gid,
+                               &a);
+    if (rc) {
+        fuse_reply_err(req, -rc);
+        return;
+    }
+    mfs_handle *h = g_new0(mfs_handle, 1);
+    h->st = m->stores[s];
+    h->sidx = s;
+    h->ino = ino_of(s, a.node);
+    rc = attach_writer(m, h, a.node, true);
+    if (rc) {
+        handle_free(m, h);
+        fuse_reply_err(req, -rc);
+        return;
+    }
+    struct fuse_entry_param e;
+    fill_entry(m, s, &a, &e);
+    fi->fh = (uint64_t)(uintptr_t)h;
+    fuse_reply_create(req, &e, fi);
+}
+
+static mfs_handle *H(struct fuse_file_info *fi) { return (mfs_handle *)(uintptr_t)fi->fh; }
+
+static void mfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                     struct fuse_file_info *fi)
+{
+    (void)ino;
+    mfs_handle *h = H(fi);
+    char *buf = g_malloc(size ? size : 1);
+    ssize_t n;
+    if (h->r) {
+        n = ms_reader_pread(h->r, buf, size, off);
+    } else {
+        g_mutex_lock(&h->f->lock);
+        n = ms_writer_pread(h->f->w, buf, size, off);
+        g_mutex_unlock(&h->f->lock);
+    }
+    if (n < 0)
+        fuse_reply_err(req, (int)-n);
+    else
+        fuse_reply_buf(req, buf, (size_t)n);
+    g_free(buf);
+}
+
+static void mfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+                      struct fuse_file_info *fi)
+{
+    (void)ino;
+    mfs_handle *h = H(fi);
+    if (!h->f) {
+        fuse_reply_err(req, EBADF);
+        return;
+    }
+    g_mutex_lock(&h->f->lock);
+    ssize_t n = ms_writer_pwrite(h->f->w, buf, size, off);
+    g_mutex_unlock(&h->f->lock);
+    if (n < 0)
+        fuse_reply_err(req, (int)-n);
+    else
+        fuse_reply_write(req, (size_t)n);
+}
+
+/*
+ * Commits the inode's writer if it holds anything new.  Runs inside
+ * close(2) (flush) and fsync(2), so cp sees its message in the store when
+ * close returns, and a failure (ENOSPC) reaches the writer's close.
+ */
+static int commit_file(mfs *m, mfs_handle *h, bool durable)
+{
+    if (!h->f)
+        return durable ? ms_store_sync(h->st) : 0;
+    int64_t old = 0;
+    int rc = 0;
+    g_mutex_lock(&h->f->lock);
+    if (ms_writer_dirty(h->f->w))
+        rc = ms_writer_commit(h->f->w, durable, &old, NULL);
+    else if (durable)
+        rc = ms_store_sync(h->st);
+    g_mutex_unlock(&h->f->lock);
+    if (!rc)
+        release_content(m, h->sidx, old);
+    return rc;
+}
+
+static void mfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    (void)ino;
+    fuse_reply_err(req, -commit_file(M(req), H(fi), false));
+}
+
+static void mfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+    (void)ino;
+    (void)datasync;
+    fuse_reply_err(req, -commit_file(M(req), H(fi), true));
+}
+
+static void mfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    (void)ino;
+    handle_free(M(req), H(fi));
+    fuse_reply_err(req, 0);
+}
+
+static void mfs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+    (void)datasync;
+    (void)fi;
+    mfs *m = M(req);
+    size_t s;
+    ms_node n;
+    int rc = 0;
+    if (node_of(m, ino, &s, &n))
+        rc = ms_store_sync(m->stores[s]);
+    fuse_reply_err(req, -rc);
+}
+
+/* ------------------------------------------------------------ xattrs */
+
+/* Replies to a getxattr/listxattr with value, honouring the size probe. */
+static void reply_xattr_value(fuse_req_t req, const char *v, size_t len, size_t size)
+{
+    if (size == 0)
+        fuse_reply_xattr(req, len);
+    else if (size < len)
+        fuse_reply_err(req, ERANGE);
+    else
+        fuse_reply_buf(req, v, len);
+}
+
+static void mfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+    mfs *m = M(req);
+    size_t s;
+    ms_node n;
+    if (!node_of(m, ino, &s, &n)) {
+        fuse_reply_err(req, ENODATA);
+        return;
+    }
+    char *v = NULL;
+    size_t len = 0;
+    int rc = ms_xattr_get(m->stores[s], n, name, &v, &len);
+    if (rc)
+        fuse_reply_err(req, -rc);
+    else
+        reply_xattr_value(req, v, len, size);
+    g_free(v);
+}
+
+static void mfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+    mfs *m = M(req);
+    size_t s;
+    ms_node n;
+    if (!node_of(m, ino, &s, &n)) {
+        reply_xattr_value(req, "", 0, size);
+        return;
+    }
+    char *names = NULL;
+    size_t len = 0;
+    int rc = ms_xattr_list(m->stores[s], n, &names, &len);
+    if (rc)
+        fuse_reply_err(req, -rc);
+    else
+        reply_xattr_value(req, names, len, size);
+    g_free(names);
+}
+
+static void mfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+                         size_t size, int flags)
+{
+    mfs *m = M(req);
+    size_t s;
+    ms_node n;
+    int rc = node_of(m, ino, &s, &n) ? ms_xattr_set(m->stores[s], n, name, value, size, flags)
+                                     : -ENOTSUP;
+    fuse_reply_err(req, -rc);
+}
+
+static void mfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+    mfs *m = M(req);
+    size_t s;
+    ms_node n;
+    int rc = node_of(m, ino, &s, &n) ? ms_xattr_remove(m->stores[s], n, name) : -ENODATA;
+    fuse_reply_err(req, -rc);
+}
+
+/* ------------------------------------------------------------- misc */
+
+static void mfs_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+    mfs *m = M(req);
+    size_t s = 0;
+    ms_node n;
+    if (!node_of(m, ino, &s, &n))
+        s = 0;
+    struct statvfs sv;
+    int rc = ms_store_statvfs(m->stores[s], &sv);
+    if (rc) {
+        fuse_reply_err(req, -rc);
+        return;
+    }
+    sv.f_namemax = MS_NAME_MAX;
+    fuse_reply_statfs(req, &sv);
+}
+
+static void mfs_init(void *userdata, struct fuse_conn_info *conn)
+{
+    (void)userdata;
+    /* O_TRUNC arrives with open, sparing a separate truncate. */
+    if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
+        conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+    if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+        conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+    /* Writes must reach the spool as they happen: no writeback cache. */
+    conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+    conn->max_write = 1024 * 1024;
+}
+
+const struct fuse_lowlevel_ops mfs_ops = {
+    .init = mfs_init,
+    .lookup = mfs_lookup,
+    .getattr = mfs_getattr,
+    .setattr = mfs_setattr,
+    .readdir = mfs_readdir,
+    .readdirplus = mfs_readdirplus,
+    .mkdir = mfs_mkdir,
+    .rmdir = mfs_rmdir,
+    .unlink = mfs_unlink,
+    .rename = mfs_rename,
+    .open = mfs_open,
+    .create = mfs_create,
+    .read = mfs_read,
+    .write = mfs_write,
+    .flush = mfs_flush,
+    .fsync = mfs_fsync,
+    .release = mfs_release,
+    .fsyncdir = mfs_fsyncdir,
+    .getxattr = mfs_getxattr,
+    .listxattr = mfs_listxattr,
+    .setxattr = mfs_setxattr,
+    .removexattr = mfs_removexattr,
+    .statfs = mfs_statfs,
+};
