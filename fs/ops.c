@@ -81,7 +81,7 @@ static void fill_stat(mfs *m, size_t sidx, const ms_attr *a, struct stat *sb)
     sb->st_nlink = 1;
     sb->st_uid = a->uid;
     sb->st_gid = a->gid;
-    sb->st_size = dir ? 0 : a->size;
+    sb->st_size = dir ? 4096 : a->size; /* what ext4 shows; tools expect it */
     sb->st_blksize = 128 * 1024;
     sb->st_blocks = (a->size + 511) / 512;
     int64_t t = a->mtime_ns ? a->mtime_ns : m->mount_ns;
@@ -99,6 +99,7 @@ static void fill_top(mfs *m, fuse_ino_t ino, struct stat *sb)
     sb->st_nlink = 1;
     sb->st_uid = m->uid;
     sb->st_gid = m->gid;
+    sb->st_size = 4096;
     sb->st_blksize = 4096;
     sb->st_mtim.tv_sec = m->mount_ns / 1000000000;
     sb->st_mtim.tv_nsec = m->mount_ns % 1000000000;
@@ -669,6 +670,41 @@ static void mfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode
     fuse_reply_create(req, &e, fi);
 }
 
+/*
+ * A regular file made without opening it: tar --xattrs does this so it
+ * can set extended attributes before writing.  It becomes an empty
+ * message at once; the open and write that follow replace its bytes.
+ */
+static void mfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                      dev_t rdev)
+{
+    (void)rdev;
+    mfs *m = M(req);
+    size_t s;
+    ms_node n;
+    int rc = parent_of(m, parent, &s, &n);
+    if (!rc && (n.kind != MS_FOLDER || !S_ISREG(mode)))
+        rc = -EPERM; /* no devices, fifos or sockets in a mail store */
+    ms_attr a;
+    const struct fuse_ctx *ctx = fuse_req_ctx(req);
+    if (!rc)
+        rc = ms_message_create(m->stores[s], n, name, mode & ~ctx->umask, ctx->uid, ctx->gid,
+                               &a);
+    ms_writer *w = NULL;
+    if (!rc)
+        rc = ms_writer_open(m->stores[s], a.node.id, true, &w);
+    if (!rc)
+        rc = ms_writer_commit(w, false, NULL, &a);
+    ms_writer_close(w);
+    if (rc) {
+        fuse_reply_err(req, -rc);
+        return;
+    }
+    struct fuse_entry_param e;
+    fill_entry(m, s, &a, &e);
+    fuse_reply_entry(req, &e);
+}
+
 static mfs_handle *H(struct fuse_file_info *fi) { return (mfs_handle *)(uintptr_t)fi->fh; }
 
 static void mfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -876,6 +912,7 @@ const struct fuse_lowlevel_ops mfs_ops = {
     .readdir = mfs_readdir,
     .readdirplus = mfs_readdirplus,
     .mkdir = mfs_mkdir,
+    .mknod = mfs_mknod,
     .rmdir = mfs_rmdir,
     .unlink = mfs_unlink,
     .rename = mfs_rename,
