@@ -131,7 +131,7 @@ static mfs_file *file_lock(mfs *m, fuse_ino_t ino)
     return f;
 }
 
-/* Attributes of a node, with the size of a message still being written. */
+/* Attributes of a node; a message being written shows what it will be. */
 static int attr_of(mfs *m, fuse_ino_t ino, size_t sidx, ms_node n, ms_attr *a)
 {
     int rc = ms_getattr(m->stores[sidx], n, a);
@@ -139,8 +139,7 @@ static int attr_of(mfs *m, fuse_ino_t ino, size_t sidx, ms_node n, ms_attr *a)
         return rc;
     mfs_file *f = file_lock(m, ino);
     if (f) {
-        if (ms_writer_dirty(f->w))
-            a->size = ms_writer_size(f->w);
+        ms_writer_overlay(f->w, a);
         g_mutex_unlock(&f->lock);
     }
     return 0;
@@ -329,16 +328,6 @@ static void mfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
     if (rc) {
         fuse_reply_err(req, -rc);
         return;
-    }
-    if (r.mask & MS_SET_MTIME && n.kind == MS_MESSAGE) {
-        /* Pending attributes are not in the store yet: show them now. */
-        if (r.mask & MS_SET_MODE)
-            a.mode = r.mode;
-        if (r.mask & MS_SET_UID)
-            a.uid = r.uid;
-        if (r.mask & MS_SET_GID)
-            a.gid = r.gid;
-        a.mtime_ns = r.mtime_ns;
     }
     struct stat sb;
     fill_stat(m, s, &a, &sb);

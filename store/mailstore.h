@@ -248,6 +248,11 @@ int64_t ms_writer_message(const ms_writer *w);
 bool ms_writer_dirty(const ms_writer *w);
 /* Attributes applied with the next commit (mode, owner, internal date). */
 void ms_writer_setattr(ms_writer *w, const ms_setattr_req *req);
+/*
+ * Shows a's message as it will be after the next commit: the spooled size
+ * and any pending attributes.  No-op unless the writer is dirty.
+ */
+void ms_writer_overlay(const ms_writer *w, ms_attr *a);
 /* Flags applied with the next commit (space-separated IMAP flags). */
 int ms_writer_set_flags(ms_writer *w, const char *flags, size_t len);
 /*

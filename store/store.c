@@ -511,6 +511,21 @@ void ms_writer_setattr(ms_writer *w, const ms_setattr_req *req)
     w->dirty = true;
 }
 
+void ms_writer_overlay(const ms_writer *w, ms_attr *a)
+{
+    if (!ms_writer_dirty(w))
+        return;
+    a->size = ms_spool_size(w->spool);
+    if (w->attr.mask & MS_SET_MODE)
+        a->mode = w->attr.mode;
+    if (w->attr.mask & MS_SET_UID)
+        a->uid = w->attr.uid;
+    if (w->attr.mask & MS_SET_GID)
+        a->gid = w->attr.gid;
+    if (w->attr.mask & MS_SET_MTIME)
+        a->mtime_ns = w->attr.mtime_ns;
+}
+
 int ms_writer_set_flags(ms_writer *w, const char *flags, size_t len)
 {
     if (len > MS_XATTR_MAX)
