@@ -130,7 +130,7 @@ static int conn_open(const char *path, bool ro, bool create, conn **out)
     c->stmts = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, stmt_finalize);
     /* mmap stays off: mapped pages count against the daemon's RSS. */
     rc = sqlite3_exec(db,
-                      "PRAGMA synchronous=NORMAL; PRAGMA cache_size=-4096;"
+                      "PRAGMA synchronous=NORMAL; PRAGMA cache_size=-2048;"
                       "PRAGMA mmap_size=0; PRAGMA foreign_keys=OFF;",
                       NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
