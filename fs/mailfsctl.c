@@ -83,8 +83,8 @@ static char *human(int64_t bytes)
 static int cmd_store_list(ctl *c)
 {
     int ret = 0;
-    printf("%-12s %-7s %9s %10s %10s %10s %12s  %s\n", "STORE", "BACKEND", "MAILBOXES",
-           "MESSAGES", "BYTES", "FILE", "RECLAIMABLE", "PATH");
+    printf("%-12s %-7s %9s %10s %10s %10s %12s  %s\n", "STORE", "BACKEND", "MAILBOXES", "MESSAGES",
+           "BYTES", "FILE", "RECLAIMABLE", "PATH");
     for (size_t i = 0; i < ms_config_store_count(c->cfg); i++) {
         const ms_store_conf *sc = ms_config_store(c->cfg, i);
         ms_store *st;

@@ -25,10 +25,16 @@ struct options {
     int show_version;
 };
 
-#define OPT(t, p) {t, offsetof(struct options, p), 1}
+#define OPT(t, p)                                                                                  \
+    {                                                                                              \
+        t, offsetof(struct options, p), 1                                                          \
+    }
 static const struct fuse_opt option_spec[] = {
-    OPT("-h", show_help),        OPT("--help", show_help), OPT("-V", show_version),
-    OPT("--version", show_version), FUSE_OPT_END,
+    OPT("-h", show_help),
+    OPT("--help", show_help),
+    OPT("-V", show_version),
+    OPT("--version", show_version),
+    FUSE_OPT_END,
 };
 
 /* The first non-option argument is the configuration; keep the rest. */

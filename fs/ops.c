@@ -637,8 +637,7 @@ static void mfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode
     ms_attr a;
     const struct fuse_ctx *ctx = fuse_req_ctx(req);
     if (!rc)
-        rc = ms_message_create(m->stores[s], n, name, mode & ~ctx->umask, ctx->uid, ctx->gid,
-                               &a);
+        rc = ms_message_create(m->stores[s], n, name, mode & ~ctx->umask, ctx->uid, ctx->gid, &a);
     if (rc) {
         fuse_reply_err(req, -rc);
         return;
@@ -664,8 +663,7 @@ static void mfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode
  * can set extended attributes before writing.  It becomes an empty
  * message at once; the open and write that follow replace its bytes.
  */
-static void mfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
-                      dev_t rdev)
+static void mfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
     (void)rdev;
     mfs *m = M(req);
@@ -677,8 +675,7 @@ static void mfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     ms_attr a;
     const struct fuse_ctx *ctx = fuse_req_ctx(req);
     if (!rc)
-        rc = ms_message_create(m->stores[s], n, name, mode & ~ctx->umask, ctx->uid, ctx->gid,
-                               &a);
+        rc = ms_message_create(m->stores[s], n, name, mode & ~ctx->umask, ctx->uid, ctx->gid, &a);
     ms_writer *w = NULL;
     if (!rc)
         rc = ms_writer_open(m->stores[s], a.node.id, true, &w);

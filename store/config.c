@@ -54,8 +54,8 @@ static char *resolve_path(const char *file, const char *value)
 }
 
 /* Checks that every key of group is in allowed; sets *err otherwise. */
-static int check_keys(GKeyFile *kf, const char *file, const char *group,
-                      const char *const *allowed, char **err)
+static int check_keys(GKeyFile *kf, const char *file, const char *group, const char *const *allowed,
+                      char **err)
 {
     g_auto(GStrv) keys = g_key_file_get_keys(kf, group, NULL, NULL);
     for (size_t i = 0; keys && keys[i]; i++) {
@@ -68,8 +68,8 @@ static int check_keys(GKeyFile *kf, const char *file, const char *group,
 }
 
 static const char *const mailfs_keys[] = {"journal", "retain-days", "spool", NULL};
-static const char *const directory_keys[] = {"uri",    "bind-dn", "password-file", "base",
-                                             "filter", "starttls", NULL};
+static const char *const directory_keys[] = {
+    "uri", "bind-dn", "password-file", "base", "filter", "starttls", NULL};
 static const char *const store_keys[] = {"backend", "path", "directory", "read-only", NULL};
 static const char *const backends[] = {"sqlite", NULL};
 
@@ -141,8 +141,7 @@ static int parse_mailfs(GKeyFile *kf, const char *file, ms_config *cfg, char **e
         GError *gerr = NULL;
         int days = g_key_file_get_integer(kf, "mailfs", "retain-days", &gerr);
         if (gerr || days < 0) {
-            *err = g_strdup_printf("%s: [mailfs]: retain-days must be a whole number >= 0",
-                                   file);
+            *err = g_strdup_printf("%s: [mailfs]: retain-days must be a whole number >= 0", file);
             g_clear_error(&gerr);
             return -EINVAL;
         }
@@ -157,9 +156,9 @@ int ms_config_load(const char *path, ms_config **out, char **err)
     GError *gerr = NULL;
     *err = NULL;
     if (!g_key_file_load_from_file(kf, path, G_KEY_FILE_NONE, &gerr)) {
-        int rc = gerr->domain == G_FILE_ERROR && gerr->code == G_FILE_ERROR_NOENT ? -ENOENT
+        int rc = gerr->domain == G_FILE_ERROR && gerr->code == G_FILE_ERROR_NOENT   ? -ENOENT
                  : gerr->domain == G_FILE_ERROR && gerr->code == G_FILE_ERROR_ACCES ? -EACCES
-                                                                                   : -EINVAL;
+                                                                                    : -EINVAL;
         *err = g_strdup_printf("%s: %s", path, gerr->message);
         g_error_free(gerr);
         return rc;

@@ -233,8 +233,8 @@ int ms_content_drop(ms_store *st, int64_t content);
  * truncate, the writer starts from the current bytes).
  */
 typedef struct ms_writer ms_writer;
-int ms_message_create(ms_store *st, ms_node folder, const char *name, uint32_t mode,
-                      uint32_t uid, uint32_t gid, ms_attr *out);
+int ms_message_create(ms_store *st, ms_node folder, const char *name, uint32_t mode, uint32_t uid,
+                      uint32_t gid, ms_attr *out);
 int ms_writer_open(ms_store *st, int64_t message, bool truncate, ms_writer **out);
 /* A writer for a new message that gets the name "<uid>.eml" at commit. */
 int ms_writer_deliver(ms_store *st, ms_node folder, ms_writer **out);

@@ -380,8 +380,8 @@ static int sq_open(ms_store *st, const ms_store_conf *conf, int flags, char **er
                                c ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
         ret = -EIO;
     } else if (ver > SCHEMA_VERSION) {
-        *err = g_strdup_printf("%s: store schema version %d is newer than this mailfs (%d)",
-                               path, ver, SCHEMA_VERSION);
+        *err = g_strdup_printf("%s: store schema version %d is newer than this mailfs (%d)", path,
+                               ver, SCHEMA_VERSION);
         ret = -EPROTO;
     } else if (!s->ro) {
         if (exec(c, "PRAGMA journal_mode=WAL") != SQLITE_OK) {
@@ -401,8 +401,7 @@ static int sq_open(ms_store *st, const ms_store_conf *conf, int flags, char **er
             ret = -EIO;
         }
     } else if (ver < SCHEMA_VERSION) {
-        *err = g_strdup_printf("%s: store needs a schema upgrade; open it read-write once",
-                               path);
+        *err = g_strdup_printf("%s: store needs a schema upgrade; open it read-write once", path);
         ret = -EPROTO;
     }
     if (ret) {
@@ -441,8 +440,7 @@ static void sq_close(ms_store *st)
  */
 #define MAILBOX_COLS "id, 0, mtime_ns, mode, uid, gid, 0, id, name"
 #define FOLDER_COLS "id, 0, mtime_ns, mode, uid, gid, 0, mailbox, name"
-#define MESSAGE_COLS                                                                             \
-    "m.id, m.size, m.mtime_ns, m.mode, m.uid, m.gid, m.imap_uid, f.mailbox, m.name"
+#define MESSAGE_COLS "m.id, m.size, m.mtime_ns, m.mode, m.uid, m.gid, m.imap_uid, f.mailbox, m.name"
 
 static void row_attr(sqlite3_stmt *q, ms_kind kind, ms_attr *a)
 {
@@ -510,7 +508,8 @@ static int lookup_in(conn *c, ms_node parent, const char *name, ms_attr *out)
         bind_name(q, 1, name);
         return fetch_attr(c, q, MS_MAILBOX, out, "lookup");
     case MS_MAILBOX:
-        q = Q(c, "SELECT " FOLDER_COLS " FROM folder WHERE mailbox = ? AND parent = 0 AND name = ?");
+        q = Q(c,
+              "SELECT " FOLDER_COLS " FROM folder WHERE mailbox = ? AND parent = 0 AND name = ?");
         if (!q)
             return -EIO;
         sqlite3_bind_int64(q, 1, parent.id);
@@ -538,14 +537,14 @@ static int lookup_in(conn *c, ms_node parent, const char *name, ms_attr *out)
 }
 
 /* Wraps a read-only operation: takes a connection, returns it. */
-#define WITH_CONN(st, c, expr)                                                                   \
-    do {                                                                                         \
-        conn *c = conn_get(st);                                                                  \
-        if (!c)                                                                                  \
-            return -EIO;                                                                         \
-        int rc_ = (expr);                                                                        \
-        conn_put(st, c);                                                                         \
-        return rc_;                                                                              \
+#define WITH_CONN(st, c, expr)                                                                     \
+    do {                                                                                           \
+        conn *c = conn_get(st);                                                                    \
+        if (!c)                                                                                    \
+            return -EIO;                                                                           \
+        int rc_ = (expr);                                                                          \
+        conn_put(st, c);                                                                           \
+        return rc_;                                                                                \
     } while (0)
 
 static int sq_lookup(ms_store *st, ms_node parent, const char *name, ms_attr *out)
@@ -653,8 +652,7 @@ static int mailbox_of(conn *c, ms_node n, int64_t *out)
     return rc;
 }
 
-static int message_named(conn *c, int64_t folder, const char *name, int64_t *id,
-                         int64_t *content)
+static int message_named(conn *c, int64_t folder, const char *name, int64_t *id, int64_t *content)
 {
     sqlite3_stmt *q =
         Q(c, "SELECT id, content FROM message WHERE folder = ? AND name = ? AND state = 0");
@@ -723,8 +721,7 @@ static int mkdir_in(conn *c, ms_node parent, const char *name, uint32_t mode, ui
     rc = step_done(c, q, "mkdir");
     if (rc)
         return rc;
-    ms_node n = {parent.kind == MS_ROOT ? MS_MAILBOX : MS_FOLDER,
-                 sqlite3_last_insert_rowid(c->db)};
+    ms_node n = {parent.kind == MS_ROOT ? MS_MAILBOX : MS_FOLDER, sqlite3_last_insert_rowid(c->db)};
     return get_attr(c, n, out);
 }
 
@@ -1098,8 +1095,7 @@ static int xattr_set_in(conn *c, ms_node n, ms_xattr_id xa, const char *value, s
     return rc;
 }
 
-static int sq_xattr_set(ms_store *st, ms_node node, ms_xattr_id xa, const char *value,
-                        size_t len)
+static int sq_xattr_set(ms_store *st, ms_node node, ms_xattr_id xa, const char *value, size_t len)
 {
     conn *c = conn_get(st);
     if (!c)
@@ -1424,9 +1420,9 @@ static int stats_in(conn *c, const char *path, ms_store_stats *out)
 {
     memset(out, 0, sizeof *out);
     sqlite3_stmt *q = Q(c, "SELECT (SELECT count(*) FROM mailbox WHERE state = 0),"
-             " (SELECT count(*) FROM folder),"
-             " (SELECT count(*) FROM message WHERE state = 0),"
-             " (SELECT coalesce(sum(size), 0) FROM message WHERE state = 0)");
+                           " (SELECT count(*) FROM folder),"
+                           " (SELECT count(*) FROM message WHERE state = 0),"
+                           " (SELECT coalesce(sum(size), 0) FROM message WHERE state = 0)");
     int rc = step_row(c, q, "stats");
     if (rc)
         return rc;

@@ -70,8 +70,7 @@ int ms_store_statvfs(ms_store *st, struct statvfs *out)
 static int check_name(const char *name)
 {
     size_t n = strlen(name);
-    if (n == 0 || n > MS_NAME_MAX || strchr(name, '/') || !strcmp(name, ".") ||
-        !strcmp(name, ".."))
+    if (n == 0 || n > MS_NAME_MAX || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, ".."))
         return -EINVAL;
     return 0;
 }
@@ -220,9 +219,8 @@ static bool valid_flags(const char *v, size_t len)
 /* RFC 6154 attributes, space-separated. */
 static bool valid_special_use(const char *v, size_t len)
 {
-    static const char *const known[] = {"\\All",    "\\Archive", "\\Drafts",    "\\Flagged",
-                                        "\\Junk",   "\\Sent",    "\\Trash",     "\\Important",
-                                        "\\Inbox", NULL};
+    static const char *const known[] = {"\\All",  "\\Archive", "\\Drafts",    "\\Flagged", "\\Junk",
+                                        "\\Sent", "\\Trash",   "\\Important", "\\Inbox",   NULL};
     g_autofree char *s = g_strndup(v, len);
     g_auto(GStrv) words = g_strsplit_set(g_strstrip(s), " \t\n", -1);
     for (size_t i = 0; words[i]; i++)
@@ -282,7 +280,7 @@ int ms_xattr_set(ms_store *st, ms_node node, const char *name, const char *value
         return -E2BIG;
     bool ok = xattrs[i].id == MS_XA_FLAGS         ? valid_flags(value, len)
               : xattrs[i].id == MS_XA_SPECIAL_USE ? valid_special_use(value, len)
-                                                   : valid_acl(value, len);
+                                                  : valid_acl(value, len);
     if (!ok)
         return -EINVAL;
     if (flags & (XATTR_CREATE | XATTR_REPLACE)) {
@@ -396,13 +394,13 @@ struct ms_writer {
     ms_setattr_req attr;
     char *flags;
     size_t flags_len;
-    bool dirty;      /* bytes or attributes not yet committed */
-    bool committed;  /* at least one commit happened */
-    bool created;    /* by ms_message_create: discard if never committed */
+    bool dirty;     /* bytes or attributes not yet committed */
+    bool committed; /* at least one commit happened */
+    bool created;   /* by ms_message_create: discard if never committed */
 };
 
-int ms_message_create(ms_store *st, ms_node folder, const char *name, uint32_t mode,
-                      uint32_t uid, uint32_t gid, ms_attr *out)
+int ms_message_create(ms_store *st, ms_node folder, const char *name, uint32_t mode, uint32_t uid,
+                      uint32_t gid, ms_attr *out)
 {
     int rc = check_name(name);
     if (rc)
