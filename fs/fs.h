@@ -29,6 +29,7 @@ typedef struct mfs {
     int64_t mount_ns;
     GMutex lock;        /* guards the two tables below */
     GHashTable *files;  /* ino -> mfs_file*: messages open for writing */
+    GHashTable *opens;  /* ino -> mfs_open*: every open message */
     GHashTable *pinned; /* content key -> open readers (GUINT_TO_POINTER) */
     GHashTable *doomed; /* content keys to drop when their last reader goes */
 } mfs;

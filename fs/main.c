@@ -12,6 +12,7 @@
 #include "fs.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -119,8 +120,12 @@ static int serve(mfs *m, struct fuse_args *args, struct fuse_cmdline_opts *co)
     } else {
         struct fuse_loop_config *lc = fuse_loop_cfg_create();
         fuse_loop_cfg_set_clone_fd(lc, co->clone_fd);
-        fuse_loop_cfg_set_max_threads(lc, co->max_threads);
-        fuse_loop_cfg_set_idle_threads(lc, co->max_idle_threads);
+        /* fuse_parse_cmdline leaves -1 when -o max_threads is not given,
+         * which libfuse then complains about: say the default instead. */
+        fuse_loop_cfg_set_max_threads(
+            lc, co->max_threads > 0 && co->max_threads <= 100000 ? co->max_threads : 10);
+        if (co->max_idle_threads != UINT_MAX)
+            fuse_loop_cfg_set_idle_threads(lc, co->max_idle_threads);
         ret = fuse_session_loop_mt(m->se, lc);
         fuse_loop_cfg_destroy(lc);
     }
@@ -180,10 +185,12 @@ int main(int argc, char *argv[])
     g_mutex_init(&m.lock);
     m.files = g_hash_table_new(g_direct_hash, g_direct_equal);
     m.pinned = g_hash_table_new(g_direct_hash, g_direct_equal);
+    m.opens = g_hash_table_new(g_direct_hash, g_direct_equal);
     m.doomed = g_hash_table_new(g_direct_hash, g_direct_equal);
     ret = serve(&m, &args, &co);
     g_hash_table_destroy(m.files);
     g_hash_table_destroy(m.pinned);
+    g_hash_table_destroy(m.opens);
     g_hash_table_destroy(m.doomed);
     g_mutex_clear(&m.lock);
 out:

@@ -27,13 +27,24 @@ typedef struct mfs_file {
     int refs;
 } mfs_file;
 
+/*
+ * Every open message, so that stat(2) of one unlinked while open answers
+ * with the attributes it had (nlink 0) instead of ENOENT.
+ */
+typedef struct mfs_opened {
+    int count;
+    ms_attr attr;
+    size_t sidx;
+} mfs_opened;
+
 /* What fi->fh points to for an open message. */
 typedef struct mfs_handle {
     ms_store *st;
     size_t sidx;
     fuse_ino_t ino;
-    ms_reader *r; /* read-only opens */
-    mfs_file *f;  /* opens for writing */
+    ms_reader *r;    /* read-only opens */
+    mfs_file *f;     /* opens for writing */
+    bool registered; /* counted in m->opens */
 } mfs_handle;
 
 static mfs *M(fuse_req_t req) { return fuse_req_userdata(req); }
@@ -196,6 +207,8 @@ static void mfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
     fuse_reply_entry(req, &e);
 }
 
+static mfs_handle *H(struct fuse_file_info *fi) { return (mfs_handle *)(uintptr_t)fi->fh; }
+
 static void mfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     (void)fi;
@@ -219,6 +232,20 @@ static void mfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
     }
     ms_attr a;
     int rc = attr_of(m, ino, s, n, &a);
+    if (rc == -ENOENT && n.kind == MS_MESSAGE) {
+        /* An open message unlinked meanwhile: the kernel still has it. */
+        g_mutex_lock(&m->lock);
+        mfs_opened *o = g_hash_table_lookup(m->opens, (gpointer)(uintptr_t)ino);
+        if (o) {
+            fill_stat(m, s, &o->attr, &sb);
+            sb.st_nlink = 0;
+        }
+        g_mutex_unlock(&m->lock);
+        if (o) {
+            fuse_reply_attr(req, &sb, 0);
+            return;
+        }
+    }
     if (rc) {
         fuse_reply_err(req, -rc);
         return;
@@ -510,8 +537,40 @@ static void mfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse
 
 /* ------------------------------------------------------------ files */
 
+/* Counts h in m->opens, with the attributes a it has now. */
+static void open_register(mfs *m, mfs_handle *h, const ms_attr *a)
+{
+    gpointer k = (gpointer)(uintptr_t)h->ino;
+    g_mutex_lock(&m->lock);
+    mfs_opened *o = g_hash_table_lookup(m->opens, k);
+    if (!o) {
+        o = g_new0(mfs_opened, 1);
+        g_hash_table_insert(m->opens, k, o);
+    }
+    o->count++;
+    o->attr = *a;
+    o->sidx = h->sidx;
+    g_mutex_unlock(&m->lock);
+    h->registered = true;
+}
+
+static void open_unregister(mfs *m, mfs_handle *h)
+{
+    if (!h->registered)
+        return;
+    gpointer k = (gpointer)(uintptr_t)h->ino;
+    g_mutex_lock(&m->lock);
+    mfs_opened *o = g_hash_table_lookup(m->opens, k);
+    if (o && --o->count == 0) {
+        g_hash_table_remove(m->opens, k);
+        g_free(o);
+    }
+    g_mutex_unlock(&m->lock);
+}
+
 static void handle_free(mfs *m, mfs_handle *h)
 {
+    open_unregister(m, h);
     if (h->r) {
         uint64_t key = content_key(h->sidx, ms_reader_content(h->r));
         gpointer k = (gpointer)(uintptr_t)key;
@@ -609,8 +668,13 @@ static void mfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     h->sidx = s;
     h->ino = ino;
     int acc = fi->flags & O_ACCMODE;
-    int rc = acc == O_RDONLY ? attach_reader(m, h, n)
+    ms_attr a;
+    int rc = attr_of(m, ino, s, n, &a);
+    if (!rc)
+        rc = acc == O_RDONLY ? attach_reader(m, h, n)
                              : attach_writer(m, h, n, (fi->flags & O_TRUNC) != 0);
+    if (!rc)
+        open_register(m, h, &a);
     if (rc) {
         handle_free(m, h);
         fuse_reply_err(req, -rc);
@@ -647,6 +711,8 @@ static void mfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode
     h->sidx = s;
     h->ino = ino_of(s, a.node);
     rc = attach_writer(m, h, a.node, true);
+    if (!rc)
+        open_register(m, h, &a);
     if (rc) {
         handle_free(m, h);
         fuse_reply_err(req, -rc);
@@ -690,8 +756,6 @@ static void mfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     fill_entry(m, s, &a, &e);
     fuse_reply_entry(req, &e);
 }
-
-static mfs_handle *H(struct fuse_file_info *fi) { return (mfs_handle *)(uintptr_t)fi->fh; }
 
 static void mfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                      struct fuse_file_info *fi)
