@@ -1,0 +1,273 @@
+/*
+ * sqlite_content.c — message bytes in the sqlite backend: reserving a
+ * name, reading chunks, committing a spool in one transaction, and
+ * freeing content nobody refers to.
+ */
+#include "sqlite_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+/* ---------------------------------------------------------- content */
+
+static int create_in(conn *c, ms_node folder, const char *name, uint32_t mode, uint32_t uid,
+                     uint32_t gid, ms_attr *out)
+{
+    ms_attr fa;
+    int rc = get_attr(c, folder, &fa);
+    if (rc)
+        return rc;
+    ms_attr sub;
+    rc = lookup_in(c, folder, name, &sub);
+    if (rc == 0 && sub.node.kind == MS_FOLDER)
+        return -EEXIST;
+    int64_t imap_uid;
+    rc = take_uid(c, folder.id, &imap_uid);
+    if (rc)
+        return rc;
+    sqlite3_stmt *q = Q(c, "INSERT INTO message(folder, name, state, imap_uid, mode, uid, gid,"
+                           " mtime_ns) VALUES (?, ?, 1, ?, ?, ?, ?, ?)");
+    if (!q)
+        return -EIO;
+    sqlite3_bind_int64(q, 1, folder.id);
+    bind_name(q, 2, name);
+    sqlite3_bind_int64(q, 3, imap_uid);
+    sqlite3_bind_int(q, 4, (int)mode);
+    sqlite3_bind_int64(q, 5, uid);
+    sqlite3_bind_int64(q, 6, gid);
+    sqlite3_bind_int64(q, 7, now_ns());
+    rc = step_done(c, q, "create");
+    if (rc)
+        return rc;
+    return get_attr(c, (ms_node){MS_MESSAGE, sqlite3_last_insert_rowid(c->db)}, out);
+}
+
+int sq_message_create(ms_store *st, ms_node folder, const char *name, uint32_t mode, uint32_t uid,
+                      uint32_t gid, ms_attr *out)
+{
+    WITH_TX(st, c, create_in(c, folder, name, mode, uid, gid, out));
+}
+
+int content_of_in(conn *c, int64_t message, int64_t *content, int64_t *size)
+{
+    sqlite3_stmt *q = Q(c, "SELECT content, size FROM message WHERE id = ?");
+    if (!q)
+        return -EIO;
+    sqlite3_bind_int64(q, 1, message);
+    int rc = step_row(c, q, "open");
+    if (rc)
+        return rc;
+    *content = sqlite3_column_int64(q, 0);
+    *size = sqlite3_column_int64(q, 1);
+    sqlite3_reset(q);
+    return 0;
+}
+
+int sq_content_of(ms_store *st, int64_t message, int64_t *content, int64_t *size)
+{
+    WITH_CONN(st, c, content_of_in(c, message, content, size));
+}
+
+static ssize_t content_read_in(conn *c, int64_t content, char *buf, size_t len, int64_t off)
+{
+    sqlite3_stmt *q = Q(c, "SELECT data FROM chunk WHERE content = ? AND seq = ?");
+    if (!q)
+        return -EIO;
+    size_t done = 0;
+    while (done < len) {
+        int64_t pos = off + (int64_t)done;
+        int64_t seq = pos / MS_CHUNK;
+        size_t in = (size_t)(pos % MS_CHUNK);
+        sqlite3_reset(q);
+        sqlite3_bind_int64(q, 1, content);
+        sqlite3_bind_int64(q, 2, seq);
+        int rc = step_row(c, q, "read");
+        if (rc == -ENOENT)
+            break; /* past the last chunk */
+        if (rc)
+            return rc;
+        size_t n = (size_t)sqlite3_column_bytes(q, 0);
+        if (in >= n)
+            break;
+        size_t take = MIN(n - in, len - done);
+        memcpy(buf + done, (const char *)sqlite3_column_blob(q, 0) + in, take);
+        done += take;
+        if (in + take < MS_CHUNK && in + take == n)
+            break; /* a short chunk is the last one */
+    }
+    sqlite3_reset(q);
+    return (ssize_t)done;
+}
+
+ssize_t sq_content_read(ms_store *st, int64_t content, void *buf, size_t len, int64_t off)
+{
+    conn *c = conn_get(st);
+    if (!c)
+        return -EIO;
+    ssize_t n = content_read_in(c, content, buf, len, off);
+    conn_put(st, c);
+    return n;
+}
+
+static int drop_in(conn *c, int64_t content)
+{
+    sqlite3_stmt *q = Q(c, "SELECT EXISTS(SELECT 1 FROM message WHERE content = ?)");
+    if (!q)
+        return -EIO;
+    sqlite3_bind_int64(q, 1, content);
+    int rc = step_row(c, q, "drop");
+    if (rc)
+        return rc;
+    int used = sqlite3_column_int(q, 0);
+    sqlite3_reset(q);
+    if (used)
+        return 0;
+    q = Q(c, "DELETE FROM chunk WHERE content = ?");
+    if (!q)
+        return -EIO;
+    sqlite3_bind_int64(q, 1, content);
+    rc = step_done(c, q, "drop");
+    if (rc)
+        return rc;
+    q = Q(c, "DELETE FROM content WHERE id = ?");
+    if (!q)
+        return -EIO;
+    sqlite3_bind_int64(q, 1, content);
+    return step_done(c, q, "drop");
+}
+
+int sq_content_drop(ms_store *st, int64_t content) { WITH_TX(st, c, drop_in(c, content)); }
+
+static int discard_in(conn *c, int64_t message)
+{
+    sqlite3_stmt *q = Q(c, "DELETE FROM message WHERE id = ? AND state = 1");
+    if (!q)
+        return -EIO;
+    sqlite3_bind_int64(q, 1, message);
+    return step_done(c, q, "discard");
+}
+
+int sq_discard_pending(ms_store *st, int64_t message) { WITH_TX(st, c, discard_in(c, message)); }
+
+/* Copies the spool into new chunks of a new content id; hashes them. */
+static int write_content(conn *c, ms_spool *sp, int64_t *content, uint8_t sha[32])
+{
+    int64_t size = ms_spool_size(sp);
+    sqlite3_stmt *q = Q(c, "INSERT INTO content(size) VALUES (?)");
+    if (!q)
+        return -EIO;
+    sqlite3_bind_int64(q, 1, size);
+    int rc = step_done(c, q, "content");
+    if (rc)
+        return rc;
+    int64_t id = sqlite3_last_insert_rowid(c->db);
+    g_autoptr(GChecksum) ck = g_checksum_new(G_CHECKSUM_SHA256);
+    g_autofree char *buf = g_malloc(MS_CHUNK);
+    for (int64_t off = 0, seq = 0; off < size; seq++) {
+        ssize_t n = ms_spool_pread(sp, buf, MS_CHUNK, off);
+        if (n <= 0)
+            return n < 0 ? (int)n : -EIO;
+        g_checksum_update(ck, (const guchar *)buf, n);
+        q = Q(c, "INSERT INTO chunk(content, seq, data) VALUES (?, ?, ?)");
+        if (!q)
+            return -EIO;
+        sqlite3_bind_int64(q, 1, id);
+        sqlite3_bind_int64(q, 2, seq);
+        sqlite3_bind_blob(q, 3, buf, (int)n, SQLITE_STATIC);
+        rc = step_done(c, q, "write");
+        if (rc)
+            return rc;
+        off += n;
+    }
+    gsize len = 32;
+    g_checksum_get_digest(ck, sha, &len);
+    *content = id;
+    return 0;
+}
+
+/* A new visible message named "<uid>.eml" for a delivery. */
+static int insert_delivered(conn *c, int64_t folder, int64_t *id)
+{
+    ms_attr fa;
+    int rc = get_attr(c, (ms_node){MS_FOLDER, folder}, &fa);
+    if (rc)
+        return rc;
+    for (int tries = 0; tries < 1000; tries++) {
+        int64_t uid;
+        rc = take_uid(c, folder, &uid);
+        if (rc)
+            return rc;
+        char name[32];
+        snprintf(name, sizeof name, "%lld.eml", (long long)uid);
+        rc = name_taken_by_message(c, folder, name);
+        if (rc > 0)
+            continue; /* somebody created that name by hand: next UID */
+        if (rc < 0)
+            return rc;
+        sqlite3_stmt *q = Q(c, "INSERT INTO message(folder, name, imap_uid, mode, uid, gid,"
+                               " mtime_ns) VALUES (?, ?, ?, 384, 0, 0, ?)");
+        if (!q)
+            return -EIO;
+        sqlite3_bind_int64(q, 1, folder);
+        bind_name(q, 2, name);
+        sqlite3_bind_int64(q, 3, uid);
+        sqlite3_bind_int64(q, 4, now_ns());
+        rc = step_done(c, q, "deliver");
+        if (rc)
+            return rc;
+        *id = sqlite3_last_insert_rowid(c->db);
+        return 0;
+    }
+    return -EEXIST;
+}
+
+static int commit_in(conn *c, const ms_commit *cm, int64_t *old_content, ms_attr *out)
+{
+    int64_t id = cm->message, old = 0, size = 0;
+    int rc;
+    if (id == 0)
+        rc = insert_delivered(c, cm->folder.id, &id);
+    else
+        rc = content_of_in(c, id, &old, &size);
+    if (rc)
+        return rc;
+    int64_t content = 0;
+    uint8_t sha[32];
+    rc = write_content(c, cm->spool, &content, sha);
+    if (rc)
+        return rc;
+    sqlite3_stmt *q = Q(c, "UPDATE message SET content = ?, size = ?, sha256 = ?, state = 0"
+                           " WHERE id = ?");
+    if (!q)
+        return -EIO;
+    sqlite3_bind_int64(q, 1, content);
+    sqlite3_bind_int64(q, 2, ms_spool_size(cm->spool));
+    sqlite3_bind_blob(q, 3, sha, 32, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 4, id);
+    rc = step_done(c, q, "commit");
+    ms_node n = {MS_MESSAGE, id};
+    if (!rc && cm->flags)
+        rc = xattr_set_in(c, n, MS_XA_FLAGS, cm->flags, cm->flags_len);
+    if (!rc && cm->attr.mask)
+        rc = setattr_in(c, n, &cm->attr, NULL);
+    if (!rc)
+        rc = get_attr(c, n, out);
+    if (!rc)
+        *old_content = old;
+    return rc;
+}
+
+int sq_commit(ms_store *st, const ms_commit *cm, int64_t *old_content, ms_attr *out)
+{
+    conn *c = conn_get(st);
+    if (!c)
+        return -EIO;
+    int rc = tx_begin(st, c);
+    if (!rc)
+        rc = tx_end(st, c, commit_in(c, cm, old_content, out));
+    conn_put(st, c);
+    if (!rc && cm->durable)
+        rc = sync_files(S(st)->path);
+    return rc;
+}

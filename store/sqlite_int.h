@@ -1,0 +1,103 @@
+/*
+ * sqlite_int.h — what the files of the sqlite backend share (internal).
+ */
+#ifndef MAILFS_SQLITE_INT_H
+#define MAILFS_SQLITE_INT_H
+
+#include "backend.h"
+
+#include <time.h>
+
+#include <glib.h>
+#include <sqlite3.h>
+
+#define MS_CHUNK (128 * 1024)
+/* In list cookies, messages come after all folders of the same parent. */
+#define COOKIE_MSG (UINT64_C(1) << 48)
+
+typedef struct conn {
+    sqlite3 *db;
+    GHashTable *stmts; /* static SQL text (by address) -> prepared statement */
+} conn;
+
+typedef struct sq {
+    char *path;
+    bool ro;
+    GMutex pool_lock;
+    GPtrArray *idle; /* of conn* */
+    GMutex write_lock;
+} sq;
+
+static inline sq *S(ms_store *st) { return st->priv; }
+
+int64_t now_ns(void);
+
+/* sqlite.c: errors, connections, statements, transactions */
+int sq_errno(sqlite3 *db, int rc, const char *what);
+int sq_exec(conn *c, const char *sql);
+int pragma_int(conn *c, const char *sql, int *out);
+conn *conn_get(ms_store *st);
+void conn_put(ms_store *st, conn *c);
+sqlite3_stmt *Q(conn *c, const char *sql);
+void bind_name(sqlite3_stmt *q, int i, const char *name);
+int step_done(conn *c, sqlite3_stmt *q, const char *what);
+int step_row(conn *c, sqlite3_stmt *q, const char *what);
+int tx_begin(ms_store *st, conn *c);
+int tx_end(ms_store *st, conn *c, int rc);
+int sync_files(const char *path);
+
+/* Wraps a read-only operation: takes a connection, returns it. */
+#define WITH_CONN(st, c, expr)                                                                     \
+    do {                                                                                           \
+        conn *c = conn_get(st);                                                                    \
+        if (!c)                                                                                    \
+            return -EIO;                                                                           \
+        int rc_ = (expr);                                                                          \
+        conn_put(st, c);                                                                           \
+        return rc_;                                                                                \
+    } while (0)
+
+/* Runs expr, which uses c, in one write transaction: all of it or none. */
+#define WITH_TX(st, c, expr)                                                                       \
+    do {                                                                                           \
+        conn *c = conn_get(st);                                                                    \
+        if (!c)                                                                                    \
+            return -EIO;                                                                           \
+        int rc_ = tx_begin(st, c);                                                                 \
+        if (!rc_)                                                                                  \
+            rc_ = tx_end(st, c, (expr));                                                           \
+        conn_put(st, c);                                                                           \
+        return rc_;                                                                                \
+    } while (0)
+
+/* sqlite_tree.c */
+int get_attr(conn *c, ms_node n, ms_attr *out);
+int lookup_in(conn *c, ms_node parent, const char *name, ms_attr *out);
+int take_uid(conn *c, int64_t folder, int64_t *uid);
+int name_taken_by_message(conn *c, int64_t folder, const char *name);
+int setattr_in(conn *c, ms_node n, const ms_setattr_req *req, ms_attr *out);
+int xattr_set_in(conn *c, ms_node n, ms_xattr_id xa, const char *value, size_t len);
+int sq_lookup(ms_store *st, ms_node parent, const char *name, ms_attr *out);
+int sq_getattr(ms_store *st, ms_node node, ms_attr *out);
+int sq_list(ms_store *st, ms_node parent, uint64_t cookie, ms_list_fn fn, void *ctx);
+int sq_mkdir(ms_store *st, ms_node parent, const char *name, uint32_t mode, uint32_t uid,
+             uint32_t gid, ms_attr *out);
+int sq_rmdir(ms_store *st, ms_node parent, const char *name);
+int sq_unlink(ms_store *st, ms_node folder, const char *name, int64_t *content);
+int sq_rename(ms_store *st, ms_node parent, const char *name, ms_node newparent,
+              const char *newname, bool noreplace, int64_t *replaced);
+int sq_setattr(ms_store *st, ms_node node, const ms_setattr_req *req, ms_attr *out);
+int sq_xattr_get(ms_store *st, ms_node node, ms_xattr_id xa, char **value, size_t *len);
+int sq_xattr_set(ms_store *st, ms_node node, ms_xattr_id xa, const char *value, size_t len);
+
+/* sqlite_content.c */
+int content_of_in(conn *c, int64_t message, int64_t *content, int64_t *size);
+int sq_message_create(ms_store *st, ms_node folder, const char *name, uint32_t mode, uint32_t uid,
+                      uint32_t gid, ms_attr *out);
+int sq_content_of(ms_store *st, int64_t message, int64_t *content, int64_t *size);
+ssize_t sq_content_read(ms_store *st, int64_t content, void *buf, size_t len, int64_t off);
+int sq_content_drop(ms_store *st, int64_t content);
+int sq_discard_pending(ms_store *st, int64_t message);
+int sq_commit(ms_store *st, const ms_commit *cm, int64_t *old_content, ms_attr *out);
+
+#endif

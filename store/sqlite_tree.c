@@ -1,0 +1,631 @@
+/*
+ * sqlite_tree.c — the namespace of the sqlite backend: mailboxes,
+ * folders and message metadata (lookup, listing, mkdir/rmdir, unlink,
+ * rename, attributes and extended attributes).
+ */
+#include "sqlite_int.h"
+
+#include <errno.h>
+#include <string.h>
+
+/* ------------------------------------------------------------- rows */
+
+/*
+ * Every attribute query selects the same columns, so one function reads
+ * them: id, size, mtime_ns, mode, uid, gid, imap_uid, mailbox, name.
+ */
+#define MAILBOX_COLS "id, 0, mtime_ns, mode, uid, gid, 0, id, name"
+#define FOLDER_COLS "id, 0, mtime_ns, mode, uid, gid, 0, mailbox, name"
+#define MESSAGE_COLS "m.id, m.size, m.mtime_ns, m.mode, m.uid, m.gid, m.imap_uid, f.mailbox, m.name"
+
+static void row_attr(sqlite3_stmt *q, ms_kind kind, ms_attr *a)
+{
+    memset(a, 0, sizeof *a);
+    a->node.kind = kind;
+    a->node.id = sqlite3_column_int64(q, 0);
+    a->size = sqlite3_column_int64(q, 1);
+    a->mtime_ns = sqlite3_column_int64(q, 2);
+    a->mode = (uint32_t)sqlite3_column_int(q, 3);
+    a->uid = (uint32_t)sqlite3_column_int64(q, 4);
+    a->gid = (uint32_t)sqlite3_column_int64(q, 5);
+    a->imap_uid = sqlite3_column_int64(q, 6);
+    a->mailbox = sqlite3_column_int64(q, 7);
+}
+
+/* Reads one attribute row of kind from q; resets q. */
+static int fetch_attr(conn *c, sqlite3_stmt *q, ms_kind kind, ms_attr *out, const char *what)
+{
+    int rc = step_row(c, q, what);
+    if (rc)
+        return rc;
+    if (out)
+        row_attr(q, kind, out);
+    sqlite3_reset(q);
+    return 0;
+}
+
+int get_attr(conn *c, ms_node n, ms_attr *out)
+{
+    sqlite3_stmt *q;
+    switch (n.kind) {
+    case MS_ROOT:
+        memset(out, 0, sizeof *out);
+        out->mode = 0755;
+        return 0;
+    case MS_MAILBOX:
+        q = Q(c, "SELECT " MAILBOX_COLS " FROM mailbox WHERE id = ?");
+        break;
+    case MS_FOLDER:
+        q = Q(c, "SELECT " FOLDER_COLS " FROM folder WHERE id = ?");
+        break;
+    case MS_MESSAGE:
+        q = Q(c, "SELECT " MESSAGE_COLS " FROM message m JOIN folder f ON f.id = m.folder"
+                 " WHERE m.id = ?");
+        break;
+    default:
+        return -EINVAL;
+    }
+    if (!q)
+        return -EIO;
+    sqlite3_bind_int64(q, 1, n.id);
+    return fetch_attr(c, q, n.kind, out, "getattr");
+}
+
+/* Child of parent named name: the visible mailbox, folder or message. */
+int lookup_in(conn *c, ms_node parent, const char *name, ms_attr *out)
+{
+    sqlite3_stmt *q;
+    int rc;
+    switch (parent.kind) {
+    case MS_ROOT:
+        q = Q(c, "SELECT " MAILBOX_COLS " FROM mailbox WHERE name = ? AND state = 0");
+        if (!q)
+            return -EIO;
+        bind_name(q, 1, name);
+        return fetch_attr(c, q, MS_MAILBOX, out, "lookup");
+    case MS_MAILBOX:
+        q = Q(c,
+              "SELECT " FOLDER_COLS " FROM folder WHERE mailbox = ? AND parent = 0 AND name = ?");
+        if (!q)
+            return -EIO;
+        sqlite3_bind_int64(q, 1, parent.id);
+        bind_name(q, 2, name);
+        return fetch_attr(c, q, MS_FOLDER, out, "lookup");
+    case MS_FOLDER:
+        q = Q(c, "SELECT " FOLDER_COLS " FROM folder WHERE parent = ? AND name = ?");
+        if (!q)
+            return -EIO;
+        sqlite3_bind_int64(q, 1, parent.id);
+        bind_name(q, 2, name);
+        rc = fetch_attr(c, q, MS_FOLDER, out, "lookup");
+        if (rc != -ENOENT)
+            return rc;
+        q = Q(c, "SELECT " MESSAGE_COLS " FROM message m JOIN folder f ON f.id = m.folder"
+                 " WHERE m.folder = ? AND m.name = ? AND m.state = 0");
+        if (!q)
+            return -EIO;
+        sqlite3_bind_int64(q, 1, parent.id);
+        bind_name(q, 2, name);
+        return fetch_attr(c, q, MS_MESSAGE, out, "lookup");
+    default:
+        return -ENOTDIR;
+    }
+}
+
+int sq_lookup(ms_store *st, ms_node parent, const char *name, ms_attr *out)
+{
+    WITH_CONN(st, c, lookup_in(c, parent, name, out));
+}
+
+int sq_getattr(ms_store *st, ms_node node, ms_attr *out)
+{
+    WITH_CONN(st, c, get_attr(c, node, out));
+}
+
+/* ---------------------------------------------------------- listing */
+
+static int list_rows(conn *c, sqlite3_stmt *q, ms_kind kind, uint64_t cookie_base, ms_list_fn fn,
+                     void *ctx, bool *stopped)
+{
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        ms_attr a;
+        row_attr(q, kind, &a);
+        int n = sqlite3_column_bytes(q, 8);
+        char name[MS_NAME_MAX + 1];
+        if (n > MS_NAME_MAX)
+            continue; /* cannot happen through the API; never overflow */
+        memcpy(name, sqlite3_column_blob(q, 8), (size_t)n);
+        name[n] = '\0';
+        if (fn(ctx, name, &a, cookie_base + (uint64_t)a.node.id)) {
+            *stopped = true;
+            break;
+        }
+    }
+    sqlite3_reset(q);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : sq_errno(c->db, rc, "list");
+}
+
+static int list_in(conn *c, ms_node parent, uint64_t cookie, ms_list_fn fn, void *ctx)
+{
+    bool stopped = false;
+    sqlite3_stmt *q;
+    int rc;
+    switch (parent.kind) {
+    case MS_ROOT:
+        q = Q(c, "SELECT " MAILBOX_COLS " FROM mailbox WHERE state = 0 AND id > ? ORDER BY id");
+        if (!q)
+            return -EIO;
+        sqlite3_bind_int64(q, 1, (int64_t)cookie);
+        return list_rows(c, q, MS_MAILBOX, 0, fn, ctx, &stopped);
+    case MS_MAILBOX:
+        q = Q(c, "SELECT " FOLDER_COLS " FROM folder WHERE mailbox = ? AND parent = 0 AND id > ?"
+                 " ORDER BY id");
+        if (!q)
+            return -EIO;
+        sqlite3_bind_int64(q, 1, parent.id);
+        sqlite3_bind_int64(q, 2, (int64_t)cookie);
+        return list_rows(c, q, MS_FOLDER, 0, fn, ctx, &stopped);
+    case MS_FOLDER: {
+        ms_attr fa;
+        rc = get_attr(c, parent, &fa);
+        if (rc)
+            return rc;
+        if (cookie < COOKIE_MSG) {
+            q = Q(c, "SELECT " FOLDER_COLS " FROM folder WHERE parent = ? AND id > ? ORDER BY id");
+            if (!q)
+                return -EIO;
+            sqlite3_bind_int64(q, 1, parent.id);
+            sqlite3_bind_int64(q, 2, (int64_t)cookie);
+            rc = list_rows(c, q, MS_FOLDER, 0, fn, ctx, &stopped);
+            if (rc || stopped)
+                return rc;
+            cookie = COOKIE_MSG;
+        }
+        q = Q(c, "SELECT id, size, mtime_ns, mode, uid, gid, imap_uid, ?, name FROM message"
+                 " WHERE folder = ? AND state = 0 AND id > ? ORDER BY id");
+        if (!q)
+            return -EIO;
+        sqlite3_bind_int64(q, 1, fa.mailbox);
+        sqlite3_bind_int64(q, 2, parent.id);
+        sqlite3_bind_int64(q, 3, (int64_t)(cookie - COOKIE_MSG));
+        return list_rows(c, q, MS_MESSAGE, COOKIE_MSG, fn, ctx, &stopped);
+    }
+    default:
+        return -ENOTDIR;
+    }
+}
+
+int sq_list(ms_store *st, ms_node parent, uint64_t cookie, ms_list_fn fn, void *ctx)
+{
+    WITH_CONN(st, c, list_in(c, parent, cookie, fn, ctx));
+}
+
+/* ------------------------------------------------------ directories */
+
+/* The mailbox a directory node belongs to (0 for the store root). */
+static int mailbox_of(conn *c, ms_node n, int64_t *out)
+{
+    if (n.kind == MS_ROOT) {
+        *out = 0;
+        return 0;
+    }
+    ms_attr a;
+    int rc = get_attr(c, n, &a);
+    if (!rc)
+        *out = a.mailbox;
+    return rc;
+}
+
+static int message_named(conn *c, int64_t folder, const char *name, int64_t *id, int64_t *content)
+{
+    sqlite3_stmt *q =
+        Q(c, "SELECT id, content FROM message WHERE folder = ? AND name = ? AND state = 0");
+    if (!q)
+        return -EIO;
+    sqlite3_bind_int64(q, 1, folder);
+    bind_name(q, 2, name);
+    int rc = step_row(c, q, "message");
+    if (rc)
+        return rc;
+    if (id)
+        *id = sqlite3_column_int64(q, 0);
+    if (content)
+        *content = sqlite3_column_int64(q, 1);
+    sqlite3_reset(q);
+    return 0;
+}
+
+/* Any message row named name in folder, reserved ones included. */
+int name_taken_by_message(conn *c, int64_t folder, const char *name)
+{
+    sqlite3_stmt *q = Q(c, "SELECT 1 FROM message WHERE folder = ? AND name = ?");
+    if (!q)
+        return -EIO;
+    sqlite3_bind_int64(q, 1, folder);
+    bind_name(q, 2, name);
+    int rc = step_row(c, q, "name");
+    sqlite3_reset(q);
+    return rc == 0 ? 1 : rc == -ENOENT ? 0 : rc;
+}
+
+static int mkdir_in(conn *c, ms_node parent, const char *name, uint32_t mode, uint32_t uid,
+                    uint32_t gid, ms_attr *out)
+{
+    sqlite3_stmt *q;
+    int64_t now = now_ns();
+    int rc;
+    if (parent.kind == MS_ROOT) {
+        q = Q(c, "INSERT INTO mailbox(name, mode, uid, gid, mtime_ns) VALUES (?, ?, ?, ?, ?)");
+        if (!q)
+            return -EIO;
+        bind_name(q, 1, name);
+    } else {
+        ms_attr pa;
+        rc = get_attr(c, parent, &pa);
+        if (rc)
+            return rc;
+        if (parent.kind == MS_FOLDER) {
+            rc = name_taken_by_message(c, parent.id, name);
+            if (rc)
+                return rc > 0 ? -EEXIST : rc;
+        }
+        q = Q(c, "INSERT INTO folder(mailbox, parent, name, mode, uid, gid, mtime_ns)"
+                 " VALUES (?, ?, ?, ?, ?, ?, ?)");
+        if (!q)
+            return -EIO;
+        sqlite3_bind_int64(q, 1, pa.mailbox);
+        sqlite3_bind_int64(q, 2, parent.kind == MS_FOLDER ? parent.id : 0);
+        bind_name(q, 3, name);
+    }
+    int base = parent.kind == MS_ROOT ? 1 : 3;
+    sqlite3_bind_int(q, base + 1, (int)mode);
+    sqlite3_bind_int64(q, base + 2, uid);
+    sqlite3_bind_int64(q, base + 3, gid);
+    sqlite3_bind_int64(q, base + 4, now);
+    rc = step_done(c, q, "mkdir");
+    if (rc)
+        return rc;
+    ms_node n = {parent.kind == MS_ROOT ? MS_MAILBOX : MS_FOLDER, sqlite3_last_insert_rowid(c->db)};
+    return get_attr(c, n, out);
+}
+
+int sq_mkdir(ms_store *st, ms_node parent, const char *name, uint32_t mode, uint32_t uid,
+             uint32_t gid, ms_attr *out)
+{
+    WITH_TX(st, c, mkdir_in(c, parent, name, mode, uid, gid, out));
+}
+
+/* 1 if the folder has subfolders or messages (reserved ones count). */
+static int folder_busy(conn *c, int64_t folder)
+{
+    sqlite3_stmt *q = Q(c, "SELECT EXISTS(SELECT 1 FROM folder WHERE parent = ?1)"
+                           " OR EXISTS(SELECT 1 FROM message WHERE folder = ?1)");
+    if (!q)
+        return -EIO;
+    sqlite3_bind_int64(q, 1, folder);
+    int rc = step_row(c, q, "rmdir");
+    if (rc)
+        return rc;
+    int busy = sqlite3_column_int(q, 0);
+    sqlite3_reset(q);
+    return busy;
+}
+
+static int mailbox_busy(conn *c, int64_t mailbox)
+{
+    sqlite3_stmt *q = Q(c, "SELECT EXISTS(SELECT 1 FROM folder WHERE mailbox = ?)");
+    if (!q)
+        return -EIO;
+    sqlite3_bind_int64(q, 1, mailbox);
+    int rc = step_row(c, q, "rmdir");
+    if (rc)
+        return rc;
+    int busy = sqlite3_column_int(q, 0);
+    sqlite3_reset(q);
+    return busy;
+}
+
+/* Deletes directory node n if empty: -ENOTEMPTY otherwise. */
+static int remove_dir(conn *c, ms_node n)
+{
+    int busy = n.kind == MS_MAILBOX ? mailbox_busy(c, n.id) : folder_busy(c, n.id);
+    if (busy)
+        return busy > 0 ? -ENOTEMPTY : busy;
+    sqlite3_stmt *q = n.kind == MS_MAILBOX ? Q(c, "DELETE FROM mailbox WHERE id = ?")
+                                           : Q(c, "DELETE FROM folder WHERE id = ?");
+    if (!q)
+        return -EIO;
+    sqlite3_bind_int64(q, 1, n.id);
+    return step_done(c, q, "rmdir");
+}
+
+static int rmdir_in(conn *c, ms_node parent, const char *name)
+{
+    ms_attr a;
+    int rc = lookup_in(c, parent, name, &a);
+    if (rc)
+        return rc;
+    if (a.node.kind == MS_MESSAGE)
+        return -ENOTDIR;
+    return remove_dir(c, a.node);
+}
+
+int sq_rmdir(ms_store *st, ms_node parent, const char *name)
+{
+    WITH_TX(st, c, rmdir_in(c, parent, name));
+}
+
+static int delete_message(conn *c, int64_t id)
+{
+    sqlite3_stmt *q = Q(c, "DELETE FROM message WHERE id = ?");
+    if (!q)
+        return -EIO;
+    sqlite3_bind_int64(q, 1, id);
+    return step_done(c, q, "unlink");
+}
+
+static int unlink_in(conn *c, ms_node folder, const char *name, int64_t *content)
+{
+    int64_t id;
+    int rc = message_named(c, folder.id, name, &id, content);
+    if (rc == -ENOENT) {
+        ms_attr a;
+        if (lookup_in(c, folder, name, &a) == 0 && a.node.kind == MS_FOLDER)
+            return -EISDIR;
+    }
+    return rc ? rc : delete_message(c, id);
+}
+
+int sq_unlink(ms_store *st, ms_node folder, const char *name, int64_t *content)
+{
+    WITH_TX(st, c, unlink_in(c, folder, name, content));
+}
+
+/* Next IMAP UID of folder, reserved (the counter moves on). */
+int take_uid(conn *c, int64_t folder, int64_t *uid)
+{
+    sqlite3_stmt *q = Q(c, "UPDATE folder SET next_uid = next_uid + 1 WHERE id = ?"
+                           " RETURNING next_uid - 1");
+    if (!q)
+        return -EIO;
+    sqlite3_bind_int64(q, 1, folder);
+    int rc = step_row(c, q, "uid");
+    if (rc)
+        return rc;
+    *uid = sqlite3_column_int64(q, 0);
+    sqlite3_reset(q);
+    return 0;
+}
+
+/* True if folder `anc` is `f` or one of its ancestors. */
+static int is_ancestor(conn *c, int64_t anc, int64_t f)
+{
+    sqlite3_stmt *q = Q(c, "SELECT parent FROM folder WHERE id = ?");
+    for (int depth = 0; f && depth < 10000; depth++) {
+        if (f == anc)
+            return 1;
+        if (!q)
+            return -EIO;
+        sqlite3_reset(q);
+        sqlite3_bind_int64(q, 1, f);
+        int rc = step_row(c, q, "rename");
+        if (rc)
+            return rc == -ENOENT ? 0 : rc;
+        f = sqlite3_column_int64(q, 0);
+    }
+    sqlite3_reset(q);
+    return 0;
+}
+
+static int rename_mailbox(conn *c, const ms_attr *src, const char *newname, bool noreplace)
+{
+    ms_attr dst;
+    int rc = lookup_in(c, (ms_node){MS_ROOT, 0}, newname, &dst);
+    if (rc == 0) {
+        if (dst.node.id == src->node.id)
+            return 0;
+        if (noreplace)
+            return -EEXIST;
+        rc = remove_dir(c, dst.node);
+        if (rc)
+            return rc;
+    } else if (rc != -ENOENT) {
+        return rc;
+    }
+    sqlite3_stmt *q = Q(c, "UPDATE mailbox SET name = ? WHERE id = ?");
+    if (!q)
+        return -EIO;
+    bind_name(q, 1, newname);
+    sqlite3_bind_int64(q, 2, src->node.id);
+    return step_done(c, q, "rename");
+}
+
+static int rename_in(conn *c, ms_node parent, const char *name, ms_node newparent,
+                     const char *newname, bool noreplace, int64_t *replaced)
+{
+    ms_attr src, dst;
+    int rc = lookup_in(c, parent, name, &src);
+    if (rc)
+        return rc;
+    if (parent.kind == MS_ROOT || newparent.kind == MS_ROOT) {
+        if (parent.kind == MS_ROOT && newparent.kind == MS_ROOT)
+            return rename_mailbox(c, &src, newname, noreplace);
+        return -EXDEV; /* a mailbox becoming a folder, or back: copy it */
+    }
+    int64_t mb_new;
+    rc = mailbox_of(c, newparent, &mb_new);
+    if (rc)
+        return rc;
+    if (mb_new != src.mailbox)
+        return -EXDEV;
+    if (src.node.kind == MS_MESSAGE && newparent.kind != MS_FOLDER)
+        return -EPERM; /* messages live in folders only */
+    rc = lookup_in(c, newparent, newname, &dst);
+    if (rc == 0) {
+        if (dst.node.kind == src.node.kind && dst.node.id == src.node.id)
+            return 0;
+        if (noreplace)
+            return -EEXIST;
+        if (src.node.kind == MS_MESSAGE && dst.node.kind != MS_MESSAGE)
+            return -EISDIR;
+        if (src.node.kind == MS_FOLDER && dst.node.kind != MS_FOLDER)
+            return -ENOTDIR;
+        if (dst.node.kind == MS_MESSAGE) {
+            rc = message_named(c, newparent.id, newname, NULL, replaced);
+            if (!rc)
+                rc = delete_message(c, dst.node.id);
+        } else {
+            rc = remove_dir(c, dst.node);
+        }
+        if (rc)
+            return rc;
+    } else if (rc != -ENOENT) {
+        return rc;
+    }
+    sqlite3_stmt *q;
+    if (src.node.kind == MS_MESSAGE) {
+        int64_t uid = src.imap_uid;
+        if (newparent.id != parent.id) {
+            rc = take_uid(c, newparent.id, &uid); /* refiled: a new UID, as IMAP MOVE */
+            if (rc)
+                return rc;
+        }
+        q = Q(c, "UPDATE message SET folder = ?, name = ?, imap_uid = ? WHERE id = ?");
+        if (!q)
+            return -EIO;
+        sqlite3_bind_int64(q, 1, newparent.id);
+        bind_name(q, 2, newname);
+        sqlite3_bind_int64(q, 3, uid);
+        sqlite3_bind_int64(q, 4, src.node.id);
+        return step_done(c, q, "rename");
+    }
+    if (newparent.kind == MS_FOLDER) {
+        rc = is_ancestor(c, src.node.id, newparent.id);
+        if (rc)
+            return rc > 0 ? -EINVAL : rc;
+    }
+    if (newparent.kind == MS_FOLDER) {
+        rc = name_taken_by_message(c, newparent.id, newname);
+        if (rc)
+            return rc > 0 ? -EEXIST : rc;
+    }
+    q = Q(c, "UPDATE folder SET parent = ?, name = ? WHERE id = ?");
+    if (!q)
+        return -EIO;
+    sqlite3_bind_int64(q, 1, newparent.kind == MS_FOLDER ? newparent.id : 0);
+    bind_name(q, 2, newname);
+    sqlite3_bind_int64(q, 3, src.node.id);
+    return step_done(c, q, "rename");
+}
+
+int sq_rename(ms_store *st, ms_node parent, const char *name, ms_node newparent,
+              const char *newname, bool noreplace, int64_t *replaced)
+{
+    WITH_TX(st, c, rename_in(c, parent, name, newparent, newname, noreplace, replaced));
+}
+
+/* ------------------------------------------------------- attributes */
+
+int setattr_in(conn *c, ms_node n, const ms_setattr_req *req, ms_attr *out)
+{
+    ms_attr a;
+    int rc = get_attr(c, n, &a);
+    if (rc)
+        return rc;
+    if (req->mask & MS_SET_MODE)
+        a.mode = req->mode & 07777;
+    if (req->mask & MS_SET_UID)
+        a.uid = req->uid;
+    if (req->mask & MS_SET_GID)
+        a.gid = req->gid;
+    if (req->mask & MS_SET_MTIME)
+        a.mtime_ns = req->mtime_ns;
+    sqlite3_stmt *q =
+        n.kind == MS_MAILBOX
+            ? Q(c, "UPDATE mailbox SET mode = ?, uid = ?, gid = ?, mtime_ns = ? WHERE id = ?")
+        : n.kind == MS_FOLDER
+            ? Q(c, "UPDATE folder SET mode = ?, uid = ?, gid = ?, mtime_ns = ? WHERE id = ?")
+            : Q(c, "UPDATE message SET mode = ?, uid = ?, gid = ?, mtime_ns = ? WHERE id = ?");
+    if (!q)
+        return -EIO;
+    sqlite3_bind_int(q, 1, (int)a.mode);
+    sqlite3_bind_int64(q, 2, a.uid);
+    sqlite3_bind_int64(q, 3, a.gid);
+    sqlite3_bind_int64(q, 4, a.mtime_ns);
+    sqlite3_bind_int64(q, 5, n.id);
+    rc = step_done(c, q, "setattr");
+    if (!rc && out)
+        *out = a;
+    return rc;
+}
+
+int sq_setattr(ms_store *st, ms_node node, const ms_setattr_req *req, ms_attr *out)
+{
+    WITH_TX(st, c, setattr_in(c, node, req, out));
+}
+
+static const char *xattr_select(ms_xattr_id xa)
+{
+    return xa == MS_XA_FLAGS         ? "SELECT flags FROM message WHERE id = ?"
+           : xa == MS_XA_SPECIAL_USE ? "SELECT special_use FROM folder WHERE id = ?"
+                                     : "SELECT acl FROM mailbox WHERE id = ?";
+}
+
+static const char *xattr_update(ms_xattr_id xa)
+{
+    return xa == MS_XA_FLAGS         ? "UPDATE message SET flags = ? WHERE id = ?"
+           : xa == MS_XA_SPECIAL_USE ? "UPDATE folder SET special_use = ? WHERE id = ?"
+                                     : "UPDATE mailbox SET acl = ? WHERE id = ?";
+}
+
+static int xattr_get_in(conn *c, ms_node n, ms_xattr_id xa, char **value, size_t *len)
+{
+    sqlite3_stmt *q = Q(c, xattr_select(xa));
+    if (!q)
+        return -EIO;
+    sqlite3_bind_int64(q, 1, n.id);
+    int rc = step_row(c, q, "getxattr");
+    if (rc)
+        return rc;
+    if (sqlite3_column_type(q, 0) == SQLITE_NULL) {
+        *value = NULL;
+        *len = 0;
+    } else {
+        const void *b = sqlite3_column_blob(q, 0);
+        int n = sqlite3_column_bytes(q, 0);
+        *value = g_malloc((size_t)n + 1);
+        if (n)
+            memcpy(*value, b, (size_t)n);
+        (*value)[n] = '\0';
+        *len = (size_t)n;
+    }
+    sqlite3_reset(q);
+    return 0;
+}
+
+int sq_xattr_get(ms_store *st, ms_node node, ms_xattr_id xa, char **value, size_t *len)
+{
+    WITH_CONN(st, c, xattr_get_in(c, node, xa, value, len));
+}
+
+int xattr_set_in(conn *c, ms_node n, ms_xattr_id xa, const char *value, size_t len)
+{
+    sqlite3_stmt *q = Q(c, xattr_update(xa));
+    if (!q)
+        return -EIO;
+    if (value)
+        sqlite3_bind_blob(q, 1, value, (int)len, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(q, 1);
+    sqlite3_bind_int64(q, 2, n.id);
+    int rc = step_done(c, q, "setxattr");
+    if (!rc && sqlite3_changes(c->db) == 0)
+        rc = -ENOENT;
+    return rc;
+}
+
+int sq_xattr_set(ms_store *st, ms_node node, ms_xattr_id xa, const char *value, size_t len)
+{
+    WITH_TX(st, c, xattr_set_in(c, node, xa, value, len));
+}
