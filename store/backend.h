@@ -16,8 +16,10 @@ typedef enum ms_xattr_id { MS_XA_FLAGS, MS_XA_SPECIAL_USE, MS_XA_ACL } ms_xattr_
 
 /* One commit of spooled bytes (see ms_writer_commit). */
 typedef struct ms_commit {
-    int64_t message;     /* the message to fill or replace; 0: deliver */
-    ms_node folder;      /* deliver: where */
+    int64_t message;     /* the message to fill or replace; 0: a new one */
+    ms_node folder;      /* new: where */
+    const char *name;    /* new: its name (NULL: "<uid>.eml") */
+    int64_t imap_uid;    /* new, with name: its UID (0: the next one) */
     ms_spool *spool;     /* the bytes */
     ms_setattr_req attr; /* applied in the same transaction */
     const char *flags;   /* NULL: unchanged */
@@ -53,6 +55,13 @@ typedef struct ms_backend {
     /* Removes a created message that was never committed. */
     int (*discard_pending)(ms_store *st, int64_t message);
     int (*commit)(ms_store *st, const ms_commit *c, int64_t *old_content, ms_attr *out);
+    /* Mailbox administration for moves: hidden states, locks, removal. */
+    int (*mailbox_find)(ms_store *st, const char *name, ms_mb_state state, int64_t *id);
+    int (*mailbox_info)(ms_store *st, int64_t id, ms_mailbox_info *out);
+    int (*mailbox_set)(ms_store *st, int64_t id, const ms_mailbox_change *chg);
+    int (*mailbox_drop)(ms_store *st, int64_t id);
+    int (*mailbox_size)(ms_store *st, int64_t id, int64_t *messages, int64_t *bytes);
+    int (*message_meta)(ms_store *st, int64_t id, ms_message_meta *out);
 } ms_backend;
 
 struct ms_store {

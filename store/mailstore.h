@@ -269,4 +269,52 @@ int ms_writer_commit(ms_writer *w, bool durable, int64_t *old_content, ms_attr *
  */
 void ms_writer_close(ms_writer *w);
 
+/* ------------------------------------------- mailbox administration */
+
+/*
+ * What moves need beyond the tree.  A mailbox is visible, or hidden as
+ * the incoming copy of a move in its target store, or hidden as the
+ * retained source copy of a finished move.  Hidden mailboxes carry names
+ * with '/' in them, which no visible name can have, so they never clash.
+ */
+typedef enum ms_mb_state {
+    MS_MB_VISIBLE = 0,
+    MS_MB_INCOMING = 1,
+    MS_MB_RETAINED = 2,
+} ms_mb_state;
+
+typedef struct ms_mailbox_info {
+    int64_t id;
+    ms_mb_state state;
+    int64_t lock_move;    /* the move holding the lock, or 0 */
+    int64_t retain_until; /* retained copies: expiry (seconds since epoch) */
+    char name[2 * MS_NAME_MAX + 64];
+} ms_mailbox_info;
+
+/* ms_mailbox_set changes what is set: name NULL, state < 0, lock < 0 and
+ * retain_until < 0 mean "unchanged". */
+typedef struct ms_mailbox_change {
+    const char *name;
+    int state;
+    int64_t lock_move;
+    int64_t retain_until;
+} ms_mailbox_change;
+
+typedef struct ms_message_meta {
+    uint8_t sha256[32]; /* of the bytes, taken when they were committed */
+    char *flags;        /* g_malloc'd, NUL-terminated; NULL when unset */
+} ms_message_meta;
+
+/* The mailbox named name in state; -ENOENT if none. */
+int ms_mailbox_find(ms_store *st, const char *name, ms_mb_state state, int64_t *id);
+int ms_mailbox_get_info(ms_store *st, int64_t id, ms_mailbox_info *out);
+/* Bypasses the lock on purpose: it is how a move takes and drops it. */
+int ms_mailbox_set(ms_store *st, int64_t id, const ms_mailbox_change *chg);
+/* Deletes the mailbox with all its folders, messages and bytes. */
+int ms_mailbox_drop(ms_store *st, int64_t id);
+int ms_mailbox_size(ms_store *st, int64_t id, int64_t *messages, int64_t *bytes);
+int ms_message_get_meta(ms_store *st, int64_t id, ms_message_meta *out);
+/* A writer for a new message named name with IMAP UID uid (0: next). */
+int ms_writer_import(ms_store *st, ms_node folder, const char *name, int64_t uid, ms_writer **out);
+
 #endif

@@ -248,6 +248,10 @@ static const char *const migrations[] = {
     "CREATE TABLE content(id INTEGER PRIMARY KEY AUTOINCREMENT, size INTEGER NOT NULL);"
     "CREATE TABLE chunk(content INTEGER NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL,"
     " PRIMARY KEY(content, seq));",
+    /* v2: moves.  lock_move: the move that has the mailbox locked (writes
+     * get EBUSY); retain_until: when a retained source copy expires. */
+    "ALTER TABLE mailbox ADD COLUMN lock_move INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE mailbox ADD COLUMN retain_until INTEGER NOT NULL DEFAULT 0;",
 };
 #define SCHEMA_VERSION ((int)G_N_ELEMENTS(migrations))
 
@@ -492,4 +496,10 @@ const ms_backend ms_sqlite_backend = {
     .content_drop = sq_content_drop,
     .discard_pending = sq_discard_pending,
     .commit = sq_commit,
+    .mailbox_find = sq_mailbox_find,
+    .mailbox_info = sq_mailbox_info,
+    .mailbox_set = sq_mailbox_set,
+    .mailbox_drop = sq_mailbox_drop,
+    .mailbox_size = sq_mailbox_size,
+    .message_meta = sq_message_meta,
 };

@@ -16,6 +16,8 @@ static int create_in(conn *c, ms_node folder, const char *name, uint32_t mode, u
 {
     ms_attr fa;
     int rc = get_attr(c, folder, &fa);
+    if (!rc)
+        rc = mailbox_writable(c, fa.mailbox);
     if (rc)
         return rc;
     ms_attr sub;
@@ -186,38 +188,62 @@ static int write_content(conn *c, ms_spool *sp, int64_t *content, uint8_t sha[32
     return 0;
 }
 
-/* A new visible message named "<uid>.eml" for a delivery. */
-static int insert_delivered(conn *c, int64_t folder, int64_t *id)
+static int insert_row(conn *c, int64_t folder, const char *name, int64_t uid, int64_t *id)
+{
+    sqlite3_stmt *q = Q(c, "INSERT INTO message(folder, name, imap_uid, mode, uid, gid,"
+                           " mtime_ns) VALUES (?, ?, ?, 384, 0, 0, ?)");
+    if (!q)
+        return -EIO;
+    sqlite3_bind_int64(q, 1, folder);
+    bind_name(q, 2, name);
+    sqlite3_bind_int64(q, 3, uid);
+    sqlite3_bind_int64(q, 4, now_ns());
+    int rc = step_done(c, q, "insert");
+    if (!rc)
+        *id = sqlite3_last_insert_rowid(c->db);
+    return rc;
+}
+
+/* Keeps the folder's next UID above uid, which an import brought along. */
+static int raise_next_uid(conn *c, int64_t folder, int64_t uid)
+{
+    sqlite3_stmt *q = Q(c, "UPDATE folder SET next_uid = max(next_uid, ? + 1) WHERE id = ?");
+    if (!q)
+        return -EIO;
+    sqlite3_bind_int64(q, 1, uid);
+    sqlite3_bind_int64(q, 2, folder);
+    return step_done(c, q, "uid");
+}
+
+/*
+ * A new visible message: an import keeps its name and UID; a delivery is
+ * named "<uid>.eml" with the folder's next UID.
+ */
+static int insert_new(conn *c, int64_t folder, const char *name, int64_t uid, int64_t *id)
 {
     ms_attr fa;
     int rc = get_attr(c, (ms_node){MS_FOLDER, folder}, &fa);
+    if (!rc)
+        rc = mailbox_writable(c, fa.mailbox);
     if (rc)
         return rc;
+    if (name) {
+        if (uid <= 0)
+            rc = take_uid(c, folder, &uid);
+        else
+            rc = raise_next_uid(c, folder, uid);
+        return rc ? rc : insert_row(c, folder, name, uid, id);
+    }
     for (int tries = 0; tries < 1000; tries++) {
-        int64_t uid;
         rc = take_uid(c, folder, &uid);
         if (rc)
             return rc;
-        char name[32];
-        snprintf(name, sizeof name, "%lld.eml", (long long)uid);
-        rc = name_taken_by_message(c, folder, name);
+        char gen[32];
+        snprintf(gen, sizeof gen, "%lld.eml", (long long)uid);
+        rc = name_taken_by_message(c, folder, gen);
         if (rc > 0)
             continue; /* somebody created that name by hand: next UID */
-        if (rc < 0)
-            return rc;
-        sqlite3_stmt *q = Q(c, "INSERT INTO message(folder, name, imap_uid, mode, uid, gid,"
-                               " mtime_ns) VALUES (?, ?, ?, 384, 0, 0, ?)");
-        if (!q)
-            return -EIO;
-        sqlite3_bind_int64(q, 1, folder);
-        bind_name(q, 2, name);
-        sqlite3_bind_int64(q, 3, uid);
-        sqlite3_bind_int64(q, 4, now_ns());
-        rc = step_done(c, q, "deliver");
-        if (rc)
-            return rc;
-        *id = sqlite3_last_insert_rowid(c->db);
-        return 0;
+        return rc < 0 ? rc : insert_row(c, folder, gen, uid, id);
     }
     return -EEXIST;
 }
@@ -226,10 +252,16 @@ static int commit_in(conn *c, const ms_commit *cm, int64_t *old_content, ms_attr
 {
     int64_t id = cm->message, old = 0, size = 0;
     int rc;
-    if (id == 0)
-        rc = insert_delivered(c, cm->folder.id, &id);
-    else
-        rc = content_of_in(c, id, &old, &size);
+    if (id == 0) {
+        rc = insert_new(c, cm->folder.id, cm->name, cm->imap_uid, &id);
+    } else {
+        ms_attr ma;
+        rc = get_attr(c, (ms_node){MS_MESSAGE, id}, &ma);
+        if (!rc)
+            rc = mailbox_writable(c, ma.mailbox);
+        if (!rc)
+            rc = content_of_in(c, id, &old, &size);
+    }
     if (rc)
         return rc;
     int64_t content = 0;

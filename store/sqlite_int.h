@@ -71,6 +71,8 @@ int sync_files(const char *path);
     } while (0)
 
 /* sqlite_tree.c */
+/* -EBUSY while a move has mailbox locked; 0 otherwise. */
+int mailbox_writable(conn *c, int64_t mailbox);
 int get_attr(conn *c, ms_node n, ms_attr *out);
 int lookup_in(conn *c, ms_node parent, const char *name, ms_attr *out);
 int take_uid(conn *c, int64_t folder, int64_t *uid);
@@ -99,5 +101,13 @@ ssize_t sq_content_read(ms_store *st, int64_t content, void *buf, size_t len, in
 int sq_content_drop(ms_store *st, int64_t content);
 int sq_discard_pending(ms_store *st, int64_t message);
 int sq_commit(ms_store *st, const ms_commit *cm, int64_t *old_content, ms_attr *out);
+
+/* sqlite_admin.c */
+int sq_mailbox_find(ms_store *st, const char *name, ms_mb_state state, int64_t *id);
+int sq_mailbox_info(ms_store *st, int64_t id, ms_mailbox_info *out);
+int sq_mailbox_set(ms_store *st, int64_t id, const ms_mailbox_change *chg);
+int sq_mailbox_drop(ms_store *st, int64_t id);
+int sq_mailbox_size(ms_store *st, int64_t id, int64_t *messages, int64_t *bytes);
+int sq_message_meta(ms_store *st, int64_t id, ms_message_meta *out);
 
 #endif

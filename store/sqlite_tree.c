@@ -72,6 +72,20 @@ int get_attr(conn *c, ms_node n, ms_attr *out)
 }
 
 /* Child of parent named name: the visible mailbox, folder or message. */
+int mailbox_writable(conn *c, int64_t mailbox)
+{
+    sqlite3_stmt *q = Q(c, "SELECT lock_move FROM mailbox WHERE id = ?");
+    if (!q)
+        return -EIO;
+    sqlite3_bind_int64(q, 1, mailbox);
+    int rc = step_row(c, q, "lock");
+    if (rc)
+        return rc;
+    int64_t lock = sqlite3_column_int64(q, 0);
+    sqlite3_reset(q);
+    return lock ? -EBUSY : 0;
+}
+
 int lookup_in(conn *c, ms_node parent, const char *name, ms_attr *out)
 {
     sqlite3_stmt *q;
@@ -263,6 +277,8 @@ static int mkdir_in(conn *c, ms_node parent, const char *name, uint32_t mode, ui
     } else {
         ms_attr pa;
         rc = get_attr(c, parent, &pa);
+        if (!rc)
+            rc = mailbox_writable(c, pa.mailbox);
         if (rc)
             return rc;
         if (parent.kind == MS_FOLDER) {
@@ -344,6 +360,8 @@ static int rmdir_in(conn *c, ms_node parent, const char *name)
 {
     ms_attr a;
     int rc = lookup_in(c, parent, name, &a);
+    if (!rc)
+        rc = mailbox_writable(c, a.mailbox);
     if (rc)
         return rc;
     if (a.node.kind == MS_MESSAGE)
@@ -368,7 +386,13 @@ static int delete_message(conn *c, int64_t id)
 static int unlink_in(conn *c, ms_node folder, const char *name, int64_t *content)
 {
     int64_t id;
-    int rc = message_named(c, folder.id, name, &id, content);
+    ms_attr fa;
+    int rc = get_attr(c, folder, &fa);
+    if (!rc)
+        rc = mailbox_writable(c, fa.mailbox);
+    if (rc)
+        return rc;
+    rc = message_named(c, folder.id, name, &id, content);
     if (rc == -ENOENT) {
         ms_attr a;
         if (lookup_in(c, folder, name, &a) == 0 && a.node.kind == MS_FOLDER)
@@ -446,6 +470,8 @@ static int rename_in(conn *c, ms_node parent, const char *name, ms_node newparen
 {
     ms_attr src, dst;
     int rc = lookup_in(c, parent, name, &src);
+    if (!rc)
+        rc = mailbox_writable(c, src.mailbox);
     if (rc)
         return rc;
     if (parent.kind == MS_ROOT || newparent.kind == MS_ROOT) {
@@ -531,6 +557,8 @@ int setattr_in(conn *c, ms_node n, const ms_setattr_req *req, ms_attr *out)
 {
     ms_attr a;
     int rc = get_attr(c, n, &a);
+    if (!rc)
+        rc = mailbox_writable(c, a.mailbox);
     if (rc)
         return rc;
     if (req->mask & MS_SET_MODE)
@@ -611,6 +639,12 @@ int sq_xattr_get(ms_store *st, ms_node node, ms_xattr_id xa, char **value, size_
 
 int xattr_set_in(conn *c, ms_node n, ms_xattr_id xa, const char *value, size_t len)
 {
+    ms_attr a;
+    int rc = get_attr(c, n, &a);
+    if (!rc)
+        rc = mailbox_writable(c, a.mailbox);
+    if (rc)
+        return rc;
     sqlite3_stmt *q = Q(c, xattr_update(xa));
     if (!q)
         return -EIO;
@@ -619,7 +653,7 @@ int xattr_set_in(conn *c, ms_node n, ms_xattr_id xa, const char *value, size_t l
     else
         sqlite3_bind_null(q, 1);
     sqlite3_bind_int64(q, 2, n.id);
-    int rc = step_done(c, q, "setxattr");
+    rc = step_done(c, q, "setxattr");
     if (!rc && sqlite3_changes(c->db) == 0)
         rc = -ENOENT;
     return rc;

@@ -388,8 +388,10 @@ int ms_content_drop(ms_store *st, int64_t content)
 
 struct ms_writer {
     ms_store *st;
-    int64_t message; /* 0: a delivery */
+    int64_t message; /* 0: a new message (delivery or import) */
     ms_node folder;
+    char *name;       /* import: the name it gets */
+    int64_t imap_uid; /* import: the UID it keeps */
     ms_spool *spool;
     ms_setattr_req attr;
     char *flags;
@@ -542,6 +544,8 @@ int ms_writer_commit(ms_writer *w, bool durable, int64_t *old_content, ms_attr *
     ms_commit c = {
         .message = w->message,
         .folder = w->folder,
+        .name = w->name,
+        .imap_uid = w->imap_uid,
         .spool = w->spool,
         .attr = w->attr,
         .flags = w->flags,
@@ -574,5 +578,54 @@ void ms_writer_close(ms_writer *w)
         w->st->be->discard_pending(w->st, w->message);
     ms_spool_free(w->spool);
     g_free(w->flags);
+    g_free(w->name);
     g_free(w);
+}
+
+int ms_writer_import(ms_store *st, ms_node folder, const char *name, int64_t uid, ms_writer **out)
+{
+    int rc = check_name(name);
+    if (!rc)
+        rc = ms_writer_deliver(st, folder, out);
+    if (!rc) {
+        (*out)->name = g_strdup(name);
+        (*out)->imap_uid = uid;
+    }
+    return rc;
+}
+
+/* ------------------------------------------------- mailbox administration */
+
+int ms_mailbox_find(ms_store *st, const char *name, ms_mb_state state, int64_t *id)
+{
+    return st->be->mailbox_find(st, name, state, id);
+}
+
+int ms_mailbox_get_info(ms_store *st, int64_t id, ms_mailbox_info *out)
+{
+    return st->be->mailbox_info(st, id, out);
+}
+
+int ms_mailbox_set(ms_store *st, int64_t id, const ms_mailbox_change *chg)
+{
+    if (st->readonly)
+        return -EROFS;
+    if (chg->name && (!chg->name[0] || strlen(chg->name) >= sizeof(((ms_mailbox_info *)0)->name)))
+        return -EINVAL;
+    return st->be->mailbox_set(st, id, chg);
+}
+
+int ms_mailbox_drop(ms_store *st, int64_t id)
+{
+    return st->readonly ? -EROFS : st->be->mailbox_drop(st, id);
+}
+
+int ms_mailbox_size(ms_store *st, int64_t id, int64_t *messages, int64_t *bytes)
+{
+    return st->be->mailbox_size(st, id, messages, bytes);
+}
+
+int ms_message_get_meta(ms_store *st, int64_t id, ms_message_meta *out)
+{
+    return st->be->message_meta(st, id, out);
 }
