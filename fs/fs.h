@@ -21,6 +21,7 @@
 
 typedef struct mfs {
     ms_config *cfg;
+    ms_journal *journal;
     ms_store **stores;
     size_t nstores;
     struct fuse_session *se;

@@ -99,6 +99,36 @@ static int open_stores(mfs *m)
     return 0;
 }
 
+static ms_store *store_by_name(void *ctx, const char *name)
+{
+    mfs *m = ctx;
+    for (size_t i = 0; i < m->nstores; i++)
+        if (!strcmp(ms_store_name(m->stores[i]), name))
+            return m->stores[i];
+    return NULL;
+}
+
+/* Settles moves a crashed daemon or mailfsctl left half-done. */
+static int open_journal(mfs *m)
+{
+    char *err = NULL;
+    int rc = ms_journal_open(ms_config_journal(m->cfg), &m->journal, &err);
+    if (rc) {
+        fprintf(stderr, "mailfs: %s\n", err);
+        g_free(err);
+        return rc;
+    }
+    rc = ms_recover(m->journal, store_by_name, m);
+    if (rc < 0) {
+        fprintf(stderr, "mailfs: %s: recovery failed: %s\n", ms_config_journal(m->cfg),
+                g_strerror(-rc));
+        return rc;
+    }
+    if (rc > 0)
+        ms_log(LOG_INFO, "recovered %d unfinished moves", rc);
+    return 0;
+}
+
 static int serve(mfs *m, struct fuse_args *args, struct fuse_cmdline_opts *co)
 {
     m->se = fuse_session_new(args, &mfs_ops, sizeof mfs_ops, m);
@@ -175,7 +205,7 @@ int main(int argc, char *argv[])
         g_free(err);
         goto out;
     }
-    if (open_stores(&m) != 0)
+    if (open_stores(&m) != 0 || open_journal(&m) != 0)
         goto out;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -194,6 +224,7 @@ int main(int argc, char *argv[])
     g_hash_table_destroy(m.doomed);
     g_mutex_clear(&m.lock);
 out:
+    ms_journal_close(m.journal);
     close_stores(&m);
     ms_config_free(m.cfg);
     free(co.mountpoint);

@@ -232,6 +232,13 @@ static void mfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
     }
     ms_attr a;
     int rc = attr_of(m, ino, s, n, &a);
+    if (!rc && n.kind == MS_MAILBOX) {
+        /* Moved away meanwhile (retained or incoming): gone from here. */
+        ms_mailbox_info info;
+        rc = ms_mailbox_get_info(m->stores[s], n.id, &info);
+        if (!rc && info.state != MS_MB_VISIBLE)
+            rc = -ENOENT;
+    }
     if (rc == -ENOENT && n.kind == MS_MESSAGE) {
         /* An open message unlinked meanwhile: the kernel still has it. */
         g_mutex_lock(&m->lock);
@@ -514,6 +521,23 @@ static void mfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
     fuse_reply_err(req, -rc);
 }
 
+static bool req_interrupted(void *ctx) { return fuse_req_interrupted(ctx); }
+
+/*
+ * mv of a mailbox directory into another store: the move engine, run in
+ * this request (mv blocks until it committed or rolled back).  ^C on mv
+ * arrives as a FUSE interrupt, which cancels and rolls back.
+ */
+static int move_mailbox(fuse_req_t req, mfs *m, size_t s, const char *name, size_t ns,
+                        const char *newname)
+{
+    ms_move_opts o = {.newname = newname,
+                      .retain_days = ms_config_retain_days(m->cfg),
+                      .cancelled = req_interrupted,
+                      .ctx = req};
+    return ms_move(m->journal, m->stores[s], m->stores[ns], name, &o, NULL);
+}
+
 static void mfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
                        const char *newname, unsigned int flags)
 {
@@ -525,8 +549,14 @@ static void mfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse
         rc = parent_of(m, newparent, &ns, &nn);
     if (!rc && (flags & RENAME_EXCHANGE))
         rc = -EINVAL; /* swapping two messages has no meaning in a store */
-    if (!rc && s != ns)
-        rc = -EXDEV; /* across stores: mv falls back to copy and delete */
+    if (!rc && s != ns) {
+        /* A mailbox into another store is a move; anything else crosses
+         * stores by copy and delete (EXDEV makes mv do that). */
+        rc = n.kind == MS_ROOT && nn.kind == MS_ROOT ? move_mailbox(req, m, s, name, ns, newname)
+                                                     : -EXDEV;
+        fuse_reply_err(req, -rc);
+        return;
+    }
     int64_t replaced = 0;
     if (!rc)
         rc = ms_rename(m->stores[s], n, name, nn, newname, flags & RENAME_NOREPLACE, &replaced);

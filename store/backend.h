@@ -56,6 +56,8 @@ typedef struct ms_backend {
     int (*discard_pending)(ms_store *st, int64_t message);
     int (*commit)(ms_store *st, const ms_commit *c, int64_t *old_content, ms_attr *out);
     /* Mailbox administration for moves: hidden states, locks, removal. */
+    int (*mailbox_create)(ms_store *st, const char *name, ms_mb_state state, const ms_attr *like,
+                          int64_t *id);
     int (*mailbox_find)(ms_store *st, const char *name, ms_mb_state state, int64_t *id);
     int (*mailbox_info)(ms_store *st, int64_t id, ms_mailbox_info *out);
     int (*mailbox_set)(ms_store *st, int64_t id, const ms_mailbox_change *chg);

@@ -305,6 +305,9 @@ typedef struct ms_message_meta {
     char *flags;        /* g_malloc'd, NUL-terminated; NULL when unset */
 } ms_message_meta;
 
+/* A mailbox created directly in a hidden state (a move's incoming copy). */
+int ms_mailbox_create(ms_store *st, const char *name, ms_mb_state state, const ms_attr *like,
+                      int64_t *id);
 /* The mailbox named name in state; -ENOENT if none. */
 int ms_mailbox_find(ms_store *st, const char *name, ms_mb_state state, int64_t *id);
 int ms_mailbox_get_info(ms_store *st, int64_t id, ms_mailbox_info *out);
@@ -316,5 +319,76 @@ int ms_mailbox_size(ms_store *st, int64_t id, int64_t *messages, int64_t *bytes)
 int ms_message_get_meta(ms_store *st, int64_t id, ms_message_meta *out);
 /* A writer for a new message named name with IMAP UID uid (0: next). */
 int ms_writer_import(ms_store *st, ms_node folder, const char *name, int64_t uid, ms_writer **out);
+
+/* ---------------------------------------------------------------- moves */
+
+/*
+ * The journal is the sidecar SQLite database of moves (DESIGN section 4).
+ * A move copies a mailbox into a hidden mailbox of the target store,
+ * verifies every message's SHA-256, passes one durable commit point in
+ * the journal, then shows the target and hides (retains) the source.
+ * Before the commit point any failure or crash rolls back; after it the
+ * move rolls forward.  ms_recover does either for every unfinished move
+ * whose process is gone; the daemon runs it at every mount.
+ */
+typedef struct ms_journal ms_journal;
+int ms_journal_open(const char *path, ms_journal **out, char **err);
+void ms_journal_close(ms_journal *j);
+
+typedef struct ms_move_info {
+    int64_t id;
+    char mailbox[MS_NAME_MAX + 1];
+    char newname[MS_NAME_MAX + 1]; /* its name in the target */
+    char source[MS_NAME_MAX + 1], target[MS_NAME_MAX + 1];
+    char state[16]; /* running, committed, done, rolled-back, undone, purged */
+    char step[16];  /* the last step reached */
+    int64_t total_messages, total_bytes, done_messages, done_bytes;
+    int64_t started_ns, updated_ns, finished_ns;
+    int64_t lock_ns;      /* how long writes were refused */
+    int64_t retain_until; /* done moves: when the source copy expires */
+    char error[256];
+} ms_move_info;
+
+/* All moves, newest first; free with g_free. */
+int ms_journal_list(ms_journal *j, ms_move_info **out, size_t *n);
+int ms_journal_get(ms_journal *j, int64_t id, ms_move_info *out);
+
+/* Resolves store names for recovery, undo and purge. */
+typedef ms_store *(*ms_store_lookup_fn)(void *ctx, const char *name);
+
+typedef struct ms_move_opts {
+    const char *newname; /* the name in the target (NULL: the same) */
+    int retain_days;     /* how long the source copy is kept */
+    /* Polled between messages: true cancels the move (it rolls back, -EINTR). */
+    bool (*cancelled)(void *ctx);
+    void *ctx;
+} ms_move_opts;
+
+/*
+ * Moves mailbox from src to dst.  Blocks until the move committed (0) or
+ * rolled back (negative errno: DESIGN's preflight table, -EINTR when
+ * cancelled, -EIO when verification failed, -ENOSPC when the disk filled).
+ * *id (may be NULL) gets the journal id once there is one.
+ */
+int ms_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mailbox,
+            const ms_move_opts *opts, int64_t *id);
+/* Rolls back or forward every unfinished move; returns how many it settled. */
+int ms_recover(ms_journal *j, ms_store_lookup_fn find, void *ctx);
+/*
+ * Reverses finished move id: the mailbox goes back to its source store,
+ * with everything that arrived in the target since.  Refuses (-ESTALE)
+ * once the retained source copy has expired or was purged.
+ */
+int ms_undo(ms_journal *j, ms_store_lookup_fn find, void *ctx, int retain_days, int64_t id,
+            int64_t *new_id);
+/* Drops retained source copies past their time (all of them with all). */
+int ms_purge(ms_journal *j, ms_store_lookup_fn find, void *ctx, bool all);
+
+/*
+ * Fault injection for crash tests (builds with MS_FAULT_INJECTION): when
+ * $MAILFS_FAULT names this point ("point" or "point:N" for its N-th
+ * passage), the process kills itself with SIGKILL right there.
+ */
+void ms_fault(const char *point);
 
 #endif

@@ -496,6 +496,7 @@ const ms_backend ms_sqlite_backend = {
     .content_drop = sq_content_drop,
     .discard_pending = sq_discard_pending,
     .commit = sq_commit,
+    .mailbox_create = sq_mailbox_create,
     .mailbox_find = sq_mailbox_find,
     .mailbox_info = sq_mailbox_info,
     .mailbox_set = sq_mailbox_set,

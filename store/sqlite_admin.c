@@ -8,6 +8,30 @@
 #include <errno.h>
 #include <string.h>
 
+static int create_in(conn *c, const char *name, ms_mb_state state, const ms_attr *like, int64_t *id)
+{
+    sqlite3_stmt *q = Q(c, "INSERT INTO mailbox(name, state, mode, uid, gid, mtime_ns)"
+                           " VALUES (?, ?, ?, ?, ?, ?)");
+    if (!q)
+        return -EIO;
+    bind_name(q, 1, name);
+    sqlite3_bind_int(q, 2, (int)state);
+    sqlite3_bind_int(q, 3, (int)like->mode);
+    sqlite3_bind_int64(q, 4, like->uid);
+    sqlite3_bind_int64(q, 5, like->gid);
+    sqlite3_bind_int64(q, 6, like->mtime_ns);
+    int rc = step_done(c, q, "create mailbox");
+    if (!rc)
+        *id = sqlite3_last_insert_rowid(c->db);
+    return rc;
+}
+
+int sq_mailbox_create(ms_store *st, const char *name, ms_mb_state state, const ms_attr *like,
+                      int64_t *id)
+{
+    WITH_TX(st, c, create_in(c, name, state, like, id));
+}
+
 static int find_in(conn *c, const char *name, ms_mb_state state, int64_t *id)
 {
     sqlite3_stmt *q = Q(c, "SELECT id FROM mailbox WHERE name = ? AND state = ?");
@@ -61,6 +85,9 @@ static int set_in(conn *c, int64_t id, const ms_mailbox_change *chg)
     int rc = info_in(c, id, &cur);
     if (rc)
         return rc;
+    /* Taking a lock someone else holds: the mailbox is being moved. */
+    if (chg->lock_move > 0 && cur.lock_move && cur.lock_move != chg->lock_move)
+        return -EBUSY;
     sqlite3_stmt *q = Q(c, "UPDATE mailbox SET name = ?, state = ?, lock_move = ?,"
                            " retain_until = ? WHERE id = ?");
     if (!q)

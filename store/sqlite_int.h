@@ -71,7 +71,7 @@ int sync_files(const char *path);
     } while (0)
 
 /* sqlite_tree.c */
-/* -EBUSY while a move has mailbox locked; 0 otherwise. */
+/* -EBUSY while a move has mailbox locked, -ESTALE for a retained copy. */
 int mailbox_writable(conn *c, int64_t mailbox);
 int get_attr(conn *c, ms_node n, ms_attr *out);
 int lookup_in(conn *c, ms_node parent, const char *name, ms_attr *out);
@@ -103,6 +103,8 @@ int sq_discard_pending(ms_store *st, int64_t message);
 int sq_commit(ms_store *st, const ms_commit *cm, int64_t *old_content, ms_attr *out);
 
 /* sqlite_admin.c */
+int sq_mailbox_create(ms_store *st, const char *name, ms_mb_state state, const ms_attr *like,
+                      int64_t *id);
 int sq_mailbox_find(ms_store *st, const char *name, ms_mb_state state, int64_t *id);
 int sq_mailbox_info(ms_store *st, int64_t id, ms_mailbox_info *out);
 int sq_mailbox_set(ms_store *st, int64_t id, const ms_mailbox_change *chg);

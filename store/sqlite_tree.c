@@ -74,7 +74,7 @@ int get_attr(conn *c, ms_node n, ms_attr *out)
 /* Child of parent named name: the visible mailbox, folder or message. */
 int mailbox_writable(conn *c, int64_t mailbox)
 {
-    sqlite3_stmt *q = Q(c, "SELECT lock_move FROM mailbox WHERE id = ?");
+    sqlite3_stmt *q = Q(c, "SELECT lock_move, state FROM mailbox WHERE id = ?");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, mailbox);
@@ -82,8 +82,11 @@ int mailbox_writable(conn *c, int64_t mailbox)
     if (rc)
         return rc;
     int64_t lock = sqlite3_column_int64(q, 0);
+    int state = sqlite3_column_int(q, 1);
     sqlite3_reset(q);
-    return lock ? -EBUSY : 0;
+    /* A retained copy is a fallback, frozen: a write there would be lost
+     * to the user, who sees the mailbox in its new store. */
+    return lock ? -EBUSY : state == MS_MB_RETAINED ? -ESTALE : 0;
 }
 
 int lookup_in(conn *c, ms_node parent, const char *name, ms_attr *out)

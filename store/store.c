@@ -629,3 +629,13 @@ int ms_message_get_meta(ms_store *st, int64_t id, ms_message_meta *out)
 {
     return st->be->message_meta(st, id, out);
 }
+
+int ms_mailbox_create(ms_store *st, const char *name, ms_mb_state state, const ms_attr *like,
+                      int64_t *id)
+{
+    if (st->readonly)
+        return -EROFS;
+    if (!name[0] || strlen(name) >= sizeof(((ms_mailbox_info *)0)->name))
+        return -EINVAL;
+    return st->be->mailbox_create(st, name, state, like, id);
+}

@@ -1,0 +1,364 @@
+/*
+ * journal.c — the sidecar database of moves.
+ *
+ * One row per move with its state, step, counts, timings and error; one
+ * row per step reached (move_step) for the log and for timings.  The
+ * commit point of a move is one durable write here (synchronous=FULL),
+ * and everything recovery needs to decide "back or forward" is here.
+ * The owner's pid and process start time tell recovery whether a move
+ * still has a live process behind it.
+ */
+#include "journal.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <glib.h>
+#include <sqlite3.h>
+
+struct ms_journal {
+    sqlite3 *db;
+    char *path;
+    GMutex lock;
+};
+
+static const char schema[] =
+    "CREATE TABLE IF NOT EXISTS move(id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " mailbox BLOB NOT NULL, newname BLOB NOT NULL, source TEXT NOT NULL,"
+    " target TEXT NOT NULL,"
+    " state TEXT NOT NULL, step TEXT NOT NULL, target_id INTEGER NOT NULL DEFAULT 0,"
+    " total_messages INTEGER NOT NULL, total_bytes INTEGER NOT NULL,"
+    " done_messages INTEGER NOT NULL DEFAULT 0, done_bytes INTEGER NOT NULL DEFAULT 0,"
+    " started_ns INTEGER NOT NULL, updated_ns INTEGER NOT NULL,"
+    " finished_ns INTEGER NOT NULL DEFAULT 0, lock_ns INTEGER NOT NULL DEFAULT 0,"
+    " retain_until INTEGER NOT NULL DEFAULT 0, error TEXT,"
+    " owner_pid INTEGER NOT NULL, owner_start TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS move_step(move INTEGER NOT NULL, step TEXT NOT NULL,"
+    " at_ns INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS move_state ON move(state);";
+
+int64_t jn_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Field 22 of /proc/PID/stat: tells a live pid from a reused one. */
+static char *proc_start(pid_t pid)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/stat", (int)pid);
+    g_autofree char *text = NULL;
+    if (!g_file_get_contents(path, &text, NULL, NULL))
+        return NULL;
+    char *p = strrchr(text, ')'); /* the command name may hold spaces */
+    if (!p)
+        return NULL;
+    g_auto(GStrv) f = g_strsplit(p + 2, " ", 0);
+    return g_strv_length(f) > 19 ? g_strdup(f[19]) : NULL;
+}
+
+int ms_journal_open(const char *path, ms_journal **out, char **err)
+{
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+    char *msg = NULL;
+    if (rc == SQLITE_OK) {
+        sqlite3_busy_timeout(db, 30000);
+        rc = sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL,
+                          &msg);
+    }
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, schema, NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
+        *err = g_strdup_printf("%s: cannot open the move journal: %s", path,
+                               msg  ? msg
+                               : db ? sqlite3_errmsg(db)
+                                    : sqlite3_errstr(rc));
+        sqlite3_free(msg);
+        sqlite3_close(db);
+        return rc == SQLITE_CANTOPEN ? -ENOENT : rc == SQLITE_NOTADB ? -EINVAL : -EIO;
+    }
+    ms_journal *j = g_new0(ms_journal, 1);
+    j->db = db;
+    j->path = g_strdup(path);
+    g_mutex_init(&j->lock);
+    *out = j;
+    return 0;
+}
+
+void ms_journal_close(ms_journal *j)
+{
+    if (!j)
+        return;
+    sqlite3_close(j->db);
+    g_mutex_clear(&j->lock);
+    g_free(j->path);
+    g_free(j);
+}
+
+/*
+ * Runs sql with the bindings described by fmt ('i' int64, 't' text,
+ * 'b' blob as text) under the journal lock.  Statements are few and run
+ * once per step, so they are prepared each time.
+ */
+static int run(ms_journal *j, bool durable, const char *sql, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    g_mutex_lock(&j->lock);
+    if (durable)
+        sqlite3_exec(j->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL);
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(j->db, sql, -1, &q, NULL);
+    for (int i = 0; rc == SQLITE_OK && fmt[i]; i++) {
+        if (fmt[i] == 'i') {
+            sqlite3_bind_int64(q, i + 1, va_arg(ap, int64_t));
+        } else {
+            const char *s = va_arg(ap, const char *);
+            if (!s)
+                sqlite3_bind_null(q, i + 1);
+            else if (fmt[i] == 'b')
+                sqlite3_bind_blob(q, i + 1, s, (int)strlen(s), SQLITE_TRANSIENT);
+            else
+                sqlite3_bind_text(q, i + 1, s, -1, SQLITE_TRANSIENT);
+        }
+    }
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(q);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+        ms_log(LOG_ERR, "%s: %s", j->path, sqlite3_errmsg(j->db));
+    sqlite3_finalize(q);
+    if (durable)
+        sqlite3_exec(j->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
+    g_mutex_unlock(&j->lock);
+    va_end(ap);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : rc == SQLITE_FULL ? -ENOSPC : -EIO;
+}
+
+int jn_create(ms_journal *j, const char *mailbox, const char *newname, const char *source,
+              const char *target, int64_t total_messages, int64_t total_bytes, int64_t *id)
+{
+    g_autofree char *start = proc_start(getpid());
+    int64_t now = jn_now_ns();
+    g_mutex_lock(&j->lock);
+    sqlite3_exec(j->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL);
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(
+        j->db,
+        "INSERT INTO move(mailbox, source, target, state, step, total_messages, total_bytes,"
+        " started_ns, updated_ns, owner_pid, owner_start, newname)"
+        " VALUES (?, ?, ?, 'running', 'recorded', ?, ?, ?, ?, ?, ?, ?)",
+        -1, &q, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_blob(q, 1, mailbox, (int)strlen(mailbox), SQLITE_TRANSIENT);
+        sqlite3_bind_text(q, 2, source, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(q, 3, target, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(q, 4, total_messages);
+        sqlite3_bind_int64(q, 5, total_bytes);
+        sqlite3_bind_int64(q, 6, now);
+        sqlite3_bind_int64(q, 7, now);
+        sqlite3_bind_int64(q, 8, getpid());
+        sqlite3_bind_text(q, 9, start ? start : "", -1, SQLITE_TRANSIENT);
+        sqlite3_bind_blob(q, 10, newname, (int)strlen(newname), SQLITE_TRANSIENT);
+        rc = sqlite3_step(q);
+    }
+    sqlite3_finalize(q);
+    if (rc == SQLITE_DONE)
+        *id = sqlite3_last_insert_rowid(j->db);
+    else
+        ms_log(LOG_ERR, "%s: %s", j->path, sqlite3_errmsg(j->db));
+    sqlite3_exec(j->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
+    g_mutex_unlock(&j->lock);
+    if (rc != SQLITE_DONE)
+        return rc == SQLITE_FULL ? -ENOSPC : -EIO;
+    return run(j, false, "INSERT INTO move_step(move, step, at_ns) VALUES (?, 'recorded', ?)", "ii",
+               *id, now);
+}
+
+int jn_step(ms_journal *j, int64_t id, const char *step, bool durable)
+{
+    int64_t now = jn_now_ns();
+    int rc = run(j, durable, "UPDATE move SET step = ?, updated_ns = ? WHERE id = ?", "tii", step,
+                 now, id);
+    if (!rc)
+        rc = run(j, false, "INSERT INTO move_step(move, step, at_ns) VALUES (?, ?, ?)", "iti", id,
+                 step, now);
+    return rc;
+}
+
+int jn_progress(ms_journal *j, int64_t id, int64_t messages, int64_t bytes)
+{
+    return run(j, false,
+               "UPDATE move SET done_messages = ?, done_bytes = ?, updated_ns = ? WHERE id = ?",
+               "iiii", messages, bytes, jn_now_ns(), id);
+}
+
+int jn_set_state(ms_journal *j, int64_t id, const char *state, const char *error)
+{
+    bool final = strcmp(state, "running") && strcmp(state, "committed");
+    /* "committed" is the commit point: it must be on disk before we go on. */
+    bool durable = !strcmp(state, "committed") || final;
+    return run(j, durable,
+               "UPDATE move SET state = ?, error = coalesce(?, error), updated_ns = ?,"
+               " finished_ns = CASE WHEN ? THEN ? ELSE finished_ns END WHERE id = ?",
+               "ttiiii", state, error, jn_now_ns(), (int64_t) final, jn_now_ns(), id);
+}
+
+int jn_set_target_id(ms_journal *j, int64_t id, int64_t target_mailbox)
+{
+    return run(j, true, "UPDATE move SET target_id = ? WHERE id = ?", "ii", target_mailbox, id);
+}
+
+int jn_set_times(ms_journal *j, int64_t id, int64_t lock_ns, int64_t retain_until)
+{
+    return run(j, false, "UPDATE move SET lock_ns = ?, retain_until = ? WHERE id = ?", "iii",
+               lock_ns, retain_until, id);
+}
+
+int jn_target_id(ms_journal *j, int64_t id, int64_t *target_mailbox)
+{
+    g_mutex_lock(&j->lock);
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(j->db, "SELECT target_id FROM move WHERE id = ?", -1, &q, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(q, 1, id);
+        rc = sqlite3_step(q);
+    }
+    int ret = rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : -EIO;
+    if (rc == SQLITE_ROW)
+        *target_mailbox = sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    g_mutex_unlock(&j->lock);
+    return ret;
+}
+
+static void copy_col(char *dst, size_t size, sqlite3_stmt *q, int col)
+{
+    size_t n = (size_t)sqlite3_column_bytes(q, col);
+    if (n >= size)
+        n = size - 1;
+    if (n)
+        memcpy(dst, sqlite3_column_blob(q, col), n);
+    dst[n] = '\0';
+}
+
+static void row_info(sqlite3_stmt *q, ms_move_info *m)
+{
+    memset(m, 0, sizeof *m);
+    m->id = sqlite3_column_int64(q, 0);
+    copy_col(m->mailbox, sizeof m->mailbox, q, 1);
+    copy_col(m->source, sizeof m->source, q, 2);
+    copy_col(m->target, sizeof m->target, q, 3);
+    copy_col(m->state, sizeof m->state, q, 4);
+    copy_col(m->step, sizeof m->step, q, 5);
+    m->total_messages = sqlite3_column_int64(q, 6);
+    m->total_bytes = sqlite3_column_int64(q, 7);
+    m->done_messages = sqlite3_column_int64(q, 8);
+    m->done_bytes = sqlite3_column_int64(q, 9);
+    m->started_ns = sqlite3_column_int64(q, 10);
+    m->updated_ns = sqlite3_column_int64(q, 11);
+    m->finished_ns = sqlite3_column_int64(q, 12);
+    m->lock_ns = sqlite3_column_int64(q, 13);
+    m->retain_until = sqlite3_column_int64(q, 14);
+    copy_col(m->error, sizeof m->error, q, 15);
+    copy_col(m->newname, sizeof m->newname, q, 16);
+}
+
+#define INFO_COLS                                                                                  \
+    "id, mailbox, source, target, state, step, total_messages, total_bytes, done_messages,"        \
+    " done_bytes, started_ns, updated_ns, finished_ns, lock_ns, retain_until, error, newname"
+
+int ms_journal_list(ms_journal *j, ms_move_info **out, size_t *n)
+{
+    GArray *a = g_array_new(FALSE, FALSE, sizeof(ms_move_info));
+    g_mutex_lock(&j->lock);
+    sqlite3_stmt *q = NULL;
+    int rc =
+        sqlite3_prepare_v2(j->db, "SELECT " INFO_COLS " FROM move ORDER BY id DESC", -1, &q, NULL);
+    while (rc == SQLITE_OK || rc == SQLITE_ROW) {
+        rc = sqlite3_step(q);
+        if (rc == SQLITE_ROW) {
+            ms_move_info m;
+            row_info(q, &m);
+            g_array_append_val(a, m);
+        }
+    }
+    sqlite3_finalize(q);
+    g_mutex_unlock(&j->lock);
+    if (rc != SQLITE_DONE) {
+        g_array_free(a, TRUE);
+        return -EIO;
+    }
+    *n = a->len;
+    *out = (ms_move_info *)(void *)g_array_free(a, FALSE);
+    return 0;
+}
+
+int ms_journal_get(ms_journal *j, int64_t id, ms_move_info *out)
+{
+    g_mutex_lock(&j->lock);
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(j->db, "SELECT " INFO_COLS " FROM move WHERE id = ?", -1, &q, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(q, 1, id);
+        rc = sqlite3_step(q);
+        if (rc == SQLITE_ROW)
+            row_info(q, out);
+    }
+    sqlite3_finalize(q);
+    g_mutex_unlock(&j->lock);
+    return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : -EIO;
+}
+
+bool jn_owner_alive(ms_journal *j, int64_t id)
+{
+    int64_t pid = 0;
+    char start[64] = "";
+    g_mutex_lock(&j->lock);
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_prepare_v2(j->db, "SELECT owner_pid, owner_start FROM move WHERE id = ?", -1, &q,
+                           NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(q, 1, id);
+        if (sqlite3_step(q) == SQLITE_ROW) {
+            pid = sqlite3_column_int64(q, 0);
+            copy_col(start, sizeof start, q, 1);
+        }
+    }
+    sqlite3_finalize(q);
+    g_mutex_unlock(&j->lock);
+    if (pid <= 0)
+        return false;
+    g_autofree char *now = proc_start((pid_t)pid);
+    return now && !strcmp(now, start);
+}
+
+int jn_orphans(ms_journal *j, GArray *ids)
+{
+    GArray *all = g_array_new(FALSE, FALSE, sizeof(int64_t));
+    g_mutex_lock(&j->lock);
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(
+        j->db, "SELECT id FROM move WHERE state IN ('running', 'committed') ORDER BY id", -1, &q,
+        NULL);
+    while (rc == SQLITE_OK || rc == SQLITE_ROW) {
+        rc = sqlite3_step(q);
+        if (rc == SQLITE_ROW) {
+            int64_t id = sqlite3_column_int64(q, 0);
+            g_array_append_val(all, id);
+        }
+    }
+    sqlite3_finalize(q);
+    g_mutex_unlock(&j->lock);
+    for (guint i = 0; i < all->len; i++) {
+        int64_t id = g_array_index(all, int64_t, i);
+        if (!jn_owner_alive(j, id))
+            g_array_append_val(ids, id);
+    }
+    g_array_free(all, TRUE);
+    return rc == SQLITE_DONE ? 0 : -EIO;
+}

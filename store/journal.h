@@ -1,0 +1,29 @@
+/*
+ * journal.h — the move journal's internals, shared by journal.c and
+ * move.c (not part of the public API).
+ */
+#ifndef MAILFS_JOURNAL_H
+#define MAILFS_JOURNAL_H
+
+#include "mailstore.h"
+
+#include <glib.h>
+
+/* Records a new move (state running, step recorded), durably. */
+int jn_create(ms_journal *j, const char *mailbox, const char *newname, const char *source,
+              const char *target, int64_t total_messages, int64_t total_bytes, int64_t *id);
+/* Sets the step; durable when the step is a commit point. */
+int jn_step(ms_journal *j, int64_t id, const char *step, bool durable);
+int jn_progress(ms_journal *j, int64_t id, int64_t messages, int64_t bytes);
+int jn_set_state(ms_journal *j, int64_t id, const char *state, const char *error);
+int jn_set_target_id(ms_journal *j, int64_t id, int64_t target_mailbox);
+int jn_set_times(ms_journal *j, int64_t id, int64_t lock_ns, int64_t retain_until);
+/* The move's target mailbox id (0 if none yet). */
+int jn_target_id(ms_journal *j, int64_t id, int64_t *target_mailbox);
+/* Ids of moves in state (running/committed) whose process is gone. */
+int jn_orphans(ms_journal *j, GArray *ids);
+/* True when move id is still running in a live process. */
+bool jn_owner_alive(ms_journal *j, int64_t id);
+int64_t jn_now_ns(void);
+
+#endif

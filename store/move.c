@@ -1,0 +1,604 @@
+/*
+ * move.c — the move engine (DESIGN section 4).
+ *
+ *   preflight  nothing changes yet; the errno says why not
+ *   recorded   journal row (durable), source mailbox locked
+ *   copying    folders and messages into a hidden "move/<id>/<name>"
+ *              mailbox of the target, progress in the journal
+ *   copied     the target store is synced
+ *   verified   same folders, counts, names, sizes, flags and SHA-256
+ *   committed  the commit point: one durable journal write
+ *   finished   target shown under its name, source hidden as
+ *              "retained/<id>/<name>" until retain_until, lock dropped
+ *
+ * Every step after "recorded" is idempotent, and recovery needs nothing
+ * but the journal row and the deterministic hidden names: before the
+ * commit point it drops the hidden copy and unlocks the source (the
+ * source was never written), after it it finishes.  The engine uses only
+ * the public store API, so it moves between any two backends.
+ */
+#include "journal.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <glib.h>
+
+/* Space asked for beyond twice the mailbox: the stores' own overhead. */
+#define SPACE_MARGIN (16 * 1024 * 1024)
+#define PAGE 512 /* children listed and copied per round */
+
+void ms_fault(const char *point)
+{
+#ifdef MS_FAULT_INJECTION
+    /* Test-only: the environment is read at every passage on purpose, so
+     * tests need no restart between points.  Counts are per process. */
+    static GHashTable *seen;
+    static GMutex lock;
+    const char *want = getenv("MAILFS_FAULT");
+    if (!want || !*want)
+        return;
+    size_t n = strlen(point);
+    if (strncmp(want, point, n) || (want[n] && want[n] != ':'))
+        return;
+    long nth = want[n] == ':' ? strtol(want + n + 1, NULL, 10) : 1;
+    g_mutex_lock(&lock);
+    if (!seen)
+        seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    long count = GPOINTER_TO_INT(g_hash_table_lookup(seen, point)) + 1;
+    g_hash_table_insert(seen, g_strdup(point), GINT_TO_POINTER(count));
+    g_mutex_unlock(&lock);
+    if (count == nth) {
+        ms_log(LOG_WARNING, "fault injection: killed at %s", want);
+        kill(getpid(), SIGKILL);
+    }
+#else
+    (void)point;
+#endif
+}
+
+static char *incoming_name(int64_t id, const char *name)
+{
+    return g_strdup_printf("move/%lld/%s", (long long)id, name);
+}
+
+static char *retained_name(int64_t id, const char *name)
+{
+    return g_strdup_printf("retained/%lld/%s", (long long)id, name);
+}
+
+/* ------------------------------------------------------------- copying */
+
+typedef struct mover {
+    ms_journal *j;
+    ms_store *src, *dst;
+    int64_t id;
+    const ms_move_opts *opts;
+    int64_t messages, bytes;
+    int64_t last_report_ns;
+    char *error; /* what went wrong, for the journal and the log */
+} mover;
+
+typedef struct child {
+    char *name;
+    ms_attr attr;
+    uint64_t cookie;
+} child;
+
+static void child_clear(gpointer p) { g_free(((child *)p)->name); }
+
+static int collect(void *ctx, const char *name, const ms_attr *a, uint64_t cookie)
+{
+    GArray *page = ctx;
+    child c = {g_strdup(name), *a, cookie};
+    g_array_append_val(page, c);
+    return page->len >= PAGE;
+}
+
+/* The next page of children of parent after *cookie; empty at the end. */
+static int next_page(ms_store *st, ms_node parent, uint64_t *cookie, GArray *page)
+{
+    g_array_set_size(page, 0);
+    int rc = ms_list(st, parent, *cookie, collect, page);
+    if (!rc && page->len)
+        *cookie = g_array_index(page, child, page->len - 1).cookie;
+    return rc;
+}
+
+static int copy_xattr(ms_store *src, ms_node from, ms_store *dst, ms_node to, const char *name)
+{
+    char *v = NULL;
+    size_t len = 0;
+    int rc = ms_xattr_get(src, from, name, &v, &len);
+    if (rc == -ENODATA)
+        return 0;
+    if (!rc)
+        rc = ms_xattr_set(dst, to, name, v, len, 0);
+    g_free(v);
+    return rc;
+}
+
+static int set_times_and_owner(ms_store *st, ms_node n, const ms_attr *like)
+{
+    ms_setattr_req r = {MS_SET_MODE | MS_SET_UID | MS_SET_GID | MS_SET_MTIME, like->mode, like->uid,
+                        like->gid, like->mtime_ns};
+    return ms_setattr(st, n, &r, NULL);
+}
+
+static bool cancelled(mover *mv)
+{
+    return mv->opts && mv->opts->cancelled && mv->opts->cancelled(mv->opts->ctx);
+}
+
+static void report(mover *mv, bool force)
+{
+    int64_t now = jn_now_ns();
+    if (force || now - mv->last_report_ns > 250 * 1000000LL) {
+        jn_progress(mv->j, mv->id, mv->messages, mv->bytes);
+        mv->last_report_ns = now;
+    }
+}
+
+/* Copies one message: bytes, name, UID, date, mode, owner, flags. */
+static int copy_message(mover *mv, const child *m, ms_node dfolder)
+{
+    ms_reader *r = NULL;
+    ms_writer *w = NULL;
+    ms_message_meta meta = {0};
+    int rc = ms_reader_open(mv->src, m->attr.node.id, &r);
+    if (!rc)
+        rc = ms_message_get_meta(mv->src, m->attr.node.id, &meta);
+    if (!rc)
+        rc = ms_writer_import(mv->dst, dfolder, m->name, m->attr.imap_uid, &w);
+    enum { BUF = 128 * 1024 };
+    g_autofree char *buf = g_malloc(BUF);
+    for (int64_t off = 0; !rc && off < ms_reader_size(r);) {
+        ssize_t n = ms_reader_pread(r, buf, BUF, off);
+        if (n <= 0) {
+            rc = n < 0 ? (int)n : -EIO;
+            break;
+        }
+        ssize_t k = ms_writer_pwrite(w, buf, (size_t)n, off);
+        if (k < 0)
+            rc = (int)k;
+        off += n;
+    }
+    if (!rc && meta.flags)
+        rc = ms_writer_set_flags(w, meta.flags, strlen(meta.flags));
+    if (!rc) {
+        ms_setattr_req a = {MS_SET_MODE | MS_SET_UID | MS_SET_GID | MS_SET_MTIME, m->attr.mode,
+                            m->attr.uid, m->attr.gid, m->attr.mtime_ns};
+        ms_writer_setattr(w, &a);
+        rc = ms_writer_commit(w, false, NULL, NULL);
+    }
+    if (!rc) {
+        mv->messages++;
+        mv->bytes += ms_reader_size(r);
+    }
+    ms_writer_close(w);
+    ms_reader_close(r);
+    g_free(meta.flags);
+    return rc;
+}
+
+/* Copies the children of sparent (mailbox or folder) into dparent. */
+static int copy_children(mover *mv, ms_node sparent, ms_node dparent)
+{
+    GArray *page = g_array_new(FALSE, FALSE, sizeof(child));
+    g_array_set_clear_func(page, child_clear);
+    uint64_t cookie = 0;
+    int rc;
+    while (!(rc = next_page(mv->src, sparent, &cookie, page)) && page->len) {
+        for (guint i = 0; !rc && i < page->len; i++) {
+            child *c = &g_array_index(page, child, i);
+            if (cancelled(mv)) {
+                rc = -EINTR;
+                break;
+            }
+            if (c->attr.node.kind == MS_MESSAGE) {
+                rc = copy_message(mv, c, dparent);
+                if (rc)
+                    mv->error = g_strdup_printf("copying message %s: %s", c->name, g_strerror(-rc));
+                continue;
+            }
+            ms_attr f;
+            rc = ms_mkdir(mv->dst, dparent, c->name, c->attr.mode, c->attr.uid, c->attr.gid, &f);
+            if (!rc)
+                rc = copy_xattr(mv->src, c->attr.node, mv->dst, f.node, "user.mail.special-use");
+            if (!rc)
+                rc = copy_children(mv, c->attr.node, f.node);
+            /* After the children: nothing below touches it any more. */
+            if (!rc)
+                rc = set_times_and_owner(mv->dst, f.node, &c->attr);
+            if (rc && !mv->error)
+                mv->error = g_strdup_printf("copying folder %s: %s", c->name, g_strerror(-rc));
+        }
+        report(mv, false);
+        ms_fault("copy");
+    }
+    g_array_free(page, TRUE);
+    return rc;
+}
+
+/* ---------------------------------------------------------- verifying */
+
+/* Counts the children of n in st: folders and messages. */
+static int count_children(ms_store *st, ms_node n, int64_t *folders, int64_t *messages)
+{
+    GArray *page = g_array_new(FALSE, FALSE, sizeof(child));
+    g_array_set_clear_func(page, child_clear);
+    uint64_t cookie = 0;
+    int rc;
+    *folders = *messages = 0;
+    while (!(rc = next_page(st, n, &cookie, page)) && page->len)
+        for (guint i = 0; i < page->len; i++)
+            (g_array_index(page, child, i).attr.node.kind == MS_MESSAGE ? (*messages)++
+                                                                        : (*folders)++);
+    g_array_free(page, TRUE);
+    return rc;
+}
+
+static bool same_flags(const char *a, const char *b)
+{
+    return !g_strcmp0(a && *a ? a : NULL, b && *b ? b : NULL);
+}
+
+/* Checks one source message against its copy; sets mv->error if not. */
+static int verify_message(mover *mv, const child *c, ms_node dparent)
+{
+    ms_attr d;
+    ms_message_meta sm = {0}, dm = {0};
+    int rc = ms_lookup(mv->dst, dparent, c->name, &d);
+    if (!rc)
+        rc = ms_message_get_meta(mv->src, c->attr.node.id, &sm);
+    if (!rc)
+        rc = ms_message_get_meta(mv->dst, d.node.id, &dm);
+    if (rc)
+        mv->error = g_strdup_printf("verify: message %s missing in the copy", c->name);
+    else if (d.size != c->attr.size || memcmp(sm.sha256, dm.sha256, 32))
+        mv->error = g_strdup_printf("verify: message %s differs (SHA-256)", c->name);
+    else if (!same_flags(sm.flags, dm.flags) || d.mtime_ns != c->attr.mtime_ns)
+        mv->error = g_strdup_printf("verify: message %s lost its flags or date", c->name);
+    g_free(sm.flags);
+    g_free(dm.flags);
+    return mv->error ? -EIO : 0;
+}
+
+static int verify_children(mover *mv, ms_node sparent, ms_node dparent)
+{
+    int64_t sf, sm, df, dm;
+    int rc = count_children(mv->src, sparent, &sf, &sm);
+    if (!rc)
+        rc = count_children(mv->dst, dparent, &df, &dm);
+    if (!rc && (sf != df || sm != dm)) {
+        mv->error = g_strdup_printf("verify: %lld folders and %lld messages, copy has %lld and "
+                                    "%lld",
+                                    (long long)sf, (long long)sm, (long long)df, (long long)dm);
+        return -EIO;
+    }
+    GArray *page = g_array_new(FALSE, FALSE, sizeof(child));
+    g_array_set_clear_func(page, child_clear);
+    uint64_t cookie = 0;
+    while (!rc && !(rc = next_page(mv->src, sparent, &cookie, page)) && page->len) {
+        for (guint i = 0; !rc && i < page->len; i++) {
+            child *c = &g_array_index(page, child, i);
+            if (c->attr.node.kind == MS_MESSAGE) {
+                rc = verify_message(mv, c, dparent);
+                continue;
+            }
+            ms_attr d;
+            rc = ms_lookup(mv->dst, dparent, c->name, &d);
+            if (rc || d.node.kind != MS_FOLDER) {
+                mv->error = g_strdup_printf("verify: folder %s missing in the copy", c->name);
+                rc = -EIO;
+            } else {
+                rc = verify_children(mv, c->attr.node, d.node);
+            }
+        }
+        if (cancelled(mv))
+            rc = -EINTR;
+    }
+    g_array_free(page, TRUE);
+    return rc;
+}
+
+/* ------------------------------------------------ finishing and undoing */
+
+/*
+ * Rolls back move id: drops the hidden copy, unlocks the source.  The
+ * source was never written, so it is exactly as before.  Idempotent.
+ */
+static int roll_back(ms_journal *j, ms_store *src, ms_store *dst, const ms_move_info *mi,
+                     const char *why)
+{
+    g_autofree char *in = incoming_name(mi->id, mi->newname);
+    int64_t tid, sid;
+    int rc = 0;
+    /* Unlock first: the target may be the full disk that made us fail. */
+    if (src && ms_mailbox_find(src, mi->mailbox, MS_MB_VISIBLE, &sid) == 0) {
+        ms_mailbox_info info;
+        if (ms_mailbox_get_info(src, sid, &info) == 0 && info.lock_move == mi->id)
+            rc = ms_mailbox_set(src, sid, &(ms_mailbox_change){NULL, -1, 0, -1});
+    }
+    if (!rc && dst && ms_mailbox_find(dst, in, MS_MB_INCOMING, &tid) == 0)
+        rc = ms_mailbox_drop(dst, tid);
+    if (rc) {
+        ms_log(LOG_ERR, "move %lld: roll back failed: %s", (long long)mi->id, g_strerror(-rc));
+        return rc;
+    }
+    ms_log(LOG_INFO, "move %lld: rolled back (%s)", (long long)mi->id, why);
+    return jn_set_state(j, mi->id, "rolled-back", why);
+}
+
+/*
+ * Rolls move id forward from its commit point: target shown, source
+ * retained and unlocked.  Idempotent: each half checks where it stands.
+ */
+static int roll_forward(ms_journal *j, ms_store *src, ms_store *dst, const ms_move_info *mi,
+                        int retain_days, int64_t locked_at)
+{
+    g_autofree char *in = incoming_name(mi->id, mi->newname);
+    g_autofree char *ret = retained_name(mi->id, mi->mailbox);
+    int64_t tid, sid;
+    int rc = 0;
+    if (ms_mailbox_find(dst, in, MS_MB_INCOMING, &tid) == 0)
+        rc = ms_mailbox_set(dst, tid, &(ms_mailbox_change){mi->newname, MS_MB_VISIBLE, 0, -1});
+    int64_t until = (int64_t)time(NULL) + (int64_t)retain_days * 86400;
+    if (!rc && ms_mailbox_find(src, mi->mailbox, MS_MB_VISIBLE, &sid) == 0) {
+        ms_mailbox_info info;
+        rc = ms_mailbox_get_info(src, sid, &info);
+        if (!rc && info.lock_move == mi->id)
+            rc = ms_mailbox_set(src, sid, &(ms_mailbox_change){ret, MS_MB_RETAINED, 0, until});
+    }
+    if (!rc)
+        rc = ms_store_sync(dst);
+    if (!rc)
+        rc = ms_store_sync(src);
+    if (rc) {
+        ms_log(LOG_ERR, "move %lld: finishing failed: %s (recovery will retry)", (long long)mi->id,
+               g_strerror(-rc));
+        return rc;
+    }
+    ms_fault("finished");
+    int64_t lock_ns = locked_at ? jn_now_ns() - locked_at : 0;
+    jn_set_times(j, mi->id, lock_ns, until);
+    jn_step(j, mi->id, "finished", false);
+    ms_log(LOG_INFO, "move %lld: %s finished in %s, source retained until %lld", (long long)mi->id,
+           mi->mailbox, mi->target, (long long)until);
+    return jn_set_state(j, mi->id, "done", NULL);
+}
+
+/* ------------------------------------------------------------ the move */
+
+static int preflight(ms_store *src, ms_store *dst, const char *mailbox, const char *newname,
+                     ms_attr *mb, int64_t *messages, int64_t *bytes)
+{
+    int rc = ms_lookup(src, (ms_node){MS_ROOT, 0}, mailbox, mb);
+    if (rc)
+        return rc;
+    ms_mailbox_info info;
+    rc = ms_mailbox_get_info(src, mb->node.id, &info);
+    if (rc)
+        return rc;
+    if (info.lock_move)
+        return -EBUSY;
+    if (ms_store_readonly(dst) || ms_store_readonly(src))
+        return -EROFS;
+    ms_attr other;
+    rc = ms_lookup(dst, (ms_node){MS_ROOT, 0}, newname, &other);
+    if (rc == 0)
+        return -EEXIST;
+    if (rc != -ENOENT)
+        return rc;
+    rc = ms_mailbox_size(src, mb->node.id, messages, bytes);
+    if (rc)
+        return rc;
+    struct statvfs sv;
+    rc = ms_store_statvfs(dst, &sv);
+    if (rc)
+        return rc;
+    uint64_t free_bytes = (uint64_t)sv.f_bavail * sv.f_frsize;
+    if (free_bytes < 2 * (uint64_t)*bytes + SPACE_MARGIN)
+        return -ENOSPC;
+    return 0;
+}
+
+static const char *preflight_why(int rc)
+{
+    switch (-rc) {
+    case EEXIST:
+        return "a mailbox of that name exists in the target";
+    case EBUSY:
+        return "the mailbox is being moved already";
+    case EROFS:
+        return "a store is read-only";
+    case ENOSPC:
+        return "the target has less free space than twice the mailbox";
+    default:
+        return g_strerror(-rc);
+    }
+}
+
+int ms_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mailbox,
+            const ms_move_opts *opts, int64_t *id_out)
+{
+    const char *newname = opts && opts->newname ? opts->newname : mailbox;
+    ms_attr mb;
+    int64_t total_messages = 0, total_bytes = 0;
+    if (src == dst)
+        return -EINVAL;
+    int rc = preflight(src, dst, mailbox, newname, &mb, &total_messages, &total_bytes);
+    if (rc) {
+        ms_log(LOG_INFO, "move %s from %s to %s refused: %s", mailbox, ms_store_name(src),
+               ms_store_name(dst), preflight_why(rc));
+        return rc;
+    }
+    int64_t id;
+    rc = jn_create(j, mailbox, newname, ms_store_name(src), ms_store_name(dst), total_messages,
+                   total_bytes, &id);
+    if (rc)
+        return rc;
+    if (id_out)
+        *id_out = id;
+    ms_move_info mi;
+    rc = ms_journal_get(j, id, &mi);
+    if (rc)
+        return rc;
+    ms_log(LOG_INFO, "move %lld: %s from %s to %s as %s: %lld messages, %lld bytes", (long long)id,
+           mailbox, mi.source, mi.target, newname, (long long)total_messages,
+           (long long)total_bytes);
+
+    /* Lock: from here writes into the mailbox get EBUSY; reads go on. */
+    rc = ms_mailbox_set(src, mb.node.id, &(ms_mailbox_change){NULL, -1, id, -1});
+    if (rc) {
+        jn_set_state(j, id, "rolled-back", preflight_why(rc));
+        return rc;
+    }
+    int64_t locked_at = jn_now_ns();
+    ms_fault("locked");
+
+    mover mv = {.j = j, .src = src, .dst = dst, .id = id, .opts = opts};
+    g_autofree char *in = incoming_name(id, newname);
+    int64_t tid = 0;
+    rc = ms_mailbox_create(dst, in, MS_MB_INCOMING, &mb, &tid);
+    if (!rc)
+        rc = jn_set_target_id(j, id, tid);
+    if (!rc)
+        rc = jn_step(j, id, "copying", false);
+    ms_node troot = {MS_MAILBOX, tid};
+    if (!rc)
+        rc = copy_xattr(src, mb.node, dst, troot, "user.mail.acl");
+    if (!rc)
+        rc = copy_children(&mv, mb.node, troot);
+    report(&mv, true);
+    if (!rc)
+        rc = ms_store_sync(dst);
+    if (!rc) {
+        jn_step(j, id, "copied", false);
+        ms_fault("copied");
+        rc = verify_children(&mv, mb.node, troot);
+    }
+    if (!rc) {
+        jn_step(j, id, "verified", false);
+        ms_log(LOG_INFO, "move %lld: copied and verified %lld messages, %lld bytes", (long long)id,
+               (long long)mv.messages, (long long)mv.bytes);
+        ms_fault("verified");
+        /* The directory step (DESIGN 4.4) goes here, before the commit point. */
+    }
+    if (!rc)
+        rc = jn_set_state(j, id, "committed", NULL); /* the commit point */
+    if (rc) {
+        const char *why = mv.error ? mv.error : rc == -EINTR ? "interrupted" : g_strerror(-rc);
+        ms_log(LOG_ERR, "move %lld: failed: %s", (long long)id, why);
+        roll_back(j, src, dst, &mi, why);
+        g_free(mv.error);
+        return rc;
+    }
+    jn_step(j, id, "committed", false);
+    ms_fault("committed");
+    g_free(mv.error);
+    return roll_forward(j, src, dst, &mi, opts ? opts->retain_days : 7, locked_at) ? -EIO : 0;
+}
+
+/* --------------------------------------------------- recovery and more */
+
+int ms_recover(ms_journal *j, ms_store_lookup_fn find, void *ctx)
+{
+    GArray *ids = g_array_new(FALSE, FALSE, sizeof(int64_t));
+    int rc = jn_orphans(j, ids);
+    int settled = 0;
+    for (guint i = 0; !rc && i < ids->len; i++) {
+        ms_move_info mi;
+        if (ms_journal_get(j, g_array_index(ids, int64_t, i), &mi))
+            continue;
+        ms_store *src = find(ctx, mi.source), *dst = find(ctx, mi.target);
+        int r;
+        if (!strcmp(mi.state, "committed")) {
+            if (!src || !dst) {
+                ms_log(LOG_ERR, "move %lld: cannot roll forward: store %s is not configured",
+                       (long long)mi.id, src ? mi.target : mi.source);
+                continue;
+            }
+            ms_log(LOG_INFO, "move %lld: rolling forward after a crash", (long long)mi.id);
+            r = roll_forward(j, src, dst, &mi, 7, 0);
+        } else {
+            ms_log(LOG_INFO, "move %lld: rolling back after a crash at step %s", (long long)mi.id,
+                   mi.step);
+            r = roll_back(j, src, dst, &mi, "interrupted: the mover died");
+        }
+        if (!r)
+            settled++;
+    }
+    g_array_free(ids, TRUE);
+    return rc ? rc : settled;
+}
+
+int ms_purge(ms_journal *j, ms_store_lookup_fn find, void *ctx, bool all)
+{
+    ms_move_info *moves = NULL;
+    size_t n = 0;
+    int rc = ms_journal_list(j, &moves, &n);
+    int purged = 0;
+    int64_t now = (int64_t)time(NULL);
+    for (size_t i = 0; !rc && i < n; i++) {
+        ms_move_info *mi = &moves[i];
+        if (strcmp(mi->state, "done") && strcmp(mi->state, "undone"))
+            continue;
+        if (!all && mi->retain_until > now)
+            continue;
+        ms_store *src = find(ctx, mi->source);
+        if (!src)
+            continue;
+        g_autofree char *ret = retained_name(mi->id, mi->mailbox);
+        int64_t sid;
+        if (ms_mailbox_find(src, ret, MS_MB_RETAINED, &sid) == 0) {
+            rc = ms_mailbox_drop(src, sid);
+            if (rc)
+                break;
+        }
+        jn_set_state(j, mi->id, "purged", NULL);
+        ms_log(LOG_INFO, "move %lld: retained copy of %s in %s purged", (long long)mi->id,
+               mi->mailbox, mi->source);
+        purged++;
+    }
+    g_free(moves);
+    return rc ? rc : purged;
+}
+
+int ms_undo(ms_journal *j, ms_store_lookup_fn find, void *ctx, int retain_days, int64_t id,
+            int64_t *new_id)
+{
+    ms_move_info mi;
+    int rc = ms_journal_get(j, id, &mi);
+    if (rc)
+        return rc;
+    if (strcmp(mi.state, "done"))
+        return strcmp(mi.state, "purged") ? -EINVAL : -ESTALE;
+    if (mi.retain_until < (int64_t)time(NULL))
+        return -ESTALE;
+    ms_store *src = find(ctx, mi.source), *dst = find(ctx, mi.target);
+    if (!src || !dst)
+        return -ENOENT;
+    g_autofree char *ret = retained_name(mi.id, mi.mailbox);
+    int64_t sid;
+    if (ms_mailbox_find(src, ret, MS_MB_RETAINED, &sid) != 0)
+        return -ESTALE;
+    /*
+     * Moving back is a move like any other, of everything the target
+     * holds now (what was moved plus whatever arrived since), so nothing
+     * can be lost; the old retained copy is superseded only after that
+     * move has committed.
+     */
+    ms_move_opts o = {.newname = mi.mailbox, .retain_days = retain_days};
+    rc = ms_move(j, dst, src, mi.newname, &o, new_id);
+    if (rc)
+        return rc;
+    rc = ms_mailbox_drop(src, sid);
+    if (!rc)
+        rc = jn_set_state(j, mi.id, "undone", NULL);
+    return rc;
+}
