@@ -21,6 +21,7 @@
 typedef struct ctl {
     const char *config_path;
     ms_config *cfg;
+    GPtrArray *open; /* stores opened for the journal commands */
 } ctl;
 
 static void usage(FILE *f)
@@ -31,7 +32,12 @@ static void usage(FILE *f)
                "  store list                        mailboxes, messages, bytes per store\n"
                "  mailbox create STORE MAILBOX      create a mailbox (with an INBOX)\n"
                "  deliver [--flags F] STORE MAILBOX [FOLDER] < MESSAGE\n"
-               "                                    store one message durably (MTA use)\n\n"
+               "                                    store one message durably (MTA use)\n"
+               "  move MAILBOX TARGET_STORE         move a mailbox (the engine mv uses)\n"
+               "  moves [--json]                    moves with state, progress, rate, ETA\n"
+               "  recover                           settle moves a crash left unfinished\n"
+               "  undo ID                           move a finished move back, with new mail\n"
+               "  purge [--all]                     drop retained source copies past retention\n\n"
                "CONFIG defaults to $MAILFS_CONFIG, then /etc/mailfs/mailfs.conf.\n"
                "See mailfsctl(8).\n");
 }
@@ -219,6 +225,223 @@ static int cmd_deliver(ctl *c, int argc, char **argv)
     return deliver_exit(rc);
 }
 
+/* Opens (once) and returns the store called name, for the journal. */
+static ms_store *store_by_name(void *ctx, const char *name)
+{
+    ctl *c = ctx;
+    for (guint i = 0; i < c->open->len; i++) {
+        ms_store *st = g_ptr_array_index(c->open, i);
+        if (!strcmp(ms_store_name(st), name))
+            return st;
+    }
+    ms_store *st;
+    if (!ms_config_find_store(c->cfg, name) || open_store(c, name, 0, &st))
+        return NULL;
+    g_ptr_array_add(c->open, st);
+    return st;
+}
+
+static int open_journal(ctl *c, ms_journal **j)
+{
+    char *err = NULL;
+    int rc = ms_journal_open(ms_config_journal(c->cfg), j, &err);
+    if (rc) {
+        fprintf(stderr, "mailfsctl: %s\n", err);
+        g_free(err);
+    }
+    return rc;
+}
+
+/* The store that holds a visible mailbox of that name, or NULL. */
+static ms_store *find_mailbox(ctl *c, const char *mailbox)
+{
+    for (size_t i = 0; i < ms_config_store_count(c->cfg); i++) {
+        ms_store *st = store_by_name(c, ms_config_store(c->cfg, i)->name);
+        ms_attr a;
+        if (st && ms_lookup(st, (ms_node){MS_ROOT, 0}, mailbox, &a) == 0)
+            return st;
+    }
+    return NULL;
+}
+
+static const char *move_error(int rc)
+{
+    switch (-rc) {
+    case EEXIST:
+    case ENOTEMPTY:
+        return "a mailbox of that name exists in the target store";
+    case EBUSY:
+        return "the mailbox is being moved already";
+    case EROFS:
+        return "a store is read-only";
+    case ENOSPC:
+        return "not enough free space in the target (twice the mailbox is needed)";
+    case EINTR:
+        return "interrupted; rolled back";
+    case EIO:
+        return "failed and rolled back (see mailfsctl moves and the log)";
+    default:
+        return g_strerror(-rc);
+    }
+}
+
+static int cmd_move(ctl *c, const char *mailbox, const char *target)
+{
+    ms_journal *j;
+    if (open_journal(c, &j))
+        return 1;
+    ms_store *dst = store_by_name(c, target);
+    ms_store *src = find_mailbox(c, mailbox);
+    int rc = !dst ? -ENOENT : !src ? -ENOENT : src == dst ? -EEXIST : 0;
+    int64_t id = 0;
+    if (!rc) {
+        ms_move_opts o = {.retain_days = ms_config_retain_days(c->cfg)};
+        rc = ms_move(j, src, dst, mailbox, &o, &id);
+    }
+    if (rc)
+        fprintf(stderr, "mailfsctl: move %s to %s: %s\n", mailbox, target,
+                !dst   ? "no such store"
+                : !src ? "no such mailbox in any store"
+                       : move_error(rc));
+    else
+        printf("moved %s from %s to %s (move %lld)\n", mailbox, ms_store_name(src), target,
+               (long long)id);
+    ms_journal_close(j);
+    return rc ? 1 : 0;
+}
+
+/* Bytes per second and seconds left, from what the journal says. */
+static void move_rate(const ms_move_info *m, double *rate, double *eta)
+{
+    int64_t end = m->finished_ns ? m->finished_ns : m->updated_ns;
+    double secs = (double)(end - m->started_ns) / 1e9;
+    *rate = secs > 0 ? (double)m->done_bytes / secs : 0;
+    *eta = -1;
+    if (!strcmp(m->state, "running") && *rate > 0)
+        *eta = (double)(m->total_bytes - m->done_bytes) / *rate;
+}
+
+static int percent(const ms_move_info *m)
+{
+    if (m->total_bytes > 0)
+        return (int)(100 * m->done_bytes / m->total_bytes);
+    return m->total_messages > 0          ? (int)(100 * m->done_messages / m->total_messages)
+           : !strcmp(m->state, "running") ? 0
+                                          : 100;
+}
+
+static int cmd_moves(ctl *c, bool json)
+{
+    ms_journal *j;
+    if (open_journal(c, &j))
+        return 1;
+    ms_move_info *mv = NULL;
+    size_t n = 0;
+    int rc = ms_journal_list(j, &mv, &n);
+    if (rc) {
+        fprintf(stderr, "mailfsctl: %s: %s\n", ms_config_journal(c->cfg), g_strerror(-rc));
+        ms_journal_close(j);
+        return 1;
+    }
+    if (json)
+        printf("[");
+    else
+        printf("%-5s %-16s %-8s %-8s %-11s %-9s %4s %15s %17s %10s %7s %8s  %s\n", "ID", "MAILBOX",
+               "SOURCE", "TARGET", "STATE", "STEP", "%", "MESSAGES", "BYTES", "RATE/s", "ETA",
+               "LOCKED", "ERROR");
+    for (size_t i = 0; i < n; i++) {
+        ms_move_info *m = &mv[i];
+        double rate, eta;
+        move_rate(m, &rate, &eta);
+        if (json) {
+            g_autofree char *mb = g_strescape(m->mailbox, NULL);
+            g_autofree char *err = g_strescape(m->error, NULL);
+            printf("%s\n {\"id\": %lld, \"mailbox\": \"%s\", \"source\": \"%s\", "
+                   "\"target\": \"%s\", \"state\": \"%s\", \"step\": \"%s\", "
+                   "\"percent\": %d, \"messages_done\": %lld, \"messages_total\": %lld, "
+                   "\"bytes_done\": %lld, \"bytes_total\": %lld, \"rate_bytes_per_s\": %.0f, "
+                   "\"eta_s\": %.1f, \"lock_s\": %.3f, \"retain_until\": %lld, "
+                   "\"error\": \"%s\"}",
+                   i ? "," : "", (long long)m->id, mb, m->source, m->target, m->state, m->step,
+                   percent(m), (long long)m->done_messages, (long long)m->total_messages,
+                   (long long)m->done_bytes, (long long)m->total_bytes, rate, eta,
+                   (double)m->lock_ns / 1e9, (long long)m->retain_until, err);
+        } else {
+            g_autofree char *msgs = g_strdup_printf("%lld/%lld", (long long)m->done_messages,
+                                                    (long long)m->total_messages);
+            g_autofree char *db = g_format_size((guint64)m->done_bytes);
+            g_autofree char *tb = g_format_size((guint64)m->total_bytes);
+            g_autofree char *bytes = g_strdup_printf("%s/%s", db, tb);
+            g_autofree char *r = g_format_size((guint64)rate);
+            g_autofree char *e = eta >= 0 ? g_strdup_printf("%.0fs", eta) : g_strdup("-");
+            printf("%-5lld %-16s %-8s %-8s %-11s %-9s %4d %15s %17s %10s %7s %7.2fs  %s\n",
+                   (long long)m->id, m->mailbox, m->source, m->target, m->state, m->step,
+                   percent(m), msgs, bytes, r, e, (double)m->lock_ns / 1e9, m->error);
+        }
+    }
+    if (json)
+        printf("\n]\n");
+    g_free(mv);
+    ms_journal_close(j);
+    return 0;
+}
+
+static int cmd_recover(ctl *c)
+{
+    ms_journal *j;
+    if (open_journal(c, &j))
+        return 1;
+    int rc = ms_recover(j, store_by_name, c);
+    if (rc < 0)
+        fprintf(stderr, "mailfsctl: recover: %s\n", g_strerror(-rc));
+    else
+        printf("%d unfinished moves settled\n", rc);
+    ms_journal_close(j);
+    return rc < 0;
+}
+
+static int cmd_undo(ctl *c, const char *arg)
+{
+    char *end;
+    long long id = strtoll(arg, &end, 10);
+    if (*end || id <= 0) {
+        fprintf(stderr, "mailfsctl: undo: '%s' is not a move id\n", arg);
+        return 2;
+    }
+    ms_journal *j;
+    if (open_journal(c, &j))
+        return 1;
+    int64_t nid = 0;
+    int rc = ms_undo(j, store_by_name, c, ms_config_retain_days(c->cfg), id, &nid);
+    if (rc == -ESTALE)
+        fprintf(stderr,
+                "mailfsctl: undo %lld: the retained source copy is gone (retention over "
+                "or purged); move the mailbox back with 'mailfsctl move' instead\n",
+                id);
+    else if (rc == -EINVAL)
+        fprintf(stderr, "mailfsctl: undo %lld: only a finished move can be undone\n", id);
+    else if (rc)
+        fprintf(stderr, "mailfsctl: undo %lld: %s\n", id, move_error(rc));
+    else
+        printf("move %lld undone by move %lld\n", id, (long long)nid);
+    ms_journal_close(j);
+    return rc ? 1 : 0;
+}
+
+static int cmd_purge(ctl *c, bool all)
+{
+    ms_journal *j;
+    if (open_journal(c, &j))
+        return 1;
+    int rc = ms_purge(j, store_by_name, c, all);
+    if (rc < 0)
+        fprintf(stderr, "mailfsctl: purge: %s\n", g_strerror(-rc));
+    else
+        printf("%d retained copies purged\n", rc);
+    ms_journal_close(j);
+    return rc < 0;
+}
+
 static int dispatch(ctl *c, int argc, char **argv)
 {
     const char *cmd = argv[0];
@@ -231,6 +454,16 @@ static int dispatch(ctl *c, int argc, char **argv)
         return cmd_mailbox_create(c, argv[2], argv[3]);
     if (!strcmp(cmd, "deliver"))
         return cmd_deliver(c, argc - 1, argv + 1);
+    if (!strcmp(cmd, "move") && argc == 3)
+        return cmd_move(c, argv[1], argv[2]);
+    if (!strcmp(cmd, "moves") && (argc == 1 || (argc == 2 && !strcmp(sub, "--json"))))
+        return cmd_moves(c, argc == 2);
+    if (!strcmp(cmd, "recover") && argc == 1)
+        return cmd_recover(c);
+    if (!strcmp(cmd, "undo") && argc == 2)
+        return cmd_undo(c, argv[1]);
+    if (!strcmp(cmd, "purge") && (argc == 1 || (argc == 2 && !strcmp(sub, "--all"))))
+        return cmd_purge(c, argc == 2);
     usage(stderr);
     return 2;
 }
@@ -262,7 +495,9 @@ int main(int argc, char **argv)
     ms_log_to_stderr(LOG_WARNING);
     if (load_config(&c))
         return !strcmp(argv[i], "deliver") ? EX_CONFIG : 1;
+    c.open = g_ptr_array_new_with_free_func((GDestroyNotify)ms_store_close);
     int ret = dispatch(&c, argc - i, argv + i);
+    g_ptr_array_free(c.open, TRUE);
     ms_config_free(c.cfg);
     return ret;
 }

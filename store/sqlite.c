@@ -141,6 +141,21 @@ conn *conn_get(ms_store *st)
 
 void conn_put(ms_store *st, conn *c)
 {
+    /*
+     * A statement left on a row keeps its read transaction, and with it
+     * an old snapshot of the store, open forever: this connection would
+     * go on seeing the store as it was.  Never let one back in the pool.
+     */
+    for (sqlite3_stmt *q = sqlite3_next_stmt(c->db, NULL); q; q = sqlite3_next_stmt(c->db, q)) {
+        if (sqlite3_stmt_busy(q)) {
+            ms_log(LOG_WARNING, "bug: statement left active: %s", sqlite3_sql(q));
+            sqlite3_reset(q);
+        }
+    }
+    if (!sqlite3_get_autocommit(c->db)) {
+        ms_log(LOG_ERR, "bug: transaction left open; rolled back");
+        sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+    }
     sq *s = S(st);
     g_mutex_lock(&s->pool_lock);
     g_ptr_array_add(s->idle, c);
@@ -417,27 +432,45 @@ static void sq_close(ms_store *st)
     g_free(s);
 }
 
-/* fsync of the WAL and the database: everything committed is durable. */
-int sync_files(const char *path)
+/*
+ * Durability goes through SQLite, never through our own open(2) of its
+ * files: closing any descriptor of a file drops every POSIX lock this
+ * process holds on it, SQLite's WAL locks included, and another process
+ * would then checkpoint and delete the WAL under our connections.
+ *
+ * A commit with synchronous=FULL fsyncs the WAL, and with it every frame
+ * committed before; so durable commits run that way, and a sync with
+ * nothing to commit writes one small row to have something to fsync.
+ */
+int tx_end_durable(ms_store *st, conn *c, int rc)
 {
-    g_autofree char *wal = g_strconcat(path, "-wal", NULL);
-    const char *files[] = {wal, path};
-    for (size_t i = 0; i < 2; i++) {
-        int fd = open(files[i], O_RDONLY | O_CLOEXEC);
-        if (fd < 0) {
-            if (errno == ENOENT)
-                continue;
-            return -errno;
-        }
-        int rc = fsync(fd) < 0 ? -errno : 0;
-        close(fd);
-        if (rc)
-            return rc;
-    }
-    return 0;
+    if (rc == 0)
+        sqlite3_exec(c->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL);
+    rc = tx_end(st, c, rc);
+    sqlite3_exec(c->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
+    return rc;
 }
 
-static int sq_sync(ms_store *st) { return sync_files(S(st)->path); }
+static int touch_in(conn *c)
+{
+    sqlite3_stmt *q = Q(c, "INSERT OR REPLACE INTO meta(key, value) VALUES ('synced', ?)");
+    if (!q)
+        return -EIO;
+    sqlite3_bind_int64(q, 1, now_ns());
+    return step_done(c, q, "sync");
+}
+
+static int sq_sync(ms_store *st)
+{
+    conn *c = conn_get(st);
+    if (!c)
+        return -EIO;
+    int rc = tx_begin(st, c);
+    if (!rc)
+        rc = tx_end_durable(st, c, touch_in(c));
+    conn_put(st, c);
+    return rc;
+}
 
 /* ----------------------------------------------------------- stats */
 

@@ -296,10 +296,10 @@ int sq_commit(ms_store *st, const ms_commit *cm, int64_t *old_content, ms_attr *
     if (!c)
         return -EIO;
     int rc = tx_begin(st, c);
-    if (!rc)
-        rc = tx_end(st, c, commit_in(c, cm, old_content, out));
+    if (!rc) {
+        rc = commit_in(c, cm, old_content, out);
+        rc = cm->durable ? tx_end_durable(st, c, rc) : tx_end(st, c, rc);
+    }
     conn_put(st, c);
-    if (!rc && cm->durable)
-        rc = sync_files(S(st)->path);
     return rc;
 }

@@ -44,7 +44,8 @@ int step_done(conn *c, sqlite3_stmt *q, const char *what);
 int step_row(conn *c, sqlite3_stmt *q, const char *what);
 int tx_begin(ms_store *st, conn *c);
 int tx_end(ms_store *st, conn *c, int rc);
-int sync_files(const char *path);
+/* tx_end, with the commit on stable storage when it returns. */
+int tx_end_durable(ms_store *st, conn *c, int rc);
 
 /* Wraps a read-only operation: takes a connection, returns it. */
 #define WITH_CONN(st, c, expr)                                                                     \

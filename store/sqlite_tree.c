@@ -429,19 +429,18 @@ int take_uid(conn *c, int64_t folder, int64_t *uid)
 static int is_ancestor(conn *c, int64_t anc, int64_t f)
 {
     sqlite3_stmt *q = Q(c, "SELECT parent FROM folder WHERE id = ?");
+    if (!q)
+        return -EIO;
     for (int depth = 0; f && depth < 10000; depth++) {
         if (f == anc)
             return 1;
-        if (!q)
-            return -EIO;
-        sqlite3_reset(q);
         sqlite3_bind_int64(q, 1, f);
         int rc = step_row(c, q, "rename");
         if (rc)
             return rc == -ENOENT ? 0 : rc;
         f = sqlite3_column_int64(q, 0);
+        sqlite3_reset(q);
     }
-    sqlite3_reset(q);
     return 0;
 }
 
