@@ -209,6 +209,11 @@ int jn_set_state(ms_journal *j, int64_t id, const char *state, const char *error
                "ttiiii", state, error, jn_now_ns(), (int64_t) final, jn_now_ns(), id);
 }
 
+int jn_disown(ms_journal *j, int64_t id)
+{
+    return run(j, true, "UPDATE move SET owner_pid = 0 WHERE id = ?", "i", id);
+}
+
 int jn_set_target_id(ms_journal *j, int64_t id, int64_t target_mailbox)
 {
     return run(j, true, "UPDATE move SET target_id = ? WHERE id = ?", "ii", target_mailbox, id);

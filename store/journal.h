@@ -24,6 +24,8 @@ int jn_target_id(ms_journal *j, int64_t id, int64_t *target_mailbox);
 int jn_orphans(ms_journal *j, GArray *ids);
 /* True when move id is still running in a live process. */
 bool jn_owner_alive(ms_journal *j, int64_t id);
+/* Hands move id over to recovery, even while this process lives. */
+int jn_disown(ms_journal *j, int64_t id);
 int64_t jn_now_ns(void);
 
 #endif

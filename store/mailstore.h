@@ -387,7 +387,9 @@ int ms_purge(ms_journal *j, ms_store_lookup_fn find, void *ctx, bool all);
 /*
  * Fault injection for crash tests (builds with MS_FAULT_INJECTION): when
  * $MAILFS_FAULT names this point ("point" or "point:N" for its N-th
- * passage), the process kills itself with SIGKILL right there.
+ * passage), the process kills itself with SIGKILL right there.  With
+ * $MAILFS_STALL naming it, the mover waits there while the file
+ * $MAILFS_STALL_FILE exists.
  */
 void ms_fault(const char *point);
 

@@ -32,9 +32,26 @@
 #define SPACE_MARGIN (16 * 1024 * 1024)
 #define PAGE 512 /* children listed and copied per round */
 
+/*
+ * Test-only: with $MAILFS_STALL naming this point, the mover waits there
+ * while the file $MAILFS_STALL_FILE exists, so a test can act in the
+ * middle of a move (write into the locked mailbox, read from it) and then
+ * let it go on by removing the file.
+ */
+static void stall(const char *point)
+{
+    const char *want = getenv("MAILFS_STALL"), *flag = getenv("MAILFS_STALL_FILE");
+    if (!want || !flag || strcmp(want, point))
+        return;
+    ms_log(LOG_INFO, "stalled at %s while %s exists", point, flag);
+    while (access(flag, F_OK) == 0)
+        g_usleep(10000);
+}
+
 void ms_fault(const char *point)
 {
 #ifdef MS_FAULT_INJECTION
+    stall(point);
     /* Test-only: the environment is read at every passage on purpose, so
      * tests need no restart between points.  Counts are per process. */
     static GHashTable *seen;
@@ -191,8 +208,10 @@ static int copy_children(mover *mv, ms_node sparent, ms_node dparent)
     GArray *page = g_array_new(FALSE, FALSE, sizeof(child));
     g_array_set_clear_func(page, child_clear);
     uint64_t cookie = 0;
-    int rc;
-    while (!(rc = next_page(mv->src, sparent, &cookie, page)) && page->len) {
+    int rc = 0;
+    /* rc is tested before each page: an error inside one must end the
+     * copy, not be overwritten by the next listing. */
+    while (!rc && !(rc = next_page(mv->src, sparent, &cookie, page)) && page->len) {
         for (guint i = 0; !rc && i < page->len; i++) {
             child *c = &g_array_index(page, child, i);
             if (cancelled(mv)) {
@@ -201,7 +220,7 @@ static int copy_children(mover *mv, ms_node sparent, ms_node dparent)
             }
             if (c->attr.node.kind == MS_MESSAGE) {
                 rc = copy_message(mv, c, dparent);
-                if (rc)
+                if (rc && rc != -EINTR)
                     mv->error = g_strdup_printf("copying message %s: %s", c->name, g_strerror(-rc));
                 continue;
             }
@@ -214,11 +233,12 @@ static int copy_children(mover *mv, ms_node sparent, ms_node dparent)
             /* After the children: nothing below touches it any more. */
             if (!rc)
                 rc = set_times_and_owner(mv->dst, f.node, &c->attr);
-            if (rc && !mv->error)
+            if (rc && rc != -EINTR && !mv->error)
                 mv->error = g_strdup_printf("copying folder %s: %s", c->name, g_strerror(-rc));
         }
         report(mv, false);
-        ms_fault("copy");
+        if (!rc)
+            ms_fault("copy");
     }
     g_array_free(page, TRUE);
     return rc;
@@ -327,7 +347,11 @@ static int roll_back(ms_journal *j, ms_store *src, ms_store *dst, const ms_move_
     if (!rc && dst && ms_mailbox_find(dst, in, MS_MB_INCOMING, &tid) == 0)
         rc = ms_mailbox_drop(dst, tid);
     if (rc) {
-        ms_log(LOG_ERR, "move %lld: roll back failed: %s", (long long)mi->id, g_strerror(-rc));
+        /* Typically a full disk.  The source is unlocked and untouched;
+         * the hidden copy goes at the next recovery, whoever runs it. */
+        ms_log(LOG_ERR, "move %lld: roll back incomplete: %s; 'mailfsctl recover' finishes it",
+               (long long)mi->id, g_strerror(-rc));
+        jn_disown(j, mi->id);
         return rc;
     }
     ms_log(LOG_INFO, "move %lld: rolled back (%s)", (long long)mi->id, why);
@@ -494,6 +518,7 @@ int ms_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mailbox,
     if (rc) {
         const char *why = mv.error ? mv.error : rc == -EINTR ? "interrupted" : g_strerror(-rc);
         ms_log(LOG_ERR, "move %lld: failed: %s", (long long)id, why);
+        jn_set_state(j, id, "running", why); /* kept even if rolling back fails */
         roll_back(j, src, dst, &mi, why);
         g_free(mv.error);
         return rc;
@@ -528,7 +553,7 @@ int ms_recover(ms_journal *j, ms_store_lookup_fn find, void *ctx)
         } else {
             ms_log(LOG_INFO, "move %lld: rolling back after a crash at step %s", (long long)mi.id,
                    mi.step);
-            r = roll_back(j, src, dst, &mi, "interrupted: the mover died");
+            r = roll_back(j, src, dst, &mi, mi.error[0] ? mi.error : "interrupted: the mover died");
         }
         if (!r)
             settled++;

@@ -1,0 +1,63 @@
+# Shared by the move tests: a throwaway site with stores, mounts that are
+# always cleaned up, condition waits (never fixed sleeps), and checks.
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+B=${MAILFS_BUILD:-$ROOT/build}/fs
+TD=$ROOT/../shared/testdata/mail
+WORK=$(mktemp -d /tmp/mailfs-move.XXXXXX)
+FAILS=0
+
+cleanup() {
+    for m in $(grep -o "$WORK/[^ ]*" /proc/mounts | sort -r); do
+        fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
+    done
+    pkill -KILL -f "mailfs -f $WORK/" 2>/dev/null
+    [ -n "${KEEP:-}" ] || rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+ok() { echo "ok: $*"; }
+not_ok() { echo "not ok: $*"; FAILS=$((FAILS + 1)); }
+check() { # description command...
+    local what=$1; shift
+    if "$@"; then ok "$what"; else not_ok "$what"; fi
+}
+
+# wait_for "description" command...: polls the condition, up to 20 s.
+wait_for() {
+    local what=$1; shift
+    for _ in $(seq 400); do "$@" && return 0; sleep 0.05; done
+    not_ok "timed out waiting for: $what"
+    return 1
+}
+
+# site DIR STORE...: a config with these stores (created), journal beside.
+site() {
+    local dir=$1; shift
+    mkdir -p "$dir/mnt"
+    printf '[mailfs]\njournal = journal.db\n' >"$dir/conf"
+    for s in "$@"; do
+        printf '[store %s]\npath = %s.db\n' "$s" "$s" >>"$dir/conf"
+    done
+    for s in "$@"; do "$B/mailfsctl" -c "$dir/conf" store create "$s" >/dev/null || return 1; done
+}
+
+# mount_fg DIR [ENV=VALUE...]: the daemon in the foreground, own session.
+mount_fg() {
+    local dir=$1; shift
+    env "$@" setsid "$B/mailfs" -f "$dir/conf" "$dir/mnt" 2>>"$dir/daemon.log" &
+    wait_for "mount of $dir" mountpoint -q "$dir/mnt"
+}
+
+unmount() { fusermount3 -u "$1/mnt"; wait_for "daemon of $1 to exit" not_running "$1"; }
+not_running() { ! pgrep -f "mailfs -f $1/conf" >/dev/null; }
+
+# tree_of DIR: names, sizes, mtimes, modes and checksums of a tree.
+tree_of() {
+    (cd "$1" && find . -printf '%P %s %T@ %m\n' | sort &&
+        find . -type f -print0 | sort -z | xargs -0 -r sha256sum)
+}
+
+journal() { sqlite3 "$1/journal.db" "$2"; }
+
+# journal_is SITE SQL VALUE: re-queried at every poll of wait_for.
+journal_is() { test "$(journal "$1" "$2")" = "$3"; }
