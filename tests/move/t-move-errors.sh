@@ -4,7 +4,7 @@
 # disk that fills during the copy, ^C on mv, and undo with mail that arrived
 # in the target after the move.
 set -u
-. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/../lib.sh"
 
 S=$WORK/site
 site "$S" srv1 srv2 ro small full || exit 1

@@ -1,6 +1,6 @@
-# Shared by the move tests: a throwaway site with stores, mounts that are
+# Shared by the end-to-end tests: a throwaway site with stores, mounts that are
 # always cleaned up, condition waits (never fixed sleeps), and checks.
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 B=${MAILFS_BUILD:-$ROOT/build}/fs
 TD=$ROOT/../shared/testdata/mail
 WORK=$(mktemp -d /tmp/mailfs-move.XXXXXX)
