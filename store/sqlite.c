@@ -335,10 +335,13 @@ static int sq_open(ms_store *st, const ms_store_conf *conf, int flags, char **er
     if (!create) {
         if (stat(path, &sb) < 0) {
             int e = errno;
-            *err = e == ENOENT ? g_strdup_printf("%s: store file does not exist (make it with "
-                                                 "'mailfsctl store create %s')",
-                                                 path, conf->name)
-                               : g_strdup_printf("%s: %s", path, g_strerror(e));
+            *err = e == ENOENT   ? g_strdup_printf("%s: store file does not exist (make it with "
+                                                   "'mailfsctl store create %s')",
+                                                   path, conf->name)
+                   : e == EACCES ? g_strdup_printf("%s: permission denied (need read and write on "
+                                                   "the file and its folder)",
+                                                   path)
+                                 : g_strdup_printf("%s: %s", path, g_strerror(e));
             return -e;
         }
         if (!S_ISREG(sb.st_mode)) {
