@@ -1,0 +1,439 @@
+/*
+ * test_store.c — the store API on the sqlite backend, without FUSE.
+ * Each test gets a fresh directory with two stores and a journal.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <glib.h>
+#include <glib/gstdio.h>
+
+#include "mailstore.h"
+
+typedef struct fixture {
+    char *dir;
+    char *conf_path;
+    ms_config *cfg;
+    ms_store *a, *b;
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = g_new0(fixture, 1);
+    f->dir = g_dir_make_tmp("mailfs-unit-XXXXXX", NULL);
+    f->conf_path = g_build_filename(f->dir, "site.conf", NULL);
+    g_file_set_contents(f->conf_path,
+                        "[mailfs]\nretain-days = 3\n[store a]\npath = a.db\n[store b]\npath = b.db\n",
+                        -1, NULL);
+    char *err = NULL;
+    assert_int_equal(ms_config_load(f->conf_path, &f->cfg, &err), 0);
+    assert_int_equal(ms_store_open(ms_config_find_store(f->cfg, "a"), MS_OPEN_CREATE, &f->a, &err),
+                     0);
+    assert_int_equal(ms_store_open(ms_config_find_store(f->cfg, "b"), MS_OPEN_CREATE, &f->b, &err),
+                     0);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    ms_store_close(f->a);
+    ms_store_close(f->b);
+    ms_config_free(f->cfg);
+    g_autofree char *cmd = g_strdup_printf("rm -rf '%s'", f->dir);
+    assert_int_equal(system(cmd), 0);
+    g_free(f->conf_path);
+    g_free(f->dir);
+    g_free(f);
+    return 0;
+}
+
+static const ms_node ROOT = {MS_ROOT, 0};
+
+static ms_node mkdir_ok(ms_store *st, ms_node parent, const char *name)
+{
+    ms_attr a;
+    assert_int_equal(ms_mkdir(st, parent, name, 0755, 0, 0, &a), 0);
+    return a.node;
+}
+
+/* A message with these bytes, written through the writer as cp would. */
+static ms_node put(ms_store *st, ms_node folder, const char *name, const void *data, size_t len)
+{
+    ms_attr a;
+    ms_writer *w;
+    assert_int_equal(ms_message_create(st, folder, name, 0644, 0, 0, &a), 0);
+    assert_int_equal(ms_writer_open(st, a.node.id, true, &w), 0);
+    assert_int_equal(ms_writer_pwrite(w, data, len, 0), (ssize_t)len);
+    assert_int_equal(ms_writer_commit(w, false, NULL, NULL), 0);
+    ms_writer_close(w);
+    return a.node;
+}
+
+static char *read_all(ms_store *st, int64_t id, size_t *len)
+{
+    ms_reader *r;
+    assert_int_equal(ms_reader_open(st, id, &r), 0);
+    *len = (size_t)ms_reader_size(r);
+    char *buf = g_malloc(*len + 1);
+    assert_int_equal(ms_reader_pread(r, buf, *len, 0), (ssize_t)*len);
+    ms_reader_close(r);
+    return buf;
+}
+
+static void test_config_errors(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *p = g_build_filename(f->dir, "bad.conf", NULL);
+    ms_config *cfg = NULL;
+    char *err = NULL;
+    g_file_set_contents(p, "[store x]\npth = x.db\n", -1, NULL);
+    assert_int_equal(ms_config_load(p, &cfg, &err), -EINVAL);
+    assert_non_null(strstr(err, p));
+    assert_non_null(strstr(err, "unknown key 'pth'"));
+    g_free(err);
+    g_file_set_contents(p, "[mailfs]\n", -1, NULL);
+    assert_int_equal(ms_config_load(p, &cfg, &err), -EINVAL);
+    assert_non_null(strstr(err, "no [store NAME]"));
+    g_free(err);
+    g_autofree char *missing = g_build_filename(f->dir, "missing.conf", NULL);
+    assert_int_equal(ms_config_load(missing, &cfg, &err), -ENOENT);
+    g_free(err);
+    /* Defaults: journal beside the file, retention as configured. */
+    g_autofree char *journal = g_build_filename(f->dir, "journal.db", NULL);
+    assert_string_equal(ms_config_journal(f->cfg), journal);
+    assert_int_equal(ms_config_retain_days(f->cfg), 3);
+}
+
+static void test_open_errors(void **state)
+{
+    fixture *f = *state;
+    ms_store_conf sc = {.name = "x", .backend = "sqlite"};
+    g_autofree char *path = g_build_filename(f->dir, "nothere.db", NULL);
+    sc.path = path;
+    ms_store *st;
+    char *err = NULL;
+    assert_int_equal(ms_store_open(&sc, 0, &st, &err), -ENOENT);
+    assert_non_null(strstr(err, "does not exist"));
+    g_free(err);
+    g_file_set_contents(path, "definitely not sqlite, definitely not sqlite, padding", -1, NULL);
+    assert_int_equal(ms_store_open(&sc, 0, &st, &err), -EINVAL);
+    assert_non_null(strstr(err, "not a mailfs store"));
+    g_free(err);
+    /* create refuses to overwrite */
+    assert_int_equal(ms_store_open(&sc, MS_OPEN_CREATE, &st, &err), -EEXIST);
+    g_free(err);
+}
+
+static void test_tree_and_listing(void **state)
+{
+    fixture *f = *state;
+    ms_node mb = mkdir_ok(f->a, ROOT, "alice");
+    ms_node inbox = mkdir_ok(f->a, mb, "INBOX");
+    ms_node sub = mkdir_ok(f->a, inbox, "sub");
+    ms_attr a;
+    assert_int_equal(ms_mkdir(f->a, ROOT, "alice", 0755, 0, 0, &a), -EEXIST);
+    assert_int_equal(ms_lookup(f->a, mb, "INBOX", &a), 0);
+    assert_int_equal(a.node.id, inbox.id);
+    assert_int_equal(ms_lookup(f->a, inbox, "sub", &a), 0);
+    assert_int_equal(a.node.kind, MS_FOLDER);
+    assert_int_equal(a.node.id, sub.id);
+    for (int i = 0; i < 5; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "m%d", i);
+        put(f->a, inbox, name, name, strlen(name));
+    }
+    assert_int_equal(ms_mkdir(f->a, inbox, "m1", 0755, 0, 0, &a), -EEXIST); /* a message's name */
+    ms_node n;
+    assert_int_equal(ms_resolve(f->a, "alice/INBOX/sub", &n), 0);
+    assert_int_equal(n.id, sub.id);
+    assert_int_equal(ms_rmdir(f->a, mb, "INBOX"), -ENOTEMPTY);
+    assert_int_equal(ms_rmdir(f->a, inbox, "sub"), 0);
+    assert_int_equal(ms_lookup(f->a, inbox, "sub", &a), -ENOENT);
+}
+
+typedef struct seen {
+    int n;
+    uint64_t last;
+} seen;
+
+static int count_two(void *ctx, const char *name, const ms_attr *a, uint64_t cookie)
+{
+    (void)name;
+    (void)a;
+    seen *s = ctx;
+    s->n++;
+    s->last = cookie;
+    return s->n % 2 == 0; /* stop after every second entry */
+}
+
+static void test_list_resumes(void **state)
+{
+    fixture *f = *state;
+    ms_node inbox = mkdir_ok(f->a, mkdir_ok(f->a, ROOT, "bob"), "INBOX");
+    mkdir_ok(f->a, inbox, "folder");
+    for (int i = 0; i < 6; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "%d.eml", i);
+        put(f->a, inbox, name, "x", 1);
+    }
+    seen s = {0};
+    uint64_t cookie = 0;
+    int rounds = 0;
+    do {
+        int before = s.n;
+        assert_int_equal(ms_list(f->a, inbox, cookie, count_two, &s), 0);
+        if (s.n == before)
+            break;
+        cookie = s.last;
+        rounds++;
+    } while (rounds < 10);
+    assert_int_equal(s.n, 7); /* the folder and six messages, each once */
+}
+
+static void test_bytes_round_trip(void **state)
+{
+    fixture *f = *state;
+    ms_node inbox = mkdir_ok(f->a, mkdir_ok(f->a, ROOT, "carol"), "INBOX");
+    /* empty, binary with NULs, and 3 MB (spooled to a file, several chunks) */
+    size_t big = 3 * 1024 * 1024 + 17;
+    char *data = g_malloc(big);
+    for (size_t i = 0; i < big; i++)
+        data[i] = (char)(i * 7 + i / 3);
+    const size_t sizes[] = {0, 300, big};
+    for (size_t k = 0; k < 3; k++) {
+        char name[16];
+        snprintf(name, sizeof name, "s%zu", k);
+        ms_node m = put(f->a, inbox, name, data, sizes[k]);
+        size_t len;
+        g_autofree char *back = read_all(f->a, m.id, &len);
+        assert_int_equal(len, sizes[k]);
+        assert_memory_equal(back, data, len);
+    }
+    /* random-offset writes: a hole reads as zeros */
+    ms_attr a;
+    ms_writer *w;
+    assert_int_equal(ms_message_create(f->a, inbox, "holes", 0644, 0, 0, &a), 0);
+    assert_int_equal(ms_writer_open(f->a, a.node.id, true, &w), 0);
+    assert_int_equal(ms_writer_pwrite(w, "end", 3, 10), 3);
+    assert_int_equal(ms_writer_pwrite(w, "start", 5, 0), 5);
+    assert_int_equal(ms_writer_commit(w, true, NULL, NULL), 0);
+    ms_writer_close(w);
+    size_t len;
+    g_autofree char *back = read_all(f->a, a.node.id, &len);
+    assert_int_equal(len, 13);
+    assert_memory_equal(back, "start\0\0\0\0\0end", 13);
+    g_free(data);
+}
+
+static void test_uncommitted_create_vanishes(void **state)
+{
+    fixture *f = *state;
+    ms_node inbox = mkdir_ok(f->a, mkdir_ok(f->a, ROOT, "dave"), "INBOX");
+    ms_attr a, b;
+    ms_writer *w;
+    assert_int_equal(ms_message_create(f->a, inbox, "half", 0644, 0, 0, &a), 0);
+    assert_int_equal(ms_message_create(f->a, inbox, "half", 0644, 0, 0, &b), -EEXIST);
+    assert_int_equal(ms_lookup(f->a, inbox, "half", &b), -ENOENT); /* not before commit */
+    assert_int_equal(ms_writer_open(f->a, a.node.id, true, &w), 0);
+    assert_int_equal(ms_writer_pwrite(w, "abc", 3, 0), 3);
+    ms_writer_close(w); /* never committed */
+    assert_int_equal(ms_lookup(f->a, inbox, "half", &b), -ENOENT);
+    assert_int_equal(ms_message_create(f->a, inbox, "half", 0644, 0, 0, &b), 0);
+}
+
+static void test_deliver_names(void **state)
+{
+    fixture *f = *state;
+    ms_node inbox = mkdir_ok(f->a, mkdir_ok(f->a, ROOT, "erin"), "INBOX");
+    put(f->a, inbox, "2.eml", "taken by hand", 13);
+    const char *names[] = {"3.eml", "4.eml"}; /* UID 1 went to 2.eml; 2.eml is taken */
+    for (int i = 0; i < 2; i++) {
+        ms_writer *w;
+        ms_attr a;
+        assert_int_equal(ms_writer_deliver(f->a, inbox, &w), 0);
+        assert_int_equal(ms_writer_pwrite(w, "Subject: hi\n\n", 13, 0), 13);
+        assert_int_equal(ms_writer_commit(w, true, NULL, &a), 0);
+        ms_writer_close(w);
+        ms_attr l;
+        assert_int_equal(ms_lookup(f->a, inbox, names[i], &l), 0);
+        assert_int_equal(l.node.id, a.node.id);
+    }
+}
+
+static void test_rename_rules(void **state)
+{
+    fixture *f = *state;
+    ms_node mb = mkdir_ok(f->a, ROOT, "frank");
+    ms_node inbox = mkdir_ok(f->a, mb, "INBOX");
+    ms_node arch = mkdir_ok(f->a, mb, "Archive");
+    ms_node other = mkdir_ok(f->a, mkdir_ok(f->a, ROOT, "grace"), "INBOX");
+    ms_node m = put(f->a, inbox, "msg", "hello", 5);
+    ms_attr a;
+    assert_int_equal(ms_rename(f->a, inbox, "msg", arch, "refiled", false, NULL), 0);
+    assert_int_equal(ms_lookup(f->a, arch, "refiled", &a), 0);
+    assert_int_equal(a.node.id, m.id); /* same object: stable inode */
+    assert_int_equal(ms_rename(f->a, arch, "refiled", other, "x", false, NULL), -EXDEV);
+    assert_int_equal(ms_rename(f->a, mb, "Archive", inbox, "Archive", false, NULL), 0);
+    assert_int_equal(ms_resolve(f->a, "frank/INBOX/Archive", &m), 0);
+    /* a folder into its own subfolder */
+    assert_int_equal(ms_rename(f->a, mb, "INBOX", arch, "loop", false, NULL), -EINVAL);
+    /* a mailbox renamed in its store */
+    assert_int_equal(ms_rename(f->a, ROOT, "frank", ROOT, "francis", false, NULL), 0);
+    assert_int_equal(ms_lookup(f->a, ROOT, "francis", &a), 0);
+}
+
+static void test_unlinked_while_reading(void **state)
+{
+    fixture *f = *state;
+    ms_node inbox = mkdir_ok(f->a, mkdir_ok(f->a, ROOT, "heidi"), "INBOX");
+    ms_node m = put(f->a, inbox, "old", "old bytes", 9);
+    ms_reader *r;
+    assert_int_equal(ms_reader_open(f->a, m.id, &r), 0);
+    int64_t content = 0;
+    assert_int_equal(ms_unlink(f->a, inbox, "old", &content), 0);
+    assert_int_equal(content, ms_reader_content(r));
+    char buf[16];
+    assert_int_equal(ms_reader_pread(r, buf, sizeof buf, 0), 9);
+    assert_memory_equal(buf, "old bytes", 9);
+    ms_reader_close(r);
+    assert_int_equal(ms_content_drop(f->a, content), 0);
+    assert_int_equal(ms_unlink(f->a, inbox, "old", NULL), -ENOENT);
+}
+
+static void test_names_and_xattrs(void **state)
+{
+    fixture *f = *state;
+    ms_node mb = mkdir_ok(f->a, ROOT, "ivan");
+    ms_node inbox = mkdir_ok(f->a, mb, "INBOX");
+    ms_attr a;
+    assert_int_equal(ms_mkdir(f->a, ROOT, ".", 0755, 0, 0, &a), -EINVAL);
+    assert_int_equal(ms_mkdir(f->a, ROOT, "..", 0755, 0, 0, &a), -EINVAL);
+    assert_int_equal(ms_mkdir(f->a, ROOT, "a/b", 0755, 0, 0, &a), -EINVAL);
+    assert_int_equal(ms_mkdir(f->a, ROOT, "", 0755, 0, 0, &a), -EINVAL);
+    mkdir_ok(f->a, ROOT, "sp ace \xe9\xff"); /* any other bytes */
+    ms_node m = put(f->a, inbox, "m", "x", 1);
+    assert_int_equal(ms_xattr_set(f->a, m, "user.mail.flags", "\\Seen $Label1", 13, 0), 0);
+    char *v;
+    size_t len;
+    assert_int_equal(ms_xattr_get(f->a, m, "user.mail.flags", &v, &len), 0);
+    assert_int_equal(len, 13);
+    assert_memory_equal(v, "\\Seen $Label1", 13);
+    g_free(v);
+    assert_int_equal(ms_xattr_set(f->a, m, "user.mail.flags", "(bad", 4, 0), -EINVAL);
+    assert_int_equal(ms_xattr_set(f->a, m, "user.other", "x", 1, 0), -ENOTSUP);
+    assert_int_equal(ms_xattr_set(f->a, inbox, "user.mail.special-use", "\\Nope", 5, 0), -EINVAL);
+    assert_int_equal(ms_xattr_set(f->a, inbox, "user.mail.special-use", "\\Sent", 5, 0), 0);
+    assert_int_equal(ms_xattr_set(f->a, mb, "user.mail.acl", "bob lrs\nanyone l", 16, 0), 0);
+    assert_int_equal(ms_xattr_set(f->a, mb, "user.mail.acl", "bob lrZ", 7, 0), -EINVAL);
+    assert_int_equal(ms_xattr_set(f->a, mb, "user.mail.acl", "x l", 3, XATTR_CREATE), -EEXIST);
+    char *names;
+    assert_int_equal(ms_xattr_list(f->a, m, &names, &len), 0);
+    assert_int_equal(len, strlen("user.mail.flags") + 1);
+    g_free(names);
+    assert_int_equal(ms_xattr_remove(f->a, m, "user.mail.flags"), 0);
+    assert_int_equal(ms_xattr_get(f->a, m, "user.mail.flags", &v, &len), -ENODATA);
+}
+
+static void test_locked_mailbox_refuses_writes(void **state)
+{
+    fixture *f = *state;
+    ms_node mb = mkdir_ok(f->a, ROOT, "judy");
+    ms_node inbox = mkdir_ok(f->a, mb, "INBOX");
+    ms_node m = put(f->a, inbox, "m", "x", 1);
+    assert_int_equal(ms_mailbox_set(f->a, mb.id, &(ms_mailbox_change){NULL, -1, 42, -1}), 0);
+    assert_int_equal(ms_mailbox_set(f->a, mb.id, &(ms_mailbox_change){NULL, -1, 43, -1}), -EBUSY);
+    ms_attr a;
+    ms_writer *w;
+    assert_int_equal(ms_message_create(f->a, inbox, "n", 0644, 0, 0, &a), -EBUSY);
+    assert_int_equal(ms_unlink(f->a, inbox, "m", NULL), -EBUSY);
+    assert_int_equal(ms_xattr_set(f->a, m, "user.mail.flags", "\\Seen", 5, 0), -EBUSY);
+    assert_int_equal(ms_writer_deliver(f->a, inbox, &w), 0);
+    assert_int_equal(ms_writer_commit(w, false, NULL, NULL), -EBUSY);
+    ms_writer_close(w);
+    size_t len;
+    g_autofree char *back = read_all(f->a, m.id, &len); /* reads go on */
+    assert_int_equal(len, 1);
+    assert_int_equal(ms_mailbox_set(f->a, mb.id, &(ms_mailbox_change){NULL, -1, 0, -1}), 0);
+    assert_int_equal(ms_unlink(f->a, inbox, "m", NULL), 0);
+}
+
+static ms_store *find_store(void *ctx, const char *name)
+{
+    fixture *f = ctx;
+    return !strcmp(name, "a") ? f->a : !strcmp(name, "b") ? f->b : NULL;
+}
+
+static void test_move_and_undo(void **state)
+{
+    fixture *f = *state;
+    ms_node mb = mkdir_ok(f->a, ROOT, "kim");
+    ms_node inbox = mkdir_ok(f->a, mb, "INBOX");
+    ms_node sub = mkdir_ok(f->a, inbox, "2019");
+    put(f->a, inbox, "one", "first", 5);
+    ms_node two = put(f->a, sub, "two", "second", 6);
+    assert_int_equal(ms_xattr_set(f->a, two, "user.mail.flags", "\\Flagged", 8, 0), 0);
+    g_autofree char *jpath = g_build_filename(f->dir, "journal.db", NULL);
+    ms_journal *j;
+    char *err = NULL;
+    assert_int_equal(ms_journal_open(jpath, &j, &err), 0);
+    int64_t id = 0;
+    ms_move_opts o = {.retain_days = 1};
+    assert_int_equal(ms_move(j, f->a, f->b, "kim", &o, &id), 0);
+    ms_attr a;
+    assert_int_equal(ms_lookup(f->a, ROOT, "kim", &a), -ENOENT);
+    ms_node n;
+    assert_int_equal(ms_resolve(f->b, "kim/INBOX/2019", &n), 0);
+    assert_int_equal(ms_lookup(f->b, n, "two", &a), 0);
+    char *v;
+    size_t len;
+    assert_int_equal(ms_xattr_get(f->b, a.node, "user.mail.flags", &v, &len), 0);
+    assert_memory_equal(v, "\\Flagged", 8);
+    g_free(v);
+    assert_int_equal(ms_move(j, f->a, f->b, "kim", &o, NULL), -ENOENT); /* gone from a */
+    ms_move_info mi;
+    assert_int_equal(ms_journal_get(j, id, &mi), 0);
+    assert_string_equal(mi.state, "done");
+    assert_int_equal(mi.done_messages, 2);
+    assert_int_equal(ms_recover(j, find_store, f), 0); /* nothing to settle */
+    /* new mail in the target, then undo: all of it comes back */
+    assert_int_equal(ms_resolve(f->b, "kim/INBOX", &n), 0);
+    put(f->b, n, "three", "third", 5);
+    int64_t back = 0;
+    assert_int_equal(ms_undo(j, find_store, f, 1, id, &back), 0);
+    assert_int_equal(ms_resolve(f->a, "kim/INBOX", &n), 0);
+    assert_int_equal(ms_lookup(f->a, n, "three", &a), 0);
+    assert_int_equal(ms_lookup(f->a, n, "one", &a), 0);
+    assert_int_equal(ms_undo(j, find_store, f, 1, id, &back), -EINVAL); /* once */
+    assert_true(ms_purge(j, find_store, f, true) >= 1);
+    ms_journal_close(j);
+}
+
+int main(void)
+{
+    ms_log_to_stderr(LOG_ERR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_config_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tree_and_listing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_list_resumes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bytes_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_uncommitted_create_vanishes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deliver_names, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rename_rules, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unlinked_while_reading, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_names_and_xattrs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_locked_mailbox_refuses_writes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_move_and_undo, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
