@@ -979,6 +979,10 @@ static void mfs_init(void *userdata, struct fuse_conn_info *conn)
         conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
     if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
         conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+    /* Always readdirplus: listings carry the attributes, so ls -l of a
+     * big folder needs no lookup per message (auto mode drops to plain
+     * readdir after the first batch). */
+    conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
     /* Writes must reach the spool as they happen: no writeback cache. */
     conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
     conn->max_write = 1024 * 1024;
