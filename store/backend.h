@@ -33,6 +33,8 @@ typedef struct ms_backend {
     void (*close)(ms_store *st);
     int (*stats)(ms_store *st, ms_store_stats *out);
     int (*sync)(ms_store *st);
+    int (*batch_begin)(ms_store *st);
+    int (*batch_end)(ms_store *st, bool commit);
     int (*lookup)(ms_store *st, ms_node parent, const char *name, ms_attr *out);
     int (*getattr)(ms_store *st, ms_node node, ms_attr *out);
     int (*setattr)(ms_store *st, ms_node node, const ms_setattr_req *req, ms_attr *out);

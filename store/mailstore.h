@@ -143,6 +143,15 @@ int ms_store_statvfs(ms_store *st, struct statvfs *out);
  * its log).  Commits are atomic without it; durable only after it.
  */
 int ms_store_sync(ms_store *st);
+/*
+ * Groups this thread's following writes to st into one transaction until
+ * ms_batch_end: bulk copies (moves, imports) then write each page once
+ * instead of once per message.  Each write still succeeds or fails alone.
+ * The store's other writers wait for the batch, so keep batches short.
+ * Without commit, ms_batch_end discards everything the batch wrote.
+ */
+int ms_batch_begin(ms_store *st);
+int ms_batch_end(ms_store *st, bool commit);
 
 /* ----------------------------------------------------------- namespace */
 

@@ -31,6 +31,9 @@
 /* Space asked for beyond twice the mailbox: the stores' own overhead. */
 #define SPACE_MARGIN (16 * 1024 * 1024)
 #define PAGE 512 /* children listed and copied per round */
+/* One target transaction per this many messages or bytes, whichever first. */
+#define BATCH_MESSAGES 256
+#define BATCH_BYTES (16 * 1024 * 1024)
 
 /*
  * Test-only: with $MAILFS_STALL naming this point, the mover waits there
@@ -96,6 +99,7 @@ typedef struct mover {
     int64_t id;
     const ms_move_opts *opts;
     int64_t messages, bytes;
+    int64_t batch_messages, batch_bytes; /* in the open target batch */
     int64_t last_report_ns;
     char *error; /* what went wrong, for the journal and the log */
 } mover;
@@ -195,6 +199,14 @@ static int copy_message(mover *mv, const child *m, ms_node dfolder)
     if (!rc) {
         mv->messages++;
         mv->bytes += ms_reader_size(r);
+        mv->batch_messages++;
+        mv->batch_bytes += ms_reader_size(r);
+        if (mv->batch_messages >= BATCH_MESSAGES || mv->batch_bytes >= BATCH_BYTES) {
+            rc = ms_batch_end(mv->dst, true);
+            if (!rc)
+                rc = ms_batch_begin(mv->dst);
+            mv->batch_messages = mv->batch_bytes = 0;
+        }
     }
     ms_writer_close(w);
     ms_reader_close(r);
@@ -497,7 +509,13 @@ int ms_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mailbox,
     if (!rc)
         rc = copy_xattr(src, mb.node, dst, troot, "user.mail.acl");
     if (!rc)
+        rc = ms_batch_begin(dst);
+    if (!rc) {
         rc = copy_children(&mv, mb.node, troot);
+        int e = ms_batch_end(dst, rc == 0);
+        if (!rc)
+            rc = e;
+    }
     report(&mv, true);
     if (!rc)
         rc = ms_store_sync(dst);

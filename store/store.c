@@ -57,6 +57,9 @@ bool ms_store_readonly(const ms_store *st) { return st->readonly; }
 int ms_store_stats_get(ms_store *st, ms_store_stats *out) { return st->be->stats(st, out); }
 int ms_store_sync(ms_store *st) { return st->readonly ? 0 : st->be->sync(st); }
 
+int ms_batch_begin(ms_store *st) { return st->readonly ? -EROFS : st->be->batch_begin(st); }
+int ms_batch_end(ms_store *st, bool commit) { return st->be->batch_end(st, commit); }
+
 int ms_store_statvfs(ms_store *st, struct statvfs *out)
 {
     g_autofree char *dir = g_path_get_dirname(st->path);
