@@ -538,6 +538,39 @@ static int move_mailbox(fuse_req_t req, mfs *m, size_t s, const char *name, size
     return ms_move(m->journal, m->stores[s], m->stores[ns], name, &o, NULL);
 }
 
+typedef struct inval {
+    struct fuse_session *se;
+    fuse_ino_t parent;
+    char *name;
+} inval;
+
+static gpointer inval_entry(gpointer p)
+{
+    inval *iv = p;
+    /* Blocks until the kernel has finished the rename (it holds the
+     * parents' locks until then), so it drops the moved dentry. */
+    fuse_lowlevel_notify_inval_entry(iv->se, iv->parent, iv->name, strlen(iv->name));
+    g_free(iv->name);
+    g_free(iv);
+    return NULL;
+}
+
+/*
+ * After a move the kernel moves its dentry, which still names the old
+ * mailbox's inode, now the retained copy in the source store.  Dropping
+ * the dentry makes the next lookup find the mailbox where it is now.  This
+ * cannot run inside the rename request (the kernel holds the locks it
+ * needs), so a thread does it once the reply is out.
+ */
+static void forget_moved_entry(mfs *m, fuse_ino_t newparent, const char *newname)
+{
+    inval *iv = g_new0(inval, 1);
+    iv->se = m->se;
+    iv->parent = newparent;
+    iv->name = g_strdup(newname);
+    g_thread_unref(g_thread_new("inval", inval_entry, iv));
+}
+
 static void mfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
                        const char *newname, unsigned int flags)
 {
@@ -555,6 +588,8 @@ static void mfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse
         rc = n.kind == MS_ROOT && nn.kind == MS_ROOT ? move_mailbox(req, m, s, name, ns, newname)
                                                      : -EXDEV;
         fuse_reply_err(req, -rc);
+        if (rc == 0)
+            forget_moved_entry(m, newparent, newname);
         return;
     }
     int64_t replaced = 0;
