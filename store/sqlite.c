@@ -233,6 +233,20 @@ int step_row(conn *c, sqlite3_stmt *q, const char *what)
     return rc == SQLITE_DONE ? -ENOENT : sq_errno(c->db, rc, what);
 }
 
+int query_int(conn *c, const char *sql, int64_t arg, int64_t *out, const char *what)
+{
+    sqlite3_stmt *q = Q(c, sql);
+    if (!q)
+        return -EIO;
+    sqlite3_bind_int64(q, 1, arg);
+    int rc = step_row(c, q, what);
+    if (rc)
+        return rc;
+    *out = sqlite3_column_int64(q, 0);
+    sqlite3_reset(q);
+    return 0;
+}
+
 /* A write transaction; the store's write_lock is held until tx_end. */
 int tx_begin(ms_store *st, conn *c)
 {

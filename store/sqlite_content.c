@@ -119,18 +119,12 @@ ssize_t sq_content_read(ms_store *st, int64_t content, void *buf, size_t len, in
 
 static int drop_in(conn *c, int64_t content)
 {
-    sqlite3_stmt *q = Q(c, "SELECT EXISTS(SELECT 1 FROM message WHERE content = ?)");
-    if (!q)
-        return -EIO;
-    sqlite3_bind_int64(q, 1, content);
-    int rc = step_row(c, q, "drop");
-    if (rc)
+    int64_t used;
+    int rc = query_int(c, "SELECT EXISTS(SELECT 1 FROM message WHERE content = ?)", content, &used,
+                       "drop");
+    if (rc || used)
         return rc;
-    int used = sqlite3_column_int(q, 0);
-    sqlite3_reset(q);
-    if (used)
-        return 0;
-    q = Q(c, "DELETE FROM chunk WHERE content = ?");
+    sqlite3_stmt *q = Q(c, "DELETE FROM chunk WHERE content = ?");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, content);

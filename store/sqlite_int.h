@@ -46,6 +46,8 @@ sqlite3_stmt *Q(conn *c, const char *sql);
 void bind_name(sqlite3_stmt *q, int i, const char *name);
 int step_done(conn *c, sqlite3_stmt *q, const char *what);
 int step_row(conn *c, sqlite3_stmt *q, const char *what);
+/* First column of the one row sql returns for the id arg: 0, -ENOENT, or an errno. */
+int query_int(conn *c, const char *sql, int64_t arg, int64_t *out, const char *what);
 int tx_begin(ms_store *st, conn *c);
 int tx_end(ms_store *st, conn *c, int rc);
 int sq_batch_begin(ms_store *st);

@@ -318,31 +318,20 @@ int sq_mkdir(ms_store *st, ms_node parent, const char *name, uint32_t mode, uint
 /* 1 if the folder has subfolders or messages (reserved ones count). */
 static int folder_busy(conn *c, int64_t folder)
 {
-    sqlite3_stmt *q = Q(c, "SELECT EXISTS(SELECT 1 FROM folder WHERE parent = ?1)"
-                           " OR EXISTS(SELECT 1 FROM message WHERE folder = ?1)");
-    if (!q)
-        return -EIO;
-    sqlite3_bind_int64(q, 1, folder);
-    int rc = step_row(c, q, "rmdir");
-    if (rc)
-        return rc;
-    int busy = sqlite3_column_int(q, 0);
-    sqlite3_reset(q);
-    return busy;
+    int64_t busy;
+    int rc = query_int(c,
+                       "SELECT EXISTS(SELECT 1 FROM folder WHERE parent = ?1)"
+                       " OR EXISTS(SELECT 1 FROM message WHERE folder = ?1)",
+                       folder, &busy, "rmdir");
+    return rc ? rc : (int)busy;
 }
 
 static int mailbox_busy(conn *c, int64_t mailbox)
 {
-    sqlite3_stmt *q = Q(c, "SELECT EXISTS(SELECT 1 FROM folder WHERE mailbox = ?)");
-    if (!q)
-        return -EIO;
-    sqlite3_bind_int64(q, 1, mailbox);
-    int rc = step_row(c, q, "rmdir");
-    if (rc)
-        return rc;
-    int busy = sqlite3_column_int(q, 0);
-    sqlite3_reset(q);
-    return busy;
+    int64_t busy;
+    int rc = query_int(c, "SELECT EXISTS(SELECT 1 FROM folder WHERE mailbox = ?)", mailbox, &busy,
+                       "rmdir");
+    return rc ? rc : (int)busy;
 }
 
 /* Deletes directory node n if empty: -ENOTEMPTY otherwise. */
