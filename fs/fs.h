@@ -22,6 +22,7 @@
 typedef struct mfs {
     ms_config *cfg;
     ms_journal *journal;
+    ms_directory *dir; /* NULL without a [directory] group */
     ms_store **stores;
     size_t nstores;
     struct fuse_session *se;

@@ -22,6 +22,7 @@ typedef struct ctl {
     const char *config_path;
     ms_config *cfg;
     GPtrArray *open; /* stores opened for the journal commands */
+    ms_directory *dir;
 } ctl;
 
 static void usage(FILE *f)
@@ -244,7 +245,15 @@ static ms_store *store_by_name(void *ctx, const char *name)
 static int open_journal(ctl *c, ms_journal **j)
 {
     char *err = NULL;
-    int rc = ms_journal_open(ms_config_journal(c->cfg), j, &err);
+    int rc;
+    if (!c->dir && ms_config_directory(c->cfg) &&
+        (rc = ms_directory_open(ms_config_directory(c->cfg), &c->dir, &err)) != 0) {
+        fprintf(stderr, "mailfsctl: %s\n", err);
+        g_free(err);
+        return rc;
+    }
+    g_clear_pointer(&err, g_free);
+    rc = ms_journal_open(ms_config_journal(c->cfg), j, &err);
     if (rc) {
         fprintf(stderr, "mailfsctl: %s\n", err);
         g_free(err);
@@ -295,7 +304,7 @@ static int cmd_move(ctl *c, const char *mailbox, const char *target)
     int rc = !dst ? -ENOENT : !src ? -ENOENT : src == dst ? -EEXIST : 0;
     int64_t id = 0;
     if (!rc) {
-        ms_move_opts o = {.retain_days = ms_config_retain_days(c->cfg)};
+        ms_move_opts o = {.retain_days = ms_config_retain_days(c->cfg), .dir = c->dir};
         rc = ms_move(j, src, dst, mailbox, &o, &id);
     }
     if (rc)
@@ -391,7 +400,7 @@ static int cmd_recover(ctl *c)
     ms_journal *j;
     if (open_journal(c, &j))
         return 1;
-    int rc = ms_recover(j, store_by_name, c);
+    int rc = ms_recover(j, store_by_name, c, c->dir);
     if (rc < 0)
         fprintf(stderr, "mailfsctl: recover: %s\n", g_strerror(-rc));
     else
@@ -412,7 +421,7 @@ static int cmd_undo(ctl *c, const char *arg)
     if (open_journal(c, &j))
         return 1;
     int64_t nid = 0;
-    int rc = ms_undo(j, store_by_name, c, ms_config_retain_days(c->cfg), id, &nid);
+    int rc = ms_undo(j, store_by_name, c, c->dir, ms_config_retain_days(c->cfg), id, &nid);
     if (rc == -ESTALE)
         fprintf(stderr,
                 "mailfsctl: undo %lld: the retained source copy is gone (retention over "
@@ -498,6 +507,7 @@ int main(int argc, char **argv)
     c.open = g_ptr_array_new_with_free_func((GDestroyNotify)ms_store_close);
     int ret = dispatch(&c, argc - i, argv + i);
     g_ptr_array_free(c.open, TRUE);
+    ms_directory_close(c.dir);
     ms_config_free(c.cfg);
     return ret;
 }

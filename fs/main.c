@@ -112,13 +112,21 @@ static ms_store *store_by_name(void *ctx, const char *name)
 static int open_journal(mfs *m)
 {
     char *err = NULL;
-    int rc = ms_journal_open(ms_config_journal(m->cfg), &m->journal, &err);
+    int rc;
+    if (ms_config_directory(m->cfg) &&
+        (rc = ms_directory_open(ms_config_directory(m->cfg), &m->dir, &err)) != 0) {
+        fprintf(stderr, "mailfs: %s\n", err);
+        g_free(err);
+        return rc;
+    }
+    g_clear_pointer(&err, g_free); /* an unreachable server: logged, moves will say EIO */
+    rc = ms_journal_open(ms_config_journal(m->cfg), &m->journal, &err);
     if (rc) {
         fprintf(stderr, "mailfs: %s\n", err);
         g_free(err);
         return rc;
     }
-    rc = ms_recover(m->journal, store_by_name, m);
+    rc = ms_recover(m->journal, store_by_name, m, m->dir);
     if (rc < 0) {
         fprintf(stderr, "mailfs: %s: recovery failed: %s\n", ms_config_journal(m->cfg),
                 g_strerror(-rc));
@@ -225,6 +233,7 @@ int main(int argc, char *argv[])
     g_mutex_clear(&m.lock);
 out:
     ms_journal_close(m.journal);
+    ms_directory_close(m.dir);
     close_stores(&m);
     ms_config_free(m.cfg);
     free(co.mountpoint);

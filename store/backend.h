@@ -73,6 +73,7 @@ struct ms_store {
     char *name;
     char *path;
     char *spool_dir;
+    char *directory; /* the store's location spec, or NULL */
     bool readonly;
     void *priv; /* the backend's own state */
 };

@@ -13,6 +13,7 @@
 #include <glib.h>
 
 struct ms_config {
+    ms_directory_conf *dir;
     char *file;
     char *journal;
     char *spool;
@@ -31,10 +32,23 @@ static void store_conf_free(gpointer p)
     g_free(sc);
 }
 
+static void directory_conf_free(ms_directory_conf *d)
+{
+    if (!d)
+        return;
+    g_free(d->uri);
+    g_free(d->bind_dn);
+    g_free(d->password_file);
+    g_free(d->base);
+    g_free(d->filter);
+    g_free(d);
+}
+
 void ms_config_free(ms_config *cfg)
 {
     if (!cfg)
         return;
+    directory_conf_free(cfg->dir);
     g_free(cfg->file);
     g_free(cfg->journal);
     g_free(cfg->spool);
@@ -124,6 +138,48 @@ static int parse_store(GKeyFile *kf, const char *file, const char *group, ms_con
     return 0;
 }
 
+static int parse_directory(GKeyFile *kf, const char *file, ms_config *cfg, char **err)
+{
+    int rc = check_keys(kf, file, "directory", directory_keys, err);
+    if (rc)
+        return rc;
+    ms_directory_conf *d = g_new0(ms_directory_conf, 1);
+    cfg->dir = d;
+    d->uri = g_key_file_get_string(kf, "directory", "uri", NULL);
+    d->bind_dn = g_key_file_get_string(kf, "directory", "bind-dn", NULL);
+    g_autofree char *pw = g_key_file_get_string(kf, "directory", "password-file", NULL);
+    if (pw)
+        d->password_file = resolve_path(file, pw);
+    d->base = g_key_file_get_string(kf, "directory", "base", NULL);
+    d->filter = g_key_file_get_string(kf, "directory", "filter", NULL);
+    if (!d->filter)
+        d->filter = g_strdup("(uid=%s)");
+    if (g_key_file_has_key(kf, "directory", "starttls", NULL)) {
+        GError *gerr = NULL;
+        d->starttls = g_key_file_get_boolean(kf, "directory", "starttls", &gerr);
+        if (gerr) {
+            *err = g_strdup_printf("%s: [directory]: starttls: %s", file, gerr->message);
+            g_error_free(gerr);
+            return -EINVAL;
+        }
+    }
+    if (!d->uri || !d->base) {
+        *err = g_strdup_printf("%s: [directory]: needs uri and base", file);
+        return -EINVAL;
+    }
+    if (!g_str_has_prefix(d->uri, "ldap://") && !g_str_has_prefix(d->uri, "ldapi://") &&
+        !g_str_has_prefix(d->uri, "ldaps://")) {
+        *err = g_strdup_printf("%s: [directory]: uri must be ldap://, ldaps:// or ldapi://", file);
+        return -EINVAL;
+    }
+    const char *p = strstr(d->filter, "%s");
+    if (!p || strstr(p + 2, "%") || strchr(d->filter, '%') != p) {
+        *err = g_strdup_printf("%s: [directory]: filter must hold exactly one %%s", file);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 static int parse_mailfs(GKeyFile *kf, const char *file, ms_config *cfg, char **err)
 {
     int rc = check_keys(kf, file, "mailfs", mailfs_keys, err);
@@ -179,7 +235,7 @@ int ms_config_load(const char *path, ms_config **out, char **err)
         if (!strcmp(g, "mailfs"))
             rc = parse_mailfs(kf, path, cfg, err);
         else if (!strcmp(g, "directory"))
-            rc = check_keys(kf, path, g, directory_keys, err);
+            rc = parse_directory(kf, path, cfg, err);
         else if (g_str_has_prefix(g, "store "))
             rc = parse_store(kf, path, g, cfg, err);
         else {
@@ -223,3 +279,5 @@ const ms_store_conf *ms_config_find_store(const ms_config *cfg, const char *name
 const char *ms_config_journal(const ms_config *cfg) { return cfg->journal; }
 int ms_config_retain_days(const ms_config *cfg) { return cfg->retain_days; }
 const char *ms_config_spool(const ms_config *cfg) { return cfg->spool; }
+
+const ms_directory_conf *ms_config_directory(const ms_config *cfg) { return cfg->dir; }

@@ -39,7 +39,10 @@ static const char schema[] =
     " owner_pid INTEGER NOT NULL, owner_start TEXT NOT NULL);"
     "CREATE TABLE IF NOT EXISTS move_step(move INTEGER NOT NULL, step TEXT NOT NULL,"
     " at_ns INTEGER NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS move_state ON move(state);";
+    "CREATE INDEX IF NOT EXISTS move_state ON move(state);"
+    /* step 4: the entry, its values before the move and the target's */
+    "CREATE TABLE IF NOT EXISTS move_dir(move INTEGER PRIMARY KEY, dn TEXT NOT NULL,"
+    " saved TEXT NOT NULL, target TEXT NOT NULL);";
 
 int64_t jn_now_ns(void)
 {
@@ -207,6 +210,33 @@ int jn_set_state(ms_journal *j, int64_t id, const char *state, const char *error
                "UPDATE move SET state = ?, error = coalesce(?, error), updated_ns = ?,"
                " finished_ns = CASE WHEN ? THEN ? ELSE finished_ns END WHERE id = ?",
                "ttiiii", state, error, jn_now_ns(), (int64_t) final, jn_now_ns(), id);
+}
+
+int jn_dir_save(ms_journal *j, int64_t id, const char *dn, const char *saved, const char *target)
+{
+    return run(j, true,
+               "INSERT OR REPLACE INTO move_dir(move, dn, saved, target) VALUES (?, ?, ?, ?)",
+               "ittt", id, dn, saved, target);
+}
+
+int jn_dir_get(ms_journal *j, int64_t id, char **dn, char **saved, char **target)
+{
+    g_mutex_lock(&j->lock);
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(j->db, "SELECT dn, saved, target FROM move_dir WHERE move = ?", -1,
+                                &q, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(q, 1, id);
+        rc = sqlite3_step(q);
+    }
+    if (rc == SQLITE_ROW) {
+        *dn = g_strdup((const char *)sqlite3_column_text(q, 0));
+        *saved = g_strdup((const char *)sqlite3_column_text(q, 1));
+        *target = g_strdup((const char *)sqlite3_column_text(q, 2));
+    }
+    sqlite3_finalize(q);
+    g_mutex_unlock(&j->lock);
+    return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : -EIO;
 }
 
 int jn_disown(ms_journal *j, int64_t id)

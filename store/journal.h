@@ -26,6 +26,10 @@ int jn_orphans(ms_journal *j, GArray *ids);
 bool jn_owner_alive(ms_journal *j, int64_t id);
 /* Hands move id over to recovery, even while this process lives. */
 int jn_disown(ms_journal *j, int64_t id);
+/* Step 4's record: the entry, its values before, and the target's (durable). */
+int jn_dir_save(ms_journal *j, int64_t id, const char *dn, const char *saved, const char *target);
+/* -ENOENT when the move never reached step 4. */
+int jn_dir_get(ms_journal *j, int64_t id, char **dn, char **saved, char **target);
 int64_t jn_now_ns(void);
 
 #endif

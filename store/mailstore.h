@@ -74,6 +74,17 @@ int ms_config_retain_days(const ms_config *cfg);
 /* Folder for spool files of messages being written (default: $TMPDIR). */
 const char *ms_config_spool(const ms_config *cfg);
 
+/* The [directory] group (DESIGN 2); NULL when there is none. */
+typedef struct ms_directory_conf {
+    char *uri;           /* ldap://host:port or ldapi://%2Fpath */
+    char *bind_dn;       /* NULL: SASL EXTERNAL (ldapi) or anonymous */
+    char *password_file; /* the bind password, first line; never logged */
+    char *base;
+    char *filter; /* "%s" is the LDAP-escaped mailbox name; default (uid=%s) */
+    bool starttls;
+} ms_directory_conf;
+const ms_directory_conf *ms_config_directory(const ms_config *cfg);
+
 /* --------------------------------------------------------------- nodes */
 
 typedef enum ms_kind {
@@ -129,6 +140,8 @@ int ms_store_open(const ms_store_conf *conf, int flags, ms_store **out, char **e
 void ms_store_close(ms_store *st);
 const char *ms_store_name(const ms_store *st);
 bool ms_store_readonly(const ms_store *st);
+/* The store's location in the directory ("attr=value;..."), or NULL. */
+const char *ms_store_directory(const ms_store *st);
 
 typedef struct ms_store_stats {
     int64_t mailboxes, folders, messages, bytes;
@@ -329,6 +342,30 @@ int ms_message_get_meta(ms_store *st, int64_t id, ms_message_meta *out);
 /* A writer for a new message named name with IMAP UID uid (0: next). */
 int ms_writer_import(ms_store *st, ms_node folder, const char *name, int64_t uid, ms_writer **out);
 
+/* ------------------------------------------------------------ directory */
+
+/*
+ * The LDAP directory (DESIGN 5).  A "spec" is "attr=value;attr=value", as
+ * in a store's `directory` key; an empty value means "absent".  Every
+ * function returns 0 or a negative errno (-EIO: unreachable or refused,
+ * -ENOENT: no such entry) and, with err non-NULL, one line saying why
+ * (g_free).  Operations reconnect once if the server went away.
+ */
+typedef struct ms_directory ms_directory;
+/* Succeeds while the server is merely unreachable (operations reconnect);
+ * fails for an unusable configuration, e.g. an unreadable password file. */
+int ms_directory_open(const ms_directory_conf *conf, ms_directory **out, char **err);
+void ms_directory_close(ms_directory *d);
+/* 0 if the server answers now (reconnecting if needed). */
+int ms_directory_ping(ms_directory *d, char **err);
+/* The DN of the one entry matching the configured filter for mailbox. */
+int ms_directory_entry(ms_directory *d, const char *mailbox, char **dn, char **err);
+/* The current values of the spec's attributes, as a spec (g_free). */
+int ms_directory_read(ms_directory *d, const char *dn, const char *spec, char **current,
+                      char **err);
+/* Replaces the spec's attributes of dn with its values. */
+int ms_directory_write(ms_directory *d, const char *dn, const char *spec, char **err);
+
 /* ---------------------------------------------------------------- moves */
 
 /*
@@ -368,6 +405,8 @@ typedef ms_store *(*ms_store_lookup_fn)(void *ctx, const char *name);
 typedef struct ms_move_opts {
     const char *newname; /* the name in the target (NULL: the same) */
     int retain_days;     /* how long the source copy is kept */
+    /* With a directory: step 4 points the mailbox's entry at the target. */
+    ms_directory *dir;
     /* Polled between messages: true cancels the move (it rolls back, -EINTR). */
     bool (*cancelled)(void *ctx);
     void *ctx;
@@ -382,14 +421,14 @@ typedef struct ms_move_opts {
 int ms_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mailbox,
             const ms_move_opts *opts, int64_t *id);
 /* Rolls back or forward every unfinished move; returns how many it settled. */
-int ms_recover(ms_journal *j, ms_store_lookup_fn find, void *ctx);
+int ms_recover(ms_journal *j, ms_store_lookup_fn find, void *ctx, ms_directory *dir);
 /*
  * Reverses finished move id: the mailbox goes back to its source store,
  * with everything that arrived in the target since.  Refuses (-ESTALE)
  * once the retained source copy has expired or was purged.
  */
-int ms_undo(ms_journal *j, ms_store_lookup_fn find, void *ctx, int retain_days, int64_t id,
-            int64_t *new_id);
+int ms_undo(ms_journal *j, ms_store_lookup_fn find, void *ctx, ms_directory *dir, int retain_days,
+            int64_t id, int64_t *new_id);
 /* Drops retained source copies past their time (all of them with all). */
 int ms_purge(ms_journal *j, ms_store_lookup_fn find, void *ctx, bool all);
 

@@ -344,12 +344,29 @@ static int verify_children(mover *mv, ms_node sparent, ms_node dparent)
  * Rolls back move id: drops the hidden copy, unlocks the source.  The
  * source was never written, so it is exactly as before.  Idempotent.
  */
-static int roll_back(ms_journal *j, ms_store *src, ms_store *dst, const ms_move_info *mi,
-                     const char *why)
+static int roll_back(ms_journal *j, ms_store *src, ms_store *dst, ms_directory *dir,
+                     const ms_move_info *mi, const char *why)
 {
     g_autofree char *in = incoming_name(mi->id, mi->newname);
     int64_t tid, sid;
     int rc = 0;
+    /* Step 4 reached: put back the values the entry had before. */
+    g_autofree char *dn = NULL, *saved = NULL, *target = NULL;
+    if (jn_dir_get(j, mi->id, &dn, &saved, &target) == 0) {
+        rc = dir ? ms_directory_write(dir, dn, saved, NULL) : -EIO;
+        g_autofree char *now = NULL;
+        /* Refused (say by an ACL) but the entry holds the saved values,
+         * because the refused write never changed it: nothing to undo. */
+        if (rc && dir && ms_directory_read(dir, dn, saved, &now, NULL) == 0 && !strcmp(now, saved))
+            rc = 0;
+        if (rc) {
+            ms_log(LOG_ERR, "move %lld: cannot restore %s to %s; recovery will retry",
+                   (long long)mi->id, dn, saved);
+            jn_disown(j, mi->id);
+            return rc;
+        }
+        ms_log(LOG_INFO, "move %lld: directory restored: %s %s", (long long)mi->id, dn, saved);
+    }
     /* Unlock first: the target may be the full disk that made us fail. */
     if (src && ms_mailbox_find(src, mi->mailbox, MS_MB_VISIBLE, &sid) == 0) {
         ms_mailbox_info info;
@@ -374,13 +391,21 @@ static int roll_back(ms_journal *j, ms_store *src, ms_store *dst, const ms_move_
  * Rolls move id forward from its commit point: target shown, source
  * retained and unlocked.  Idempotent: each half checks where it stands.
  */
-static int roll_forward(ms_journal *j, ms_store *src, ms_store *dst, const ms_move_info *mi,
-                        int retain_days, int64_t locked_at)
+static int roll_forward(ms_journal *j, ms_store *src, ms_store *dst, ms_directory *dir,
+                        const ms_move_info *mi, int retain_days, int64_t locked_at)
 {
     g_autofree char *in = incoming_name(mi->id, mi->newname);
     g_autofree char *ret = retained_name(mi->id, mi->mailbox);
     int64_t tid, sid;
     int rc = 0;
+    /* Re-applied (idempotent): a crash may have come before the write. */
+    g_autofree char *dn = NULL, *saved = NULL, *target = NULL;
+    if (jn_dir_get(j, mi->id, &dn, &saved, &target) == 0 &&
+        (rc = dir ? ms_directory_write(dir, dn, target, NULL) : -EIO)) {
+        ms_log(LOG_ERR, "move %lld: cannot point %s at the target (%s); recovery will retry",
+               (long long)mi->id, dn, target);
+        return rc;
+    }
     if (ms_mailbox_find(dst, in, MS_MB_INCOMING, &tid) == 0)
         rc = ms_mailbox_set(dst, tid, &(ms_mailbox_change){mi->newname, MS_MB_VISIBLE, 0, -1});
     int64_t until = (int64_t)time(NULL) + (int64_t)retain_days * 86400;
@@ -409,6 +434,53 @@ static int roll_forward(ms_journal *j, ms_store *src, ms_store *dst, const ms_mo
 }
 
 /* ------------------------------------------------------------ the move */
+
+/*
+ * Step 4: record the entry's current values of the target's attributes
+ * (durably, so any later rollback can restore them), then set the
+ * target's values.  A directory that refuses fails the move with EIO.
+ */
+static int directory_step(ms_journal *j, mover *mv, ms_directory *dir, const char *mailbox)
+{
+    const char *target = ms_store_directory(mv->dst);
+    if (!dir || !target)
+        return 0;
+    jn_step(j, mv->id, "directory", false);
+    g_autofree char *dn = NULL, *saved = NULL, *err = NULL;
+    int rc = ms_directory_entry(dir, mailbox, &dn, &err);
+    if (!rc)
+        rc = ms_directory_read(dir, dn, target, &saved, &err);
+    if (!rc)
+        rc = jn_dir_save(j, mv->id, dn, saved, target);
+    if (!rc) {
+        ms_fault("directory-saved");
+        rc = ms_directory_write(dir, dn, target, &err);
+    }
+    if (rc) {
+        mv->error = g_strdup_printf("directory: %s", err ? err : g_strerror(-rc));
+        return -EIO;
+    }
+    ms_log(LOG_INFO, "move %lld: directory: %s was %s, now %s", (long long)mv->id, dn, saved,
+           target);
+    ms_fault("directory");
+    return 0;
+}
+
+/* The directory answers and knows the mailbox: else EIO, reason logged. */
+static int preflight_directory(ms_directory *dir, ms_store *dst, const char *mailbox)
+{
+    if (!dir || !ms_store_directory(dst))
+        return 0;
+    g_autofree char *err = NULL, *dn = NULL;
+    int rc = ms_directory_ping(dir, &err);
+    if (!rc)
+        rc = ms_directory_entry(dir, mailbox, &dn, &err);
+    if (rc) {
+        ms_log(LOG_ERR, "move %s refused: directory: %s", mailbox, err ? err : g_strerror(-rc));
+        return -EIO;
+    }
+    return 0;
+}
 
 static int preflight(ms_store *src, ms_store *dst, const char *mailbox, const char *newname,
                      ms_attr *mb, int64_t *messages, int64_t *bytes)
@@ -468,6 +540,8 @@ int ms_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mailbox,
     if (src == dst)
         return -EINVAL;
     int rc = preflight(src, dst, mailbox, newname, &mb, &total_messages, &total_bytes);
+    if (!rc)
+        rc = preflight_directory(opts ? opts->dir : NULL, dst, mailbox);
     if (rc) {
         ms_log(LOG_INFO, "move %s from %s to %s refused: %s", mailbox, ms_store_name(src),
                ms_store_name(dst), preflight_why(rc));
@@ -529,7 +603,7 @@ int ms_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mailbox,
         ms_log(LOG_INFO, "move %lld: copied and verified %lld messages, %lld bytes", (long long)id,
                (long long)mv.messages, (long long)mv.bytes);
         ms_fault("verified");
-        /* The directory step (DESIGN 4.4) goes here, before the commit point. */
+        rc = directory_step(j, &mv, opts ? opts->dir : NULL, mailbox);
     }
     if (!rc)
         rc = jn_set_state(j, id, "committed", NULL); /* the commit point */
@@ -537,19 +611,22 @@ int ms_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mailbox,
         const char *why = mv.error ? mv.error : rc == -EINTR ? "interrupted" : g_strerror(-rc);
         ms_log(LOG_ERR, "move %lld: failed: %s", (long long)id, why);
         jn_set_state(j, id, "running", why); /* kept even if rolling back fails */
-        roll_back(j, src, dst, &mi, why);
+        roll_back(j, src, dst, opts ? opts->dir : NULL, &mi, why);
         g_free(mv.error);
         return rc;
     }
     jn_step(j, id, "committed", false);
     ms_fault("committed");
     g_free(mv.error);
-    return roll_forward(j, src, dst, &mi, opts ? opts->retain_days : 7, locked_at) ? -EIO : 0;
+    return roll_forward(j, src, dst, opts ? opts->dir : NULL, &mi, opts ? opts->retain_days : 7,
+                        locked_at)
+               ? -EIO
+               : 0;
 }
 
 /* --------------------------------------------------- recovery and more */
 
-int ms_recover(ms_journal *j, ms_store_lookup_fn find, void *ctx)
+int ms_recover(ms_journal *j, ms_store_lookup_fn find, void *ctx, ms_directory *dir)
 {
     GArray *ids = g_array_new(FALSE, FALSE, sizeof(int64_t));
     int rc = jn_orphans(j, ids);
@@ -567,11 +644,12 @@ int ms_recover(ms_journal *j, ms_store_lookup_fn find, void *ctx)
                 continue;
             }
             ms_log(LOG_INFO, "move %lld: rolling forward after a crash", (long long)mi.id);
-            r = roll_forward(j, src, dst, &mi, 7, 0);
+            r = roll_forward(j, src, dst, dir, &mi, 7, 0);
         } else {
             ms_log(LOG_INFO, "move %lld: rolling back after a crash at step %s", (long long)mi.id,
                    mi.step);
-            r = roll_back(j, src, dst, &mi, mi.error[0] ? mi.error : "interrupted: the mover died");
+            r = roll_back(j, src, dst, dir, &mi,
+                          mi.error[0] ? mi.error : "interrupted: the mover died");
         }
         if (!r)
             settled++;
@@ -612,8 +690,8 @@ int ms_purge(ms_journal *j, ms_store_lookup_fn find, void *ctx, bool all)
     return rc ? rc : purged;
 }
 
-int ms_undo(ms_journal *j, ms_store_lookup_fn find, void *ctx, int retain_days, int64_t id,
-            int64_t *new_id)
+int ms_undo(ms_journal *j, ms_store_lookup_fn find, void *ctx, ms_directory *dir, int retain_days,
+            int64_t id, int64_t *new_id)
 {
     ms_move_info mi;
     int rc = ms_journal_get(j, id, &mi);
@@ -636,7 +714,7 @@ int ms_undo(ms_journal *j, ms_store_lookup_fn find, void *ctx, int retain_days, 
      * can be lost; the old retained copy is superseded only after that
      * move has committed.
      */
-    ms_move_opts o = {.newname = mi.mailbox, .retain_days = retain_days};
+    ms_move_opts o = {.newname = mi.mailbox, .retain_days = retain_days, .dir = dir};
     rc = ms_move(j, dst, src, mi.newname, &o, new_id);
     if (rc)
         return rc;

@@ -27,11 +27,13 @@ int ms_store_open(const ms_store_conf *conf, int flags, ms_store **out, char **e
     st->be = be;
     st->name = g_strdup(conf->name);
     st->path = g_strdup(conf->path);
+    st->directory = g_strdup(conf->directory);
     st->spool_dir = g_strdup(conf->spool);
     st->readonly = conf->readonly || (flags & MS_OPEN_READONLY);
     int rc = be->open(st, conf, flags, err);
     if (rc) {
         g_free(st->name);
+        g_free(st->directory);
         g_free(st->path);
         g_free(st->spool_dir);
         g_free(st);
@@ -46,6 +48,7 @@ void ms_store_close(ms_store *st)
     if (!st)
         return;
     st->be->close(st);
+    g_free(st->directory);
     g_free(st->name);
     g_free(st->path);
     g_free(st->spool_dir);
@@ -54,6 +57,7 @@ void ms_store_close(ms_store *st)
 
 const char *ms_store_name(const ms_store *st) { return st->name; }
 bool ms_store_readonly(const ms_store *st) { return st->readonly; }
+const char *ms_store_directory(const ms_store *st) { return st->directory; }
 int ms_store_stats_get(ms_store *st, ms_store_stats *out) { return st->be->stats(st, out); }
 int ms_store_sync(ms_store *st) { return st->readonly ? 0 : st->be->sync(st); }
 
