@@ -38,7 +38,10 @@ static void usage(FILE *f)
                "  moves [--json]                    moves with state, progress, rate, ETA\n"
                "  recover                           settle moves a crash left unfinished\n"
                "  undo ID                           move a finished move back, with new mail\n"
-               "  purge [--all]                     drop retained source copies past retention\n\n"
+               "  purge [--all]                     drop retained source copies past retention\n"
+               "  check [--json] [--fix-location] [--remove-unknown-grantees]\n"
+               "                                    directory against stores (exit 0 clean,\n"
+               "                                    1 findings, 2 error)\n\n"
                "CONFIG defaults to $MAILFS_CONFIG, then /etc/mailfs/mailfs.conf.\n"
                "See mailfsctl(8).\n");
 }
@@ -451,6 +454,70 @@ static int cmd_purge(ctl *c, bool all)
     return rc < 0;
 }
 
+static int cmd_check(ctl *c, int argc, char **argv)
+{
+    ms_check_opts o = {0};
+    bool json = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json"))
+            json = true;
+        else if (!strcmp(argv[i], "--fix-location"))
+            o.fix_location = true;
+        else if (!strcmp(argv[i], "--remove-unknown-grantees"))
+            o.remove_unknown_grantees = true;
+        else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    ms_journal *j;
+    if (open_journal(c, &j))
+        return 2;
+    size_t n = ms_config_store_count(c->cfg);
+    g_autofree ms_store **stores = g_new0(ms_store *, n);
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++)
+        if (!(stores[i] = store_by_name(c, ms_config_store(c->cfg, i)->name)))
+            rc = -EIO;
+    GPtrArray *found = NULL;
+    char *err = NULL;
+    if (!rc)
+        rc = ms_check(stores, n, c->dir, j, &o, &found, &err);
+    ms_journal_close(j);
+    if (rc) {
+        fprintf(stderr, "mailfsctl: check: %s\n", err ? err : g_strerror(-rc));
+        g_free(err);
+        return 2;
+    }
+    int open_findings = 0;
+    if (json)
+        printf("[");
+    else if (found->len)
+        printf("%-16s %-20s %-8s %-6s %s\n", "FINDING", "MAILBOX", "STORE", "FIXED", "DETAIL");
+    for (guint i = 0; i < found->len; i++) {
+        ms_finding *f = found->pdata[i];
+        open_findings += !f->fixed;
+        if (json) {
+            g_autofree char *mb = g_strescape(f->mailbox ? f->mailbox : "", NULL);
+            g_autofree char *dn = g_strescape(f->dn ? f->dn : "", NULL);
+            g_autofree char *de = g_strescape(f->detail ? f->detail : "", NULL);
+            printf("%s\n {\"finding\": \"%s\", \"mailbox\": \"%s\", \"store\": \"%s\", "
+                   "\"dn\": \"%s\", \"fixed\": %s, \"detail\": \"%s\"}",
+                   i ? "," : "", ms_finding_name(f->kind), mb, f->store ? f->store : "", dn,
+                   f->fixed ? "true" : "false", de);
+        } else {
+            printf("%-16s %-20s %-8s %-6s %s\n", ms_finding_name(f->kind), f->mailbox,
+                   f->store ? f->store : "-", f->fixed ? "yes" : "no", f->detail);
+        }
+    }
+    if (json)
+        printf("%s]\n", found->len ? "\n" : "");
+    else if (!found->len)
+        printf("clean: directory and stores agree\n");
+    g_ptr_array_free(found, TRUE);
+    return open_findings ? 1 : 0;
+}
+
 static int dispatch(ctl *c, int argc, char **argv)
 {
     const char *cmd = argv[0];
@@ -471,6 +538,8 @@ static int dispatch(ctl *c, int argc, char **argv)
         return cmd_recover(c);
     if (!strcmp(cmd, "undo") && argc == 2)
         return cmd_undo(c, argv[1]);
+    if (!strcmp(cmd, "check"))
+        return cmd_check(c, argc, argv);
     if (!strcmp(cmd, "purge") && (argc == 1 || (argc == 2 && !strcmp(sub, "--all"))))
         return cmd_purge(c, argc == 2);
     usage(stderr);

@@ -284,3 +284,102 @@ int ms_directory_write(ms_directory *d, const char *dn, const char *spec, char *
         return fail(err, -EIO, "modify %s (%s): %s", dn, spec, ldap_err2string(rc));
     return 0;
 }
+
+/*
+ * The attribute the filter names the mailbox by: "uid" in "(uid=%s)".
+ * NULL when the filter is not of that simple shape.
+ */
+static char *naming_attr(const char *filter)
+{
+    const char *p = strstr(filter, "=%s");
+    if (!p)
+        return NULL;
+    const char *b = p;
+    while (b > filter && (g_ascii_isalnum(b[-1]) || b[-1] == '-' || b[-1] == ';'))
+        b--;
+    return b < p ? g_strndup(b, (gsize)(p - b)) : NULL;
+}
+
+int ms_directory_scan(ms_directory *d, const char *const *attrs, ms_dir_entry_fn fn, void *ctx,
+                      char **err)
+{
+    g_autofree char *name_attr = naming_attr(d->conf.filter);
+    if (!name_attr)
+        return fail(err, -EINVAL, "filter %s: cannot tell the mailbox attribute", d->conf.filter);
+    /* every entry the filter could match: %s becomes * */
+    const char *p = strstr(d->conf.filter, "%s");
+    g_autofree char *filter =
+        g_strdup_printf("%.*s*%s", (int)(p - d->conf.filter), d->conf.filter, p + 2);
+    GPtrArray *want = g_ptr_array_new();
+    g_ptr_array_add(want, name_attr);
+    for (size_t i = 0; attrs && attrs[i]; i++)
+        g_ptr_array_add(want, (gpointer)attrs[i]);
+    g_ptr_array_add(want, NULL);
+    struct berval *cookie = NULL;
+    int ret = 0;
+    g_mutex_lock(&d->lock);
+    if (!d->ld && connect_locked(d, err) != 0)
+        ret = -EIO;
+    while (!ret) {
+        LDAPControl *page = NULL, *ctrls[2] = {NULL, NULL}, **rctrls = NULL;
+        LDAPMessage *res = NULL;
+        int rc = ldap_create_page_control(d->ld, 1000, cookie, 0, &page);
+        ctrls[0] = page;
+        if (rc == LDAP_SUCCESS)
+            rc = ldap_search_ext_s(d->ld, d->conf.base, LDAP_SCOPE_SUBTREE, filter,
+                                   (char **)want->pdata, 0, ctrls, NULL, NULL, 0, &res);
+        if (rc != LDAP_SUCCESS) {
+            ret = fail(err, -EIO, "search %s under %s: %s", filter, d->conf.base,
+                       ldap_err2string(rc));
+        } else {
+            for (LDAPMessage *e = ldap_first_entry(d->ld, res); e && !ret;
+                 e = ldap_next_entry(d->ld, e)) {
+                char *dn = ldap_get_dn(d->ld, e);
+                struct berval **names = ldap_get_values_len(d->ld, e, name_attr);
+                GString *spec = g_string_new(NULL);
+                for (size_t i = 0; attrs && attrs[i]; i++) {
+                    struct berval **v = ldap_get_values_len(d->ld, e, attrs[i]);
+                    g_string_append_printf(spec, "%s%s=%.*s", i ? ";" : "", attrs[i],
+                                           v && v[0] ? (int)v[0]->bv_len : 0,
+                                           v && v[0] ? v[0]->bv_val : "");
+                    ldap_value_free_len(v);
+                }
+                for (size_t k = 0; names && names[k] && !ret; k++) {
+                    g_autofree char *nm = g_strndup(names[k]->bv_val, names[k]->bv_len);
+                    ret = fn(ctx, nm, dn, spec->str);
+                }
+                g_string_free(spec, TRUE);
+                ldap_value_free_len(names);
+                ldap_memfree(dn);
+            }
+            if (cookie) {
+                ber_bvfree(cookie);
+                cookie = NULL;
+            }
+            int code;
+            if (ldap_parse_result(d->ld, res, &code, NULL, NULL, NULL, &rctrls, 0) ==
+                LDAP_SUCCESS) {
+                LDAPControl *pr = ldap_control_find(LDAP_CONTROL_PAGEDRESULTS, rctrls, NULL);
+                ber_int_t total;
+                struct berval next = {0, NULL};
+                if (pr &&
+                    ldap_parse_pageresponse_control(d->ld, pr, &total, &next) == LDAP_SUCCESS &&
+                    next.bv_len > 0)
+                    cookie = ber_bvdup(&next);
+                if (next.bv_val)
+                    ber_memfree(next.bv_val);
+            }
+            ldap_controls_free(rctrls);
+        }
+        ldap_msgfree(res);
+        if (page)
+            ldap_control_free(page);
+        if (!cookie)
+            break;
+    }
+    if (cookie)
+        ber_bvfree(cookie);
+    g_mutex_unlock(&d->lock);
+    g_ptr_array_free(want, TRUE);
+    return ret;
+}

@@ -365,6 +365,14 @@ int ms_directory_read(ms_directory *d, const char *dn, const char *spec, char **
                       char **err);
 /* Replaces the spec's attributes of dn with its values. */
 int ms_directory_write(ms_directory *d, const char *dn, const char *spec, char **err);
+/*
+ * Every entry under base that the filter could match (its %s as *), in
+ * one paged search: fn gets the mailbox name (the filter's attribute),
+ * the DN and the values of attrs as a spec.  fn returns nonzero to stop.
+ */
+typedef int (*ms_dir_entry_fn)(void *ctx, const char *name, const char *dn, const char *spec);
+int ms_directory_scan(ms_directory *d, const char *const *attrs, ms_dir_entry_fn fn, void *ctx,
+                      char **err);
 
 /* ---------------------------------------------------------------- moves */
 
@@ -431,6 +439,41 @@ int ms_undo(ms_journal *j, ms_store_lookup_fn find, void *ctx, ms_directory *dir
             int64_t id, int64_t *new_id);
 /* Drops retained source copies past their time (all of them with all). */
 int ms_purge(ms_journal *j, ms_store_lookup_fn find, void *ctx, bool all);
+
+/* ---------------------------------------------------------------- check */
+
+typedef enum ms_finding_kind {
+    MS_FIND_ORPHAN,          /* a mailbox with no directory entry */
+    MS_FIND_MISSING,         /* an entry naming a store that lacks the mailbox */
+    MS_FIND_MISMATCH,        /* the entry names one store, the mailbox is in another */
+    MS_FIND_DUPLICATE,       /* the same mailbox visible in two stores */
+    MS_FIND_UNKNOWN_GRANTEE, /* an ACL grant to a name the directory does not know */
+    MS_FIND_PENDING_MOVE,    /* a move the journal has not settled */
+    MS_FIND_EXPIRED_COPY,    /* a retained source copy past retain-days */
+} ms_finding_kind;
+
+typedef struct ms_finding {
+    ms_finding_kind kind;
+    char *mailbox, *store, *dn, *detail;
+    bool fixed; /* a --fix option repaired it */
+} ms_finding;
+
+typedef struct ms_check_opts {
+    bool fix_location;            /* point mismatched entries where the mailbox is */
+    bool remove_unknown_grantees; /* drop ACL grants to unknown names */
+} ms_check_opts;
+
+/*
+ * Compares directory (may be NULL) and stores, and reads the journal (may
+ * be NULL) for unsettled moves and expired copies.  *findings: a
+ * GPtrArray of ms_finding* (free with g_ptr_array_free).  One paged LDAP
+ * search in all.
+ */
+typedef struct _GPtrArray GPtrArray;
+int ms_check(ms_store *const *stores, size_t n, ms_directory *dir, ms_journal *j,
+             const ms_check_opts *o, GPtrArray **findings, char **err);
+const char *ms_finding_name(ms_finding_kind k);
+void ms_finding_free(void *f);
 
 /*
  * Fault injection for crash tests (builds with MS_FAULT_INJECTION): when
