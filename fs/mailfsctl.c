@@ -571,8 +571,8 @@ int main(int argc, char **argv)
         return 2;
     }
     ms_log_to_stderr(LOG_WARNING);
-    if (load_config(&c))
-        return !strcmp(argv[i], "deliver") ? EX_CONFIG : 1;
+    if (load_config(&c)) /* check's contract: 2 is "could not check" */
+        return !strcmp(argv[i], "deliver") ? EX_CONFIG : !strcmp(argv[i], "check") ? 2 : 1;
     c.open = g_ptr_array_new_with_free_func((GDestroyNotify)ms_store_close);
     int ret = dispatch(&c, argc - i, argv + i);
     g_ptr_array_free(c.open, TRUE);

@@ -41,6 +41,7 @@ static void directory_conf_free(ms_directory_conf *d)
     g_free(d->password_file);
     g_free(d->base);
     g_free(d->filter);
+    g_free(d->tls_cacert);
     g_free(d);
 }
 
@@ -83,9 +84,37 @@ static int check_keys(GKeyFile *kf, const char *file, const char *group, const c
 
 static const char *const mailfs_keys[] = {"journal", "retain-days", "spool", NULL};
 static const char *const directory_keys[] = {
-    "uri", "bind-dn", "password-file", "base", "filter", "starttls", NULL};
+    "uri", "bind-dn", "password-file", "base", "filter", "starttls", "tls-cacert", NULL};
 static const char *const store_keys[] = {"backend", "path", "directory", "read-only", NULL};
 static const char *const backends[] = {"sqlite", NULL};
+
+/*
+ * Reads an optional boolean key.  Admins write yes/no and on/off as often
+ * as true/false, and GKeyFile knows only the latter (and 1/0), so all are
+ * taken; anything else is an error naming the key, never a silent false.
+ */
+static int get_bool(GKeyFile *kf, const char *file, const char *group, const char *key,
+                    bool *out, char **err)
+{
+    g_autofree char *v = g_key_file_get_string(kf, group, key, NULL);
+    if (!v)
+        return 0;
+    g_strstrip(v);
+    static const char *const yes[] = {"true", "yes", "on", "1", NULL};
+    static const char *const no[] = {"false", "no", "off", "0", NULL};
+    for (int i = 0; yes[i]; i++) {
+        if (!g_ascii_strcasecmp(v, yes[i])) {
+            *out = true;
+            return 0;
+        }
+        if (!g_ascii_strcasecmp(v, no[i])) {
+            *out = false;
+            return 0;
+        }
+    }
+    *err = g_strdup_printf("%s: [%s]: %s: '%s' is not yes or no", file, group, key, v);
+    return -EINVAL;
+}
 
 static bool valid_store_name(const char *name)
 {
@@ -126,15 +155,9 @@ static int parse_store(GKeyFile *kf, const char *file, const char *group, ms_con
     }
     sc->path = resolve_path(file, path);
     sc->directory = g_key_file_get_string(kf, group, "directory", NULL);
-    GError *gerr = NULL;
-    if (g_key_file_has_key(kf, group, "read-only", NULL)) {
-        sc->readonly = g_key_file_get_boolean(kf, group, "read-only", &gerr);
-        if (gerr) {
-            *err = g_strdup_printf("%s: [%s]: read-only: %s", file, group, gerr->message);
-            g_error_free(gerr);
-            return -EINVAL;
-        }
-    }
+    rc = get_bool(kf, file, group, "read-only", &sc->readonly, err);
+    if (rc)
+        return rc;
     return 0;
 }
 
@@ -152,17 +175,14 @@ static int parse_directory(GKeyFile *kf, const char *file, ms_config *cfg, char 
         d->password_file = resolve_path(file, pw);
     d->base = g_key_file_get_string(kf, "directory", "base", NULL);
     d->filter = g_key_file_get_string(kf, "directory", "filter", NULL);
+    g_autofree char *ca = g_key_file_get_string(kf, "directory", "tls-cacert", NULL);
+    if (ca)
+        d->tls_cacert = resolve_path(file, ca);
     if (!d->filter)
         d->filter = g_strdup("(uid=%s)");
-    if (g_key_file_has_key(kf, "directory", "starttls", NULL)) {
-        GError *gerr = NULL;
-        d->starttls = g_key_file_get_boolean(kf, "directory", "starttls", &gerr);
-        if (gerr) {
-            *err = g_strdup_printf("%s: [directory]: starttls: %s", file, gerr->message);
-            g_error_free(gerr);
-            return -EINVAL;
-        }
-    }
+    rc = get_bool(kf, file, "directory", "starttls", &d->starttls, err);
+    if (rc)
+        return rc;
     if (!d->uri || !d->base) {
         *err = g_strdup_printf("%s: [directory]: needs uri and base", file);
         return -EINVAL;
@@ -170,6 +190,10 @@ static int parse_directory(GKeyFile *kf, const char *file, ms_config *cfg, char 
     if (!g_str_has_prefix(d->uri, "ldap://") && !g_str_has_prefix(d->uri, "ldapi://") &&
         !g_str_has_prefix(d->uri, "ldaps://")) {
         *err = g_strdup_printf("%s: [directory]: uri must be ldap://, ldaps:// or ldapi://", file);
+        return -EINVAL;
+    }
+    if (d->starttls && !g_str_has_prefix(d->uri, "ldap://")) {
+        *err = g_strdup_printf("%s: [directory]: starttls is for ldap:// URIs only", file);
         return -EINVAL;
     }
     const char *p = strstr(d->filter, "%s");

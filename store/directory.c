@@ -62,6 +62,15 @@ static int connect_locked(ms_directory *d, char **err)
     ldap_set_option(ld, LDAP_OPT_NETWORK_TIMEOUT, &tv);
     ldap_set_option(ld, LDAP_OPT_TIMEOUT, &tv);
     ldap_set_option(ld, LDAP_OPT_REFERRALS, LDAP_OPT_OFF);
+    /* The server's certificate is always verified (libldap's default,
+     * said again so that an ldap.conf with TLS_REQCERT never weakens it). */
+    int demand = LDAP_OPT_X_TLS_DEMAND;
+    ldap_set_option(ld, LDAP_OPT_X_TLS_REQUIRE_CERT, &demand);
+    if (c->tls_cacert) {
+        int newctx = 0;
+        ldap_set_option(ld, LDAP_OPT_X_TLS_CACERTFILE, c->tls_cacert);
+        ldap_set_option(ld, LDAP_OPT_X_TLS_NEWCTX, &newctx);
+    }
     if (c->starttls && (rc = ldap_start_tls_s(ld, NULL, NULL)) != LDAP_SUCCESS) {
         ldap_unbind_ext_s(ld, NULL, NULL);
         return fail(err, -EIO, "%s: StartTLS: %s", c->uri, ldap_err2string(rc));

@@ -82,6 +82,7 @@ typedef struct ms_directory_conf {
     char *base;
     char *filter; /* "%s" is the LDAP-escaped mailbox name; default (uid=%s) */
     bool starttls;
+    char *tls_cacert; /* CA certificates for ldaps/StartTLS; NULL: ldap.conf's */
 } ms_directory_conf;
 const ms_directory_conf *ms_config_directory(const ms_config *cfg);
 

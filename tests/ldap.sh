@@ -3,6 +3,9 @@
 #                        inetorgperson, nis and misc schemas, on 127.0.0.1 at a
 #                        free port and on an ldapi socket in DIR; sets LDAP_URI,
 #                        LDAPI_URI, LDAP_ADMIN, LDAP_PW.  Stopped by the EXIT trap.
+#                        With SLAPD_TLS=1: a test CA (DIR/ca.pem) and a
+#                        server certificate for 127.0.0.1 for StartTLS, and
+#                        SLAPD_SECURITY (e.g. "simple_bind=1") as security.
 #   slapd_stop DIR / slapd_restart DIR
 #   ldap_person UID HOST  adds uid=UID,ou=people with mailHost HOST
 #   ldap_host UID         prints its mailHost
@@ -23,6 +26,13 @@ slapd_start() {
     local d=$1
     command -v slapd >/dev/null || [ -x /usr/sbin/slapd ] || { not_ok "slapd is not installed"; return 1; }
     mkdir -p "$d/db"
+    local tls=""
+    if [ "${SLAPD_TLS:-0}" = 1 ]; then
+        slapd_certs "$d" || { not_ok "could not make test certificates"; return 1; }
+        tls="TLSCACertificateFile $d/ca.pem
+TLSCertificateFile $d/server.pem
+TLSCertificateKeyFile $d/server.key"
+    fi
     cat >"$d/slapd.conf" <<CONF
 include /etc/ldap/schema/core.schema
 include /etc/ldap/schema/cosine.schema
@@ -39,6 +49,8 @@ suffix "dc=example,dc=org"
 rootdn "$LDAP_ADMIN"
 rootpw $LDAP_PW
 directory $d/db
+$tls
+${SLAPD_SECURITY:+security $SLAPD_SECURITY}
 # root over ldapi (SASL EXTERNAL) may write, as the admin may
 ${SLAPD_ACL:-access to * by dn.exact="gidNumber=0+uidNumber=0,cn=peercred,cn=external,cn=auth" write by dn.exact="$LDAP_ADMIN" write by * read}
 CONF
@@ -50,7 +62,7 @@ CONF
         { not_ok "slapd did not start: $(tail -3 "$d/slapd.log")"; return 1; }
     wait_for "slapd to answer" ldapsearch -x -H "$LDAP_URI" -b "" -s base -LLL >/dev/null 2>&1 || return 1
     if [ ! -f "$d/loaded" ]; then
-        ldapadd -x -H "$LDAP_URI" -D "$LDAP_ADMIN" -w "$LDAP_PW" >/dev/null <<LDIF || return 1
+        ldap_admin ldapadd >/dev/null <<LDIF || return 1
 dn: dc=example,dc=org
 objectClass: dcObject
 objectClass: organization
@@ -66,6 +78,19 @@ LDIF
     trap 'slapd_stop "$SLAPD_DIR"; cleanup' EXIT
 }
 
+# A CA and a server certificate for 127.0.0.1, valid for a day.
+slapd_certs() {
+    local d=$1
+    [ -f "$d/server.pem" ] && return 0
+    openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=mailfs test CA" \
+        -keyout "$d/ca.key" -out "$d/ca.pem" 2>/dev/null &&
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+            -keyout "$d/server.key" -out "$d/server.csr" 2>/dev/null &&
+        printf 'subjectAltName = IP:127.0.0.1\n' >"$d/san.ext" &&
+        openssl x509 -req -days 1 -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" \
+            -CAcreateserial -extfile "$d/san.ext" -out "$d/server.pem" 2>/dev/null
+}
+
 slapd_stop() {
     local d=$1
     [ -f "$d/slapd.pid" ] || return 0
@@ -78,8 +103,19 @@ slapd_stop() {
 
 slapd_restart() { slapd_stop "$1"; slapd_start "$1"; }
 
+# ldap_admin TOOL ARGS...: an ldap-utils tool bound as the admin (over
+# StartTLS with the test CA when the fixture has TLS).
+ldap_admin() {
+    local tool=$1; shift
+    if [ "${SLAPD_TLS:-0}" = 1 ]; then
+        LDAPTLS_CACERT=$SLAPD_DIR/ca.pem "$tool" -ZZ -x -H "$LDAP_URI" -D "$LDAP_ADMIN" -w "$LDAP_PW" "$@"
+    else
+        "$tool" -x -H "$LDAP_URI" -D "$LDAP_ADMIN" -w "$LDAP_PW" "$@"
+    fi
+}
+
 ldap_person() { # uid host
-    ldapadd -x -H "$LDAP_URI" -D "$LDAP_ADMIN" -w "$LDAP_PW" >/dev/null <<LDIF
+    ldap_admin ldapadd >/dev/null <<LDIF
 dn: uid=$1,ou=people,dc=example,dc=org
 objectClass: inetOrgPerson
 objectClass: inetLocalMailRecipient
