@@ -79,5 +79,6 @@ struct ms_store {
 };
 
 extern const ms_backend ms_sqlite_backend;
+extern const ms_backend ms_pst_backend;
 
 #endif

@@ -86,7 +86,7 @@ static const char *const mailfs_keys[] = {"journal", "retain-days", "spool", NUL
 static const char *const directory_keys[] = {
     "uri", "bind-dn", "password-file", "base", "filter", "starttls", "tls-cacert", NULL};
 static const char *const store_keys[] = {"backend", "path", "directory", "read-only", NULL};
-static const char *const backends[] = {"sqlite", NULL};
+static const char *const backends[] = {"sqlite", "pst", NULL};
 
 /*
  * Reads an optional boolean key.  Admins write yes/no and on/off as often
@@ -144,7 +144,7 @@ static int parse_store(GKeyFile *kf, const char *file, const char *group, ms_con
     if (!sc->backend)
         sc->backend = g_strdup("sqlite");
     if (!g_strv_contains(backends, sc->backend)) {
-        *err = g_strdup_printf("%s: [%s]: unknown backend '%s' (known: sqlite)", file, group,
+        *err = g_strdup_printf("%s: [%s]: unknown backend '%s' (known: sqlite, pst)", file, group,
                                sc->backend);
         return -EINVAL;
     }

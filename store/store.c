@@ -10,7 +10,7 @@
 
 #include <glib.h>
 
-static const ms_backend *const backends[] = {&ms_sqlite_backend, NULL};
+static const ms_backend *const backends[] = {&ms_sqlite_backend, &ms_pst_backend, NULL};
 
 int ms_store_open(const ms_store_conf *conf, int flags, ms_store **out, char **err)
 {

@@ -1,0 +1,729 @@
+/*
+ * pst.c — the read-only pst backend: every .pst and .ost file in the
+ * store's folder is one mailbox, its folders are folders and its items
+ * files (mail as .eml, contacts as .vcf, appointments and journal entries
+ * as .ics), read through libpst.
+ *
+ * A file is opened on first use.  A folder is loaded on first use too:
+ * each of its items is parsed once and rendered (pst_render.c) into the
+ * mailbox's spool, an unlinked temporary file, which from then on serves
+ * the item's size, SHA-256 and bytes.  So a listing knows exact sizes, a
+ * copy or move reads what the listing promised, and nothing is parsed
+ * twice; the spool grows to the rendered size of the folders used, on
+ * disk, not in memory.
+ *
+ * A file libpst cannot read makes its mailbox fail with EIO and one log
+ * line naming the file; the store's other mailboxes are unaffected.
+ * libpst is not thread-safe, so each mailbox has a lock.
+ */
+#include "backend.h"
+#include "pst_int.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <glib.h>
+#include <nettle/sha2.h>
+
+#define MAX_MAILBOXES 0xffff /* ids: mailbox << 32 | node, inodes keep 48 bits */
+
+typedef struct pnode {
+    ms_kind kind; /* MS_FOLDER or MS_MESSAGE */
+    char *name;
+    int64_t id;
+    pst_desc_tree *d; /* folders: whose children to load */
+    bool loaded;      /* folders: children known */
+    GPtrArray *children;
+    GHashTable *by_name;
+    /* messages */
+    int64_t mtime_ns, off, size;
+    uint8_t sha256[32];
+    char *flags;
+} pnode;
+
+typedef struct pmbox {
+    int64_t id;
+    char *name, *path;
+    struct stat st;
+    GMutex lock;
+    int state; /* 0: not opened, 1: open, -EIO: unreadable */
+    char *error;
+    pst_file pf;
+    pst_item *root;
+    pnode top;        /* its children are the mailbox's folders */
+    GPtrArray *nodes; /* by local index: id & 0xffffffff - 1 */
+    ms_spool *spool;
+    int64_t spool_end;
+} pmbox;
+
+typedef struct pstore {
+    GPtrArray *mboxes;
+    char *spool_dir;
+} pstore;
+
+static pstore *P(ms_store *st) { return st->priv; }
+
+static void pnode_free(pnode *n)
+{
+    if (!n)
+        return;
+    g_free(n->name);
+    g_free(n->flags);
+    if (n->children)
+        g_ptr_array_free(n->children, TRUE);
+    if (n->by_name)
+        g_hash_table_destroy(n->by_name);
+}
+
+static void pmbox_free(pmbox *m)
+{
+    if (m->state == 1) {
+        if (m->root)
+            pst_freeItem(m->root);
+        pst_close(&m->pf);
+    }
+    pnode_free(&m->top);
+    if (m->nodes)
+        g_ptr_array_free(m->nodes, TRUE);
+    if (m->spool)
+        ms_spool_free(m->spool);
+    g_mutex_clear(&m->lock);
+    g_free(m->name);
+    g_free(m->path);
+    g_free(m->error);
+    g_free(m);
+}
+
+static bool is_pst_name(const char *n)
+{
+    return g_str_has_suffix(n, ".pst") || g_str_has_suffix(n, ".ost") ||
+           g_str_has_suffix(n, ".PST") || g_str_has_suffix(n, ".OST");
+}
+
+/* Adds the file at path as a mailbox named after it without extension;
+ * a second file with the same stem keeps its extension. */
+static void add_mailbox(pstore *ps, const char *path, const struct stat *sb)
+{
+    g_autofree char *base = g_path_get_basename(path);
+    char *name = g_strndup(base, strlen(base) - 4);
+    for (guint i = 0; i < ps->mboxes->len; i++)
+        if (!strcmp(((pmbox *)ps->mboxes->pdata[i])->name, name)) {
+            g_free(name);
+            name = g_strdup(base);
+        }
+    pmbox *m = g_new0(pmbox, 1);
+    m->id = ps->mboxes->len + 1;
+    m->name = name;
+    m->path = g_strdup(path);
+    m->st = *sb;
+    g_mutex_init(&m->lock);
+    g_ptr_array_add(ps->mboxes, m);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int pst_open_store(ms_store *st, const ms_store_conf *conf, int flags, char **err)
+{
+    (void)flags;
+    struct stat sb;
+    if (stat(conf->path, &sb) < 0) {
+        int e = errno;
+        *err = g_strdup_printf("%s: %s", conf->path, g_strerror(e));
+        return -e;
+    }
+    pstore *ps = g_new0(pstore, 1);
+    ps->mboxes = g_ptr_array_new_with_free_func((GDestroyNotify)pmbox_free);
+    ps->spool_dir = g_strdup(conf->spool);
+    st->priv = ps;
+    st->readonly = true;       /* a PST is a source, never written */
+    if (S_ISREG(sb.st_mode)) { /* one file: mailfsctl import */
+        if (!is_pst_name(conf->path)) {
+            *err = g_strdup_printf("%s: not a .pst or .ost file", conf->path);
+            st->be->close(st);
+            return -EINVAL;
+        }
+        add_mailbox(ps, conf->path, &sb);
+        return 0;
+    }
+    DIR *d = opendir(conf->path);
+    if (!d) {
+        int e = errno;
+        *err = g_strdup_printf("%s: %s", conf->path, g_strerror(e));
+        st->be->close(st);
+        return -e;
+    }
+    GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (is_pst_name(de->d_name) && strlen(de->d_name) > 4)
+            g_ptr_array_add(names, g_strdup(de->d_name));
+    closedir(d);
+    g_ptr_array_sort(names, cmp_str);
+    for (guint i = 0; i < names->len && ps->mboxes->len < MAX_MAILBOXES; i++) {
+        g_autofree char *p = g_build_filename(conf->path, names->pdata[i], NULL);
+        if (stat(p, &sb) == 0 && S_ISREG(sb.st_mode))
+            add_mailbox(ps, p, &sb);
+    }
+    if (names->len > MAX_MAILBOXES)
+        ms_log(LOG_WARNING, "%s: more than %d PST files: the rest are not shown", conf->path,
+               MAX_MAILBOXES);
+    g_ptr_array_free(names, TRUE);
+    return 0;
+}
+
+static void pst_close_store(ms_store *st)
+{
+    pstore *ps = P(st);
+    if (!ps)
+        return;
+    g_ptr_array_free(ps->mboxes, TRUE);
+    g_free(ps->spool_dir);
+    g_free(ps);
+    st->priv = NULL;
+}
+
+/* ---------------------------------------------------------- loading */
+
+static pmbox *mbox_by_id(ms_store *st, int64_t id)
+{
+    pstore *ps = P(st);
+    return id >= 1 && id <= (int64_t)ps->mboxes->len ? ps->mboxes->pdata[id - 1] : NULL;
+}
+
+static int fail_mbox(pmbox *m, const char *why)
+{
+    m->state = -EIO;
+    m->error = g_strdup(why);
+    ms_log(LOG_ERR, "%s: cannot read this PST file: %s", m->path, why);
+    return -EIO;
+}
+
+/* Opens the file and finds its folder tree.  Caller holds m->lock. */
+static int mbox_open_locked(ms_store *st, pmbox *m)
+{
+    if (m->state)
+        return m->state < 0 ? m->state : 0;
+    if (access(m->path, R_OK) < 0) {
+        int e = errno;
+        return fail_mbox(m, g_strerror(e));
+    }
+    if (pst_open(&m->pf, m->path, NULL) < 0)
+        return fail_mbox(m, "not a PST file, or unreadable (libpst cannot open it)");
+    m->state = 1; /* from here pmbox_free closes it */
+    if (pst_load_index(&m->pf) < 0)
+        return fail_mbox(m, "its index is damaged (libpst cannot load it)");
+    pst_load_extended_attributes(&m->pf);
+    if (!m->pf.d_head || !(m->root = pst_parse_item(&m->pf, m->pf.d_head, NULL)))
+        return fail_mbox(m, "it has no root record (damaged, or not written by Outlook)");
+    pst_desc_tree *top = pst_getTopOfFolders(&m->pf, m->root);
+    if (!top)
+        return fail_mbox(m, "it has no top of folders");
+    m->top.kind = MS_MAILBOX;
+    m->top.id = m->id;
+    m->top.d = top;
+    m->nodes = g_ptr_array_new_with_free_func((GDestroyNotify)pnode_free);
+    g_ptr_array_set_free_func(m->nodes, (GDestroyNotify)(void (*)(void *))g_free);
+    m->spool = ms_spool_new(P(st)->spool_dir);
+    return 0;
+}
+
+static pnode *new_node(pmbox *m, pnode *parent, ms_kind kind, const char *want)
+{
+    pnode *n = g_new0(pnode, 1);
+    n->kind = kind;
+    n->id = (m->id << 32) | (int64_t)(m->nodes->len + 1);
+    /* '/' cannot be in a file name; a duplicate or empty name gets a number. */
+    g_autofree char *base = g_strdelimit(g_strdup(want && *want ? want : "(unnamed)"), "/", '_');
+    if (!strcmp(base, ".") || !strcmp(base, "..")) {
+        g_free(base);
+        base = g_strdup("(dot)");
+    }
+    char *name = g_strdup(base);
+    for (int k = 2; g_hash_table_contains(parent->by_name, name); k++) {
+        g_free(name);
+        name = g_strdup_printf("%s (%d)", base, k);
+    }
+    n->name = name;
+    g_ptr_array_add(m->nodes, n);
+    g_ptr_array_add(parent->children, n);
+    g_hash_table_insert(parent->by_name, n->name, n);
+    return n;
+}
+
+/* Renders one item into the spool: its size, date, flags and SHA-256. */
+static void add_item(pmbox *m, pnode *folder, pst_item *it, pr_class c, int number)
+{
+    g_autofree char *salt = g_strdup_printf("%s.%llx", m->name, (unsigned long long)it->block_id);
+    /* Boundaries and identifiers are made from it: keep to safe ASCII. */
+    g_strcanon(salt, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-", '_');
+    GByteArray *bytes = g_byte_array_new();
+    char *why = NULL;
+    if (pr_render(&m->pf, it, c, salt, bytes, &why) < 0) {
+        ms_log(LOG_WARNING, "%s: item %d in %s cannot be rendered: %s; left out", m->path, number,
+               folder->name ? folder->name : "(top)", why ? why : "?");
+        g_free(why);
+        g_byte_array_free(bytes, TRUE);
+        return;
+    }
+    ssize_t w = ms_spool_pwrite(m->spool, bytes->data, bytes->len, m->spool_end);
+    if (w != (ssize_t)bytes->len) {
+        ms_log(LOG_ERR, "%s: spooling item %d failed: %s; left out", m->path, number,
+               g_strerror(w < 0 ? (int)-w : EIO));
+        g_byte_array_free(bytes, TRUE);
+        return;
+    }
+    g_autofree char *name = g_strdup_printf("%d.%s", number, pr_extension(c));
+    pnode *n = new_node(m, folder, MS_MESSAGE, name);
+    n->off = m->spool_end;
+    n->size = bytes->len;
+    m->spool_end += bytes->len;
+    struct sha256_ctx h;
+    sha256_init(&h);
+    sha256_update(&h, bytes->len, bytes->data);
+    sha256_digest(&h, sizeof n->sha256, n->sha256);
+    n->mtime_ns = pr_item_time_ns(it);
+    if (!n->mtime_ns)
+        n->mtime_ns = (int64_t)m->st.st_mtim.tv_sec * 1000000000 + m->st.st_mtim.tv_nsec;
+    n->flags = g_strdup(pr_item_flags(it));
+    g_byte_array_free(bytes, TRUE);
+}
+
+static void init_children(pnode *n)
+{
+    n->children = g_ptr_array_new();
+    n->by_name = g_hash_table_new(g_str_hash, g_str_equal);
+}
+
+/*
+ * Loads folder f: its subfolders and items, items numbered 1, 2, ... in
+ * libpst's order as readpst -S numbers them.  Items directly under the
+ * top of folders (rare) go into a folder named after the top, because a
+ * mailbox holds only folders.  Caller holds m->lock.
+ */
+static int load_folder_locked(pmbox *m, pnode *f)
+{
+    if (f->loaded)
+        return 0;
+    if (!f->children)
+        init_children(f);
+    pnode *loose = NULL;
+    int number = 0, loose_number = 0;
+    for (pst_desc_tree *d = f->d ? f->d->child : NULL; d; d = d->next) {
+        if (!d->desc)
+            continue;
+        pst_item *it = pst_parse_item(&m->pf, d, NULL);
+        if (!it) {
+            ms_log(LOG_WARNING, "%s: an item in %s cannot be parsed (libpst): left out", m->path,
+                   f->name ? f->name : "the top folder");
+            continue;
+        }
+        if (it->folder) {
+            pst_convert_utf8_null(it, &it->file_as);
+            pnode *sub = new_node(m, f, MS_FOLDER, it->file_as.str);
+            sub->d = d;
+            init_children(sub);
+            if (!d->child)
+                sub->loaded = true;
+        } else {
+            pr_class c = pr_classify(it);
+            if (c == PR_SKIP) {
+                ms_log(LOG_DEBUG, "%s: item of class %s skipped", m->path,
+                       it->ascii_type ? it->ascii_type : "?");
+            } else if (f->kind == MS_MAILBOX) {
+                if (!loose) {
+                    pst_convert_utf8_null(m->root, &m->root->file_as);
+                    loose = new_node(m, f, MS_FOLDER, "Top of Personal Folders");
+                    init_children(loose);
+                    loose->loaded = true;
+                }
+                add_item(m, loose, it, c, ++loose_number);
+            } else {
+                add_item(m, f, it, c, ++number);
+            }
+        }
+        pst_freeItem(it);
+    }
+    f->loaded = true;
+    return 0;
+}
+
+static pnode *node_of(pmbox *m, int64_t id)
+{
+    if ((id >> 32) != m->id)
+        return NULL;
+    int64_t i = (id & 0xffffffff) - 1;
+    return m->nodes && i >= 0 && i < (int64_t)m->nodes->len ? m->nodes->pdata[i] : NULL;
+}
+
+/* Locks the mailbox of node and opens it; NULL with *rc set on failure. */
+static pmbox *enter(ms_store *st, ms_node node, int *rc)
+{
+    int64_t mid = node.kind == MS_MAILBOX ? node.id : node.id >> 32;
+    pmbox *m = mbox_by_id(st, mid);
+    if (!m) {
+        *rc = -ENOENT;
+        return NULL;
+    }
+    g_mutex_lock(&m->lock);
+    *rc = mbox_open_locked(st, m);
+    if (*rc) {
+        g_mutex_unlock(&m->lock);
+        return NULL;
+    }
+    return m;
+}
+
+/* ------------------------------------------------------- attributes */
+
+static void mailbox_attr(const pmbox *m, ms_attr *a)
+{
+    *a = (ms_attr){.node = {MS_MAILBOX, m->id},
+                   .mtime_ns = (int64_t)m->st.st_mtim.tv_sec * 1000000000 + m->st.st_mtim.tv_nsec,
+                   .mode = 0555,
+                   .uid = m->st.st_uid,
+                   .gid = m->st.st_gid,
+                   .mailbox = m->id};
+}
+
+static void node_attr(const pmbox *m, const pnode *n, ms_attr *a)
+{
+    mailbox_attr(m, a);
+    a->node = (ms_node){n->kind, n->id};
+    if (n->kind == MS_MESSAGE) {
+        a->size = n->size;
+        a->mtime_ns = n->mtime_ns;
+        a->mode = 0444;
+        a->imap_uid = strtoll(n->name, NULL, 10);
+    }
+}
+
+static int pst_getattr(ms_store *st, ms_node node, ms_attr *out)
+{
+    if (node.kind == MS_ROOT) {
+        *out = (ms_attr){.node = node, .mode = 0555};
+        return 0;
+    }
+    int rc;
+    pmbox *m = enter(st, node, &rc);
+    if (!m)
+        return rc;
+    pnode *n = node.kind == MS_MAILBOX ? NULL : node_of(m, node.id);
+    if (node.kind == MS_MAILBOX)
+        mailbox_attr(m, out);
+    else if (n && n->kind == node.kind)
+        node_attr(m, n, out);
+    else
+        rc = -ENOENT;
+    g_mutex_unlock(&m->lock);
+    return rc;
+}
+
+/* The loaded folder-like node for parent (mailbox or folder). */
+static pnode *dir_node(pmbox *m, ms_node parent, int *rc)
+{
+    pnode *n = parent.kind == MS_MAILBOX ? &m->top : node_of(m, parent.id);
+    if (!n || (parent.kind != MS_MAILBOX && n->kind != MS_FOLDER)) {
+        *rc = n ? -ENOTDIR : -ENOENT;
+        return NULL;
+    }
+    *rc = load_folder_locked(m, n);
+    return *rc ? NULL : n;
+}
+
+static int pst_lookup(ms_store *st, ms_node parent, const char *name, ms_attr *out)
+{
+    if (parent.kind == MS_ROOT) {
+        pstore *ps = P(st);
+        for (guint i = 0; i < ps->mboxes->len; i++) {
+            pmbox *m = ps->mboxes->pdata[i];
+            if (!strcmp(m->name, name)) {
+                mailbox_attr(m, out);
+                return 0;
+            }
+        }
+        return -ENOENT;
+    }
+    if (parent.kind == MS_MESSAGE)
+        return -ENOTDIR;
+    int rc;
+    pmbox *m = enter(st, parent, &rc);
+    if (!m)
+        return rc;
+    pnode *d = dir_node(m, parent, &rc), *n = d ? g_hash_table_lookup(d->by_name, name) : NULL;
+    if (d && !n)
+        rc = -ENOENT;
+    if (n)
+        node_attr(m, n, out);
+    g_mutex_unlock(&m->lock);
+    return rc;
+}
+
+static int pst_list(ms_store *st, ms_node parent, uint64_t cookie, ms_list_fn fn, void *ctx)
+{
+    if (parent.kind == MS_ROOT) {
+        pstore *ps = P(st);
+        for (guint i = (guint)cookie; i < ps->mboxes->len; i++) {
+            ms_attr a;
+            mailbox_attr(ps->mboxes->pdata[i], &a);
+            if (fn(ctx, ((pmbox *)ps->mboxes->pdata[i])->name, &a, i + 1))
+                break;
+        }
+        return 0;
+    }
+    if (parent.kind == MS_MESSAGE)
+        return -ENOTDIR;
+    int rc;
+    pmbox *m = enter(st, parent, &rc);
+    if (!m)
+        return rc;
+    pnode *d = dir_node(m, parent, &rc);
+    /* Copied out: fn may call back into the store (no lock held then). */
+    GArray *page = g_array_new(FALSE, FALSE, sizeof(ms_attr));
+    GPtrArray *names = g_ptr_array_new();
+    for (guint i = (guint)cookie; d && i < d->children->len; i++) {
+        pnode *n = d->children->pdata[i];
+        ms_attr a;
+        node_attr(m, n, &a);
+        g_array_append_val(page, a);
+        g_ptr_array_add(names, n->name); /* names live as long as the store */
+    }
+    g_mutex_unlock(&m->lock);
+    for (guint i = 0; i < page->len; i++)
+        if (fn(ctx, names->pdata[i], &g_array_index(page, ms_attr, i), cookie + i + 1))
+            break;
+    g_array_free(page, TRUE);
+    g_ptr_array_free(names, TRUE);
+    return rc;
+}
+
+static int pst_xattr_get(ms_store *st, ms_node node, ms_xattr_id xa, char **value, size_t *len)
+{
+    *value = NULL;
+    *len = 0;
+    if (xa != MS_XA_FLAGS || node.kind != MS_MESSAGE)
+        return 0;
+    int rc;
+    pmbox *m = enter(st, node, &rc);
+    if (!m)
+        return rc;
+    pnode *n = node_of(m, node.id);
+    if (n && n->flags && *n->flags) {
+        *value = g_strdup(n->flags);
+        *len = strlen(n->flags);
+    }
+    g_mutex_unlock(&m->lock);
+    return n ? 0 : -ENOENT;
+}
+
+/* ---------------------------------------------------------- content */
+
+static int pst_content_of(ms_store *st, int64_t message, int64_t *content, int64_t *size)
+{
+    ms_attr a;
+    int rc = pst_getattr(st, (ms_node){MS_MESSAGE, message}, &a);
+    if (rc)
+        return rc;
+    *content = message;
+    *size = a.size;
+    return 0;
+}
+
+static ssize_t pst_content_read(ms_store *st, int64_t content, void *buf, size_t len, int64_t off)
+{
+    int rc;
+    pmbox *m = enter(st, (ms_node){MS_MESSAGE, content}, &rc);
+    if (!m)
+        return rc;
+    pnode *n = node_of(m, content);
+    ssize_t got = -ENOENT;
+    if (n && n->kind == MS_MESSAGE) {
+        got = 0;
+        if (off < n->size) {
+            size_t want = (size_t)MIN((int64_t)len, n->size - off);
+            got = ms_spool_pread(m->spool, buf, want, n->off + off);
+        }
+    }
+    g_mutex_unlock(&m->lock);
+    return got;
+}
+
+static int pst_message_meta(ms_store *st, int64_t id, ms_message_meta *out)
+{
+    int rc;
+    pmbox *m = enter(st, (ms_node){MS_MESSAGE, id}, &rc);
+    if (!m)
+        return rc;
+    pnode *n = node_of(m, id);
+    if (n && n->kind == MS_MESSAGE) {
+        memcpy(out->sha256, n->sha256, 32);
+        out->flags = n->flags && *n->flags ? g_strdup(n->flags) : NULL;
+    } else {
+        rc = -ENOENT;
+    }
+    g_mutex_unlock(&m->lock);
+    return rc;
+}
+
+/* ---------------------------------------------------- administration */
+
+static int pst_mailbox_find(ms_store *st, const char *name, ms_mb_state state, int64_t *id)
+{
+    ms_attr a;
+    if (state != MS_MB_VISIBLE || pst_lookup(st, (ms_node){MS_ROOT, 0}, name, &a))
+        return -ENOENT;
+    *id = a.node.id;
+    return 0;
+}
+
+static int pst_mailbox_info(ms_store *st, int64_t id, ms_mailbox_info *out)
+{
+    pmbox *m = mbox_by_id(st, id);
+    if (!m)
+        return -ENOENT;
+    *out = (ms_mailbox_info){.id = id, .state = MS_MB_VISIBLE};
+    g_strlcpy(out->name, m->name, sizeof out->name);
+    return 0;
+}
+
+static void count_tree(pmbox *m, pnode *f, int64_t *messages, int64_t *bytes, int *rc)
+{
+    if (*rc || (*rc = load_folder_locked(m, f)))
+        return;
+    for (guint i = 0; i < f->children->len; i++) {
+        pnode *n = f->children->pdata[i];
+        if (n->kind == MS_MESSAGE) {
+            (*messages)++;
+            *bytes += n->size;
+        } else {
+            count_tree(m, n, messages, bytes, rc);
+        }
+    }
+}
+
+/* Loads (renders) the whole mailbox: exact totals for a move's preflight. */
+static int pst_mailbox_size(ms_store *st, int64_t id, int64_t *messages, int64_t *bytes)
+{
+    int rc;
+    pmbox *m = enter(st, (ms_node){MS_MAILBOX, id}, &rc);
+    if (!m)
+        return rc;
+    *messages = *bytes = 0;
+    count_tree(m, &m->top, messages, bytes, &rc);
+    g_mutex_unlock(&m->lock);
+    return rc;
+}
+
+static int pst_stats(ms_store *st, ms_store_stats *out)
+{
+    pstore *ps = P(st);
+    *out = (ms_store_stats){.mailboxes = ps->mboxes->len};
+    for (guint i = 0; i < ps->mboxes->len; i++) {
+        pmbox *m = ps->mboxes->pdata[i];
+        out->file_bytes += m->st.st_size;
+        g_mutex_lock(&m->lock);
+        for (guint k = 0; m->nodes && k < m->nodes->len; k++) {
+            pnode *n = m->nodes->pdata[k];
+            if (n->kind == MS_MESSAGE) {
+                out->messages++;
+                out->bytes += n->size;
+            } else {
+                out->folders++;
+            }
+        }
+        g_mutex_unlock(&m->lock);
+    }
+    return 0;
+}
+
+/* Everything that writes: store.c refuses first, these are the backstop. */
+static int rofs(void) { return -EROFS; }
+static int ro_sync(ms_store *st) { return (void)st, 0; }
+static int ro_batch_begin(ms_store *st) { return (void)st, rofs(); }
+static int ro_batch_end(ms_store *st, bool commit) { return (void)st, (void)commit, 0; }
+static int ro_setattr(ms_store *st, ms_node n, const ms_setattr_req *r, ms_attr *o)
+{
+    return (void)st, (void)n, (void)r, (void)o, rofs();
+}
+static int ro_mkdir(ms_store *st, ms_node p, const char *n, uint32_t m, uint32_t u, uint32_t g,
+                    ms_attr *o)
+{
+    return (void)st, (void)p, (void)n, (void)m, (void)u, (void)g, (void)o, rofs();
+}
+static int ro_rmdir(ms_store *st, ms_node p, const char *n)
+{
+    return (void)st, (void)p, (void)n, rofs();
+}
+static int ro_unlink(ms_store *st, ms_node f, const char *n, int64_t *c)
+{
+    return (void)st, (void)f, (void)n, (void)c, rofs();
+}
+static int ro_rename(ms_store *st, ms_node p, const char *n, ms_node np, const char *nn, bool nr,
+                     int64_t *r)
+{
+    return (void)st, (void)p, (void)n, (void)np, (void)nn, (void)nr, (void)r, rofs();
+}
+static int ro_xattr_set(ms_store *st, ms_node n, ms_xattr_id x, const char *v, size_t l)
+{
+    return (void)st, (void)n, (void)x, (void)v, (void)l, rofs();
+}
+static int ro_message_create(ms_store *st, ms_node f, const char *n, uint32_t m, uint32_t u,
+                             uint32_t g, ms_attr *o)
+{
+    return (void)st, (void)f, (void)n, (void)m, (void)u, (void)g, (void)o, rofs();
+}
+static int ro_content_drop(ms_store *st, int64_t c) { return (void)st, (void)c, 0; }
+static int ro_discard(ms_store *st, int64_t m) { return (void)st, (void)m, 0; }
+static int ro_commit(ms_store *st, const ms_commit *c, int64_t *o, ms_attr *a)
+{
+    return (void)st, (void)c, (void)o, (void)a, rofs();
+}
+static int ro_mailbox_create(ms_store *st, const char *n, ms_mb_state s, const ms_attr *l,
+                             int64_t *id)
+{
+    return (void)st, (void)n, (void)s, (void)l, (void)id, rofs();
+}
+static int ro_mailbox_set(ms_store *st, int64_t id, const ms_mailbox_change *c)
+{
+    return (void)st, (void)id, (void)c, rofs();
+}
+static int ro_mailbox_drop(ms_store *st, int64_t id) { return (void)st, (void)id, rofs(); }
+
+const ms_backend ms_pst_backend = {
+    .name = "pst",
+    .open = pst_open_store,
+    .close = pst_close_store,
+    .stats = pst_stats,
+    .sync = ro_sync,
+    .batch_begin = ro_batch_begin,
+    .batch_end = ro_batch_end,
+    .lookup = pst_lookup,
+    .getattr = pst_getattr,
+    .setattr = ro_setattr,
+    .list = pst_list,
+    .mkdir = ro_mkdir,
+    .rmdir = ro_rmdir,
+    .unlink = ro_unlink,
+    .rename = ro_rename,
+    .xattr_get = pst_xattr_get,
+    .xattr_set = ro_xattr_set,
+    .message_create = ro_message_create,
+    .content_of = pst_content_of,
+    .content_read = pst_content_read,
+    .content_drop = ro_content_drop,
+    .discard_pending = ro_discard,
+    .commit = ro_commit,
+    .mailbox_create = ro_mailbox_create,
+    .mailbox_find = pst_mailbox_find,
+    .mailbox_info = pst_mailbox_info,
+    .mailbox_set = ro_mailbox_set,
+    .mailbox_drop = ro_mailbox_drop,
+    .mailbox_size = pst_mailbox_size,
+    .message_meta = pst_message_meta,
+};
