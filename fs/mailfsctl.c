@@ -35,6 +35,7 @@ static void usage(FILE *f)
                "  deliver [--flags F] STORE MAILBOX [FOLDER] < MESSAGE\n"
                "                                    store one message durably (MTA use)\n"
                "  move MAILBOX TARGET_STORE         move a mailbox (the engine mv uses)\n"
+               "  import FILE.pst STORE MAILBOX     import a PST/OST file as a new mailbox\n"
                "  moves [--json]                    moves with state, progress, rate, ETA\n"
                "  recover                           settle moves a crash left unfinished\n"
                "  undo ID                           move a finished move back, with new mail\n"
@@ -322,6 +323,29 @@ static int cmd_move(ctl *c, const char *mailbox, const char *target)
     return rc ? 1 : 0;
 }
 
+static int cmd_import(ctl *c, const char *file, const char *target, const char *mailbox)
+{
+    ms_journal *j;
+    if (open_journal(c, &j))
+        return 1;
+    ms_store *dst = store_by_name(c, target);
+    int rc = dst ? 0 : -ENOENT;
+    int64_t id = 0;
+    if (!rc) {
+        ms_move_opts o = {.retain_days = ms_config_retain_days(c->cfg)};
+        rc = ms_import(j, file, dst, mailbox, ms_config_spool(c->cfg), &o, &id);
+    }
+    if (rc)
+        fprintf(stderr, "mailfsctl: import %s into %s/%s: %s\n", file, target, mailbox,
+                !dst                    ? "no such store"
+                : id == 0 && rc == -EIO ? "not imported: the file cannot be read (see above)"
+                                        : move_error(rc));
+    else
+        printf("imported %s as %s in %s (move %lld)\n", file, mailbox, target, (long long)id);
+    ms_journal_close(j);
+    return rc ? 1 : 0;
+}
+
 /* Bytes per second and seconds left, from what the journal says. */
 static void move_rate(const ms_move_info *m, double *rate, double *eta)
 {
@@ -403,7 +427,7 @@ static int cmd_recover(ctl *c)
     ms_journal *j;
     if (open_journal(c, &j))
         return 1;
-    int rc = ms_recover(j, store_by_name, c, c->dir);
+    int rc = ms_recover(j, store_by_name, c, c->dir, false);
     if (rc < 0)
         fprintf(stderr, "mailfsctl: recover: %s\n", g_strerror(-rc));
     else
@@ -530,6 +554,8 @@ static int dispatch(ctl *c, int argc, char **argv)
         return cmd_mailbox_create(c, argv[2], argv[3]);
     if (!strcmp(cmd, "deliver"))
         return cmd_deliver(c, argc - 1, argv + 1);
+    if (!strcmp(cmd, "import") && argc == 4)
+        return cmd_import(c, argv[1], argv[2], argv[3]);
     if (!strcmp(cmd, "move") && argc == 3)
         return cmd_move(c, argv[1], argv[2]);
     if (!strcmp(cmd, "moves") && (argc == 1 || (argc == 2 && !strcmp(sub, "--json"))))

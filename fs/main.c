@@ -126,7 +126,7 @@ static int open_journal(mfs *m)
         g_free(err);
         return rc;
     }
-    rc = ms_recover(m->journal, store_by_name, m, m->dir);
+    rc = ms_recover(m->journal, store_by_name, m, m->dir, true);
     if (rc < 0) {
         fprintf(stderr, "mailfs: %s: recovery failed: %s\n", ms_config_journal(m->cfg),
                 g_strerror(-rc));

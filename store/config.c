@@ -83,8 +83,8 @@ static int check_keys(GKeyFile *kf, const char *file, const char *group, const c
 }
 
 static const char *const mailfs_keys[] = {"journal", "retain-days", "spool", NULL};
-static const char *const directory_keys[] = {
-    "uri", "bind-dn", "password-file", "base", "filter", "starttls", "tls-cacert", NULL};
+static const char *const directory_keys[] = {"uri",    "bind-dn",  "password-file", "base",
+                                             "filter", "starttls", "tls-cacert",    NULL};
 static const char *const store_keys[] = {"backend", "path", "directory", "read-only", NULL};
 static const char *const backends[] = {"sqlite", "pst", NULL};
 
@@ -93,8 +93,8 @@ static const char *const backends[] = {"sqlite", "pst", NULL};
  * as true/false, and GKeyFile knows only the latter (and 1/0), so all are
  * taken; anything else is an error naming the key, never a silent false.
  */
-static int get_bool(GKeyFile *kf, const char *file, const char *group, const char *key,
-                    bool *out, char **err)
+static int get_bool(GKeyFile *kf, const char *file, const char *group, const char *key, bool *out,
+                    char **err)
 {
     g_autofree char *v = g_key_file_get_string(kf, group, key, NULL);
     if (!v)

@@ -239,6 +239,44 @@ int jn_dir_get(ms_journal *j, int64_t id, char **dn, char **saved, char **target
     return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : -EIO;
 }
 
+int jn_find_resumable(ms_journal *j, const char *source, const char *target, const char *newname,
+                      int64_t *id)
+{
+    GArray *ids = g_array_new(FALSE, FALSE, sizeof(int64_t));
+    g_mutex_lock(&j->lock);
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(j->db,
+                                "SELECT id FROM move WHERE state = 'running' AND source = ? AND"
+                                " target = ? AND newname = ? ORDER BY id DESC",
+                                -1, &q, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(q, 1, source, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(q, 2, target, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_blob(q, 3, newname, (int)strlen(newname), SQLITE_TRANSIENT);
+        while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+            int64_t v = sqlite3_column_int64(q, 0);
+            g_array_append_val(ids, v);
+        }
+    }
+    sqlite3_finalize(q);
+    g_mutex_unlock(&j->lock);
+    rc = rc == SQLITE_DONE ? -ENOENT : -EIO;
+    for (guint i = 0; rc == -ENOENT && i < ids->len; i++)
+        if (!jn_owner_alive(j, g_array_index(ids, int64_t, i))) {
+            *id = g_array_index(ids, int64_t, i);
+            rc = 0;
+        }
+    g_array_free(ids, TRUE);
+    return rc;
+}
+
+int jn_adopt(ms_journal *j, int64_t id)
+{
+    g_autofree char *start = proc_start(getpid());
+    return run(j, true, "UPDATE move SET owner_pid = ?, owner_start = ?, error = NULL WHERE id = ?",
+               "iti", (int64_t)getpid(), start ? start : "", id);
+}
+
 int jn_disown(ms_journal *j, int64_t id)
 {
     return run(j, true, "UPDATE move SET owner_pid = 0 WHERE id = ?", "i", id);

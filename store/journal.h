@@ -24,6 +24,12 @@ int jn_target_id(ms_journal *j, int64_t id, int64_t *target_mailbox);
 int jn_orphans(ms_journal *j, GArray *ids);
 /* True when move id is still running in a live process. */
 bool jn_owner_alive(ms_journal *j, int64_t id);
+/* An interrupted import of source into target as newname that no live
+ * process owns (state running, before its commit point): -ENOENT if none. */
+int jn_find_resumable(ms_journal *j, const char *source, const char *target, const char *newname,
+                      int64_t *id);
+/* Makes this process the owner of move id again, durably. */
+int jn_adopt(ms_journal *j, int64_t id);
 /* Hands move id over to recovery, even while this process lives. */
 int jn_disown(ms_journal *j, int64_t id);
 /* Step 4's record: the entry, its values before, and the target's (durable). */

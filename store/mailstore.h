@@ -429,8 +429,22 @@ typedef struct ms_move_opts {
  */
 int ms_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mailbox,
             const ms_move_opts *opts, int64_t *id);
-/* Rolls back or forward every unfinished move; returns how many it settled. */
-int ms_recover(ms_journal *j, ms_store_lookup_fn find, void *ctx, ms_directory *dir);
+/*
+ * Imports the .pst/.ost file as mailbox in dst through the move protocol
+ * (journaled, verified, all or nothing), the file untouched.  An import
+ * interrupted before its commit point (its process gone) is resumed: what
+ * it had copied stays.  spool: where rendered items wait (NULL: $TMPDIR).
+ * A file libpst cannot read fails with -EIO and a log line naming it.
+ */
+int ms_import(ms_journal *j, const char *file, ms_store *dst, const char *mailbox,
+              const char *spool, const ms_move_opts *opts, int64_t *id);
+/*
+ * Rolls back or forward every unfinished move; returns how many it
+ * settled.  keep_imports leaves interrupted imports for ms_import to
+ * resume (the daemon at mount); without it they are rolled back.
+ */
+int ms_recover(ms_journal *j, ms_store_lookup_fn find, void *ctx, ms_directory *dir,
+               bool keep_imports);
 /*
  * Reverses finished move id: the mailbox goes back to its source store,
  * with everything that arrived in the target since.  Refuses (-ESTALE)

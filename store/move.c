@@ -98,6 +98,7 @@ typedef struct mover {
     ms_store *src, *dst;
     int64_t id;
     const ms_move_opts *opts;
+    bool resume; /* an interrupted import goes on: what is there stays */
     int64_t messages, bytes;
     int64_t batch_messages, batch_bytes; /* in the open target batch */
     int64_t last_report_ns;
@@ -170,6 +171,14 @@ static int copy_message(mover *mv, const child *m, ms_node dfolder)
     ms_reader *r = NULL;
     ms_writer *w = NULL;
     ms_message_meta meta = {0};
+    ms_attr there;
+    /* Commits are atomic, so a message that is there is whole; the
+     * verification after the copy compares it all the same. */
+    if (mv->resume && ms_lookup(mv->dst, dfolder, m->name, &there) == 0) {
+        mv->messages++;
+        mv->bytes += there.size;
+        return 0;
+    }
     int rc = ms_reader_open(mv->src, m->attr.node.id, &r);
     if (!rc)
         rc = ms_message_get_meta(mv->src, m->attr.node.id, &meta);
@@ -238,6 +247,8 @@ static int copy_children(mover *mv, ms_node sparent, ms_node dparent)
             }
             ms_attr f;
             rc = ms_mkdir(mv->dst, dparent, c->name, c->attr.mode, c->attr.uid, c->attr.gid, &f);
+            if (rc == -EEXIST && mv->resume)
+                rc = ms_lookup(mv->dst, dparent, c->name, &f);
             if (!rc)
                 rc = copy_xattr(mv->src, c->attr.node, mv->dst, f.node, "user.mail.special-use");
             if (!rc)
@@ -409,7 +420,8 @@ static int roll_forward(ms_journal *j, ms_store *src, ms_store *dst, ms_director
     if (ms_mailbox_find(dst, in, MS_MB_INCOMING, &tid) == 0)
         rc = ms_mailbox_set(dst, tid, &(ms_mailbox_change){mi->newname, MS_MB_VISIBLE, 0, -1});
     int64_t until = (int64_t)time(NULL) + (int64_t)retain_days * 86400;
-    if (!rc && ms_mailbox_find(src, mi->mailbox, MS_MB_VISIBLE, &sid) == 0) {
+    /* An import's source (a file, maybe gone by now) is never locked. */
+    if (!rc && src && ms_mailbox_find(src, mi->mailbox, MS_MB_VISIBLE, &sid) == 0) {
         ms_mailbox_info info;
         rc = ms_mailbox_get_info(src, sid, &info);
         if (!rc && info.lock_move == mi->id)
@@ -417,7 +429,7 @@ static int roll_forward(ms_journal *j, ms_store *src, ms_store *dst, ms_director
     }
     if (!rc)
         rc = ms_store_sync(dst);
-    if (!rc)
+    if (!rc && src)
         rc = ms_store_sync(src);
     if (rc) {
         ms_log(LOG_ERR, "move %lld: finishing failed: %s (recovery will retry)", (long long)mi->id,
@@ -483,7 +495,7 @@ static int preflight_directory(ms_directory *dir, ms_store *dst, const char *mai
 }
 
 static int preflight(ms_store *src, ms_store *dst, const char *mailbox, const char *newname,
-                     ms_attr *mb, int64_t *messages, int64_t *bytes)
+                     bool import, ms_attr *mb, int64_t *messages, int64_t *bytes)
 {
     int rc = ms_lookup(src, (ms_node){MS_ROOT, 0}, mailbox, mb);
     if (rc)
@@ -492,9 +504,9 @@ static int preflight(ms_store *src, ms_store *dst, const char *mailbox, const ch
     rc = ms_mailbox_get_info(src, mb->node.id, &info);
     if (rc)
         return rc;
-    if (info.lock_move)
+    if (info.lock_move && !import)
         return -EBUSY;
-    if (ms_store_readonly(dst) || ms_store_readonly(src))
+    if (ms_store_readonly(dst) || (ms_store_readonly(src) && !import))
         return -EROFS;
     ms_attr other;
     rc = ms_lookup(dst, (ms_node){MS_ROOT, 0}, newname, &other);
@@ -531,25 +543,32 @@ static const char *preflight_why(int rc)
     }
 }
 
-int ms_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mailbox,
-            const ms_move_opts *opts, int64_t *id_out)
+/*
+ * The move of DESIGN 4.  An import (source a read-only file) is the same
+ * protocol without the source's lock and retention and without the
+ * directory step; with resume it goes on with that interrupted import,
+ * keeping what it had copied.
+ */
+static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mailbox,
+                    const ms_move_opts *opts, bool import, int64_t resume, int64_t *id_out)
 {
     const char *newname = opts && opts->newname ? opts->newname : mailbox;
     ms_attr mb;
     int64_t total_messages = 0, total_bytes = 0;
     if (src == dst)
         return -EINVAL;
-    int rc = preflight(src, dst, mailbox, newname, &mb, &total_messages, &total_bytes);
-    if (!rc)
+    int rc = preflight(src, dst, mailbox, newname, import, &mb, &total_messages, &total_bytes);
+    if (!rc && !import)
         rc = preflight_directory(opts ? opts->dir : NULL, dst, mailbox);
     if (rc) {
         ms_log(LOG_INFO, "move %s from %s to %s refused: %s", mailbox, ms_store_name(src),
                ms_store_name(dst), preflight_why(rc));
         return rc;
     }
-    int64_t id;
-    rc = jn_create(j, mailbox, newname, ms_store_name(src), ms_store_name(dst), total_messages,
-                   total_bytes, &id);
+    int64_t id = resume;
+    rc = resume ? jn_adopt(j, id)
+                : jn_create(j, mailbox, newname, ms_store_name(src), ms_store_name(dst),
+                            total_messages, total_bytes, &id);
     if (rc)
         return rc;
     if (id_out)
@@ -562,8 +581,11 @@ int ms_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mailbox,
            mailbox, mi.source, mi.target, newname, (long long)total_messages,
            (long long)total_bytes);
 
+    if (resume)
+        ms_log(LOG_INFO, "move %lld: resumed", (long long)id);
     /* Lock: from here writes into the mailbox get EBUSY; reads go on. */
-    rc = ms_mailbox_set(src, mb.node.id, &(ms_mailbox_change){NULL, -1, id, -1});
+    if (!import)
+        rc = ms_mailbox_set(src, mb.node.id, &(ms_mailbox_change){NULL, -1, id, -1});
     if (rc) {
         jn_set_state(j, id, "rolled-back", preflight_why(rc));
         return rc;
@@ -571,10 +593,11 @@ int ms_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mailbox,
     int64_t locked_at = jn_now_ns();
     ms_fault("locked");
 
-    mover mv = {.j = j, .src = src, .dst = dst, .id = id, .opts = opts};
+    mover mv = {.j = j, .src = src, .dst = dst, .id = id, .opts = opts, .resume = resume != 0};
     g_autofree char *in = incoming_name(id, newname);
     int64_t tid = 0;
-    rc = ms_mailbox_create(dst, in, MS_MB_INCOMING, &mb, &tid);
+    if (!resume || ms_mailbox_find(dst, in, MS_MB_INCOMING, &tid) != 0)
+        rc = ms_mailbox_create(dst, in, MS_MB_INCOMING, &mb, &tid);
     if (!rc)
         rc = jn_set_target_id(j, id, tid);
     if (!rc)
@@ -603,7 +626,7 @@ int ms_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mailbox,
         ms_log(LOG_INFO, "move %lld: copied and verified %lld messages, %lld bytes", (long long)id,
                (long long)mv.messages, (long long)mv.bytes);
         ms_fault("verified");
-        rc = directory_step(j, &mv, opts ? opts->dir : NULL, mailbox);
+        rc = directory_step(j, &mv, opts && !import ? opts->dir : NULL, mailbox);
     }
     if (!rc)
         rc = jn_set_state(j, id, "committed", NULL); /* the commit point */
@@ -611,22 +634,82 @@ int ms_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mailbox,
         const char *why = mv.error ? mv.error : rc == -EINTR ? "interrupted" : g_strerror(-rc);
         ms_log(LOG_ERR, "move %lld: failed: %s", (long long)id, why);
         jn_set_state(j, id, "running", why); /* kept even if rolling back fails */
-        roll_back(j, src, dst, opts ? opts->dir : NULL, &mi, why);
+        roll_back(j, src, dst, opts && !import ? opts->dir : NULL, &mi, why);
         g_free(mv.error);
         return rc;
     }
     jn_step(j, id, "committed", false);
     ms_fault("committed");
     g_free(mv.error);
-    return roll_forward(j, src, dst, opts ? opts->dir : NULL, &mi, opts ? opts->retain_days : 7,
-                        locked_at)
+    return roll_forward(j, src, dst, opts && !import ? opts->dir : NULL, &mi,
+                        opts ? opts->retain_days : 7, import ? 0 : locked_at)
                ? -EIO
                : 0;
 }
 
+int ms_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mailbox,
+            const ms_move_opts *opts, int64_t *id_out)
+{
+    return run_move(j, src, dst, mailbox, opts, false, 0, id_out);
+}
+
+/* The source of an import: the file as a one-mailbox pst store named by
+ * its absolute path (no store name can hold a '/'). */
+static int open_import_source(const char *path, const char *spool, ms_store **out)
+{
+    ms_store_conf sc = {
+        .name = (char *)path, .backend = "pst", .path = (char *)path, .spool = (char *)spool};
+    char *err = NULL;
+    int rc = ms_store_open(&sc, MS_OPEN_READONLY, out, &err);
+    if (rc)
+        ms_log(LOG_ERR, "%s", err ? err : g_strerror(-rc));
+    g_free(err);
+    return rc;
+}
+
+static int first_child(void *ctx, const char *name, const ms_attr *a, uint64_t cookie)
+{
+    (void)a;
+    (void)cookie;
+    *(char **)ctx = g_strdup(name);
+    return 1;
+}
+
+int ms_import(ms_journal *j, const char *file, ms_store *dst, const char *mailbox,
+              const char *spool, const ms_move_opts *opts, int64_t *id_out)
+{
+    char *abs = realpath(file, NULL);
+    if (!abs) {
+        int e = errno;
+        ms_log(LOG_ERR, "%s: %s", file, g_strerror(e));
+        return -e;
+    }
+    ms_store *src = NULL;
+    int rc = open_import_source(abs, spool, &src);
+    g_autofree char *stem = NULL;
+    if (!rc)
+        rc = ms_list(src, (ms_node){MS_ROOT, 0}, 0, first_child, &stem);
+    if (!rc && !stem)
+        rc = -ENOENT;
+    int64_t resume = 0;
+    if (!rc && jn_find_resumable(j, abs, ms_store_name(dst), mailbox, &resume) == 0)
+        ms_log(LOG_INFO, "import of %s into %s/%s: resuming move %lld", abs, ms_store_name(dst),
+               mailbox, (long long)resume);
+    if (!rc) {
+        ms_move_opts o = opts ? *opts : (ms_move_opts){.retain_days = 7};
+        o.newname = mailbox;
+        o.dir = NULL;
+        rc = run_move(j, src, dst, stem, &o, true, resume, id_out);
+    }
+    ms_store_close(src);
+    free(abs);
+    return rc;
+}
+
 /* --------------------------------------------------- recovery and more */
 
-int ms_recover(ms_journal *j, ms_store_lookup_fn find, void *ctx, ms_directory *dir)
+int ms_recover(ms_journal *j, ms_store_lookup_fn find, void *ctx, ms_directory *dir,
+               bool keep_imports)
 {
     GArray *ids = g_array_new(FALSE, FALSE, sizeof(int64_t));
     int rc = jn_orphans(j, ids);
@@ -635,10 +718,13 @@ int ms_recover(ms_journal *j, ms_store_lookup_fn find, void *ctx, ms_directory *
         ms_move_info mi;
         if (ms_journal_get(j, g_array_index(ids, int64_t, i), &mi))
             continue;
-        ms_store *src = find(ctx, mi.source), *dst = find(ctx, mi.target);
+        bool import = mi.source[0] == '/';
+        if (import && keep_imports && strcmp(mi.state, "committed"))
+            continue; /* left for `mailfsctl import` to resume */
+        ms_store *src = import ? NULL : find(ctx, mi.source), *dst = find(ctx, mi.target);
         int r;
         if (!strcmp(mi.state, "committed")) {
-            if (!src || !dst) {
+            if ((!src && !import) || !dst) {
                 ms_log(LOG_ERR, "move %lld: cannot roll forward: store %s is not configured",
                        (long long)mi.id, src ? mi.target : mi.source);
                 continue;

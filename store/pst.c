@@ -22,6 +22,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -52,6 +53,7 @@ typedef struct pmbox {
     GMutex lock;
     int state; /* 0: not opened, 1: open, -EIO: unreadable */
     char *error;
+    bool pf_open; /* pst_close owed, whatever state says */
     pst_file pf;
     pst_item *root;
     pnode top;        /* its children are the mailbox's folders */
@@ -79,13 +81,18 @@ static void pnode_free(pnode *n)
         g_hash_table_destroy(n->by_name);
 }
 
+static void pnode_destroy(pnode *n)
+{
+    pnode_free(n);
+    g_free(n);
+}
+
 static void pmbox_free(pmbox *m)
 {
-    if (m->state == 1) {
-        if (m->root)
-            pst_freeItem(m->root);
+    if (m->root)
+        pst_freeItem(m->root);
+    if (m->pf_open)
         pst_close(&m->pf);
-    }
     pnode_free(&m->top);
     if (m->nodes)
         g_ptr_array_free(m->nodes, TRUE);
@@ -214,9 +221,13 @@ static int mbox_open_locked(ms_store *st, pmbox *m)
         int e = errno;
         return fail_mbox(m, g_strerror(e));
     }
-    if (pst_open(&m->pf, m->path, NULL) < 0)
+    if (pst_open(&m->pf, m->path, NULL) < 0) {
+        /* libpst closes the file but keeps what it allocated first. */
+        free(m->pf.cwd);
+        free(m->pf.fname);
         return fail_mbox(m, "not a PST file, or unreadable (libpst cannot open it)");
-    m->state = 1; /* from here pmbox_free closes it */
+    }
+    m->pf_open = true;
     if (pst_load_index(&m->pf) < 0)
         return fail_mbox(m, "its index is damaged (libpst cannot load it)");
     pst_load_extended_attributes(&m->pf);
@@ -228,9 +239,9 @@ static int mbox_open_locked(ms_store *st, pmbox *m)
     m->top.kind = MS_MAILBOX;
     m->top.id = m->id;
     m->top.d = top;
-    m->nodes = g_ptr_array_new_with_free_func((GDestroyNotify)pnode_free);
-    g_ptr_array_set_free_func(m->nodes, (GDestroyNotify)(void (*)(void *))g_free);
+    m->nodes = g_ptr_array_new_with_free_func((GDestroyNotify)pnode_destroy);
     m->spool = ms_spool_new(P(st)->spool_dir);
+    m->state = 1;
     return 0;
 }
 

@@ -318,6 +318,8 @@ static void add_attachments(pst_file *pf, pst_item *it, const char *salt, int de
             pst_binary b = pst_attach_to_mem(pf, a);
             part = binary_part(u8(it, &a->mimetype), name, u8(it, &a->content_id), b.data, b.size);
             free(b.data);
+        } else if (a->method == PST_ATTACH_NONE && !a->i_id) {
+            /* An empty attachment record (Outlook writes them): no bytes. */
         } else {
             ms_log(LOG_WARNING, "%s: item %s: attachment %d (%s) has no data: left out", pf->fname,
                    salt, n, name ? name : "unnamed");

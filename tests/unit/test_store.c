@@ -404,7 +404,7 @@ static void test_move_and_undo(void **state)
     assert_int_equal(ms_journal_get(j, id, &mi), 0);
     assert_string_equal(mi.state, "done");
     assert_int_equal(mi.done_messages, 2);
-    assert_int_equal(ms_recover(j, find_store, f, NULL), 0); /* nothing to settle */
+    assert_int_equal(ms_recover(j, find_store, f, NULL, false), 0); /* nothing to settle */
     /* new mail in the target, then undo: all of it comes back */
     assert_int_equal(ms_resolve(f->b, "kim/INBOX", &n), 0);
     put(f->b, n, "three", "third", 5);
