@@ -106,6 +106,11 @@ check "read items carry \\Seen" bash -c "getfattr --absolute-names --only-values
 check "an embedded message is a message/rfc822 part" \
     bash -c "'$DUMP' '$P/pstsdk_submessage/submessage/1.eml' | grep -q '^embedded'"
 
+# password-protected files: libpst ignores the password (README)
+check "password-protected PST: Inbox has its 4 messages" \
+    test "$(ls "$P/aspose_passwordprotectedPST/Inbox" | wc -l)" = 4
+check "... Deleted Items its 14" test "$(ls "$P/aspose_passwordprotectedPST/Deleted Items" | wc -l)" = 14
+
 # ------------------------------------------------------- read-only
 I=$P/aspose_source/Inbox
 for op in "touch $I/new.eml" "mkdir $I/sub" "rm $I/1.eml" "mv $I/1.eml $I/x.eml" \
