@@ -36,6 +36,7 @@ static void usage(FILE *f)
                "                                    store one message durably (MTA use)\n"
                "  move MAILBOX TARGET_STORE         move a mailbox (the engine mv uses)\n"
                "  import FILE.pst STORE MAILBOX     import a PST/OST file as a new mailbox\n"
+               "  compact STORE                     give the store's free space back (online)\n"
                "  moves [--json]                    moves with state, progress, rate, ETA\n"
                "  recover                           settle moves a crash left unfinished\n"
                "  undo ID                           move a finished move back, with new mail\n"
@@ -346,6 +347,51 @@ static int cmd_import(ctl *c, const char *file, const char *target, const char *
     return rc ? 1 : 0;
 }
 
+/*
+ * Compaction shrinks the store's files in place.  It is refused while a
+ * move into or out of the store is unsettled: a rollback or roll-forward
+ * may still need what is there, and the hidden copy is mid-write.
+ */
+static int cmd_compact(ctl *c, const char *name)
+{
+    ms_journal *j;
+    if (open_journal(c, &j))
+        return 1;
+    ms_move_info *mv = NULL;
+    size_t n = 0;
+    int rc = ms_journal_list(j, &mv, &n);
+    for (size_t i = 0; !rc && i < n; i++) {
+        bool unsettled = !strcmp(mv[i].state, "running") || !strcmp(mv[i].state, "committed");
+        if (unsettled && (!strcmp(mv[i].source, name) || !strcmp(mv[i].target, name))) {
+            fprintf(stderr,
+                    "mailfsctl: compact %s: refused: move %lld of %s is in progress (state %s, "
+                    "step %s); wait for it or run mailfsctl recover\n",
+                    name, (long long)mv[i].id, mv[i].mailbox, mv[i].state, mv[i].step);
+            rc = -EBUSY;
+        }
+    }
+    g_free(mv);
+    ms_journal_close(j);
+    if (rc)
+        return 1;
+    ms_store *st = store_by_name(c, name);
+    if (!st)
+        return 1;
+    int64_t before = 0, after = 0;
+    rc = ms_store_compact(st, &before, &after);
+    if (rc) {
+        fprintf(stderr, "mailfsctl: compact %s: %s\n", name,
+                rc == -EBUSY   ? "the store stayed locked by another process; try again"
+                : rc == -EROFS ? "the store is read-only"
+                               : g_strerror(-rc));
+        return 1;
+    }
+    g_autofree char *b = human(before), *a = human(after), *f = human(before - after);
+    printf("compacted %s: %s -> %s (%s freed, %d%%)\n", name, b, a, f,
+           before > 0 ? (int)(100 * (before - after) / before) : 0);
+    return 0;
+}
+
 /* Bytes per second and seconds left, from what the journal says. */
 static void move_rate(const ms_move_info *m, double *rate, double *eta)
 {
@@ -554,6 +600,8 @@ static int dispatch(ctl *c, int argc, char **argv)
         return cmd_mailbox_create(c, argv[2], argv[3]);
     if (!strcmp(cmd, "deliver"))
         return cmd_deliver(c, argc - 1, argv + 1);
+    if (!strcmp(cmd, "compact") && argc == 2)
+        return cmd_compact(c, argv[1]);
     if (!strcmp(cmd, "import") && argc == 4)
         return cmd_import(c, argv[1], argv[2], argv[3]);
     if (!strcmp(cmd, "move") && argc == 3)

@@ -177,6 +177,20 @@ out_destroy:
     return ret;
 }
 
+/* "-ofsname=/abs/config", with fuse_opt's separators escaped. */
+static char *fsname_option(const char *config)
+{
+    char *abs = realpath(config, NULL);
+    GString *s = g_string_new("-ofsname=");
+    for (const char *p = abs ? abs : config; *p; p++) {
+        if (*p == ',' || *p == '\\')
+            g_string_append_c(s, '\\');
+        g_string_append_c(s, *p);
+    }
+    free(abs);
+    return g_string_free(s, FALSE);
+}
+
 int main(int argc, char *argv[])
 {
     struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -184,6 +198,7 @@ int main(int argc, char *argv[])
     struct fuse_cmdline_opts co = {0};
     int ret = 1;
     mfs m = {0};
+    char *fsname = NULL;
 
     if (fuse_opt_parse(&args, &o, option_spec, take_config) != 0)
         return 1;
@@ -215,6 +230,10 @@ int main(int argc, char *argv[])
     }
     if (open_stores(&m) != 0 || open_journal(&m) != 0)
         goto out;
+    /* The mount's source is the configuration, as sshfs shows its
+     * host:path: /proc/mounts then says which site is mounted where. */
+    fsname = fsname_option(o.config);
+    fuse_opt_add_arg(&args, fsname);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     m.mount_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
@@ -238,6 +257,7 @@ out:
     ms_config_free(m.cfg);
     free(co.mountpoint);
     free(o.config);
+    g_free(fsname);
     fuse_opt_free_args(&args);
     return ret;
 }

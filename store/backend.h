@@ -32,6 +32,7 @@ typedef struct ms_backend {
     int (*open)(ms_store *st, const ms_store_conf *conf, int flags, char **err);
     void (*close)(ms_store *st);
     int (*stats)(ms_store *st, ms_store_stats *out);
+    int (*compact)(ms_store *st, int64_t *before, int64_t *after);
     int (*sync)(ms_store *st);
     int (*batch_begin)(ms_store *st);
     int (*batch_end)(ms_store *st, bool commit);

@@ -150,6 +150,13 @@ typedef struct ms_store_stats {
     int64_t reclaimable_bytes; /* free pages inside them */
 } ms_store_stats;
 int ms_store_stats_get(ms_store *st, ms_store_stats *out);
+/*
+ * Gives the store's free space (left by deleted, moved-out and purged
+ * mailboxes) back to the filesystem, while the store stays in use.
+ * *before and *after: the size of its files.  -EBUSY when another
+ * process kept it locked too long.  Callers refuse it during moves.
+ */
+int ms_store_compact(ms_store *st, int64_t *before, int64_t *after);
 /* Space of the filesystem holding the store, for statfs and preflight. */
 int ms_store_statvfs(ms_store *st, struct statvfs *out);
 /*

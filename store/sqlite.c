@@ -436,6 +436,10 @@ static int sq_open(ms_store *st, const ms_store_conf *conf, int flags, char **er
             *err = g_strdup_printf("%s: cannot switch to WAL: %s", path, sqlite3_errmsg(c->db));
             ret = -EIO;
         }
+        /* Before the first table: compaction can then free pages in small
+         * steps while the store is in use (see sq_compact). */
+        if (!ret && create && sq_exec(c, "PRAGMA auto_vacuum=INCREMENTAL") != SQLITE_OK)
+            ret = -EIO;
         if (!ret && ver < SCHEMA_VERSION)
             ret = migrate(c, ver, err, path);
         if (!ret && create) {
@@ -585,6 +589,68 @@ static int stats_in(conn *c, const char *path, ms_store_stats *out)
     return 0;
 }
 
+static int64_t files_size(const char *path)
+{
+    struct stat sb;
+    int64_t n = stat(path, &sb) == 0 ? sb.st_size : 0;
+    g_autofree char *wal = g_strconcat(path, "-wal", NULL);
+    return n + (stat(wal, &sb) == 0 ? sb.st_size : 0);
+}
+
+/* SQLITE_BUSY means another process holds the store longer than the
+ * busy timeout: say so rather than a generic I/O error. */
+static int exec_errno(conn *c, const char *sql)
+{
+    int rc = sq_exec(c, sql);
+    return rc == SQLITE_OK ? 0 : rc == SQLITE_BUSY || rc == SQLITE_LOCKED ? -EBUSY : -EIO;
+}
+
+/*
+ * Gives the free pages inside the store back to the filesystem while the
+ * store stays in use: freed pages are moved to the end and cut off a few
+ * megabytes at a time (incremental vacuum), each step its own short
+ * transaction, so the daemon's readers never wait and its writers wait
+ * for one step at most.  A store made before auto_vacuum was set needs
+ * one full VACUUM first (writers wait for that one).
+ */
+static int sq_compact(ms_store *st, int64_t *before, int64_t *after)
+{
+    sq *s = S(st);
+    conn *c = conn_get(st);
+    if (!c)
+        return -EIO;
+    sq_exec(c, "PRAGMA wal_checkpoint(TRUNCATE)");
+    *before = files_size(s->path);
+    int mode = 0, freep = 0, rc = 0;
+    pragma_int(c, "PRAGMA auto_vacuum", &mode);
+    if (mode != 2) {
+        ms_log(LOG_INFO, "%s: converting to incremental vacuum (one full rewrite)", s->path);
+        rc = exec_errno(c, "PRAGMA auto_vacuum=INCREMENTAL");
+        if (!rc)
+            rc = exec_errno(c, "VACUUM");
+    }
+    while (!rc && pragma_int(c, "PRAGMA freelist_count", &freep) == SQLITE_OK && freep > 0)
+        rc = exec_errno(c, "PRAGMA incremental_vacuum(2048)");
+    /* Readers of the daemon may hold the WAL for a moment: a few tries. */
+    for (int i = 0; !rc && i < 50; i++) {
+        sqlite3_stmt *q = NULL;
+        int busy = 1;
+        if (sqlite3_prepare_v2(c->db, "PRAGMA wal_checkpoint(TRUNCATE)", -1, &q, NULL) ==
+                SQLITE_OK &&
+            sqlite3_step(q) == SQLITE_ROW)
+            busy = sqlite3_column_int(q, 0);
+        sqlite3_finalize(q);
+        if (!busy)
+            break;
+        g_usleep(20000);
+    }
+    *after = files_size(s->path);
+    conn_put(st, c);
+    if (rc)
+        ms_log(LOG_ERR, "%s: compaction stopped: %s", s->path, g_strerror(-rc));
+    return rc;
+}
+
 static int sq_stats(ms_store *st, ms_store_stats *out)
 {
     WITH_CONN(st, c, stats_in(c, S(st)->path, out));
@@ -595,6 +661,7 @@ const ms_backend ms_sqlite_backend = {
     .open = sq_open,
     .close = sq_close,
     .stats = sq_stats,
+    .compact = sq_compact,
     .sync = sq_sync,
     .batch_begin = sq_batch_begin,
     .batch_end = sq_batch_end,

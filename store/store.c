@@ -59,6 +59,13 @@ const char *ms_store_name(const ms_store *st) { return st->name; }
 bool ms_store_readonly(const ms_store *st) { return st->readonly; }
 const char *ms_store_directory(const ms_store *st) { return st->directory; }
 int ms_store_stats_get(ms_store *st, ms_store_stats *out) { return st->be->stats(st, out); }
+int ms_store_compact(ms_store *st, int64_t *before, int64_t *after)
+{
+    if (st->readonly)
+        return -EROFS;
+    return st->be->compact ? st->be->compact(st, before, after) : -ENOTSUP;
+}
+
 int ms_store_sync(ms_store *st) { return st->readonly ? 0 : st->be->sync(st); }
 
 int ms_batch_begin(ms_store *st) { return st->readonly ? -EROFS : st->be->batch_begin(st); }
