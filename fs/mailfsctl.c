@@ -590,6 +590,7 @@ static int cmd_check(ctl *c, int argc, char **argv)
 
 static int dispatch(ctl *c, int argc, char **argv)
 {
+
     const char *cmd = argv[0];
     const char *sub = argc > 1 ? argv[1] : "";
     if (!strcmp(cmd, "store") && !strcmp(sub, "create") && argc == 3)
@@ -644,6 +645,13 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    /* "mailfsctl COMMAND --help": the usage, which shows every command;
+     * before the configuration, which --help must not need. */
+    for (int k = i; k < argc; k++)
+        if (!strcmp(argv[k], "--help") || !strcmp(argv[k], "-h")) {
+            usage(stdout);
+            return 0;
+        }
     ms_log_to_stderr(LOG_WARNING);
     if (load_config(&c)) /* check's contract: 2 is "could not check" */
         return !strcmp(argv[i], "deliver") ? EX_CONFIG : !strcmp(argv[i], "check") ? 2 : 1;
