@@ -137,6 +137,41 @@ static int open_journal(mfs *m)
     return 0;
 }
 
+/*
+ * SQLite connections must not cross fork(): their POSIX locks belong to
+ * the parent, which exits, and a connection opened later in the child
+ * then believes nobody else has the store open and resets the shared WAL
+ * index under the inherited ones (reads fail, a move's verification finds
+ * messages "missing").  So the stores and the journal are opened before
+ * daemonizing, to report errors on the terminal, and again after.
+ */
+static int reopen_after_fork(mfs *m)
+{
+    ms_journal_close(m->journal);
+    m->journal = NULL;
+    size_t n = m->nstores;
+    for (size_t i = 0; i < n; i++) {
+        ms_store_close(m->stores[i]);
+        m->stores[i] = NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char *err = NULL;
+        int rc = ms_store_open(ms_config_store(m->cfg, i), MS_OPEN_DAEMON, &m->stores[i], &err);
+        if (rc) {
+            ms_log(LOG_ERR, "%s", err ? err : g_strerror(-rc));
+            g_free(err);
+            return rc;
+        }
+    }
+    char *err = NULL;
+    int rc = ms_journal_open(ms_config_journal(m->cfg), &m->journal, &err);
+    if (rc) {
+        ms_log(LOG_ERR, "%s", err ? err : g_strerror(-rc));
+        g_free(err);
+    }
+    return rc;
+}
+
 static int serve(mfs *m, struct fuse_args *args, struct fuse_cmdline_opts *co)
 {
     m->se = fuse_session_new(args, &mfs_ops, sizeof mfs_ops, m);
@@ -153,6 +188,10 @@ static int serve(mfs *m, struct fuse_args *args, struct fuse_cmdline_opts *co)
            co->mountpoint, m->nstores);
     /* After the mount, so that when this command returns it is usable. */
     fuse_daemonize(co->foreground);
+    if (!co->foreground && reopen_after_fork(m) != 0) {
+        fuse_session_unmount(m->se);
+        goto out_signals;
+    }
     if (co->singlethread) {
         ret = fuse_session_loop(m->se);
     } else {
