@@ -9,6 +9,7 @@
  * still has a live process behind it.
  */
 #include "journal.h"
+#include "sqlite_int.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -71,7 +72,7 @@ int ms_journal_open(const char *path, ms_journal **out, char **err)
     int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
     char *msg = NULL;
     if (rc == SQLITE_OK) {
-        sqlite3_busy_timeout(db, 30000);
+        sqlite3_busy_handler(db, sq_busy_wait, NULL);
         rc = sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL,
                           &msg);
     }

@@ -165,8 +165,14 @@ static void report(mover *mv, bool force)
     }
 }
 
-/* Copies one message: bytes, name, UID, date, mode, owner, flags. */
-static int copy_message(mover *mv, const child *m, ms_node dfolder)
+/*
+ * Reads one message of the source into a writer for the target: bytes,
+ * name, UID, date, mode, owner, flags.  Nothing of the target is locked
+ * yet (the bytes wait in the writer's spool), so the source is read and
+ * hashed while other writers of the target, such as a second move into
+ * it, go on.  Returns 1 when a resumed import already has the message.
+ */
+static int prepare_message(mover *mv, const child *m, ms_node dfolder, ms_writer **out)
 {
     ms_reader *r = NULL;
     ms_writer *w = NULL;
@@ -177,7 +183,7 @@ static int copy_message(mover *mv, const child *m, ms_node dfolder)
     if (mv->resume && ms_lookup(mv->dst, dfolder, m->name, &there) == 0) {
         mv->messages++;
         mv->bytes += there.size;
-        return 0;
+        return 1;
     }
     int rc = ms_reader_open(mv->src, m->attr.node.id, &r);
     if (!rc)
@@ -203,23 +209,36 @@ static int copy_message(mover *mv, const child *m, ms_node dfolder)
         ms_setattr_req a = {MS_SET_MODE | MS_SET_UID | MS_SET_GID | MS_SET_MTIME, m->attr.mode,
                             m->attr.uid, m->attr.gid, m->attr.mtime_ns};
         ms_writer_setattr(w, &a);
-        rc = ms_writer_commit(w, false, NULL, NULL);
+        *out = w;
+    } else {
+        ms_writer_close(w);
     }
-    if (!rc) {
-        mv->messages++;
-        mv->bytes += ms_reader_size(r);
-        mv->batch_messages++;
-        mv->batch_bytes += ms_reader_size(r);
-        if (mv->batch_messages >= BATCH_MESSAGES || mv->batch_bytes >= BATCH_BYTES) {
-            rc = ms_batch_end(mv->dst, true);
-            if (!rc)
-                rc = ms_batch_begin(mv->dst);
-            mv->batch_messages = mv->batch_bytes = 0;
-        }
-    }
-    ms_writer_close(w);
     ms_reader_close(r);
     g_free(meta.flags);
+    return rc;
+}
+
+/* Commits the prepared writers in one target transaction, then frees them. */
+static int commit_prepared(mover *mv, GPtrArray *ready)
+{
+    if (!ready->len)
+        return 0;
+    int rc = ms_batch_begin(mv->dst);
+    int64_t bytes = 0;
+    for (guint i = 0; !rc && i < ready->len; i++) {
+        ms_writer *w = ready->pdata[i];
+        bytes += ms_writer_size(w);
+        rc = ms_writer_commit(w, false, NULL, NULL);
+    }
+    int e = ms_batch_end(mv->dst, rc == 0);
+    if (!rc)
+        rc = e;
+    if (!rc) {
+        mv->messages += ready->len;
+        mv->bytes += bytes;
+    }
+    g_ptr_array_set_size(ready, 0);
+    mv->batch_messages = mv->batch_bytes = 0;
     return rc;
 }
 
@@ -228,6 +247,7 @@ static int copy_children(mover *mv, ms_node sparent, ms_node dparent)
 {
     GArray *page = g_array_new(FALSE, FALSE, sizeof(child));
     g_array_set_clear_func(page, child_clear);
+    GPtrArray *ready = g_ptr_array_new_with_free_func((GDestroyNotify)ms_writer_close);
     uint64_t cookie = 0;
     int rc = 0;
     /* rc is tested before each page: an error inside one must end the
@@ -240,13 +260,27 @@ static int copy_children(mover *mv, ms_node sparent, ms_node dparent)
                 break;
             }
             if (c->attr.node.kind == MS_MESSAGE) {
-                rc = copy_message(mv, c, dparent);
-                if (rc && rc != -EINTR)
+                ms_writer *w = NULL;
+                rc = prepare_message(mv, c, dparent, &w);
+                if (rc == 1) {
+                    rc = 0;
+                } else if (!rc) {
+                    g_ptr_array_add(ready, w);
+                    mv->batch_messages++;
+                    mv->batch_bytes += ms_writer_size(w);
+                    if (mv->batch_messages >= BATCH_MESSAGES || mv->batch_bytes >= BATCH_BYTES)
+                        rc = commit_prepared(mv, ready);
+                }
+                if (rc && rc != -EINTR && !mv->error)
                     mv->error = g_strdup_printf("copying message %s: %s", c->name, g_strerror(-rc));
                 continue;
             }
+            /* What is read so far goes in first: the subtree may be big. */
+            rc = commit_prepared(mv, ready);
             ms_attr f;
-            rc = ms_mkdir(mv->dst, dparent, c->name, c->attr.mode, c->attr.uid, c->attr.gid, &f);
+            if (!rc)
+                rc =
+                    ms_mkdir(mv->dst, dparent, c->name, c->attr.mode, c->attr.uid, c->attr.gid, &f);
             if (rc == -EEXIST && mv->resume)
                 rc = ms_lookup(mv->dst, dparent, c->name, &f);
             if (!rc)
@@ -259,10 +293,13 @@ static int copy_children(mover *mv, ms_node sparent, ms_node dparent)
             if (rc && rc != -EINTR && !mv->error)
                 mv->error = g_strdup_printf("copying folder %s: %s", c->name, g_strerror(-rc));
         }
+        if (!rc)
+            rc = commit_prepared(mv, ready);
         report(mv, false);
         if (!rc)
             ms_fault("copy");
     }
+    g_ptr_array_free(ready, TRUE);
     g_array_free(page, TRUE);
     return rc;
 }
@@ -606,13 +643,7 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
     if (!rc)
         rc = copy_xattr(src, mb.node, dst, troot, "user.mail.acl");
     if (!rc)
-        rc = ms_batch_begin(dst);
-    if (!rc) {
         rc = copy_children(&mv, mb.node, troot);
-        int e = ms_batch_end(dst, rc == 0);
-        if (!rc)
-            rc = e;
-    }
     report(&mv, true);
     if (!rc)
         rc = ms_store_sync(dst);

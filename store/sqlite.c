@@ -93,6 +93,22 @@ int sq_exec(conn *c, const char *sql)
     return rc;
 }
 
+/*
+ * Waits for another process's write transaction: SQLite's own busy
+ * handler sleeps up to 100 ms between looks, so a writer waiting behind
+ * another process (two movers into one store) woke long after the lock
+ * was free.  Short naps instead; the same 30 s limit.
+ */
+int sq_busy_wait(void *ctx, int tries)
+{
+    (void)ctx;
+    int64_t slept_us = tries < 200 ? tries * 250LL : 200 * 250LL + (tries - 200) * 2000LL;
+    if (slept_us >= 30 * 1000000LL)
+        return 0;
+    g_usleep(tries < 200 ? 250 : 2000);
+    return 1;
+}
+
 static int conn_open(const char *path, bool ro, bool create, conn **out)
 {
     int oflags = SQLITE_OPEN_NOMUTEX | (ro ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE);
@@ -105,7 +121,7 @@ static int conn_open(const char *path, bool ro, bool create, conn **out)
         return rc;
     }
     sqlite3_extended_result_codes(db, 1);
-    sqlite3_busy_timeout(db, 30000);
+    sqlite3_busy_handler(db, sq_busy_wait, NULL);
     conn *c = g_new0(conn, 1);
     c->db = db;
     c->stmts = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, stmt_finalize);

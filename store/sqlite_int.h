@@ -40,6 +40,8 @@ int64_t now_ns(void);
 int sq_errno(sqlite3 *db, int rc, const char *what);
 int sq_exec(conn *c, const char *sql);
 int pragma_int(conn *c, const char *sql, int *out);
+/* Busy handler for every mailfs SQLite handle (stores and journal). */
+int sq_busy_wait(void *ctx, int tries);
 conn *conn_get(ms_store *st);
 void conn_put(ms_store *st, conn *c);
 sqlite3_stmt *Q(conn *c, const char *sql);
