@@ -39,5 +39,7 @@ check "all 16 back in srv1" test "$(ls "$M/srv1" | wc -l)" = 16
 check "no move rolled back" test "$(journal "$S" "select count(*) from move where state != 'purged' and state != 'done'")" = 0
 check "... and every message intact" diff -r "$TD/eml/cpython" "$M/srv1/mb7/INBOX"
 fusermount3 -u "$M"
-wait_for "the daemon to exit" bash -c "! pgrep -f 'mailfs $S/conf' >/dev/null"
+# (pgrep from this shell: a `bash -c` would match its own command line)
+daemon_gone() { ! pgrep -f "mailfs $S/conf" >/dev/null; }
+wait_for "the daemon to exit" daemon_gone
 [ $FAILS = 0 ]
