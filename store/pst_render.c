@@ -231,8 +231,9 @@ static GMimeObject *text_part(const char *subtype, const char *text)
     return GMIME_OBJECT(tp);
 }
 
+/* take: data is malloc'd and becomes the part's (no copy of big bytes). */
 static GMimeObject *binary_part(const char *mimetype, const char *filename, const char *cid,
-                                const void *data, size_t size)
+                                void *data, size_t size, bool take)
 {
     GMimePart *p = g_mime_part_new_with_type("application", "octet-stream");
     GMimeContentType *ct = mimetype ? g_mime_content_type_parse(NULL, mimetype) : NULL;
@@ -240,7 +241,13 @@ static GMimeObject *binary_part(const char *mimetype, const char *filename, cons
         g_mime_object_set_content_type(GMIME_OBJECT(p), ct);
     if (ct)
         g_object_unref(ct);
-    GMimeStream *s = g_mime_stream_mem_new_with_buffer(data ? data : "", size);
+    GByteArray *bytes;
+    if (take && data)
+        bytes = g_byte_array_new_take(data, size);
+    else
+        bytes =
+            g_byte_array_append(g_byte_array_sized_new((guint)size), data ? data : "", (guint)size);
+    GMimeStream *s = g_mime_stream_mem_new_with_byte_array(bytes);
     GMimeDataWrapper *w = g_mime_data_wrapper_new_with_stream(s, GMIME_CONTENT_ENCODING_DEFAULT);
     g_mime_part_set_content(p, w);
     g_object_unref(w);
@@ -255,7 +262,7 @@ static GMimeObject *binary_part(const char *mimetype, const char *filename, cons
     return GMIME_OBJECT(p);
 }
 
-static int render_mail(pst_file *pf, pst_item *it, const char *salt, int depth, GString *out,
+static int render_mail(pst_file *pf, pst_item *it, const char *salt, int depth, GByteArray *out,
                        char **why);
 
 /* An attachment that is itself a message: a message/rfc822 part. */
@@ -273,11 +280,12 @@ static GMimeObject *embedded_part(pst_file *pf, pst_item_attach *a, const char *
     pst_item *sub = pst_parse_item(pf, &d, a->id2_head);
     GMimeObject *part = NULL;
     if (sub && sub->email) {
-        GString *s = g_string_new(NULL);
+        GByteArray *s = g_byte_array_new();
         g_autofree char *subsalt = g_strdup_printf("%s.%d", salt, depth + 1);
         char *why = NULL;
         if (render_mail(pf, sub, subsalt, depth + 1, s, &why) == 0) {
-            GMimeStream *st = g_mime_stream_mem_new_with_buffer(s->str, s->len);
+            GMimeStream *st = g_mime_stream_mem_new_with_byte_array(s);
+            s = NULL; /* the stream's now */
             GMimeParser *p = g_mime_parser_new_with_stream(st);
             GMimeMessage *m = g_mime_parser_construct_message(p, NULL);
             if (m) {
@@ -288,7 +296,8 @@ static GMimeObject *embedded_part(pst_file *pf, pst_item_attach *a, const char *
             g_object_unref(st);
         }
         g_free(why);
-        g_string_free(s, TRUE);
+        if (s)
+            g_byte_array_free(s, TRUE);
     }
     if (sub)
         pst_freeItem(sub);
@@ -313,11 +322,11 @@ static void add_attachments(pst_file *pf, pst_item *it, const char *salt, int de
                        pf->fname, salt, n);
         } else if (a->data.data) {
             part = binary_part(u8(it, &a->mimetype), name, u8(it, &a->content_id), a->data.data,
-                               a->data.size);
+                               a->data.size, false);
         } else if (a->i_id && pst_getID(pf, a->i_id)) {
             pst_binary b = pst_attach_to_mem(pf, a);
-            part = binary_part(u8(it, &a->mimetype), name, u8(it, &a->content_id), b.data, b.size);
-            free(b.data);
+            part = binary_part(u8(it, &a->mimetype), name, u8(it, &a->content_id), b.data, b.size,
+                               true);
         } else if (a->method == PST_ATTACH_NONE && !a->i_id) {
             /* An empty attachment record (Outlook writes them): no bytes. */
         } else {
@@ -331,17 +340,20 @@ static void add_attachments(pst_file *pf, pst_item *it, const char *salt, int de
     }
 }
 
-static int render_mail(pst_file *pf, pst_item *it, const char *salt, int depth, GString *out,
+static int render_mail(pst_file *pf, pst_item *it, const char *salt, int depth, GByteArray *out,
                        char **why)
 {
     (void)why;
     pst_item_email *em = it->email;
     seen_headers seen = {0};
+    GString *h = g_string_new(NULL);
     const char *th = u8(it, &em->header);
     if (th)
-        copy_transport_headers(th, out, &seen);
-    add_generated_headers(it, salt, &seen, out);
-    g_string_append(out, "MIME-Version: 1.0\n");
+        copy_transport_headers(th, h, &seen);
+    add_generated_headers(it, salt, &seen, h);
+    g_string_append(h, "MIME-Version: 1.0\n");
+    g_byte_array_append(out, (const guint8 *)h->str, (guint)h->len);
+    g_string_free(h, TRUE);
 
     const char *plain = u8(it, &it->body), *html = u8(it, &em->htmlbody);
     GMimeObject *text = NULL;
@@ -383,15 +395,14 @@ static int render_mail(pst_file *pf, pst_item *it, const char *salt, int depth, 
         char *rtf =
             pst_lzfu_decompress(em->rtf_compressed.data, (uint32_t)em->rtf_compressed.size, &n);
         if (rtf) {
-            GMimeObject *r = binary_part("application/rtf", "rtf-body.rtf", NULL, rtf, n);
+            GMimeObject *r = binary_part("application/rtf", "rtf-body.rtf", NULL, rtf, n, true);
             g_mime_multipart_add(mixed, r);
             g_object_unref(r);
-            free(rtf);
         }
     }
     if (em->encrypted_body.data) {
         GMimeObject *r =
-            binary_part(NULL, NULL, NULL, em->encrypted_body.data, em->encrypted_body.size);
+            binary_part(NULL, NULL, NULL, em->encrypted_body.data, em->encrypted_body.size, false);
         g_mime_multipart_add(mixed, r);
         g_object_unref(r);
     }
@@ -408,10 +419,14 @@ static int render_mail(pst_file *pf, pst_item *it, const char *salt, int depth, 
     } else {
         body = GMIME_OBJECT(mixed);
     }
-    g_autofree char *s = g_mime_object_to_string(body, NULL);
+    /* Straight into out: no string of the whole message in between. */
+    GMimeStream *st = g_mime_stream_mem_new_with_byte_array(out);
+    g_mime_stream_mem_set_owner(GMIME_STREAM_MEM(st), FALSE);
+    g_mime_stream_seek(st, 0, GMIME_STREAM_SEEK_END);
+    ssize_t n = g_mime_object_write_to_stream(body, NULL, st);
+    g_object_unref(st);
     g_object_unref(body);
-    g_string_append(out, s);
-    return 0;
+    return n < 0 ? -EIO : 0;
 }
 
 /* ----------------------------------------------- vCard and iCalendar */
@@ -581,10 +596,13 @@ int pr_render(pst_file *pf, pst_item *item, pr_class c, const char *salt, GByteA
         g_once_init_leave(&gmime_ready, 1);
     }
     GString *s = g_string_new(NULL);
+    guint start = out->len;
     int rc = 0;
     switch (c) {
     case PR_MAIL:
-        rc = render_mail(pf, item, salt, 0, s, why);
+        rc = render_mail(pf, item, salt, 0, out, why);
+        if (rc)
+            g_byte_array_set_size(out, start);
         break;
     case PR_CONTACT:
         render_contact(item, salt, s);
