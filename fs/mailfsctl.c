@@ -347,6 +347,20 @@ static int cmd_import(ctl *c, const char *file, const char *target, const char *
     return rc ? 1 : 0;
 }
 
+/* Every move of the journal (g_free *mv); prints why not. */
+static int journal_moves(ctl *c, ms_move_info **mv, size_t *n)
+{
+    ms_journal *j;
+    int rc = open_journal(c, &j);
+    if (rc)
+        return rc;
+    rc = ms_journal_list(j, mv, n);
+    if (rc)
+        fprintf(stderr, "mailfsctl: %s: %s\n", ms_config_journal(c->cfg), g_strerror(-rc));
+    ms_journal_close(j);
+    return rc;
+}
+
 /*
  * Compaction shrinks the store's files in place.  It is refused while a
  * move into or out of the store is unsettled: a rollback or roll-forward
@@ -354,12 +368,11 @@ static int cmd_import(ctl *c, const char *file, const char *target, const char *
  */
 static int cmd_compact(ctl *c, const char *name)
 {
-    ms_journal *j;
-    if (open_journal(c, &j))
-        return 1;
     ms_move_info *mv = NULL;
     size_t n = 0;
-    int rc = ms_journal_list(j, &mv, &n);
+    if (journal_moves(c, &mv, &n))
+        return 1;
+    int rc = 0;
     for (size_t i = 0; !rc && i < n; i++) {
         bool unsettled = !strcmp(mv[i].state, "running") || !strcmp(mv[i].state, "committed");
         if (unsettled && (!strcmp(mv[i].source, name) || !strcmp(mv[i].target, name))) {
@@ -371,7 +384,6 @@ static int cmd_compact(ctl *c, const char *name)
         }
     }
     g_free(mv);
-    ms_journal_close(j);
     if (rc)
         return 1;
     ms_store *st = store_by_name(c, name);
@@ -414,17 +426,10 @@ static int percent(const ms_move_info *m)
 
 static int cmd_moves(ctl *c, bool json)
 {
-    ms_journal *j;
-    if (open_journal(c, &j))
-        return 1;
     ms_move_info *mv = NULL;
     size_t n = 0;
-    int rc = ms_journal_list(j, &mv, &n);
-    if (rc) {
-        fprintf(stderr, "mailfsctl: %s: %s\n", ms_config_journal(c->cfg), g_strerror(-rc));
-        ms_journal_close(j);
+    if (journal_moves(c, &mv, &n))
         return 1;
-    }
     if (json)
         printf("[");
     else
@@ -464,7 +469,6 @@ static int cmd_moves(ctl *c, bool json)
     if (json)
         printf("\n]\n");
     g_free(mv);
-    ms_journal_close(j);
     return 0;
 }
 

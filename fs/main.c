@@ -81,7 +81,7 @@ static int open_stores(mfs *m)
 {
     size_t n = ms_config_store_count(m->cfg);
     if (n > MFS_MAX_STORES) {
-        fprintf(stderr, "mailfs: too many stores (%zu, at most %d)\n", n, MFS_MAX_STORES);
+        ms_log(LOG_ERR, "too many stores (%zu, at most %d)", n, MFS_MAX_STORES);
         return -EINVAL;
     }
     m->stores = g_new0(ms_store *, n);
@@ -89,7 +89,8 @@ static int open_stores(mfs *m)
         char *err = NULL;
         int rc = ms_store_open(ms_config_store(m->cfg, i), MS_OPEN_DAEMON, &m->stores[i], &err);
         if (rc) {
-            fprintf(stderr, "mailfs: %s\n", err ? err : g_strerror(-rc));
+            /* stderr before daemonizing, syslog after (reopen_after_fork) */
+            ms_log(LOG_ERR, "%s", err ? err : g_strerror(-rc));
             g_free(err);
             close_stores(m);
             return rc;
@@ -149,22 +150,12 @@ static int reopen_after_fork(mfs *m)
 {
     ms_journal_close(m->journal);
     m->journal = NULL;
-    size_t n = m->nstores;
-    for (size_t i = 0; i < n; i++) {
-        ms_store_close(m->stores[i]);
-        m->stores[i] = NULL;
-    }
-    for (size_t i = 0; i < n; i++) {
-        char *err = NULL;
-        int rc = ms_store_open(ms_config_store(m->cfg, i), MS_OPEN_DAEMON, &m->stores[i], &err);
-        if (rc) {
-            ms_log(LOG_ERR, "%s", err ? err : g_strerror(-rc));
-            g_free(err);
-            return rc;
-        }
-    }
+    close_stores(m);
+    int rc = open_stores(m);
+    if (rc)
+        return rc;
     char *err = NULL;
-    int rc = ms_journal_open(ms_config_journal(m->cfg), &m->journal, &err);
+    rc = ms_journal_open(ms_config_journal(m->cfg), &m->journal, &err);
     if (rc) {
         ms_log(LOG_ERR, "%s", err ? err : g_strerror(-rc));
         g_free(err);

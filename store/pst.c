@@ -448,6 +448,21 @@ static pnode *dir_node(pmbox *m, ms_node parent, int *rc)
     return *rc ? NULL : n;
 }
 
+/* Locks the mailbox of parent (a mailbox or folder) and loads parent: the
+ * mailbox locked (caller unlocks) and *d (NULL with *rc when not loaded). */
+static pmbox *enter_dir(ms_store *st, ms_node parent, pnode **d, int *rc)
+{
+    *d = NULL;
+    if (parent.kind == MS_MESSAGE) {
+        *rc = -ENOTDIR;
+        return NULL;
+    }
+    pmbox *m = enter(st, parent, rc);
+    if (m)
+        *d = dir_node(m, parent, rc);
+    return m;
+}
+
 static int pst_lookup(ms_store *st, ms_node parent, const char *name, ms_attr *out)
 {
     if (parent.kind == MS_ROOT) {
@@ -461,13 +476,12 @@ static int pst_lookup(ms_store *st, ms_node parent, const char *name, ms_attr *o
         }
         return -ENOENT;
     }
-    if (parent.kind == MS_MESSAGE)
-        return -ENOTDIR;
     int rc;
-    pmbox *m = enter(st, parent, &rc);
+    pnode *d;
+    pmbox *m = enter_dir(st, parent, &d, &rc);
     if (!m)
         return rc;
-    pnode *d = dir_node(m, parent, &rc), *n = d ? g_hash_table_lookup(d->by_name, name) : NULL;
+    pnode *n = d ? g_hash_table_lookup(d->by_name, name) : NULL;
     if (d && !n)
         rc = -ENOENT;
     if (n)
@@ -488,13 +502,11 @@ static int pst_list(ms_store *st, ms_node parent, uint64_t cookie, ms_list_fn fn
         }
         return 0;
     }
-    if (parent.kind == MS_MESSAGE)
-        return -ENOTDIR;
     int rc;
-    pmbox *m = enter(st, parent, &rc);
+    pnode *d;
+    pmbox *m = enter_dir(st, parent, &d, &rc);
     if (!m)
         return rc;
-    pnode *d = dir_node(m, parent, &rc);
     /* Copied out: fn may call back into the store (no lock held then). */
     GArray *page = g_array_new(FALSE, FALSE, sizeof(ms_attr));
     GPtrArray *names = g_ptr_array_new();
