@@ -335,7 +335,11 @@ static int load_folder_locked(pmbox *m, pnode *f)
                    f->name ? f->name : "the top folder");
             continue;
         }
-        if (it->folder) {
+        /* libpst flags a folder by its content count; folders written
+         * without one (localized default folders, Recoverable Items) are
+         * known by their children or their container class. */
+        if (it->folder || d->child ||
+            (it->ascii_type && g_str_has_prefix(it->ascii_type, "IPF."))) {
             pst_convert_utf8_null(it, &it->file_as);
             pnode *sub = new_node(m, f, MS_FOLDER, it->file_as.str);
             sub->d = d;
@@ -345,8 +349,9 @@ static int load_folder_locked(pmbox *m, pnode *f)
         } else {
             pr_class c = pr_classify(it);
             if (c == PR_SKIP) {
-                ms_log(LOG_DEBUG, "%s: item of class %s skipped", m->path,
-                       it->ascii_type ? it->ascii_type : "?");
+                if (!(it->flags & PST_FLAG_ASSOCIATED))
+                    ms_log(LOG_WARNING, "%s: an item of class %s (type %d) is not shown", m->path,
+                           it->ascii_type ? it->ascii_type : "?", it->type);
             } else if (f->kind == MS_MAILBOX) {
                 if (!loose) {
                     pst_convert_utf8_null(m->root, &m->root->file_as);

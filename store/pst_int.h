@@ -10,16 +10,21 @@
 #include <glib.h>
 #include <stdint.h>
 
-/* What an item becomes; everything else is skipped, as readpst does. */
+/* What an item becomes.  Only Outlook's hidden (associated) items, its
+ * configuration and rules, are skipped. */
 typedef enum pr_class {
     PR_SKIP = 0,
-    PR_MAIL,        /* IPM.Note, meeting requests, reports: RFC 5322 (.eml) */
-    PR_CONTACT,     /* vCard 3.0 (.vcf) */
+    PR_MAIL,        /* IPM.Note, meeting requests, reports, posts, sticky
+                       notes and anything else with mail properties (.eml) */
+    PR_CONTACT,     /* contacts and distribution lists: vCard 3.0 (.vcf) */
     PR_APPOINTMENT, /* iCalendar VEVENT (.ics) */
     PR_JOURNAL,     /* iCalendar VJOURNAL (.ics) */
+    PR_TASK,        /* iCalendar VTODO (.ics) */
 } pr_class;
 
-/* The class of a parsed item, with readpst's rules (so counts compare). */
+/* The class of a parsed item.  readpst exports only mail, contacts,
+ * appointments and journal entries; mailfs also shows posts, sticky
+ * notes, tasks and distribution lists (tests/pst compares the rest). */
 pr_class pr_classify(const pst_item *item);
 /* The file name extension for a class, without the dot. */
 const char *pr_extension(pr_class c);

@@ -46,7 +46,12 @@ pr_class pr_classify(const pst_item *it)
 {
     if (!it || it->folder)
         return PR_SKIP;
-    if (it->contact && it->type == PST_TYPE_CONTACT)
+    /* Associated items are a folder's hidden settings (views, rules,
+     * configuration), never shown to users by Outlook either. */
+    if (it->flags & PST_FLAG_ASSOCIATED)
+        return PR_SKIP;
+    const char *cls = it->ascii_type ? it->ascii_type : "";
+    if (it->contact && (it->type == PST_TYPE_CONTACT || g_str_has_prefix(cls, "IPM.DistList")))
         return PR_CONTACT;
     if (it->email &&
         (it->type == PST_TYPE_NOTE || it->type == PST_TYPE_SCHEDULE || it->type == PST_TYPE_REPORT))
@@ -55,6 +60,10 @@ pr_class pr_classify(const pst_item *it)
         return PR_JOURNAL;
     if (it->appointment && it->type == PST_TYPE_APPOINTMENT)
         return PR_APPOINTMENT;
+    if (it->type == PST_TYPE_TASK)
+        return PR_TASK;
+    if (it->type == PST_TYPE_STICKYNOTE || it->email)
+        return PR_MAIL;
     return PR_SKIP;
 }
 
@@ -184,10 +193,9 @@ static void add_from(GString *out, const char *name, const char *addr)
     g_string_append_printf(out, "From: %s\n", s);
 }
 
-static void add_generated_headers(pst_item *it, const char *salt, const seen_headers *seen,
-                                  GString *out)
+static void add_generated_headers(pst_item *it, pst_item_email *em, const char *salt,
+                                  const seen_headers *seen, GString *out)
 {
-    pst_item_email *em = it->email;
     if (!seen->from) {
         const char *addr = u8(it, &em->sender_address);
         if (addr && !strchr(addr, '@'))
@@ -344,13 +352,16 @@ static int render_mail(pst_file *pf, pst_item *it, const char *salt, int depth, 
                        char **why)
 {
     (void)why;
-    pst_item_email *em = it->email;
+    /* Sticky notes and some posts have no mail properties: only a subject
+     * and a body, which an empty set of them turns into a message. */
+    pst_item_email none = {0};
+    pst_item_email *em = it->email ? it->email : &none;
     seen_headers seen = {0};
     GString *h = g_string_new(NULL);
     const char *th = u8(it, &em->header);
     if (th)
         copy_transport_headers(th, h, &seen);
-    add_generated_headers(it, salt, &seen, h);
+    add_generated_headers(it, em, salt, &seen, h);
     g_string_append(h, "MIME-Version: 1.0\n");
     g_byte_array_append(out, (const guint8 *)h->str, (guint)h->len);
     g_string_free(h, TRUE);
@@ -558,7 +569,8 @@ static void render_contact(pst_item *it, const char *salt, GString *out)
 static void render_calendar(pst_item *it, pr_class cls, const char *salt, GString *out)
 {
     g_string_append(out, "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//mailfs//pst backend//EN\r\n");
-    g_string_append(out, cls == PR_JOURNAL ? "BEGIN:VJOURNAL\r\n" : "BEGIN:VEVENT\r\n");
+    const char *component = cls == PR_JOURNAL ? "VJOURNAL" : cls == PR_TASK ? "VTODO" : "VEVENT";
+    g_string_append_printf(out, "BEGIN:%s\r\n", component);
     g_autofree char *uid = g_strdup_printf("%s@pst.mailfs.invalid", salt);
     content_line(out, "UID", uid, true);
     /* DTSTAMP must be there; the item's own time keeps the render stable. */
@@ -571,7 +583,11 @@ static void render_calendar(pst_item *it, pr_class cls, const char *salt, GStrin
     content_line(out, "DESCRIPTION", u8(it, &it->body), false);
     if (cls == PR_JOURNAL) {
         ical_time(out, "DTSTART", it->journal->start, false);
-        g_string_append(out, "END:VJOURNAL\r\n");
+    } else if (cls == PR_TASK) {
+        /* libpst reads no task properties (due date, status): what is
+         * kept is what it has, subject, body and dates. */
+        if (it->flags & PST_FLAG_READ)
+            content_line(out, "X-MAILFS-READ", "TRUE", true);
     } else {
         pst_item_appointment *a = it->appointment;
         content_line(out, "LOCATION", u8(it, &a->location), false);
@@ -581,9 +597,8 @@ static void render_calendar(pst_item *it, pr_class cls, const char *salt, GStrin
                      true);
         if (a->is_recurring)
             content_line(out, "X-MAILFS-RECURRENCE", u8(it, &a->recurrence_description), false);
-        g_string_append(out, "END:VEVENT\r\n");
     }
-    g_string_append(out, "END:VCALENDAR\r\n");
+    g_string_append_printf(out, "END:%s\r\nEND:VCALENDAR\r\n", component);
 }
 
 static gsize gmime_ready;
@@ -609,6 +624,7 @@ int pr_render(pst_file *pf, pst_item *item, pr_class c, const char *salt, GByteA
         break;
     case PR_APPOINTMENT:
     case PR_JOURNAL:
+    case PR_TASK:
         render_calendar(item, c, salt, s);
         break;
     default:
