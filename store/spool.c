@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <glib.h>
+#include <nettle/sha2.h>
 
 struct ms_spool {
     char *dir;
@@ -17,6 +18,11 @@ struct ms_spool {
     size_t cap;
     int64_t size;
     int fd;
+    /* SHA-256 of bytes [0, hashed), kept while writes only append: the
+     * commit then needs no second pass over the bytes under the store's
+     * write lock.  hashed < 0: broken by a rewrite or a truncation. */
+    struct sha256_ctx sha;
+    int64_t hashed;
 };
 
 ms_spool *ms_spool_new(const char *dir)
@@ -24,6 +30,7 @@ ms_spool *ms_spool_new(const char *dir)
     ms_spool *sp = g_new0(ms_spool, 1);
     sp->dir = g_strdup(dir ? dir : g_get_tmp_dir());
     sp->fd = -1;
+    sha256_init(&sp->sha);
     return sp;
 }
 
@@ -112,7 +119,22 @@ ssize_t ms_spool_pwrite(ms_spool *sp, const void *buf, size_t len, int64_t off)
     }
     if (end > sp->size)
         sp->size = end;
+    if (sp->hashed >= 0 && off == sp->hashed) {
+        sha256_update(&sp->sha, len, buf);
+        sp->hashed = end;
+    } else if (sp->hashed >= 0 && off < sp->hashed) {
+        sp->hashed = -1;
+    }
     return (ssize_t)len;
+}
+
+bool ms_spool_sha256(const ms_spool *sp, uint8_t out[32])
+{
+    if (sp->hashed != sp->size)
+        return false;
+    struct sha256_ctx copy = sp->sha; /* digest resets the context */
+    sha256_digest(&copy, 32, out);
+    return true;
 }
 
 ssize_t ms_spool_pread(ms_spool *sp, void *buf, size_t len, int64_t off)
@@ -161,6 +183,8 @@ int ms_spool_truncate(ms_spool *sp, int64_t size)
                 return (int)rc;
         }
     }
+    if (size != sp->size)
+        sp->hashed = -1;
     sp->size = size;
     return 0;
 }

@@ -8,6 +8,7 @@
 #ifndef MAILFS_SPOOL_H
 #define MAILFS_SPOOL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -24,5 +25,8 @@ ssize_t ms_spool_pwrite(ms_spool *sp, const void *buf, size_t len, int64_t off);
 ssize_t ms_spool_pread(ms_spool *sp, void *buf, size_t len, int64_t off);
 int ms_spool_truncate(ms_spool *sp, int64_t size);
 int64_t ms_spool_size(const ms_spool *sp);
+/* The SHA-256 of the bytes, when they were only ever appended (the usual
+ * case) and so could be hashed as they came; false otherwise. */
+bool ms_spool_sha256(const ms_spool *sp, uint8_t out[32]);
 
 #endif

@@ -163,6 +163,8 @@ static int write_content(conn *c, ms_spool *sp, int64_t *content, uint8_t sha[32
     if (rc)
         return rc;
     int64_t id = sqlite3_last_insert_rowid(c->db);
+    /* Hashed while it was written, outside this transaction, if it could. */
+    bool hashed = ms_spool_sha256(sp, sha);
     struct sha256_ctx ck;
     sha256_init(&ck);
     g_autofree char *buf = g_malloc(MS_CHUNK);
@@ -170,7 +172,8 @@ static int write_content(conn *c, ms_spool *sp, int64_t *content, uint8_t sha[32
         ssize_t n = ms_spool_pread(sp, buf, MS_CHUNK, off);
         if (n <= 0)
             return n < 0 ? (int)n : -EIO;
-        sha256_update(&ck, (size_t)n, (const uint8_t *)buf);
+        if (!hashed)
+            sha256_update(&ck, (size_t)n, (const uint8_t *)buf);
         q = Q(c, "INSERT INTO chunk(content, seq, data) VALUES (?, ?, ?)");
         if (!q)
             return -EIO;
@@ -182,7 +185,8 @@ static int write_content(conn *c, ms_spool *sp, int64_t *content, uint8_t sha[32
             return rc;
         off += n;
     }
-    sha256_digest(&ck, SHA256_DIGEST_SIZE, sha);
+    if (!hashed)
+        sha256_digest(&ck, SHA256_DIGEST_SIZE, sha);
     *content = id;
     return 0;
 }

@@ -14,6 +14,7 @@
 
 #include <cmocka.h>
 #include <glib.h>
+#include <nettle/sha2.h>
 #include <glib/gstdio.h>
 
 #include "mailstore.h"
@@ -235,6 +236,53 @@ static void test_bytes_round_trip(void **state)
     g_free(data);
 }
 
+/* The stored SHA-256 is the bytes' whatever the order they were written
+ * in: appended (hashed while written), out of order, rewritten, cut. */
+static void test_sha256_any_write_order(void **state)
+{
+    fixture *f = *state;
+    ms_node inbox = mkdir_ok(f->a, mkdir_ok(f->a, ROOT, "hash"), "INBOX");
+    static const struct {
+        int64_t off;
+        const char *data;
+        int64_t truncate; /* -1: none */
+    } steps[][4] = {
+        {{0, "hello ", -1}, {6, "world", -1}, {-1, NULL, -1}},
+        {{6, "world", -1}, {0, "hello ", -1}, {-1, NULL, -1}},
+        {{0, "hello world", -1}, {0, "HELLO", -1}, {-1, NULL, -1}},
+        {{0, "hello world", -1}, {0, NULL, 5}, {-1, NULL, -1}},
+        {{0, "hello", -1}, {0, NULL, 9}, {9, "!", -1}, {-1, NULL, -1}},
+    };
+    for (size_t k = 0; k < G_N_ELEMENTS(steps); k++) {
+        char name[16];
+        snprintf(name, sizeof name, "m%zu", k);
+        ms_attr a;
+        ms_writer *w;
+        assert_int_equal(ms_message_create(f->a, inbox, name, 0644, 0, 0, &a), 0);
+        assert_int_equal(ms_writer_open(f->a, a.node.id, true, &w), 0);
+        for (int i = 0; steps[k][i].off >= 0; i++) {
+            if (steps[k][i].data)
+                assert_true(ms_writer_pwrite(w, steps[k][i].data, strlen(steps[k][i].data),
+                                             steps[k][i].off) >= 0);
+            else
+                assert_int_equal(ms_writer_truncate(w, steps[k][i].truncate), 0);
+        }
+        assert_int_equal(ms_writer_commit(w, false, NULL, NULL), 0);
+        ms_writer_close(w);
+        size_t len;
+        g_autofree char *back = read_all(f->a, a.node.id, &len);
+        uint8_t want[32];
+        struct sha256_ctx h;
+        sha256_init(&h);
+        sha256_update(&h, len, (const uint8_t *)back);
+        sha256_digest(&h, 32, want);
+        ms_message_meta meta = {0};
+        assert_int_equal(ms_message_get_meta(f->a, a.node.id, &meta), 0);
+        assert_memory_equal(meta.sha256, want, 32);
+        g_free(meta.flags);
+    }
+}
+
 static void test_uncommitted_create_vanishes(void **state)
 {
     fixture *f = *state;
@@ -427,6 +475,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tree_and_listing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_resumes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bytes_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sha256_any_write_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_uncommitted_create_vanishes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deliver_names, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rename_rules, setup, teardown),
