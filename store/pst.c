@@ -1,30 +1,35 @@
 /*
  * pst.c — the read-only pst backend: every .pst and .ost file in the
  * store's folder is one mailbox, its folders are folders and its items
- * files (mail as .eml, contacts as .vcf, appointments and journal entries
- * as .ics), read through libpst.
+ * files (mail as .eml, contacts as .vcf, appointments, journal entries and
+ * tasks as .ics).
  *
- * A file is opened on first use.  A folder is loaded on first use too:
- * each of its items is parsed once and rendered (pst_render.c) into the
- * mailbox's spool, an unlinked temporary file, which from then on serves
- * the item's size, SHA-256 and bytes.  So a listing knows exact sizes, a
- * copy or move reads what the listing promised, and nothing is parsed
- * twice; the spool grows to the rendered size of the folders used, on
- * disk, not in memory.
+ * libpst never runs in this process: each mailbox, when first used, gets
+ * a helper process (mailfs-pst, pst_helper.c) that opens the file and
+ * sends the children of a folder, each item already rendered, when asked.
+ * libpst trusts the file it reads and a damaged one can crash it; then the
+ * helper dies, its mailbox fails with EIO and one log line naming the
+ * file, and the mount and the store's other mailboxes go on.
  *
- * A file libpst cannot read makes its mailbox fail with EIO and one log
- * line naming the file; the store's other mailboxes are unaffected.
- * libpst is not thread-safe, so each mailbox has a lock.
+ * A folder is loaded on first use: its items are written to the mailbox's
+ * spool, an unlinked temporary file, which from then on serves their
+ * sizes, SHA-256 and bytes.  So a listing knows exact sizes, a copy or
+ * move reads what the listing promised, and nothing is rendered twice; the
+ * spool grows to the rendered size of the folders used, on disk.
  */
 #include "backend.h"
-#include "pst_int.h"
+#include "pst_proto.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <glib.h>
@@ -36,8 +41,8 @@ typedef struct pnode {
     ms_kind kind; /* MS_FOLDER or MS_MESSAGE */
     char *name;
     int64_t id;
-    pst_desc_tree *d; /* folders: whose children to load */
-    bool loaded;      /* folders: children known */
+    uint64_t d_id; /* folders: the helper's name for it (0: top) */
+    bool loaded;   /* folders: children known */
     GPtrArray *children;
     GHashTable *by_name;
     /* messages */
@@ -53,9 +58,8 @@ typedef struct pmbox {
     GMutex lock;
     int state; /* 0: not opened, 1: open, -EIO: unreadable */
     char *error;
-    bool pf_open; /* pst_close owed, whatever state says */
-    pst_file pf;
-    pst_item *root;
+    GPid helper; /* 0: none */
+    int to_helper, from_helper;
     pnode top;        /* its children are the mailbox's folders */
     GPtrArray *nodes; /* by local index: id & 0xffffffff - 1 */
     ms_spool *spool;
@@ -87,12 +91,22 @@ static void pnode_destroy(pnode *n)
     g_free(n);
 }
 
+/* Ends the helper: at end of input it exits. */
+static void stop_helper(pmbox *m)
+{
+    if (!m->helper)
+        return;
+    close(m->to_helper);
+    close(m->from_helper);
+    int status;
+    while (waitpid(m->helper, &status, 0) < 0 && errno == EINTR)
+        ;
+    m->helper = 0;
+}
+
 static void pmbox_free(pmbox *m)
 {
-    if (m->root)
-        pst_freeItem(m->root);
-    if (m->pf_open)
-        pst_close(&m->pf);
+    stop_helper(m);
     pnode_free(&m->top);
     if (m->nodes)
         g_ptr_array_free(m->nodes, TRUE);
@@ -209,36 +223,123 @@ static int fail_mbox(pmbox *m, const char *why)
     m->state = -EIO;
     m->error = g_strdup(why);
     ms_log(LOG_ERR, "%s: cannot read this PST file: %s", m->path, why);
+    stop_helper(m);
     return -EIO;
 }
 
-/* Opens the file and finds its folder tree.  Caller holds m->lock. */
+/* mailfs-pst: $MAILFS_PST_HELPER, else beside this program (a build tree
+ * or an install that keeps them together), else where meson installs it. */
+static char *helper_path(void)
+{
+    const char *env = getenv("MAILFS_PST_HELPER");
+    if (env && *env)
+        return g_strdup(env);
+    g_autofree char *exe = g_file_read_link("/proc/self/exe", NULL);
+    if (exe) {
+        g_autofree char *dir = g_path_get_dirname(exe);
+        char *p = g_build_filename(dir, "mailfs-pst", NULL);
+        if (access(p, X_OK) == 0)
+            return p;
+        g_free(p);
+    }
+    return g_build_filename(MS_LIBEXECDIR, "mailfs-pst", NULL);
+}
+
+static int read_all(int fd, void *buf, size_t len)
+{
+    char *p = buf;
+    while (len) {
+        ssize_t n = read(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* A write to a helper that died must fail (EPIPE), not kill this process
+ * with SIGPIPE, whatever the program around the library does with it. */
+static int write_request(int fd, uint64_t d_id)
+{
+    sigset_t pipe_set, old;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    ssize_t n;
+    do
+        n = write(fd, &d_id, sizeof d_id);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && errno == EPIPE) {
+        struct timespec zero = {0, 0};
+        sigtimedwait(&pipe_set, NULL, &zero); /* the SIGPIPE it raised */
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return n == (ssize_t)sizeof d_id ? 0 : -1;
+}
+
+/* One record from the helper into *type and payload; -1 if it is gone. */
+static int read_record(pmbox *m, char *type, GByteArray *payload)
+{
+    uint32_t len;
+    if (read_all(m->from_helper, type, 1) || read_all(m->from_helper, &len, 4))
+        return -1;
+    if (len > (1u << 30))
+        return -1; /* not the helper we know: a payload of over 1 GiB */
+    g_byte_array_set_size(payload, len);
+    return len ? read_all(m->from_helper, payload->data, len) : 0;
+}
+
+/* Why the helper stopped talking, for the log. */
+static char *helper_gone(pmbox *m)
+{
+    close(m->to_helper);
+    close(m->from_helper);
+    int status = 0;
+    while (waitpid(m->helper, &status, 0) < 0 && errno == EINTR)
+        ;
+    m->helper = 0;
+    if (WIFSIGNALED(status))
+        return g_strdup_printf("libpst crashed on it (signal %d): the file is damaged",
+                               WTERMSIG(status));
+    return g_strdup_printf("its reader stopped (exit %d)", WEXITSTATUS(status));
+}
+
+/* Starts the file's helper and sees it open the file.  Caller holds m->lock. */
 static int mbox_open_locked(ms_store *st, pmbox *m)
 {
     if (m->state)
         return m->state < 0 ? m->state : 0;
-    if (access(m->path, R_OK) < 0) {
-        int e = errno;
-        return fail_mbox(m, g_strerror(e));
+    g_autofree char *helper = helper_path();
+    char *argv[] = {helper, m->path, m->name, NULL};
+    GError *gerr = NULL;
+    if (!g_spawn_async_with_pipes(NULL, argv, NULL, G_SPAWN_DO_NOT_REAP_CHILD, NULL, NULL,
+                                  &m->helper, &m->to_helper, &m->from_helper, NULL, &gerr)) {
+        g_autofree char *why = g_strdup_printf("cannot start %s: %s", helper, gerr->message);
+        g_error_free(gerr);
+        m->helper = 0;
+        return fail_mbox(m, why);
     }
-    if (pst_open(&m->pf, m->path, NULL) < 0) {
-        /* libpst closes the file but keeps what it allocated first. */
-        free(m->pf.cwd);
-        free(m->pf.fname);
-        return fail_mbox(m, "not a PST file, or unreadable (libpst cannot open it)");
-    }
-    m->pf_open = true;
-    if (pst_load_index(&m->pf) < 0)
-        return fail_mbox(m, "its index is damaged (libpst cannot load it)");
-    pst_load_extended_attributes(&m->pf);
-    if (!m->pf.d_head || !(m->root = pst_parse_item(&m->pf, m->pf.d_head, NULL)))
-        return fail_mbox(m, "it has no root record (damaged, or not written by Outlook)");
-    pst_desc_tree *top = pst_getTopOfFolders(&m->pf, m->root);
-    if (!top)
-        return fail_mbox(m, "it has no top of folders");
+    fcntl(m->to_helper, F_SETFD, FD_CLOEXEC);
+    fcntl(m->from_helper, F_SETFD, FD_CLOEXEC);
+    char type;
+    GByteArray *payload = g_byte_array_new();
+    int rc = read_record(m, &type, payload);
+    g_autofree char *why = NULL;
+    if (rc)
+        why = helper_gone(m);
+    else if (type == PP_OPEN_FAILED)
+        why = g_strndup((const char *)payload->data, payload->len);
+    else if (type != PP_OPEN_OK)
+        why = g_strdup("its reader said something unexpected");
+    g_byte_array_free(payload, TRUE);
+    if (why)
+        return fail_mbox(m, why);
     m->top.kind = MS_MAILBOX;
     m->top.id = m->id;
-    m->top.d = top;
+    m->top.d_id = 0;
     m->nodes = g_ptr_array_new_with_free_func((GDestroyNotify)pnode_destroy);
     m->spool = ms_spool_new(P(st)->spool_dir);
     m->state = 1;
@@ -268,42 +369,35 @@ static pnode *new_node(pmbox *m, pnode *parent, ms_kind kind, const char *want)
     return n;
 }
 
-/* Renders one item into the spool: its size, date, flags and SHA-256. */
-static void add_item(pmbox *m, pnode *folder, pst_item *it, pr_class c, int number)
+static const char *extension(uint8_t cls)
 {
-    g_autofree char *salt = g_strdup_printf("%s.%llx", m->name, (unsigned long long)it->block_id);
-    /* Boundaries and identifiers are made from it: keep to safe ASCII. */
-    g_strcanon(salt, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-", '_');
-    GByteArray *bytes = g_byte_array_new();
-    char *why = NULL;
-    if (pr_render(&m->pf, it, c, salt, bytes, &why) < 0) {
-        ms_log(LOG_WARNING, "%s: item %d in %s cannot be rendered: %s; left out", m->path, number,
-               folder->name ? folder->name : "(top)", why ? why : "?");
-        g_free(why);
-        g_byte_array_free(bytes, TRUE);
-        return;
-    }
-    ssize_t w = ms_spool_pwrite(m->spool, bytes->data, bytes->len, m->spool_end);
-    if (w != (ssize_t)bytes->len) {
+    return cls == PR_MAIL ? "eml" : cls == PR_CONTACT ? "vcf" : "ics";
+}
+
+/* An item the helper rendered: into the spool, with size, date, flags and
+ * SHA-256. */
+static void add_item(pmbox *m, pnode *folder, const pp_item *h, const uint8_t *bytes, size_t len,
+                     int number)
+{
+    ssize_t w = ms_spool_pwrite(m->spool, bytes, len, m->spool_end);
+    if (w != (ssize_t)len) {
         ms_log(LOG_ERR, "%s: spooling item %d failed: %s; left out", m->path, number,
                g_strerror(w < 0 ? (int)-w : EIO));
-        g_byte_array_free(bytes, TRUE);
         return;
     }
-    g_autofree char *name = g_strdup_printf("%d.%s", number, pr_extension(c));
+    g_autofree char *name = g_strdup_printf("%d.%s", number, extension(h->cls));
     pnode *n = new_node(m, folder, MS_MESSAGE, name);
     n->off = m->spool_end;
-    n->size = bytes->len;
-    m->spool_end += bytes->len;
-    struct sha256_ctx h;
-    sha256_init(&h);
-    sha256_update(&h, bytes->len, bytes->data);
-    sha256_digest(&h, sizeof n->sha256, n->sha256);
-    n->mtime_ns = pr_item_time_ns(it);
+    n->size = (int64_t)len;
+    m->spool_end += (int64_t)len;
+    struct sha256_ctx sha;
+    sha256_init(&sha);
+    sha256_update(&sha, len, bytes);
+    sha256_digest(&sha, sizeof n->sha256, n->sha256);
+    n->mtime_ns = h->mtime_ns;
     if (!n->mtime_ns)
         n->mtime_ns = (int64_t)m->st.st_mtim.tv_sec * 1000000000 + m->st.st_mtim.tv_nsec;
-    n->flags = g_strdup(pr_item_flags(it));
-    g_byte_array_free(bytes, TRUE);
+    n->flags = g_strndup(h->flags, sizeof h->flags);
 }
 
 static void init_children(pnode *n)
@@ -313,58 +407,64 @@ static void init_children(pnode *n)
 }
 
 /*
- * Loads folder f: its subfolders and items, items numbered 1, 2, ... in
- * libpst's order as readpst -S numbers them.  Items directly under the
- * top of folders (rare) go into a folder named after the top, because a
- * mailbox holds only folders.  Caller holds m->lock.
+ * Loads folder f from the helper: subfolders and items, items numbered
+ * 1, 2, ... in libpst's order.  Items directly under the top of folders
+ * (rare) go into a folder "Top of Personal Folders", because a mailbox
+ * holds only folders.  Caller holds m->lock.
  */
 static int load_folder_locked(pmbox *m, pnode *f)
 {
     if (f->loaded)
         return 0;
+    if (m->state < 0)
+        return m->state;
     if (!f->children)
         init_children(f);
+    if (write_request(m->to_helper, f->d_id)) {
+        g_autofree char *why = helper_gone(m);
+        return fail_mbox(m, why);
+    }
     pnode *loose = NULL;
     int number = 0, loose_number = 0;
-    for (pst_desc_tree *d = f->d ? f->d->child : NULL; d; d = d->next) {
-        if (!d->desc)
-            continue;
-        pst_item *it = pst_parse_item(&m->pf, d, NULL);
-        if (!it) {
-            ms_log(LOG_WARNING, "%s: an item in %s cannot be parsed (libpst): left out", m->path,
-                   f->name ? f->name : "the top folder");
-            continue;
-        }
-        /* libpst flags a folder by its content count; folders written
-         * without one (localized default folders, Recoverable Items) are
-         * known by their children or their container class. */
-        if (it->folder || d->child ||
-            (it->ascii_type && g_str_has_prefix(it->ascii_type, "IPF."))) {
-            pst_convert_utf8_null(it, &it->file_as);
-            pnode *sub = new_node(m, f, MS_FOLDER, it->file_as.str);
-            sub->d = d;
+    GByteArray *rec = g_byte_array_new();
+    char type;
+    int rc = 0;
+    while (!(rc = read_record(m, &type, rec)) && type != PP_DONE) {
+        if (type == PP_WARN) {
+            ms_log(LOG_WARNING, "%.*s", (int)rec->len, (const char *)rec->data);
+        } else if (type == PP_FOLDER && rec->len >= sizeof(pp_folder)) {
+            pp_folder h;
+            memcpy(&h, rec->data, sizeof h);
+            g_autofree char *name =
+                g_strndup((const char *)rec->data + sizeof h, rec->len - sizeof h);
+            pnode *sub = new_node(m, f, MS_FOLDER, name);
+            sub->d_id = h.d_id;
             init_children(sub);
-            if (!d->child)
-                sub->loaded = true;
-        } else {
-            pr_class c = pr_classify(it);
-            if (c == PR_SKIP) {
-                if (!(it->flags & PST_FLAG_ASSOCIATED))
-                    ms_log(LOG_WARNING, "%s: an item of class %s (type %d) is not shown", m->path,
-                           it->ascii_type ? it->ascii_type : "?", it->type);
-            } else if (f->kind == MS_MAILBOX) {
+            sub->loaded = !h.has_children;
+        } else if (type == PP_ITEM && rec->len >= sizeof(pp_item)) {
+            pp_item h;
+            memcpy(&h, rec->data, sizeof h);
+            const uint8_t *bytes = rec->data + sizeof h;
+            size_t len = rec->len - sizeof h;
+            if (f->kind == MS_MAILBOX) {
                 if (!loose) {
-                    pst_convert_utf8_null(m->root, &m->root->file_as);
                     loose = new_node(m, f, MS_FOLDER, "Top of Personal Folders");
                     init_children(loose);
                     loose->loaded = true;
                 }
-                add_item(m, loose, it, c, ++loose_number);
+                add_item(m, loose, &h, bytes, len, ++loose_number);
             } else {
-                add_item(m, f, it, c, ++number);
+                add_item(m, f, &h, bytes, len, ++number);
             }
+        } else {
+            rc = -1;
+            break;
         }
-        pst_freeItem(it);
+    }
+    g_byte_array_free(rec, TRUE);
+    if (rc) {
+        g_autofree char *why = helper_gone(m);
+        return fail_mbox(m, why);
     }
     f->loaded = true;
     return 0;

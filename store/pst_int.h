@@ -5,22 +5,12 @@
 #ifndef MAILFS_PST_INT_H
 #define MAILFS_PST_INT_H
 
+#include "pst_proto.h"
+
 #include <libpst/libpst.h>
 
 #include <glib.h>
 #include <stdint.h>
-
-/* What an item becomes.  Only Outlook's hidden (associated) items, its
- * configuration and rules, are skipped. */
-typedef enum pr_class {
-    PR_SKIP = 0,
-    PR_MAIL,        /* IPM.Note, meeting requests, reports, posts, sticky
-                       notes and anything else with mail properties (.eml) */
-    PR_CONTACT,     /* contacts and distribution lists: vCard 3.0 (.vcf) */
-    PR_APPOINTMENT, /* iCalendar VEVENT (.ics) */
-    PR_JOURNAL,     /* iCalendar VJOURNAL (.ics) */
-    PR_TASK,        /* iCalendar VTODO (.ics) */
-} pr_class;
 
 /* The class of a parsed item.  readpst exports only mail, contacts,
  * appointments and journal entries; mailfs also shows posts, sticky

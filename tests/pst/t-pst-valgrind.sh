@@ -1,8 +1,9 @@
 #!/bin/bash
 # The whole pst backend under valgrind, on every test-data file and on
-# corrupt copies: the daemon lists and reads everything (renders every
-# item), and mailfsctl imports the largest file.  No memory error, no
-# definite leak (valgrind exits 99 on either).
+# corrupt copies: the daemon lists and reads everything, and mailfsctl
+# imports the largest file, each with every libpst helper process
+# (mailfs-pst, which parses and renders the items) under valgrind too.
+# No memory error, no definite leak anywhere.
 set -u
 . "$(dirname "$0")/../lib.sh"
 PST=$ROOT/../shared/testdata/pst
@@ -22,6 +23,10 @@ head -c 300000 /dev/urandom >"$S/pst/bad_random.pst"
 printf '[mailfs]\njournal = journal.db\n[store pst]\nbackend = pst\npath = pst\n[store srv1]\npath = srv1.db\n' >"$S/conf"
 "$B/mailfsctl" -c "$S/conf" store create srv1 >/dev/null
 VG="valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=99"
+# every helper under valgrind, each with a log of its own
+printf '#!/bin/sh\nexec %s --log-file=%s/vg-helper.%%p.log %s/mailfs-pst "$@"\n' "$VG" "$WORK" "$B" >"$WORK/helper"
+chmod +x "$WORK/helper"
+export MAILFS_PST_HELPER=$WORK/helper
 M=$S/mnt
 $VG --log-file="$WORK/valgrind.log" "$B/mailfs" -f "$S/conf" "$M" 2>"$WORK/daemon.log" &
 vpid=$!
@@ -42,4 +47,8 @@ $VG --log-file="$WORK/valgrind-import.log" "$B/mailfsctl" -c "$S/conf" import \
 rc=$?
 check "import: no errors and no definite leaks (exit $rc)" test $rc = 0
 [ $rc = 0 ] || head -40 "$WORK/valgrind-import.log"
+n=$(ls "$WORK"/vg-helper.*.log | wc -l)
+check "helpers ($n) ran under valgrind" test "$n" -ge 20
+check "... none reported an error or a definite leak" bash -c "! cat '$WORK'/vg-helper.*.log | grep -q ."
+cat "$WORK"/vg-helper.*.log | head -30
 [ $FAILS = 0 ]

@@ -1,0 +1,46 @@
+/*
+ * pst_proto.h — what the pst backend (pst.c) and its helper process
+ * mailfs-pst (pst_helper.c) say to each other over a pair of pipes.
+ *
+ * A record is a type byte, a 4-byte payload length (host order: both ends
+ * are one machine) and the payload.  A request is the 8-byte d_id of a
+ * folder (0: the top of the folder tree).
+ */
+#ifndef MAILFS_PST_PROTO_H
+#define MAILFS_PST_PROTO_H
+
+#include <stdint.h>
+
+/* What an item becomes.  Only Outlook's hidden (associated) items, its
+ * configuration and rules, are skipped. */
+typedef enum pr_class {
+    PR_SKIP = 0,
+    PR_MAIL,        /* IPM.Note, meeting requests, reports, posts, sticky
+                       notes and anything else with mail properties (.eml) */
+    PR_CONTACT,     /* contacts and distribution lists: vCard 3.0 (.vcf) */
+    PR_APPOINTMENT, /* iCalendar VEVENT (.ics) */
+    PR_JOURNAL,     /* iCalendar VJOURNAL (.ics) */
+    PR_TASK,        /* iCalendar VTODO (.ics) */
+} pr_class;
+
+enum {
+    PP_OPEN_OK = 'O',     /* the file is readable; requests may follow */
+    PP_OPEN_FAILED = 'X', /* payload: why, one line; the helper exits */
+    PP_FOLDER = 'F',      /* pp_folder, then the name (UTF-8, may be empty) */
+    PP_ITEM = 'I',        /* pp_item, then the rendered bytes */
+    PP_WARN = 'W',        /* payload: a line for the daemon's log */
+    PP_DONE = 'D',        /* the folder's children are all sent */
+};
+
+typedef struct pp_folder {
+    uint64_t d_id;
+    uint8_t has_children;
+} pp_folder;
+
+typedef struct pp_item {
+    uint8_t cls; /* pr_class */
+    int64_t mtime_ns;
+    char flags[32]; /* IMAP flags, NUL-terminated */
+} pp_item;
+
+#endif
