@@ -245,21 +245,6 @@ static char *helper_path(void)
     return g_build_filename(MS_LIBEXECDIR, "mailfs-pst", NULL);
 }
 
-static int read_all(int fd, void *buf, size_t len)
-{
-    char *p = buf;
-    while (len) {
-        ssize_t n = read(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* A write to a helper that died must fail (EPIPE), not kill this process
  * with SIGPIPE, whatever the program around the library does with it. */
 static int write_request(int fd, uint64_t d_id)
@@ -284,12 +269,12 @@ static int write_request(int fd, uint64_t d_id)
 static int read_record(pmbox *m, char *type, GByteArray *payload)
 {
     uint32_t len;
-    if (read_all(m->from_helper, type, 1) || read_all(m->from_helper, &len, 4))
+    if (pp_io(m->from_helper, type, 1, false) || pp_io(m->from_helper, &len, 4, false))
         return -1;
     if (len > (1u << 30))
         return -1; /* not the helper we know: a payload of over 1 GiB */
     g_byte_array_set_size(payload, len);
-    return len ? read_all(m->from_helper, payload->data, len) : 0;
+    return len ? pp_io(m->from_helper, payload->data, len, false) : 0;
 }
 
 /* Why the helper stopped talking, for the log. */

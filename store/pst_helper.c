@@ -25,27 +25,12 @@
 
 #include <glib.h>
 
-static int write_all(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-    while (len) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* One record: type, 4-byte length, payload (two pieces, either may be empty). */
 static void put(char type, const void *a, size_t alen, const void *b, size_t blen)
 {
     uint32_t len = (uint32_t)(alen + blen);
-    if (write_all(1, &type, 1) || write_all(1, &len, 4) || write_all(1, a, alen) ||
-        write_all(1, b, blen))
+    if (pp_io(1, &type, 1, true) || pp_io(1, &len, 4, true) || pp_io(1, (void *)a, alen, true) ||
+        pp_io(1, (void *)b, blen, true))
         exit(1); /* the daemon went away */
 }
 

@@ -9,7 +9,11 @@
 #ifndef MAILFS_PST_PROTO_H
 #define MAILFS_PST_PROTO_H
 
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <unistd.h>
 
 /* What an item becomes.  Only Outlook's hidden (associated) items, its
  * configuration and rules, are skipped. */
@@ -42,5 +46,21 @@ typedef struct pp_item {
     int64_t mtime_ns;
     char flags[32]; /* IMAP flags, NUL-terminated */
 } pp_item;
+
+/* All of len bytes to (out) or from fd, through EINTR; -1 on error or EOF. */
+static inline int pp_io(int fd, void *buf, size_t len, bool out)
+{
+    char *p = buf;
+    while (len) {
+        ssize_t n = out ? write(fd, p, len) : read(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
 
 #endif
