@@ -60,6 +60,8 @@ CONF
     SLAPD_DIR=$d
     /usr/sbin/slapd -f "$d/slapd.conf" -h "$LDAP_URI $LDAPI_URI" 2>"$d/slapd.log" ||
         { not_ok "slapd did not start: $(tail -3 "$d/slapd.log")"; return 1; }
+    # From here it must go, whatever fails next (the load below included).
+    trap 'slapd_stop "$SLAPD_DIR"; cleanup' EXIT
     wait_for "slapd to answer" ldapsearch -x -H "$LDAP_URI" -b "" -s base -LLL >/dev/null 2>&1 || return 1
     if [ ! -f "$d/loaded" ]; then
         ldap_admin ldapadd >/dev/null <<LDIF || return 1
@@ -75,7 +77,6 @@ ou: people
 LDIF
         touch "$d/loaded"
     fi
-    trap 'slapd_stop "$SLAPD_DIR"; cleanup' EXIT
 }
 
 # A CA and a server certificate for 127.0.0.1, valid for a day.
