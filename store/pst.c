@@ -23,6 +23,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -59,6 +60,7 @@ typedef struct pmbox {
     int state; /* 0: not opened, 1: open, -EIO: unreadable */
     char *error;
     GPid helper; /* 0: none */
+    bool helper_stuck;
     int to_helper, from_helper;
     pnode top;        /* its children are the mailbox's folders */
     GPtrArray *nodes; /* by local index: id & 0xffffffff - 1 */
@@ -265,27 +267,69 @@ static int write_request(int fd, uint64_t d_id)
     return n == (ssize_t)sizeof d_id ? 0 : -1;
 }
 
+/*
+ * How long the helper may stay silent (seconds) before it is taken for
+ * stuck: a damaged file can send libpst round a cycle in its trees, and a
+ * hung helper would hang every request on that mailbox.  Rendering one
+ * item never takes this long.  $MAILFS_PST_TIMEOUT sets it (tests).
+ */
+static int helper_timeout_ms(void)
+{
+    const char *e = getenv("MAILFS_PST_TIMEOUT");
+    int s = e ? atoi(e) : 0;
+    return (s > 0 ? s : 120) * 1000;
+}
+
+/* Like pp_io's read, but gives up when the helper is silent too long. */
+static int read_helper(pmbox *m, void *buf, size_t len)
+{
+    char *p = buf;
+    while (len) {
+        struct pollfd pfd = {.fd = m->from_helper, .events = POLLIN};
+        int r = poll(&pfd, 1, helper_timeout_ms());
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r == 0) {
+            m->helper_stuck = true;
+            return -1;
+        }
+        ssize_t n = r < 0 ? -1 : read(m->from_helper, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
 /* One record from the helper into *type and payload; -1 if it is gone. */
 static int read_record(pmbox *m, char *type, GByteArray *payload)
 {
     uint32_t len;
-    if (pp_io(m->from_helper, type, 1, false) || pp_io(m->from_helper, &len, 4, false))
+    if (read_helper(m, type, 1) || read_helper(m, &len, 4))
         return -1;
     if (len > (1u << 30))
         return -1; /* not the helper we know: a payload of over 1 GiB */
     g_byte_array_set_size(payload, len);
-    return len ? pp_io(m->from_helper, payload->data, len, false) : 0;
+    return len ? read_helper(m, payload->data, len) : 0;
 }
 
-/* Why the helper stopped talking, for the log. */
+/* Why the helper stopped talking, for the log; a stuck one is killed. */
 static char *helper_gone(pmbox *m)
 {
+    if (m->helper_stuck)
+        kill(m->helper, SIGKILL);
     close(m->to_helper);
     close(m->from_helper);
     int status = 0;
     while (waitpid(m->helper, &status, 0) < 0 && errno == EINTR)
         ;
     m->helper = 0;
+    if (m->helper_stuck)
+        return g_strdup_printf("libpst did not answer for %d s (a damaged file?); stopped",
+                               helper_timeout_ms() / 1000);
     if (WIFSIGNALED(status))
         return g_strdup_printf("libpst crashed on it (signal %d): the file is damaged",
                                WTERMSIG(status));

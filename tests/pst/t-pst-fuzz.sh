@@ -56,4 +56,18 @@ fi
 check "unreadable ones ($bad) each said so once, naming the file" \
     test "$(grep "cannot read this PST file" "$S/daemon.log" | grep -o 'f[0-9]*\.pst' | sort | uniq -d | wc -l)" = 0
 unmount "$S"
+
+# A helper that opens the file and then never answers (libpst in a loop
+# on a damaged file): after MAILFS_PST_TIMEOUT the mailbox fails with EIO,
+# the helper is killed, and the daemon goes on.
+printf '#!/bin/sh\nprintf "O\\000\\000\\000\\000"\nexec sleep 600\n' >"$WORK/stuck"
+chmod +x "$WORK/stuck"
+mount_fg "$S" MAILFS_PST_HELPER="$WORK/stuck" MAILFS_PST_TIMEOUT=2 || exit 1
+out=$(timeout 60 ls "$M/pst/intact" 2>&1)
+check "a helper that hangs: EIO ($out)" bash -c "printf '%s' '$out' | grep -q 'Input/output error'"
+check "... said so in the log" grep -q "intact.pst: cannot read this PST file: libpst did not answer" "$S/daemon.log"
+no_stuck_helper() { ! pgrep -f "sleep 600" >/dev/null; } # not in a bash -c: it would match itself
+check "... and the stuck helper is gone" no_stuck_helper
+check "... the mount still answers" mountpoint -q "$M"
+unmount "$S"
 [ $FAILS = 0 ]
