@@ -310,8 +310,8 @@ static int read_record(pmbox *m, char *type, GByteArray *payload)
     uint32_t len;
     if (read_helper(m, type, 1) || read_helper(m, &len, 4))
         return -1;
-    if (len > (1u << 30))
-        return -1; /* not the helper we know: a payload of over 1 GiB */
+    if (len > PP_CHUNK + 65536)
+        return -1; /* not the helper we know: it sends pieces of PP_CHUNK */
     g_byte_array_set_size(payload, len);
     return len ? read_helper(m, payload->data, len) : 0;
 }
@@ -403,30 +403,46 @@ static const char *extension(uint8_t cls)
     return cls == PR_MAIL ? "eml" : cls == PR_CONTACT ? "vcf" : "ics";
 }
 
-/* An item the helper rendered: into the spool, with size, date, flags and
- * SHA-256. */
-static void add_item(pmbox *m, pnode *folder, const pp_item *h, const uint8_t *bytes, size_t len,
-                     int number)
+/*
+ * An item the helper rendered: its bytes, piece by piece, into the spool
+ * and the SHA-256; then its node with size, date and flags.  Returns -1
+ * when the helper broke off (the caller gives up on the mailbox); a spool
+ * that cannot be written leaves the item out, logged.
+ */
+static int add_item(pmbox *m, pnode *folder, const pp_item *h, GByteArray *rec, int number)
 {
-    ssize_t w = ms_spool_pwrite(m->spool, bytes, len, m->spool_end);
-    if (w != (ssize_t)len) {
+    struct sha256_ctx sha;
+    sha256_init(&sha);
+    uint64_t got = 0;
+    ssize_t werr = 0;
+    char type;
+    while (got < h->size) {
+        if (read_record(m, &type, rec) || type != PP_DATA || got + rec->len > h->size)
+            return -1;
+        ssize_t w =
+            werr ? werr
+                 : ms_spool_pwrite(m->spool, rec->data, rec->len, m->spool_end + (int64_t)got);
+        if (w != (ssize_t)rec->len)
+            werr = w < 0 ? w : -EIO;
+        sha256_update(&sha, rec->len, rec->data);
+        got += rec->len;
+    }
+    if (werr) {
         ms_log(LOG_ERR, "%s: spooling item %d failed: %s; left out", m->path, number,
-               g_strerror(w < 0 ? (int)-w : EIO));
-        return;
+               g_strerror((int)-werr));
+        return 0;
     }
     g_autofree char *name = g_strdup_printf("%d.%s", number, extension(h->cls));
     pnode *n = new_node(m, folder, MS_MESSAGE, name);
     n->off = m->spool_end;
-    n->size = (int64_t)len;
-    m->spool_end += (int64_t)len;
-    struct sha256_ctx sha;
-    sha256_init(&sha);
-    sha256_update(&sha, len, bytes);
+    n->size = (int64_t)h->size;
+    m->spool_end += (int64_t)h->size;
     sha256_digest(&sha, sizeof n->sha256, n->sha256);
     n->mtime_ns = h->mtime_ns;
     if (!n->mtime_ns)
         n->mtime_ns = (int64_t)m->st.st_mtim.tv_sec * 1000000000 + m->st.st_mtim.tv_nsec;
     n->flags = g_strndup(h->flags, sizeof h->flags);
+    return 0;
 }
 
 static void init_children(pnode *n)
@@ -470,21 +486,18 @@ static int load_folder_locked(pmbox *m, pnode *f)
             sub->d_id = h.d_id;
             init_children(sub);
             sub->loaded = !h.has_children;
-        } else if (type == PP_ITEM && rec->len >= sizeof(pp_item)) {
+        } else if (type == PP_ITEM && rec->len == sizeof(pp_item)) {
             pp_item h;
             memcpy(&h, rec->data, sizeof h);
-            const uint8_t *bytes = rec->data + sizeof h;
-            size_t len = rec->len - sizeof h;
-            if (f->kind == MS_MAILBOX) {
-                if (!loose) {
-                    loose = new_node(m, f, MS_FOLDER, "Top of Personal Folders");
-                    init_children(loose);
-                    loose->loaded = true;
-                }
-                add_item(m, loose, &h, bytes, len, ++loose_number);
-            } else {
-                add_item(m, f, &h, bytes, len, ++number);
+            if (f->kind == MS_MAILBOX && !loose) {
+                loose = new_node(m, f, MS_FOLDER, "Top of Personal Folders");
+                init_children(loose);
+                loose->loaded = true;
             }
+            rc = f->kind == MS_MAILBOX ? add_item(m, loose, &h, rec, ++loose_number)
+                                       : add_item(m, f, &h, rec, ++number);
+            if (rc)
+                break;
         } else {
             rc = -1;
             break;

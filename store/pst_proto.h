@@ -31,7 +31,8 @@ enum {
     PP_OPEN_OK = 'O',     /* the file is readable; requests may follow */
     PP_OPEN_FAILED = 'X', /* payload: why, one line; the helper exits */
     PP_FOLDER = 'F',      /* pp_folder, then the name (UTF-8, may be empty) */
-    PP_ITEM = 'I',        /* pp_item, then the rendered bytes */
+    PP_ITEM = 'I',        /* pp_item; its size bytes follow in PP_DATA records */
+    PP_DATA = 'B',        /* up to PP_CHUNK bytes of the item before */
     PP_WARN = 'W',        /* payload: a line for the daemon's log */
     PP_DONE = 'D',        /* the folder's children are all sent */
 };
@@ -41,8 +42,12 @@ typedef struct pp_folder {
     uint8_t has_children;
 } pp_folder;
 
+/* Items travel in pieces so that the daemon never holds one whole. */
+#define PP_CHUNK (1024 * 1024)
+
 typedef struct pp_item {
-    uint8_t cls; /* pr_class */
+    uint64_t size; /* bytes in the PP_DATA records that follow */
+    uint8_t cls;   /* pr_class */
     int64_t mtime_ns;
     char flags[32]; /* IMAP flags, NUL-terminated */
 } pp_item;

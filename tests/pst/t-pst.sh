@@ -36,7 +36,9 @@ CONF
 C() { "$B/mailfsctl" -c "$S/conf" "$@"; }
 C store create srv1 >/dev/null
 M=$S/mnt
-mount_fg "$S" || exit 1
+# items cross the helper's pipe in pieces of 1,000 bytes here, so that every
+# item, not just those over a megabyte, is put together from many
+mount_fg "$S" MAILFS_PST_CHUNK=1000 || exit 1
 P=$M/pst
 
 # ------------------------------------------------- against readpst
