@@ -280,28 +280,13 @@ static int helper_timeout_ms(void)
     return (s > 0 ? s : 120) * 1000;
 }
 
-/* Like pp_io's read, but gives up when the helper is silent too long. */
+/* Reads from the helper; one silent too long is marked stuck. */
 static int read_helper(pmbox *m, void *buf, size_t len)
 {
-    char *p = buf;
-    while (len) {
-        struct pollfd pfd = {.fd = m->from_helper, .events = POLLIN};
-        int r = poll(&pfd, 1, helper_timeout_ms());
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r == 0) {
-            m->helper_stuck = true;
-            return -1;
-        }
-        ssize_t n = r < 0 ? -1 : read(m->from_helper, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
+    int rc = pp_io(m->from_helper, buf, len, false, helper_timeout_ms());
+    if (rc == -2)
+        m->helper_stuck = true;
+    return rc ? -1 : 0;
 }
 
 /* One record from the helper into *type and payload; -1 if it is gone. */

@@ -29,8 +29,8 @@
 static void put(char type, const void *a, size_t alen, const void *b, size_t blen)
 {
     uint32_t len = (uint32_t)(alen + blen);
-    if (pp_io(1, &type, 1, true) || pp_io(1, &len, 4, true) || pp_io(1, (void *)a, alen, true) ||
-        pp_io(1, (void *)b, blen, true))
+    if (pp_io(1, &type, 1, true, 0) || pp_io(1, &len, 4, true, 0) ||
+        pp_io(1, (void *)a, alen, true, 0) || pp_io(1, (void *)b, blen, true, 0))
         exit(1); /* the daemon went away */
 }
 

@@ -10,6 +10,7 @@
 #define MAILFS_PST_PROTO_H
 
 #include <errno.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -52,11 +53,23 @@ typedef struct pp_item {
     char flags[32]; /* IMAP flags, NUL-terminated */
 } pp_item;
 
-/* All of len bytes to (out) or from fd, through EINTR; -1 on error or EOF. */
-static inline int pp_io(int fd, void *buf, size_t len, bool out)
+/*
+ * All of len bytes to (out) or from fd, through EINTR: 0, or -1 on error
+ * or end of file, or -2 when timeout_ms (if > 0) passed with nothing to
+ * read.
+ */
+static inline int pp_io(int fd, void *buf, size_t len, bool out, int timeout_ms)
 {
     char *p = buf;
     while (len) {
+        if (timeout_ms > 0) {
+            struct pollfd pfd = {.fd = fd, .events = out ? POLLOUT : POLLIN};
+            int r = poll(&pfd, 1, timeout_ms);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r == 0)
+                return -2;
+        }
         ssize_t n = out ? write(fd, p, len) : read(fd, p, len);
         if (n < 0 && errno == EINTR)
             continue;
