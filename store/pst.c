@@ -61,6 +61,7 @@ typedef struct pmbox {
     char *error;
     GPid helper; /* 0: none */
     bool helper_stuck;
+    struct pstore *ps;
     int to_helper, from_helper;
     pnode top;        /* its children are the mailbox's folders */
     GPtrArray *nodes; /* by local index: id & 0xffffffff - 1 */
@@ -71,9 +72,33 @@ typedef struct pmbox {
 typedef struct pstore {
     GPtrArray *mboxes;
     char *spool_dir;
+    /* Mailboxes whose helper runs, least recently used first: past
+     * max_helpers the oldest idle one is stopped (its loaded folders stay
+     * in the spool; it restarts if another folder is needed), so that
+     * `ls` of a folder of 5,000 PST files does not leave 5,000 processes,
+     * each holding an index. */
+    GMutex lru_lock;
+    GQueue lru;
+    guint max_helpers;
 } pstore;
 
 static pstore *P(ms_store *st) { return st->priv; }
+
+static void lru_drop(pmbox *m)
+{
+    g_mutex_lock(&m->ps->lru_lock);
+    g_queue_remove(&m->ps->lru, m);
+    g_mutex_unlock(&m->ps->lru_lock);
+}
+
+/* m (locked, helper running) was just used. */
+static void lru_touch(pmbox *m)
+{
+    g_mutex_lock(&m->ps->lru_lock);
+    g_queue_remove(&m->ps->lru, m);
+    g_queue_push_tail(&m->ps->lru, m);
+    g_mutex_unlock(&m->ps->lru_lock);
+}
 
 static void pnode_free(pnode *n)
 {
@@ -140,6 +165,7 @@ static void add_mailbox(pstore *ps, const char *path, const struct stat *sb)
         }
     pmbox *m = g_new0(pmbox, 1);
     m->id = ps->mboxes->len + 1;
+    m->ps = ps;
     m->name = name;
     m->path = g_strdup(path);
     m->st = *sb;
@@ -164,6 +190,10 @@ static int pst_open_store(ms_store *st, const ms_store_conf *conf, int flags, ch
     pstore *ps = g_new0(pstore, 1);
     ps->mboxes = g_ptr_array_new_with_free_func((GDestroyNotify)pmbox_free);
     ps->spool_dir = g_strdup(conf->spool);
+    g_mutex_init(&ps->lru_lock);
+    g_queue_init(&ps->lru);
+    const char *cap = getenv("MAILFS_PST_HELPERS"); /* tests */
+    ps->max_helpers = cap && atoi(cap) > 0 ? (guint)atoi(cap) : 8;
     st->priv = ps;
     st->readonly = true;       /* a PST is a source, never written */
     if (S_ISREG(sb.st_mode)) { /* one file: mailfsctl import */
@@ -207,6 +237,8 @@ static void pst_close_store(ms_store *st)
     if (!ps)
         return;
     g_ptr_array_free(ps->mboxes, TRUE);
+    g_queue_clear(&ps->lru);
+    g_mutex_clear(&ps->lru_lock);
     g_free(ps->spool_dir);
     g_free(ps);
     st->priv = NULL;
@@ -226,6 +258,7 @@ static int fail_mbox(pmbox *m, const char *why)
     m->error = g_strdup(why);
     ms_log(LOG_ERR, "%s: cannot read this PST file: %s", m->path, why);
     stop_helper(m);
+    lru_drop(m);
     return -EIO;
 }
 
@@ -312,6 +345,7 @@ static char *helper_gone(pmbox *m)
     while (waitpid(m->helper, &status, 0) < 0 && errno == EINTR)
         ;
     m->helper = 0;
+    lru_drop(m);
     if (m->helper_stuck)
         return g_strdup_printf("libpst did not answer for %d s (a damaged file?); stopped",
                                helper_timeout_ms() / 1000);
@@ -321,11 +355,43 @@ static char *helper_gone(pmbox *m)
     return g_strdup_printf("its reader stopped (exit %d)", WEXITSTATUS(status));
 }
 
-/* Starts the file's helper and sees it open the file.  Caller holds m->lock. */
-static int mbox_open_locked(ms_store *st, pmbox *m)
+/* Stops least recently used helpers of other mailboxes until there is
+ * room for one more; mailboxes in use (locked) are passed over, so the
+ * cap can be exceeded for a moment but never deadlocks.  Caller holds
+ * m->lock. */
+static void make_room(pmbox *m)
 {
-    if (m->state)
-        return m->state < 0 ? m->state : 0;
+    pstore *ps = m->ps;
+    for (;;) {
+        pmbox *victim = NULL;
+        g_mutex_lock(&ps->lru_lock);
+        if (g_queue_get_length(&ps->lru) >= ps->max_helpers) {
+            for (GList *l = ps->lru.head; l && !victim; l = l->next) {
+                pmbox *v = l->data;
+                if (v != m && g_mutex_trylock(&v->lock))
+                    victim = v;
+            }
+            if (victim)
+                g_queue_remove(&ps->lru, victim);
+        }
+        g_mutex_unlock(&ps->lru_lock);
+        if (!victim)
+            return;
+        stop_helper(victim);
+        g_mutex_unlock(&victim->lock);
+    }
+}
+
+/* Starts the file's helper and sees it open the file; the file must be
+ * the one first read (a restart after eviction).  Caller holds m->lock. */
+static int start_helper(pmbox *m)
+{
+    struct stat now;
+    if (m->state == 1 && (stat(m->path, &now) < 0 || now.st_size != m->st.st_size ||
+                          now.st_mtim.tv_sec != m->st.st_mtim.tv_sec ||
+                          now.st_mtim.tv_nsec != m->st.st_mtim.tv_nsec))
+        return fail_mbox(m, "it changed on disk since it was first read (remount to see it)");
+    make_room(m);
     g_autofree char *helper = helper_path();
     char *argv[] = {helper, m->path, m->name, NULL};
     GError *gerr = NULL;
@@ -351,6 +417,18 @@ static int mbox_open_locked(ms_store *st, pmbox *m)
     g_byte_array_free(payload, TRUE);
     if (why)
         return fail_mbox(m, why);
+    lru_touch(m);
+    return 0;
+}
+
+/* Opens the mailbox on first use.  Caller holds m->lock. */
+static int mbox_open_locked(ms_store *st, pmbox *m)
+{
+    if (m->state)
+        return m->state < 0 ? m->state : 0;
+    int rc = start_helper(m);
+    if (rc)
+        return rc;
     m->top.kind = MS_MAILBOX;
     m->top.id = m->id;
     m->top.d_id = 0;
@@ -450,6 +528,10 @@ static int load_folder_locked(pmbox *m, pnode *f)
         return m->state;
     if (!f->children)
         init_children(f);
+    int started = m->helper ? 0 : start_helper(m);
+    if (started)
+        return started;
+    lru_touch(m);
     if (write_request(m->to_helper, f->d_id)) {
         g_autofree char *why = helper_gone(m);
         return fail_mbox(m, why);

@@ -36,9 +36,11 @@ CONF
 C() { "$B/mailfsctl" -c "$S/conf" "$@"; }
 C store create srv1 >/dev/null
 M=$S/mnt
-# items cross the helper's pipe in pieces of 1,000 bytes here, so that every
-# item, not just those over a megabyte, is put together from many
-mount_fg "$S" MAILFS_PST_CHUNK=1000 || exit 1
+# Items cross the helper's pipe in pieces of 1,000 bytes here, so that every
+# item, not just those over a megabyte, is put together from many; and at
+# most 2 helpers run, so that over 20 files they are stopped and restarted
+# all the time while everything below is compared.
+mount_fg "$S" MAILFS_PST_CHUNK=1000 MAILFS_PST_HELPERS=2 || exit 1
 P=$M/pst
 
 # ------------------------------------------------- against readpst
@@ -112,6 +114,9 @@ for f in "$PST"/*; do
         diff <({ subjects_of "${theirs[@]}"; extra_subjects "$b"; } | LC_ALL=C sort) <(subjects_of "${ours[@]}")
     rm -rf "$ref"
 done
+
+helpers() { pgrep -f "mailfs-pst $S/pst/" | wc -l; }
+check "at most 2 helper processes after reading all files ($(helpers))" test "$(helpers)" -le 2
 
 # sizes are what reading gives, and every file type has its shape
 bad=0
@@ -191,5 +196,18 @@ done
 C import "$PST/aspose_AddingBulkMessagesWithImprovedPerformance.pst" srv1 x 2>"$WORK/imp.err" >/dev/null
 check "import of the test data's unreadable PST: exit 1, file named" \
     grep -q "AddingBulkMessagesWithImprovedPerformance.pst: cannot read" "$WORK/imp.err"
+unmount "$S"
+
+# One helper at most: a mailbox whose helper was stopped restarts it for a
+# folder not read yet, unless its file changed meanwhile (then EIO: the
+# folders already shown came from the old file).
+mount_fg "$S" MAILFS_PST_HELPERS=1 || exit 1
+ls "$P/aspose_source" >/dev/null                # its helper runs
+ls "$P/tika_testPST" >/dev/null                 # ... and is stopped for this one
+check "a stopped helper restarts for a new folder" test "$(find "$P/aspose_source/Inbox" -maxdepth 1 -type f | wc -l)" = 8
+ls "$P/pstsdk_sample1" >/dev/null              # a new one: aspose_source's stops
+touch "$S/pst/aspose_source.pst"
+check "a file changed since: EIO" bash -c "ls '$P/aspose_source/Sent Items' 2>&1 | grep -q 'Input/output error'"
+check "... saying why" grep -q "aspose_source.pst: cannot read this PST file: it changed on disk" "$S/daemon.log"
 unmount "$S"
 [ $FAILS = 0 ]
