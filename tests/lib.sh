@@ -2,7 +2,9 @@
 # always cleaned up, condition waits (never fixed sleeps), and checks.
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 B=${MAILFS_BUILD:-$ROOT/build}/fs
-TD=$ROOT/../shared/testdata/mail
+. "$ROOT/scripts/testdata.sh"
+TESTDATA=$(mailfs_testdata "$ROOT") || { echo "not ok: no test data (shared/testdata, or MAILFS_TESTDATA)"; exit 1; }
+TD=$TESTDATA/mail
 WORK=$(mktemp -d /tmp/mailfs-move.XXXXXX)
 FAILS=0
 

@@ -11,7 +11,9 @@
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 B=${MAILFS_BUILD:-$ROOT/build}/fs
-TD=$ROOT/../shared/testdata/mail
+. "$ROOT/scripts/testdata.sh"
+TESTDATA=$(mailfs_testdata "$ROOT") || { echo "not ok: no test data (shared/testdata, or MAILFS_TESTDATA)"; exit 1; }
+TD=$TESTDATA/mail
 WORK=$(mktemp -d /tmp/mailfs-crash.XXXXXX)
 cleanup() {
     for m in "$WORK"/*/mnt; do fusermount3 -u "$m" 2>/dev/null; done

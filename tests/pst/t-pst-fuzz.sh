@@ -8,7 +8,7 @@
 # byte for byte.
 set -u
 . "$(dirname "$0")/../lib.sh"
-PST=$ROOT/../shared/testdata/pst
+PST=$TESTDATA/pst
 
 # Under SANITIZE=1 the daemon is the ASan build, but the helper here is the
 # plain one: libpst's own memory errors on damaged files are what the

@@ -6,7 +6,7 @@
 # No memory error, no definite leak anywhere.
 set -u
 . "$(dirname "$0")/../lib.sh"
-PST=$ROOT/../shared/testdata/pst
+PST=$TESTDATA/pst
 
 # Valgrind cannot run an ASan build: use (or make) the plain one.
 if ldd "$B/mailfs" | grep -q libasan; then

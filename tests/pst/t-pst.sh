@@ -9,7 +9,7 @@
 set -u
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/readpst-summary.sh"
-PST=$ROOT/../shared/testdata/pst
+PST=$TESTDATA/pst
 DUMP=${MAILFS_BUILD:-$ROOT/build}/tests/mimedump
 command -v readpst >/dev/null || { not_ok "readpst (pst-utils) is not installed"; exit 1; }
 
