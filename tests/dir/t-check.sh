@@ -29,20 +29,26 @@ directory = mailHost=srv2.example.org
 CONF
 C() { "$B/mailfsctl" -c "$S/conf" "$@"; }
 for s in srv1 srv2; do C store create $s >/dev/null; done
-for u in alice bob; do ldap_person $u srv1.example.org; C mailbox create srv1 $u >/dev/null; done
-ldap_person carol srv2.example.org; C mailbox create srv2 carol >/dev/null
+# the site is mounted throughout; mailboxes and ACLs are made through it
+M=$S/mnt
+mkdir -p "$M"
+mount_fg "$S" || exit 1
+mk() { mkdir -p "$M/$1/$2/INBOX"; } # store mailbox
+for u in alice bob; do ldap_person $u srv1.example.org; mk srv1 $u; done
+ldap_person carol srv2.example.org; mk srv2 carol
 
 C check >"$WORK/out" 2>&1
 check "a consistent site: exit 0" test $? = 0
 check "... and says so" grep -q clean "$WORK/out"
 
 # plant one of each
-C mailbox create srv1 orphan >/dev/null                                 # orphan
-ldap_person dave srv1.example.org                                       # missing
-ldap_person erin srv1.example.org; C mailbox create srv2 erin >/dev/null # mismatch
-ldap_person frank srv1.example.org                                      # duplicate
-C mailbox create srv1 frank >/dev/null; C mailbox create srv2 frank >/dev/null
-sqlite3 "$S/srv1.db" "update mailbox set acl = cast('bob lr' || char(10) || 'ghost lrs' as blob) where name = cast('alice' as blob)"
+mk srv1 orphan                                      # orphan
+ldap_person dave srv1.example.org                   # missing
+ldap_person erin srv1.example.org; mk srv2 erin     # mismatch
+ldap_person frank srv1.example.org                  # duplicate
+mk srv1 frank; mk srv2 frank
+setfattr -n user.mail.acl -v "bob lr
+ghost lrs" "$M/srv1/alice"
 MAILFS_FAULT=copied:1 "$B/mailfsctl" -c "$S/conf" move bob srv2 2>/dev/null # pending move
 
 C check --json >"$WORK/json"
@@ -65,7 +71,7 @@ check "second check: the others remain" grep -q '"unknown-grantee"' "$WORK/after
 
 C check --remove-unknown-grantees --json >/dev/null
 check "--remove-unknown-grantees drops ghost, keeps bob" \
-    test "$(sqlite3 "$S/srv1.db" "select cast(acl as text) from mailbox where name = cast('alice' as blob)")" = "bob lr"
+    test "$(getfattr --absolute-names --only-values -n user.mail.acl "$M/srv1/alice")" = "bob lr"
 C check --json >"$WORK/after2"
 check "third check: no unknown grantee" bash -c "! grep -q unknown-grantee '$WORK/after2'"
 
@@ -73,10 +79,11 @@ check "third check: no unknown grantee" bash -c "! grep -q unknown-grantee '$WOR
 C recover >/dev/null
 ldap_person orphan srv1.example.org
 ldapdelete -x -H "$LDAP_URI" -D "$LDAP_ADMIN" -w "$LDAP_PW" "uid=dave,ou=people,dc=example,dc=org"
-sqlite3 "$S/srv2.db" "delete from folder where mailbox in (select id from mailbox where name = cast('frank' as blob)); delete from mailbox where name = cast('frank' as blob)"
+rm -r "$M/srv2/frank"
 C check >"$WORK/out"
 check "all settled: exit 0" test $? = 0
 
+unmount "$S"
 slapd_stop "$L"
 C check >/dev/null 2>"$WORK/err"
 check "slapd down: exit 2" test $? = 2
