@@ -80,6 +80,7 @@ typedef struct pstore {
     GMutex lru_lock;
     GQueue lru;
     guint max_helpers;
+    int timeout_ms; /* see read_helper */
 } pstore;
 
 static pstore *P(ms_store *st) { return st->priv; }
@@ -194,6 +195,8 @@ static int pst_open_store(ms_store *st, const ms_store_conf *conf, int flags, ch
     g_queue_init(&ps->lru);
     const char *cap = getenv("MAILFS_PST_HELPERS"); /* tests */
     ps->max_helpers = cap && atoi(cap) > 0 ? (guint)atoi(cap) : 8;
+    const char *t = getenv("MAILFS_PST_TIMEOUT"); /* tests */
+    ps->timeout_ms = (t && atoi(t) > 0 ? atoi(t) : 120) * 1000;
     st->priv = ps;
     st->readonly = true;       /* a PST is a source, never written */
     if (S_ISREG(sb.st_mode)) { /* one file: mailfsctl import */
@@ -301,22 +304,15 @@ static int write_request(int fd, uint64_t d_id)
 }
 
 /*
- * How long the helper may stay silent (seconds) before it is taken for
- * stuck: a damaged file can send libpst round a cycle in its trees, and a
- * hung helper would hang every request on that mailbox.  Rendering one
- * item never takes this long.  $MAILFS_PST_TIMEOUT sets it (tests).
+ * Reads from the helper.  One silent for longer than the store's
+ * timeout_ms (120 s; $MAILFS_PST_TIMEOUT in tests) is marked stuck: a
+ * damaged file can send libpst round a cycle in its trees, and a hung
+ * helper would hang every request on that mailbox.  Rendering one item
+ * never takes this long.
  */
-static int helper_timeout_ms(void)
-{
-    const char *e = getenv("MAILFS_PST_TIMEOUT");
-    int s = e ? atoi(e) : 0;
-    return (s > 0 ? s : 120) * 1000;
-}
-
-/* Reads from the helper; one silent too long is marked stuck. */
 static int read_helper(pmbox *m, void *buf, size_t len)
 {
-    int rc = pp_io(m->from_helper, buf, len, false, helper_timeout_ms());
+    int rc = pp_io(m->from_helper, buf, len, false, m->ps->timeout_ms);
     if (rc == -2)
         m->helper_stuck = true;
     return rc ? -1 : 0;
@@ -348,7 +344,7 @@ static char *helper_gone(pmbox *m)
     lru_drop(m);
     if (m->helper_stuck)
         return g_strdup_printf("libpst did not answer for %d s (a damaged file?); stopped",
-                               helper_timeout_ms() / 1000);
+                               m->ps->timeout_ms / 1000);
     if (WIFSIGNALED(status))
         return g_strdup_printf("libpst crashed on it (signal %d): the file is damaged",
                                WTERMSIG(status));
@@ -461,11 +457,6 @@ static pnode *new_node(pmbox *m, pnode *parent, ms_kind kind, const char *want)
     return n;
 }
 
-static const char *extension(uint8_t cls)
-{
-    return cls == PR_MAIL ? "eml" : cls == PR_CONTACT ? "vcf" : "ics";
-}
-
 /*
  * An item the helper rendered: its bytes, piece by piece, into the spool
  * and the SHA-256; then its node with size, date and flags.  Returns -1
@@ -495,7 +486,7 @@ static int add_item(pmbox *m, pnode *folder, const pp_item *h, GByteArray *rec, 
                g_strerror((int)-werr));
         return 0;
     }
-    g_autofree char *name = g_strdup_printf("%d.%s", number, extension(h->cls));
+    g_autofree char *name = g_strdup_printf("%d.%s", number, pp_extension(h->cls));
     pnode *n = new_node(m, folder, MS_MESSAGE, name);
     n->off = m->spool_end;
     n->size = (int64_t)h->size;

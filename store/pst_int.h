@@ -16,8 +16,6 @@
  * appointments and journal entries; mailfs also shows posts, sticky
  * notes, tasks and distribution lists (tests/pst compares the rest). */
 pr_class pr_classify(const pst_item *item);
-/* The file name extension for a class, without the dot. */
-const char *pr_extension(pr_class c);
 /* The item's date in ns since the epoch: delivery, else sent, else last
  * modified, else created; 0 when it has none. */
 int64_t pr_item_time_ns(const pst_item *item);

@@ -43,6 +43,12 @@ typedef struct pp_folder {
     uint8_t has_children;
 } pp_folder;
 
+/* The file name extension of an item of class cls, without the dot. */
+static inline const char *pp_extension(uint8_t cls)
+{
+    return cls == PR_MAIL ? "eml" : cls == PR_CONTACT ? "vcf" : "ics";
+}
+
 /* Items travel in pieces so that the daemon never holds one whole. */
 #define PP_CHUNK (1024 * 1024)
 

@@ -67,18 +67,6 @@ pr_class pr_classify(const pst_item *it)
     return PR_SKIP;
 }
 
-const char *pr_extension(pr_class c)
-{
-    switch (c) {
-    case PR_MAIL:
-        return "eml";
-    case PR_CONTACT:
-        return "vcf";
-    default:
-        return "ics";
-    }
-}
-
 int64_t pr_item_time_ns(const pst_item *it)
 {
     int64_t t = 0;
