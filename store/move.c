@@ -100,7 +100,6 @@ typedef struct mover {
     const ms_move_opts *opts;
     bool resume; /* an interrupted import goes on: what is there stays */
     int64_t messages, bytes;
-    int64_t batch_messages, batch_bytes; /* in the open target batch */
     int64_t last_report_ns;
     char *error; /* what went wrong, for the journal and the log */
 } mover;
@@ -238,7 +237,6 @@ static int commit_prepared(mover *mv, GPtrArray *ready)
         mv->bytes += bytes;
     }
     g_ptr_array_set_size(ready, 0);
-    mv->batch_messages = mv->batch_bytes = 0;
     return rc;
 }
 
@@ -247,7 +245,10 @@ static int copy_children(mover *mv, ms_node sparent, ms_node dparent)
 {
     GArray *page = g_array_new(FALSE, FALSE, sizeof(child));
     g_array_set_clear_func(page, child_clear);
+    /* Read, not yet committed: one target transaction per BATCH_MESSAGES
+     * or BATCH_BYTES, whichever comes first. */
     GPtrArray *ready = g_ptr_array_new_with_free_func((GDestroyNotify)ms_writer_close);
+    int64_t ready_bytes = 0;
     uint64_t cookie = 0;
     int rc = 0;
     /* rc is tested before each page: an error inside one must end the
@@ -266,10 +267,11 @@ static int copy_children(mover *mv, ms_node sparent, ms_node dparent)
                     rc = 0;
                 } else if (!rc) {
                     g_ptr_array_add(ready, w);
-                    mv->batch_messages++;
-                    mv->batch_bytes += ms_writer_size(w);
-                    if (mv->batch_messages >= BATCH_MESSAGES || mv->batch_bytes >= BATCH_BYTES)
+                    ready_bytes += ms_writer_size(w);
+                    if (ready->len >= BATCH_MESSAGES || ready_bytes >= BATCH_BYTES) {
                         rc = commit_prepared(mv, ready);
+                        ready_bytes = 0;
+                    }
                 }
                 if (rc && rc != -EINTR && !mv->error)
                     mv->error = g_strdup_printf("copying message %s: %s", c->name, g_strerror(-rc));
@@ -277,6 +279,7 @@ static int copy_children(mover *mv, ms_node sparent, ms_node dparent)
             }
             /* What is read so far goes in first: the subtree may be big. */
             rc = commit_prepared(mv, ready);
+            ready_bytes = 0;
             ms_attr f;
             if (!rc)
                 rc =
@@ -295,6 +298,7 @@ static int copy_children(mover *mv, ms_node sparent, ms_node dparent)
         }
         if (!rc)
             rc = commit_prepared(mv, ready);
+        ready_bytes = 0;
         report(mv, false);
         if (!rc)
             ms_fault("copy");
