@@ -577,6 +577,15 @@ static int sq_sync(ms_store *st)
 
 /* ----------------------------------------------------------- stats */
 
+/* The database and its log, as the filesystem counts them. */
+static int64_t files_size(const char *path)
+{
+    struct stat sb;
+    int64_t n = stat(path, &sb) == 0 ? sb.st_size : 0;
+    g_autofree char *wal = g_strconcat(path, "-wal", NULL);
+    return n + (stat(wal, &sb) == 0 ? sb.st_size : 0);
+}
+
 static int stats_in(conn *c, const char *path, ms_store_stats *out)
 {
     memset(out, 0, sizeof *out);
@@ -592,25 +601,12 @@ static int stats_in(conn *c, const char *path, ms_store_stats *out)
     out->messages = sqlite3_column_int64(q, 2);
     out->bytes = sqlite3_column_int64(q, 3);
     sqlite3_reset(q);
-    int pages = 0, freep = 0, psize = 0;
-    pragma_int(c, "PRAGMA page_count", &pages);
+    int freep = 0, psize = 0;
     pragma_int(c, "PRAGMA freelist_count", &freep);
     pragma_int(c, "PRAGMA page_size", &psize);
-    struct stat sb;
-    out->file_bytes = stat(path, &sb) == 0 ? sb.st_size : (int64_t)pages * psize;
-    g_autofree char *wal = g_strconcat(path, "-wal", NULL);
-    if (stat(wal, &sb) == 0)
-        out->file_bytes += sb.st_size;
+    out->file_bytes = files_size(path);
     out->reclaimable_bytes = (int64_t)freep * psize;
     return 0;
-}
-
-static int64_t files_size(const char *path)
-{
-    struct stat sb;
-    int64_t n = stat(path, &sb) == 0 ? sb.st_size : 0;
-    g_autofree char *wal = g_strconcat(path, "-wal", NULL);
-    return n + (stat(wal, &sb) == 0 ? sb.st_size : 0);
 }
 
 /* SQLITE_BUSY means another process holds the store longer than the
