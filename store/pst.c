@@ -58,7 +58,6 @@ typedef struct pmbox {
     struct stat st;
     GMutex lock;
     int state; /* 0: not opened, 1: open, -EIO: unreadable */
-    char *error;
     GPid helper; /* 0: none */
     bool helper_stuck;
     struct pstore *ps;
@@ -71,7 +70,6 @@ typedef struct pmbox {
 
 typedef struct pstore {
     GPtrArray *mboxes;
-    char *spool_dir;
     /* Mailboxes whose helper runs, least recently used first: past
      * max_helpers the oldest idle one is stopped (its loaded folders stay
      * in the spool; it restarts if another folder is needed), so that
@@ -143,7 +141,6 @@ static void pmbox_free(pmbox *m)
     g_mutex_clear(&m->lock);
     g_free(m->name);
     g_free(m->path);
-    g_free(m->error);
     g_free(m);
 }
 
@@ -190,7 +187,6 @@ static int pst_open_store(ms_store *st, const ms_store_conf *conf, int flags, ch
     }
     pstore *ps = g_new0(pstore, 1);
     ps->mboxes = g_ptr_array_new_with_free_func((GDestroyNotify)pmbox_free);
-    ps->spool_dir = g_strdup(conf->spool);
     g_mutex_init(&ps->lru_lock);
     g_queue_init(&ps->lru);
     const char *cap = getenv("MAILFS_PST_HELPERS"); /* tests */
@@ -242,7 +238,6 @@ static void pst_close_store(ms_store *st)
     g_ptr_array_free(ps->mboxes, TRUE);
     g_queue_clear(&ps->lru);
     g_mutex_clear(&ps->lru_lock);
-    g_free(ps->spool_dir);
     g_free(ps);
     st->priv = NULL;
 }
@@ -258,7 +253,6 @@ static pmbox *mbox_by_id(ms_store *st, int64_t id)
 static int fail_mbox(pmbox *m, const char *why)
 {
     m->state = -EIO;
-    m->error = g_strdup(why);
     ms_log(LOG_ERR, "%s: cannot read this PST file: %s", m->path, why);
     stop_helper(m);
     lru_drop(m);
@@ -429,7 +423,7 @@ static int mbox_open_locked(ms_store *st, pmbox *m)
     m->top.id = m->id;
     m->top.d_id = 0;
     m->nodes = g_ptr_array_new_with_free_func((GDestroyNotify)pnode_destroy);
-    m->spool = ms_spool_new(P(st)->spool_dir);
+    m->spool = ms_spool_new(st->spool_dir);
     m->state = 1;
     return 0;
 }
