@@ -374,8 +374,8 @@ static int cmd_compact(ctl *c, const char *name)
         return 1;
     int rc = 0;
     for (size_t i = 0; !rc && i < n; i++) {
-        bool unsettled = !strcmp(mv[i].state, "running") || !strcmp(mv[i].state, "committed");
-        if (unsettled && (!strcmp(mv[i].source, name) || !strcmp(mv[i].target, name))) {
+        if (ms_move_unsettled(&mv[i]) &&
+            (!strcmp(mv[i].source, name) || !strcmp(mv[i].target, name))) {
             fprintf(stderr,
                     "mailfsctl: compact %s: refused: move %lld of %s is in progress (state %s, "
                     "step %s); wait for it or run mailfsctl recover\n",

@@ -268,7 +268,7 @@ int ms_check(ms_store *const *stores, size_t n, ms_directory *dir, ms_journal *j
         int64_t now = (int64_t)time(NULL);
         for (size_t i = 0; !rc && i < nm; i++) {
             ms_move_info *m = &moves[i];
-            if (!strcmp(m->state, "running") || !strcmp(m->state, "committed"))
+            if (ms_move_unsettled(m))
                 add(out, MS_FIND_PENDING_MOVE, m->mailbox, m->source, NULL,
                     g_strdup_printf("move %lld %s -> %s %s at step %s (mailfsctl recover)",
                                     (long long)m->id, m->source, m->target, m->state, m->step));

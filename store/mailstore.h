@@ -411,6 +411,9 @@ typedef struct ms_move_info {
     char error[256];
 } ms_move_info;
 
+/* True while a move is not settled: running, or past its commit point
+ * but not finished; recovery (or the mover) still owes it a step. */
+bool ms_move_unsettled(const ms_move_info *m);
 /* All moves, newest first; free with g_free. */
 int ms_journal_list(ms_journal *j, ms_move_info **out, size_t *n);
 int ms_journal_get(ms_journal *j, int64_t id, ms_move_info *out);

@@ -682,6 +682,11 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
                : 0;
 }
 
+bool ms_move_unsettled(const ms_move_info *m)
+{
+    return !strcmp(m->state, "running") || !strcmp(m->state, "committed");
+}
+
 int ms_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mailbox,
             const ms_move_opts *opts, int64_t *id_out)
 {

@@ -57,7 +57,7 @@ typedef struct pmbox {
     char *name, *path;
     struct stat st;
     GMutex lock;
-    int state; /* 0: not opened, 1: open, -EIO: unreadable */
+    int state;   /* 0: not opened, 1: open, -EIO: unreadable */
     GPid helper; /* 0: none */
     bool helper_stuck;
     struct pstore *ps;
