@@ -41,7 +41,7 @@ static void usage(FILE *f)
                "  recover                           settle moves a crash left unfinished\n"
                "  undo ID                           move a finished move back, with new mail\n"
                "  purge [--all]                     drop retained source copies past retention\n"
-               "  check [--json] [--fix-location] [--remove-unknown-grantees]\n"
+               "  check [--json] [--fix-location] [--remove-unknown-grantees] [--fix-orphans]\n"
                "                                    directory against stores (exit 0 clean,\n"
                "                                    1 findings, 2 error)\n\n"
                "CONFIG defaults to $MAILFS_CONFIG, then /etc/mailfs/mailfs.conf.\n"
@@ -472,18 +472,58 @@ static int cmd_moves(ctl *c, bool json)
     return 0;
 }
 
+/* Every configured store, opened (for recover and check); NULL after saying why. */
+static ms_store **all_stores(ctl *c, size_t *n)
+{
+    *n = ms_config_store_count(c->cfg);
+    ms_store **stores = g_new0(ms_store *, *n ? *n : 1);
+    for (size_t i = 0; i < *n; i++)
+        if (!(stores[i] = store_by_name(c, ms_config_store(c->cfg, i)->name))) {
+            g_free(stores);
+            return NULL;
+        }
+    return stores;
+}
+
+/* Exit 0 only when nothing is left unsettled: a cron job must notice. */
 static int cmd_recover(ctl *c)
 {
     ms_journal *j;
     if (open_journal(c, &j))
         return 1;
-    int rc = ms_recover(j, store_by_name, c, c->dir, false);
-    if (rc < 0)
+    size_t n;
+    g_autofree ms_store **stores = all_stores(c, &n);
+    if (!stores) {
+        ms_journal_close(j);
+        return 1;
+    }
+    GArray *left = g_array_new(FALSE, FALSE, sizeof(int64_t));
+    int rc = ms_recover(j, stores, n, c->dir, ms_config_retain_days(c->cfg), false, left);
+    if (rc < 0) {
         fprintf(stderr, "mailfsctl: recover: %s\n", g_strerror(-rc));
-    else
+    } else {
         printf("%d unfinished moves settled\n", rc);
+        for (guint i = 0; i < left->len; i++) {
+            ms_move_info mi;
+            int64_t id = g_array_index(left, int64_t, i);
+            if (id && ms_journal_get(j, id, &mi) == 0)
+                printf("not settled: move %lld, %s from %s to %s, %s at step %s: %s\n",
+                       (long long)id, mi.mailbox, mi.source, mi.target, mi.state, mi.step,
+                       mi.error[0] ? mi.error : "see the log above");
+            else if (!id)
+                printf("not settled: an orphan lock or copy (see the log above; 'mailfsctl "
+                       "check' lists them)\n");
+        }
+        if (left->len)
+            fprintf(stderr,
+                    "mailfsctl: recover: %u left unsettled; run it again once the cause "
+                    "is fixed\n",
+                    left->len);
+    }
+    bool failed = rc < 0 || left->len > 0;
+    g_array_free(left, TRUE);
     ms_journal_close(j);
-    return rc < 0;
+    return failed;
 }
 
 static int cmd_undo(ctl *c, const char *arg)
@@ -539,20 +579,20 @@ static int cmd_check(ctl *c, int argc, char **argv)
             o.fix_location = true;
         else if (!strcmp(argv[i], "--remove-unknown-grantees"))
             o.remove_unknown_grantees = true;
+        else if (!strcmp(argv[i], "--fix-orphans"))
+            o.fix_orphans = true;
         else {
             usage(stderr);
             return 2;
         }
     }
+    o.retain_days = ms_config_retain_days(c->cfg);
     ms_journal *j;
     if (open_journal(c, &j))
         return 2;
-    size_t n = ms_config_store_count(c->cfg);
-    g_autofree ms_store **stores = g_new0(ms_store *, n);
-    int rc = 0;
-    for (size_t i = 0; i < n && !rc; i++)
-        if (!(stores[i] = store_by_name(c, ms_config_store(c->cfg, i)->name)))
-            rc = -EIO;
+    size_t n;
+    g_autofree ms_store **stores = all_stores(c, &n);
+    int rc = stores ? 0 : -EIO;
     GPtrArray *found = NULL;
     char *err = NULL;
     if (!rc)

@@ -100,15 +100,6 @@ static int open_stores(mfs *m)
     return 0;
 }
 
-static ms_store *store_by_name(void *ctx, const char *name)
-{
-    mfs *m = ctx;
-    for (size_t i = 0; i < m->nstores; i++)
-        if (!strcmp(ms_store_name(m->stores[i]), name))
-            return m->stores[i];
-    return NULL;
-}
-
 /* Settles moves a crashed daemon or mailfsctl left half-done. */
 static int open_journal(mfs *m)
 {
@@ -127,7 +118,8 @@ static int open_journal(mfs *m)
         g_free(err);
         return rc;
     }
-    rc = ms_recover(m->journal, store_by_name, m, m->dir, true);
+    rc = ms_recover(m->journal, m->stores, m->nstores, m->dir, ms_config_retain_days(m->cfg), true,
+                    NULL);
     if (rc < 0) {
         fprintf(stderr, "mailfs: %s: recovery failed: %s\n", ms_config_journal(m->cfg),
                 g_strerror(-rc));

@@ -63,6 +63,8 @@ typedef struct ms_backend {
                           int64_t *id);
     int (*mailbox_find)(ms_store *st, const char *name, ms_mb_state state, int64_t *id);
     int (*mailbox_info)(ms_store *st, int64_t id, ms_mailbox_info *out);
+    /* NULL: the backend has no hidden mailboxes (nothing to scan). */
+    int (*mailbox_scan)(ms_store *st, ms_mailbox_fn fn, void *ctx);
     int (*mailbox_set)(ms_store *st, int64_t id, const ms_mailbox_change *chg);
     int (*mailbox_drop)(ms_store *st, int64_t id);
     int (*mailbox_size)(ms_store *st, int64_t id, int64_t *messages, int64_t *bytes);

@@ -17,9 +17,9 @@
 
 const char *ms_finding_name(ms_finding_kind k)
 {
-    static const char *const names[] = {"orphan",      "missing",         "mismatch",
-                                        "duplicate",   "unknown-grantee", "pending-move",
-                                        "expired-copy"};
+    static const char *const names[] = {"orphan",       "missing",         "mismatch",
+                                        "duplicate",    "unknown-grantee", "pending-move",
+                                        "expired-copy", "orphan-lock",     "orphan-copy"};
     return k < G_N_ELEMENTS(names) ? names[k] : "?";
 }
 
@@ -279,6 +279,16 @@ int ms_check(ms_store *const *stores, size_t n, ms_directory *dir, ms_journal *j
                                     (long long)m->id));
         }
         g_free(moves);
+    }
+    /* 6. locks and hidden copies the journal does not account for */
+    if (!rc && j) {
+        int left = ms_orphans(j, stores, n, o->fix_orphans ? dir : NULL, o->retain_days,
+                              o->fix_orphans, out);
+        if (left < 0) {
+            rc = left;
+            if (err)
+                *err = g_strdup_printf("looking for orphan locks and copies: %s", g_strerror(-rc));
+        }
     }
     g_hash_table_destroy(entries);
     g_hash_table_destroy(where);

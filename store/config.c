@@ -247,7 +247,7 @@ int ms_config_load(const char *path, ms_config **out, char **err)
     g_autofree char *cwd = g_get_current_dir();
     g_autofree char *abs = g_canonicalize_filename(path, cwd);
     cfg->file = g_strdup(abs);
-    cfg->retain_days = 7;
+    cfg->retain_days = MS_RETAIN_DAYS_DEFAULT;
     cfg->stores = g_ptr_array_new_with_free_func(store_conf_free);
     g_autofree char *dir = g_path_get_dirname(abs);
     cfg->journal = g_build_filename(dir, "journal.db", NULL);

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <glib.h>
@@ -24,7 +25,10 @@
 struct ms_journal {
     sqlite3 *db;
     char *path;
-    GMutex lock;
+    char id[MS_JOURNAL_ID_LEN]; /* its meta 'id', fixed at creation */
+    dev_t dev;                  /* the file opened, to notice it deleted or replaced */
+    ino_t ino;
+    GMutex lock; /* guards db: one statement at a time */
 };
 
 static const char schema[] =
@@ -43,7 +47,9 @@ static const char schema[] =
     "CREATE INDEX IF NOT EXISTS move_state ON move(state);"
     /* step 4: the entry, its values before the move and the target's */
     "CREATE TABLE IF NOT EXISTS move_dir(move INTEGER PRIMARY KEY, dn TEXT NOT NULL,"
-    " saved TEXT NOT NULL, target TEXT NOT NULL);";
+    " saved TEXT NOT NULL, target TEXT NOT NULL);"
+    /* 'id': names this journal in the stores' locks and hidden copies */
+    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);";
 
 int64_t jn_now_ns(void)
 {
@@ -66,11 +72,30 @@ static char *proc_start(pid_t pid)
     return g_strv_length(f) > 19 ? g_strdup(f[19]) : NULL;
 }
 
+/* The journal's id, made on first open (one random UUID per journal file). */
+static int load_id(sqlite3 *db, char *id, char **msg)
+{
+    g_autofree char *uuid = g_uuid_string_random();
+    g_autofree char *sql =
+        g_strdup_printf("INSERT OR IGNORE INTO meta(key, value) VALUES ('id', '%s')", uuid);
+    int rc = sqlite3_exec(db, sql, NULL, NULL, msg);
+    sqlite3_stmt *q = NULL;
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE key = 'id'", -1, &q, NULL);
+    if (rc == SQLITE_OK && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+        g_strlcpy(id, (const char *)sqlite3_column_text(q, 0), MS_JOURNAL_ID_LEN);
+        rc = SQLITE_OK;
+    }
+    sqlite3_finalize(q);
+    return rc;
+}
+
 int ms_journal_open(const char *path, ms_journal **out, char **err)
 {
     sqlite3 *db = NULL;
     int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
     char *msg = NULL;
+    char id[MS_JOURNAL_ID_LEN] = "";
     if (rc == SQLITE_OK) {
         sqlite3_busy_handler(db, sq_busy_wait, NULL);
         rc = sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL,
@@ -78,6 +103,11 @@ int ms_journal_open(const char *path, ms_journal **out, char **err)
     }
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(db, schema, NULL, NULL, &msg);
+    if (rc == SQLITE_OK)
+        rc = load_id(db, id, &msg);
+    struct stat sb;
+    if (rc == SQLITE_OK && stat(path, &sb) < 0)
+        rc = SQLITE_CANTOPEN; /* deleted the moment it was made: say so now */
     if (rc != SQLITE_OK) {
         *err = g_strdup_printf("%s: cannot open the move journal: %s", path,
                                msg  ? msg
@@ -90,9 +120,68 @@ int ms_journal_open(const char *path, ms_journal **out, char **err)
     ms_journal *j = g_new0(ms_journal, 1);
     j->db = db;
     j->path = g_strdup(path);
+    g_strlcpy(j->id, id, sizeof j->id);
+    j->dev = sb.st_dev;
+    j->ino = sb.st_ino;
     g_mutex_init(&j->lock);
     *out = j;
     return 0;
+}
+
+const char *ms_journal_id(const ms_journal *j) { return j->id; }
+
+int ms_journal_verify(ms_journal *j, char **err)
+{
+    struct stat sb;
+    int rc = 0;
+    if (stat(j->path, &sb) < 0)
+        rc = errno == ENOENT ? -ENOENT : -errno;
+    else if (sb.st_dev != j->dev || sb.st_ino != j->ino)
+        rc = -ESTALE;
+    if (rc && err)
+        *err = g_strdup_printf(
+            "%s: the move journal was %s while in use: no move can be recorded until it is "
+            "reopened (remount, or run mailfsctl again); 'mailfsctl recover' settles what the "
+            "stores hold",
+            j->path,
+            rc == -ENOENT   ? "deleted"
+            : rc == -ESTALE ? "replaced"
+                            : "made unreadable");
+    return rc;
+}
+
+/* Enters a move that finished under another journal (ms_orphans). */
+int jn_record_done(ms_journal *j, const char *mailbox, const char *newname, const char *source,
+                   const char *target, int64_t retain_until, const char *why, int64_t *id)
+{
+    int64_t now = jn_now_ns();
+    g_mutex_lock(&j->lock);
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(
+        j->db,
+        "INSERT INTO move(mailbox, newname, source, target, state, step, total_messages,"
+        " total_bytes, started_ns, updated_ns, finished_ns, retain_until, error, owner_pid,"
+        " owner_start) VALUES (?, ?, ?, ?, 'done', 'finished', 0, 0, ?, ?, ?, ?, ?, 0, '')",
+        -1, &q, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_blob(q, 1, mailbox, (int)strlen(mailbox), SQLITE_TRANSIENT);
+        sqlite3_bind_blob(q, 2, newname, (int)strlen(newname), SQLITE_TRANSIENT);
+        sqlite3_bind_text(q, 3, source, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(q, 4, target, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(q, 5, now);
+        sqlite3_bind_int64(q, 6, now);
+        sqlite3_bind_int64(q, 7, now);
+        sqlite3_bind_int64(q, 8, retain_until);
+        sqlite3_bind_text(q, 9, why, -1, SQLITE_TRANSIENT);
+        rc = sqlite3_step(q);
+    }
+    sqlite3_finalize(q);
+    if (rc == SQLITE_DONE)
+        *id = sqlite3_last_insert_rowid(j->db);
+    else
+        ms_log(LOG_ERR, "%s: %s", j->path, sqlite3_errmsg(j->db));
+    g_mutex_unlock(&j->lock);
+    return rc == SQLITE_DONE ? 0 : rc == SQLITE_FULL ? -ENOSPC : -EIO;
 }
 
 void ms_journal_close(ms_journal *j)

@@ -37,5 +37,12 @@ int jn_dir_save(ms_journal *j, int64_t id, const char *dn, const char *saved, co
 /* -ENOENT when the move never reached step 4. */
 int jn_dir_get(ms_journal *j, int64_t id, char **dn, char **saved, char **target);
 int64_t jn_now_ns(void);
+/* Enters, durably enough, a finished move whose own journal is gone (its
+ * retained copy found in a store), so that moves, undo and purge see it. */
+int jn_record_done(ms_journal *j, const char *mailbox, const char *newname, const char *source,
+                   const char *target, int64_t retain_until, const char *why, int64_t *id);
+/* The names of move id's hidden copies: incoming in the target, retained in the source. */
+char *mv_incoming_name(int64_t id, const char *name);
+char *mv_retained_name(int64_t id, const char *name);
 
 #endif

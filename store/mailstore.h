@@ -70,6 +70,8 @@ const ms_store_conf *ms_config_store(const ms_config *cfg, size_t i);
 const ms_store_conf *ms_config_find_store(const ms_config *cfg, const char *name);
 /* Path of the sidecar journal database (default: beside the config). */
 const char *ms_config_journal(const ms_config *cfg);
+/* [mailfs] retain-days: how long retained and deleted copies are kept. */
+#define MS_RETAIN_DAYS_DEFAULT 7
 int ms_config_retain_days(const ms_config *cfg);
 /* Folder for spool files of messages being written (default: $TMPDIR). */
 const char *ms_config_spool(const ms_config *cfg);
@@ -313,21 +315,39 @@ typedef enum ms_mb_state {
     MS_MB_RETAINED = 2,
 } ms_mb_state;
 
+/* Length of a journal id (ms_journal_id) with its NUL. */
+#define MS_JOURNAL_ID_LEN 40
+
 typedef struct ms_mailbox_info {
     int64_t id;
     ms_mb_state state;
     int64_t lock_move;    /* the move holding the lock, or 0 */
     int64_t retain_until; /* retained copies: expiry (seconds since epoch) */
+    /*
+     * Which journal the lock's move is in ("" for locks taken before
+     * journals had ids: taken to be the site's journal).  Move ids restart
+     * in a new journal, so a lock or hidden copy names its journal too:
+     * recovery then settles it even when its journal entry is gone.
+     */
+    char lock_journal[MS_JOURNAL_ID_LEN];
+    /* The move this mailbox is the incoming, retained or finished copy
+     * of, and that move's journal (0 and "": none known). */
+    int64_t move_id;
+    char move_journal[MS_JOURNAL_ID_LEN];
     char name[2 * MS_NAME_MAX + 64];
 } ms_mailbox_info;
 
-/* ms_mailbox_set changes what is set: name NULL, state < 0, lock < 0 and
- * retain_until < 0 mean "unchanged". */
+/* ms_mailbox_set changes what is set: name NULL, state < 0, lock < 0,
+ * retain_until < 0 and move_id <= 0 mean "unchanged".  journal names the
+ * journal of the lock being taken (lock_move > 0; a lock dropped forgets
+ * its journal) and of move_id (move_id > 0). */
 typedef struct ms_mailbox_change {
     const char *name;
     int state;
     int64_t lock_move;
     int64_t retain_until;
+    const char *journal;
+    int64_t move_id;
 } ms_mailbox_change;
 
 typedef struct ms_message_meta {
@@ -341,6 +361,13 @@ int ms_mailbox_create(ms_store *st, const char *name, ms_mb_state state, const m
 /* The mailbox named name in state; -ENOENT if none. */
 int ms_mailbox_find(ms_store *st, const char *name, ms_mb_state state, int64_t *id);
 int ms_mailbox_get_info(ms_store *st, int64_t id, ms_mailbox_info *out);
+/*
+ * Calls fn for every mailbox of the store, hidden ones included, in id
+ * order; fn returns nonzero to stop.  Backends without hidden mailboxes
+ * (read-only ones) list nothing.
+ */
+typedef int (*ms_mailbox_fn)(void *ctx, const ms_mailbox_info *info);
+int ms_mailbox_scan(ms_store *st, ms_mailbox_fn fn, void *ctx);
 /* Bypasses the lock on purpose: it is how a move takes and drops it. */
 int ms_mailbox_set(ms_store *st, int64_t id, const ms_mailbox_change *chg);
 /* Deletes the mailbox with all its folders, messages and bytes. */
@@ -394,8 +421,20 @@ int ms_directory_scan(ms_directory *d, const char *const *attrs, ms_dir_entry_fn
  * whose process is gone; the daemon runs it at every mount.
  */
 typedef struct ms_journal ms_journal;
+typedef struct _GArray GArray;
+typedef struct _GPtrArray GPtrArray;
 int ms_journal_open(const char *path, ms_journal **out, char **err);
 void ms_journal_close(ms_journal *j);
+/* The journal's id, made once when its file is created: stores name it
+ * next to every lock and hidden copy a move leaves in them. */
+const char *ms_journal_id(const ms_journal *j);
+/*
+ * 0 while the journal's path still names the file that was opened; else
+ * -ENOENT (deleted) or -ESTALE (replaced), with one line in *err (g_free).
+ * A move refuses to start, or to pass its commit point, without it: its
+ * record would go to a file nobody can read after a crash.
+ */
+int ms_journal_verify(ms_journal *j, char **err);
 
 typedef struct ms_move_info {
     int64_t id;
@@ -451,10 +490,28 @@ int ms_import(ms_journal *j, const char *file, ms_store *dst, const char *mailbo
 /*
  * Rolls back or forward every unfinished move; returns how many it
  * settled.  keep_imports leaves interrupted imports for ms_import to
- * resume (the daemon at mount); without it they are rolled back.
+ * resume (the daemon at mount); without it they are rolled back.  Then
+ * settles what the stores hold that j has no entry for (ms_orphans with
+ * fix): locks and hidden copies of moves whose journal was deleted or
+ * replaced.  *left (may be NULL) gets the ids of moves it could not
+ * settle (each logged with the reason), which stay for the next try.
  */
-int ms_recover(ms_journal *j, ms_store_lookup_fn find, void *ctx, ms_directory *dir,
-               bool keep_imports);
+int ms_recover(ms_journal *j, ms_store *const *stores, size_t n, ms_directory *dir, int retain_days,
+               bool keep_imports, GArray *left);
+/*
+ * Locks and hidden copies in stores that j does not account for: the
+ * journal holding their move was deleted or replaced (or the move never
+ * reached its journal).  Each becomes an ms_finding (MS_FIND_ORPHAN_LOCK
+ * or MS_FIND_ORPHAN_COPY) appended to findings.  With fix, each is
+ * settled as recovery would have: a move whose target was never shown is
+ * rolled back (hidden copy dropped, source unlocked, directory pointed at
+ * the source's store); one whose target was shown is finished; a lock
+ * with nothing behind it is dropped; a retained copy is entered in j as
+ * a finished move, so that `moves`, undo and purge know it again.
+ * Returns the number of findings left unfixed, or a negative errno.
+ */
+int ms_orphans(ms_journal *j, ms_store *const *stores, size_t n, ms_directory *dir, int retain_days,
+               bool fix, GPtrArray *findings);
 /*
  * Reverses finished move id: the mailbox goes back to its source store,
  * with everything that arrived in the target since.  Refuses (-ESTALE)
@@ -475,6 +532,8 @@ typedef enum ms_finding_kind {
     MS_FIND_UNKNOWN_GRANTEE, /* an ACL grant to a name the directory does not know */
     MS_FIND_PENDING_MOVE,    /* a move the journal has not settled */
     MS_FIND_EXPIRED_COPY,    /* a retained source copy past retain-days */
+    MS_FIND_ORPHAN_LOCK,     /* a mailbox locked by a move its journal does not know */
+    MS_FIND_ORPHAN_COPY,     /* a hidden move copy its journal does not know */
 } ms_finding_kind;
 
 typedef struct ms_finding {
@@ -486,6 +545,8 @@ typedef struct ms_finding {
 typedef struct ms_check_opts {
     bool fix_location;            /* point mismatched entries where the mailbox is */
     bool remove_unknown_grantees; /* drop ACL grants to unknown names */
+    bool fix_orphans;             /* settle orphan locks and copies (ms_orphans) */
+    int retain_days;              /* for retained copies entered in the journal */
 } ms_check_opts;
 
 /*
@@ -494,7 +555,6 @@ typedef struct ms_check_opts {
  * GPtrArray of ms_finding* (free with g_ptr_array_free).  One paged LDAP
  * search in all.
  */
-typedef struct _GPtrArray GPtrArray;
 int ms_check(ms_store *const *stores, size_t n, ms_directory *dir, ms_journal *j,
              const ms_check_opts *o, GPtrArray **findings, char **err);
 const char *ms_finding_name(ms_finding_kind k);

@@ -81,15 +81,18 @@ void ms_fault(const char *point)
 #endif
 }
 
-static char *incoming_name(int64_t id, const char *name)
+char *mv_incoming_name(int64_t id, const char *name)
 {
     return g_strdup_printf("move/%lld/%s", (long long)id, name);
 }
 
-static char *retained_name(int64_t id, const char *name)
+char *mv_retained_name(int64_t id, const char *name)
 {
     return g_strdup_printf("retained/%lld/%s", (long long)id, name);
 }
+
+#define incoming_name mv_incoming_name
+#define retained_name mv_retained_name
 
 /* ------------------------------------------------------------- copying */
 
@@ -423,7 +426,7 @@ static int roll_back(ms_journal *j, ms_store *src, ms_store *dst, ms_directory *
     if (src && ms_mailbox_find(src, mi->mailbox, MS_MB_VISIBLE, &sid) == 0) {
         ms_mailbox_info info;
         if (ms_mailbox_get_info(src, sid, &info) == 0 && info.lock_move == mi->id)
-            rc = ms_mailbox_set(src, sid, &(ms_mailbox_change){NULL, -1, 0, -1});
+            rc = ms_mailbox_set(src, sid, &(ms_mailbox_change){NULL, -1, 0, -1, NULL, 0});
     }
     if (!rc && dst && ms_mailbox_find(dst, in, MS_MB_INCOMING, &tid) == 0)
         rc = ms_mailbox_drop(dst, tid);
@@ -459,14 +462,17 @@ static int roll_forward(ms_journal *j, ms_store *src, ms_store *dst, ms_director
         return rc;
     }
     if (ms_mailbox_find(dst, in, MS_MB_INCOMING, &tid) == 0)
-        rc = ms_mailbox_set(dst, tid, &(ms_mailbox_change){mi->newname, MS_MB_VISIBLE, 0, -1});
+        rc = ms_mailbox_set(dst, tid,
+                            &(ms_mailbox_change){mi->newname, MS_MB_VISIBLE, 0, -1, NULL, 0});
     int64_t until = (int64_t)time(NULL) + (int64_t)retain_days * 86400;
     /* An import's source (a file, maybe gone by now) is never locked. */
     if (!rc && src && ms_mailbox_find(src, mi->mailbox, MS_MB_VISIBLE, &sid) == 0) {
         ms_mailbox_info info;
         rc = ms_mailbox_get_info(src, sid, &info);
         if (!rc && info.lock_move == mi->id)
-            rc = ms_mailbox_set(src, sid, &(ms_mailbox_change){ret, MS_MB_RETAINED, 0, until});
+            rc = ms_mailbox_set(
+                src, sid,
+                &(ms_mailbox_change){ret, MS_MB_RETAINED, 0, until, ms_journal_id(j), mi->id});
     }
     if (!rc)
         rc = ms_store_sync(dst);
@@ -598,6 +604,11 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
     int64_t total_messages = 0, total_bytes = 0;
     if (src == dst)
         return -EINVAL;
+    g_autofree char *jerr = NULL;
+    if (ms_journal_verify(j, &jerr)) {
+        ms_log(LOG_ERR, "move %s refused: %s", mailbox, jerr);
+        return -EIO;
+    }
     int rc = preflight(src, dst, mailbox, newname, import, &mb, &total_messages, &total_bytes);
     if (!rc && !import)
         rc = preflight_directory(opts ? opts->dir : NULL, dst, mailbox);
@@ -626,7 +637,8 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
         ms_log(LOG_INFO, "move %lld: resumed", (long long)id);
     /* Lock: from here writes into the mailbox get EBUSY; reads go on. */
     if (!import)
-        rc = ms_mailbox_set(src, mb.node.id, &(ms_mailbox_change){NULL, -1, id, -1});
+        rc = ms_mailbox_set(src, mb.node.id,
+                            &(ms_mailbox_change){NULL, -1, id, -1, ms_journal_id(j), 0});
     if (rc) {
         jn_set_state(j, id, "rolled-back", preflight_why(rc));
         return rc;
@@ -639,6 +651,9 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
     int64_t tid = 0;
     if (!resume || ms_mailbox_find(dst, in, MS_MB_INCOMING, &tid) != 0)
         rc = ms_mailbox_create(dst, in, MS_MB_INCOMING, &mb, &tid);
+    /* Named after its move and journal, so recovery finds it without the journal. */
+    if (!rc)
+        rc = ms_mailbox_set(dst, tid, &(ms_mailbox_change){NULL, -1, -1, -1, ms_journal_id(j), id});
     if (!rc)
         rc = jn_set_target_id(j, id, tid);
     if (!rc)
@@ -663,6 +678,12 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
         ms_fault("verified");
         rc = directory_step(j, &mv, opts && !import ? opts->dir : NULL, mailbox);
     }
+    /* A commit point written into a deleted journal would be lost with
+     * it: a crash after it could then only be rolled back. */
+    if (!rc && ms_journal_verify(j, &jerr)) {
+        mv.error = g_strdup(jerr);
+        rc = -EIO;
+    }
     if (!rc)
         rc = jn_set_state(j, id, "committed", NULL); /* the commit point */
     if (rc) {
@@ -677,7 +698,7 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
     ms_fault("committed");
     g_free(mv.error);
     return roll_forward(j, src, dst, opts && !import ? opts->dir : NULL, &mi,
-                        opts ? opts->retain_days : 7, import ? 0 : locked_at)
+                        opts ? opts->retain_days : MS_RETAIN_DAYS_DEFAULT, import ? 0 : locked_at)
                ? -EIO
                : 0;
 }
@@ -736,7 +757,7 @@ int ms_import(ms_journal *j, const char *file, ms_store *dst, const char *mailbo
         ms_log(LOG_INFO, "import of %s into %s/%s: resuming move %lld", abs, ms_store_name(dst),
                mailbox, (long long)resume);
     if (!rc) {
-        ms_move_opts o = opts ? *opts : (ms_move_opts){.retain_days = 7};
+        ms_move_opts o = opts ? *opts : (ms_move_opts){.retain_days = MS_RETAIN_DAYS_DEFAULT};
         o.newname = mailbox;
         o.dir = NULL;
         rc = run_move(j, src, dst, stem, &o, true, resume, id_out);
@@ -748,8 +769,16 @@ int ms_import(ms_journal *j, const char *file, ms_store *dst, const char *mailbo
 
 /* --------------------------------------------------- recovery and more */
 
-int ms_recover(ms_journal *j, ms_store_lookup_fn find, void *ctx, ms_directory *dir,
-               bool keep_imports)
+static ms_store *store_named(ms_store *const *stores, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(ms_store_name(stores[i]), name))
+            return stores[i];
+    return NULL;
+}
+
+int ms_recover(ms_journal *j, ms_store *const *stores, size_t n, ms_directory *dir, int retain_days,
+               bool keep_imports, GArray *left)
 {
     GArray *ids = g_array_new(FALSE, FALSE, sizeof(int64_t));
     int rc = jn_orphans(j, ids);
@@ -761,16 +790,18 @@ int ms_recover(ms_journal *j, ms_store_lookup_fn find, void *ctx, ms_directory *
         bool import = mi.source[0] == '/';
         if (import && keep_imports && strcmp(mi.state, "committed"))
             continue; /* left for `mailfsctl import` to resume */
-        ms_store *src = import ? NULL : find(ctx, mi.source), *dst = find(ctx, mi.target);
+        ms_store *src = import ? NULL : store_named(stores, n, mi.source);
+        ms_store *dst = store_named(stores, n, mi.target);
         int r;
         if (!strcmp(mi.state, "committed")) {
             if ((!src && !import) || !dst) {
                 ms_log(LOG_ERR, "move %lld: cannot roll forward: store %s is not configured",
-                       (long long)mi.id, src ? mi.target : mi.source);
-                continue;
+                       (long long)mi.id, dst ? mi.source : mi.target);
+                r = -ENOENT;
+            } else {
+                ms_log(LOG_INFO, "move %lld: rolling forward after a crash", (long long)mi.id);
+                r = roll_forward(j, src, dst, dir, &mi, retain_days, 0);
             }
-            ms_log(LOG_INFO, "move %lld: rolling forward after a crash", (long long)mi.id);
-            r = roll_forward(j, src, dst, dir, &mi, 7, 0);
         } else {
             ms_log(LOG_INFO, "move %lld: rolling back after a crash at step %s", (long long)mi.id,
                    mi.step);
@@ -779,9 +810,27 @@ int ms_recover(ms_journal *j, ms_store_lookup_fn find, void *ctx, ms_directory *
         }
         if (!r)
             settled++;
+        else if (left)
+            g_array_append_val(left, mi.id);
     }
     g_array_free(ids, TRUE);
-    return rc ? rc : settled;
+    if (rc)
+        return rc;
+    /* Then what the stores hold that no journal entry explains. */
+    GPtrArray *found = g_ptr_array_new_with_free_func(ms_finding_free);
+    int unfixed = ms_orphans(j, stores, n, dir, retain_days, true, found);
+    for (guint i = 0; unfixed >= 0 && i < found->len; i++) {
+        ms_finding *f = found->pdata[i];
+        if (f->fixed)
+            settled++;
+    }
+    if (unfixed > 0 && left) {
+        int64_t none = 0; /* an orphan has no move of this journal to name */
+        for (int k = 0; k < unfixed; k++)
+            g_array_append_val(left, none);
+    }
+    g_ptr_array_free(found, TRUE);
+    return unfixed < 0 ? unfixed : settled;
 }
 
 int ms_purge(ms_journal *j, ms_store_lookup_fn find, void *ctx, bool all)

@@ -328,6 +328,12 @@ static const char *const migrations[] = {
      * get EBUSY); retain_until: when a retained source copy expires. */
     "ALTER TABLE mailbox ADD COLUMN lock_move INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE mailbox ADD COLUMN retain_until INTEGER NOT NULL DEFAULT 0;",
+    /* v3: the journal of each lock, and the move (and its journal) each
+     * hidden or moved-in mailbox belongs to: recovery settles them even
+     * when the journal entry is gone (move ids restart in a new journal). */
+    "ALTER TABLE mailbox ADD COLUMN lock_journal TEXT;"
+    "ALTER TABLE mailbox ADD COLUMN move_id INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE mailbox ADD COLUMN move_journal TEXT;",
 };
 #define SCHEMA_VERSION ((int)G_N_ELEMENTS(migrations))
 
@@ -696,6 +702,7 @@ const ms_backend ms_sqlite_backend = {
     .mailbox_create = sq_mailbox_create,
     .mailbox_find = sq_mailbox_find,
     .mailbox_info = sq_mailbox_info,
+    .mailbox_scan = sq_mailbox_scan,
     .mailbox_set = sq_mailbox_set,
     .mailbox_drop = sq_mailbox_drop,
     .mailbox_size = sq_mailbox_size,

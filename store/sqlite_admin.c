@@ -52,24 +52,42 @@ int sq_mailbox_find(ms_store *st, const char *name, ms_mb_state state, int64_t *
     WITH_CONN(st, c, find_in(c, name, state, id));
 }
 
+#define INFO_COLS "id, state, lock_move, retain_until, name, lock_journal, move_id, move_journal"
+
+static void copy_text(char *dst, size_t size, sqlite3_stmt *q, int col)
+{
+    size_t n = (size_t)sqlite3_column_bytes(q, col);
+    if (n >= size)
+        n = size - 1;
+    if (n)
+        memcpy(dst, sqlite3_column_blob(q, col), n);
+    dst[n] = '\0';
+}
+
+/* Fills out from a row of INFO_COLS. */
+static void info_row(sqlite3_stmt *q, ms_mailbox_info *out)
+{
+    memset(out, 0, sizeof *out);
+    out->id = sqlite3_column_int64(q, 0);
+    out->state = (ms_mb_state)sqlite3_column_int(q, 1);
+    out->lock_move = sqlite3_column_int64(q, 2);
+    out->retain_until = sqlite3_column_int64(q, 3);
+    copy_text(out->name, sizeof out->name, q, 4);
+    copy_text(out->lock_journal, sizeof out->lock_journal, q, 5);
+    out->move_id = sqlite3_column_int64(q, 6);
+    copy_text(out->move_journal, sizeof out->move_journal, q, 7);
+}
+
 static int info_in(conn *c, int64_t id, ms_mailbox_info *out)
 {
-    sqlite3_stmt *q = Q(c, "SELECT state, lock_move, retain_until, name FROM mailbox WHERE id = ?");
+    sqlite3_stmt *q = Q(c, "SELECT " INFO_COLS " FROM mailbox WHERE id = ?");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, id);
     int rc = step_row(c, q, "mailbox info");
     if (rc)
         return rc;
-    memset(out, 0, sizeof *out);
-    out->id = id;
-    out->state = (ms_mb_state)sqlite3_column_int(q, 0);
-    out->lock_move = sqlite3_column_int64(q, 1);
-    out->retain_until = sqlite3_column_int64(q, 2);
-    size_t n = (size_t)sqlite3_column_bytes(q, 3);
-    if (n >= sizeof out->name)
-        n = sizeof out->name - 1;
-    memcpy(out->name, sqlite3_column_blob(q, 3), n);
+    info_row(q, out);
     sqlite3_reset(q);
     return 0;
 }
@@ -77,6 +95,48 @@ static int info_in(conn *c, int64_t id, ms_mailbox_info *out)
 int sq_mailbox_info(ms_store *st, int64_t id, ms_mailbox_info *out)
 {
     WITH_CONN(st, c, info_in(c, id, out));
+}
+
+/* Rows are read into memory first: fn may write to the store (recovery
+ * does), which a statement still stepping on this connection would see. */
+static int scan_in(conn *c, ms_mailbox_fn fn, void *ctx)
+{
+    sqlite3_stmt *q = Q(c, "SELECT " INFO_COLS " FROM mailbox ORDER BY id");
+    if (!q)
+        return -EIO;
+    GArray *rows = g_array_new(FALSE, FALSE, sizeof(ms_mailbox_info));
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        ms_mailbox_info info;
+        info_row(q, &info);
+        g_array_append_val(rows, info);
+    }
+    sqlite3_reset(q);
+    int ret = rc == SQLITE_DONE ? 0 : sq_errno(c->db, rc, "mailbox scan");
+    for (guint i = 0; !ret && i < rows->len; i++)
+        if (fn(ctx, &g_array_index(rows, ms_mailbox_info, i)))
+            break;
+    g_array_free(rows, TRUE);
+    return ret;
+}
+
+int sq_mailbox_scan(ms_store *st, ms_mailbox_fn fn, void *ctx)
+{
+    conn *c = conn_get(st);
+    if (!c)
+        return -EIO;
+    int rc = scan_in(c, fn, ctx);
+    conn_put(st, c);
+    return rc;
+}
+
+/* Binds s as text, or NULL when s is NULL or empty. */
+static void bind_opt_text(sqlite3_stmt *q, int i, const char *s)
+{
+    if (s && *s)
+        sqlite3_bind_text(q, i, s, -1, SQLITE_TRANSIENT);
+    else
+        sqlite3_bind_null(q, i);
 }
 
 static int set_in(conn *c, int64_t id, const ms_mailbox_change *chg)
@@ -89,14 +149,23 @@ static int set_in(conn *c, int64_t id, const ms_mailbox_change *chg)
     if (chg->lock_move > 0 && cur.lock_move && cur.lock_move != chg->lock_move)
         return -EBUSY;
     sqlite3_stmt *q = Q(c, "UPDATE mailbox SET name = ?, state = ?, lock_move = ?,"
-                           " retain_until = ? WHERE id = ?");
+                           " retain_until = ?, lock_journal = ?, move_id = ?, move_journal = ?"
+                           " WHERE id = ?");
     if (!q)
         return -EIO;
+    int64_t lock = chg->lock_move >= 0 ? chg->lock_move : cur.lock_move;
+    const char *lock_journal = chg->lock_move > 0    ? chg->journal
+                               : chg->lock_move == 0 ? NULL
+                                                     : cur.lock_journal;
+    bool new_move = chg->move_id > 0;
     bind_name(q, 1, chg->name ? chg->name : cur.name);
     sqlite3_bind_int(q, 2, chg->state >= 0 ? chg->state : (int)cur.state);
-    sqlite3_bind_int64(q, 3, chg->lock_move >= 0 ? chg->lock_move : cur.lock_move);
+    sqlite3_bind_int64(q, 3, lock);
     sqlite3_bind_int64(q, 4, chg->retain_until >= 0 ? chg->retain_until : cur.retain_until);
-    sqlite3_bind_int64(q, 5, id);
+    bind_opt_text(q, 5, lock ? lock_journal : NULL);
+    sqlite3_bind_int64(q, 6, new_move ? chg->move_id : cur.move_id);
+    bind_opt_text(q, 7, new_move ? chg->journal : cur.move_journal);
+    sqlite3_bind_int64(q, 8, id);
     return step_done(c, q, "mailbox set");
 }
 

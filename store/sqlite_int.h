@@ -118,6 +118,7 @@ int sq_mailbox_create(ms_store *st, const char *name, ms_mb_state state, const m
                       int64_t *id);
 int sq_mailbox_find(ms_store *st, const char *name, ms_mb_state state, int64_t *id);
 int sq_mailbox_info(ms_store *st, int64_t id, ms_mailbox_info *out);
+int sq_mailbox_scan(ms_store *st, ms_mailbox_fn fn, void *ctx);
 int sq_mailbox_set(ms_store *st, int64_t id, const ms_mailbox_change *chg);
 int sq_mailbox_drop(ms_store *st, int64_t id);
 int sq_mailbox_size(ms_store *st, int64_t id, int64_t *messages, int64_t *bytes);

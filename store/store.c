@@ -620,6 +620,11 @@ int ms_mailbox_get_info(ms_store *st, int64_t id, ms_mailbox_info *out)
     return st->be->mailbox_info(st, id, out);
 }
 
+int ms_mailbox_scan(ms_store *st, ms_mailbox_fn fn, void *ctx)
+{
+    return st->be->mailbox_scan ? st->be->mailbox_scan(st, fn, ctx) : 0;
+}
+
 int ms_mailbox_set(ms_store *st, int64_t id, const ms_mailbox_change *chg)
 {
     if (st->readonly)

@@ -31,9 +31,9 @@ static int setup(void **state)
     fixture *f = g_new0(fixture, 1);
     f->dir = g_dir_make_tmp("mailfs-unit-XXXXXX", NULL);
     f->conf_path = g_build_filename(f->dir, "site.conf", NULL);
-    g_file_set_contents(f->conf_path,
-                        "[mailfs]\nretain-days = 3\n[store a]\npath = a.db\n[store b]\npath = b.db\n",
-                        -1, NULL);
+    g_file_set_contents(
+        f->conf_path, "[mailfs]\nretain-days = 3\n[store a]\npath = a.db\n[store b]\npath = b.db\n",
+        -1, NULL);
     char *err = NULL;
     assert_int_equal(ms_config_load(f->conf_path, &f->cfg, &err), 0);
     assert_int_equal(ms_store_open(ms_config_find_store(f->cfg, "a"), MS_OPEN_CREATE, &f->a, &err),
@@ -398,8 +398,10 @@ static void test_locked_mailbox_refuses_writes(void **state)
     ms_node mb = mkdir_ok(f->a, ROOT, "judy");
     ms_node inbox = mkdir_ok(f->a, mb, "INBOX");
     ms_node m = put(f->a, inbox, "m", "x", 1);
-    assert_int_equal(ms_mailbox_set(f->a, mb.id, &(ms_mailbox_change){NULL, -1, 42, -1}), 0);
-    assert_int_equal(ms_mailbox_set(f->a, mb.id, &(ms_mailbox_change){NULL, -1, 43, -1}), -EBUSY);
+    assert_int_equal(ms_mailbox_set(f->a, mb.id, &(ms_mailbox_change){NULL, -1, 42, -1, NULL, 0}),
+                     0);
+    assert_int_equal(ms_mailbox_set(f->a, mb.id, &(ms_mailbox_change){NULL, -1, 43, -1, NULL, 0}),
+                     -EBUSY);
     ms_attr a;
     ms_writer *w;
     assert_int_equal(ms_message_create(f->a, inbox, "n", 0644, 0, 0, &a), -EBUSY);
@@ -411,7 +413,8 @@ static void test_locked_mailbox_refuses_writes(void **state)
     size_t len;
     g_autofree char *back = read_all(f->a, m.id, &len); /* reads go on */
     assert_int_equal(len, 1);
-    assert_int_equal(ms_mailbox_set(f->a, mb.id, &(ms_mailbox_change){NULL, -1, 0, -1}), 0);
+    assert_int_equal(ms_mailbox_set(f->a, mb.id, &(ms_mailbox_change){NULL, -1, 0, -1, NULL, 0}),
+                     0);
     assert_int_equal(ms_unlink(f->a, inbox, "m", NULL), 0);
 }
 
@@ -452,7 +455,8 @@ static void test_move_and_undo(void **state)
     assert_int_equal(ms_journal_get(j, id, &mi), 0);
     assert_string_equal(mi.state, "done");
     assert_int_equal(mi.done_messages, 2);
-    assert_int_equal(ms_recover(j, find_store, f, NULL, false), 0); /* nothing to settle */
+    ms_store *both[] = {f->a, f->b};
+    assert_int_equal(ms_recover(j, both, 2, NULL, 1, false, NULL), 0); /* nothing to settle */
     /* new mail in the target, then undo: all of it comes back */
     assert_int_equal(ms_resolve(f->b, "kim/INBOX", &n), 0);
     put(f->b, n, "three", "third", 5);
