@@ -472,16 +472,25 @@ static int cmd_moves(ctl *c, bool json)
     return 0;
 }
 
-/* Every configured store, opened (for recover and check); NULL after saying why. */
-static ms_store **all_stores(ctl *c, size_t *n)
+/*
+ * Every configured store, opened (for recover and check); NULL after
+ * saying why.  With partial, the stores that open (recover settles what
+ * it can reach and names what it cannot).
+ */
+static ms_store **all_stores(ctl *c, bool partial, size_t *n)
 {
-    *n = ms_config_store_count(c->cfg);
-    ms_store **stores = g_new0(ms_store *, *n ? *n : 1);
-    for (size_t i = 0; i < *n; i++)
-        if (!(stores[i] = store_by_name(c, ms_config_store(c->cfg, i)->name))) {
+    size_t total = ms_config_store_count(c->cfg);
+    ms_store **stores = g_new0(ms_store *, total ? total : 1);
+    *n = 0;
+    for (size_t i = 0; i < total; i++) {
+        ms_store *st = store_by_name(c, ms_config_store(c->cfg, i)->name);
+        if (st)
+            stores[(*n)++] = st;
+        else if (!partial) {
             g_free(stores);
             return NULL;
         }
+    }
     return stores;
 }
 
@@ -492,11 +501,7 @@ static int cmd_recover(ctl *c)
     if (open_journal(c, &j))
         return 1;
     size_t n;
-    g_autofree ms_store **stores = all_stores(c, &n);
-    if (!stores) {
-        ms_journal_close(j);
-        return 1;
-    }
+    g_autofree ms_store **stores = all_stores(c, true, &n);
     GArray *left = g_array_new(FALSE, FALSE, sizeof(int64_t));
     int rc = ms_recover(j, stores, n, c->dir, ms_config_retain_days(c->cfg), false, left);
     if (rc < 0) {
@@ -591,7 +596,7 @@ static int cmd_check(ctl *c, int argc, char **argv)
     if (open_journal(c, &j))
         return 2;
     size_t n;
-    g_autofree ms_store **stores = all_stores(c, &n);
+    g_autofree ms_store **stores = all_stores(c, false, &n);
     int rc = stores ? 0 : -EIO;
     GPtrArray *found = NULL;
     char *err = NULL;

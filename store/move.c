@@ -428,7 +428,14 @@ static int roll_back(ms_journal *j, ms_store *src, ms_store *dst, ms_directory *
         if (ms_mailbox_get_info(src, sid, &info) == 0 && info.lock_move == mi->id)
             rc = ms_mailbox_set(src, sid, &(ms_mailbox_change){NULL, -1, 0, -1, NULL, 0});
     }
-    if (!rc && dst && ms_mailbox_find(dst, in, MS_MB_INCOMING, &tid) == 0)
+    if (!rc && !dst) {
+        ms_log(LOG_ERR,
+               "move %lld: store %s is not available: its hidden copy stays until "
+               "'mailfsctl recover' can open it",
+               (long long)mi->id, mi->target);
+        rc = -ENOENT;
+    }
+    if (!rc && ms_mailbox_find(dst, in, MS_MB_INCOMING, &tid) == 0)
         rc = ms_mailbox_drop(dst, tid);
     if (rc) {
         /* Typically a full disk.  The source is unlocked and untouched;
@@ -818,19 +825,14 @@ int ms_recover(ms_journal *j, ms_store *const *stores, size_t n, ms_directory *d
         return rc;
     /* Then what the stores hold that no journal entry explains. */
     GPtrArray *found = g_ptr_array_new_with_free_func(ms_finding_free);
-    int unfixed = ms_orphans(j, stores, n, dir, retain_days, true, found);
-    for (guint i = 0; unfixed >= 0 && i < found->len; i++) {
-        ms_finding *f = found->pdata[i];
-        if (f->fixed)
-            settled++;
-    }
+    int orphans = 0;
+    int unfixed = mv_orphans(j, stores, n, dir, retain_days, true, found, &orphans);
     if (unfixed > 0 && left) {
         int64_t none = 0; /* an orphan has no move of this journal to name */
-        for (int k = 0; k < unfixed; k++)
-            g_array_append_val(left, none);
+        g_array_append_val(left, none);
     }
     g_ptr_array_free(found, TRUE);
-    return unfixed < 0 ? unfixed : settled;
+    return unfixed < 0 ? unfixed : settled + orphans;
 }
 
 int ms_purge(ms_journal *j, ms_store_lookup_fn find, void *ctx, bool all)

@@ -82,11 +82,28 @@ static const char *journal_or_ours(scan *s, const char *journal)
     return journal[0] ? journal : ms_journal_id(s->j);
 }
 
-/* True when j has move id recorded under its own id: recovery's business. */
-static bool explained(scan *s, const char *journal, int64_t move)
+/* The journal's word on move id of journal: its state, or "" when it has none. */
+static void state_of(scan *s, const char *journal, int64_t move, char *state, size_t size)
 {
     ms_move_info mi;
-    return !strcmp(journal, ms_journal_id(s->j)) && ms_journal_get(s->j, move, &mi) == 0;
+    state[0] = '\0';
+    if (!strcmp(journal, ms_journal_id(s->j)) && ms_journal_get(s->j, move, &mi) == 0)
+        g_strlcpy(state, mi.state, size);
+}
+
+/*
+ * True when the journal explains a mark of move id: a lock or incoming
+ * copy of a move it still has to settle (recovery's business), a retained
+ * copy of a finished move (purge's).  Anything else (no such move, or one
+ * the journal says is over) is a leftover to settle from the stores.
+ */
+static bool explained(scan *s, const char *journal, int64_t move, ms_mb_state kind)
+{
+    char state[16];
+    state_of(s, journal, move, state, sizeof state);
+    if (kind == MS_MB_RETAINED)
+        return !strcmp(state, "done") || !strcmp(state, "undone");
+    return !strcmp(state, "running") || !strcmp(state, "committed");
 }
 
 static group *group_of(scan *s, const char *journal, int64_t move)
@@ -117,7 +134,7 @@ static int sort_mark(void *ctx, const ms_mailbox_info *info)
     scan *s = ctx;
     if (info->lock_move && info->state == MS_MB_VISIBLE) {
         const char *jid = journal_or_ours(s, info->lock_journal);
-        if (!explained(s, jid, info->lock_move))
+        if (!explained(s, jid, info->lock_move, MS_MB_VISIBLE))
             group_of(s, jid, info->lock_move)->locked = keep(s, info);
     }
     if (info->state != MS_MB_INCOMING && info->state != MS_MB_RETAINED &&
@@ -133,7 +150,7 @@ static int sort_mark(void *ctx, const ms_mailbox_info *info)
         group_of(s, jid, move)->shown = keep(s, info);
         return 0;
     }
-    if (explained(s, jid, move))
+    if (explained(s, jid, move, info->state))
         return 0;
     group *g = group_of(s, jid, move);
     if (info->state == MS_MB_INCOMING)
@@ -269,6 +286,7 @@ typedef struct settle {
     bool fix;
     GPtrArray *out;
     int unfixed;
+    int settled; /* moves (groups) settled */
 } settle;
 
 static void settle_group(settle *x, group *g)
@@ -319,11 +337,13 @@ static void settle_group(settle *x, group *g)
         ms_log(LOG_ERR, "orphan move %lld of journal %s not settled: %s", (long long)g->move,
                g->journal, g_strerror(-rc));
         x->unfixed += n;
+    } else {
+        x->settled++;
     }
 }
 
-int ms_orphans(ms_journal *j, ms_store *const *stores, size_t n, ms_directory *dir, int retain_days,
-               bool fix, GPtrArray *findings)
+int mv_orphans(ms_journal *j, ms_store *const *stores, size_t n, ms_directory *dir, int retain_days,
+               bool fix, GPtrArray *findings, int *settled)
 {
     scan s = {.j = j,
               .groups = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free),
@@ -343,5 +363,13 @@ int ms_orphans(ms_journal *j, ms_store *const *stores, size_t n, ms_directory *d
     }
     g_hash_table_destroy(s.groups);
     g_ptr_array_free(s.marks, TRUE);
+    if (settled)
+        *settled = x.settled;
     return rc ? rc : x.unfixed;
+}
+
+int ms_orphans(ms_journal *j, ms_store *const *stores, size_t n, ms_directory *dir, int retain_days,
+               bool fix, GPtrArray *findings)
+{
+    return mv_orphans(j, stores, n, dir, retain_days, fix, findings, NULL);
 }
