@@ -470,6 +470,94 @@ static void test_move_and_undo(void **state)
     ms_journal_close(j);
 }
 
+/* State of the mailbox named name in st: its info, or -ENOENT. */
+static int state_of(ms_store *st, const char *name, ms_mb_state state, ms_mailbox_info *out)
+{
+    int64_t id;
+    int rc = ms_mailbox_find(st, name, state, &id);
+    return rc ? rc : ms_mailbox_get_info(st, id, out);
+}
+
+/* Marks another journal ("gone") left behind, one pattern per mailbox:
+ * each is settled from the stores alone, as DESIGN 4's recovery would. */
+static void test_orphans_settled_without_journal(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *jpath = g_build_filename(f->dir, "journal.db", NULL);
+    ms_journal *j;
+    char *err = NULL;
+    assert_int_equal(ms_journal_open(jpath, &j, &err), 0);
+    assert_true(strlen(ms_journal_id(j)) > 30);
+    ms_attr like = {.mode = 0700};
+    int64_t id;
+    /* 1. source locked, copy hidden: rolled back */
+    ms_node l1 = mkdir_ok(f->a, ROOT, "rb");
+    put(f->a, mkdir_ok(f->a, l1, "INBOX"), "m", "x", 1);
+    assert_int_equal(ms_mailbox_set(f->a, l1.id, &(ms_mailbox_change){NULL, -1, 1, -1, "gone", 0}),
+                     0);
+    assert_int_equal(ms_mailbox_create(f->b, "move/1/rb", MS_MB_INCOMING, &like, &id), 0);
+    assert_int_equal(ms_mailbox_set(f->b, id, &(ms_mailbox_change){NULL, -1, -1, -1, "gone", 1}),
+                     0);
+    /* 2. source locked, target shown: finished, source retained */
+    ms_node l2 = mkdir_ok(f->a, ROOT, "fw");
+    assert_int_equal(ms_mailbox_set(f->a, l2.id, &(ms_mailbox_change){NULL, -1, 2, -1, "gone", 0}),
+                     0);
+    ms_node t2 = mkdir_ok(f->b, ROOT, "fw");
+    assert_int_equal(ms_mailbox_set(f->b, t2.id, &(ms_mailbox_change){NULL, -1, -1, -1, "gone", 2}),
+                     0);
+    /* 3. a lock with nothing behind it: dropped */
+    ms_node l3 = mkdir_ok(f->a, ROOT, "lk");
+    assert_int_equal(ms_mailbox_set(f->a, l3.id, &(ms_mailbox_change){NULL, -1, 3, -1, "gone", 0}),
+                     0);
+    /* 4. hidden copy whose source is retained: shown */
+    assert_int_equal(ms_mailbox_create(f->b, "move/4/sh", MS_MB_INCOMING, &like, &id), 0);
+    assert_int_equal(ms_mailbox_set(f->b, id, &(ms_mailbox_change){NULL, -1, -1, -1, "gone", 4}),
+                     0);
+    assert_int_equal(ms_mailbox_create(f->a, "retained/4/sh", MS_MB_RETAINED, &like, &id), 0);
+    assert_int_equal(ms_mailbox_set(f->a, id, &(ms_mailbox_change){NULL, -1, -1, 99, "gone", 4}),
+                     0);
+    /* 5. a hidden copy alone: dropped */
+    assert_int_equal(ms_mailbox_create(f->b, "move/5/dr", MS_MB_INCOMING, &like, &id), 0);
+
+    GPtrArray *found = g_ptr_array_new_with_free_func(ms_finding_free);
+    assert_int_equal(ms_orphans(j, (ms_store *[]){f->a, f->b}, 2, NULL, 3, false, found), 7);
+    g_ptr_array_set_size(found, 0);
+    ms_store *both[] = {f->a, f->b};
+    GArray *left = g_array_new(FALSE, FALSE, sizeof(int64_t));
+    assert_int_equal(ms_recover(j, both, 2, NULL, 3, false, left), 5);
+    assert_int_equal(left->len, 0);
+    ms_mailbox_info info;
+    assert_int_equal(state_of(f->a, "rb", MS_MB_VISIBLE, &info), 0);
+    assert_int_equal(info.lock_move, 0);
+    assert_int_equal(state_of(f->b, "move/1/rb", MS_MB_INCOMING, &info), -ENOENT);
+    assert_int_equal(state_of(f->a, "fw", MS_MB_VISIBLE, &info), -ENOENT);
+    assert_int_equal(state_of(f->b, "fw", MS_MB_VISIBLE, &info), 0);
+    assert_int_equal(state_of(f->a, "lk", MS_MB_VISIBLE, &info), 0);
+    assert_int_equal(info.lock_move, 0);
+    assert_int_equal(state_of(f->b, "sh", MS_MB_VISIBLE, &info), 0);
+    assert_int_equal(state_of(f->b, "move/5/dr", MS_MB_INCOMING, &info), -ENOENT);
+    /* the two retained copies (fw, sh) are now finished moves of j */
+    ms_move_info *moves;
+    size_t n;
+    assert_int_equal(ms_journal_list(j, &moves, &n), 0);
+    assert_int_equal(n, 2);
+    for (size_t i = 0; i < n; i++) {
+        assert_string_equal(moves[i].state, "done");
+        g_autofree char *ret =
+            g_strdup_printf("retained/%lld/%s", (long long)moves[i].id, moves[i].mailbox);
+        assert_int_equal(state_of(f->a, ret, MS_MB_RETAINED, &info), 0);
+        assert_string_equal(info.move_journal, ms_journal_id(j));
+    }
+    g_free(moves);
+    /* settled: nothing left to find, and purge now sees the copies */
+    assert_int_equal(ms_orphans(j, both, 2, NULL, 3, false, found), 0);
+    assert_int_equal(found->len, 0);
+    assert_int_equal(ms_purge(j, find_store, f, true), 2);
+    g_array_free(left, TRUE);
+    g_ptr_array_free(found, TRUE);
+    ms_journal_close(j);
+}
+
 int main(void)
 {
     ms_log_to_stderr(LOG_ERR);
@@ -487,6 +575,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_names_and_xattrs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_locked_mailbox_refuses_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_move_and_undo, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_orphans_settled_without_journal, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
