@@ -328,6 +328,15 @@ static const char *const migrations[] = {
      * get EBUSY); retain_until: when a retained source copy expires. */
     "ALTER TABLE mailbox ADD COLUMN lock_move INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE mailbox ADD COLUMN retain_until INTEGER NOT NULL DEFAULT 0;",
+    /* v3: change times (st_ctime), which backups compare.  Until now a
+     * node changed only with its mtime, or its change was not recorded:
+     * start from the mtime. */
+    "ALTER TABLE mailbox ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE folder ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE message ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0;"
+    "UPDATE mailbox SET ctime_ns = mtime_ns;"
+    "UPDATE folder SET ctime_ns = mtime_ns;"
+    "UPDATE message SET ctime_ns = mtime_ns;",
 };
 #define SCHEMA_VERSION ((int)G_N_ELEMENTS(migrations))
 
