@@ -92,7 +92,12 @@ check "the renamed mailbox keeps its ACL" \
 check "a message copied across stores" mv "$M/srv1/a/INBOX/0.eml" "$M/srv2/b/INBOX/moved.eml"
 check "a folder copied across stores (a folder stays a folder)" mv -T "$M/srv1/a/Archive" "$M/srv2/b/Archive-a"
 check "the copied folder is whole" test -f "$M/srv2/b/Archive-a/2019/old.eml"
+m_before=$(stat -c %.9Y "$M/srv1/a/INBOX/1.eml")
+t_move=$(date +%s.%N)
 check "a mailbox moved between stores" mv "$M/srv1/a" "$M/srv2/"
+check "a moved message keeps its mtime" test "$(stat -c %.9Y "$M/srv2/a/INBOX/1.eml")" = "$m_before"
+check "a moved message's ctime is the move's time" \
+    awk -v c="$(stat -c %.9Z "$M/srv2/a/INBOX/1.eml")" -v t="$t_move" 'BEGIN { exit !(c >= t) }'
 check "the move is journaled" test "$(moves)" = 1
 check "the moved mailbox keeps its ACL" \
     test "$(getfattr --only-values -n user.mail.acl "$M/srv2/a" 2>/dev/null)" = "anna lrs"

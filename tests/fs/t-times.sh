@@ -47,7 +47,7 @@ changes() {
 }
 
 # --- ctime: messages
-check "a message's ctime is not before its mtime's change (cp -a)" later "$(ctime "$msg")" "$(mtime "$msg")"
+check "cp -a: the ctime is the copy's, not the kept mtime" later "$(ctime "$msg")" "$(mtime "$msg")"
 changes "$msg" "chmod of a message" chmod 0640 "$msg"
 changes "$msg" "chown of a message" chown 1234:5678 "$msg"
 changes "$msg" "flags of a message" setfattr -n user.mail.flags -v '\Seen' "$msg"
