@@ -94,8 +94,11 @@ check "cp without -p dates the new message now" \
     awk -v t="$(mtime "$F/plain-cp.eml")" -v a="$t0" -v b="$t1" 'BEGIN { exit !(t >= a - 0.01 && t <= b + 0.01) }'
 echo "new" >"$F/echo.eml"
 check "a message written by the shell is dated now" later "$(mtime "$F/echo.eml")" "$t1"
+ls "$F" >"$WORK/before-delivery"
+t2=$(date +%s.%N)
 printf 'Subject: x\n\nbody\n' | "$B/mailfsctl" -c "$S/conf" deliver srv1 alice INBOX
-check "a delivery is dated at its arrival" later "$(mtime "$(ls -t "$F"/*.eml | head -1)")" "$t1"
+delivered=$F/$(ls "$F" | comm -13 "$WORK/before-delivery" - | head -1)
+check "a delivery is dated at its arrival" later "$(mtime "$delivered")" "$t2"
 
 # --- a rewrite of the same size: find -newer, tar --newer, rsync restore
 BK=$WORK/backup
