@@ -116,6 +116,14 @@ check "the rewrite changed the bytes" differ "$victim" "$BK/INBOX/m2.eml"
 # The same bytes again through O_TRUNC: still a write, still dated.
 other=$F/m3.eml
 cat "$BK/INBOX/m3.eml" >"$other"
+# A chmod alone: not newer data, but a change that ctime-based tools see.
+chmod 0604 "$F/m4.eml"
+cnewer=$(cd "$M" && find . -type f -cnewer "$WORK/ref" | sort | tr '\n' ' ')
+check "find -cnewer sees the rewrites and the chmod ($cnewer)" \
+    test "$cnewer" = "./srv1/alice/INBOX/m2.eml ./srv1/alice/INBOX/m3.eml ./srv1/alice/INBOX/m4.eml "
+tarred=$(tar -C "$A" --newer="@$(mtime "$WORK/ref")" -cf - . 2>/dev/null | tar -tf - | grep -v '/$' | sort | tr '\n' ' ')
+check "tar --newer (data or status) takes the three ($tarred)" \
+    test "$tarred" = "./INBOX/m2.eml ./INBOX/m3.eml ./INBOX/m4.eml "
 newer=$(cd "$M" && find . -type f -newer "$WORK/ref" | sort | tr '\n' ' ')
 check "find -newer sees both rewritten messages ($newer)" \
     test "$newer" = "./srv1/alice/INBOX/m2.eml ./srv1/alice/INBOX/m3.eml "
@@ -123,8 +131,8 @@ tarred=$(tar -C "$A" --newer-mtime="@$(mtime "$WORK/ref")" -cf - . 2>/dev/null |
 check "tar --newer-mtime takes both ($tarred)" test "$tarred" = "./INBOX/m2.eml ./INBOX/m3.eml "
 rsync -a --delete "$BK/" "$A/"
 check "rsync -a --delete restore: bytes identical to the backup" diff -r "$BK" "$A"
-check "rsync -a --delete restore: mtimes identical to the backup" \
-    test "$(cd "$BK" && find . -type f -printf '%P %T@\n' | sort)" = "$(cd "$A" && find . -type f -printf '%P %T@\n' | sort)"
+check "rsync -a --delete restore: mtimes and modes identical to the backup" \
+    test "$(cd "$BK" && find . -type f -printf '%P %T@ %m\n' | sort)" = "$(cd "$A" && find . -type f -printf '%P %T@ %m\n' | sort)"
 
 # --- times at 0, before 1970, at and past the ends of int64 nanoseconds
 # settime NODE WHEN EXPECTED: touch -d WHEN through the mount reads back as
