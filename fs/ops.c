@@ -81,8 +81,21 @@ static uint64_t content_key(size_t sidx, int64_t content)
 
 /* ------------------------------------------------------- attributes */
 
+/* ns since the epoch as a timespec; before 1970 too (tv_nsec stays in
+ * [0, 1e9), as the kernel wants it). */
+static struct timespec ts_of(int64_t ns)
+{
+    int64_t sec = ns / 1000000000, nsec = ns % 1000000000;
+    if (nsec < 0) {
+        sec--;
+        nsec += 1000000000;
+    }
+    return (struct timespec){.tv_sec = (time_t)sec, .tv_nsec = (long)nsec};
+}
+
 static void fill_stat(mfs *m, size_t sidx, const ms_attr *a, struct stat *sb)
 {
+    (void)m; /* once the source of unset times; the store has them all now */
     memset(sb, 0, sizeof *sb);
     sb->st_ino = ino_of(sidx, a->node);
     bool dir = a->node.kind != MS_MESSAGE;
@@ -95,11 +108,11 @@ static void fill_stat(mfs *m, size_t sidx, const ms_attr *a, struct stat *sb)
     sb->st_size = dir ? 4096 : a->size; /* what ext4 shows; tools expect it */
     sb->st_blksize = 128 * 1024;
     sb->st_blocks = (a->size + 511) / 512;
-    int64_t t = a->mtime_ns ? a->mtime_ns : m->mount_ns;
-    sb->st_mtim.tv_sec = t / 1000000000;
-    sb->st_mtim.tv_nsec = t % 1000000000;
+    /* Every time is the store's, 0 and before 1970 included: none means
+     * "unset".  atime is not kept (mail has no use for it). */
+    sb->st_mtim = ts_of(a->mtime_ns);
     sb->st_atim = sb->st_mtim;
-    sb->st_ctim = sb->st_mtim;
+    sb->st_ctim = ts_of(a->ctime_ns);
 }
 
 static void fill_top(mfs *m, fuse_ino_t ino, struct stat *sb)
@@ -261,16 +274,33 @@ static void mfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
     fuse_reply_attr(req, &sb, timeout_of(n.kind));
 }
 
-static int64_t ts_ns(const struct timespec *ts)
+/*
+ * ts in ns since the epoch, or -EOVERFLOW outside what the store keeps
+ * (int64 ns: 1677-09-21 to 2262-04-11): refused, never wrapped.
+ */
+static int ts_ns(const struct timespec *ts, int64_t *out)
 {
-    return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
+    int64_t sec = ts->tv_sec, nsec = ts->tv_nsec, ns;
+    if (sec < 0 && nsec > 0) {
+        /* The earliest time (INT64_MIN ns) is a negative second plus a
+         * positive fraction: multiply the second nearer to zero. */
+        sec++;
+        nsec -= 1000000000;
+    }
+    if (__builtin_mul_overflow(sec, INT64_C(1000000000), &ns) ||
+        __builtin_add_overflow(ns, nsec, &ns))
+        return -EOVERFLOW;
+    *out = ns;
+    return 0;
 }
 
 static int64_t now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    return ts_ns(&ts);
+    int64_t ns = 0;
+    ts_ns(&ts, &ns);
+    return ns;
 }
 
 /* Size changes go through a writer: the store has no partial updates. */
@@ -313,6 +343,18 @@ static void mfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
         return;
     }
     int rc = 0;
+    ms_setattr_req r = {0};
+    if (to_set & FUSE_SET_ATTR_MTIME_NOW) {
+        r.mask |= MS_SET_MTIME;
+        r.mtime_ns = now_ns();
+    } else if (to_set & FUSE_SET_ATTR_MTIME) {
+        r.mask |= MS_SET_MTIME;
+        rc = ts_ns(&attr->st_mtim, &r.mtime_ns);
+    }
+    if (rc) { /* before anything changed: all of the request or none */
+        fuse_reply_err(req, -rc);
+        return;
+    }
     if (to_set & FUSE_SET_ATTR_SIZE) {
         rc = n.kind == MS_MESSAGE ? truncate_message(m, ino, s, n.id, attr->st_size) : -EISDIR;
         if (rc) {
@@ -320,7 +362,6 @@ static void mfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
             return;
         }
     }
-    ms_setattr_req r = {0};
     if (to_set & FUSE_SET_ATTR_MODE) {
         r.mask |= MS_SET_MODE;
         r.mode = attr->st_mode & 07777;
@@ -333,14 +374,7 @@ static void mfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
         r.mask |= MS_SET_GID;
         r.gid = attr->st_gid;
     }
-    if (to_set & FUSE_SET_ATTR_MTIME_NOW) {
-        r.mask |= MS_SET_MTIME;
-        r.mtime_ns = now_ns();
-    } else if (to_set & FUSE_SET_ATTR_MTIME) {
-        r.mask |= MS_SET_MTIME;
-        r.mtime_ns = ts_ns(&attr->st_mtim);
-    }
-    /* atime and ctime are not kept: mail has no use for them. */
+    /* atime is not kept (mail has no use for it); the store moves ctime. */
     if (r.mask) {
         bool pending = false;
         if (n.kind == MS_MESSAGE) {
@@ -572,6 +606,23 @@ static void forget_moved_entry(mfs *m, fuse_ino_t newparent, const char *newname
     g_thread_unref(g_thread_new("inval", inval_entry, iv));
 }
 
+/*
+ * A rename across stores: a mailbox to store level is a move, a message
+ * or folder into a folder crosses by copy and delete (EXDEV makes mv do
+ * that).  Anything else would turn a mailbox into a folder or back, and
+ * mv's copy would drop its ACL and escape the journal: EPERM, so that
+ * EXDEV never reaches mv for a mailbox.
+ */
+static int rename_across(fuse_req_t req, mfs *m, size_t s, ms_node n, const char *name, size_t ns,
+                         ms_node nn, const char *newname)
+{
+    if (n.kind == MS_ROOT && nn.kind == MS_ROOT)
+        return move_mailbox(req, m, s, name, ns, newname);
+    if (n.kind == MS_ROOT || nn.kind == MS_ROOT)
+        return -EPERM;
+    return -EXDEV;
+}
+
 static void mfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
                        const char *newname, unsigned int flags)
 {
@@ -584,12 +635,9 @@ static void mfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse
     if (!rc && (flags & RENAME_EXCHANGE))
         rc = -EINVAL; /* swapping two messages has no meaning in a store */
     if (!rc && s != ns) {
-        /* A mailbox into another store is a move; anything else crosses
-         * stores by copy and delete (EXDEV makes mv do that). */
-        rc = n.kind == MS_ROOT && nn.kind == MS_ROOT ? move_mailbox(req, m, s, name, ns, newname)
-                                                     : -EXDEV;
+        rc = rename_across(req, m, s, n, name, ns, nn, newname);
         fuse_reply_err(req, -rc);
-        if (rc == 0)
+        if (rc == 0 && n.kind == MS_ROOT)
             forget_moved_entry(m, newparent, newname);
         return;
     }
@@ -874,13 +922,19 @@ static int commit_file(mfs *m, mfs_handle *h, bool durable)
     int64_t old = 0;
     int rc = 0;
     g_mutex_lock(&h->f->lock);
-    if (ms_writer_dirty(h->f->w))
+    bool commit = ms_writer_dirty(h->f->w);
+    if (commit)
         rc = ms_writer_commit(h->f->w, durable, &old, NULL);
     else if (durable)
         rc = ms_store_sync(h->st);
     g_mutex_unlock(&h->f->lock);
     if (!rc)
         release_content(m, h->sidx, old);
+    /* The commit dated the message (ctime, and mtime unless the writer
+     * set one): the kernel may hold attributes from before it for an hour.
+     * Attributes only (offset < 0): no page lock, safe inside flush. */
+    if (!rc && commit)
+        fuse_lowlevel_notify_inval_inode(m->se, h->ino, -1, 0);
     return rc;
 }
 

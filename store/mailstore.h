@@ -111,9 +111,16 @@ typedef struct ms_attr {
     uint32_t uid, gid;
     int64_t imap_uid; /* message: its UID in the folder; others: 0 */
     int64_t mailbox;  /* owning mailbox id (0 for MS_ROOT) */
+    /* When the node last changed in any way (bytes, mode, owner, xattrs,
+     * name, mtime): st_ctime, which backups compare.  Never set by hand. */
+    int64_t ctime_ns;
 } ms_attr;
 
-/* What ms_setattr changes; a mask of MS_SET_* and the values. */
+/*
+ * What ms_setattr changes; a mask of MS_SET_* and the values.  Times are
+ * nanoseconds since the epoch, negative before 1970: int64 holds
+ * 1677-09-21 to 2262-04-11, and callers refuse others (EOVERFLOW).
+ */
 enum { MS_SET_MODE = 1, MS_SET_UID = 2, MS_SET_GID = 4, MS_SET_MTIME = 8 };
 typedef struct ms_setattr_req {
     unsigned mask;
@@ -208,7 +215,8 @@ int ms_unlink(ms_store *st, ms_node folder, const char *name, int64_t *content);
  * mailbox within the store (parent and newparent MS_ROOT).  Replaces an
  * existing message at the destination (its content id in *replaced, or
  * 0) unless noreplace; a folder replaces only an empty folder.  Crossing
- * mailboxes: -EXDEV.
+ * mailboxes: -EXDEV.  A mailbox never becomes a folder nor a folder a
+ * mailbox: a rename between store level and below it is -EPERM.
  */
 int ms_rename(ms_store *st, ms_node parent, const char *name, ms_node newparent,
               const char *newname, bool noreplace, int64_t *replaced);
@@ -288,7 +296,11 @@ void ms_writer_overlay(const ms_writer *w, ms_attr *a);
 /* Flags applied with the next commit (space-separated IMAP flags). */
 int ms_writer_set_flags(ms_writer *w, const char *flags, size_t len);
 /*
- * Commit the spooled bytes as the message's content.  *old_content (may be
+ * Commit the spooled bytes as the message's content.  Its ctime becomes
+ * now.  A writer of ms_writer_open whose bytes changed after the last
+ * mtime it set (through ms_writer_setattr) also sets the mtime to now,
+ * so backups see the rewrite; deliveries and imports keep the date they
+ * were given (or their arrival).  *old_content (may be
  * NULL) receives the replaced content id (0 if none): drop it with
  * ms_content_drop once no reader uses it.  With durable, returns only
  * once the commit is on stable storage.  *out (may be NULL) gets the

@@ -600,6 +600,7 @@ static void mailbox_attr(const pmbox *m, ms_attr *a)
                    .uid = m->st.st_uid,
                    .gid = m->st.st_gid,
                    .mailbox = m->id};
+    a->ctime_ns = a->mtime_ns; /* read-only: nothing ever changes it */
 }
 
 static void node_attr(const pmbox *m, const pnode *n, ms_attr *a)
@@ -609,6 +610,7 @@ static void node_attr(const pmbox *m, const pnode *n, ms_attr *a)
     if (n->kind == MS_MESSAGE) {
         a->size = n->size;
         a->mtime_ns = n->mtime_ns;
+        a->ctime_ns = n->mtime_ns;
         a->mode = 0444;
         a->imap_uid = strtoll(n->name, NULL, 10);
     }

@@ -334,6 +334,15 @@ static const char *const migrations[] = {
     "ALTER TABLE mailbox ADD COLUMN lock_journal TEXT;"
     "ALTER TABLE mailbox ADD COLUMN move_id INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE mailbox ADD COLUMN move_journal TEXT;",
+    /* v4: change times (st_ctime), which backups compare.  Until now a
+     * node changed only with its mtime, or its change was not recorded:
+     * start from the mtime. */
+    "ALTER TABLE mailbox ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE folder ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE message ADD COLUMN ctime_ns INTEGER NOT NULL DEFAULT 0;"
+    "UPDATE mailbox SET ctime_ns = mtime_ns;"
+    "UPDATE folder SET ctime_ns = mtime_ns;"
+    "UPDATE message SET ctime_ns = mtime_ns;",
 };
 #define SCHEMA_VERSION ((int)G_N_ELEMENTS(migrations))
 

@@ -10,8 +10,8 @@
 
 static int create_in(conn *c, const char *name, ms_mb_state state, const ms_attr *like, int64_t *id)
 {
-    sqlite3_stmt *q = Q(c, "INSERT INTO mailbox(name, state, mode, uid, gid, mtime_ns)"
-                           " VALUES (?, ?, ?, ?, ?, ?)");
+    sqlite3_stmt *q = Q(c, "INSERT INTO mailbox(name, state, mode, uid, gid, mtime_ns, ctime_ns)"
+                           " VALUES (?, ?, ?, ?, ?, ?, ?)");
     if (!q)
         return -EIO;
     bind_name(q, 1, name);
@@ -20,6 +20,7 @@ static int create_in(conn *c, const char *name, ms_mb_state state, const ms_attr
     sqlite3_bind_int64(q, 4, like->uid);
     sqlite3_bind_int64(q, 5, like->gid);
     sqlite3_bind_int64(q, 6, like->mtime_ns);
+    sqlite3_bind_int64(q, 7, now_ns()); /* a new node, whatever it copies */
     int rc = step_done(c, q, "create mailbox");
     if (!rc)
         *id = sqlite3_last_insert_rowid(c->db);

@@ -34,7 +34,7 @@ static int create_in(conn *c, ms_node folder, const char *name, uint32_t mode, u
     if (rc)
         return rc;
     sqlite3_stmt *q = Q(c, "INSERT INTO message(folder, name, state, imap_uid, mode, uid, gid,"
-                           " mtime_ns) VALUES (?, ?, 1, ?, ?, ?, ?, ?)");
+                           " mtime_ns, ctime_ns) VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?)");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, folder.id);
@@ -43,7 +43,9 @@ static int create_in(conn *c, ms_node folder, const char *name, uint32_t mode, u
     sqlite3_bind_int(q, 4, (int)mode);
     sqlite3_bind_int64(q, 5, uid);
     sqlite3_bind_int64(q, 6, gid);
-    sqlite3_bind_int64(q, 7, now_ns());
+    int64_t now = now_ns();
+    sqlite3_bind_int64(q, 7, now);
+    sqlite3_bind_int64(q, 8, now);
     rc = step_done(c, q, "create");
     if (rc)
         return rc;
@@ -194,7 +196,7 @@ static int write_content(conn *c, ms_spool *sp, int64_t *content, uint8_t sha[32
 static int insert_row(conn *c, int64_t folder, const char *name, int64_t uid, int64_t *id)
 {
     sqlite3_stmt *q = Q(c, "INSERT INTO message(folder, name, imap_uid, mode, uid, gid,"
-                           " mtime_ns) VALUES (?, ?, ?, 384, 0, 0, ?)");
+                           " mtime_ns, ctime_ns) VALUES (?1, ?2, ?3, 384, 0, 0, ?4, ?4)");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, folder);
@@ -272,14 +274,17 @@ static int commit_in(conn *c, const ms_commit *cm, int64_t *old_content, ms_attr
     rc = write_content(c, cm->spool, &content, sha);
     if (rc)
         return rc;
-    sqlite3_stmt *q = Q(c, "UPDATE message SET content = ?, size = ?, sha256 = ?, state = 0"
-                           " WHERE id = ?");
+    /* New bytes are a change of the message: its ctime moves (the mtime
+     * is the writer's business, in cm->attr). */
+    sqlite3_stmt *q = Q(c, "UPDATE message SET content = ?, size = ?, sha256 = ?, state = 0,"
+                           " ctime_ns = ? WHERE id = ?");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, content);
     sqlite3_bind_int64(q, 2, ms_spool_size(cm->spool));
     sqlite3_bind_blob(q, 3, sha, 32, SQLITE_STATIC);
-    sqlite3_bind_int64(q, 4, id);
+    sqlite3_bind_int64(q, 4, now_ns());
+    sqlite3_bind_int64(q, 5, id);
     rc = step_done(c, q, "commit");
     ms_node n = {MS_MESSAGE, id};
     if (!rc && cm->flags)

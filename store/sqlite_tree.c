@@ -12,11 +12,13 @@
 
 /*
  * Every attribute query selects the same columns, so one function reads
- * them: id, size, mtime_ns, mode, uid, gid, imap_uid, mailbox, name.
+ * them: id, size, mtime_ns, mode, uid, gid, imap_uid, mailbox, name,
+ * ctime_ns.
  */
-#define MAILBOX_COLS "id, 0, mtime_ns, mode, uid, gid, 0, id, name"
-#define FOLDER_COLS "id, 0, mtime_ns, mode, uid, gid, 0, mailbox, name"
-#define MESSAGE_COLS "m.id, m.size, m.mtime_ns, m.mode, m.uid, m.gid, m.imap_uid, f.mailbox, m.name"
+#define MAILBOX_COLS "id, 0, mtime_ns, mode, uid, gid, 0, id, name, ctime_ns"
+#define FOLDER_COLS "id, 0, mtime_ns, mode, uid, gid, 0, mailbox, name, ctime_ns"
+#define MESSAGE_COLS                                                                               \
+    "m.id, m.size, m.mtime_ns, m.mode, m.uid, m.gid, m.imap_uid, f.mailbox, m.name, m.ctime_ns"
 
 static void row_attr(sqlite3_stmt *q, ms_kind kind, ms_attr *a)
 {
@@ -30,6 +32,7 @@ static void row_attr(sqlite3_stmt *q, ms_kind kind, ms_attr *a)
     a->gid = (uint32_t)sqlite3_column_int64(q, 5);
     a->imap_uid = sqlite3_column_int64(q, 6);
     a->mailbox = sqlite3_column_int64(q, 7);
+    a->ctime_ns = sqlite3_column_int64(q, 9);
 }
 
 /* Reads one attribute row of kind from q; resets q. */
@@ -199,8 +202,8 @@ static int list_in(conn *c, ms_node parent, uint64_t cookie, ms_list_fn fn, void
                 return rc;
             cookie = COOKIE_MSG;
         }
-        q = Q(c, "SELECT id, size, mtime_ns, mode, uid, gid, imap_uid, ?, name FROM message"
-                 " WHERE folder = ? AND state = 0 AND id > ? ORDER BY id");
+        q = Q(c, "SELECT id, size, mtime_ns, mode, uid, gid, imap_uid, ?, name, ctime_ns"
+                 " FROM message WHERE folder = ? AND state = 0 AND id > ? ORDER BY id");
         if (!q)
             return -EIO;
         sqlite3_bind_int64(q, 1, fa.mailbox);
@@ -273,7 +276,8 @@ static int mkdir_in(conn *c, ms_node parent, const char *name, uint32_t mode, ui
     int64_t now = now_ns();
     int rc;
     if (parent.kind == MS_ROOT) {
-        q = Q(c, "INSERT INTO mailbox(name, mode, uid, gid, mtime_ns) VALUES (?, ?, ?, ?, ?)");
+        q = Q(c, "INSERT INTO mailbox(name, mode, uid, gid, mtime_ns, ctime_ns)"
+                 " VALUES (?, ?, ?, ?, ?, ?)");
         if (!q)
             return -EIO;
         bind_name(q, 1, name);
@@ -289,8 +293,8 @@ static int mkdir_in(conn *c, ms_node parent, const char *name, uint32_t mode, ui
             if (rc)
                 return rc > 0 ? -EEXIST : rc;
         }
-        q = Q(c, "INSERT INTO folder(mailbox, parent, name, mode, uid, gid, mtime_ns)"
-                 " VALUES (?, ?, ?, ?, ?, ?, ?)");
+        q = Q(c, "INSERT INTO folder(mailbox, parent, name, mode, uid, gid, mtime_ns, ctime_ns)"
+                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
         if (!q)
             return -EIO;
         sqlite3_bind_int64(q, 1, pa.mailbox);
@@ -302,6 +306,7 @@ static int mkdir_in(conn *c, ms_node parent, const char *name, uint32_t mode, ui
     sqlite3_bind_int64(q, base + 2, uid);
     sqlite3_bind_int64(q, base + 3, gid);
     sqlite3_bind_int64(q, base + 4, now);
+    sqlite3_bind_int64(q, base + 5, now);
     rc = step_done(c, q, "mkdir");
     if (rc)
         return rc;
@@ -448,11 +453,12 @@ static int rename_mailbox(conn *c, const ms_attr *src, const char *newname, bool
     } else if (rc != -ENOENT) {
         return rc;
     }
-    sqlite3_stmt *q = Q(c, "UPDATE mailbox SET name = ? WHERE id = ?");
+    sqlite3_stmt *q = Q(c, "UPDATE mailbox SET name = ?, ctime_ns = ? WHERE id = ?");
     if (!q)
         return -EIO;
     bind_name(q, 1, newname);
-    sqlite3_bind_int64(q, 2, src->node.id);
+    sqlite3_bind_int64(q, 2, now_ns());
+    sqlite3_bind_int64(q, 3, src->node.id);
     return step_done(c, q, "rename");
 }
 
@@ -468,7 +474,9 @@ static int rename_in(conn *c, ms_node parent, const char *name, ms_node newparen
     if (parent.kind == MS_ROOT || newparent.kind == MS_ROOT) {
         if (parent.kind == MS_ROOT && newparent.kind == MS_ROOT)
             return rename_mailbox(c, &src, newname, noreplace);
-        return -EXDEV; /* a mailbox becoming a folder, or back: copy it */
+        /* A mailbox becoming a folder, or back: a copy would drop its ACL
+         * and escape the journal, so mv must not fall back to one. */
+        return -EPERM;
     }
     int64_t mb_new;
     rc = mailbox_of(c, newparent, &mb_new);
@@ -508,13 +516,15 @@ static int rename_in(conn *c, ms_node parent, const char *name, ms_node newparen
             if (rc)
                 return rc;
         }
-        q = Q(c, "UPDATE message SET folder = ?, name = ?, imap_uid = ? WHERE id = ?");
+        q = Q(c, "UPDATE message SET folder = ?, name = ?, imap_uid = ?, ctime_ns = ?"
+                 " WHERE id = ?");
         if (!q)
             return -EIO;
         sqlite3_bind_int64(q, 1, newparent.id);
         bind_name(q, 2, newname);
         sqlite3_bind_int64(q, 3, uid);
-        sqlite3_bind_int64(q, 4, src.node.id);
+        sqlite3_bind_int64(q, 4, now_ns());
+        sqlite3_bind_int64(q, 5, src.node.id);
         return step_done(c, q, "rename");
     }
     if (newparent.kind == MS_FOLDER) {
@@ -527,12 +537,13 @@ static int rename_in(conn *c, ms_node parent, const char *name, ms_node newparen
         if (rc)
             return rc > 0 ? -EEXIST : rc;
     }
-    q = Q(c, "UPDATE folder SET parent = ?, name = ? WHERE id = ?");
+    q = Q(c, "UPDATE folder SET parent = ?, name = ?, ctime_ns = ? WHERE id = ?");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, newparent.kind == MS_FOLDER ? newparent.id : 0);
     bind_name(q, 2, newname);
-    sqlite3_bind_int64(q, 3, src.node.id);
+    sqlite3_bind_int64(q, 3, now_ns());
+    sqlite3_bind_int64(q, 4, src.node.id);
     return step_done(c, q, "rename");
 }
 
@@ -544,6 +555,7 @@ int sq_rename(ms_store *st, ms_node parent, const char *name, ms_node newparent,
 
 /* ------------------------------------------------------- attributes */
 
+/* Every change of a node moves its ctime to now, whatever it changed. */
 int setattr_in(conn *c, ms_node n, const ms_setattr_req *req, ms_attr *out)
 {
     ms_attr a;
@@ -560,19 +572,22 @@ int setattr_in(conn *c, ms_node n, const ms_setattr_req *req, ms_attr *out)
         a.gid = req->gid;
     if (req->mask & MS_SET_MTIME)
         a.mtime_ns = req->mtime_ns;
+    a.ctime_ns = now_ns();
     sqlite3_stmt *q =
-        n.kind == MS_MAILBOX
-            ? Q(c, "UPDATE mailbox SET mode = ?, uid = ?, gid = ?, mtime_ns = ? WHERE id = ?")
-        : n.kind == MS_FOLDER
-            ? Q(c, "UPDATE folder SET mode = ?, uid = ?, gid = ?, mtime_ns = ? WHERE id = ?")
-            : Q(c, "UPDATE message SET mode = ?, uid = ?, gid = ?, mtime_ns = ? WHERE id = ?");
+        n.kind == MS_MAILBOX  ? Q(c, "UPDATE mailbox SET mode = ?, uid = ?, gid = ?, mtime_ns = ?,"
+                                      " ctime_ns = ? WHERE id = ?")
+        : n.kind == MS_FOLDER ? Q(c, "UPDATE folder SET mode = ?, uid = ?, gid = ?, mtime_ns = ?,"
+                                     " ctime_ns = ? WHERE id = ?")
+                              : Q(c, "UPDATE message SET mode = ?, uid = ?, gid = ?, mtime_ns = ?,"
+                                     " ctime_ns = ? WHERE id = ?");
     if (!q)
         return -EIO;
     sqlite3_bind_int(q, 1, (int)a.mode);
     sqlite3_bind_int64(q, 2, a.uid);
     sqlite3_bind_int64(q, 3, a.gid);
     sqlite3_bind_int64(q, 4, a.mtime_ns);
-    sqlite3_bind_int64(q, 5, n.id);
+    sqlite3_bind_int64(q, 5, a.ctime_ns);
+    sqlite3_bind_int64(q, 6, n.id);
     rc = step_done(c, q, "setattr");
     if (!rc && out)
         *out = a;
@@ -593,9 +608,10 @@ static const char *xattr_select(ms_xattr_id xa)
 
 static const char *xattr_update(ms_xattr_id xa)
 {
-    return xa == MS_XA_FLAGS         ? "UPDATE message SET flags = ? WHERE id = ?"
-           : xa == MS_XA_SPECIAL_USE ? "UPDATE folder SET special_use = ? WHERE id = ?"
-                                     : "UPDATE mailbox SET acl = ? WHERE id = ?";
+    return xa == MS_XA_FLAGS ? "UPDATE message SET flags = ?, ctime_ns = ? WHERE id = ?"
+           : xa == MS_XA_SPECIAL_USE
+               ? "UPDATE folder SET special_use = ?, ctime_ns = ? WHERE id = ?"
+               : "UPDATE mailbox SET acl = ?, ctime_ns = ? WHERE id = ?";
 }
 
 static int xattr_get_in(conn *c, ms_node n, ms_xattr_id xa, char **value, size_t *len)
@@ -643,7 +659,8 @@ int xattr_set_in(conn *c, ms_node n, ms_xattr_id xa, const char *value, size_t l
         sqlite3_bind_blob(q, 1, value, (int)len, SQLITE_STATIC);
     else
         sqlite3_bind_null(q, 1);
-    sqlite3_bind_int64(q, 2, n.id);
+    sqlite3_bind_int64(q, 2, now_ns());
+    sqlite3_bind_int64(q, 3, n.id);
     rc = step_done(c, q, "setxattr");
     if (!rc && sqlite3_changes(c->db) == 0)
         rc = -ENOENT;

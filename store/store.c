@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/xattr.h>
+#include <time.h>
 
 #include <glib.h>
 
@@ -413,7 +414,34 @@ struct ms_writer {
     bool dirty;     /* bytes or attributes not yet committed */
     bool committed; /* at least one commit happened */
     bool created;   /* by ms_message_create: discard if never committed */
+    /*
+     * Writers of the mount (ms_writer_open) date what they change, as
+     * any filesystem does: bytes changed since the last mtime the writer
+     * set (touched) date the message at commit.  cp -a, rsync and tar set
+     * the mtime after writing, which clears touched.  Deliveries and
+     * imports keep their own dates.  touched_ns, the last change, is what
+     * stat shows until the commit.
+     */
+    bool stamps;
+    bool touched;
+    int64_t touched_ns;
 };
+
+static int64_t wall_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Records a change of the writer's bytes, which dates the message. */
+static void touch(ms_writer *w)
+{
+    if (!w->stamps)
+        return;
+    w->touched = true;
+    w->touched_ns = wall_ns();
+}
 
 int ms_message_create(ms_store *st, ms_node folder, const char *name, uint32_t mode, uint32_t uid,
                       uint32_t gid, ms_attr *out)
@@ -468,6 +496,9 @@ int ms_writer_open(ms_store *st, int64_t message, bool truncate, ms_writer **out
         }
     }
     w->dirty = truncate && size > 0;
+    w->stamps = true;
+    if (w->created || w->dirty)
+        touch(w);
     *out = w;
     return 0;
 }
@@ -488,16 +519,20 @@ int ms_writer_deliver(ms_store *st, ms_node folder, ms_writer **out)
 ssize_t ms_writer_pwrite(ms_writer *w, const void *buf, size_t len, int64_t off)
 {
     ssize_t n = ms_spool_pwrite(w->spool, buf, len, off);
-    if (n >= 0)
+    if (n >= 0) {
         w->dirty = true;
+        touch(w);
+    }
     return n;
 }
 
 int ms_writer_truncate(ms_writer *w, int64_t size)
 {
     int rc = ms_spool_truncate(w->spool, size);
-    if (!rc)
+    if (!rc) {
         w->dirty = true;
+        touch(w);
+    }
     return rc;
 }
 
@@ -519,8 +554,10 @@ void ms_writer_setattr(ms_writer *w, const ms_setattr_req *req)
         w->attr.uid = req->uid;
     if (req->mask & MS_SET_GID)
         w->attr.gid = req->gid;
-    if (req->mask & MS_SET_MTIME)
+    if (req->mask & MS_SET_MTIME) {
         w->attr.mtime_ns = req->mtime_ns;
+        w->touched = false; /* the writer dates its bytes itself */
+    }
     w->attr.mask |= req->mask;
     w->dirty = true;
 }
@@ -538,6 +575,8 @@ void ms_writer_overlay(const ms_writer *w, ms_attr *a)
         a->gid = w->attr.gid;
     if (w->attr.mask & MS_SET_MTIME)
         a->mtime_ns = w->attr.mtime_ns;
+    if (w->touched)
+        a->mtime_ns = w->touched_ns;
 }
 
 int ms_writer_set_flags(ms_writer *w, const char *flags, size_t len)
@@ -566,6 +605,12 @@ int ms_writer_commit(ms_writer *w, bool durable, int64_t *old_content, ms_attr *
         .flags_len = w->flags_len,
         .durable = durable,
     };
+    if (w->touched) {
+        /* The commit's time, not the last write's: a backup that ran in
+         * between read the old bytes, and must see these as newer. */
+        c.attr.mask |= MS_SET_MTIME;
+        c.attr.mtime_ns = wall_ns();
+    }
     int64_t old = 0;
     ms_attr a;
     int rc = w->st->be->commit(w->st, &c, &old, &a);
@@ -575,6 +620,7 @@ int ms_writer_commit(ms_writer *w, bool durable, int64_t *old_content, ms_attr *
         w->message = a.node.id; /* a second commit replaces, not delivers again */
     w->committed = true;
     w->dirty = false;
+    w->touched = false;
     w->attr.mask = 0;
     g_clear_pointer(&w->flags, g_free);
     if (old_content)

@@ -340,6 +340,97 @@ static void test_rename_rules(void **state)
     assert_int_equal(ms_lookup(f->a, ROOT, "francis", &a), 0);
 }
 
+/* A mailbox never becomes a folder, nor a folder a mailbox. */
+static void test_rename_between_levels(void **state)
+{
+    fixture *f = *state;
+    ms_node mb = mkdir_ok(f->a, ROOT, "ivan");
+    ms_node inbox = mkdir_ok(f->a, mb, "INBOX");
+    mkdir_ok(f->a, ROOT, "judy");
+    assert_int_equal(ms_rename(f->a, ROOT, "judy", mb, "judy", false, NULL), -EPERM);
+    assert_int_equal(ms_rename(f->a, ROOT, "judy", inbox, "judy", false, NULL), -EPERM);
+    assert_int_equal(ms_rename(f->a, mb, "INBOX", ROOT, "INBOX", false, NULL), -EPERM);
+    ms_attr a;
+    assert_int_equal(ms_lookup(f->a, ROOT, "judy", &a), 0);
+    assert_int_equal(ms_lookup(f->a, mb, "INBOX", &a), 0);
+}
+
+/* The ctime the store has for n. */
+static int64_t ctime_of(ms_store *st, ms_node n)
+{
+    ms_attr a;
+    assert_int_equal(ms_getattr(st, n, &a), 0);
+    return a.ctime_ns;
+}
+
+/*
+ * ctime moves with every change; a writer of the mount dates new bytes
+ * unless it sets the mtime; deliveries keep theirs; any int64 time is
+ * kept exactly.
+ */
+static void test_times(void **state)
+{
+    fixture *f = *state;
+    ms_node mb = mkdir_ok(f->a, ROOT, "kate");
+    ms_node inbox = mkdir_ok(f->a, mb, "INBOX");
+    ms_node m = put(f->a, inbox, "msg", "hello", 5);
+    int64_t c = ctime_of(f->a, m);
+    ms_setattr_req chmod = {.mask = MS_SET_MODE, .mode = 0600};
+    assert_int_equal(ms_setattr(f->a, m, &chmod, NULL), 0);
+    assert_true(ctime_of(f->a, m) > c);
+    c = ctime_of(f->a, m);
+    assert_int_equal(ms_xattr_set(f->a, m, "user.mail.flags", "\\Seen", 5, 0), 0);
+    assert_true(ctime_of(f->a, m) > c);
+    c = ctime_of(f->a, mb);
+    assert_int_equal(ms_xattr_set(f->a, mb, "user.mail.acl", "bob lr", 6, 0), 0);
+    assert_true(ctime_of(f->a, mb) > c);
+    c = ctime_of(f->a, m);
+    assert_int_equal(ms_rename(f->a, inbox, "msg", inbox, "msg2", false, NULL), 0);
+    assert_true(ctime_of(f->a, m) > c);
+
+    /* Exact times, 0 and negative included. */
+    const int64_t times[] = {0, -1, -315619200000000000LL, INT64_MIN, INT64_MAX};
+    for (size_t i = 0; i < G_N_ELEMENTS(times); i++) {
+        ms_setattr_req t = {.mask = MS_SET_MTIME, .mtime_ns = times[i]};
+        ms_attr a;
+        assert_int_equal(ms_setattr(f->a, inbox, &t, NULL), 0);
+        assert_int_equal(ms_getattr(f->a, inbox, &a), 0);
+        assert_true(a.mtime_ns == times[i]);
+    }
+
+    /* A rewrite of the same size dates the message... */
+    ms_setattr_req old = {.mask = MS_SET_MTIME, .mtime_ns = 1000000000};
+    assert_int_equal(ms_setattr(f->a, m, &old, NULL), 0);
+    ms_writer *w;
+    ms_attr a;
+    assert_int_equal(ms_writer_open(f->a, m.id, false, &w), 0);
+    assert_int_equal(ms_writer_pwrite(w, "J", 1, 0), 1);
+    assert_int_equal(ms_writer_commit(w, false, NULL, &a), 0);
+    ms_writer_close(w);
+    assert_true(a.mtime_ns > 1000000000);
+    assert_true(a.ctime_ns >= a.mtime_ns);
+    /* ...unless the writer sets the mtime after writing (cp -a, rsync). */
+    assert_int_equal(ms_writer_open(f->a, m.id, false, &w), 0);
+    assert_int_equal(ms_writer_pwrite(w, "K", 1, 0), 1);
+    ms_writer_setattr(w, &old);
+    assert_int_equal(ms_writer_commit(w, false, NULL, &a), 0);
+    ms_writer_close(w);
+    assert_true(a.mtime_ns == 1000000000);
+    /* A chmod alone leaves the mtime. */
+    assert_int_equal(ms_writer_open(f->a, m.id, false, &w), 0);
+    ms_writer_setattr(w, &chmod);
+    assert_int_equal(ms_writer_commit(w, false, NULL, &a), 0);
+    ms_writer_close(w);
+    assert_true(a.mtime_ns == 1000000000);
+    /* An import keeps the date it brings. */
+    assert_int_equal(ms_writer_import(f->a, inbox, "imported", 0, &w), 0);
+    assert_int_equal(ms_writer_pwrite(w, "x", 1, 0), 1);
+    ms_writer_setattr(w, &old);
+    assert_int_equal(ms_writer_commit(w, false, NULL, &a), 0);
+    ms_writer_close(w);
+    assert_true(a.mtime_ns == 1000000000);
+}
+
 static void test_unlinked_while_reading(void **state)
 {
     fixture *f = *state;
@@ -571,6 +662,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_uncommitted_create_vanishes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deliver_names, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rename_rules, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rename_between_levels, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_times, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unlinked_while_reading, setup, teardown),
         cmocka_unit_test_setup_teardown(test_names_and_xattrs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_locked_mailbox_refuses_writes, setup, teardown),
