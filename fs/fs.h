@@ -29,11 +29,12 @@ typedef struct mfs {
     uid_t uid; /* the mounting user: owner of the top two levels */
     gid_t gid;
     int64_t mount_ns;
-    GMutex lock;        /* guards the two tables below */
+    GMutex lock;        /* guards the tables below */
     GHashTable *files;  /* ino -> mfs_file*: messages open for writing */
     GHashTable *opens;  /* ino -> mfs_open*: every open message */
     GHashTable *pinned; /* content key -> open readers (GUINT_TO_POINTER) */
     GHashTable *doomed; /* content keys to drop when their last reader goes */
+    GHashTable *moved;  /* ino -> ino: mailboxes moved away through this mount */
 } mfs;
 
 extern const struct fuse_lowlevel_ops mfs_ops;

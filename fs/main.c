@@ -266,11 +266,13 @@ int main(int argc, char *argv[])
     m.pinned = g_hash_table_new(g_direct_hash, g_direct_equal);
     m.opens = g_hash_table_new(g_direct_hash, g_direct_equal);
     m.doomed = g_hash_table_new(g_direct_hash, g_direct_equal);
+    m.moved = g_hash_table_new(g_direct_hash, g_direct_equal);
     ret = serve(&m, &args, &co);
     g_hash_table_destroy(m.files);
     g_hash_table_destroy(m.pinned);
     g_hash_table_destroy(m.opens);
     g_hash_table_destroy(m.doomed);
+    g_hash_table_destroy(m.moved);
     g_mutex_clear(&m.lock);
 out:
     ms_journal_close(m.journal);

@@ -56,11 +56,8 @@ static fuse_ino_t ino_of(size_t sidx, ms_node n)
     return ((uint64_t)(n.kind + 1) << 60) | ((uint64_t)sidx << MFS_ID_BITS) | (uint64_t)n.id;
 }
 
-/*
- * Decodes ino into its store and node.  False for the mount's root (and
- * for numbers this mount never handed out).
- */
-static bool node_of(mfs *m, fuse_ino_t ino, size_t *sidx, ms_node *n)
+/* Splits ino into store index and node; false if this mount never made it. */
+static bool decode_ino(mfs *m, fuse_ino_t ino, size_t *sidx, ms_node *n)
 {
     if (ino == FUSE_ROOT_ID)
         return false;
@@ -72,6 +69,31 @@ static bool node_of(mfs *m, fuse_ino_t ino, size_t *sidx, ms_node *n)
     n->kind = (ms_kind)(kind - 1);
     n->id = (int64_t)(ino & ((UINT64_C(1) << MFS_ID_BITS) - 1));
     return true;
+}
+
+/*
+ * Decodes ino into its store and node.  False for the mount's root (and
+ * for numbers this mount never handed out).  A mailbox moved to another
+ * store through this mount answers as the mailbox it became, as a
+ * directory renamed on a local filesystem keeps its inode: the kernel
+ * moved its dentry (and a shell's cwd) along with the rename.
+ */
+static bool node_of(mfs *m, fuse_ino_t ino, size_t *sidx, ms_node *n)
+{
+    if (!decode_ino(m, ino, sidx, n))
+        return false;
+    if (n->kind != MS_MAILBOX)
+        return true;
+    g_mutex_lock(&m->lock);
+    /* A chain (moved on again) is followed, a few hops at most. */
+    for (int hop = 0; hop < 8 && g_hash_table_size(m->moved); hop++) {
+        gpointer to = g_hash_table_lookup(m->moved, (gpointer)(uintptr_t)ino);
+        if (!to)
+            break;
+        ino = (fuse_ino_t)(uintptr_t)to;
+    }
+    g_mutex_unlock(&m->lock);
+    return decode_ino(m, ino, sidx, n);
 }
 
 static uint64_t content_key(size_t sidx, int64_t content)
@@ -570,7 +592,21 @@ static int move_mailbox(fuse_req_t req, mfs *m, size_t s, const char *name, size
                       .dir = m->dir,
                       .cancelled = req_interrupted,
                       .ctx = req};
-    return ms_move(m->journal, m->stores[s], m->stores[ns], name, &o, NULL);
+    ms_attr from, to;
+    int rc = ms_lookup(m->stores[s], (ms_node){MS_ROOT, 0}, name, &from);
+    if (!rc)
+        rc = ms_move(m->journal, m->stores[s], m->stores[ns], name, &o, NULL);
+    if (rc)
+        return rc;
+    /* The kernel keeps using the old inode until its dentry is dropped
+     * (and for ever in a cwd): from now on it means the moved mailbox. */
+    if (ms_lookup(m->stores[ns], (ms_node){MS_ROOT, 0}, newname, &to) == 0) {
+        g_mutex_lock(&m->lock);
+        g_hash_table_insert(m->moved, (gpointer)(uintptr_t)ino_of(s, from.node),
+                            (gpointer)(uintptr_t)ino_of(ns, to.node));
+        g_mutex_unlock(&m->lock);
+    }
+    return 0;
 }
 
 typedef struct inval {
