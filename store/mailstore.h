@@ -148,6 +148,9 @@ typedef struct ms_store_stats {
     int64_t mailboxes, folders, messages, bytes;
     int64_t file_bytes;        /* size of the store's files on disk */
     int64_t reclaimable_bytes; /* free pages inside them */
+    /* Deleted through the mount and still recoverable (ms_deleted_list);
+     * not counted in mailboxes, folders, messages and bytes above. */
+    int64_t recoverable_mailboxes, recoverable_messages, recoverable_bytes;
 } ms_store_stats;
 int ms_store_stats_get(ms_store *st, ms_store_stats *out);
 /*
@@ -311,6 +314,9 @@ typedef enum ms_mb_state {
     MS_MB_VISIBLE = 0,
     MS_MB_INCOMING = 1,
     MS_MB_RETAINED = 2,
+    /* The deleted items of one mailbox ("deleted/<mailbox id>/<name>"):
+     * see ms_deleted_list. */
+    MS_MB_DELETED = 3,
 } ms_mb_state;
 
 typedef struct ms_mailbox_info {
@@ -349,6 +355,59 @@ int ms_mailbox_size(ms_store *st, int64_t id, int64_t *messages, int64_t *bytes)
 int ms_message_get_meta(ms_store *st, int64_t id, ms_message_meta *out);
 /* A writer for a new message named name with IMAP UID uid (0: next). */
 int ms_writer_import(ms_store *st, ms_node folder, const char *name, int64_t uid, ms_writer **out);
+
+/* -------------------------------------------------------- deleted items */
+
+/*
+ * What is deleted through the mount stays recoverable until purged, as
+ * Exchange keeps deleted mailboxes and Dovecot's lazy_expunge deleted mail.
+ * unlink, and a rename that replaces a message, refile the message (its
+ * bytes, UID, flags, mode, owner and date unchanged) into its mailbox's
+ * hidden deleted items, under the path of the folder it was in; rmdir of
+ * a folder or a mailbox records its attributes (special-use, ACL) there.
+ * Rewriting a message's bytes in place keeps nothing.  The pst backend
+ * has no deleted items (-ENOTSUP).
+ */
+typedef struct ms_deleted {
+    ms_kind kind;        /* MS_MAILBOX, MS_FOLDER or MS_MESSAGE */
+    const char *mailbox; /* the mailbox's name */
+    const char *folder;  /* the folder's path ('/'-separated), "" for a mailbox */
+    const char *name;    /* a message's name; NULL for folders and mailboxes */
+    int64_t id;          /* a message's id; 0 otherwise */
+    int64_t messages;    /* messages kept (in a folder: its subfolders too) */
+    int64_t bytes;       /* their size */
+    int64_t deleted_ns;  /* when it was deleted */
+    /* Inside a deleted folder or mailbox: restored with it. */
+    bool inside;
+} ms_deleted;
+typedef int (*ms_deleted_fn)(void *ctx, const ms_deleted *d);
+/*
+ * Calls fn for every deleted mailbox, folder and message of the store (of
+ * mailbox only, unless NULL), each mailbox's items after it, folders
+ * before what they hold.  fn returns nonzero to stop.
+ */
+int ms_deleted_list(ms_store *st, const char *mailbox, ms_deleted_fn fn, void *ctx);
+/*
+ * Brings back what was deleted of mailbox: everything (path NULL), the
+ * folder at path ("Archive/2019", with what it held) or the message at
+ * path ("INBOX/12.eml"), with names, UIDs, flags, modes, owners, dates,
+ * special-use and ACL.  A mailbox that is gone is recreated.  Of a name
+ * deleted more than once, the newest deletion comes back (older ones stay
+ * recoverable).  A name taken in the visible tree refuses the whole
+ * restore with -EEXIST (logged, naming it): nothing is overwritten.
+ * -ENOENT when nothing deleted matches.  *restored (may be NULL): how
+ * many messages came back.
+ */
+int ms_deleted_restore(ms_store *st, const char *mailbox, const char *path, int64_t *restored);
+
+typedef struct ms_purged {
+    int64_t mailboxes, folders, messages, bytes;
+} ms_purged;
+/*
+ * Drops deleted items deleted more than retain_days ago (all of them with
+ * all), bytes included; ms_store_compact then gives the space back.
+ */
+int ms_deleted_purge(ms_store *st, int retain_days, bool all, ms_purged *out);
 
 /* ------------------------------------------------------------ directory */
 

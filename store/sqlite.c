@@ -328,6 +328,12 @@ static const char *const migrations[] = {
      * get EBUSY); retain_until: when a retained source copy expires. */
     "ALTER TABLE mailbox ADD COLUMN lock_move INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE mailbox ADD COLUMN retain_until INTEGER NOT NULL DEFAULT 0;",
+    /* v3: deleted items (sqlite_deleted.c).  deleted_ns: when the message,
+     * folder or mailbox was deleted through the mount (0: it was not). */
+    "ALTER TABLE message ADD COLUMN deleted_ns INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE folder ADD COLUMN deleted_ns INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE mailbox ADD COLUMN deleted_ns INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX message_deleted ON message(deleted_ns) WHERE deleted_ns != 0;",
 };
 #define SCHEMA_VERSION ((int)G_N_ELEMENTS(migrations))
 
@@ -586,13 +592,32 @@ static int64_t files_size(const char *path)
     return n + (stat(wal, &sb) == 0 ? sb.st_size : 0);
 }
 
+/* What deleted items hold (the message_deleted index answers it). */
+static int recoverable_in(conn *c, ms_store_stats *out)
+{
+    sqlite3_stmt *q =
+        Q(c, "SELECT (SELECT count(*) FROM mailbox WHERE state = 3 AND deleted_ns != 0),"
+             " (SELECT count(*) FROM message WHERE deleted_ns != 0),"
+             " (SELECT coalesce(sum(size), 0) FROM message WHERE deleted_ns != 0)");
+    int rc = step_row(c, q, "stats");
+    if (rc)
+        return rc;
+    out->recoverable_mailboxes = sqlite3_column_int64(q, 0);
+    out->recoverable_messages = sqlite3_column_int64(q, 1);
+    out->recoverable_bytes = sqlite3_column_int64(q, 2);
+    sqlite3_reset(q);
+    return 0;
+}
+
 static int stats_in(conn *c, const char *path, ms_store_stats *out)
 {
     memset(out, 0, sizeof *out);
     sqlite3_stmt *q = Q(c, "SELECT (SELECT count(*) FROM mailbox WHERE state = 0),"
-                           " (SELECT count(*) FROM folder),"
-                           " (SELECT count(*) FROM message WHERE state = 0),"
-                           " (SELECT coalesce(sum(size), 0) FROM message WHERE state = 0)");
+                           " (SELECT count(*) FROM folder WHERE mailbox NOT IN"
+                           "  (SELECT id FROM mailbox WHERE state = 3)),"
+                           " (SELECT count(*) FROM message WHERE state = 0 AND deleted_ns = 0),"
+                           " (SELECT coalesce(sum(size), 0) FROM message"
+                           "  WHERE state = 0 AND deleted_ns = 0)");
     int rc = step_row(c, q, "stats");
     if (rc)
         return rc;
@@ -601,6 +626,9 @@ static int stats_in(conn *c, const char *path, ms_store_stats *out)
     out->messages = sqlite3_column_int64(q, 2);
     out->bytes = sqlite3_column_int64(q, 3);
     sqlite3_reset(q);
+    int rc2 = recoverable_in(c, out);
+    if (rc2)
+        return rc2;
     int freep = 0, psize = 0;
     pragma_int(c, "PRAGMA freelist_count", &freep);
     pragma_int(c, "PRAGMA page_size", &psize);
@@ -700,4 +728,7 @@ const ms_backend ms_sqlite_backend = {
     .mailbox_drop = sq_mailbox_drop,
     .mailbox_size = sq_mailbox_size,
     .message_meta = sq_message_meta,
+    .deleted_list = sq_deleted_list,
+    .deleted_restore = sq_deleted_restore,
+    .deleted_purge = sq_deleted_purge,
 };
