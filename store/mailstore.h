@@ -517,7 +517,10 @@ int ms_recover(ms_journal *j, ms_store_lookup_fn find, void *ctx, ms_directory *
 /*
  * Reverses finished move id: the mailbox goes back to its source store,
  * with everything that arrived in the target since.  Refuses (-ESTALE)
- * once the retained source copy has expired or was purged.
+ * once the retained source copy has expired or was purged.  When the
+ * target mailbox was deleted since, the retained copy becomes the visible
+ * mailbox again (*new_id 0; -EEXIST if the source has one of that name)
+ * and the deleted one stays in the target's deleted items.
  */
 int ms_undo(ms_journal *j, ms_store_lookup_fn find, void *ctx, ms_directory *dir, int retain_days,
             int64_t id, int64_t *new_id);
