@@ -797,18 +797,37 @@ static int settle_items(conn *c, const items_row *it, int64_t visible)
         sqlite3_bind_int64(q, 1, it->id);
         return step_done(c, q, "restore");
     }
+    /* Named for the visible mailbox, unless that has items of its own:
+     * then these keep their name, still listed and restorable under it. */
     g_autofree char *name = items_name(visible, it->name);
+    int64_t other;
+    rc = find_items(c, name, &other);
+    if (rc && rc != -ENOENT)
+        return rc;
+    g_autofree char *own = NULL;
+    if (rc == 0 && other != it->id && (rc = mailbox_name(c, it->id, &own)) != 0)
+        return rc;
     q = Q(c, "UPDATE mailbox SET name = ?, deleted_ns = 0 WHERE id = ?");
     if (!q)
         return -EIO;
-    bind_name(q, 1, name);
+    bind_name(q, 1, own ? own : name);
     sqlite3_bind_int64(q, 2, it->id);
     return step_done(c, q, "restore");
 }
 
+/* 1 if mailbox id is visible, 0 if it is gone or hidden (moved away). */
+static int origin_visible(conn *c, int64_t id)
+{
+    int64_t state;
+    int rc = query_int(c, "SELECT state FROM mailbox WHERE id = ?", id, &state, "restore");
+    return rc == -ENOENT ? 0 : rc ? rc : state == MS_MB_VISIBLE;
+}
+
 /*
  * Which items a restore of mailbox takes from: those of the visible
- * mailbox of that name, or else the newest deleted one's.
+ * mailbox of that name; else (or when it has none) the newest ones whose
+ * mailbox is gone: deleted, or moved away and back (the items stay in
+ * the store they were deleted in).
  */
 static int items_for(conn *c, const char *mailbox, GArray *all, const items_row **it,
                      int64_t *visible)
@@ -818,10 +837,18 @@ static int items_for(conn *c, const char *mailbox, GArray *all, const items_row 
     if (rc && rc != -ENOENT)
         return rc;
     *visible = rc ? 0 : a.node.id;
+    for (guint i = 0; *visible && i < all->len; i++) {
+        if (g_array_index(all, items_row, i).origin == *visible) {
+            *it = &g_array_index(all, items_row, i);
+            return 0;
+        }
+    }
     for (guint i = 0; i < all->len; i++) {
-        const items_row *r = &g_array_index(all, items_row, i);
-        if (*visible ? r->origin == *visible : true) {
-            *it = r;
+        rc = origin_visible(c, g_array_index(all, items_row, i).origin);
+        if (rc < 0)
+            return rc;
+        if (!rc) {
+            *it = &g_array_index(all, items_row, i);
             return 0;
         }
     }
