@@ -597,6 +597,34 @@ static const char *kind_name(ms_kind k)
     return k == MS_MAILBOX ? "mailbox" : k == MS_FOLDER ? "folder" : "message";
 }
 
+/* A name as a JSON string body: valid UTF-8 (bad bytes replaced), quotes,
+ * backslashes and control characters escaped. */
+static char *json_text(const char *s)
+{
+    g_autofree char *valid = g_utf8_make_valid(s, -1);
+    GString *out = g_string_new(NULL);
+    for (const unsigned char *p = (const unsigned char *)valid; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            g_string_append_printf(out, "\\%c", *p);
+        else if (*p < 0x20 || *p == 0x7f)
+            g_string_append_printf(out, "\\u%04x", *p);
+        else
+            g_string_append_c(out, (char)*p);
+    }
+    return g_string_free(out, FALSE);
+}
+
+/* A name for a table column: control characters escaped (they would
+ * break the columns), other bytes as they are. */
+static char *column_text(const char *s)
+{
+    char high[129];
+    for (int i = 0; i < 128; i++)
+        high[i] = (char)(0x80 + i);
+    high[128] = '\0';
+    return g_strescape(s, high);
+}
+
 static int print_deleted(void *ctx, const ms_deleted *d)
 {
     deleted_out *o = ctx;
@@ -607,7 +635,7 @@ static int print_deleted(void *ctx, const ms_deleted *d)
                 : g_strdup(d->folder);
     g_autofree char *when = utc(d->deleted_ns), *until = utc(d->deleted_ns + o->retain_ns);
     if (o->json) {
-        g_autofree char *mb = g_strescape(d->mailbox, NULL), *p = g_strescape(path, NULL);
+        g_autofree char *mb = json_text(d->mailbox), *p = json_text(path);
         printf("%s\n {\"store\": \"%s\", \"mailbox\": \"%s\", \"kind\": \"%s\", \"path\": \"%s\", "
                "\"messages\": %lld, \"bytes\": %lld, \"deleted_ns\": %lld, \"expires\": %lld, "
                "\"inside\": %s}",
@@ -618,7 +646,7 @@ static int print_deleted(void *ctx, const ms_deleted *d)
     } else {
         g_autofree char *b = human(d->bytes);
         /* Names may hold any byte: escaped, so they cannot break the columns. */
-        g_autofree char *mb = g_strescape(d->mailbox, NULL), *p = g_strescape(path, NULL);
+        g_autofree char *mb = column_text(d->mailbox), *p = column_text(path);
         printf("%-12s %-16s %-7s %8lld %10s  %-19s  %-19s  %s%s\n", o->store, mb,
                kind_name(d->kind), (long long)d->messages, b, when, until, *p ? p : "-",
                d->inside ? "  (inside)" : "");
