@@ -740,6 +740,11 @@ static int cmd_restore(ctl *c, const char *store, const char *mailbox, const cha
                 "mailfsctl: restore %s/%s%s%s: nothing deleted of that name is kept "
                 "(see 'mailfsctl deleted %s %s')\n",
                 store, mailbox, sep, path, store, mailbox);
+    else if (rc == -EBUSY)
+        fprintf(stderr,
+                "mailfsctl: restore %s/%s%s%s: the mailbox is being moved; restore once "
+                "the move is done\n",
+                store, mailbox, sep, path);
     else if (rc == -ENOTSUP || rc == -EROFS)
         fprintf(stderr, "mailfsctl: restore %s/%s%s%s: the store %s\n", store, mailbox, sep, path,
                 rc == -EROFS ? "is read-only" : "keeps no deleted items");

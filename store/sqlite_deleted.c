@@ -864,7 +864,10 @@ static int restore_in(conn *c, const char *mailbox, const char *path, int64_t *r
     restore r = {.mailbox = mailbox};
     if (!rc)
         rc = items_for(c, mailbox, all, &it, &r.visible);
-    if (!rc && !r.visible)
+    /* Not into a mailbox being moved: the move would miss what came back. */
+    if (!rc && r.visible)
+        rc = mailbox_writable(c, r.visible);
+    else if (!rc)
         rc = recreate_mailbox(c, it, &r.visible);
     if (!rc)
         rc = path ? restore_path(c, &r, it->id, path) : restore_all(c, &r, it->id);

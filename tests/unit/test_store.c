@@ -464,6 +464,12 @@ static void test_deleted_items(void **state)
     g_autofree char *again = read_path(f->a, "kim/INBOX", "m", &len);
     assert_memory_equal(again, "v3", 2);
     assert_int_equal(ms_deleted_restore(f->a, "kim", "INBOX/nothing", NULL), -ENOENT);
+    /* not into a mailbox being moved */
+    assert_int_equal(ms_unlink(f->a, inbox, "m", NULL), 0);
+    assert_int_equal(ms_mailbox_set(f->a, mb.id, &(ms_mailbox_change){NULL, -1, 42, -1}), 0);
+    assert_int_equal(ms_deleted_restore(f->a, "kim", "INBOX/m", NULL), -EBUSY);
+    assert_int_equal(ms_mailbox_set(f->a, mb.id, &(ms_mailbox_change){NULL, -1, 0, -1}), 0);
+    assert_int_equal(ms_deleted_restore(f->a, "kim", "INBOX/m", NULL), 0);
     /* the items follow a rename of the mailbox */
     assert_int_equal(ms_rename(f->a, ROOT, "kim", ROOT, "kim2", false, NULL), 0);
     memset(n, 0, sizeof n);
