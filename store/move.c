@@ -817,6 +817,19 @@ int ms_purge(ms_journal *j, ms_store_lookup_fn find, void *ctx, bool all)
 }
 
 /*
+ * True when the mailbox move mi made in dst is gone: deleted through the
+ * mount (its row with it), not merely renamed or moved on.
+ */
+static bool target_deleted(ms_journal *j, ms_store *dst, const ms_move_info *mi)
+{
+    int64_t tid, visible;
+    ms_mailbox_info info;
+    return ms_mailbox_find(dst, mi->newname, MS_MB_VISIBLE, &visible) == -ENOENT &&
+           jn_target_id(j, mi->id, &tid) == 0 && tid > 0 &&
+           ms_mailbox_get_info(dst, tid, &info) == -ENOENT;
+}
+
+/*
  * Undo of a move whose target mailbox was deleted since: nothing to move
  * back, so the retained source copy (the mailbox as it was moved) becomes
  * the visible mailbox again and the directory entry points back at the
@@ -868,12 +881,10 @@ int ms_undo(ms_journal *j, ms_store_lookup_fn find, void *ctx, ms_directory *dir
     int64_t sid;
     if (ms_mailbox_find(src, ret, MS_MB_RETAINED, &sid) != 0)
         return -ESTALE;
-    int64_t tid, unused = 0;
-    rc = ms_mailbox_find(dst, mi.newname, MS_MB_VISIBLE, &tid);
-    if (rc == -ENOENT)
+    if (target_deleted(j, dst, &mi)) {
+        int64_t unused = 0;
         return undo_deleted_target(j, src, dir, &mi, sid, new_id ? new_id : &unused);
-    if (rc)
-        return rc;
+    }
     /*
      * Moving back is a move like any other, of everything the target
      * holds now (what was moved plus whatever arrived since), so nothing

@@ -156,6 +156,16 @@ check "... carol is back in srv1 as it was moved" same "$WORK/carol.tree" <(tree
 check "... the deleted carol is listed in srv2" bash -c "'$B/mailfsctl' -c '$S/conf' deleted srv2 | grep -q '^srv2 .* carol .* mailbox'"
 check "... the move is undone in the journal" journal_is "$S" "select state from move where id = $id" undone
 
+# ... but not when the target was only renamed: no mailbox in two stores
+mkdir -p "$M/srv1/eve/INBOX" && cp -a "$TD/eml/postal-mime/." "$M/srv1/eve/INBOX/"
+mv "$M/srv1/eve" "$M/srv2/" || not_ok "mv eve"
+id=$(journal "$S" "select id from move where cast(mailbox as text) = 'eve' and state = 'done'")
+mv "$M/srv2/eve" "$M/srv2/eve2" || not_ok "rename eve in srv2"
+C undo "$id" >/dev/null 2>&1
+rc=$?
+check "undo after the target was renamed (not deleted): refused, eve not restored in srv1" \
+    bash -c "[ $rc != 0 ] && [ ! -e '$M/srv1/eve' ] && [ -d '$M/srv2/eve2/INBOX' ]"
+
 # --- purge: nothing before the retention, everything with 0 days; compact
 C purge >/dev/null
 check "purge within retention keeps deleted items" bash -c "'$B/mailfsctl' -c '$S/conf' deleted | grep -q ' carol '"
@@ -167,8 +177,10 @@ rc=$?
 check "purge with retain-days = 0: exit 0 ($(tail -1 "$WORK/purge.out"))" test $rc = 0
 check "... says what it purged" grep -q "deleted mailboxes" "$WORK/purge.out"
 check "... nothing is left in deleted items" test "$(C deleted | wc -l)" = 1
-check "... no message row left but carol's" \
-    test "$(sqlite3 "$S/srv1.db" 'select count(*) from message')" = "$(find "$M/srv1" -type f | wc -l)"
+check "... no deleted message, folder or mailbox row left" \
+    test "$(sqlite3 "$S/srv1.db" 'select (select count(*) from message where deleted_ns != 0) +
+        (select count(*) from folder where mailbox in (select id from mailbox where state = 3)) +
+        (select count(*) from mailbox where state = 3)')" = 0
 check "... no content without a message" \
     test "$(sqlite3 "$S/srv1.db" 'select count(*) from content where id not in (select content from message)')" = 0
 C restore srv1 alice >/dev/null 2>&1
