@@ -196,20 +196,24 @@ int ms_list(ms_store *st, ms_node parent, uint64_t cookie, ms_list_fn fn, void *
 /* Create a mailbox (parent MS_ROOT) or folder (parent mailbox or folder). */
 int ms_mkdir(ms_store *st, ms_node parent, const char *name, uint32_t mode, uint32_t uid,
              uint32_t gid, ms_attr *out);
-/* Remove an empty mailbox or folder: -ENOTEMPTY otherwise. */
+/* Remove an empty mailbox or folder: -ENOTEMPTY otherwise.  Kept as a
+ * deleted item (with its ACL or special-use) where the backend has them. */
 int ms_rmdir(ms_store *st, ms_node parent, const char *name);
 /*
  * Delete a message.  *content (may be NULL) receives the id of the
  * content it had; the content stays until ms_content_drop() so that open
- * readers keep reading the old bytes.
+ * readers keep reading the old bytes.  A backend with deleted items keeps
+ * the message there (ms_deleted_list), bytes included, and the drop is a
+ * no-op until it is purged.
  */
 int ms_unlink(ms_store *st, ms_node folder, const char *name, int64_t *content);
 /*
  * Rename or refile a message or folder within one mailbox, or rename a
  * mailbox within the store (parent and newparent MS_ROOT).  Replaces an
  * existing message at the destination (its content id in *replaced, or
- * 0) unless noreplace; a folder replaces only an empty folder.  Crossing
- * mailboxes: -EXDEV.
+ * 0) unless noreplace; a folder replaces only an empty folder.  What is
+ * replaced is deleted as by ms_unlink / ms_rmdir (and kept likewise).
+ * Crossing mailboxes: -EXDEV.
  */
 int ms_rename(ms_store *st, ms_node parent, const char *name, ms_node newparent,
               const char *newname, bool noreplace, int64_t *replaced);
