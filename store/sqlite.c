@@ -5,7 +5,8 @@
  * sqlite_content.c the message bytes; sqlite_int.h what they share.
  *
  * Layout (schema version 1):
- *   mailbox  one row per mailbox; state 0 = visible (moves use others)
+ *   mailbox  one row per mailbox; state 0 = visible (moves use others;
+ *            3 = a mailbox's deleted items, see sqlite_deleted.c)
  *   folder   nested through parent (0 = top level of its mailbox)
  *   message  metadata only; state 1 = reserved by a create, not committed
  *   content  one row per version of a message's bytes, never reused
