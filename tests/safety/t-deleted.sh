@@ -195,5 +195,16 @@ check "compact gave the space back (file $after bytes < 2 MB; alice was > 5 MB)"
 check "integrity_check of the store" test "$(sqlite3 "$S/srv1.db" 'pragma integrity_check')" = ok
 check "carol still readable after purge and compact" same "$WORK/carol.tree" <(tree_of "$M/srv1/carol")
 
+# --- without a mount: the CLI opens the same stores
+f=$(cd "$M/srv1/carol/INBOX" && ls | sort | head -1)
+cp "$M/srv1/carol/INBOX/$f" "$WORK/offline.msg"
+rm "$M/srv1/carol/INBOX/$f"
+unmount "$S"
+check "deleted works without a mount" bash -c "'$B/mailfsctl' -c '$S/conf' deleted srv1 | grep -q ' carol .* INBOX/$f\$'"
+C restore srv1 carol "INBOX/$f" >/dev/null
+rc=$?
+check "restore works without a mount" test $rc = 0
+mount_fg "$S" || exit 1
+check "... the message is there once mounted again" cmp -s "$WORK/offline.msg" "$M/srv1/carol/INBOX/$f"
 unmount "$S"
 [ $FAILS = 0 ]
