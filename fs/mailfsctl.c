@@ -41,6 +41,11 @@ static void usage(FILE *f)
                "  recover                           settle moves a crash left unfinished\n"
                "  undo ID                           move a finished move back, with new mail\n"
                "  purge [--all]                     drop retained source copies past retention\n"
+               "                                    and deleted items past retention too\n"
+               "  deleted [--json] [STORE [MAILBOX]]\n"
+               "                                    deleted items that can be restored\n"
+               "  restore STORE MAILBOX [FOLDER[/MESSAGE]]\n"
+               "                                    bring deleted mail back, never overwriting\n"
                "  check [--json] [--fix-location] [--remove-unknown-grantees] [--fix-orphans]\n"
                "                                    directory against stores (exit 0 clean,\n"
                "                                    1 findings, 2 error)\n\n"
@@ -531,6 +536,19 @@ static int cmd_recover(ctl *c)
     return failed;
 }
 
+/* What an undo did when the target mailbox had been deleted since. */
+static void undo_said_deleted(ms_journal *j, int64_t id)
+{
+    ms_move_info mi;
+    if (ms_journal_get(j, id, &mi))
+        return;
+    printf("move %lld undone: %s was deleted in %s since, so %s in %s is back as it was when "
+           "moved; the deleted one stays recoverable ('mailfsctl deleted %s %s', "
+           "'mailfsctl restore %s %s')\n",
+           (long long)id, mi.newname, mi.target, mi.mailbox, mi.source, mi.target, mi.newname,
+           mi.target, mi.newname);
+}
+
 static int cmd_undo(ctl *c, const char *arg)
 {
     char *end;
@@ -553,10 +571,40 @@ static int cmd_undo(ctl *c, const char *arg)
         fprintf(stderr, "mailfsctl: undo %lld: only a finished move can be undone\n", id);
     else if (rc)
         fprintf(stderr, "mailfsctl: undo %lld: %s\n", id, move_error(rc));
+    else if (!nid)
+        undo_said_deleted(j, id);
     else
         printf("move %lld undone by move %lld\n", id, (long long)nid);
     ms_journal_close(j);
     return rc ? 1 : 0;
+}
+
+/* Drops the expired (all: every) deleted items of every writable store. */
+static int purge_deleted(ctl *c, bool all)
+{
+    ms_purged sum = {0};
+    int ret = 0;
+    for (size_t i = 0; i < ms_config_store_count(c->cfg); i++) {
+        const char *name = ms_config_store(c->cfg, i)->name;
+        ms_store *st = store_by_name(c, name);
+        ms_purged p;
+        int rc = st ? ms_deleted_purge(st, ms_config_retain_days(c->cfg), all, &p) : -EIO;
+        if (rc == -ENOTSUP || rc == -EROFS)
+            continue; /* keeps no deleted items (pst) or cannot drop them */
+        if (rc) {
+            fprintf(stderr, "mailfsctl: purge: deleted items of %s: %s\n", name, g_strerror(-rc));
+            ret = 1;
+            continue;
+        }
+        sum.mailboxes += p.mailboxes;
+        sum.folders += p.folders;
+        sum.messages += p.messages;
+        sum.bytes += p.bytes;
+    }
+    g_autofree char *b = human(sum.bytes);
+    printf("%lld deleted mailboxes, %lld folders, %lld messages (%s) purged\n",
+           (long long)sum.mailboxes, (long long)sum.folders, (long long)sum.messages, b);
+    return ret;
 }
 
 static int cmd_purge(ctl *c, bool all)
@@ -570,7 +618,187 @@ static int cmd_purge(ctl *c, bool all)
     else
         printf("%d retained copies purged\n", rc);
     ms_journal_close(j);
-    return rc < 0;
+    int ret = purge_deleted(c, all);
+    return rc < 0 || ret;
+}
+
+typedef struct deleted_out {
+    const char *store;
+    const char *only; /* a MAILBOX argument: everything in it, else the top items */
+    bool json;
+    int64_t retain_ns;
+    size_t rows;
+} deleted_out;
+
+/* "2026-11-26 09:12:03" (UTC) of ns since the epoch. */
+static char *utc(int64_t ns)
+{
+    g_autoptr(GDateTime) t = g_date_time_new_from_unix_utc(ns / 1000000000);
+    return t ? g_date_time_format(t, "%Y-%m-%d %H:%M:%S") : g_strdup("-");
+}
+
+static const char *kind_name(ms_kind k)
+{
+    return k == MS_MAILBOX ? "mailbox" : k == MS_FOLDER ? "folder" : "message";
+}
+
+/* A name as a JSON string body: valid UTF-8 (bad bytes replaced), quotes,
+ * backslashes and control characters escaped. */
+static char *json_text(const char *s)
+{
+    g_autofree char *valid = g_utf8_make_valid(s, -1);
+    GString *out = g_string_new(NULL);
+    for (const unsigned char *p = (const unsigned char *)valid; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            g_string_append_printf(out, "\\%c", *p);
+        else if (*p < 0x20 || *p == 0x7f)
+            g_string_append_printf(out, "\\u%04x", *p);
+        else
+            g_string_append_c(out, (char)*p);
+    }
+    return g_string_free(out, FALSE);
+}
+
+/* A name for a table column: control characters escaped (they would
+ * break the columns), other bytes as they are. */
+static char *column_text(const char *s)
+{
+    char high[129];
+    for (int i = 0; i < 128; i++)
+        high[i] = (char)(0x80 + i);
+    high[128] = '\0';
+    return g_strescape(s, high);
+}
+
+static int print_deleted(void *ctx, const ms_deleted *d)
+{
+    deleted_out *o = ctx;
+    if (d->inside && !o->only)
+        return 0; /* comes back with its deleted folder or mailbox */
+    g_autofree char *path =
+        d->name ? (*d->folder ? g_strdup_printf("%s/%s", d->folder, d->name) : g_strdup(d->name))
+                : g_strdup(d->folder);
+    g_autofree char *when = utc(d->deleted_ns), *until = utc(d->deleted_ns + o->retain_ns);
+    if (o->json) {
+        g_autofree char *mb = json_text(d->mailbox), *p = json_text(path);
+        printf("%s\n {\"store\": \"%s\", \"mailbox\": \"%s\", \"kind\": \"%s\", \"path\": \"%s\", "
+               "\"messages\": %lld, \"bytes\": %lld, \"deleted_ns\": %lld, \"expires\": %lld, "
+               "\"inside\": %s}",
+               o->rows ? "," : "", o->store, mb, kind_name(d->kind), p, (long long)d->messages,
+               (long long)d->bytes, (long long)d->deleted_ns,
+               (long long)((d->deleted_ns + o->retain_ns) / 1000000000),
+               d->inside ? "true" : "false");
+    } else {
+        g_autofree char *b = human(d->bytes);
+        /* Names may hold any byte: escaped, so they cannot break the columns. */
+        g_autofree char *mb = column_text(d->mailbox), *p = column_text(path);
+        printf("%-12s %-16s %-7s %8lld %10s  %-19s  %-19s  %s%s\n", o->store, mb,
+               kind_name(d->kind), (long long)d->messages, b, when, until, *p ? p : "-",
+               d->inside ? "  (inside)" : "");
+    }
+    o->rows++;
+    return 0;
+}
+
+static int cmd_deleted(ctl *c, int argc, char **argv)
+{
+    bool json = argc > 1 && !strcmp(argv[1], "--json");
+    argc -= 1 + json;
+    argv += 1 + json;
+    if (argc > 2) {
+        usage(stderr);
+        return 2;
+    }
+    deleted_out o = {.only = argc == 2 ? argv[1] : NULL,
+                     .json = json,
+                     .retain_ns = (int64_t)ms_config_retain_days(c->cfg) * 86400000000000LL};
+    if (json)
+        printf("[");
+    else
+        printf("%-12s %-16s %-7s %8s %10s  %-19s  %-19s  %s\n", "STORE", "MAILBOX", "KIND",
+               "MESSAGES", "BYTES", "DELETED (UTC)", "EXPIRES (UTC)", "PATH");
+    int ret = 0;
+    for (size_t i = 0; i < ms_config_store_count(c->cfg); i++) {
+        const char *name = ms_config_store(c->cfg, i)->name;
+        if (argc >= 1 && strcmp(argv[0], name))
+            continue;
+        ms_store *st = store_by_name(c, name);
+        o.store = name;
+        int rc = st ? ms_deleted_list(st, o.only, print_deleted, &o) : -EIO;
+        if (rc && rc != -ENOTSUP) {
+            fprintf(stderr, "mailfsctl: deleted: %s: %s\n", name, g_strerror(-rc));
+            ret = 1;
+        }
+    }
+    if (argc >= 1 && !ms_config_find_store(c->cfg, argv[0])) {
+        fprintf(stderr, "mailfsctl: deleted: no [store %s] in the configuration\n", argv[0]);
+        ret = 1;
+    }
+    if (json)
+        printf("%s]\n", o.rows ? "\n" : "");
+    return ret;
+}
+
+/* The other store where mailbox is visible, or NULL. */
+static const char *visible_elsewhere(ctl *c, ms_store *here, const char *mailbox)
+{
+    for (size_t i = 0; i < ms_config_store_count(c->cfg); i++) {
+        ms_store *st = store_by_name(c, ms_config_store(c->cfg, i)->name);
+        ms_attr a;
+        if (st && st != here && ms_lookup(st, (ms_node){MS_ROOT, 0}, mailbox, &a) == 0)
+            return ms_store_name(st);
+    }
+    return NULL;
+}
+
+static int cmd_restore(ctl *c, const char *store, const char *mailbox, const char *path)
+{
+    ms_store *st = store_by_name(c, store);
+    if (!st)
+        return 1;
+    ms_attr a;
+    const char *other = NULL;
+    int rc = 0;
+    /* Recreating a mailbox that lives on in another store (moved there)
+     * would make two: refused. */
+    if (ms_lookup(st, (ms_node){MS_ROOT, 0}, mailbox, &a) == -ENOENT &&
+        (other = visible_elsewhere(c, st, mailbox)) != NULL)
+        rc = -EEXIST;
+    int64_t n = 0;
+    if (!rc)
+        rc = ms_deleted_restore(st, mailbox, path, &n);
+    const char *sep = path ? "/" : "";
+    if (!path)
+        path = "";
+    if (other)
+        fprintf(stderr,
+                "mailfsctl: restore %s/%s%s%s: refused: mailbox %s is in store %s; restoring it "
+                "here would make a second one\n",
+                store, mailbox, sep, path, mailbox, other);
+    else if (rc == -EEXIST)
+        fprintf(stderr,
+                "mailfsctl: restore %s/%s%s%s: refused: a name it needs is taken (see "
+                "above); nothing was restored or overwritten\n",
+                store, mailbox, sep, path);
+    else if (rc == -ENOENT)
+        fprintf(stderr,
+                "mailfsctl: restore %s/%s%s%s: nothing deleted of that name is kept "
+                "(see 'mailfsctl deleted %s %s')\n",
+                store, mailbox, sep, path, store, mailbox);
+    else if (rc == -EBUSY)
+        fprintf(stderr,
+                "mailfsctl: restore %s/%s%s%s: the mailbox is being moved; restore once "
+                "the move is done\n",
+                store, mailbox, sep, path);
+    else if (rc == -ENOTSUP || rc == -EROFS)
+        fprintf(stderr, "mailfsctl: restore %s/%s%s%s: the store %s\n", store, mailbox, sep, path,
+                rc == -EROFS ? "is read-only" : "keeps no deleted items");
+    else if (rc)
+        fprintf(stderr, "mailfsctl: restore %s/%s%s%s: %s\n", store, mailbox, sep, path,
+                g_strerror(-rc));
+    else
+        printf("restored %s/%s%s%s: %lld messages\n", store, mailbox, sep, path, (long long)n);
+    return rc ? 1 : 0;
 }
 
 static int cmd_check(ctl *c, int argc, char **argv)
@@ -666,6 +894,10 @@ static int dispatch(ctl *c, int argc, char **argv)
         return cmd_check(c, argc, argv);
     if (!strcmp(cmd, "purge") && (argc == 1 || (argc == 2 && !strcmp(sub, "--all"))))
         return cmd_purge(c, argc == 2);
+    if (!strcmp(cmd, "deleted"))
+        return cmd_deleted(c, argc, argv);
+    if (!strcmp(cmd, "restore") && (argc == 3 || argc == 4))
+        return cmd_restore(c, argv[1], argv[2], argc == 4 ? argv[3] : NULL);
     usage(stderr);
     return 2;
 }

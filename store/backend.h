@@ -69,6 +69,10 @@ typedef struct ms_backend {
     int (*mailbox_drop)(ms_store *st, int64_t id);
     int (*mailbox_size)(ms_store *st, int64_t id, int64_t *messages, int64_t *bytes);
     int (*message_meta)(ms_store *st, int64_t id, ms_message_meta *out);
+    /* Deleted items (mailstore.h); NULL: the backend keeps none. */
+    int (*deleted_list)(ms_store *st, const char *mailbox, ms_deleted_fn fn, void *ctx);
+    int (*deleted_restore)(ms_store *st, const char *mailbox, const char *path, int64_t *restored);
+    int (*deleted_purge)(ms_store *st, int64_t before_ns, ms_purged *out);
 } ms_backend;
 
 struct ms_store {

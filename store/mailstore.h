@@ -157,6 +157,9 @@ typedef struct ms_store_stats {
     int64_t mailboxes, folders, messages, bytes;
     int64_t file_bytes;        /* size of the store's files on disk */
     int64_t reclaimable_bytes; /* free pages inside them */
+    /* Deleted through the mount and still recoverable (ms_deleted_list);
+     * not counted in mailboxes, folders, messages and bytes above. */
+    int64_t recoverable_mailboxes, recoverable_messages, recoverable_bytes;
 } ms_store_stats;
 int ms_store_stats_get(ms_store *st, ms_store_stats *out);
 /*
@@ -202,21 +205,25 @@ int ms_list(ms_store *st, ms_node parent, uint64_t cookie, ms_list_fn fn, void *
 /* Create a mailbox (parent MS_ROOT) or folder (parent mailbox or folder). */
 int ms_mkdir(ms_store *st, ms_node parent, const char *name, uint32_t mode, uint32_t uid,
              uint32_t gid, ms_attr *out);
-/* Remove an empty mailbox or folder: -ENOTEMPTY otherwise. */
+/* Remove an empty mailbox or folder: -ENOTEMPTY otherwise.  Kept as a
+ * deleted item (with its ACL or special-use) where the backend has them. */
 int ms_rmdir(ms_store *st, ms_node parent, const char *name);
 /*
  * Delete a message.  *content (may be NULL) receives the id of the
  * content it had; the content stays until ms_content_drop() so that open
- * readers keep reading the old bytes.
+ * readers keep reading the old bytes.  A backend with deleted items keeps
+ * the message there (ms_deleted_list), bytes included, and the drop is a
+ * no-op until it is purged.
  */
 int ms_unlink(ms_store *st, ms_node folder, const char *name, int64_t *content);
 /*
  * Rename or refile a message or folder within one mailbox, or rename a
  * mailbox within the store (parent and newparent MS_ROOT).  Replaces an
  * existing message at the destination (its content id in *replaced, or
- * 0) unless noreplace; a folder replaces only an empty folder.  Crossing
- * mailboxes: -EXDEV.  A mailbox never becomes a folder nor a folder a
- * mailbox: a rename between store level and below it is -EPERM.
+ * 0) unless noreplace; a folder replaces only an empty folder.  What is
+ * replaced is deleted as by ms_unlink / ms_rmdir (and kept likewise).
+ * Crossing mailboxes: -EXDEV.  A mailbox never becomes a folder nor a
+ * folder a mailbox: a rename between store level and below it is -EPERM.
  */
 int ms_rename(ms_store *st, ms_node parent, const char *name, ms_node newparent,
               const char *newname, bool noreplace, int64_t *replaced);
@@ -325,6 +332,9 @@ typedef enum ms_mb_state {
     MS_MB_VISIBLE = 0,
     MS_MB_INCOMING = 1,
     MS_MB_RETAINED = 2,
+    /* The deleted items of one mailbox ("deleted/<mailbox id>/<name>"):
+     * see ms_deleted_list. */
+    MS_MB_DELETED = 3,
 } ms_mb_state;
 
 /* Length of a journal id (ms_journal_id) with its NUL. */
@@ -388,6 +398,59 @@ int ms_mailbox_size(ms_store *st, int64_t id, int64_t *messages, int64_t *bytes)
 int ms_message_get_meta(ms_store *st, int64_t id, ms_message_meta *out);
 /* A writer for a new message named name with IMAP UID uid (0: next). */
 int ms_writer_import(ms_store *st, ms_node folder, const char *name, int64_t uid, ms_writer **out);
+
+/* -------------------------------------------------------- deleted items */
+
+/*
+ * What is deleted through the mount stays recoverable until purged, as
+ * Exchange keeps deleted mailboxes and Dovecot's lazy_expunge deleted mail.
+ * unlink, and a rename that replaces a message, refile the message (its
+ * bytes, UID, flags, mode, owner and date unchanged) into its mailbox's
+ * hidden deleted items, under the path of the folder it was in; rmdir of
+ * a folder or a mailbox records its attributes (special-use, ACL) there.
+ * Rewriting a message's bytes in place keeps nothing.  The pst backend
+ * has no deleted items (-ENOTSUP).
+ */
+typedef struct ms_deleted {
+    ms_kind kind;        /* MS_MAILBOX, MS_FOLDER or MS_MESSAGE */
+    const char *mailbox; /* the mailbox's name */
+    const char *folder;  /* the folder's path ('/'-separated), "" for a mailbox */
+    const char *name;    /* a message's name; NULL for folders and mailboxes */
+    int64_t id;          /* a message's id; 0 otherwise */
+    int64_t messages;    /* messages kept (in a folder: its subfolders too) */
+    int64_t bytes;       /* their size */
+    int64_t deleted_ns;  /* when it was deleted */
+    /* Inside a deleted folder or mailbox: restored with it. */
+    bool inside;
+} ms_deleted;
+typedef int (*ms_deleted_fn)(void *ctx, const ms_deleted *d);
+/*
+ * Calls fn for every deleted mailbox, folder and message of the store (of
+ * mailbox only, unless NULL), each mailbox's items after it, folders
+ * before what they hold.  fn returns nonzero to stop.
+ */
+int ms_deleted_list(ms_store *st, const char *mailbox, ms_deleted_fn fn, void *ctx);
+/*
+ * Brings back what was deleted of mailbox: everything (path NULL), the
+ * folder at path ("Archive/2019", with what it held) or the message at
+ * path ("INBOX/12.eml"), with names, UIDs, flags, modes, owners, dates,
+ * special-use and ACL.  A mailbox that is gone is recreated.  Of a name
+ * deleted more than once, the newest deletion comes back (older ones stay
+ * recoverable).  A name taken in the visible tree refuses the whole
+ * restore with -EEXIST (logged, naming it): nothing is overwritten.
+ * -ENOENT when nothing deleted matches.  *restored (may be NULL): how
+ * many messages came back.
+ */
+int ms_deleted_restore(ms_store *st, const char *mailbox, const char *path, int64_t *restored);
+
+typedef struct ms_purged {
+    int64_t mailboxes, folders, messages, bytes;
+} ms_purged;
+/*
+ * Drops deleted items deleted more than retain_days ago (all of them with
+ * all), bytes included; ms_store_compact then gives the space back.
+ */
+int ms_deleted_purge(ms_store *st, int retain_days, bool all, ms_purged *out);
 
 /* ------------------------------------------------------------ directory */
 
@@ -527,7 +590,10 @@ int ms_orphans(ms_journal *j, ms_store *const *stores, size_t n, ms_directory *d
 /*
  * Reverses finished move id: the mailbox goes back to its source store,
  * with everything that arrived in the target since.  Refuses (-ESTALE)
- * once the retained source copy has expired or was purged.
+ * once the retained source copy has expired or was purged.  When the
+ * target mailbox was deleted since, the retained copy becomes the visible
+ * mailbox again (*new_id 0; -EEXIST if the source has one of that name)
+ * and the deleted one stays in the target's deleted items.
  */
 int ms_undo(ms_journal *j, ms_store_lookup_fn find, void *ctx, ms_directory *dir, int retain_days,
             int64_t id, int64_t *new_id);

@@ -867,6 +867,54 @@ int ms_purge(ms_journal *j, ms_store_lookup_fn find, void *ctx, bool all)
     return rc ? rc : purged;
 }
 
+/*
+ * True when the mailbox move mi made in dst is gone: deleted through the
+ * mount (its row with it), not merely renamed or moved on.
+ */
+static bool target_deleted(ms_journal *j, ms_store *dst, const ms_move_info *mi)
+{
+    int64_t tid, visible;
+    ms_mailbox_info info;
+    return ms_mailbox_find(dst, mi->newname, MS_MB_VISIBLE, &visible) == -ENOENT &&
+           jn_target_id(j, mi->id, &tid) == 0 && tid > 0 &&
+           ms_mailbox_get_info(dst, tid, &info) == -ENOENT;
+}
+
+/*
+ * Undo of a move whose target mailbox was deleted since: nothing to move
+ * back, so the retained source copy (the mailbox as it was moved) becomes
+ * the visible mailbox again and the directory entry points back at the
+ * source.  The deleted target stays recoverable in the target store's
+ * deleted items.  *new_id is 0: no move ran.
+ */
+static int undo_deleted_target(ms_journal *j, ms_store *src, ms_directory *dir,
+                               const ms_move_info *mi, int64_t sid, int64_t *new_id)
+{
+    int64_t other;
+    if (ms_mailbox_find(src, mi->mailbox, MS_MB_VISIBLE, &other) == 0)
+        return -EEXIST;
+    const char *spec = ms_store_directory(src);
+    if (dir && spec) {
+        g_autofree char *dn = NULL, *err = NULL;
+        int rc = ms_directory_entry(dir, mi->mailbox, &dn, &err);
+        if (!rc)
+            rc = ms_directory_write(dir, dn, spec, &err);
+        if (rc) {
+            ms_log(LOG_ERR, "undo %lld: cannot point the directory back at %s: %s",
+                   (long long)mi->id, mi->source, err ? err : g_strerror(-rc));
+            return rc;
+        }
+    }
+    int rc =
+        ms_mailbox_set(src, sid, &(ms_mailbox_change){mi->mailbox, MS_MB_VISIBLE, 0, 0, NULL, 0});
+    if (rc)
+        return rc;
+    ms_log(LOG_INFO, "undo %lld: %s was deleted in %s since; its retained copy in %s restored",
+           (long long)mi->id, mi->newname, mi->target, mi->source);
+    *new_id = 0;
+    return jn_set_state(j, mi->id, "undone", "target deleted since; retained source restored");
+}
+
 int ms_undo(ms_journal *j, ms_store_lookup_fn find, void *ctx, ms_directory *dir, int retain_days,
             int64_t id, int64_t *new_id)
 {
@@ -885,6 +933,10 @@ int ms_undo(ms_journal *j, ms_store_lookup_fn find, void *ctx, ms_directory *dir
     int64_t sid;
     if (ms_mailbox_find(src, ret, MS_MB_RETAINED, &sid) != 0)
         return -ESTALE;
+    if (target_deleted(j, dst, &mi)) {
+        int64_t unused = 0;
+        return undo_deleted_target(j, src, dir, &mi, sid, new_id ? new_id : &unused);
+    }
     /*
      * Moving back is a move like any other, of everything the target
      * holds now (what was moved plus whatever arrived since), so nothing

@@ -5,7 +5,8 @@
  * sqlite_content.c the message bytes; sqlite_int.h what they share.
  *
  * Layout (schema version 1):
- *   mailbox  one row per mailbox; state 0 = visible (moves use others)
+ *   mailbox  one row per mailbox; state 0 = visible (moves use others;
+ *            3 = a mailbox's deleted items, see sqlite_deleted.c)
  *   folder   nested through parent (0 = top level of its mailbox)
  *   message  metadata only; state 1 = reserved by a create, not committed
  *   content  one row per version of a message's bytes, never reused
@@ -343,6 +344,12 @@ static const char *const migrations[] = {
     "UPDATE mailbox SET ctime_ns = mtime_ns;"
     "UPDATE folder SET ctime_ns = mtime_ns;"
     "UPDATE message SET ctime_ns = mtime_ns;",
+    /* v5: deleted items (sqlite_deleted.c).  deleted_ns: when the message,
+     * folder or mailbox was deleted through the mount (0: it was not). */
+    "ALTER TABLE message ADD COLUMN deleted_ns INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE folder ADD COLUMN deleted_ns INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE mailbox ADD COLUMN deleted_ns INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX message_deleted ON message(deleted_ns) WHERE deleted_ns != 0;",
 };
 #define SCHEMA_VERSION ((int)G_N_ELEMENTS(migrations))
 
@@ -601,13 +608,32 @@ static int64_t files_size(const char *path)
     return n + (stat(wal, &sb) == 0 ? sb.st_size : 0);
 }
 
+/* What deleted items hold (the message_deleted index answers it). */
+static int recoverable_in(conn *c, ms_store_stats *out)
+{
+    sqlite3_stmt *q =
+        Q(c, "SELECT (SELECT count(*) FROM mailbox WHERE state = 3 AND deleted_ns != 0),"
+             " (SELECT count(*) FROM message WHERE deleted_ns != 0),"
+             " (SELECT coalesce(sum(size), 0) FROM message WHERE deleted_ns != 0)");
+    int rc = step_row(c, q, "stats");
+    if (rc)
+        return rc;
+    out->recoverable_mailboxes = sqlite3_column_int64(q, 0);
+    out->recoverable_messages = sqlite3_column_int64(q, 1);
+    out->recoverable_bytes = sqlite3_column_int64(q, 2);
+    sqlite3_reset(q);
+    return 0;
+}
+
 static int stats_in(conn *c, const char *path, ms_store_stats *out)
 {
     memset(out, 0, sizeof *out);
     sqlite3_stmt *q = Q(c, "SELECT (SELECT count(*) FROM mailbox WHERE state = 0),"
-                           " (SELECT count(*) FROM folder),"
-                           " (SELECT count(*) FROM message WHERE state = 0),"
-                           " (SELECT coalesce(sum(size), 0) FROM message WHERE state = 0)");
+                           " (SELECT count(*) FROM folder WHERE mailbox NOT IN"
+                           "  (SELECT id FROM mailbox WHERE state = 3)),"
+                           " (SELECT count(*) FROM message WHERE state = 0 AND deleted_ns = 0),"
+                           " (SELECT coalesce(sum(size), 0) FROM message"
+                           "  WHERE state = 0 AND deleted_ns = 0)");
     int rc = step_row(c, q, "stats");
     if (rc)
         return rc;
@@ -616,6 +642,9 @@ static int stats_in(conn *c, const char *path, ms_store_stats *out)
     out->messages = sqlite3_column_int64(q, 2);
     out->bytes = sqlite3_column_int64(q, 3);
     sqlite3_reset(q);
+    int rc2 = recoverable_in(c, out);
+    if (rc2)
+        return rc2;
     int freep = 0, psize = 0;
     pragma_int(c, "PRAGMA freelist_count", &freep);
     pragma_int(c, "PRAGMA page_size", &psize);
@@ -716,4 +745,7 @@ const ms_backend ms_sqlite_backend = {
     .mailbox_drop = sq_mailbox_drop,
     .mailbox_size = sq_mailbox_size,
     .message_meta = sq_message_meta,
+    .deleted_list = sq_deleted_list,
+    .deleted_restore = sq_deleted_restore,
+    .deleted_purge = sq_deleted_purge,
 };

@@ -113,6 +113,19 @@ int sq_content_drop(ms_store *st, int64_t content);
 int sq_discard_pending(ms_store *st, int64_t message);
 int sq_commit(ms_store *st, const ms_commit *cm, int64_t *old_content, ms_attr *out);
 
+/* sqlite_deleted.c: keeping what is deleted, inside the caller's transaction */
+/* Refiles message into its mailbox's deleted items. */
+int keep_message(conn *c, int64_t message);
+/* Records the (empty) folder's attributes and deletion there; the caller
+ * then deletes the folder's row.  Likewise for a mailbox, with its ACL. */
+int keep_folder(conn *c, int64_t folder);
+int keep_mailbox(conn *c, int64_t mailbox);
+/* The deleted items of mailbox follow it to newname. */
+int rename_deleted_items(conn *c, int64_t mailbox, const char *newname);
+int sq_deleted_list(ms_store *st, const char *mailbox, ms_deleted_fn fn, void *ctx);
+int sq_deleted_restore(ms_store *st, const char *mailbox, const char *path, int64_t *restored);
+int sq_deleted_purge(ms_store *st, int64_t before_ns, ms_purged *out);
+
 /* sqlite_admin.c */
 int sq_mailbox_create(ms_store *st, const char *name, ms_mb_state state, const ms_attr *like,
                       int64_t *id);

@@ -62,8 +62,10 @@ int get_attr(conn *c, ms_node n, ms_attr *out)
         q = Q(c, "SELECT " FOLDER_COLS " FROM folder WHERE id = ?");
         break;
     case MS_MESSAGE:
+        /* A deleted message is gone from the tree, even for an open file's
+         * inode: it can no longer be written or changed. */
         q = Q(c, "SELECT " MESSAGE_COLS " FROM message m JOIN folder f ON f.id = m.folder"
-                 " WHERE m.id = ?");
+                 " WHERE m.id = ? AND m.deleted_ns = 0");
         break;
     default:
         return -EINVAL;
@@ -88,8 +90,9 @@ int mailbox_writable(conn *c, int64_t mailbox)
     int state = sqlite3_column_int(q, 1);
     sqlite3_reset(q);
     /* A retained copy is a fallback, frozen: a write there would be lost
-     * to the user, who sees the mailbox in its new store. */
-    return lock ? -EBUSY : state == MS_MB_RETAINED ? -ESTALE : 0;
+     * to the user, who sees the mailbox in its new store.  Deleted items
+     * are frozen too, and gone from the tree. */
+    return lock ? -EBUSY : state == MS_MB_RETAINED ? -ESTALE : state == MS_MB_DELETED ? -ENOENT : 0;
 }
 
 int lookup_in(conn *c, ms_node parent, const char *name, ms_attr *out)
@@ -339,12 +342,16 @@ static int mailbox_busy(conn *c, int64_t mailbox)
     return rc ? rc : (int)busy;
 }
 
-/* Deletes directory node n if empty: -ENOTEMPTY otherwise. */
+/* Deletes directory node n if empty (-ENOTEMPTY otherwise), keeping it
+ * recoverable in its mailbox's deleted items. */
 static int remove_dir(conn *c, ms_node n)
 {
     int busy = n.kind == MS_MAILBOX ? mailbox_busy(c, n.id) : folder_busy(c, n.id);
     if (busy)
         return busy > 0 ? -ENOTEMPTY : busy;
+    int rc = n.kind == MS_MAILBOX ? keep_mailbox(c, n.id) : keep_folder(c, n.id);
+    if (rc)
+        return rc;
     sqlite3_stmt *q = n.kind == MS_MAILBOX ? Q(c, "DELETE FROM mailbox WHERE id = ?")
                                            : Q(c, "DELETE FROM folder WHERE id = ?");
     if (!q)
@@ -371,15 +378,6 @@ int sq_rmdir(ms_store *st, ms_node parent, const char *name)
     WITH_TX(st, c, rmdir_in(c, parent, name));
 }
 
-static int delete_message(conn *c, int64_t id)
-{
-    sqlite3_stmt *q = Q(c, "DELETE FROM message WHERE id = ?");
-    if (!q)
-        return -EIO;
-    sqlite3_bind_int64(q, 1, id);
-    return step_done(c, q, "unlink");
-}
-
 static int unlink_in(conn *c, ms_node folder, const char *name, int64_t *content)
 {
     int64_t id;
@@ -395,7 +393,7 @@ static int unlink_in(conn *c, ms_node folder, const char *name, int64_t *content
         if (lookup_in(c, folder, name, &a) == 0 && a.node.kind == MS_FOLDER)
             return -EISDIR;
     }
-    return rc ? rc : delete_message(c, id);
+    return rc ? rc : keep_message(c, id);
 }
 
 int sq_unlink(ms_store *st, ms_node folder, const char *name, int64_t *content)
@@ -453,6 +451,9 @@ static int rename_mailbox(conn *c, const ms_attr *src, const char *newname, bool
     } else if (rc != -ENOENT) {
         return rc;
     }
+    rc = rename_deleted_items(c, src->node.id, newname);
+    if (rc)
+        return rc;
     sqlite3_stmt *q = Q(c, "UPDATE mailbox SET name = ?, ctime_ns = ? WHERE id = ?");
     if (!q)
         return -EIO;
@@ -499,7 +500,7 @@ static int rename_in(conn *c, ms_node parent, const char *name, ms_node newparen
         if (dst.node.kind == MS_MESSAGE) {
             rc = message_named(c, newparent.id, newname, NULL, replaced);
             if (!rc)
-                rc = delete_message(c, dst.node.id);
+                rc = keep_message(c, dst.node.id); /* replacing is deleting */
         } else {
             rc = remove_dir(c, dst.node);
         }

@@ -704,3 +704,44 @@ int ms_mailbox_create(ms_store *st, const char *name, ms_mb_state state, const m
         return -EINVAL;
     return st->be->mailbox_create(st, name, state, like, id);
 }
+
+/* ----------------------------------------------------------- deleted items */
+
+int ms_deleted_list(ms_store *st, const char *mailbox, ms_deleted_fn fn, void *ctx)
+{
+    if (mailbox && check_name(mailbox))
+        return -ENOENT;
+    return st->be->deleted_list ? st->be->deleted_list(st, mailbox, fn, ctx) : -ENOTSUP;
+}
+
+int ms_deleted_restore(ms_store *st, const char *mailbox, const char *path, int64_t *restored)
+{
+    if (check_name(mailbox))
+        return -ENOENT;
+    if (!st->be->deleted_restore)
+        return -ENOTSUP;
+    if (st->readonly)
+        return -EROFS;
+    int64_t n = 0;
+    int rc = st->be->deleted_restore(st, mailbox, path && *path ? path : NULL, &n);
+    if (!rc && restored)
+        *restored = n;
+    return rc;
+}
+
+/* Now, in nanoseconds since the epoch, as deletion times are kept. */
+int ms_deleted_purge(ms_store *st, int retain_days, bool all, ms_purged *out)
+{
+    if (!st->be->deleted_purge)
+        return -ENOTSUP;
+    if (st->readonly)
+        return -EROFS;
+    if (retain_days < 0)
+        return -EINVAL;
+    ms_purged p = {0};
+    int64_t before = all ? INT64_MAX : wall_ns() - (int64_t)retain_days * 86400000000000LL;
+    int rc = st->be->deleted_purge(st, before, &p);
+    if (!rc && out)
+        *out = p;
+    return rc;
+}

@@ -509,6 +509,103 @@ static void test_locked_mailbox_refuses_writes(void **state)
     assert_int_equal(ms_unlink(f->a, inbox, "m", NULL), 0);
 }
 
+static int count_deleted(void *ctx, const ms_deleted *d)
+{
+    int *n = ctx;
+    n[d->kind]++;
+    return 0;
+}
+
+/* Bytes of the visible message at path ("MAILBOX/FOLDER/NAME"). */
+static char *read_path(ms_store *st, const char *dir, const char *name, size_t *len)
+{
+    ms_node folder;
+    ms_attr a;
+    assert_int_equal(ms_resolve(st, dir, &folder), 0);
+    assert_int_equal(ms_lookup(st, folder, name, &a), 0);
+    return read_all(st, a.node.id, len);
+}
+
+static void test_deleted_items(void **state)
+{
+    fixture *f = *state;
+    ms_node mb = mkdir_ok(f->a, ROOT, "kim");
+    ms_node inbox = mkdir_ok(f->a, mb, "INBOX");
+    ms_node m1 = put(f->a, inbox, "m", "v1", 2);
+    assert_int_equal(ms_xattr_set(f->a, m1, "user.mail.flags", "\\Seen", 5, 0), 0);
+    assert_int_equal(ms_xattr_set(f->a, mb, "user.mail.acl", "bob lr", 6, 0), 0);
+    assert_int_equal(ms_unlink(f->a, inbox, "m", NULL), 0);
+    ms_attr a;
+    assert_int_equal(ms_lookup(f->a, inbox, "m", &a), -ENOENT);
+    assert_int_equal(ms_getattr(f->a, m1, &a), -ENOENT); /* gone from the tree */
+    put(f->a, inbox, "m", "v2", 2);
+    put(f->a, inbox, "t", "v3", 2);
+    /* a rename over a message deletes it: kept too */
+    assert_int_equal(ms_rename(f->a, inbox, "t", inbox, "m", false, NULL), 0);
+    int n[4] = {0};
+    assert_int_equal(ms_deleted_list(f->a, NULL, count_deleted, n), 0);
+    assert_int_equal(n[MS_MESSAGE], 2);
+    /* never overwritten */
+    assert_int_equal(ms_deleted_restore(f->a, "kim", "INBOX/m", NULL), -EEXIST);
+    size_t len;
+    g_autofree char *v3 = read_path(f->a, "kim/INBOX", "m", &len);
+    assert_memory_equal(v3, "v3", 2);
+    /* the newest deletion of a name comes back */
+    assert_int_equal(ms_unlink(f->a, inbox, "m", NULL), 0);
+    int64_t back = 0;
+    assert_int_equal(ms_deleted_restore(f->a, "kim", "INBOX/m", &back), 0);
+    assert_int_equal(back, 1);
+    g_autofree char *again = read_path(f->a, "kim/INBOX", "m", &len);
+    assert_memory_equal(again, "v3", 2);
+    assert_int_equal(ms_deleted_restore(f->a, "kim", "INBOX/nothing", NULL), -ENOENT);
+    /* not into a mailbox being moved */
+    assert_int_equal(ms_unlink(f->a, inbox, "m", NULL), 0);
+    assert_int_equal(ms_mailbox_set(f->a, mb.id, &(ms_mailbox_change){NULL, -1, 42, -1, NULL, 0}),
+                     0);
+    assert_int_equal(ms_deleted_restore(f->a, "kim", "INBOX/m", NULL), -EBUSY);
+    assert_int_equal(ms_mailbox_set(f->a, mb.id, &(ms_mailbox_change){NULL, -1, 0, -1, NULL, 0}),
+                     0);
+    assert_int_equal(ms_deleted_restore(f->a, "kim", "INBOX/m", NULL), 0);
+    /* the items follow a rename of the mailbox */
+    assert_int_equal(ms_rename(f->a, ROOT, "kim", ROOT, "kim2", false, NULL), 0);
+    memset(n, 0, sizeof n);
+    assert_int_equal(ms_deleted_list(f->a, "kim2", count_deleted, n), 0);
+    assert_int_equal(n[MS_MESSAGE], 2);
+    ms_store_stats st;
+    assert_int_equal(ms_store_stats_get(f->a, &st), 0);
+    assert_int_equal(st.recoverable_messages, 2);
+    assert_int_equal(st.messages, 1);
+    /* rm -rf of the mailbox, then back whole: flags and ACL too */
+    assert_int_equal(ms_unlink(f->a, inbox, "m", NULL), 0);
+    assert_int_equal(ms_rmdir(f->a, mb, "INBOX"), 0);
+    assert_int_equal(ms_rmdir(f->a, ROOT, "kim2"), 0);
+    assert_int_equal(ms_lookup(f->a, ROOT, "kim2", &a), -ENOENT);
+    memset(n, 0, sizeof n);
+    assert_int_equal(ms_deleted_list(f->a, NULL, count_deleted, n), 0);
+    assert_int_equal(n[MS_MAILBOX], 1);
+    assert_int_equal(n[MS_FOLDER], 1);
+    assert_int_equal(ms_deleted_restore(f->a, "kim2", NULL, &back), 0);
+    assert_int_equal(back, 1);
+    g_autofree char *v3b = read_path(f->a, "kim2/INBOX", "m", &len);
+    assert_memory_equal(v3b, "v3", 2);
+    assert_int_equal(ms_lookup(f->a, ROOT, "kim2", &a), 0);
+    char *v;
+    assert_int_equal(ms_xattr_get(f->a, a.node, "user.mail.acl", &v, &len), 0);
+    assert_memory_equal(v, "bob lr", 6);
+    g_free(v);
+    /* purge: nothing within the retention, everything with all */
+    ms_purged p;
+    assert_int_equal(ms_deleted_purge(f->a, 3, false, &p), 0);
+    assert_int_equal(p.messages, 0);
+    assert_int_equal(ms_deleted_purge(f->a, 3, true, &p), 0);
+    assert_int_equal(p.messages, 2);
+    memset(n, 0, sizeof n);
+    assert_int_equal(ms_deleted_list(f->a, NULL, count_deleted, n), 0);
+    assert_int_equal(n[MS_MESSAGE] + n[MS_FOLDER] + n[MS_MAILBOX], 0);
+    assert_int_equal(ms_store_stats_get(f->a, &st), 0);
+    assert_int_equal(st.recoverable_messages, 0);
+}
+
 static ms_store *find_store(void *ctx, const char *name)
 {
     fixture *f = ctx;
@@ -669,6 +766,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_locked_mailbox_refuses_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_move_and_undo, setup, teardown),
         cmocka_unit_test_setup_teardown(test_orphans_settled_without_journal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deleted_items, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
