@@ -82,18 +82,29 @@ static bool node_of(mfs *m, fuse_ino_t ino, size_t *sidx, ms_node *n)
 {
     if (!decode_ino(m, ino, sidx, n))
         return false;
-    if (n->kind != MS_MAILBOX)
-        return true;
-    g_mutex_lock(&m->lock);
     /* A chain (moved on again) is followed, a few hops at most. */
-    for (int hop = 0; hop < 8 && g_hash_table_size(m->moved); hop++) {
-        gpointer to = g_hash_table_lookup(m->moved, (gpointer)(uintptr_t)ino);
+    for (int hop = 0; hop < 8 && n->kind == MS_MAILBOX; hop++) {
+        g_mutex_lock(&m->lock);
+        gpointer to = g_hash_table_size(m->moved)
+                          ? g_hash_table_lookup(m->moved, (gpointer)(uintptr_t)ino)
+                          : NULL;
+        g_mutex_unlock(&m->lock);
         if (!to)
             break;
+        /* Moved back since (undo): it is itself again. */
+        ms_mailbox_info info;
+        if (ms_mailbox_get_info(m->stores[*sidx], n->id, &info) == 0 &&
+            info.state == MS_MB_VISIBLE) {
+            g_mutex_lock(&m->lock);
+            g_hash_table_remove(m->moved, (gpointer)(uintptr_t)ino);
+            g_mutex_unlock(&m->lock);
+            break;
+        }
         ino = (fuse_ino_t)(uintptr_t)to;
+        if (!decode_ino(m, ino, sidx, n))
+            return false;
     }
-    g_mutex_unlock(&m->lock);
-    return decode_ino(m, ino, sidx, n);
+    return true;
 }
 
 static uint64_t content_key(size_t sidx, int64_t content)
