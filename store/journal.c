@@ -66,8 +66,35 @@ static char *proc_start(pid_t pid)
     return g_strv_length(f) > 19 ? g_strdup(f[19]) : NULL;
 }
 
+/*
+ * A missing journal is created 0600 before SQLite opens it (its -wal and
+ * -shm then get the same mode); an existing one readable by others gets
+ * a warning.  Anything else (a missing folder) is left to SQLite's error.
+ */
+static int journal_prepare(const char *path, char **err)
+{
+    struct stat sb;
+    if (stat(path, &sb) == 0) {
+        sq_warn_if_shared(path, &sb, "the move journal");
+        return 0;
+    }
+    if (errno != ENOENT)
+        return 0;
+    char *why = NULL;
+    int rc = sq_create_private(path, &why);
+    if (rc == -EEXIST || rc == -ENOENT) /* created meanwhile; no folder */
+        rc = 0;
+    if (rc)
+        *err = g_strdup_printf("%s (the move journal)", why);
+    g_free(why);
+    return rc;
+}
+
 int ms_journal_open(const char *path, ms_journal **out, char **err)
 {
+    int prc = journal_prepare(path, err);
+    if (prc)
+        return prc;
     sqlite3 *db = NULL;
     int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
     char *msg = NULL;

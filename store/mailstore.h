@@ -83,6 +83,8 @@ typedef struct ms_directory_conf {
     char *filter; /* "%s" is the LDAP-escaped mailbox name; default (uid=%s) */
     bool starttls;
     char *tls_cacert; /* CA certificates for ldaps/StartTLS; NULL: ldap.conf's */
+    /* allow-cleartext: a password may cross ldap:// in clear (tests only) */
+    bool allow_cleartext;
 } ms_directory_conf;
 const ms_directory_conf *ms_config_directory(const ms_config *cfg);
 
