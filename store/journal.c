@@ -68,17 +68,13 @@ static char *proc_start(pid_t pid)
 
 /*
  * A missing journal is created 0600 before SQLite opens it (its -wal and
- * -shm then get the same mode); an existing one readable by others gets
- * a warning.  Anything else (a missing folder) is left to SQLite's error.
+ * -shm then get the same mode).  Anything else (a missing folder, no
+ * permission to look) is left to SQLite's error.
  */
-static int journal_prepare(const char *path, char **err)
+static int journal_create_private(const char *path, char **err)
 {
     struct stat sb;
-    if (stat(path, &sb) == 0) {
-        sq_warn_if_shared(path, &sb, "the move journal");
-        return 0;
-    }
-    if (errno != ENOENT)
+    if (stat(path, &sb) == 0 || errno != ENOENT)
         return 0;
     char *why = NULL;
     int rc = sq_create_private(path, &why);
@@ -92,7 +88,7 @@ static int journal_prepare(const char *path, char **err)
 
 int ms_journal_open(const char *path, ms_journal **out, char **err)
 {
-    int prc = journal_prepare(path, err);
+    int prc = journal_create_private(path, err);
     if (prc)
         return prc;
     sqlite3 *db = NULL;
@@ -114,6 +110,9 @@ int ms_journal_open(const char *path, ms_journal **out, char **err)
         sqlite3_close(db);
         return rc == SQLITE_CANTOPEN ? -ENOENT : rc == SQLITE_NOTADB ? -EINVAL : -EIO;
     }
+    struct stat sb;
+    if (stat(path, &sb) == 0)
+        sq_warn_if_shared(path, &sb, "the move journal");
     ms_journal *j = g_new0(ms_journal, 1);
     j->db = db;
     j->path = g_strdup(path);

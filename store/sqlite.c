@@ -444,7 +444,6 @@ static int sq_open(ms_store *st, const ms_store_conf *conf, int flags, char **er
             *err = g_strdup_printf("%s: not a mailfs store (not a regular file)", path);
             return -EINVAL;
         }
-        sq_warn_if_shared(path, &sb, "the store");
         /* WAL needs to write beside the file even to read: check both. */
         g_autofree char *dir = g_path_get_dirname(path);
         int need = st->readonly ? R_OK : R_OK | W_OK;
@@ -524,6 +523,10 @@ static int sq_open(ms_store *st, const ms_store_conf *conf, int flags, char **er
         return ret;
     }
     g_ptr_array_add(s->idle, c);
+    /* Only now that it is known to be a store: a file that is not one
+     * gets its own error, and no warning first. */
+    if (!create)
+        sq_warn_if_shared(path, &sb, "the store");
     return 0;
 }
 
