@@ -7,8 +7,8 @@
 # store and renames within one, on root's mail.  New messages, folders
 # and mailboxes made through the mount are 0600/0700 under umask 022;
 # an explicit chmod keeps any mode (cp -a).  chmod, chown and utimens of
-# a store's directory survive a remount; the top directory refuses a
-# change with EPERM and accepts a no-op.
+# a store's directory survive a remount (a pst store's: EROFS); the top
+# directory refuses a change with EPERM and accepts a no-op.
 set -u
 . "$(dirname "$0")/../lib.sh"
 umask 022
@@ -23,6 +23,8 @@ as_user() { runuser -u "$U" -- "$@"; }
 S=$WORK/site
 site "$S" srv1 srv2 || { not_ok "site"; exit 1; }
 chmod 755 "$WORK" "$S" # the user must reach the mount point
+mkdir -p "$S/pst" && cp "$TESTDATA/pst/pstsdk_sample1.pst" "$S/pst/"
+printf '[store archive]\nbackend = pst\npath = pst\n' >>"$S/conf"
 M=$S/mnt
 mount_open() { # the daemon in the foreground, -o allow_other after the arguments
     setsid "$B/mailfs" -f "$S/conf" "$M" -o allow_other 2>>"$S/daemon.log" &
@@ -103,6 +105,10 @@ touch -m -d @1500000000 "$M/srv1"
 check "store directory: chmod, chown, touch answer at once" \
     test "$(stat -c '%a %u %g %Y' "$M/srv1")" = "750 $uid $uid 1500000000"
 check "store directory srv2 is unchanged (0755 root)" test "$(stat -c '%a %u' "$M/srv2")" = "755 0"
+chmod 700 "$M/archive" 2>"$WORK/pst.err"
+check "chmod of a pst store's directory fails" test $? -ne 0
+check "... with EROFS (a pst store is read-only)" grep -q "Read-only file system" "$WORK/pst.err"
+check "... and it stays 0555" test "$(stat -c %a "$M/archive")" = 555
 # --- the top directory: a change would be forgotten, so it is refused
 chmod 700 "$M" 2>"$WORK/top.err"
 check "chmod of the top directory fails" test $? -ne 0
