@@ -71,6 +71,9 @@ refused() { # description expected-text command...: as the user, fails with that
         not_ok "$what: refused with '$text' (got: $(tail -1 "$WORK/out"))"
     fi
 }
+mkdir -p "$M/srv1/bob/INBOX" && cp "$WORK/one.eml" "$M/srv1/bob/INBOX/"
+refused "listing of a new (0700) mailbox" "Permission denied" ls "$M/srv1/bob"
+refused "reaching into it" "Permission denied" cat "$M/srv1/bob/INBOX/one.eml"
 refused "read of a 0600 message" "Permission denied" cat "$F"
 refused "write to it" "Permission denied" sh -c "echo x >>'$F'"
 refused "truncate it" "Permission denied" truncate -s 0 "$F"
