@@ -293,6 +293,7 @@ int main(int argc, char *argv[])
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     m.mount_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    m.top_mtime_ns = m.mount_ns;
     m.uid = getuid();
     m.gid = getgid();
     g_mutex_init(&m.lock);

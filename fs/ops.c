@@ -112,8 +112,11 @@ static void fill_top(mfs *m, fuse_ino_t ino, struct stat *sb)
     sb->st_gid = m->gid;
     sb->st_size = 4096;
     sb->st_blksize = 4096;
-    sb->st_mtim.tv_sec = m->mount_ns / 1000000000;
-    sb->st_mtim.tv_nsec = m->mount_ns % 1000000000;
+    g_mutex_lock(&m->lock);
+    int64_t t = m->top_mtime_ns;
+    g_mutex_unlock(&m->lock);
+    sb->st_mtim.tv_sec = t / 1000000000;
+    sb->st_mtim.tv_nsec = t % 1000000000;
     sb->st_atim = sb->st_ctim = sb->st_mtim;
 }
 
@@ -312,23 +315,33 @@ static int truncate_message(mfs *m, fuse_ino_t ino, size_t s, int64_t id, off_t 
 }
 
 /*
- * True when setattr would change the mount's top directory, which has no
- * place to keep anything: its attributes come from the mount itself.
- * atime and ctime are kept nowhere, for no node, so they change nothing.
+ * True when setattr would change the mode, owner or size of the mount's
+ * top directory, which has no store to keep them in: refused rather than
+ * forgotten.  Its mtime is the mount time, kept in memory when set, so
+ * that tar -x and rsync -a of a backup of the whole mount (which set the
+ * top's mtime) succeed.  atime and ctime are kept for no node.
  */
-static bool top_would_change(mfs *m, const struct stat *attr, int to_set)
+static bool top_refuses(mfs *m, const struct stat *attr, int to_set)
 {
     struct stat top;
     fill_top(m, FUSE_ROOT_ID, &top);
-    if ((to_set & FUSE_SET_ATTR_SIZE) || (to_set & FUSE_SET_ATTR_MTIME_NOW))
+    if (to_set & FUSE_SET_ATTR_SIZE)
         return true;
     if ((to_set & FUSE_SET_ATTR_MODE) && (attr->st_mode & 07777) != (top.st_mode & 07777))
         return true;
     if ((to_set & FUSE_SET_ATTR_UID) && attr->st_uid != top.st_uid)
         return true;
-    if ((to_set & FUSE_SET_ATTR_GID) && attr->st_gid != top.st_gid)
-        return true;
-    return (to_set & FUSE_SET_ATTR_MTIME) && ts_ns(&attr->st_mtim) != ts_ns(&top.st_mtim);
+    return (to_set & FUSE_SET_ATTR_GID) && attr->st_gid != top.st_gid;
+}
+
+static void top_set_mtime(mfs *m, const struct stat *attr, int to_set)
+{
+    if (!(to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)))
+        return;
+    int64_t t = to_set & FUSE_SET_ATTR_MTIME_NOW ? now_ns() : ts_ns(&attr->st_mtim);
+    g_mutex_lock(&m->lock);
+    m->top_mtime_ns = t;
+    g_mutex_unlock(&m->lock);
 }
 
 static void mfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
@@ -339,12 +352,13 @@ static void mfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
     size_t s;
     ms_node n;
     if (!node_of(m, ino, &s, &n)) {
-        /* The top: a change would be forgotten at once, so it is refused
-         * (EPERM); setting what it already has succeeds. */
-        if (ino != FUSE_ROOT_ID || top_would_change(m, attr, to_set)) {
+        /* The top: a change of mode or owner would be forgotten at once,
+         * so it is refused (EPERM); setting what it already has succeeds. */
+        if (ino != FUSE_ROOT_ID || top_refuses(m, attr, to_set)) {
             fuse_reply_err(req, ino == FUSE_ROOT_ID ? EPERM : ENOENT);
             return;
         }
+        top_set_mtime(m, attr, to_set);
         struct stat sb;
         fill_top(m, ino, &sb);
         fuse_reply_attr(req, &sb, DIR_TIMEOUT);

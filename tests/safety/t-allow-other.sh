@@ -8,7 +8,8 @@
 # and mailboxes made through the mount are 0600/0700 under umask 022;
 # an explicit chmod keeps any mode (cp -a).  chmod, chown and utimens of
 # a store's directory survive a remount (a pst store's: EROFS); the top
-# directory refuses a change with EPERM and accepts a no-op.
+# directory refuses a change of mode or owner with EPERM (a no-op
+# succeeds) and keeps a new mtime while mounted.
 set -u
 . "$(dirname "$0")/../lib.sh"
 umask 022
@@ -120,7 +121,15 @@ check "... and the top stays 0755" test "$(stat -c %a "$M")" = 755
 check "chmod of the top to its own mode succeeds" chmod 755 "$M"
 check "chown of the top to its own owner succeeds" chown 0:0 "$M"
 check "chown of the top to another user fails" bash -c "! chown '$uid' '$M' 2>/dev/null"
-check "touch of the top fails" bash -c "! touch '$M' 2>/dev/null"
+check "chgrp of the top to another group fails" bash -c "! chgrp '$uid' '$M' 2>/dev/null"
+# its mtime is the mount time; set, it is kept while mounted, so that tar -x
+# and rsync -a of a backup of the whole mount (which set it) succeed
+check "touch of the top sets its mtime" touch -m -d @1400000000 "$M"
+check "... which reads back" test "$(stat -c %Y "$M")" = 1400000000
+# (the top and srv1 themselves, and alice's tree: the pst store is read-only)
+tar -C "$M" -cf "$WORK/all.tar" --no-recursion . ./srv1 --recursion ./srv1/alice
+check "tar -x of a backup of the whole mount, top included, exits 0" tar -C "$M" -xpf "$WORK/all.tar"
+check "... the message is still whole" cmp -s "$F" "${msgs[0]}"
 fusermount3 -u "$M"
 wait_for "daemon of $S to exit" not_running "$S"
 
