@@ -29,6 +29,8 @@ typedef struct mfs {
     uid_t uid; /* the mounting user: owner of the top two levels */
     gid_t gid;
     int64_t mount_ns;
+    /* The top's mtime: the mount time until set; guarded by lock. */
+    int64_t top_mtime_ns;
     GMutex lock;        /* guards the tables below */
     GHashTable *files;  /* ino -> mfs_file*: messages open for writing */
     GHashTable *opens;  /* ino -> mfs_open*: every open message */

@@ -135,9 +135,10 @@ static int cmd_mailbox_create(ctl *c, const char *store, const char *mailbox)
     if (open_store(c, store, 0, &st))
         return 1;
     ms_attr mb, inbox;
-    int rc = ms_mkdir(st, (ms_node){MS_ROOT, 0}, mailbox, 0755, getuid(), getgid(), &mb);
+    /* private, as a mailbox made through the mount is */
+    int rc = ms_mkdir(st, (ms_node){MS_ROOT, 0}, mailbox, 0700, getuid(), getgid(), &mb);
     if (!rc)
-        rc = ms_mkdir(st, mb.node, "INBOX", 0755, getuid(), getgid(), &inbox);
+        rc = ms_mkdir(st, mb.node, "INBOX", 0700, getuid(), getgid(), &inbox);
     if (rc)
         fprintf(stderr, "mailfsctl: mailbox create %s/%s: %s\n", store, mailbox,
                 rc == -EEXIST ? "a mailbox of that name exists" : g_strerror(-rc));
@@ -179,7 +180,7 @@ static int deliver_target(ms_store *st, const char *mailbox, const char *folder,
     rc = ms_resolve(st, path, out);
     if (rc == -ENOENT && !strcmp(folder, "INBOX")) {
         ms_attr a;
-        rc = ms_mkdir(st, mb, "INBOX", 0755, getuid(), getgid(), &a);
+        rc = ms_mkdir(st, mb, "INBOX", 0700, getuid(), getgid(), &a);
         if (!rc)
             *out = a.node;
     }

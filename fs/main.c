@@ -24,7 +24,12 @@ struct options {
     char *config;
     int show_help;
     int show_version;
+    int allow_other;         /* -o allow_other was given */
+    int default_permissions; /* -o default_permissions was given */
 };
+
+/* Mount options that are noted and still passed on to libfuse. */
+enum { KEY_ALLOW_OTHER = 1, KEY_DEFAULT_PERMISSIONS = 2 };
 
 #define OPT(t, p)                                                                                  \
     {                                                                                              \
@@ -35,6 +40,8 @@ static const struct fuse_opt option_spec[] = {
     OPT("--help", show_help),
     OPT("-V", show_version),
     OPT("--version", show_version),
+    FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
+    FUSE_OPT_KEY("default_permissions", KEY_DEFAULT_PERMISSIONS),
     FUSE_OPT_END,
 };
 
@@ -47,7 +54,25 @@ static int take_config(void *data, const char *arg, int key, struct fuse_args *o
         o->config = strdup(arg);
         return 0;
     }
+    if (key == KEY_ALLOW_OTHER)
+        o->allow_other = 1;
+    if (key == KEY_DEFAULT_PERMISSIONS)
+        o->default_permissions = 1;
     return 1;
+}
+
+/*
+ * A mount opened to other users is checked by the kernel: without
+ * default_permissions FUSE checks nothing, and any local user could read,
+ * change and delete everyone's mail through an allow_other mount.
+ */
+static void close_by_default(struct options *o, struct fuse_args *args)
+{
+    if (!o->allow_other || o->default_permissions)
+        return;
+    fuse_opt_add_arg(args, "-odefault_permissions");
+    o->default_permissions = 1;
+    ms_log(LOG_INFO, "allow_other: default_permissions added (the kernel checks modes and owners)");
 }
 
 static void usage(const char *prog)
@@ -61,7 +86,7 @@ static void usage(const char *prog)
            "    -f                 stay in the foreground, log to stderr\n"
            "    -d                 debug: foreground, log every FUSE request\n"
            "    -s                 serve with one thread\n"
-           "    -o allow_other     let other users in (with default_permissions)\n"
+           "    -o allow_other     let other users in (default_permissions is then added)\n"
            "    -o default_permissions  let the kernel check modes and owners\n"
            "See mailfs(8).\n",
            prog);
@@ -242,6 +267,7 @@ int main(int argc, char *argv[])
         goto out;
     }
     ms_log_to_stderr(co.debug ? LOG_DEBUG : LOG_INFO);
+    close_by_default(&o, &args);
 
     char *err = NULL;
     int rc = ms_config_load(o.config, &m.cfg, &err);
@@ -259,6 +285,9 @@ int main(int argc, char *argv[])
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     m.mount_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    /* Set by a restore of the whole mount, kept in the journal. */
+    if (ms_journal_attr_get(m.journal, "top.mtime_ns", &m.top_mtime_ns) != 0)
+        m.top_mtime_ns = m.mount_ns;
     m.uid = getuid();
     m.gid = getgid();
     g_mutex_init(&m.lock);

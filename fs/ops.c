@@ -158,12 +158,30 @@ static void fill_top(mfs *m, fuse_ino_t ino, struct stat *sb)
     sb->st_gid = m->gid;
     sb->st_size = 4096;
     sb->st_blksize = 4096;
-    sb->st_mtim.tv_sec = m->mount_ns / 1000000000;
-    sb->st_mtim.tv_nsec = m->mount_ns % 1000000000;
+    g_mutex_lock(&m->lock);
+    int64_t t = m->top_mtime_ns;
+    g_mutex_unlock(&m->lock);
+    sb->st_mtim.tv_sec = t / 1000000000;
+    sb->st_mtim.tv_nsec = t % 1000000000;
     sb->st_atim = sb->st_ctim = sb->st_mtim;
 }
 
-static double timeout_of(ms_kind k) { return k == MS_MESSAGE ? MSG_TIMEOUT : DIR_TIMEOUT; }
+/* A store's directory changes only through this mount (setattr), whose
+ * replies refresh the kernel's copy: cached as long as a message. */
+static double timeout_of(ms_kind k)
+{
+    return k == MS_MESSAGE || k == MS_ROOT ? MSG_TIMEOUT : DIR_TIMEOUT;
+}
+
+/* The directory of store i (MOUNT/<store>), with the store's attributes. */
+static int store_stat(mfs *m, size_t i, struct stat *sb)
+{
+    ms_attr a;
+    int rc = ms_getattr(m->stores[i], (ms_node){MS_ROOT, 0}, &a);
+    if (!rc)
+        fill_stat(m, i, &a, sb);
+    return rc;
+}
 
 static void fill_entry(mfs *m, size_t sidx, const ms_attr *a, struct fuse_entry_param *e)
 {
@@ -227,8 +245,12 @@ static void mfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         for (size_t i = 0; i < m->nstores; i++) {
             if (!strcmp(ms_store_name(m->stores[i]), name)) {
                 memset(&e, 0, sizeof e);
-                e.ino = ino_of(i, (ms_node){MS_ROOT, 0});
-                fill_top(m, e.ino, &e.attr);
+                int rc = store_stat(m, i, &e.attr);
+                if (rc) {
+                    fuse_reply_err(req, -rc);
+                    return;
+                }
+                e.ino = e.attr.st_ino;
                 e.attr_timeout = e.entry_timeout = MSG_TIMEOUT;
                 fuse_reply_entry(req, &e);
                 return;
@@ -269,11 +291,6 @@ static void mfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
         }
         fill_top(m, ino, &sb);
         fuse_reply_attr(req, &sb, DIR_TIMEOUT);
-        return;
-    }
-    if (n.kind == MS_ROOT) {
-        fill_top(m, ino, &sb);
-        fuse_reply_attr(req, &sb, MSG_TIMEOUT);
         return;
     }
     ms_attr a;
@@ -360,6 +377,43 @@ static int truncate_message(mfs *m, fuse_ino_t ino, size_t s, int64_t id, off_t 
     return rc;
 }
 
+/*
+ * True when setattr would change the mode, owner or size of the mount's
+ * top directory, which has no store to keep them in: refused rather than
+ * forgotten.  Its mtime is the mount time, kept in memory when set, so
+ * that tar -x and rsync -a of a backup of the whole mount (which set the
+ * top's mtime) succeed.  atime and ctime are kept for no node.
+ */
+static bool top_refuses(mfs *m, const struct stat *attr, int to_set)
+{
+    struct stat top;
+    fill_top(m, FUSE_ROOT_ID, &top);
+    if (to_set & FUSE_SET_ATTR_SIZE)
+        return true;
+    if ((to_set & FUSE_SET_ATTR_MODE) && (attr->st_mode & 07777) != (top.st_mode & 07777))
+        return true;
+    if ((to_set & FUSE_SET_ATTR_UID) && attr->st_uid != top.st_uid)
+        return true;
+    return (to_set & FUSE_SET_ATTR_GID) && attr->st_gid != top.st_gid;
+}
+
+/* Sets the top's mtime, kept in the site's journal so that it outlives the mount. */
+static int top_set_mtime(mfs *m, const struct stat *attr, int to_set)
+{
+    if (!(to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)))
+        return 0;
+    int64_t t = now_ns();
+    int rc = to_set & FUSE_SET_ATTR_MTIME_NOW ? 0 : ts_ns(&attr->st_mtim, &t);
+    if (!rc)
+        rc = ms_journal_attr_set(m->journal, "top.mtime_ns", t);
+    if (rc)
+        return rc;
+    g_mutex_lock(&m->lock);
+    m->top_mtime_ns = t;
+    g_mutex_unlock(&m->lock);
+    return 0;
+}
+
 static void mfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
                         struct fuse_file_info *fi)
 {
@@ -367,9 +421,18 @@ static void mfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
     mfs *m = M(req);
     size_t s;
     ms_node n;
-    if (!node_of(m, ino, &s, &n) || n.kind == MS_ROOT) {
-        /* The top two levels come from the configuration: accept and
-         * ignore, so that cp -a and rsync -a of the mount root succeed. */
+    if (!node_of(m, ino, &s, &n)) {
+        /* The top: a change of mode or owner would be forgotten at once,
+         * so it is refused (EPERM); setting what it already has succeeds. */
+        if (ino != FUSE_ROOT_ID || top_refuses(m, attr, to_set)) {
+            fuse_reply_err(req, ino == FUSE_ROOT_ID ? EPERM : ENOENT);
+            return;
+        }
+        int trc = top_set_mtime(m, attr, to_set);
+        if (trc) {
+            fuse_reply_err(req, -trc);
+            return;
+        }
         struct stat sb;
         fill_top(m, ino, &sb);
         fuse_reply_attr(req, &sb, DIR_TIMEOUT);
@@ -497,7 +560,8 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, b
     } else if (ino == FUSE_ROOT_ID) {
         for (size_t i = off > 2 ? (size_t)off - 2 : 0; i < m->nstores; i++) {
             struct stat sb;
-            fill_top(m, ino_of(i, (ms_node){MS_ROOT, 0}), &sb);
+            if ((rc = store_stat(m, i, &sb)) != 0)
+                break;
             if (!dir_add(&d, ms_store_name(m->stores[i]), &sb, MSG_TIMEOUT, (off_t)i + 3))
                 break;
         }
@@ -531,6 +595,17 @@ static void mfs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t o
 /* ----------------------------------------------------- directories */
 
 /*
+ * The mode of a new message, folder or mailbox: private (no group or
+ * other bits) whatever the creator's umask, since mail is personal.  An
+ * explicit chmod afterwards keeps any mode, which is what cp -a, rsync -a
+ * and tar do, so copied trees keep theirs.
+ */
+static uint32_t private_mode(const struct fuse_ctx *ctx, mode_t mode)
+{
+    return (uint32_t)(mode & ~ctx->umask & ~(mode_t)077 & 07777);
+}
+
+/*
  * Resolves a parent directory for a change: the store and node, or an
  * errno.  The mount's root holds only the configured stores: EPERM.
  */
@@ -552,7 +627,7 @@ static void mfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     ms_attr a;
     if (!rc) {
         const struct fuse_ctx *ctx = fuse_req_ctx(req);
-        rc = ms_mkdir(m->stores[s], n, name, mode & ~ctx->umask, ctx->uid, ctx->gid, &a);
+        rc = ms_mkdir(m->stores[s], n, name, private_mode(ctx, mode), ctx->uid, ctx->gid, &a);
     }
     if (rc) {
         fuse_reply_err(req, -rc);
@@ -862,7 +937,8 @@ static void mfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode
     ms_attr a;
     const struct fuse_ctx *ctx = fuse_req_ctx(req);
     if (!rc)
-        rc = ms_message_create(m->stores[s], n, name, mode & ~ctx->umask, ctx->uid, ctx->gid, &a);
+        rc = ms_message_create(m->stores[s], n, name, private_mode(ctx, mode), ctx->uid, ctx->gid,
+                               &a);
     if (rc) {
         fuse_reply_err(req, -rc);
         return;
@@ -902,7 +978,8 @@ static void mfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     ms_attr a;
     const struct fuse_ctx *ctx = fuse_req_ctx(req);
     if (!rc)
-        rc = ms_message_create(m->stores[s], n, name, mode & ~ctx->umask, ctx->uid, ctx->gid, &a);
+        rc = ms_message_create(m->stores[s], n, name, private_mode(ctx, mode), ctx->uid, ctx->gid,
+                               &a);
     ms_writer *w = NULL;
     if (!rc)
         rc = ms_writer_open(m->stores[s], a.node.id, true, &w);

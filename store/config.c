@@ -83,8 +83,9 @@ static int check_keys(GKeyFile *kf, const char *file, const char *group, const c
 }
 
 static const char *const mailfs_keys[] = {"journal", "retain-days", "spool", NULL};
-static const char *const directory_keys[] = {"uri",    "bind-dn",  "password-file", "base",
-                                             "filter", "starttls", "tls-cacert",    NULL};
+static const char *const directory_keys[] = {"uri",        "bind-dn",         "password-file",
+                                             "base",       "filter",          "starttls",
+                                             "tls-cacert", "allow-cleartext", NULL};
 static const char *const store_keys[] = {"backend", "path", "directory", "read-only", NULL};
 static const char *const backends[] = {"sqlite", "pst", NULL};
 
@@ -181,6 +182,8 @@ static int parse_directory(GKeyFile *kf, const char *file, ms_config *cfg, char 
     if (!d->filter)
         d->filter = g_strdup("(uid=%s)");
     rc = get_bool(kf, file, "directory", "starttls", &d->starttls, err);
+    if (!rc)
+        rc = get_bool(kf, file, "directory", "allow-cleartext", &d->allow_cleartext, err);
     if (rc)
         return rc;
     if (!d->uri || !d->base) {

@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <glib.h>
 #include <ldap.h>
@@ -106,8 +107,42 @@ static int connect_locked(ms_directory *d, char **err)
     return 0;
 }
 
+/*
+ * True when a simple bind would send the password unencrypted: an
+ * ldap:// URI (anywhere in a list, since libldap fails over along it)
+ * without StartTLS.  ldaps:// is TLS from the start, ldapi:// a local
+ * socket.
+ */
+static bool password_in_clear(const ms_directory_conf *c)
+{
+    g_autofree char *uri = g_ascii_strdown(c->uri, -1);
+    return c->bind_dn && !c->starttls && strstr(uri, "ldap://");
+}
+
+/* One warning when the password file is not private to its owner. */
+static void warn_if_password_shared(const ms_directory_conf *c)
+{
+    struct stat sb;
+    if (c->password_file && stat(c->password_file, &sb) == 0 && (sb.st_mode & 077))
+        ms_log(LOG_WARNING,
+               "%s: the LDAP password file is readable by group or others (mode %04o); "
+               "chmod 600 it",
+               c->password_file, (unsigned)(sb.st_mode & 07777));
+}
+
 int ms_directory_open(const ms_directory_conf *conf, ms_directory **out, char **err)
 {
+    if (password_in_clear(conf) && !conf->allow_cleartext) {
+        /* Refused before connecting: the password must never leave. */
+        if (err)
+            *err = g_strdup_printf(
+                "[directory]: %s: refusing a simple bind (bind-dn) over ldap:// without "
+                "StartTLS, which sends the password in clear; set starttls = yes, or use "
+                "ldaps:// or ldapi:// (allow-cleartext = yes is for tests only)",
+                conf->uri);
+        return -EPERM;
+    }
+    warn_if_password_shared(conf);
     ms_directory *d = g_new0(ms_directory, 1);
     d->conf = *conf;
     g_mutex_init(&d->lock);

@@ -90,8 +90,31 @@ static int load_id(sqlite3 *db, char *id, char **msg)
     return rc;
 }
 
+/*
+ * A missing journal is created 0600 before SQLite opens it (its -wal and
+ * -shm then get the same mode).  Anything else (a missing folder, no
+ * permission to look) is left to SQLite's error.
+ */
+static int journal_create_private(const char *path, char **err)
+{
+    struct stat sb;
+    if (stat(path, &sb) == 0 || errno != ENOENT)
+        return 0;
+    char *why = NULL;
+    int rc = sq_create_private(path, &why);
+    if (rc == -EEXIST || rc == -ENOENT) /* created meanwhile; no folder */
+        rc = 0;
+    if (rc)
+        *err = g_strdup_printf("%s (the move journal)", why);
+    g_free(why);
+    return rc;
+}
+
 int ms_journal_open(const char *path, ms_journal **out, char **err)
 {
+    int prc = journal_create_private(path, err);
+    if (prc)
+        return prc;
     sqlite3 *db = NULL;
     int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
     char *msg = NULL;
@@ -117,6 +140,7 @@ int ms_journal_open(const char *path, ms_journal **out, char **err)
         sqlite3_close(db);
         return rc == SQLITE_CANTOPEN ? -ENOENT : rc == SQLITE_NOTADB ? -EINVAL : -EIO;
     }
+    sq_warn_if_shared(path, &sb, "the move journal");
     ms_journal *j = g_new0(ms_journal, 1);
     j->db = db;
     j->path = g_strdup(path);
@@ -129,6 +153,29 @@ int ms_journal_open(const char *path, ms_journal **out, char **err)
 }
 
 const char *ms_journal_id(const ms_journal *j) { return j->id; }
+
+int ms_journal_attr_get(ms_journal *j, const char *key, int64_t *value)
+{
+    g_mutex_lock(&j->lock);
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(j->db, "SELECT value FROM meta WHERE key = ?", -1, &q, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(q, 1, key, -1, SQLITE_TRANSIENT);
+        rc = sqlite3_step(q);
+    }
+    if (rc == SQLITE_ROW)
+        *value = sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    g_mutex_unlock(&j->lock);
+    return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : -EIO;
+}
+
+static int run(ms_journal *j, bool durable, const char *sql, const char *fmt, ...);
+
+int ms_journal_attr_set(ms_journal *j, const char *key, int64_t value)
+{
+    return run(j, true, "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", "ti", key, value);
+}
 
 int ms_journal_verify(ms_journal *j, char **err)
 {

@@ -85,6 +85,8 @@ typedef struct ms_directory_conf {
     char *filter; /* "%s" is the LDAP-escaped mailbox name; default (uid=%s) */
     bool starttls;
     char *tls_cacert; /* CA certificates for ldaps/StartTLS; NULL: ldap.conf's */
+    /* allow-cleartext: a password may cross ldap:// in clear (tests only) */
+    bool allow_cleartext;
 } ms_directory_conf;
 const ms_directory_conf *ms_config_directory(const ms_config *cfg);
 
@@ -510,6 +512,13 @@ const char *ms_journal_id(const ms_journal *j);
  * record would go to a file nobody can read after a crash.
  */
 int ms_journal_verify(ms_journal *j, char **err);
+/*
+ * Site-wide values kept in the journal's meta table (the mount's top
+ * directory has no store of its own: its mtime lives here).  get:
+ * -ENOENT when unset.  set: durable once it returns 0.
+ */
+int ms_journal_attr_get(ms_journal *j, const char *key, int64_t *value);
+int ms_journal_attr_set(ms_journal *j, const char *key, int64_t value);
 
 typedef struct ms_move_info {
     int64_t id;

@@ -619,7 +619,8 @@ static void node_attr(const pmbox *m, const pnode *n, ms_attr *a)
 static int pst_getattr(ms_store *st, ms_node node, ms_attr *out)
 {
     if (node.kind == MS_ROOT) {
-        *out = (ms_attr){.node = node, .mode = 0555};
+        /* owned by the mounting user, as the mount's top is */
+        *out = (ms_attr){.node = node, .mode = 0555, .uid = getuid(), .gid = getgid()};
         return 0;
     }
     int rc;

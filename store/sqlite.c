@@ -406,6 +406,41 @@ static int recover_leftovers(conn *c)
                : -EIO;
 }
 
+/*
+ * Creates the empty database file 0600 whatever the umask: SQLite would
+ * make it 0644 (any local user could read the mail) and gives the -wal
+ * and -shm files the database's mode.  umask(2) is not an option in a
+ * threaded daemon.  An empty file is a valid new database for SQLite.
+ */
+int sq_create_private(const char *path, char **err)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        int e = errno;
+        *err = g_strdup_printf("%s: cannot create: %s", path, g_strerror(e));
+        return -e;
+    }
+    /* The umask can only take bits away, but an ACL default on the folder
+     * can add some: say the mode once more. */
+    int rc = fchmod(fd, 0600) < 0 ? -errno : 0;
+    close(fd);
+    if (rc) {
+        *err = g_strdup_printf("%s: cannot make it private: %s", path, g_strerror(-rc));
+        unlink(path);
+    }
+    return rc;
+}
+
+/* One warning line when others than the owner may read or write path. */
+void sq_warn_if_shared(const char *path, const struct stat *sb, const char *what)
+{
+    if (sb->st_mode & 077)
+        ms_log(LOG_WARNING,
+               "%s: %s is readable or writable by group or others (mode %04o); "
+               "chmod 600 it and its -wal and -shm files",
+               path, what, (unsigned)(sb->st_mode & 07777));
+}
+
 static int sq_open(ms_store *st, const ms_store_conf *conf, int flags, char **err)
 {
     bool create = flags & MS_OPEN_CREATE;
@@ -439,6 +474,11 @@ static int sq_open(ms_store *st, const ms_store_conf *conf, int flags, char **er
                                    path, st->readonly ? "read" : "read and write");
             return -EACCES;
         }
+    }
+    if (create) {
+        int rc = sq_create_private(path, err);
+        if (rc)
+            return rc;
     }
     sq *s = g_new0(sq, 1);
     s->path = g_strdup(path);
@@ -505,6 +545,10 @@ static int sq_open(ms_store *st, const ms_store_conf *conf, int flags, char **er
         return ret;
     }
     g_ptr_array_add(s->idle, c);
+    /* Only now that it is known to be a store: a file that is not one
+     * gets its own error, and no warning first. */
+    if (!create)
+        sq_warn_if_shared(path, &sb, "the store");
     return 0;
 }
 

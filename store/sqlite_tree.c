@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ------------------------------------------------------------- rows */
 
@@ -47,14 +48,76 @@ static int fetch_attr(conn *c, sqlite3_stmt *q, ms_kind kind, ms_attr *out, cons
     return 0;
 }
 
+/*
+ * The store's own directory keeps its attributes in meta (root.mode,
+ * root.uid, root.gid, root.mtime_ns), each row only once it was set:
+ * until then the directory shows 0755, owned by this process's user (the
+ * one who mounted), with mtime 0 (the mount shows its mount time).
+ */
+static int root_attr(conn *c, ms_attr *out)
+{
+    memset(out, 0, sizeof *out);
+    out->mode = 0755;
+    out->uid = (uint32_t)getuid();
+    out->gid = (uint32_t)getgid();
+    sqlite3_stmt *q = Q(c, "SELECT key, value FROM meta WHERE key IN"
+                           " ('root.mode', 'root.uid', 'root.gid', 'root.mtime_ns')");
+    if (!q)
+        return -EIO;
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        const char *k = (const char *)sqlite3_column_text(q, 0);
+        int64_t v = sqlite3_column_int64(q, 1);
+        if (!strcmp(k, "root.mode"))
+            out->mode = (uint32_t)v & 07777;
+        else if (!strcmp(k, "root.uid"))
+            out->uid = (uint32_t)v;
+        else if (!strcmp(k, "root.gid"))
+            out->gid = (uint32_t)v;
+        else
+            out->mtime_ns = v;
+    }
+    sqlite3_reset(q);
+    return rc == SQLITE_DONE ? 0 : sq_errno(c->db, rc, "root attributes");
+}
+
+/* Writes one root.* row of meta. */
+static int root_set(conn *c, const char *key, int64_t value)
+{
+    sqlite3_stmt *q = Q(c, "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)");
+    if (!q)
+        return -EIO;
+    sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 2, value);
+    return step_done(c, q, "root attributes");
+}
+
+/* chmod, chown and utimens of the store's directory, kept in meta. */
+static int root_setattr_in(conn *c, const ms_setattr_req *req, ms_attr *out)
+{
+    int rc = 0;
+    if (req->mask & MS_SET_MODE)
+        rc = root_set(c, "root.mode", req->mode & 07777);
+    if (!rc && (req->mask & MS_SET_UID))
+        rc = root_set(c, "root.uid", req->uid);
+    if (!rc && (req->mask & MS_SET_GID))
+        rc = root_set(c, "root.gid", req->gid);
+    if (!rc && (req->mask & MS_SET_MTIME))
+        rc = root_set(c, "root.mtime_ns", req->mtime_ns);
+    ms_attr a;
+    if (!rc)
+        rc = root_attr(c, &a);
+    if (!rc && out)
+        *out = a;
+    return rc;
+}
+
 int get_attr(conn *c, ms_node n, ms_attr *out)
 {
     sqlite3_stmt *q;
     switch (n.kind) {
     case MS_ROOT:
-        memset(out, 0, sizeof *out);
-        out->mode = 0755;
-        return 0;
+        return root_attr(c, out);
     case MS_MAILBOX:
         q = Q(c, "SELECT " MAILBOX_COLS " FROM mailbox WHERE id = ?");
         break;
@@ -559,6 +622,8 @@ int sq_rename(ms_store *st, ms_node parent, const char *name, ms_node newparent,
 /* Every change of a node moves its ctime to now, whatever it changed. */
 int setattr_in(conn *c, ms_node n, const ms_setattr_req *req, ms_attr *out)
 {
+    if (n.kind == MS_ROOT)
+        return root_setattr_in(c, req, out);
     ms_attr a;
     int rc = get_attr(c, n, &a);
     if (!rc)

@@ -107,8 +107,6 @@ int ms_setattr(ms_store *st, ms_node node, const ms_setattr_req *req, ms_attr *o
 {
     if (st->readonly)
         return -EROFS;
-    if (node.kind == MS_ROOT)
-        return -EPERM; /* the store's directory belongs to the configuration */
     return st->be->setattr(st, node, req, out);
 }
 

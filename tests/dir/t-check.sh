@@ -10,6 +10,7 @@ set -u
 L=$WORK/ldap
 slapd_start "$L" || exit 1
 printf '%s\n' "$LDAP_PW" >"$WORK/ldap.secret"
+chmod 600 "$WORK/ldap.secret"
 S=$WORK/site
 mkdir -p "$S"
 cat >"$S/conf" <<CONF
@@ -19,6 +20,7 @@ journal = journal.db
 uri = $LDAP_URI
 bind-dn = $LDAP_ADMIN
 password-file = $WORK/ldap.secret
+allow-cleartext = yes
 base = ou=people,dc=example,dc=org
 [store srv1]
 path = srv1.db

@@ -29,14 +29,16 @@ sn: reader
 userPassword: readpw
 LDIF
 printf '%s\n' "$LDAP_PW" >"$WORK/ldap.secret"
+chmod 600 "$WORK/ldap.secret"
 printf 'readpw\n' >"$WORK/reader.secret"
+chmod 600 "$WORK/reader.secret"
 
 S=$WORK/site
 mkdir -p "$S/mnt"
 write_conf() { # uri bind-dn secret
     {
         printf '[mailfs]\njournal = journal.db\n[directory]\nuri = %s\nbase = ou=people,dc=example,dc=org\nfilter = (uid=%%s)\n' "$1"
-        [ -n "$2" ] && printf 'bind-dn = %s\npassword-file = %s\n' "$2" "$3"
+        [ -n "$2" ] && printf 'bind-dn = %s\npassword-file = %s\nallow-cleartext = yes\n' "$2" "$3"
         printf '[store srv1]\npath = srv1.db\ndirectory = mailHost=srv1.example.org\n'
         printf '[store srv2]\npath = srv2.db\ndirectory = mailHost=srv2.example.org\n'
     } >"$S/conf"

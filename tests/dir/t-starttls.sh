@@ -34,6 +34,7 @@ check "fixture: StartTLS bind with the CA works" \
     env LDAPTLS_CACERT="$L/ca.pem" ldapwhoami -ZZ -x -H "$LDAP_URI" -D "$LDAP_ADMIN" -w "$LDAP_PW"
 
 printf '%s\n' "$LDAP_PW" >"$WORK/bindpw"
+chmod 600 "$WORK/bindpw"
 S=$WORK/site
 mkdir -p "$S"
 write_conf() { # extra [directory] lines
@@ -69,8 +70,8 @@ mv_as() { # config-lines mailbox errfile
     return $rc
 }
 
-# in clear: refused
-mv_as "" alice "$WORK/err1"
+# in clear (allowed by the config, so that slapd's refusal is what is tested): refused
+mv_as "allow-cleartext = yes\n" alice "$WORK/err1"
 check "no starttls: the move fails" test $? -ne 0
 check "... with the server's reason" grep -qi "confidentiality" "$WORK/err1"
 check "... alice still in srv1 and her entry untouched" \

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -746,6 +747,56 @@ static void test_orphans_settled_without_journal(void **state)
     ms_journal_close(j);
 }
 
+/* A store's own directory: defaults, then chmod/chown/utimens kept across a reopen. */
+static void test_store_directory_attributes(void **state)
+{
+    fixture *f = *state;
+    ms_attr a;
+    assert_int_equal(ms_getattr(f->a, ROOT, &a), 0);
+    assert_int_equal(a.mode, 0755);
+    assert_int_equal(a.uid, getuid());
+    assert_int_equal(a.gid, getgid());
+    assert_int_equal(a.mtime_ns, 0);
+    ms_setattr_req r = {.mask = MS_SET_MODE | MS_SET_UID | MS_SET_GID | MS_SET_MTIME,
+                        .mode = 0750,
+                        .uid = 1234,
+                        .gid = 5678,
+                        .mtime_ns = 1500000000123456789LL};
+    assert_int_equal(ms_setattr(f->a, ROOT, &r, &a), 0);
+    assert_int_equal(a.mode, 0750);
+    ms_store_close(f->a);
+    char *err = NULL;
+    assert_int_equal(ms_store_open(ms_config_find_store(f->cfg, "a"), 0, &f->a, &err), 0);
+    assert_int_equal(ms_getattr(f->a, ROOT, &a), 0);
+    assert_int_equal(a.mode, 0750);
+    assert_int_equal(a.uid, 1234);
+    assert_int_equal(a.gid, 5678);
+    assert_int_equal(a.mtime_ns, 1500000000123456789LL);
+    /* the other store is untouched */
+    assert_int_equal(ms_getattr(f->b, ROOT, &a), 0);
+    assert_int_equal(a.mode, 0755);
+}
+
+/* Store files are private whatever the umask. */
+static void test_store_files_private(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *db = g_build_filename(f->dir, "a.db", NULL);
+    GStatBuf sb;
+    assert_int_equal(g_stat(db, &sb), 0);
+    assert_int_equal(sb.st_mode & 07777, 0600);
+    g_autofree char *jpath = g_build_filename(f->dir, "j.db", NULL);
+    ms_journal *j = NULL;
+    char *err = NULL;
+    mode_t old = umask(0);
+    int rc = ms_journal_open(jpath, &j, &err);
+    umask(old);
+    assert_int_equal(rc, 0);
+    assert_int_equal(g_stat(jpath, &sb), 0);
+    assert_int_equal(sb.st_mode & 07777, 0600);
+    ms_journal_close(j);
+}
+
 int main(void)
 {
     ms_log_to_stderr(LOG_ERR);
@@ -767,6 +818,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_move_and_undo, setup, teardown),
         cmocka_unit_test_setup_teardown(test_orphans_settled_without_journal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deleted_items, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_directory_attributes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_files_private, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
