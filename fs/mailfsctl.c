@@ -203,8 +203,16 @@ static int cmd_deliver(ctl *c, int argc, char **argv)
     rc = deliver_target(st, argv[1], folder, &f);
     if (!rc)
         rc = ms_writer_deliver(st, f, &w);
-    if (!rc && flags)
-        rc = ms_writer_set_flags(w, flags, strlen(flags));
+    if (!rc && flags) {
+        /* The same values as setfattr: checked strictly, stored canonical. */
+        g_autofree char *canon = NULL;
+        size_t len = 0;
+        rc = ms_flags_normalize(flags, strlen(flags), &canon, &len);
+        if (!rc)
+            rc = ms_writer_set_flags(w, canon, len);
+        else
+            fprintf(stderr, "mailfsctl: deliver: --flags '%s': not IMAP flags\n", flags);
+    }
     enum { BUF = 128 * 1024 };
     g_autofree char *buf = g_malloc(BUF);
     for (int64_t off = 0; !rc;) {

@@ -223,9 +223,26 @@ int ms_resolve(ms_store *st, const char *path, ms_node *out);
  * -EINVAL for a malformed value, -ENOTSUP for any other name.  list:
  * the names present, each NUL-terminated, in a g_malloc'd buffer.
  */
+/*
+ * Values are checked strictly and stored in a canonical form that getxattr
+ * then returns (see ms_flags_normalize; user.mail.acl: "grantee rights"
+ * lines, one per grantee, no blank line, without a final newline).  With
+ * MS_XATTR_VERBATIM in flags, a value copied from a store (a move) is
+ * stored byte for byte with the looser checks values had before.
+ */
+#define MS_XATTR_VERBATIM 0x100
 int ms_xattr_get(ms_store *st, ms_node node, const char *name, char **value, size_t *len);
 int ms_xattr_set(ms_store *st, ms_node node, const char *name, const char *value, size_t len,
                  int flags /* XATTR_CREATE / XATTR_REPLACE or 0 */);
+/*
+ * The canonical form of a user.mail.flags value (g_free *out): flags
+ * separated by one space, each once (case-insensitively, the first
+ * spelling kept), system flags spelled as RFC 3501 does.  -EINVAL for
+ * anything that is not a storable flag: \Recent, unknown system flags,
+ * keywords that are not IMAP atoms (non-ASCII, control characters,
+ * atom-specials).
+ */
+int ms_flags_normalize(const char *v, size_t len, char **out, size_t *out_len);
 int ms_xattr_list(ms_store *st, ms_node node, char **names, size_t *len);
 int ms_xattr_remove(ms_store *st, ms_node node, const char *name);
 

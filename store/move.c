@@ -138,7 +138,7 @@ static int copy_xattr(ms_store *src, ms_node from, ms_store *dst, ms_node to, co
     if (rc == -ENODATA)
         return 0;
     if (!rc)
-        rc = ms_xattr_set(dst, to, name, v, len, 0);
+        rc = ms_xattr_set(dst, to, name, v, len, MS_XATTR_VERBATIM);
     g_free(v);
     return rc;
 }
