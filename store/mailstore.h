@@ -62,6 +62,12 @@ typedef struct ms_store_conf {
  * 'pth'".  Relative paths in the file are resolved against its folder.
  */
 int ms_config_load(const char *path, ms_config **out, char **err);
+/*
+ * Refuses (-EINVAL, one line in *err naming the file, group and key) a
+ * journal, spool, store or directory file under mountpoint: the daemon
+ * would wait on its own mount.  Paths are compared canonically.
+ */
+int ms_config_check_mount(const ms_config *cfg, const char *mountpoint, char **err);
 void ms_config_free(ms_config *cfg);
 size_t ms_config_store_count(const ms_config *cfg);
 /* The i-th store in file order, or NULL past the end. */
