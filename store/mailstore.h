@@ -154,6 +154,9 @@ typedef struct ms_store_stats {
     int64_t mailboxes, folders, messages, bytes;
     int64_t file_bytes;        /* size of the store's files on disk */
     int64_t reclaimable_bytes; /* free pages inside them */
+    /* Source copies of finished moves, kept for undo until retain-days;
+     * not in mailboxes, folders, messages and bytes above. */
+    int64_t retained_mailboxes, retained_messages, retained_bytes;
 } ms_store_stats;
 int ms_store_stats_get(ms_store *st, ms_store_stats *out);
 /*
@@ -429,8 +432,9 @@ typedef struct ms_move_info {
     char step[16];  /* the last step reached */
     int64_t total_messages, total_bytes, done_messages, done_bytes;
     int64_t started_ns, updated_ns, finished_ns;
-    int64_t lock_ns;      /* how long writes were refused */
-    int64_t retain_until; /* done moves: when the source copy expires */
+    int64_t lock_ns;       /* how long writes were refused */
+    int64_t lock_start_ns; /* when the source was locked; 0: never (imports) */
+    int64_t retain_until;  /* done moves: when the source copy expires */
     char error[256];
 } ms_move_info;
 

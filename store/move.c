@@ -632,6 +632,8 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
         return rc;
     }
     int64_t locked_at = jn_now_ns();
+    if (!import)
+        jn_locked(j, id, locked_at);
     ms_fault("locked");
 
     mover mv = {.j = j, .src = src, .dst = dst, .id = id, .opts = opts, .resume = resume != 0};
