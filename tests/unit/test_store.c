@@ -31,9 +31,9 @@ static int setup(void **state)
     fixture *f = g_new0(fixture, 1);
     f->dir = g_dir_make_tmp("mailfs-unit-XXXXXX", NULL);
     f->conf_path = g_build_filename(f->dir, "site.conf", NULL);
-    g_file_set_contents(
-        f->conf_path, "[mailfs]\nretain-days = 3\n[store a]\npath = a.db\n[store b]\npath = b.db\n",
-        -1, NULL);
+    g_file_set_contents(f->conf_path,
+                        "[mailfs]\nretain-days = 3\n[store a]\npath = a.db\n[store b]\npath = b.db\n",
+                        -1, NULL);
     char *err = NULL;
     assert_int_equal(ms_config_load(f->conf_path, &f->cfg, &err), 0);
     assert_int_equal(ms_store_open(ms_config_find_store(f->cfg, "a"), MS_OPEN_CREATE, &f->a, &err),
