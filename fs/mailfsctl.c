@@ -282,6 +282,7 @@ static int cmd_deliver(ctl *c, int argc, char **argv)
     rc = deliver_target(st, argv[1], folder, &f);
     if (!rc)
         rc = ms_writer_deliver(st, f, &w);
+    const char *why = NULL;
     if (!rc && flags) {
         /* The same values as setfattr: checked strictly, stored canonical. */
         g_autofree char *canon = NULL;
@@ -290,7 +291,8 @@ static int cmd_deliver(ctl *c, int argc, char **argv)
         if (!rc)
             rc = ms_writer_set_flags(w, canon, len);
         else
-            fprintf(stderr, "mailfsctl: deliver: --flags '%s': not IMAP flags\n", flags);
+            why = "--flags: not storable IMAP flags (\\Seen \\Answered \\Flagged \\Deleted "
+                  "\\Draft or atoms)";
     }
     enum { BUF = 128 * 1024 };
     g_autofree char *buf = g_malloc(BUF);
@@ -313,9 +315,9 @@ static int cmd_deliver(ctl *c, int argc, char **argv)
     ms_writer_close(w);
     if (rc)
         fprintf(stderr, "mailfsctl: deliver to %s/%s/%s: %s\n", argv[0], argv[1], folder,
-                g_strerror(-rc));
+                why ? why : g_strerror(-rc));
     ms_store_close(st);
-    return deliver_exit(rc);
+    return why ? EX_USAGE : deliver_exit(rc);
 }
 
 /* Opens (once) and returns the store called name, for the journal. */

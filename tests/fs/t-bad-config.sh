@@ -88,8 +88,8 @@ printf '[mailfs]\njournal = %s/ro/journal.db\n[store srv1]\npath = %s/srv1.db\n'
 if chattr +i "$WORK/ro/journal.db" 2>/dev/null; then
     refuse "immutable journal" "$c.10" "$WORK/m" "journal.db: the move journal cannot be written (.*Operation not permitted)"
     chattr -i "$WORK/ro/journal.db"
-else
-    not_ok "chattr +i not supported here"
+else # tmpfs before Linux 6.0 has no immutable flag; the read-only mount below still runs
+    ok "skipped: chattr +i not supported on the filesystem of $WORK"
 fi
 mkdir -p "$WORK/rodir"
 mount --bind "$WORK/ro" "$WORK/rodir" && mount -o remount,ro,bind "$WORK/rodir"

@@ -53,7 +53,10 @@ setfattr -n user.mail.flags -v '\Seen' "$MSG"
 
 # deliver --flags takes the same values
 E=$(find "$TD/eml" -name "*.eml" -type f | sort | head -1)
-check "deliver --flags '\\Bogus' refused" bash -c "! '$B/mailfsctl' -c '$S/conf' deliver --flags '\\Bogus' srv1 alice <'$E' 2>/dev/null"
+"$B/mailfsctl" -c "$S/conf" deliver --flags '\Bogus' srv1 alice <"$E" 2>"$WORK/err"
+rc=$?
+check "deliver --flags '\\Bogus' refused: exit 64 (usage), one line ($(cat "$WORK/err"))" \
+    bash -c "[ $rc = 64 ] && [ \$(wc -l <'$WORK/err') = 1 ] && grep -q 'not storable IMAP flags' '$WORK/err'"
 "$B/mailfsctl" -c "$S/conf" deliver --flags '\seen \Seen' srv1 alice <"$E"
 last=$(ls -t "$M/srv1/alice/INBOX" | head -1)
 check "deliver --flags normalised" test "$(get user.mail.flags "$M/srv1/alice/INBOX/$last")" = '\Seen'
