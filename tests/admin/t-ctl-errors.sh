@@ -105,20 +105,25 @@ C purge --all >/dev/null
 check "rate after purge unchanged ($r0)" test "$(rate "$mc")" = "$r0"
 
 # --- a running move: LOCKED ticks, ETA "-" while stalled
-mkdir -p "$M/srv1/big/INBOX"
-for i in $(seq 20); do head -c 1048576 /dev/urandom >"$M/srv1/big/INBOX/$i.eml"; done
+# Two folders: the mover stops at "copy" after the first, half way.
+mkdir -p "$M/srv1/big/INBOX" "$M/srv1/big/Archive"
+for i in $(seq 10); do
+    head -c 1048576 /dev/urandom >"$M/srv1/big/INBOX/$i.eml"
+    head -c 1048576 /dev/urandom >"$M/srv1/big/Archive/$i.eml"
+done
 lock_s() { C moves --json | grep '"mailbox": "big"' | head -1 | grep -o '"lock_s": [0-9.]*' | cut -d' ' -f2; }
 eta() { C moves | awk -v id="$1" '$1 == id {print $11}'; }
 touch "$WORK/stall"
 MAILFS_STALL=copy MAILFS_STALL_FILE=$WORK/stall "$B/mailfsctl" -c "$S/conf" move big srv2 >/dev/null 2>&1 &
 mover=$!
-wait_for "the move of big to stall in the copy" journal_is "$S" "select done_messages > 0 from move where cast(mailbox as text) = 'big' and state = 'running'" 1
+wait_for "the move of big to stall in the copy" journal_is "$S" "select done_messages = 10 from move where cast(mailbox as text) = 'big' and state = 'running'" 1
 mb=$(journal "$S" "select id from move where cast(mailbox as text) = 'big'")
 first=$(lock_s)
 later() { [ "$(echo "$(lock_s) > $first + 0.2" | bc)" = 1 ]; }
 check "LOCKED of the running move is above 0 ($first s)" test "$(echo "$first > 0" | bc)" = 1
 wait_for "LOCKED to tick" later && ok "LOCKED ticks while the move runs ($first s, then $(lock_s) s)"
-wait_for "ETA '-' while the move makes no progress" test "$(eta "$mb")" = "-" &&
+no_eta() { [ "$(eta "$mb")" = "-" ]; } # re-run at every poll
+wait_for "ETA '-' while the move makes no progress" no_eta &&
     ok "ETA is - while the move makes no progress"
 rm -f "$WORK/stall"
 wait $mover
