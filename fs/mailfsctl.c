@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sysexits.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <glib.h>
@@ -51,6 +52,93 @@ static void usage(FILE *f)
                "                                    1 findings, 2 error)\n\n"
                "CONFIG defaults to $MAILFS_CONFIG, then /etc/mailfs/mailfs.conf.\n"
                "See mailfsctl(8).\n");
+}
+
+/* One entry per command: what "mailfsctl COMMAND --help" prints. */
+typedef struct command {
+    const char *name;
+    const char *synopsis;
+    const char *help;
+} command;
+
+static const command commands[] = {
+    {"store", "store create NAME | store list",
+     "  store create NAME  create the database of [store NAME] (refused if it exists)\n"
+     "  store list         per store: visible mailboxes, their messages and bytes; the\n"
+     "                     retained source copies of moved-away mailboxes (kept for\n"
+     "                     undo until retain-days) apart; file size, reclaimable space\n"},
+    {"mailbox", "mailbox create STORE MAILBOX",
+     "Creates MAILBOX (at most 255 bytes, no '/') in STORE, with an INBOX folder.\n"},
+    {"deliver", "deliver [--flags F] STORE MAILBOX [FOLDER] < MESSAGE",
+     "Stores the message read from stdin in FOLDER (default INBOX, created on first\n"
+     "delivery) and exits 0 only once it is durable.  --flags: IMAP flags, space\n"
+     "separated, as user.mail.flags takes them.  Exit codes are sysexits(3): 75 (try\n"
+     "again later) for a busy or full store, 67 for an unknown mailbox.\n"},
+    {"move", "move MAILBOX TARGET_STORE",
+     "Moves MAILBOX from the store that holds it to TARGET_STORE (journaled, verified,\n"
+     "all or nothing), as mv between stores does.  The source copy is retained for\n"
+     "[mailfs] retain-days, for undo.\n"},
+    {"import", "import FILE.pst STORE MAILBOX",
+     "Imports a PST/OST file as the new mailbox MAILBOX of STORE through the move\n"
+     "protocol; the file is left untouched.  An interrupted import is resumed.\n"},
+    {"compact", "compact STORE",
+     "Gives the store's free space back to the filesystem while it stays in use.\n"
+     "Refused while a move into or out of the store is unsettled.\n"},
+    {"moves", "moves [--json]",
+     "Lists every move of the journal, newest first: state, step, progress, rate,\n"
+     "ETA ('-' while no progress is made), how long the mailbox was (or, while the\n"
+     "move runs, has been) locked, and the error.  Imports show the file's name as\n"
+     "source; control characters in names are escaped.\n"},
+    {"recover", "recover",
+     "Rolls back or forward every move a crash left unfinished, then settles the\n"
+     "locks and hidden copies a deleted or replaced journal left in the stores.\n"
+     "Exits 1, naming each move on a 'not settled:' line, when anything is left.\n"},
+    {"undo", "undo ID",
+     "Moves the mailbox of finished move ID back to its source store, with the mail\n"
+     "that arrived since.  Refused when the retained copy is gone, or the mailbox\n"
+     "is no longer in the target (then it says which move took it on).  If the\n"
+     "target mailbox was deleted since, the retained copy becomes the mailbox again.\n"},
+    {"purge", "purge [--all]",
+     "Drops the retained source copies and the deleted items past retain-days\n"
+     "(with --all: all of them).\n"},
+    {"deleted", "deleted [--json] [STORE [MAILBOX]]",
+     "Lists what was deleted through the mount and can still be restored: store,\n"
+     "mailbox, kind, messages, bytes, when deleted, when it expires, path.  With\n"
+     "MAILBOX, every message.\n"},
+    {"restore", "restore STORE MAILBOX [FOLDER[/MESSAGE]]",
+     "Brings deleted mail back with names, dates, flags, UIDs, modes, special-use\n"
+     "and ACL, recreating the mailbox if it is gone.  Never overwrites: when a name\n"
+     "is taken nothing is restored and the exit status is 1.\n"},
+    {"check", "check [--json] [--fix-location] [--remove-unknown-grantees] [--fix-orphans]",
+     "Compares the [directory] with the stores, and reads the journal for unsettled\n"
+     "moves and expired copies.  Without [directory], checks the stores and the\n"
+     "journal only, and says so.  Exit 0 clean, 1 findings, 2 could not check.\n"
+     "  --fix-location             point mismatched entries where the mailbox is\n"
+     "  --remove-unknown-grantees  drop ACL grants to names the directory lacks\n"
+     "  --fix-orphans              settle locks and copies of moves the journal lost\n"},
+};
+
+static const command *find_command(const char *name)
+{
+    for (size_t i = 0; i < G_N_ELEMENTS(commands); i++)
+        if (!strcmp(commands[i].name, name))
+            return &commands[i];
+    return NULL;
+}
+
+/* "mailfsctl COMMAND --help": that command's synopsis and description. */
+static void command_help(const command *cmd)
+{
+    printf("usage: mailfsctl [-c CONFIG] %s\n\n%s", cmd->synopsis, cmd->help);
+}
+
+/* Wrong arguments for a known command: its synopsis, exit code 2. */
+static int command_usage(const char *name)
+{
+    const command *cmd = find_command(name);
+    fprintf(stderr, "usage: mailfsctl [-c CONFIG] %s (see mailfsctl %s --help)\n",
+            cmd ? cmd->synopsis : "COMMAND [ARGS]", name);
+    return 2;
 }
 
 static int load_config(ctl *c)
@@ -100,8 +188,13 @@ static char *human(int64_t bytes)
 static int cmd_store_list(ctl *c)
 {
     int ret = 0;
-    printf("%-12s %-7s %9s %10s %10s %10s %12s  %s\n", "STORE", "BACKEND", "MAILBOXES", "MESSAGES",
-           "BYTES", "FILE", "RECLAIMABLE", "PATH");
+    /* MAILBOXES, MESSAGES and BYTES count visible mailboxes alike; the
+     * RETAINED-* columns the source copies moves keep for undo, the
+     * DELETED-* ones what was deleted and can still be restored. */
+    printf("%-12s %-7s %9s %10s %10s %12s %12s %14s %11s %11s %13s %10s %12s  %s\n", "STORE",
+           "BACKEND", "MAILBOXES", "MESSAGES", "BYTES", "RETAINED-MB", "RETAINED-MSG",
+           "RETAINED-BYTES", "DELETED-MB", "DELETED-MSG", "DELETED-BYTES", "FILE", "RECLAIMABLE",
+           "PATH");
     for (size_t i = 0; i < ms_config_store_count(c->cfg); i++) {
         const ms_store_conf *sc = ms_config_store(c->cfg, i);
         ms_store *st;
@@ -120,9 +213,14 @@ static int cmd_store_list(ctl *c)
             ret = 1;
         } else {
             g_autofree char *b = human(s.bytes), *f = human(s.file_bytes),
-                            *r = human(s.reclaimable_bytes);
-            printf("%-12s %-7s %9lld %10lld %10s %10s %12s  %s\n", sc->name, sc->backend,
-                   (long long)s.mailboxes, (long long)s.messages, b, f, r, sc->path);
+                            *r = human(s.reclaimable_bytes), *rb = human(s.retained_bytes),
+                            *db = human(s.recoverable_bytes);
+            printf("%-12s %-7s %9lld %10lld %10s %12lld %12lld %14s %11lld %11lld %13s %10s %12s  "
+                   "%s\n",
+                   sc->name, sc->backend, (long long)s.mailboxes, (long long)s.messages, b,
+                   (long long)s.retained_mailboxes, (long long)s.retained_messages, rb,
+                   (long long)s.recoverable_mailboxes, (long long)s.recoverable_messages, db, f, r,
+                   sc->path);
         }
         ms_store_close(st);
     }
@@ -196,7 +294,7 @@ static int cmd_deliver(ctl *c, int argc, char **argv)
         argv += 2;
     }
     if (argc < 2 || argc > 3) {
-        usage(stderr);
+        command_usage("deliver");
         return EX_USAGE;
     }
     const char *folder = argc == 3 ? argv[2] : "INBOX";
@@ -209,8 +307,18 @@ static int cmd_deliver(ctl *c, int argc, char **argv)
     rc = deliver_target(st, argv[1], folder, &f);
     if (!rc)
         rc = ms_writer_deliver(st, f, &w);
-    if (!rc && flags)
-        rc = ms_writer_set_flags(w, flags, strlen(flags));
+    const char *why = NULL;
+    if (!rc && flags) {
+        /* The same values as setfattr: checked strictly, stored canonical. */
+        g_autofree char *canon = NULL;
+        size_t len = 0;
+        rc = ms_flags_normalize(flags, strlen(flags), &canon, &len);
+        if (!rc)
+            rc = ms_writer_set_flags(w, canon, len);
+        else
+            why = "--flags: not storable IMAP flags (\\Seen \\Answered \\Flagged \\Deleted "
+                  "\\Draft or atoms)";
+    }
     enum { BUF = 128 * 1024 };
     g_autofree char *buf = g_malloc(BUF);
     for (int64_t off = 0; !rc;) {
@@ -232,9 +340,9 @@ static int cmd_deliver(ctl *c, int argc, char **argv)
     ms_writer_close(w);
     if (rc)
         fprintf(stderr, "mailfsctl: deliver to %s/%s/%s: %s\n", argv[0], argv[1], folder,
-                g_strerror(-rc));
+                why ? why : g_strerror(-rc));
     ms_store_close(st);
-    return deliver_exit(rc);
+    return why ? EX_USAGE : deliver_exit(rc);
 }
 
 /* Opens (once) and returns the store called name, for the journal. */
@@ -410,15 +518,105 @@ static int cmd_compact(ctl *c, const char *name)
     return 0;
 }
 
-/* Bytes per second and seconds left, from what the journal says. */
-static void move_rate(const ms_move_info *m, double *rate, double *eta)
+/*
+ * A name for a terminal column: control characters, backslashes and
+ * bytes that are not UTF-8 escaped (\n, \t, \\, \xNN), so that a name
+ * cannot break a line or a column (g_free).
+ */
+static char *display_name(const char *s)
 {
-    int64_t end = m->finished_ns ? m->finished_ns : m->updated_ns;
+    GString *out = g_string_new(NULL);
+    for (const char *p = s; *p;) {
+        gunichar u = g_utf8_get_char_validated(p, -1);
+        unsigned char b = (unsigned char)*p;
+        if (u == (gunichar)-1 || u == (gunichar)-2) {
+            g_string_append_printf(out, "\\x%02x", b);
+            p++;
+        } else if (b == '\n' || b == '\t' || b == '\\') {
+            g_string_append(out, b == '\n' ? "\\n" : b == '\t' ? "\\t" : "\\\\");
+            p++;
+        } else if (u < 0x20 || u == 0x7f || (u >= 0x80 && u < 0xa0)) {
+            g_string_append_printf(out, "\\x%02x", (unsigned)u);
+            p = g_utf8_next_char(p);
+        } else {
+            const char *next = g_utf8_next_char(p);
+            g_string_append_len(out, p, next - p);
+            p = next;
+        }
+    }
+    return g_string_free(out, FALSE);
+}
+
+/* s as a JSON string with its quotes (g_free); bytes that are not UTF-8
+ * become \u00NN. */
+static char *json_str(const char *s)
+{
+    GString *out = g_string_new("\"");
+    for (const char *p = s; *p;) {
+        gunichar u = g_utf8_get_char_validated(p, -1);
+        unsigned char b = (unsigned char)*p;
+        if (u == (gunichar)-1 || u == (gunichar)-2) {
+            g_string_append_printf(out, "\\u%04x", b);
+            p++;
+        } else if (b == '"' || b == '\\') {
+            g_string_append_printf(out, "\\%c", b);
+            p++;
+        } else if (u < 0x20 || u == 0x7f) {
+            g_string_append_printf(out, "\\u%04x", (unsigned)u);
+            p++;
+        } else {
+            const char *next = g_utf8_next_char(p);
+            g_string_append_len(out, p, next - p);
+            p = next;
+        }
+    }
+    g_string_append_c(out, '"');
+    return g_string_free(out, FALSE);
+}
+
+/* What the SOURCE column shows: an import's file by its name (the JSON
+ * output has the whole path), a store by its name. */
+static char *source_column(const ms_move_info *m)
+{
+    if (m->source[0] != '/')
+        return display_name(m->source);
+    g_autofree char *base = g_path_get_basename(m->source);
+    return display_name(base);
+}
+
+/* A move is ahead only while it copies and reported progress lately. */
+#define STALLED_NS (5 * 1000000000LL)
+
+/*
+ * Bytes per second and seconds left.  The rate of a finished move is
+ * taken between its start and its end, which later undo or purge leave
+ * alone; a move that runs is measured up to now.  The ETA is -1 ("-")
+ * unless the move is copying and progressed within STALLED_NS.
+ */
+static void move_rate(const ms_move_info *m, int64_t now, double *rate, double *eta)
+{
+    bool running = ms_move_unsettled(m);
+    int64_t end = m->finished_ns ? m->finished_ns : running ? now : m->updated_ns;
     double secs = (double)(end - m->started_ns) / 1e9;
     *rate = secs > 0 ? (double)m->done_bytes / secs : 0;
     *eta = -1;
-    if (!strcmp(m->state, "running") && *rate > 0)
+    if (!strcmp(m->state, "running") && !strcmp(m->step, "copying") && *rate > 0 &&
+        m->done_bytes > 0 && m->done_bytes < m->total_bytes && now - m->updated_ns < STALLED_NS)
         *eta = (double)(m->total_bytes - m->done_bytes) / *rate;
+}
+
+/* Seconds the source mailbox was locked, or is while the move runs; -1:
+ * never locked (an import, or a journal from before locks were timed). */
+static double lock_seconds(const ms_move_info *m, int64_t now)
+{
+    if (m->lock_ns > 0)
+        return (double)m->lock_ns / 1e9;
+    if (!m->lock_start_ns)
+        return -1;
+    if (ms_move_unsettled(m))
+        return (double)(now - m->lock_start_ns) / 1e9;
+    return m->finished_ns > m->lock_start_ns ? (double)(m->finished_ns - m->lock_start_ns) / 1e9
+                                             : -1;
 }
 
 static int percent(const ms_move_info *m)
@@ -430,50 +628,104 @@ static int percent(const ms_move_info *m)
                                           : 100;
 }
 
+enum { MOVE_COLS = 13 };
+
+/* One row of the moves table, each cell escaped (g_strfreev). */
+static char **move_row(const ms_move_info *m, int64_t now)
+{
+    double rate, eta;
+    move_rate(m, now, &rate, &eta);
+    double lock = lock_seconds(m, now);
+    g_autofree char *db = g_format_size((guint64)m->done_bytes);
+    g_autofree char *tb = g_format_size((guint64)m->total_bytes);
+    char **row = g_new0(char *, MOVE_COLS + 1);
+    row[0] = g_strdup_printf("%lld", (long long)m->id);
+    row[1] = display_name(m->mailbox);
+    row[2] = source_column(m);
+    row[3] = display_name(m->target);
+    row[4] = display_name(m->state);
+    row[5] = display_name(m->step);
+    row[6] = g_strdup_printf("%d", percent(m));
+    row[7] =
+        g_strdup_printf("%lld/%lld", (long long)m->done_messages, (long long)m->total_messages);
+    row[8] = g_strdup_printf("%s/%s", db, tb);
+    row[9] = g_format_size((guint64)rate);
+    row[10] = eta >= 0 ? g_strdup_printf("%.0fs", eta) : g_strdup("-");
+    row[11] = lock >= 0 ? g_strdup_printf("%.2fs", lock) : g_strdup("-");
+    row[12] = display_name(m->error);
+    return row;
+}
+
+/*
+ * The table with each column as wide as its widest cell, so that long
+ * names (an import's file) or escaped ones never shift the columns.
+ */
+static void print_table(GPtrArray *rows)
+{
+    size_t width[MOVE_COLS] = {0};
+    for (guint r = 0; r < rows->len; r++) {
+        char **row = rows->pdata[r];
+        for (int k = 0; k < MOVE_COLS; k++)
+            width[k] = MAX(width[k], (size_t)g_utf8_strlen(row[k], -1));
+    }
+    for (guint r = 0; r < rows->len; r++) {
+        char **row = rows->pdata[r];
+        GString *line = g_string_new(NULL);
+        for (int k = 0; k < MOVE_COLS; k++) {
+            size_t pad = k == MOVE_COLS - 1 ? 0 : width[k] - (size_t)g_utf8_strlen(row[k], -1);
+            g_string_append(line, row[k]);
+            for (size_t i = 0; i < pad + (k == MOVE_COLS - 1 ? 0 : 1); i++)
+                g_string_append_c(line, ' ');
+        }
+        printf("%s\n", line->str);
+        g_string_free(line, TRUE);
+    }
+}
+
+static void print_move_json(const ms_move_info *m, int64_t now, bool first)
+{
+    double rate, eta;
+    move_rate(m, now, &rate, &eta);
+    double lock = lock_seconds(m, now);
+    g_autofree char *mb = json_str(m->mailbox), *src = json_str(m->source),
+                    *dst = json_str(m->target), *err = json_str(m->error);
+    printf("%s\n {\"id\": %lld, \"mailbox\": %s, \"source\": %s, "
+           "\"target\": %s, \"state\": \"%s\", \"step\": \"%s\", "
+           "\"percent\": %d, \"messages_done\": %lld, \"messages_total\": %lld, "
+           "\"bytes_done\": %lld, \"bytes_total\": %lld, \"rate_bytes_per_s\": %.0f, "
+           "\"eta_s\": %.1f, \"lock_s\": %.3f, \"retain_until\": %lld, "
+           "\"error\": %s}",
+           first ? "" : ",", (long long)m->id, mb, src, dst, m->state, m->step, percent(m),
+           (long long)m->done_messages, (long long)m->total_messages, (long long)m->done_bytes,
+           (long long)m->total_bytes, rate, eta, lock >= 0 ? lock : 0, (long long)m->retain_until,
+           err);
+}
+
 static int cmd_moves(ctl *c, bool json)
 {
     ms_move_info *mv = NULL;
     size_t n = 0;
     if (journal_moves(c, &mv, &n))
         return 1;
-    if (json)
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    if (json) {
         printf("[");
-    else
-        printf("%-5s %-16s %-8s %-8s %-11s %-9s %4s %15s %17s %10s %7s %8s  %s\n", "ID", "MAILBOX",
-               "SOURCE", "TARGET", "STATE", "STEP", "%", "MESSAGES", "BYTES", "RATE/s", "ETA",
-               "LOCKED", "ERROR");
-    for (size_t i = 0; i < n; i++) {
-        ms_move_info *m = &mv[i];
-        double rate, eta;
-        move_rate(m, &rate, &eta);
-        if (json) {
-            g_autofree char *mb = g_strescape(m->mailbox, NULL);
-            g_autofree char *err = g_strescape(m->error, NULL);
-            printf("%s\n {\"id\": %lld, \"mailbox\": \"%s\", \"source\": \"%s\", "
-                   "\"target\": \"%s\", \"state\": \"%s\", \"step\": \"%s\", "
-                   "\"percent\": %d, \"messages_done\": %lld, \"messages_total\": %lld, "
-                   "\"bytes_done\": %lld, \"bytes_total\": %lld, \"rate_bytes_per_s\": %.0f, "
-                   "\"eta_s\": %.1f, \"lock_s\": %.3f, \"retain_until\": %lld, "
-                   "\"error\": \"%s\"}",
-                   i ? "," : "", (long long)m->id, mb, m->source, m->target, m->state, m->step,
-                   percent(m), (long long)m->done_messages, (long long)m->total_messages,
-                   (long long)m->done_bytes, (long long)m->total_bytes, rate, eta,
-                   (double)m->lock_ns / 1e9, (long long)m->retain_until, err);
-        } else {
-            g_autofree char *msgs = g_strdup_printf("%lld/%lld", (long long)m->done_messages,
-                                                    (long long)m->total_messages);
-            g_autofree char *db = g_format_size((guint64)m->done_bytes);
-            g_autofree char *tb = g_format_size((guint64)m->total_bytes);
-            g_autofree char *bytes = g_strdup_printf("%s/%s", db, tb);
-            g_autofree char *r = g_format_size((guint64)rate);
-            g_autofree char *e = eta >= 0 ? g_strdup_printf("%.0fs", eta) : g_strdup("-");
-            printf("%-5lld %-16s %-8s %-8s %-11s %-9s %4d %15s %17s %10s %7s %7.2fs  %s\n",
-                   (long long)m->id, m->mailbox, m->source, m->target, m->state, m->step,
-                   percent(m), msgs, bytes, r, e, (double)m->lock_ns / 1e9, m->error);
-        }
-    }
-    if (json)
+        for (size_t i = 0; i < n; i++)
+            print_move_json(&mv[i], now, i == 0);
         printf("\n]\n");
+    } else {
+        static const char *const header[] = {"ID",   "MAILBOX", "SOURCE",   "TARGET", "STATE",
+                                             "STEP", "%",       "MESSAGES", "BYTES",  "RATE/s",
+                                             "ETA",  "LOCKED",  "ERROR",    NULL};
+        GPtrArray *rows = g_ptr_array_new_with_free_func((GDestroyNotify)g_strfreev);
+        g_ptr_array_add(rows, g_strdupv((char **)header));
+        for (size_t i = 0; i < n; i++)
+            g_ptr_array_add(rows, move_row(&mv[i], now));
+        print_table(rows);
+        g_ptr_array_free(rows, TRUE);
+    }
     g_free(mv);
     return 0;
 }
@@ -550,6 +802,41 @@ static void undo_said_deleted(ms_journal *j, int64_t id)
            mi.target, mi.newname);
 }
 
+/*
+ * Says why undo found nothing to move back: a store not configured, or
+ * the mailbox no longer in the target, and then which later move took it
+ * on (that one is to be undone first).
+ */
+static void undo_gone(ctl *c, ms_journal *j, const ms_move_info *mi)
+{
+    const char *missing = !ms_config_find_store(c->cfg, mi->source)   ? mi->source
+                          : !ms_config_find_store(c->cfg, mi->target) ? mi->target
+                                                                      : NULL;
+    g_autofree char *name = display_name(mi->newname);
+    if (missing) {
+        fprintf(stderr, "mailfsctl: undo %lld: store %s is not in the configuration\n",
+                (long long)mi->id, missing);
+        return;
+    }
+    ms_move_info *mv = NULL;
+    size_t n = 0;
+    const ms_move_info *later = NULL;
+    if (ms_journal_list(j, &mv, &n) == 0)
+        for (size_t i = n; i-- > 0;) /* oldest first: the move right after mi */
+            if (!later && mv[i].id > mi->id && !strcmp(mv[i].mailbox, mi->newname) &&
+                !strcmp(mv[i].source, mi->target) && strcmp(mv[i].state, "rolled-back"))
+                later = &mv[i];
+    if (later)
+        fprintf(stderr,
+                "mailfsctl: undo %lld: %s is no longer in %s: move %lld moved it to %s since "
+                "(undo that one first)\n",
+                (long long)mi->id, name, mi->target, (long long)later->id, later->target);
+    else
+        fprintf(stderr, "mailfsctl: undo %lld: %s is no longer in %s (deleted or renamed since)\n",
+                (long long)mi->id, name, mi->target);
+    g_free(mv);
+}
+
 static int cmd_undo(ctl *c, const char *arg)
 {
     char *end;
@@ -562,8 +849,20 @@ static int cmd_undo(ctl *c, const char *arg)
     if (open_journal(c, &j))
         return 1;
     int64_t nid = 0;
-    int rc = ms_undo(j, store_by_name, c, c->dir, ms_config_retain_days(c->cfg), id, &nid);
-    if (rc == -ESTALE)
+    ms_move_info mi;
+    int rc = ms_journal_get(j, id, &mi);
+    if (rc == -ENOENT) {
+        fprintf(stderr,
+                "mailfsctl: undo %lld: no move %lld in the journal %s (see mailfsctl moves)\n", id,
+                id, ms_config_journal(c->cfg));
+        ms_journal_close(j);
+        return 1;
+    }
+    if (!rc)
+        rc = ms_undo(j, store_by_name, c, c->dir, ms_config_retain_days(c->cfg), id, &nid);
+    if (rc == -ENOENT)
+        undo_gone(c, j, &mi);
+    else if (rc == -ESTALE)
         fprintf(stderr,
                 "mailfsctl: undo %lld: the retained source copy is gone (retention over "
                 "or purged); move the mailbox back with 'mailfsctl move' instead\n",
@@ -815,10 +1114,8 @@ static int cmd_check(ctl *c, int argc, char **argv)
             o.remove_unknown_grantees = true;
         else if (!strcmp(argv[i], "--fix-orphans"))
             o.fix_orphans = true;
-        else {
-            usage(stderr);
-            return 2;
-        }
+        else
+            return command_usage("check");
     }
     o.retain_days = ms_config_retain_days(c->cfg);
     ms_journal *j;
@@ -838,6 +1135,11 @@ static int cmd_check(ctl *c, int argc, char **argv)
         return 2;
     }
     int open_findings = 0;
+    bool dir = ms_config_directory(c->cfg) != NULL;
+    if (!dir) /* a clean result must not read as "the directory agrees" */
+        fprintf(json ? stderr : stdout,
+                "%sno [directory] in %s: checked the stores and the journal only\n",
+                json ? "mailfsctl: check: " : "", c->config_path);
     if (json)
         printf("[");
     else if (found->len)
@@ -861,7 +1163,7 @@ static int cmd_check(ctl *c, int argc, char **argv)
     if (json)
         printf("%s]\n", found->len ? "\n" : "");
     else if (!found->len)
-        printf("clean: directory and stores agree\n");
+        printf(dir ? "clean: directory and stores agree\n" : "clean: stores and journal agree\n");
     g_ptr_array_free(found, TRUE);
     return open_findings ? 1 : 0;
 }
@@ -899,8 +1201,7 @@ static int dispatch(ctl *c, int argc, char **argv)
         return cmd_deleted(c, argc, argv);
     if (!strcmp(cmd, "restore") && (argc == 3 || argc == 4))
         return cmd_restore(c, argv[1], argv[2], argc == 4 ? argv[3] : NULL);
-    usage(stderr);
-    return 2;
+    return command_usage(cmd);
 }
 
 int main(int argc, char **argv)
@@ -927,11 +1228,15 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    /* "mailfsctl COMMAND --help": the usage, which shows every command;
-     * before the configuration, which --help must not need. */
-    for (int k = i; k < argc; k++)
+    /* Before the configuration, which neither needs. */
+    const command *cmd = find_command(argv[i]);
+    if (!cmd) {
+        fprintf(stderr, "mailfsctl: unknown command '%s' (see mailfsctl --help)\n", argv[i]);
+        return 2;
+    }
+    for (int k = i + 1; k < argc; k++)
         if (!strcmp(argv[k], "--help") || !strcmp(argv[k], "-h")) {
-            usage(stdout);
+            command_help(cmd);
             return 0;
         }
     ms_log_to_stderr(LOG_WARNING);

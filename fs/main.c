@@ -125,6 +125,24 @@ static int open_stores(mfs *m)
     return 0;
 }
 
+/*
+ * A journal the daemon cannot write fails every move with EIO, long after
+ * the mount looked fine: refuse the mount instead.  access() sees an
+ * immutable file (EPERM) and a read-only filesystem (EROFS) even as root;
+ * the folder must take the journal's -wal and -shm files.
+ */
+static int check_journal_writable(const char *journal)
+{
+    g_autofree char *dir = g_path_get_dirname(journal);
+    const char *what = access(journal, W_OK) != 0 ? journal : access(dir, W_OK) != 0 ? dir : NULL;
+    if (!what)
+        return 0;
+    int e = errno;
+    fprintf(stderr, "mailfs: %s: the move journal cannot be written (%s: %s); moves would fail\n",
+            journal, what, g_strerror(e));
+    return -e;
+}
+
 /* Settles moves a crashed daemon or mailfsctl left half-done. */
 static int open_journal(mfs *m)
 {
@@ -143,6 +161,9 @@ static int open_journal(mfs *m)
         g_free(err);
         return rc;
     }
+    rc = check_journal_writable(ms_config_journal(m->cfg));
+    if (rc)
+        return rc;
     rc = ms_recover(m->journal, m->stores, m->nstores, m->dir, ms_config_retain_days(m->cfg), true,
                     NULL);
     if (rc < 0) {
@@ -224,6 +245,77 @@ out_destroy:
     return ret;
 }
 
+/* mountinfo's escapes (\040 for a space, ...) undone, in place. */
+static void unescape_octal(char *s)
+{
+    char *w = s;
+    for (char *r = s; *r; r++) {
+        if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7' &&
+            r[3] >= '0' && r[3] <= '7') {
+            *w++ = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
+            r += 3;
+        } else {
+            *w++ = *r;
+        }
+    }
+    *w = '\0';
+}
+
+/*
+ * A second daemon on a mount point mailfs already serves would stack a
+ * mount on it and open the same stores twice (only one daemon may): say
+ * so and do not mount.  Returns -EBUSY then.
+ */
+static int check_not_mounted(const char *mountpoint)
+{
+    g_autofree char *text = NULL;
+    if (!g_file_get_contents("/proc/self/mountinfo", &text, NULL, NULL))
+        return 0;
+    g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
+    for (size_t i = 0; lines[i]; i++) {
+        g_auto(GStrv) f = g_strsplit(lines[i], " ", -1);
+        const char *sep = strstr(lines[i], " - ");
+        if (g_strv_length(f) < 5 || !sep || !g_str_has_prefix(sep + 3, "fuse.mailfs "))
+            continue;
+        unescape_octal(f[4]);
+        if (strcmp(f[4], mountpoint))
+            continue;
+        g_auto(GStrv) after = g_strsplit(sep + 3, " ", 3);
+        if (after[0] && after[1])
+            unescape_octal(after[1]);
+        fprintf(stderr, "mailfs: %s: already a mailfs mount (of %s); unmount it first\n",
+                mountpoint, after[0] && after[1] ? after[1] : "?");
+        return -EBUSY;
+    }
+    return 0;
+}
+
+/* A mount point under which a configured file lies: refused (one line). */
+static int check_paths_outside(const ms_config *cfg, const char *mountpoint)
+{
+    char *err = NULL;
+    int rc = ms_config_check_mount(cfg, mountpoint, &err);
+    if (rc)
+        fprintf(stderr, "mailfs: %s\n", err);
+    g_free(err);
+    return rc;
+}
+
+/* Stores a move cannot point the directory at: worth a line at mount. */
+static void warn_stores_without_directory(const ms_config *cfg, const char *config)
+{
+    if (!ms_config_directory(cfg))
+        return;
+    for (size_t i = 0; i < ms_config_store_count(cfg); i++) {
+        const ms_store_conf *sc = ms_config_store(cfg, i);
+        if (!sc->directory)
+            ms_log(LOG_WARNING,
+                   "%s: [store %s]: no directory = key although [directory] is configured: "
+                   "moves into this store leave the directory entry unchanged",
+                   config, sc->name);
+    }
+}
+
 /* "-ofsname=/abs/config", with fuse_opt's separators escaped. */
 static char *fsname_option(const char *config)
 {
@@ -276,6 +368,9 @@ int main(int argc, char *argv[])
         g_free(err);
         goto out;
     }
+    if (check_not_mounted(co.mountpoint) != 0 || check_paths_outside(m.cfg, co.mountpoint) != 0)
+        goto out;
+    warn_stores_without_directory(m.cfg, o.config);
     if (open_stores(&m) != 0 || open_journal(&m) != 0)
         goto out;
     /* The mount's source is the configuration, as sshfs shows its

@@ -1202,6 +1202,27 @@ static void mfs_init(void *userdata, struct fuse_conn_info *conn)
     conn->max_write = 1024 * 1024;
 }
 
+/*
+ * A mail store holds messages and folders only: symbolic and hard links
+ * are refused alike with EPERM (as for devices and fifos), not ENOSYS,
+ * so that ln, cp -a and rsync -l/-H say "Operation not permitted".
+ */
+static void mfs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+    (void)link;
+    (void)parent;
+    (void)name;
+    fuse_reply_err(req, EPERM);
+}
+
+static void mfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+    (void)ino;
+    (void)newparent;
+    (void)newname;
+    fuse_reply_err(req, EPERM);
+}
+
 const struct fuse_lowlevel_ops mfs_ops = {
     .init = mfs_init,
     .lookup = mfs_lookup,
@@ -1211,6 +1232,8 @@ const struct fuse_lowlevel_ops mfs_ops = {
     .readdirplus = mfs_readdirplus,
     .mkdir = mfs_mkdir,
     .mknod = mfs_mknod,
+    .symlink = mfs_symlink,
+    .link = mfs_link,
     .rmdir = mfs_rmdir,
     .unlink = mfs_unlink,
     .rename = mfs_rename,

@@ -8,7 +8,10 @@
 #include "mailstore.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <glib.h>
 
@@ -155,6 +158,12 @@ static int parse_store(GKeyFile *kf, const char *file, const char *group, ms_con
         return -EINVAL;
     }
     sc->path = resolve_path(file, path);
+    struct stat sb;
+    if (!strcmp(sc->backend, "sqlite") && stat(sc->path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        *err = g_strdup_printf("%s: [%s]: path: %s is a directory, not a database file", file,
+                               group, sc->path);
+        return -EINVAL;
+    }
     sc->directory = g_key_file_get_string(kf, group, "directory", NULL);
     rc = get_bool(kf, file, group, "read-only", &sc->readonly, err);
     if (rc)
@@ -233,6 +242,76 @@ static int parse_mailfs(GKeyFile *kf, const char *file, ms_config *cfg, char **e
     return 0;
 }
 
+/*
+ * The path with every symlink, "." and ".." resolved, also when the file
+ * (or its folders) do not exist yet: the longest existing prefix is
+ * resolved and the rest appended.  So "./x.db", "x.db" and a symlink to
+ * it give the same string.
+ */
+static char *canonical_path(const char *path)
+{
+    char buf[PATH_MAX];
+    if (realpath(path, buf))
+        return g_strdup(buf);
+    g_autofree char *dir = g_path_get_dirname(path);
+    g_autofree char *base = g_path_get_basename(path);
+    if (!strcmp(dir, path) || !strcmp(base, ".") || !strcmp(base, ".."))
+        return g_strdup(path);
+    g_autofree char *cdir = canonical_path(dir);
+    return g_build_filename(cdir, base, NULL);
+}
+
+/*
+ * GKeyFile merges a group written twice into one, so a second
+ * [store a] would silently add to or override the first: the file's
+ * group header lines are read here to refuse that.
+ */
+static int check_duplicate_groups(const char *file, char **err)
+{
+    g_autofree char *text = NULL;
+    if (!g_file_get_contents(file, &text, NULL, NULL))
+        return 0; /* GKeyFile read it: a race at worst, nothing to add */
+    g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
+    g_autoptr(GHashTable) seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    for (size_t i = 0; lines[i]; i++) {
+        const char *l = lines[i];
+        while (g_ascii_isspace(*l))
+            l++;
+        const char *end = strrchr(l, ']');
+        if (*l != '[' || !end)
+            continue;
+        char *name = g_strndup(l + 1, (size_t)(end - l - 1));
+        gpointer first = g_hash_table_lookup(seen, name);
+        if (first) {
+            *err = g_strdup_printf("%s: [%s]: group written twice (lines %d and %zu)", file, name,
+                                   GPOINTER_TO_INT(first), i + 1);
+            g_free(name);
+            return -EINVAL;
+        }
+        g_hash_table_insert(seen, name, GINT_TO_POINTER((int)i + 1));
+    }
+    return 0;
+}
+
+/* Two stores on one database would each think they own it. */
+static int check_distinct_paths(const char *file, const ms_config *cfg, char **err)
+{
+    for (size_t i = 0; i < cfg->stores->len; i++) {
+        ms_store_conf *a = g_ptr_array_index(cfg->stores, i);
+        g_autofree char *ca = canonical_path(a->path);
+        for (size_t k = 0; k < i; k++) {
+            ms_store_conf *b = g_ptr_array_index(cfg->stores, k);
+            g_autofree char *cb = canonical_path(b->path);
+            if (!strcmp(ca, cb)) {
+                *err = g_strdup_printf("%s: [store %s]: path: %s is also the path of [store %s]",
+                                       file, a->name, ca, b->name);
+                return -EINVAL;
+            }
+        }
+    }
+    return 0;
+}
+
 int ms_config_load(const char *path, ms_config **out, char **err)
 {
     g_autoptr(GKeyFile) kf = g_key_file_new();
@@ -255,7 +334,7 @@ int ms_config_load(const char *path, ms_config **out, char **err)
     g_autofree char *dir = g_path_get_dirname(abs);
     cfg->journal = g_build_filename(dir, "journal.db", NULL);
 
-    int rc = 0;
+    int rc = check_duplicate_groups(path, err);
     g_auto(GStrv) groups = g_key_file_get_groups(kf, NULL);
     for (size_t i = 0; !rc && groups[i]; i++) {
         const char *g = groups[i];
@@ -274,6 +353,8 @@ int ms_config_load(const char *path, ms_config **out, char **err)
         *err = g_strdup_printf("%s: no [store NAME] group: nothing to serve", path);
         rc = -EINVAL;
     }
+    if (!rc)
+        rc = check_distinct_paths(path, cfg, err);
     if (rc) {
         ms_config_free(cfg);
         return rc;
@@ -308,3 +389,44 @@ int ms_config_retain_days(const ms_config *cfg) { return cfg->retain_days; }
 const char *ms_config_spool(const ms_config *cfg) { return cfg->spool; }
 
 const ms_directory_conf *ms_config_directory(const ms_config *cfg) { return cfg->dir; }
+
+/* True when path is the folder dir or anything under it. */
+static bool is_under(const char *path, const char *dir)
+{
+    size_t n = strlen(dir);
+    return !strncmp(path, dir, n) && (path[n] == '/' || path[n] == '\0' || !strcmp(dir, "/"));
+}
+
+/* Sets *err when path (the value of key in group) lies under mnt. */
+static int check_outside(const ms_config *cfg, const char *group, const char *key, const char *path,
+                         const char *mnt, char **err)
+{
+    if (!path)
+        return 0;
+    g_autofree char *c = canonical_path(path);
+    if (!is_under(c, mnt))
+        return 0;
+    *err = g_strdup_printf("%s: [%s]: %s: %s is under the mount point %s (the daemon would wait "
+                           "on itself)",
+                           cfg->file, group, key, c, mnt);
+    return -EINVAL;
+}
+
+int ms_config_check_mount(const ms_config *cfg, const char *mountpoint, char **err)
+{
+    *err = NULL;
+    g_autofree char *mnt = canonical_path(mountpoint);
+    int rc = check_outside(cfg, "mailfs", "journal", cfg->journal, mnt, err);
+    if (!rc)
+        rc = check_outside(cfg, "mailfs", "spool", cfg->spool, mnt, err);
+    for (size_t i = 0; !rc && i < cfg->stores->len; i++) {
+        ms_store_conf *sc = g_ptr_array_index(cfg->stores, i);
+        g_autofree char *group = g_strdup_printf("store %s", sc->name);
+        rc = check_outside(cfg, group, "path", sc->path, mnt, err);
+    }
+    if (!rc && cfg->dir)
+        rc = check_outside(cfg, "directory", "password-file", cfg->dir->password_file, mnt, err);
+    if (!rc && cfg->dir)
+        rc = check_outside(cfg, "directory", "tls-cacert", cfg->dir->tls_cacert, mnt, err);
+    return rc;
+}

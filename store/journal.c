@@ -343,10 +343,19 @@ int jn_set_state(ms_journal *j, int64_t id, const char *state, const char *error
     bool final = strcmp(state, "running") && strcmp(state, "committed");
     /* "committed" is the commit point: it must be on disk before we go on. */
     bool durable = !strcmp(state, "committed") || final;
+    /* finished_ns is when the move itself ended: a later undo or purge
+     * (final states too) must not change it, or its rate. */
     return run(j, durable,
                "UPDATE move SET state = ?, error = coalesce(?, error), updated_ns = ?,"
-               " finished_ns = CASE WHEN ? THEN ? ELSE finished_ns END WHERE id = ?",
+               " finished_ns = CASE WHEN ? AND finished_ns = 0 THEN ? ELSE finished_ns END"
+               " WHERE id = ?",
                "ttiiii", state, error, jn_now_ns(), (int64_t) final, jn_now_ns(), id);
+}
+
+int jn_locked(ms_journal *j, int64_t id, int64_t at_ns)
+{
+    return run(j, false, "INSERT INTO move_step(move, step, at_ns) VALUES (?, 'locked', ?)", "ii",
+               id, at_ns);
 }
 
 int jn_dir_save(ms_journal *j, int64_t id, const char *dn, const char *saved, const char *target)
@@ -477,11 +486,17 @@ static void row_info(sqlite3_stmt *q, ms_move_info *m)
     m->retain_until = sqlite3_column_int64(q, 14);
     copy_col(m->error, sizeof m->error, q, 15);
     copy_col(m->newname, sizeof m->newname, q, 16);
+    m->lock_start_ns = sqlite3_column_int64(q, 17);
 }
 
 #define INFO_COLS                                                                                  \
     "id, mailbox, source, target, state, step, total_messages, total_bytes, done_messages,"        \
-    " done_bytes, started_ns, updated_ns, finished_ns, lock_ns, retain_until, error, newname"
+    " done_bytes, started_ns, updated_ns, finished_ns, lock_ns, retain_until, error, newname,"     \
+    " coalesce(l.at_ns, 0)"
+/* The lock's start is a move_step row (no schema change for old journals). */
+#define INFO_FROM                                                                                  \
+    " FROM move LEFT JOIN (SELECT move AS lm, max(at_ns) AS at_ns FROM move_step"                  \
+    " WHERE step = 'locked' GROUP BY move) l ON l.lm = move.id"
 
 int ms_journal_list(ms_journal *j, ms_move_info **out, size_t *n)
 {
@@ -489,7 +504,7 @@ int ms_journal_list(ms_journal *j, ms_move_info **out, size_t *n)
     g_mutex_lock(&j->lock);
     sqlite3_stmt *q = NULL;
     int rc =
-        sqlite3_prepare_v2(j->db, "SELECT " INFO_COLS " FROM move ORDER BY id DESC", -1, &q, NULL);
+        sqlite3_prepare_v2(j->db, "SELECT " INFO_COLS INFO_FROM " ORDER BY id DESC", -1, &q, NULL);
     while (rc == SQLITE_OK || rc == SQLITE_ROW) {
         rc = sqlite3_step(q);
         if (rc == SQLITE_ROW) {
@@ -513,7 +528,7 @@ int ms_journal_get(ms_journal *j, int64_t id, ms_move_info *out)
 {
     g_mutex_lock(&j->lock);
     sqlite3_stmt *q = NULL;
-    int rc = sqlite3_prepare_v2(j->db, "SELECT " INFO_COLS " FROM move WHERE id = ?", -1, &q, NULL);
+    int rc = sqlite3_prepare_v2(j->db, "SELECT " INFO_COLS INFO_FROM " WHERE id = ?", -1, &q, NULL);
     if (rc == SQLITE_OK) {
         sqlite3_bind_int64(q, 1, id);
         rc = sqlite3_step(q);

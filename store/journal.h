@@ -16,6 +16,8 @@ int jn_create(ms_journal *j, const char *mailbox, const char *newname, const cha
 int jn_step(ms_journal *j, int64_t id, const char *step, bool durable);
 int jn_progress(ms_journal *j, int64_t id, int64_t messages, int64_t bytes);
 int jn_set_state(ms_journal *j, int64_t id, const char *state, const char *error);
+/* Records when the source mailbox was locked (for mailfsctl moves). */
+int jn_locked(ms_journal *j, int64_t id, int64_t at_ns);
 int jn_set_target_id(ms_journal *j, int64_t id, int64_t target_mailbox);
 int jn_set_times(ms_journal *j, int64_t id, int64_t lock_ns, int64_t retain_until);
 /* The move's target mailbox id (0 if none yet). */

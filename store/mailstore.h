@@ -62,6 +62,12 @@ typedef struct ms_store_conf {
  * 'pth'".  Relative paths in the file are resolved against its folder.
  */
 int ms_config_load(const char *path, ms_config **out, char **err);
+/*
+ * Refuses (-EINVAL, one line in *err naming the file, group and key) a
+ * journal, spool, store or directory file under mountpoint: the daemon
+ * would wait on its own mount.  Paths are compared canonically.
+ */
+int ms_config_check_mount(const ms_config *cfg, const char *mountpoint, char **err);
 void ms_config_free(ms_config *cfg);
 size_t ms_config_store_count(const ms_config *cfg);
 /* The i-th store in file order, or NULL past the end. */
@@ -162,6 +168,9 @@ typedef struct ms_store_stats {
     /* Deleted through the mount and still recoverable (ms_deleted_list);
      * not counted in mailboxes, folders, messages and bytes above. */
     int64_t recoverable_mailboxes, recoverable_messages, recoverable_bytes;
+    /* Source copies of finished moves, kept for undo until retain-days;
+     * not in mailboxes, folders, messages and bytes above. */
+    int64_t retained_mailboxes, retained_messages, retained_bytes;
 } ms_store_stats;
 int ms_store_stats_get(ms_store *st, ms_store_stats *out);
 /*
@@ -242,9 +251,26 @@ int ms_resolve(ms_store *st, const char *path, ms_node *out);
  * -EINVAL for a malformed value, -ENOTSUP for any other name.  list:
  * the names present, each NUL-terminated, in a g_malloc'd buffer.
  */
+/*
+ * Values are checked strictly and stored in a canonical form that getxattr
+ * then returns (see ms_flags_normalize; user.mail.acl: "grantee rights"
+ * lines, one per grantee, no blank line, without a final newline).  With
+ * MS_XATTR_VERBATIM in flags, a value copied from a store (a move) is
+ * stored byte for byte with the looser checks values had before.
+ */
+#define MS_XATTR_VERBATIM 0x100
 int ms_xattr_get(ms_store *st, ms_node node, const char *name, char **value, size_t *len);
 int ms_xattr_set(ms_store *st, ms_node node, const char *name, const char *value, size_t len,
                  int flags /* XATTR_CREATE / XATTR_REPLACE or 0 */);
+/*
+ * The canonical form of a user.mail.flags value (g_free *out): flags
+ * separated by one space, each once (case-insensitively, the first
+ * spelling kept), system flags spelled as RFC 3501 does.  -EINVAL for
+ * anything that is not a storable flag: \Recent, unknown system flags,
+ * keywords that are not IMAP atoms (non-ASCII, control characters,
+ * atom-specials).
+ */
+int ms_flags_normalize(const char *v, size_t len, char **out, size_t *out_len);
 int ms_xattr_list(ms_store *st, ms_node node, char **names, size_t *len);
 int ms_xattr_remove(ms_store *st, ms_node node, const char *name);
 
@@ -529,8 +555,9 @@ typedef struct ms_move_info {
     char step[16];  /* the last step reached */
     int64_t total_messages, total_bytes, done_messages, done_bytes;
     int64_t started_ns, updated_ns, finished_ns;
-    int64_t lock_ns;      /* how long writes were refused */
-    int64_t retain_until; /* done moves: when the source copy expires */
+    int64_t lock_ns;       /* how long writes were refused */
+    int64_t lock_start_ns; /* when the source was locked; 0: never (imports) */
+    int64_t retain_until;  /* done moves: when the source copy expires */
     char error[256];
 } ms_move_info;
 

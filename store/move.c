@@ -141,7 +141,7 @@ static int copy_xattr(ms_store *src, ms_node from, ms_store *dst, ms_node to, co
     if (rc == -ENODATA)
         return 0;
     if (!rc)
-        rc = ms_xattr_set(dst, to, name, v, len, 0);
+        rc = ms_xattr_set(dst, to, name, v, len, MS_XATTR_VERBATIM);
     g_free(v);
     return rc;
 }
@@ -651,6 +651,8 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
         return rc;
     }
     int64_t locked_at = jn_now_ns();
+    if (!import)
+        jn_locked(j, id, locked_at);
     ms_fault("locked");
 
     mover mv = {.j = j, .src = src, .dst = dst, .id = id, .opts = opts, .resume = resume != 0};

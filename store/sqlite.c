@@ -672,12 +672,13 @@ static int recoverable_in(conn *c, ms_store_stats *out)
 static int stats_in(conn *c, const char *path, ms_store_stats *out)
 {
     memset(out, 0, sizeof *out);
+    /* Visible mailboxes only, for every count: hidden copies are apart. */
     sqlite3_stmt *q = Q(c, "SELECT (SELECT count(*) FROM mailbox WHERE state = 0),"
-                           " (SELECT count(*) FROM folder WHERE mailbox NOT IN"
-                           "  (SELECT id FROM mailbox WHERE state = 3)),"
-                           " (SELECT count(*) FROM message WHERE state = 0 AND deleted_ns = 0),"
-                           " (SELECT coalesce(sum(size), 0) FROM message"
-                           "  WHERE state = 0 AND deleted_ns = 0)");
+                           " (SELECT count(*) FROM folder f JOIN mailbox b ON b.id = f.mailbox"
+                           " WHERE b.state = 0),"
+                           " count(*), coalesce(sum(m.size), 0) FROM message m"
+                           " JOIN folder f ON f.id = m.folder JOIN mailbox b ON b.id = f.mailbox"
+                           " WHERE m.state = 0 AND m.deleted_ns = 0 AND b.state = 0");
     int rc = step_row(c, q, "stats");
     if (rc)
         return rc;
@@ -689,6 +690,9 @@ static int stats_in(conn *c, const char *path, ms_store_stats *out)
     int rc2 = recoverable_in(c, out);
     if (rc2)
         return rc2;
+    rc = sq_retained_stats(c, out);
+    if (rc)
+        return rc;
     int freep = 0, psize = 0;
     pragma_int(c, "PRAGMA freelist_count", &freep);
     pragma_int(c, "PRAGMA page_size", &psize);

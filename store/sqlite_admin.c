@@ -252,3 +252,22 @@ int sq_message_meta(ms_store *st, int64_t id, ms_message_meta *out)
 {
     WITH_CONN(st, c, meta_in(c, id, out));
 }
+
+int sq_retained_stats(conn *c, ms_store_stats *out)
+{
+    sqlite3_stmt *q = Q(c, "SELECT (SELECT count(*) FROM mailbox WHERE state = ?1),"
+                           " count(*), coalesce(sum(m.size), 0) FROM message m"
+                           " JOIN folder f ON f.id = m.folder JOIN mailbox b ON b.id = f.mailbox"
+                           " WHERE m.state = 0 AND b.state = ?1");
+    if (!q)
+        return -EIO;
+    sqlite3_bind_int(q, 1, MS_MB_RETAINED);
+    int rc = step_row(c, q, "retained stats");
+    if (rc)
+        return rc;
+    out->retained_mailboxes = sqlite3_column_int64(q, 0);
+    out->retained_messages = sqlite3_column_int64(q, 1);
+    out->retained_bytes = sqlite3_column_int64(q, 2);
+    sqlite3_reset(q);
+    return 0;
+}

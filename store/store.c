@@ -79,13 +79,16 @@ int ms_store_statvfs(ms_store *st, struct statvfs *out)
 }
 
 /*
- * Names are bytes: anything but '/' and NUL, not "." or "..", not empty,
- * at most MS_NAME_MAX bytes (what the kernel passes anyway).
+ * Names are bytes: anything but '/' and NUL, not "." or "..", not empty
+ * (EINVAL), at most MS_NAME_MAX bytes (ENAMETOOLONG, as local
+ * filesystems answer; FUSE passes longer names through).
  */
 static int check_name(const char *name)
 {
     size_t n = strlen(name);
-    if (n == 0 || n > MS_NAME_MAX || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, ".."))
+    if (n > MS_NAME_MAX)
+        return -ENAMETOOLONG;
+    if (n == 0 || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, ".."))
         return -EINVAL;
     return 0;
 }
@@ -96,8 +99,9 @@ int ms_lookup(ms_store *st, ms_node parent, const char *name, ms_attr *out)
 {
     if (!is_dir_kind(parent.kind))
         return -ENOTDIR;
-    if (check_name(name))
-        return -ENOENT;
+    int rc = check_name(name);
+    if (rc)
+        return rc == -ENAMETOOLONG ? rc : -ENOENT;
     return st->be->lookup(st, parent, name, out);
 }
 
@@ -215,8 +219,74 @@ static int xattr_index(const char *name)
     return -1;
 }
 
-/* IMAP atoms: flags are "\Name" system flags or keywords, no specials. */
-static bool valid_flags(const char *v, size_t len)
+/* RFC 3501 system flags that a message can store (\Recent is per session). */
+static const char *const system_flags[] = {"\\Seen",    "\\Answered", "\\Flagged",
+                                           "\\Deleted", "\\Draft",    NULL};
+
+/* RFC 3501 ATOM-CHAR: printable ASCII but the atom-specials. */
+static bool atom_char(unsigned char c) { return c > 0x20 && c < 0x7f && !strchr("(){%*\"\\]", c); }
+
+/* The stored spelling of one flag, or NULL when it is not a flag. */
+static const char *flag_spelling(const char *w)
+{
+    if (w[0] == '\\') {
+        for (size_t i = 0; system_flags[i]; i++)
+            if (!g_ascii_strcasecmp(w, system_flags[i]))
+                return system_flags[i];
+        return NULL; /* \Recent, \Bogus: not storable */
+    }
+    for (const char *p = w; *p; p++)
+        if (!atom_char((unsigned char)*p))
+            return NULL;
+    return w;
+}
+
+/*
+ * A user.mail.flags value is a set of IMAP flags separated by spaces.  It
+ * is normalised, not refused, for what only spells the same set another
+ * way: runs of spaces, system flags in another case, a flag given twice
+ * (IMAP flags are case-insensitive; the first spelling is kept).  Anything
+ * else that is not a storable flag (a control character, a non-ASCII
+ * byte, an atom-special, \Recent or an unknown system flag) is refused.
+ */
+int ms_flags_normalize(const char *v, size_t len, char **out, size_t *out_len)
+{
+    if (len > MS_XATTR_MAX)
+        return -E2BIG;
+    if (len && memchr(v, '\0', len))
+        return -EINVAL;
+    g_autofree char *s = g_strndup(v, len);
+    g_auto(GStrv) words = g_strsplit(s, " ", -1);
+    GString *canon = g_string_new(NULL);
+    GPtrArray *seen = g_ptr_array_new();
+    int rc = 0;
+    for (size_t i = 0; !rc && words[i]; i++) {
+        if (!words[i][0])
+            continue;
+        const char *f = flag_spelling(words[i]);
+        bool dup = false;
+        for (guint k = 0; f && k < seen->len; k++)
+            dup = dup || !g_ascii_strcasecmp(seen->pdata[k], f);
+        if (!f)
+            rc = -EINVAL;
+        else if (!dup) {
+            g_string_append_printf(canon, "%s%s", canon->len ? " " : "", f);
+            g_ptr_array_add(seen, (gpointer)f);
+        }
+    }
+    g_ptr_array_free(seen, TRUE);
+    if (rc) {
+        g_string_free(canon, TRUE);
+        return rc;
+    }
+    *out_len = canon->len;
+    *out = g_string_free(canon, FALSE);
+    return 0;
+}
+
+/* What stores accepted before values were checked strictly: a copy of a
+ * stored value (a move) must not fail on a value its source holds. */
+static bool lenient_flags(const char *v, size_t len)
 {
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)v[i];
@@ -229,8 +299,106 @@ static bool valid_flags(const char *v, size_t len)
     return true;
 }
 
-/* RFC 6154 attributes, space-separated. */
-static bool valid_special_use(const char *v, size_t len)
+/*
+ * RFC 6154 attributes, space-separated: an unknown one is refused; like
+ * flags, the value is stored with single spaces and each attribute once.
+ */
+static int special_use_canonical(const char *v, size_t len, char **out, size_t *out_len)
+{
+    static const char *const known[] = {"\\All",  "\\Archive", "\\Drafts",    "\\Flagged", "\\Junk",
+                                        "\\Sent", "\\Trash",   "\\Important", "\\Inbox",   NULL};
+    if (len && memchr(v, '\0', len))
+        return -EINVAL;
+    g_autofree char *s = g_strndup(v, len);
+    g_auto(GStrv) words = g_strsplit_set(s, " ", -1);
+    GString *canon = g_string_new(NULL);
+    for (size_t i = 0; words[i]; i++) {
+        if (!words[i][0])
+            continue;
+        g_autofree char *padded = g_strdup_printf(" %s ", words[i]);
+        g_autofree char *have = g_strdup_printf(" %s ", canon->str);
+        if (!g_strv_contains(known, words[i])) {
+            g_string_free(canon, TRUE);
+            return -EINVAL;
+        }
+        if (!strstr(have, padded))
+            g_string_append_printf(canon, "%s%s", canon->len ? " " : "", words[i]);
+    }
+    *out_len = canon->len;
+    *out = g_string_free(canon, FALSE);
+    return 0;
+}
+
+/* An ACL grantee: UTF-8, printable, no spaces ("-name" for negative rights). */
+static bool valid_grantee(const char *g)
+{
+    if (!*g || !g_utf8_validate(g, -1, NULL))
+        return false;
+    for (const char *p = g; *p; p = g_utf8_next_char(p)) {
+        gunichar c = g_utf8_get_char(p);
+        if (g_unichar_isspace(c) || g_unichar_iscntrl(c) || !g_unichar_isprint(c))
+            return false;
+    }
+    return true;
+}
+
+/* RFC 4314 rights, each letter once. */
+static bool valid_rights(const char *r)
+{
+    if (!*r)
+        return false;
+    for (const char *p = r; *p; p++)
+        if (!strchr("lrswipkxteacd", *p) || strchr(p + 1, *p))
+            return false;
+    return true;
+}
+
+/*
+ * user.mail.acl: one "grantee rights" line per grantee, exactly two
+ * fields separated by one space.  Refused: extra fields, blank lines,
+ * leading or trailing blanks, a grantee given twice, a grantee that is
+ * not printable UTF-8, rights outside RFC 4314.  One final newline (as
+ * files end) is accepted and not stored.
+ */
+static int acl_canonical(const char *v, size_t len, char **out, size_t *out_len)
+{
+    if (len && memchr(v, '\0', len))
+        return -EINVAL;
+    if (len && v[len - 1] == '\n')
+        len--;
+    g_autofree char *s = g_strndup(v, len);
+    g_auto(GStrv) lines = g_strsplit(s, "\n", -1);
+    g_autoptr(GHashTable) grantees = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    for (size_t i = 0; len && lines[i]; i++) {
+        char *sp = strchr(lines[i], ' ');
+        if (!sp || strchr(sp + 1, ' '))
+            return -EINVAL;
+        *sp = '\0';
+        if (!valid_grantee(lines[i]) || !valid_rights(sp + 1) ||
+            !g_hash_table_add(grantees, g_strdup(lines[i])))
+            return -EINVAL;
+        *sp = ' ';
+    }
+    *out_len = len;
+    *out = g_strndup(v, len);
+    return 0;
+}
+
+/* The value to store for xattr id, or -EINVAL. */
+static int xattr_canonical(ms_xattr_id id, const char *v, size_t len, char **out, size_t *out_len)
+{
+    switch (id) {
+    case MS_XA_FLAGS:
+        return ms_flags_normalize(v, len, out, out_len);
+    case MS_XA_SPECIAL_USE:
+        return special_use_canonical(v, len, out, out_len);
+    default:
+        return acl_canonical(v, len, out, out_len);
+    }
+}
+
+/* The checks of values copied verbatim (see lenient_flags). */
+static bool lenient_special_use(const char *v, size_t len)
 {
     static const char *const known[] = {"\\All",  "\\Archive", "\\Drafts",    "\\Flagged", "\\Junk",
                                         "\\Sent", "\\Trash",   "\\Important", "\\Inbox",   NULL};
@@ -242,8 +410,7 @@ static bool valid_special_use(const char *v, size_t len)
     return true;
 }
 
-/* RFC 4314: one "grantee rights" line per grant, rights from its letters. */
-static bool valid_acl(const char *v, size_t len)
+static bool lenient_acl(const char *v, size_t len)
 {
     if (memchr(v, '\0', len))
         return false;
@@ -291,11 +458,19 @@ int ms_xattr_set(ms_store *st, ms_node node, const char *name, const char *value
         return -EROFS;
     if (len > MS_XATTR_MAX)
         return -E2BIG;
-    bool ok = xattrs[i].id == MS_XA_FLAGS         ? valid_flags(value, len)
-              : xattrs[i].id == MS_XA_SPECIAL_USE ? valid_special_use(value, len)
-                                                  : valid_acl(value, len);
-    if (!ok)
-        return -EINVAL;
+    g_autofree char *canon = NULL;
+    if (flags & MS_XATTR_VERBATIM) {
+        bool ok = xattrs[i].id == MS_XA_FLAGS         ? lenient_flags(value, len)
+                  : xattrs[i].id == MS_XA_SPECIAL_USE ? lenient_special_use(value, len)
+                                                      : lenient_acl(value, len);
+        if (!ok)
+            return -EINVAL;
+    } else {
+        int rc = xattr_canonical(xattrs[i].id, value, len, &canon, &len);
+        if (rc)
+            return rc;
+        value = canon;
+    }
     if (flags & (XATTR_CREATE | XATTR_REPLACE)) {
         char *old = NULL;
         size_t n = 0;
@@ -581,7 +756,7 @@ int ms_writer_set_flags(ms_writer *w, const char *flags, size_t len)
 {
     if (len > MS_XATTR_MAX)
         return -E2BIG;
-    if (!valid_flags(flags, len))
+    if (!lenient_flags(flags, len))
         return -EINVAL;
     g_free(w->flags);
     w->flags = g_memdup2(flags, len ? len : 1);

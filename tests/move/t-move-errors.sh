@@ -9,7 +9,8 @@ set -u
 S=$WORK/site
 site "$S" srv1 srv2 ro small full || exit 1
 # A read-only target, and two targets on small filesystems of their own.
-printf '[store ro2]\npath = ro.db\nread-only = true\n' >>"$S/conf"
+cp "$S/ro.db" "$S/ro2.db" # a store of its own: two stores on one file are refused
+printf '[store ro2]\npath = ro2.db\nread-only = true\n' >>"$S/conf"
 for fs in small full; do
     mkdir -p "$S/$fs.fs"
     mount -t tmpfs -o size=$([ $fs = small ] && echo 8m || echo 96m) tmpfs "$S/$fs.fs" || exit 1

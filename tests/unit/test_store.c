@@ -482,6 +482,33 @@ static void test_names_and_xattrs(void **state)
     g_free(names);
     assert_int_equal(ms_xattr_remove(f->a, m, "user.mail.flags"), 0);
     assert_int_equal(ms_xattr_get(f->a, m, "user.mail.flags", &v, &len), -ENODATA);
+    /* names longer than NAME_MAX: ENAMETOOLONG, also for lookups */
+    char longname[MS_NAME_MAX + 2];
+    memset(longname, 'x', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    assert_int_equal(ms_mkdir(f->a, ROOT, longname, 0755, 0, 0, &a), -ENAMETOOLONG);
+    assert_int_equal(ms_lookup(f->a, inbox, longname, &a), -ENAMETOOLONG);
+    longname[MS_NAME_MAX] = '\0';
+    assert_int_equal(ms_lookup(f->a, inbox, longname, &a), -ENOENT);
+    /* flags: canonical form, strict refusals; verbatim copies keep bytes */
+    static const char set[] = "  \\seen $A \\Seen $a\\FLAGGED";
+    assert_int_equal(ms_xattr_set(f->a, m, "user.mail.flags", set, strlen(set), 0), -EINVAL);
+    static const char dup[] = "  \\seen $A \\Seen $a \\FLAGGED ";
+    assert_int_equal(ms_xattr_set(f->a, m, "user.mail.flags", dup, strlen(dup), 0), 0);
+    assert_int_equal(ms_xattr_get(f->a, m, "user.mail.flags", &v, &len), 0);
+    assert_int_equal(len, strlen("\\Seen $A \\Flagged"));
+    assert_memory_equal(v, "\\Seen $A \\Flagged", len);
+    g_free(v);
+    assert_int_equal(ms_xattr_set(f->a, m, "user.mail.flags", "\\Recent", 7, 0), -EINVAL);
+    assert_int_equal(ms_xattr_set(f->a, m, "user.mail.flags", "a\nb", 3, 0), -EINVAL);
+    assert_int_equal(ms_xattr_set(f->a, m, "user.mail.flags", "a\nb", 3, MS_XATTR_VERBATIM), 0);
+    assert_int_equal(ms_xattr_set(f->a, mb, "user.mail.acl", "bob l\nbob r", 11, 0), -EINVAL);
+    assert_int_equal(ms_xattr_set(f->a, mb, "user.mail.acl", "bob l\n\nann r", 12, 0), -EINVAL);
+    assert_int_equal(ms_xattr_set(f->a, mb, "user.mail.acl", "bob l x", 7, 0), -EINVAL);
+    assert_int_equal(ms_xattr_set(f->a, mb, "user.mail.acl", "bob l\n", 6, 0), 0);
+    assert_int_equal(ms_xattr_get(f->a, mb, "user.mail.acl", &v, &len), 0);
+    assert_int_equal(len, 5);
+    g_free(v);
 }
 
 static void test_locked_mailbox_refuses_writes(void **state)
