@@ -36,7 +36,6 @@ typedef struct mfs {
     GHashTable *opens;  /* ino -> mfs_open*: every open message */
     GHashTable *pinned; /* content key -> open readers (GUINT_TO_POINTER) */
     GHashTable *doomed; /* content keys to drop when their last reader goes */
-    GHashTable *moved;  /* ino -> ino: mailboxes moved away through this mount */
 } mfs;
 
 extern const struct fuse_lowlevel_ops mfs_ops;

@@ -134,7 +134,10 @@ static int open_stores(mfs *m)
 static int check_journal_writable(const char *journal)
 {
     g_autofree char *dir = g_path_get_dirname(journal);
-    const char *what = access(journal, W_OK) != 0 ? journal : access(dir, W_OK) != 0 ? dir : NULL;
+    /* A journal not made yet is made at open: then only the folder counts. */
+    const char *what = access(journal, W_OK) != 0 && errno != ENOENT ? journal
+                       : access(dir, W_OK) != 0                      ? dir
+                                                                     : NULL;
     if (!what)
         return 0;
     int e = errno;
@@ -155,15 +158,16 @@ static int open_journal(mfs *m)
         return rc;
     }
     g_clear_pointer(&err, g_free); /* an unreachable server: logged, moves will say EIO */
+    /* Before opening it: opening writes the journal's id into it. */
+    rc = check_journal_writable(ms_config_journal(m->cfg));
+    if (rc)
+        return rc;
     rc = ms_journal_open(ms_config_journal(m->cfg), &m->journal, &err);
     if (rc) {
         fprintf(stderr, "mailfs: %s\n", err);
         g_free(err);
         return rc;
     }
-    rc = check_journal_writable(ms_config_journal(m->cfg));
-    if (rc)
-        return rc;
     rc = ms_recover(m->journal, m->stores, m->nstores, m->dir, ms_config_retain_days(m->cfg), true,
                     NULL);
     if (rc < 0) {
@@ -390,13 +394,11 @@ int main(int argc, char *argv[])
     m.pinned = g_hash_table_new(g_direct_hash, g_direct_equal);
     m.opens = g_hash_table_new(g_direct_hash, g_direct_equal);
     m.doomed = g_hash_table_new(g_direct_hash, g_direct_equal);
-    m.moved = g_hash_table_new(g_direct_hash, g_direct_equal);
     ret = serve(&m, &args, &co);
     g_hash_table_destroy(m.files);
     g_hash_table_destroy(m.pinned);
     g_hash_table_destroy(m.opens);
     g_hash_table_destroy(m.doomed);
-    g_hash_table_destroy(m.moved);
     g_mutex_clear(&m.lock);
 out:
     ms_journal_close(m.journal);

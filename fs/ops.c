@@ -56,8 +56,11 @@ static fuse_ino_t ino_of(size_t sidx, ms_node n)
     return ((uint64_t)(n.kind + 1) << 60) | ((uint64_t)sidx << MFS_ID_BITS) | (uint64_t)n.id;
 }
 
-/* Splits ino into store index and node; false if this mount never made it. */
-static bool decode_ino(mfs *m, fuse_ino_t ino, size_t *sidx, ms_node *n)
+/*
+ * Decodes ino into its store and node.  False for the mount's root (and
+ * for numbers this mount never handed out).
+ */
+static bool node_of(mfs *m, fuse_ino_t ino, size_t *sidx, ms_node *n)
 {
     if (ino == FUSE_ROOT_ID)
         return false;
@@ -68,42 +71,6 @@ static bool decode_ino(mfs *m, fuse_ino_t ino, size_t *sidx, ms_node *n)
     *sidx = s;
     n->kind = (ms_kind)(kind - 1);
     n->id = (int64_t)(ino & ((UINT64_C(1) << MFS_ID_BITS) - 1));
-    return true;
-}
-
-/*
- * Decodes ino into its store and node.  False for the mount's root (and
- * for numbers this mount never handed out).  A mailbox moved to another
- * store through this mount answers as the mailbox it became, as a
- * directory renamed on a local filesystem keeps its inode: the kernel
- * moved its dentry (and a shell's cwd) along with the rename.
- */
-static bool node_of(mfs *m, fuse_ino_t ino, size_t *sidx, ms_node *n)
-{
-    if (!decode_ino(m, ino, sidx, n))
-        return false;
-    /* A chain (moved on again) is followed, a few hops at most. */
-    for (int hop = 0; hop < 8 && n->kind == MS_MAILBOX; hop++) {
-        g_mutex_lock(&m->lock);
-        gpointer to = g_hash_table_size(m->moved)
-                          ? g_hash_table_lookup(m->moved, (gpointer)(uintptr_t)ino)
-                          : NULL;
-        g_mutex_unlock(&m->lock);
-        if (!to)
-            break;
-        /* Moved back since (undo): it is itself again. */
-        ms_mailbox_info info;
-        if (ms_mailbox_get_info(m->stores[*sidx], n->id, &info) == 0 &&
-            info.state == MS_MB_VISIBLE) {
-            g_mutex_lock(&m->lock);
-            g_hash_table_remove(m->moved, (gpointer)(uintptr_t)ino);
-            g_mutex_unlock(&m->lock);
-            break;
-        }
-        ino = (fuse_ino_t)(uintptr_t)to;
-        if (!decode_ino(m, ino, sidx, n))
-            return false;
-    }
     return true;
 }
 
@@ -296,10 +263,16 @@ static void mfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
     ms_attr a;
     int rc = attr_of(m, ino, s, n, &a);
     if (!rc && n.kind == MS_MAILBOX) {
-        /* Moved away meanwhile (retained or incoming): gone from here. */
+        /*
+         * Hidden meanwhile: gone from here, but for the source of a move.
+         * The kernel moved the mailbox's dentry (and a cwd) along with the
+         * rename, still naming this inode until forget_moved_entry drops
+         * it; meanwhile it reads as the retained copy, which is what moved
+         * (its writes get ESTALE), rather than vanishing under `cd X`.
+         */
         ms_mailbox_info info;
         rc = ms_mailbox_get_info(m->stores[s], n.id, &info);
-        if (!rc && info.state != MS_MB_VISIBLE)
+        if (!rc && info.state != MS_MB_VISIBLE && info.state != MS_MB_RETAINED)
             rc = -ENOENT;
     }
     if (rc == -ENOENT && n.kind == MS_MESSAGE) {
@@ -678,21 +651,7 @@ static int move_mailbox(fuse_req_t req, mfs *m, size_t s, const char *name, size
                       .dir = m->dir,
                       .cancelled = req_interrupted,
                       .ctx = req};
-    ms_attr from, to;
-    int rc = ms_lookup(m->stores[s], (ms_node){MS_ROOT, 0}, name, &from);
-    if (!rc)
-        rc = ms_move(m->journal, m->stores[s], m->stores[ns], name, &o, NULL);
-    if (rc)
-        return rc;
-    /* The kernel keeps using the old inode until its dentry is dropped
-     * (and for ever in a cwd): from now on it means the moved mailbox. */
-    if (ms_lookup(m->stores[ns], (ms_node){MS_ROOT, 0}, newname, &to) == 0) {
-        g_mutex_lock(&m->lock);
-        g_hash_table_insert(m->moved, (gpointer)(uintptr_t)ino_of(s, from.node),
-                            (gpointer)(uintptr_t)ino_of(ns, to.node));
-        g_mutex_unlock(&m->lock);
-    }
-    return 0;
+    return ms_move(m->journal, m->stores[s], m->stores[ns], name, &o, NULL);
 }
 
 typedef struct inval {

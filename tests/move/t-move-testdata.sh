@@ -37,9 +37,9 @@ for b in "${boxes[@]}"; do
         not_ok "mv of $b failed"
     fi
 done
-# A shell whose cwd is inside a mailbox when it moves follows it, as with a
-# directory renamed on a local filesystem (the kernel keeps the old inode
-# in the cwd and, until it drops the moved dentry, in the path too).
+# A shell whose cwd is inside a mailbox when it moves can still list it: the
+# kernel keeps the old inode in the cwd (and, until the daemon drops the
+# moved dentry, in the path), which reads as the retained copy of what moved.
 b=${boxes[0]}
 (cd "$M/srv2/$b" && while [ ! -e "$WORK/go" ]; do sleep 0.05; done && find . | sort >"$WORK/cwd.find") &
 cwd_pid=$!
@@ -47,7 +47,7 @@ wait_for "the shell to sit in srv2/$b" bash -c "ls -l /proc/$cwd_pid/cwd 2>/dev/
 mv "$M/srv2/$b" "$M/srv1/" || not_ok "mv of $b back to srv1"
 touch "$WORK/go"
 wait $cwd_pid
-check "a cwd inside the moved mailbox lists it in its new store" \
+check "a cwd inside the moved mailbox still lists what moved" \
     test -s "$WORK/cwd.find" -a "$(cat "$WORK/cwd.find")" = "$(cd "$M/srv1/$b" && find . | sort)"
 check "every move is done in the journal" \
     test "$(journal "$S" "select count(*) from move where state = 'done'")" = $((${#boxes[@]} + 1))
