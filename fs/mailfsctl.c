@@ -239,7 +239,7 @@ static int cmd_mailbox_create(ctl *c, const char *store, const char *mailbox)
         rc = ms_mkdir(st, mb.node, "INBOX", 0700, getuid(), getgid(), &inbox);
     if (rc)
         fprintf(stderr, "mailfsctl: mailbox create %s/%s: %s\n", store, mailbox,
-                rc == -EEXIST ? "a mailbox of that name exists" : g_strerror(-rc));
+                ms_strerror(MS_OP_CREATE, rc));
     else
         printf("created mailbox %s in %s\n", mailbox, store);
     ms_store_close(st);
@@ -392,27 +392,6 @@ static ms_store *find_mailbox(ctl *c, const char *mailbox)
     return NULL;
 }
 
-static const char *move_error(int rc)
-{
-    switch (-rc) {
-    case EEXIST:
-    case ENOTEMPTY:
-        return "a mailbox of that name exists in the target store";
-    case EBUSY:
-        return "the mailbox is being moved already";
-    case EROFS:
-        return "a store is read-only";
-    case ENOSPC:
-        return "not enough free space in the target (twice the mailbox is needed)";
-    case EINTR:
-        return "interrupted; rolled back";
-    case EIO:
-        return "failed and rolled back (see mailfsctl moves and the log)";
-    default:
-        return g_strerror(-rc);
-    }
-}
-
 static int cmd_move(ctl *c, const char *mailbox, const char *target)
 {
     ms_journal *j;
@@ -430,7 +409,7 @@ static int cmd_move(ctl *c, const char *mailbox, const char *target)
         fprintf(stderr, "mailfsctl: move %s to %s: %s\n", mailbox, target,
                 !dst   ? "no such store"
                 : !src ? "no such mailbox in any store"
-                       : move_error(rc));
+                       : ms_strerror(MS_OP_MOVE, rc));
     else
         printf("moved %s from %s to %s (move %lld)\n", mailbox, ms_store_name(src), target,
                (long long)id);
@@ -454,7 +433,7 @@ static int cmd_import(ctl *c, const char *file, const char *target, const char *
         fprintf(stderr, "mailfsctl: import %s into %s/%s: %s\n", file, target, mailbox,
                 !dst                    ? "no such store"
                 : id == 0 && rc == -EIO ? "not imported: the file cannot be read (see above)"
-                                        : move_error(rc));
+                                        : ms_strerror(MS_OP_IMPORT, rc));
     else
         printf("imported %s as %s in %s (move %lld)\n", file, mailbox, target, (long long)id);
     ms_journal_close(j);
@@ -493,7 +472,8 @@ static int cmd_compact(ctl *c, const char *name)
             fprintf(stderr,
                     "mailfsctl: compact %s: refused: move %lld of %s is in progress (state %s, "
                     "step %s); wait for it or run mailfsctl recover\n",
-                    name, (long long)mv[i].id, mv[i].mailbox, mv[i].state, mv[i].step);
+                    name, (long long)mv[i].id, mv[i].mailbox, ms_move_state_name(mv[i].state),
+                    ms_move_step_name(mv[i].step));
             rc = -EBUSY;
         }
     }
@@ -506,10 +486,7 @@ static int cmd_compact(ctl *c, const char *name)
     int64_t before = 0, after = 0;
     rc = ms_store_compact(st, &before, &after);
     if (rc) {
-        fprintf(stderr, "mailfsctl: compact %s: %s\n", name,
-                rc == -EBUSY   ? "the store stayed locked by another process; try again"
-                : rc == -EROFS ? "the store is read-only"
-                               : g_strerror(-rc));
+        fprintf(stderr, "mailfsctl: compact %s: %s\n", name, ms_strerror(MS_OP_COMPACT, rc));
         return 1;
     }
     g_autofree char *b = human(before), *a = human(after), *f = human(before - after);
@@ -547,19 +524,27 @@ static char *display_name(const char *s)
     return g_string_free(out, FALSE);
 }
 
-/* s as a JSON string with its quotes (g_free); bytes that are not UTF-8
- * become \u00NN. */
+/*
+ * s as a JSON string, quotes included (g_free): the one writer of every
+ * --json output.  UTF-8 is kept as it is; quotes, backslashes and control
+ * characters are escaped; a byte that is not UTF-8 becomes \udcNN, the
+ * lone surrogate Python's surrogateescape gives it, so that
+ * name.encode('utf-8', 'surrogateescape') is the name's bytes again.
+ */
 static char *json_str(const char *s)
 {
     GString *out = g_string_new("\"");
-    for (const char *p = s; *p;) {
+    for (const char *p = s ? s : ""; *p;) {
         gunichar u = g_utf8_get_char_validated(p, -1);
         unsigned char b = (unsigned char)*p;
         if (u == (gunichar)-1 || u == (gunichar)-2) {
-            g_string_append_printf(out, "\\u%04x", b);
+            g_string_append_printf(out, "\\udc%02x", b);
             p++;
         } else if (b == '"' || b == '\\') {
             g_string_append_printf(out, "\\%c", b);
+            p++;
+        } else if (b == '\n' || b == '\t') {
+            g_string_append(out, b == '\n' ? "\\n" : "\\t");
             p++;
         } else if (u < 0x20 || u == 0x7f) {
             g_string_append_printf(out, "\\u%04x", (unsigned)u);
@@ -600,7 +585,7 @@ static void move_rate(const ms_move_info *m, int64_t now, double *rate, double *
     double secs = (double)(end - m->started_ns) / 1e9;
     *rate = secs > 0 ? (double)m->done_bytes / secs : 0;
     *eta = -1;
-    if (!strcmp(m->state, "running") && !strcmp(m->step, "copying") && *rate > 0 &&
+    if (m->state == MS_MOVE_RUNNING && m->step == MS_STEP_COPYING && *rate > 0 &&
         m->done_bytes > 0 && m->done_bytes < m->total_bytes && now - m->updated_ns < STALLED_NS)
         *eta = (double)(m->total_bytes - m->done_bytes) / *rate;
 }
@@ -623,9 +608,9 @@ static int percent(const ms_move_info *m)
 {
     if (m->total_bytes > 0)
         return (int)(100 * m->done_bytes / m->total_bytes);
-    return m->total_messages > 0          ? (int)(100 * m->done_messages / m->total_messages)
-           : !strcmp(m->state, "running") ? 0
-                                          : 100;
+    return m->total_messages > 0         ? (int)(100 * m->done_messages / m->total_messages)
+           : m->state == MS_MOVE_RUNNING ? 0
+                                         : 100;
 }
 
 enum { MOVE_COLS = 13 };
@@ -643,8 +628,8 @@ static char **move_row(const ms_move_info *m, int64_t now)
     row[1] = display_name(m->mailbox);
     row[2] = source_column(m);
     row[3] = display_name(m->target);
-    row[4] = display_name(m->state);
-    row[5] = display_name(m->step);
+    row[4] = g_strdup(ms_move_state_name(m->state));
+    row[5] = g_strdup(ms_move_step_name(m->step));
     row[6] = g_strdup_printf("%d", percent(m));
     row[7] =
         g_strdup_printf("%lld/%lld", (long long)m->done_messages, (long long)m->total_messages);
@@ -688,14 +673,16 @@ static void print_move_json(const ms_move_info *m, int64_t now, bool first)
     move_rate(m, now, &rate, &eta);
     double lock = lock_seconds(m, now);
     g_autofree char *mb = json_str(m->mailbox), *src = json_str(m->source),
-                    *dst = json_str(m->target), *err = json_str(m->error);
+                    *dst = json_str(m->target), *err = json_str(m->error),
+                    *state = json_str(ms_move_state_name(m->state)),
+                    *step = json_str(ms_move_step_name(m->step));
     printf("%s\n {\"id\": %lld, \"mailbox\": %s, \"source\": %s, "
-           "\"target\": %s, \"state\": \"%s\", \"step\": \"%s\", "
+           "\"target\": %s, \"state\": %s, \"step\": %s, "
            "\"percent\": %d, \"messages_done\": %lld, \"messages_total\": %lld, "
            "\"bytes_done\": %lld, \"bytes_total\": %lld, \"rate_bytes_per_s\": %.0f, "
            "\"eta_s\": %.1f, \"lock_s\": %.3f, \"retain_until\": %lld, "
            "\"error\": %s}",
-           first ? "" : ",", (long long)m->id, mb, src, dst, m->state, m->step, percent(m),
+           first ? "" : ",", (long long)m->id, mb, src, dst, state, step, percent(m),
            (long long)m->done_messages, (long long)m->total_messages, (long long)m->done_bytes,
            (long long)m->total_bytes, rate, eta, lock >= 0 ? lock : 0, (long long)m->retain_until,
            err);
@@ -771,7 +758,8 @@ static int cmd_recover(ctl *c)
             int64_t id = g_array_index(left, int64_t, i);
             if (id && ms_journal_get(j, id, &mi) == 0)
                 printf("not settled: move %lld, %s from %s to %s, %s at step %s: %s\n",
-                       (long long)id, mi.mailbox, mi.source, mi.target, mi.state, mi.step,
+                       (long long)id, mi.mailbox, mi.source, mi.target,
+                       ms_move_state_name(mi.state), ms_move_step_name(mi.step),
                        mi.error[0] ? mi.error : "see the log above");
             else if (!id)
                 printf("not settled: an orphan lock or copy (see the log above; 'mailfsctl "
@@ -824,7 +812,7 @@ static void undo_gone(ctl *c, ms_journal *j, const ms_move_info *mi)
     if (ms_journal_list(j, &mv, &n) == 0)
         for (size_t i = n; i-- > 0;) /* oldest first: the move right after mi */
             if (!later && mv[i].id > mi->id && !strcmp(mv[i].mailbox, mi->newname) &&
-                !strcmp(mv[i].source, mi->target) && strcmp(mv[i].state, "rolled-back"))
+                !strcmp(mv[i].source, mi->target) && mv[i].state != MS_MOVE_ROLLED_BACK)
                 later = &mv[i];
     if (later)
         fprintf(stderr,
@@ -862,15 +850,8 @@ static int cmd_undo(ctl *c, const char *arg)
         rc = ms_undo(j, store_by_name, c, c->dir, ms_config_retain_days(c->cfg), id, &nid);
     if (rc == -ENOENT)
         undo_gone(c, j, &mi);
-    else if (rc == -ESTALE)
-        fprintf(stderr,
-                "mailfsctl: undo %lld: the retained source copy is gone (retention over "
-                "or purged); move the mailbox back with 'mailfsctl move' instead\n",
-                id);
-    else if (rc == -EINVAL)
-        fprintf(stderr, "mailfsctl: undo %lld: only a finished move can be undone\n", id);
     else if (rc)
-        fprintf(stderr, "mailfsctl: undo %lld: %s\n", id, move_error(rc));
+        fprintf(stderr, "mailfsctl: undo %lld: %s\n", id, ms_strerror(MS_OP_UNDO, rc));
     else if (!nid)
         undo_said_deleted(j, id);
     else
@@ -942,23 +923,6 @@ static const char *kind_name(ms_kind k)
     return k == MS_MAILBOX ? "mailbox" : k == MS_FOLDER ? "folder" : "message";
 }
 
-/* A name as a JSON string body: valid UTF-8 (bad bytes replaced), quotes,
- * backslashes and control characters escaped. */
-static char *json_text(const char *s)
-{
-    g_autofree char *valid = g_utf8_make_valid(s, -1);
-    GString *out = g_string_new(NULL);
-    for (const unsigned char *p = (const unsigned char *)valid; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            g_string_append_printf(out, "\\%c", *p);
-        else if (*p < 0x20 || *p == 0x7f)
-            g_string_append_printf(out, "\\u%04x", *p);
-        else
-            g_string_append_c(out, (char)*p);
-    }
-    return g_string_free(out, FALSE);
-}
-
 /* A name for a table column: control characters escaped (they would
  * break the columns), other bytes as they are. */
 static char *column_text(const char *s)
@@ -980,11 +944,11 @@ static int print_deleted(void *ctx, const ms_deleted *d)
                 : g_strdup(d->folder);
     g_autofree char *when = utc(d->deleted_ns), *until = utc(d->deleted_ns + o->retain_ns);
     if (o->json) {
-        g_autofree char *mb = json_text(d->mailbox), *p = json_text(path);
-        printf("%s\n {\"store\": \"%s\", \"mailbox\": \"%s\", \"kind\": \"%s\", \"path\": \"%s\", "
+        g_autofree char *st = json_str(o->store), *mb = json_str(d->mailbox), *p = json_str(path);
+        printf("%s\n {\"store\": %s, \"mailbox\": %s, \"kind\": \"%s\", \"path\": %s, "
                "\"messages\": %lld, \"bytes\": %lld, \"deleted_ns\": %lld, \"expires\": %lld, "
                "\"inside\": %s}",
-               o->rows ? "," : "", o->store, mb, kind_name(d->kind), p, (long long)d->messages,
+               o->rows ? "," : "", st, mb, kind_name(d->kind), p, (long long)d->messages,
                (long long)d->bytes, (long long)d->deleted_ns,
                (long long)((d->deleted_ns + o->retain_ns) / 1000000000),
                d->inside ? "true" : "false");
@@ -1075,27 +1039,12 @@ static int cmd_restore(ctl *c, const char *store, const char *mailbox, const cha
                 "mailfsctl: restore %s/%s%s%s: refused: mailbox %s is in store %s; restoring it "
                 "here would make a second one\n",
                 store, mailbox, sep, path, mailbox, other);
-    else if (rc == -EEXIST)
-        fprintf(stderr,
-                "mailfsctl: restore %s/%s%s%s: refused: a name it needs is taken (see "
-                "above); nothing was restored or overwritten\n",
-                store, mailbox, sep, path);
     else if (rc == -ENOENT)
-        fprintf(stderr,
-                "mailfsctl: restore %s/%s%s%s: nothing deleted of that name is kept "
-                "(see 'mailfsctl deleted %s %s')\n",
-                store, mailbox, sep, path, store, mailbox);
-    else if (rc == -EBUSY)
-        fprintf(stderr,
-                "mailfsctl: restore %s/%s%s%s: the mailbox is being moved; restore once "
-                "the move is done\n",
-                store, mailbox, sep, path);
-    else if (rc == -ENOTSUP || rc == -EROFS)
-        fprintf(stderr, "mailfsctl: restore %s/%s%s%s: the store %s\n", store, mailbox, sep, path,
-                rc == -EROFS ? "is read-only" : "keeps no deleted items");
+        fprintf(stderr, "mailfsctl: restore %s/%s%s%s: %s (see 'mailfsctl deleted %s %s')\n", store,
+                mailbox, sep, path, ms_strerror(MS_OP_RESTORE, rc), store, mailbox);
     else if (rc)
         fprintf(stderr, "mailfsctl: restore %s/%s%s%s: %s\n", store, mailbox, sep, path,
-                g_strerror(-rc));
+                ms_strerror(MS_OP_RESTORE, rc));
     else
         printf("restored %s/%s%s%s: %lld messages\n", store, mailbox, sep, path, (long long)n);
     return rc ? 1 : 0;
@@ -1148,13 +1097,12 @@ static int cmd_check(ctl *c, int argc, char **argv)
         ms_finding *f = found->pdata[i];
         open_findings += !f->fixed;
         if (json) {
-            g_autofree char *mb = g_strescape(f->mailbox ? f->mailbox : "", NULL);
-            g_autofree char *dn = g_strescape(f->dn ? f->dn : "", NULL);
-            g_autofree char *de = g_strescape(f->detail ? f->detail : "", NULL);
-            printf("%s\n {\"finding\": \"%s\", \"mailbox\": \"%s\", \"store\": \"%s\", "
-                   "\"dn\": \"%s\", \"fixed\": %s, \"detail\": \"%s\"}",
-                   i ? "," : "", ms_finding_name(f->kind), mb, f->store ? f->store : "", dn,
-                   f->fixed ? "true" : "false", de);
+            g_autofree char *mb = json_str(f->mailbox), *st = json_str(f->store),
+                            *dn = json_str(f->dn), *de = json_str(f->detail);
+            printf("%s\n {\"finding\": \"%s\", \"mailbox\": %s, \"store\": %s, "
+                   "\"dn\": %s, \"fixed\": %s, \"detail\": %s}",
+                   i ? "," : "", ms_finding_name(f->kind), mb, st, dn, f->fixed ? "true" : "false",
+                   de);
         } else {
             printf("%-16s %-20s %-8s %-6s %s\n", ms_finding_name(f->kind), f->mailbox,
                    f->store ? f->store : "-", f->fixed ? "yes" : "no", f->detail);

@@ -126,6 +126,32 @@ static char *grantee_of(const char *line)
     return g_strdup(g);
 }
 
+/*
+ * --fix-location for one mismatch: the entry pointed at the one store
+ * that has the mailbox.  Not fixed, the finding's detail says why (the
+ * directory's words), so the admin reads it once, next to the finding.
+ */
+static void fix_location(ms_directory *dir, ms_finding *f, ms_store *const *stores,
+                         const GArray *in)
+{
+    const char *spec = ms_store_directory(stores[g_array_index(in, size_t, 0)]);
+    g_autofree char *err = NULL;
+    const char *why = NULL;
+    if (in->len != 1)
+        why = "the mailbox is in more than one store";
+    else if (!spec)
+        why = "its store has no directory = key";
+    else if (ms_directory_write(dir, f->dn, spec, &err) != 0)
+        why = err ? err : "the directory refused the change";
+    if (!why) {
+        f->fixed = true;
+        return;
+    }
+    char *detail = g_strdup_printf("%s; not fixed: %s", f->detail, why);
+    g_free(f->detail);
+    f->detail = detail;
+}
+
 static int check_acl(ms_store *st, const char *mailbox, GHashTable *entries, const ms_check_opts *o,
                      GPtrArray *out)
 {
@@ -244,9 +270,8 @@ int ms_check(ms_store *const *stores, size_t n, ms_directory *dir, ms_journal *j
             ms_finding *f = add(out, MS_FIND_MISMATCH, name, ms_store_name(stores[real]), e->dn,
                                 g_strdup_printf("entry says %s, mailbox is in %s", e->spec,
                                                 ms_store_name(stores[real])));
-            if (o->fix_location && in->len == 1 && ms_store_directory(stores[real]) &&
-                ms_directory_write(dir, e->dn, ms_store_directory(stores[real]), NULL) == 0)
-                f->fixed = true;
+            if (o->fix_location)
+                fix_location(dir, f, stores, in);
         }
         /* 4. ACL grantees */
         for (size_t i = 0; !rc && i < n; i++) {
@@ -271,8 +296,9 @@ int ms_check(ms_store *const *stores, size_t n, ms_directory *dir, ms_journal *j
             if (ms_move_unsettled(m))
                 add(out, MS_FIND_PENDING_MOVE, m->mailbox, m->source, NULL,
                     g_strdup_printf("move %lld %s -> %s %s at step %s (mailfsctl recover)",
-                                    (long long)m->id, m->source, m->target, m->state, m->step));
-            else if (!strcmp(m->state, "done") && m->retain_until && m->retain_until < now)
+                                    (long long)m->id, m->source, m->target,
+                                    ms_move_state_name(m->state), ms_move_step_name(m->step)));
+            else if (m->state == MS_MOVE_DONE && m->retain_until && m->retain_until < now)
                 add(out, MS_FIND_EXPIRED_COPY, m->mailbox, m->source, NULL,
                     g_strdup_printf("move %lld: source copy retained past its time (mailfsctl "
                                     "purge)",

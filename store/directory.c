@@ -23,6 +23,12 @@ struct ms_directory {
     GMutex lock; /* one LDAP handle, one operation at a time */
 };
 
+/*
+ * Says why an operation failed, once: to the caller in *err when it asked
+ * (it then puts the words in its own line, with what it was doing), else
+ * in the log.  A reconnect's error is replaced by the operation's, which
+ * names what was being done.
+ */
 static int fail(char **err, int rc, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
 static int fail(char **err, int rc, const char *fmt, ...)
 {
@@ -30,9 +36,12 @@ static int fail(char **err, int rc, const char *fmt, ...)
     va_start(ap, fmt);
     g_autofree char *msg = g_strdup_vprintf(fmt, ap);
     va_end(ap);
-    ms_log(LOG_ERR, "directory: %s", msg);
-    if (err)
-        *err = g_steal_pointer(&msg);
+    if (!err) {
+        ms_log(LOG_ERR, "directory: %s", msg);
+        return rc;
+    }
+    g_free(*err);
+    *err = g_steal_pointer(&msg);
     return rc;
 }
 
@@ -147,16 +156,26 @@ int ms_directory_open(const ms_directory_conf *conf, ms_directory **out, char **
     d->conf = *conf;
     g_mutex_init(&d->lock);
     g_mutex_lock(&d->lock);
-    int rc = connect_locked(d, err);
+    char *why = NULL;
+    int rc = connect_locked(d, &why);
     g_mutex_unlock(&d->lock);
     /* A server that is down now may be up for the next move, which checks
-     * (and fails with EIO if it is still down); a password that cannot be
-     * read is the configuration's fault and final. */
+     * (and fails with EIO if it is still down): a warning, and success.  A
+     * password that cannot be read is the configuration's fault and final. */
     if (rc && rc != -EIO) {
         g_mutex_clear(&d->lock);
         g_free(d);
+        if (err) {
+            *err = why;
+            return rc;
+        }
+        fail(NULL, rc, "%s", why);
+        g_free(why);
         return rc;
     }
+    if (rc)
+        ms_log(LOG_WARNING, "directory: %s (moves retry, and refuse while it stays so)", why);
+    g_free(why);
     *out = d;
     return 0;
 }

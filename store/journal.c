@@ -51,6 +51,43 @@ static const char schema[] =
     /* 'id': names this journal in the stores' locks and hidden copies */
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);";
 
+/* The journal's TEXT for each state and step: the one table both ways. */
+static const char *const state_names[] = {
+    [MS_MOVE_UNKNOWN] = "unknown",         [MS_MOVE_RUNNING] = "running",
+    [MS_MOVE_COMMITTED] = "committed",     [MS_MOVE_DONE] = "done",
+    [MS_MOVE_ROLLED_BACK] = "rolled-back", [MS_MOVE_UNDONE] = "undone",
+    [MS_MOVE_PURGED] = "purged",
+};
+static const char *const step_names[] = {
+    [MS_STEP_UNKNOWN] = "unknown",     [MS_STEP_RECORDED] = "recorded",
+    [MS_STEP_LOCKED] = "locked",       [MS_STEP_COPYING] = "copying",
+    [MS_STEP_COPIED] = "copied",       [MS_STEP_VERIFIED] = "verified",
+    [MS_STEP_DIRECTORY] = "directory", [MS_STEP_COMMITTED] = "committed",
+    [MS_STEP_FINISHED] = "finished",
+};
+
+const char *ms_move_state_name(ms_move_state s)
+{
+    return (unsigned)s < G_N_ELEMENTS(state_names) ? state_names[s] : state_names[0];
+}
+
+const char *ms_move_step_name(ms_move_step s)
+{
+    return (unsigned)s < G_N_ELEMENTS(step_names) ? step_names[s] : step_names[0];
+}
+
+/* The index of text in names, or 0 (unknown) for NULL or a name not there. */
+static int name_index(const char *const *names, size_t n, const char *text)
+{
+    for (size_t i = 1; text && i < n; i++)
+        if (!strcmp(names[i], text))
+            return (int)i;
+    return 0;
+}
+
+#define STATE(s) ms_move_state_name(MS_MOVE_##s)
+#define STEP(s) ms_move_step_name(MS_STEP_##s)
+
 int64_t jn_now_ns(void)
 {
     struct timespec ts;
@@ -208,18 +245,20 @@ int jn_record_done(ms_journal *j, const char *mailbox, const char *newname, cons
         j->db,
         "INSERT INTO move(mailbox, newname, source, target, state, step, total_messages,"
         " total_bytes, started_ns, updated_ns, finished_ns, retain_until, error, owner_pid,"
-        " owner_start) VALUES (?, ?, ?, ?, 'done', 'finished', 0, 0, ?, ?, ?, ?, ?, 0, '')",
+        " owner_start) VALUES (?, ?, ?, ?, ?, ?, 0, 0, ?, ?, ?, ?, ?, 0, '')",
         -1, &q, NULL);
     if (rc == SQLITE_OK) {
         sqlite3_bind_blob(q, 1, mailbox, (int)strlen(mailbox), SQLITE_TRANSIENT);
         sqlite3_bind_blob(q, 2, newname, (int)strlen(newname), SQLITE_TRANSIENT);
         sqlite3_bind_text(q, 3, source, -1, SQLITE_TRANSIENT);
         sqlite3_bind_text(q, 4, target, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(q, 5, now);
-        sqlite3_bind_int64(q, 6, now);
+        sqlite3_bind_text(q, 5, STATE(DONE), -1, SQLITE_STATIC);
+        sqlite3_bind_text(q, 6, STEP(FINISHED), -1, SQLITE_STATIC);
         sqlite3_bind_int64(q, 7, now);
-        sqlite3_bind_int64(q, 8, retain_until);
-        sqlite3_bind_text(q, 9, why, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(q, 8, now);
+        sqlite3_bind_int64(q, 9, now);
+        sqlite3_bind_int64(q, 10, retain_until);
+        sqlite3_bind_text(q, 11, why, -1, SQLITE_TRANSIENT);
         rc = sqlite3_step(q);
     }
     sqlite3_finalize(q);
@@ -242,6 +281,30 @@ void ms_journal_close(ms_journal *j)
 }
 
 /*
+ * Makes the next commit durable (fsync of the WAL at commit).  Its
+ * result is checked: a commit point written without it could vanish with
+ * a power cut after the move went on.  Caller holds j->lock.
+ */
+static int sync_full(ms_journal *j)
+{
+    int rc = sqlite3_exec(j->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL);
+    if (rc != SQLITE_OK)
+        ms_log(LOG_ERR, "%s: cannot make the move journal's next write durable: %s", j->path,
+               sqlite3_errmsg(j->db));
+    return rc;
+}
+
+/*
+ * Back to the cheaper mode for progress rows.  A failure leaves FULL on,
+ * which is slower but never less safe: nothing to report.  Caller holds
+ * j->lock.
+ */
+static void sync_normal(ms_journal *j)
+{
+    (void)sqlite3_exec(j->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
+}
+
+/*
  * Runs sql with the bindings described by fmt ('i' int64, 't' text,
  * 'b' blob as text) under the journal lock.  Statements are few and run
  * once per step, so they are prepared each time.
@@ -251,10 +314,12 @@ static int run(ms_journal *j, bool durable, const char *sql, const char *fmt, ..
     va_list ap;
     va_start(ap, fmt);
     g_mutex_lock(&j->lock);
-    if (durable)
-        sqlite3_exec(j->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL);
     sqlite3_stmt *q = NULL;
-    int rc = sqlite3_prepare_v2(j->db, sql, -1, &q, NULL);
+    /* A durable write that could not be made durable is not written. */
+    int rc = durable ? sync_full(j) : SQLITE_OK;
+    bool synced = rc == SQLITE_OK; /* else sync_full said why */
+    if (synced)
+        rc = sqlite3_prepare_v2(j->db, sql, -1, &q, NULL);
     for (int i = 0; rc == SQLITE_OK && fmt[i]; i++) {
         if (fmt[i] == 'i') {
             sqlite3_bind_int64(q, i + 1, va_arg(ap, int64_t));
@@ -270,11 +335,11 @@ static int run(ms_journal *j, bool durable, const char *sql, const char *fmt, ..
     }
     if (rc == SQLITE_OK)
         rc = sqlite3_step(q);
-    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+    if (synced && rc != SQLITE_DONE && rc != SQLITE_ROW)
         ms_log(LOG_ERR, "%s: %s", j->path, sqlite3_errmsg(j->db));
     sqlite3_finalize(q);
     if (durable)
-        sqlite3_exec(j->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
+        sync_normal(j);
     g_mutex_unlock(&j->lock);
     va_end(ap);
     return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : rc == SQLITE_FULL ? -ENOSPC : -EIO;
@@ -286,48 +351,53 @@ int jn_create(ms_journal *j, const char *mailbox, const char *newname, const cha
     g_autofree char *start = proc_start(getpid());
     int64_t now = jn_now_ns();
     g_mutex_lock(&j->lock);
-    sqlite3_exec(j->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL);
     sqlite3_stmt *q = NULL;
-    int rc = sqlite3_prepare_v2(
-        j->db,
-        "INSERT INTO move(mailbox, source, target, state, step, total_messages, total_bytes,"
-        " started_ns, updated_ns, owner_pid, owner_start, newname)"
-        " VALUES (?, ?, ?, 'running', 'recorded', ?, ?, ?, ?, ?, ?, ?)",
-        -1, &q, NULL);
+    int rc = sync_full(j);
+    bool synced = rc == SQLITE_OK; /* else sync_full said why */
+    if (synced)
+        rc = sqlite3_prepare_v2(
+            j->db,
+            "INSERT INTO move(mailbox, source, target, state, step, total_messages, total_bytes,"
+            " started_ns, updated_ns, owner_pid, owner_start, newname)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            -1, &q, NULL);
     if (rc == SQLITE_OK) {
         sqlite3_bind_blob(q, 1, mailbox, (int)strlen(mailbox), SQLITE_TRANSIENT);
         sqlite3_bind_text(q, 2, source, -1, SQLITE_TRANSIENT);
         sqlite3_bind_text(q, 3, target, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(q, 4, total_messages);
-        sqlite3_bind_int64(q, 5, total_bytes);
-        sqlite3_bind_int64(q, 6, now);
-        sqlite3_bind_int64(q, 7, now);
-        sqlite3_bind_int64(q, 8, getpid());
-        sqlite3_bind_text(q, 9, start ? start : "", -1, SQLITE_TRANSIENT);
-        sqlite3_bind_blob(q, 10, newname, (int)strlen(newname), SQLITE_TRANSIENT);
+        sqlite3_bind_text(q, 4, STATE(RUNNING), -1, SQLITE_STATIC);
+        sqlite3_bind_text(q, 5, STEP(RECORDED), -1, SQLITE_STATIC);
+        sqlite3_bind_int64(q, 6, total_messages);
+        sqlite3_bind_int64(q, 7, total_bytes);
+        sqlite3_bind_int64(q, 8, now);
+        sqlite3_bind_int64(q, 9, now);
+        sqlite3_bind_int64(q, 10, getpid());
+        sqlite3_bind_text(q, 11, start ? start : "", -1, SQLITE_TRANSIENT);
+        sqlite3_bind_blob(q, 12, newname, (int)strlen(newname), SQLITE_TRANSIENT);
         rc = sqlite3_step(q);
     }
     sqlite3_finalize(q);
     if (rc == SQLITE_DONE)
         *id = sqlite3_last_insert_rowid(j->db);
-    else
+    else if (synced)
         ms_log(LOG_ERR, "%s: %s", j->path, sqlite3_errmsg(j->db));
-    sqlite3_exec(j->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
+    sync_normal(j);
     g_mutex_unlock(&j->lock);
     if (rc != SQLITE_DONE)
         return rc == SQLITE_FULL ? -ENOSPC : -EIO;
-    return run(j, false, "INSERT INTO move_step(move, step, at_ns) VALUES (?, 'recorded', ?)", "ii",
-               *id, now);
+    return run(j, false, "INSERT INTO move_step(move, step, at_ns) VALUES (?, ?, ?)", "iti", *id,
+               STEP(RECORDED), now);
 }
 
-int jn_step(ms_journal *j, int64_t id, const char *step, bool durable)
+int jn_step(ms_journal *j, int64_t id, ms_move_step step, bool durable)
 {
     int64_t now = jn_now_ns();
-    int rc = run(j, durable, "UPDATE move SET step = ?, updated_ns = ? WHERE id = ?", "tii", step,
+    const char *name = ms_move_step_name(step);
+    int rc = run(j, durable, "UPDATE move SET step = ?, updated_ns = ? WHERE id = ?", "tii", name,
                  now, id);
     if (!rc)
         rc = run(j, false, "INSERT INTO move_step(move, step, at_ns) VALUES (?, ?, ?)", "iti", id,
-                 step, now);
+                 name, now);
     return rc;
 }
 
@@ -338,24 +408,27 @@ int jn_progress(ms_journal *j, int64_t id, int64_t messages, int64_t bytes)
                "iiii", messages, bytes, jn_now_ns(), id);
 }
 
-int jn_set_state(ms_journal *j, int64_t id, const char *state, const char *error)
+int jn_set_state(ms_journal *j, int64_t id, ms_move_state state, const char *error)
 {
-    bool final = strcmp(state, "running") && strcmp(state, "committed");
+    if (state == MS_MOVE_UNKNOWN)
+        return -EINVAL; /* never written: it would hide the move from recovery */
+    bool final = state != MS_MOVE_RUNNING && state != MS_MOVE_COMMITTED;
     /* "committed" is the commit point: it must be on disk before we go on. */
-    bool durable = !strcmp(state, "committed") || final;
+    bool durable = state == MS_MOVE_COMMITTED || final;
     /* finished_ns is when the move itself ended: a later undo or purge
      * (final states too) must not change it, or its rate. */
     return run(j, durable,
                "UPDATE move SET state = ?, error = coalesce(?, error), updated_ns = ?,"
                " finished_ns = CASE WHEN ? AND finished_ns = 0 THEN ? ELSE finished_ns END"
                " WHERE id = ?",
-               "ttiiii", state, error, jn_now_ns(), (int64_t) final, jn_now_ns(), id);
+               "ttiiii", ms_move_state_name(state), error, jn_now_ns(), (int64_t) final,
+               jn_now_ns(), id);
 }
 
 int jn_locked(ms_journal *j, int64_t id, int64_t at_ns)
 {
-    return run(j, false, "INSERT INTO move_step(move, step, at_ns) VALUES (?, 'locked', ?)", "ii",
-               id, at_ns);
+    return run(j, false, "INSERT INTO move_step(move, step, at_ns) VALUES (?, ?, ?)", "iti", id,
+               STEP(LOCKED), at_ns);
 }
 
 int jn_dir_save(ms_journal *j, int64_t id, const char *dn, const char *saved, const char *target)
@@ -392,13 +465,14 @@ int jn_find_resumable(ms_journal *j, const char *source, const char *target, con
     g_mutex_lock(&j->lock);
     sqlite3_stmt *q = NULL;
     int rc = sqlite3_prepare_v2(j->db,
-                                "SELECT id FROM move WHERE state = 'running' AND source = ? AND"
+                                "SELECT id FROM move WHERE state = ? AND source = ? AND"
                                 " target = ? AND newname = ? ORDER BY id DESC",
                                 -1, &q, NULL);
     if (rc == SQLITE_OK) {
-        sqlite3_bind_text(q, 1, source, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(q, 2, target, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_blob(q, 3, newname, (int)strlen(newname), SQLITE_TRANSIENT);
+        sqlite3_bind_text(q, 1, STATE(RUNNING), -1, SQLITE_STATIC);
+        sqlite3_bind_text(q, 2, source, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(q, 3, target, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_blob(q, 4, newname, (int)strlen(newname), SQLITE_TRANSIENT);
         while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
             int64_t v = sqlite3_column_int64(q, 0);
             g_array_append_val(ids, v);
@@ -473,8 +547,10 @@ static void row_info(sqlite3_stmt *q, ms_move_info *m)
     copy_col(m->mailbox, sizeof m->mailbox, q, 1);
     copy_col(m->source, sizeof m->source, q, 2);
     copy_col(m->target, sizeof m->target, q, 3);
-    copy_col(m->state, sizeof m->state, q, 4);
-    copy_col(m->step, sizeof m->step, q, 5);
+    m->state = (ms_move_state)name_index(state_names, G_N_ELEMENTS(state_names),
+                                         (const char *)sqlite3_column_text(q, 4));
+    m->step = (ms_move_step)name_index(step_names, G_N_ELEMENTS(step_names),
+                                       (const char *)sqlite3_column_text(q, 5));
     m->total_messages = sqlite3_column_int64(q, 6);
     m->total_bytes = sqlite3_column_int64(q, 7);
     m->done_messages = sqlite3_column_int64(q, 8);
@@ -496,7 +572,7 @@ static void row_info(sqlite3_stmt *q, ms_move_info *m)
 /* The lock's start is a move_step row (no schema change for old journals). */
 #define INFO_FROM                                                                                  \
     " FROM move LEFT JOIN (SELECT move AS lm, max(at_ns) AS at_ns FROM move_step"                  \
-    " WHERE step = 'locked' GROUP BY move) l ON l.lm = move.id"
+    " WHERE step = ?1 GROUP BY move) l ON l.lm = move.id"
 
 int ms_journal_list(ms_journal *j, ms_move_info **out, size_t *n)
 {
@@ -505,6 +581,8 @@ int ms_journal_list(ms_journal *j, ms_move_info **out, size_t *n)
     sqlite3_stmt *q = NULL;
     int rc =
         sqlite3_prepare_v2(j->db, "SELECT " INFO_COLS INFO_FROM " ORDER BY id DESC", -1, &q, NULL);
+    if (rc == SQLITE_OK)
+        sqlite3_bind_text(q, 1, STEP(LOCKED), -1, SQLITE_STATIC);
     while (rc == SQLITE_OK || rc == SQLITE_ROW) {
         rc = sqlite3_step(q);
         if (rc == SQLITE_ROW) {
@@ -528,9 +606,11 @@ int ms_journal_get(ms_journal *j, int64_t id, ms_move_info *out)
 {
     g_mutex_lock(&j->lock);
     sqlite3_stmt *q = NULL;
-    int rc = sqlite3_prepare_v2(j->db, "SELECT " INFO_COLS INFO_FROM " WHERE id = ?", -1, &q, NULL);
+    int rc =
+        sqlite3_prepare_v2(j->db, "SELECT " INFO_COLS INFO_FROM " WHERE id = ?2", -1, &q, NULL);
     if (rc == SQLITE_OK) {
-        sqlite3_bind_int64(q, 1, id);
+        sqlite3_bind_text(q, 1, STEP(LOCKED), -1, SQLITE_STATIC);
+        sqlite3_bind_int64(q, 2, id);
         rc = sqlite3_step(q);
         if (rc == SQLITE_ROW)
             row_info(q, out);
@@ -567,9 +647,12 @@ int jn_orphans(ms_journal *j, GArray *ids)
     GArray *all = g_array_new(FALSE, FALSE, sizeof(int64_t));
     g_mutex_lock(&j->lock);
     sqlite3_stmt *q = NULL;
-    int rc = sqlite3_prepare_v2(
-        j->db, "SELECT id FROM move WHERE state IN ('running', 'committed') ORDER BY id", -1, &q,
-        NULL);
+    int rc = sqlite3_prepare_v2(j->db, "SELECT id FROM move WHERE state IN (?, ?) ORDER BY id", -1,
+                                &q, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(q, 1, STATE(RUNNING), -1, SQLITE_STATIC);
+        sqlite3_bind_text(q, 2, STATE(COMMITTED), -1, SQLITE_STATIC);
+    }
     while (rc == SQLITE_OK || rc == SQLITE_ROW) {
         rc = sqlite3_step(q);
         if (rc == SQLITE_ROW) {

@@ -9,13 +9,19 @@
 
 #include <glib.h>
 
+/*
+ * Every write here returns 0 or a negative errno (-ENOSPC: disk full;
+ * -EIO: anything else, logged with SQLite's words): callers decide what a
+ * failed record means for the move, and never ignore it.
+ */
 /* Records a new move (state running, step recorded), durably. */
 int jn_create(ms_journal *j, const char *mailbox, const char *newname, const char *source,
               const char *target, int64_t total_messages, int64_t total_bytes, int64_t *id);
 /* Sets the step; durable when the step is a commit point. */
-int jn_step(ms_journal *j, int64_t id, const char *step, bool durable);
+int jn_step(ms_journal *j, int64_t id, ms_move_step step, bool durable);
 int jn_progress(ms_journal *j, int64_t id, int64_t messages, int64_t bytes);
-int jn_set_state(ms_journal *j, int64_t id, const char *state, const char *error);
+/* Durable for the commit point and the final states; never UNKNOWN. */
+int jn_set_state(ms_journal *j, int64_t id, ms_move_state state, const char *error);
 /* Records when the source mailbox was locked (for mailfsctl moves). */
 int jn_locked(ms_journal *j, int64_t id, int64_t at_ns);
 int jn_set_target_id(ms_journal *j, int64_t id, int64_t target_mailbox);

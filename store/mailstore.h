@@ -546,13 +546,47 @@ int ms_journal_verify(ms_journal *j, char **err);
 int ms_journal_attr_get(ms_journal *j, const char *key, int64_t *value);
 int ms_journal_attr_set(ms_journal *j, const char *key, int64_t value);
 
+/*
+ * Where a move stands.  The journal keeps each as its name (a TEXT column,
+ * so journals written before these enums read the same); a name this
+ * build does not know reads as MS_MOVE_UNKNOWN, which no recovery, undo
+ * or purge acts on.
+ */
+typedef enum ms_move_state {
+    MS_MOVE_UNKNOWN = 0,
+    MS_MOVE_RUNNING,     /* before its commit point: a crash rolls it back */
+    MS_MOVE_COMMITTED,   /* past it, not finished: a crash rolls it forward */
+    MS_MOVE_DONE,        /* finished; the source copy retained for undo */
+    MS_MOVE_ROLLED_BACK, /* failed or cancelled; the source as before */
+    MS_MOVE_UNDONE,      /* moved back by ms_undo */
+    MS_MOVE_PURGED,      /* done, and its retained copy dropped */
+} ms_move_state;
+
+/* The last step a move reached, in the order a move passes them. */
+typedef enum ms_move_step {
+    MS_STEP_UNKNOWN = 0,
+    MS_STEP_RECORDED,  /* journal row written */
+    MS_STEP_LOCKED,    /* source locked (a move_step row only) */
+    MS_STEP_COPYING,   /* into the hidden incoming copy */
+    MS_STEP_COPIED,    /* the target synced */
+    MS_STEP_VERIFIED,  /* every message compared */
+    MS_STEP_DIRECTORY, /* step 4: the entry pointed at the target */
+    MS_STEP_COMMITTED, /* the commit point passed */
+    MS_STEP_FINISHED,  /* target shown, source retained */
+} ms_move_step;
+
+/* The journal's name of a state or step ("rolled-back"); "unknown" for
+ * MS_*_UNKNOWN or a value out of range.  Never NULL. */
+const char *ms_move_state_name(ms_move_state s);
+const char *ms_move_step_name(ms_move_step s);
+
 typedef struct ms_move_info {
     int64_t id;
     char mailbox[MS_NAME_MAX + 1];
     char newname[MS_NAME_MAX + 1]; /* its name in the target */
     char source[MS_NAME_MAX + 1], target[MS_NAME_MAX + 1];
-    char state[16]; /* running, committed, done, rolled-back, undone, purged */
-    char step[16];  /* the last step reached */
+    ms_move_state state;
+    ms_move_step step; /* the last step reached */
     int64_t total_messages, total_bytes, done_messages, done_bytes;
     int64_t started_ns, updated_ns, finished_ns;
     int64_t lock_ns;       /* how long writes were refused */
@@ -571,9 +605,10 @@ int ms_journal_get(ms_journal *j, int64_t id, ms_move_info *out);
 /* Resolves store names for recovery, undo and purge. */
 typedef ms_store *(*ms_store_lookup_fn)(void *ctx, const char *name);
 
+/* Required by ms_move and ms_import (-EINVAL without). */
 typedef struct ms_move_opts {
     const char *newname; /* the name in the target (NULL: the same) */
-    int retain_days;     /* how long the source copy is kept */
+    int retain_days;     /* how long the source copy is kept: the config's */
     /* With a directory: step 4 points the mailbox's entry at the target. */
     ms_directory *dir;
     /* Polled between messages: true cancels the move (it rolls back, -EINTR). */
@@ -584,8 +619,12 @@ typedef struct ms_move_opts {
 /*
  * Moves mailbox from src to dst.  Blocks until the move committed (0) or
  * rolled back (negative errno: DESIGN's preflight table, -EINTR when
- * cancelled, -EIO when verification failed, -ENOSPC when the disk filled).
- * *id (may be NULL) gets the journal id once there is one.
+ * cancelled, -EIO when verification failed or the journal could not be
+ * written durably, -ENOSPC when the disk filled).  -EINPROGRESS: it
+ * passed its commit point but could not finish (logged); it is handed to
+ * recovery, which rolls it forward (the mailbox may stay hidden in the
+ * target until then).  *id (may be NULL) gets the journal id once there
+ * is one.
  */
 int ms_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mailbox,
             const ms_move_opts *opts, int64_t *id);
@@ -635,6 +674,24 @@ int ms_undo(ms_journal *j, ms_store_lookup_fn find, void *ctx, ms_directory *dir
             int64_t id, int64_t *new_id);
 /* Drops retained source copies past their time (all of them with all). */
 int ms_purge(ms_journal *j, ms_store_lookup_fn find, void *ctx, bool all);
+
+/*
+ * What an errno returned by a move or an administrative command means, in
+ * words an admin acts on: one table for the CLI, the daemon's log and the
+ * journal's error column.  op says which operation returned it (the same
+ * errno means different things for each); errnos without a meaning of
+ * their own get strerror's text.  Never NULL.
+ */
+typedef enum ms_op {
+    MS_OP_ANY = 0,
+    MS_OP_MOVE,    /* ms_move, and a mailbox mv between stores */
+    MS_OP_IMPORT,  /* ms_import */
+    MS_OP_UNDO,    /* ms_undo */
+    MS_OP_RESTORE, /* ms_deleted_restore */
+    MS_OP_COMPACT, /* ms_store_compact */
+    MS_OP_CREATE,  /* ms_mkdir of a mailbox (mailfsctl mailbox create) */
+} ms_op;
+const char *ms_strerror(ms_op op, int rc);
 
 /* ---------------------------------------------------------------- check */
 

@@ -158,13 +158,21 @@ static bool cancelled(mover *mv)
     return mv->opts && mv->opts->cancelled && mv->opts->cancelled(mv->opts->ctx);
 }
 
-static void report(mover *mv, bool force)
+/*
+ * Progress into the journal, at most every 250 ms unless forced.  A
+ * journal that takes no progress row will not take the commit point
+ * either: the error ends the copy now rather than after it.
+ */
+static int report(mover *mv, bool force)
 {
     int64_t now = jn_now_ns();
-    if (force || now - mv->last_report_ns > 250 * 1000000LL) {
-        jn_progress(mv->j, mv->id, mv->messages, mv->bytes);
-        mv->last_report_ns = now;
-    }
+    if (!force && now - mv->last_report_ns <= 250 * 1000000LL)
+        return 0;
+    mv->last_report_ns = now;
+    int rc = jn_progress(mv->j, mv->id, mv->messages, mv->bytes);
+    if (rc && !mv->error)
+        mv->error = g_strdup_printf("recording progress in the journal: %s", g_strerror(-rc));
+    return rc;
 }
 
 /*
@@ -302,7 +310,8 @@ static int copy_children(mover *mv, ms_node sparent, ms_node dparent)
         if (!rc)
             rc = commit_prepared(mv, ready);
         ready_bytes = 0;
-        report(mv, false);
+        if (!rc)
+            rc = report(mv, false);
         if (!rc)
             ms_fault("copy");
     }
@@ -396,6 +405,17 @@ static int verify_children(mover *mv, ms_node sparent, ms_node dparent)
 /* ------------------------------------------------ finishing and undoing */
 
 /*
+ * A move this process could not settle goes to recovery, which may then
+ * run even while this process (a mounted daemon) lives.  If even that
+ * write fails, the move waits until this process is gone: said once.
+ */
+static void hand_to_recovery(ms_journal *j, int64_t id)
+{
+    if (jn_disown(j, id))
+        ms_log(LOG_ERR, "move %lld: left for the recovery after this process ends", (long long)id);
+}
+
+/*
  * Rolls back move id: drops the hidden copy, unlocks the source.  The
  * source was never written, so it is exactly as before.  Idempotent.
  */
@@ -406,18 +426,18 @@ static int roll_back(ms_journal *j, ms_store *src, ms_store *dst, ms_directory *
     int64_t tid, sid;
     int rc = 0;
     /* Step 4 reached: put back the values the entry had before. */
-    g_autofree char *dn = NULL, *saved = NULL, *target = NULL;
+    g_autofree char *dn = NULL, *saved = NULL, *target = NULL, *err = NULL;
     if (jn_dir_get(j, mi->id, &dn, &saved, &target) == 0) {
-        rc = dir ? ms_directory_write(dir, dn, saved, NULL) : -EIO;
-        g_autofree char *now = NULL;
+        rc = dir ? ms_directory_write(dir, dn, saved, &err) : -EIO;
+        g_autofree char *now = NULL, *rerr = NULL;
         /* Refused (say by an ACL) but the entry holds the saved values,
          * because the refused write never changed it: nothing to undo. */
-        if (rc && dir && ms_directory_read(dir, dn, saved, &now, NULL) == 0 && !strcmp(now, saved))
+        if (rc && dir && ms_directory_read(dir, dn, saved, &now, &rerr) == 0 && !strcmp(now, saved))
             rc = 0;
         if (rc) {
-            ms_log(LOG_ERR, "move %lld: cannot restore %s to %s; recovery will retry",
-                   (long long)mi->id, dn, saved);
-            jn_disown(j, mi->id);
+            ms_log(LOG_ERR, "move %lld: cannot restore %s to %s (%s); recovery will retry",
+                   (long long)mi->id, dn, saved, err ? err : "no directory configured");
+            hand_to_recovery(j, mi->id);
             return rc;
         }
         ms_log(LOG_INFO, "move %lld: directory restored: %s %s", (long long)mi->id, dn, saved);
@@ -442,11 +462,17 @@ static int roll_back(ms_journal *j, ms_store *src, ms_store *dst, ms_directory *
          * the hidden copy goes at the next recovery, whoever runs it. */
         ms_log(LOG_ERR, "move %lld: roll back incomplete: %s; 'mailfsctl recover' finishes it",
                (long long)mi->id, g_strerror(-rc));
-        jn_disown(j, mi->id);
+        hand_to_recovery(j, mi->id);
         return rc;
     }
-    ms_log(LOG_INFO, "move %lld: rolled back (%s)", (long long)mi->id, why);
-    return jn_set_state(j, mi->id, "rolled-back", why);
+    /* Unrecorded, the stores are settled all the same and recovery's
+     * next pass (idempotent) finds nothing left to do but this record. */
+    rc = jn_set_state(j, mi->id, MS_MOVE_ROLLED_BACK, why);
+    if (rc)
+        hand_to_recovery(j, mi->id);
+    else
+        ms_log(LOG_INFO, "move %lld: rolled back (%s)", (long long)mi->id, why);
+    return rc;
 }
 
 /*
@@ -461,11 +487,12 @@ static int roll_forward(ms_journal *j, ms_store *src, ms_store *dst, ms_director
     int64_t tid, sid;
     int rc = 0;
     /* Re-applied (idempotent): a crash may have come before the write. */
-    g_autofree char *dn = NULL, *saved = NULL, *target = NULL;
+    g_autofree char *dn = NULL, *saved = NULL, *target = NULL, *err = NULL;
     if (jn_dir_get(j, mi->id, &dn, &saved, &target) == 0 &&
-        (rc = dir ? ms_directory_write(dir, dn, target, NULL) : -EIO)) {
-        ms_log(LOG_ERR, "move %lld: cannot point %s at the target (%s); recovery will retry",
-               (long long)mi->id, dn, target);
+        (rc = dir ? ms_directory_write(dir, dn, target, &err) : -EIO)) {
+        ms_log(LOG_ERR, "move %lld: cannot point %s at the target (%s: %s); recovery will retry",
+               (long long)mi->id, dn, target, err ? err : "no directory configured");
+        hand_to_recovery(j, mi->id);
         return rc;
     }
     if (ms_mailbox_find(dst, in, MS_MB_INCOMING, &tid) == 0)
@@ -488,15 +515,29 @@ static int roll_forward(ms_journal *j, ms_store *src, ms_store *dst, ms_director
     if (rc) {
         ms_log(LOG_ERR, "move %lld: finishing failed: %s (recovery will retry)", (long long)mi->id,
                g_strerror(-rc));
+        hand_to_recovery(j, mi->id);
         return rc;
     }
     ms_fault("finished");
     int64_t lock_ns = locked_at ? jn_now_ns() - locked_at : 0;
-    jn_set_times(j, mi->id, lock_ns, until);
-    jn_step(j, mi->id, "finished", false);
+    /* Unrecorded, the move stays "committed" and recovery redoes this
+     * (idempotent): nothing is lost, but it is not finished yet. */
+    rc = jn_set_times(j, mi->id, lock_ns, until);
+    if (!rc)
+        rc = jn_step(j, mi->id, MS_STEP_FINISHED, false);
+    if (!rc)
+        rc = jn_set_state(j, mi->id, MS_MOVE_DONE, NULL);
+    if (rc) {
+        ms_log(LOG_ERR,
+               "move %lld: finished in the stores but not in the journal: %s (recovery "
+               "will record it)",
+               (long long)mi->id, g_strerror(-rc));
+        hand_to_recovery(j, mi->id);
+        return rc;
+    }
     ms_log(LOG_INFO, "move %lld: %s finished in %s, source retained until %lld", (long long)mi->id,
            mi->mailbox, mi->target, (long long)until);
-    return jn_set_state(j, mi->id, "done", NULL);
+    return 0;
 }
 
 /* ------------------------------------------------------------ the move */
@@ -511,9 +552,11 @@ static int directory_step(ms_journal *j, mover *mv, ms_directory *dir, const cha
     const char *target = ms_store_directory(mv->dst);
     if (!dir || !target)
         return 0;
-    jn_step(j, mv->id, "directory", false);
+    int rc = jn_step(j, mv->id, MS_STEP_DIRECTORY, false);
+    if (rc)
+        return rc;
     g_autofree char *dn = NULL, *saved = NULL, *err = NULL;
-    int rc = ms_directory_entry(dir, mailbox, &dn, &err);
+    rc = ms_directory_entry(dir, mailbox, &dn, &err);
     if (!rc)
         rc = ms_directory_read(dir, dn, target, &saved, &err);
     if (!rc)
@@ -522,10 +565,12 @@ static int directory_step(ms_journal *j, mover *mv, ms_directory *dir, const cha
         ms_fault("directory-saved");
         rc = ms_directory_write(dir, dn, target, &err);
     }
-    if (rc) {
-        mv->error = g_strdup_printf("directory: %s", err ? err : g_strerror(-rc));
+    if (rc && err) {
+        mv->error = g_strdup_printf("directory: %s", err);
         return -EIO;
     }
+    if (rc) /* the journal's record of step 4 failed: said by jn_dir_save */
+        return rc;
     ms_log(LOG_INFO, "move %lld: directory: %s was %s, now %s", (long long)mv->id, dn, saved,
            target);
     ms_fault("directory");
@@ -581,22 +626,6 @@ static int preflight(ms_store *src, ms_store *dst, const char *mailbox, const ch
     return 0;
 }
 
-static const char *preflight_why(int rc)
-{
-    switch (-rc) {
-    case EEXIST:
-        return "a mailbox of that name exists in the target";
-    case EBUSY:
-        return "the mailbox is being moved already";
-    case EROFS:
-        return "a store is read-only";
-    case ENOSPC:
-        return "the target has less free space than twice the mailbox";
-    default:
-        return g_strerror(-rc);
-    }
-}
-
 /*
  * The move of DESIGN 4.  An import (source a read-only file) is the same
  * protocol without the source's lock and retention and without the
@@ -606,11 +635,11 @@ static const char *preflight_why(int rc)
 static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mailbox,
                     const ms_move_opts *opts, bool import, int64_t resume, int64_t *id_out)
 {
-    const char *newname = opts && opts->newname ? opts->newname : mailbox;
+    if (!opts || src == dst)
+        return -EINVAL;
+    const char *newname = opts->newname ? opts->newname : mailbox;
     ms_attr mb;
     int64_t total_messages = 0, total_bytes = 0;
-    if (src == dst)
-        return -EINVAL;
     g_autofree char *jerr = NULL;
     if (ms_journal_verify(j, &jerr)) {
         ms_log(LOG_ERR, "move %s refused: %s", mailbox, jerr);
@@ -618,10 +647,10 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
     }
     int rc = preflight(src, dst, mailbox, newname, import, &mb, &total_messages, &total_bytes);
     if (!rc && !import)
-        rc = preflight_directory(opts ? opts->dir : NULL, dst, mailbox);
+        rc = preflight_directory(opts->dir, dst, mailbox);
     if (rc) {
         ms_log(LOG_INFO, "move %s from %s to %s refused: %s", mailbox, ms_store_name(src),
-               ms_store_name(dst), preflight_why(rc));
+               ms_store_name(dst), ms_strerror(MS_OP_MOVE, rc));
         return rc;
     }
     int64_t id = resume;
@@ -647,18 +676,23 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
         rc = ms_mailbox_set(src, mb.node.id,
                             &(ms_mailbox_change){NULL, -1, id, -1, ms_journal_id(j), 0});
     if (rc) {
-        jn_set_state(j, id, "rolled-back", preflight_why(rc));
+        /* Nothing was locked: recovery would find nothing but this row. */
+        if (jn_set_state(j, id, MS_MOVE_ROLLED_BACK, ms_strerror(MS_OP_MOVE, rc)))
+            hand_to_recovery(j, id);
         return rc;
     }
     int64_t locked_at = jn_now_ns();
-    if (!import)
-        jn_locked(j, id, locked_at);
-    ms_fault("locked");
-
     mover mv = {.j = j, .src = src, .dst = dst, .id = id, .opts = opts, .resume = resume != 0};
+    /* A lock the journal does not time is still a lock: recorded or not,
+     * the move is rolled back below if this fails. */
+    if (!import)
+        rc = jn_locked(j, id, locked_at);
+    if (!rc)
+        ms_fault("locked");
+
     g_autofree char *in = incoming_name(id, newname);
     int64_t tid = 0;
-    if (!resume || ms_mailbox_find(dst, in, MS_MB_INCOMING, &tid) != 0)
+    if (!rc && (!resume || ms_mailbox_find(dst, in, MS_MB_INCOMING, &tid) != 0))
         rc = ms_mailbox_create(dst, in, MS_MB_INCOMING, &mb, &tid);
     /* Named after its move and journal, so recovery finds it without the journal. */
     if (!rc)
@@ -666,26 +700,29 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
     if (!rc)
         rc = jn_set_target_id(j, id, tid);
     if (!rc)
-        rc = jn_step(j, id, "copying", false);
+        rc = jn_step(j, id, MS_STEP_COPYING, false);
     ms_node troot = {MS_MAILBOX, tid};
     if (!rc)
         rc = copy_xattr(src, mb.node, dst, troot, "user.mail.acl");
     if (!rc)
         rc = copy_children(&mv, mb.node, troot);
-    report(&mv, true);
+    if (!rc)
+        rc = report(&mv, true);
     if (!rc)
         rc = ms_store_sync(dst);
+    if (!rc)
+        rc = jn_step(j, id, MS_STEP_COPIED, false);
     if (!rc) {
-        jn_step(j, id, "copied", false);
         ms_fault("copied");
         rc = verify_children(&mv, mb.node, troot);
     }
+    if (!rc)
+        rc = jn_step(j, id, MS_STEP_VERIFIED, false);
     if (!rc) {
-        jn_step(j, id, "verified", false);
         ms_log(LOG_INFO, "move %lld: copied and verified %lld messages, %lld bytes", (long long)id,
                (long long)mv.messages, (long long)mv.bytes);
         ms_fault("verified");
-        rc = directory_step(j, &mv, opts && !import ? opts->dir : NULL, mailbox);
+        rc = directory_step(j, &mv, import ? NULL : opts->dir, mailbox);
     }
     /* A commit point written into a deleted journal would be lost with
      * it: a crash after it could then only be rolled back. */
@@ -693,28 +730,38 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
         mv.error = g_strdup(jerr);
         rc = -EIO;
     }
+    /* The commit point: durable, or the move does not pass it. */
     if (!rc)
-        rc = jn_set_state(j, id, "committed", NULL); /* the commit point */
+        rc = jn_set_state(j, id, MS_MOVE_COMMITTED, NULL);
+    ms_directory *dir = import ? NULL : opts->dir;
     if (rc) {
-        const char *why = mv.error ? mv.error : rc == -EINTR ? "interrupted" : g_strerror(-rc);
+        /* EIO's own words would send the admin to this very record. */
+        const char *why = mv.error     ? mv.error
+                          : rc == -EIO ? "an I/O error (see the log)"
+                                       : ms_strerror(MS_OP_MOVE, rc);
         ms_log(LOG_ERR, "move %lld: failed: %s", (long long)id, why);
-        jn_set_state(j, id, "running", why); /* kept even if rolling back fails */
-        roll_back(j, src, dst, opts && !import ? opts->dir : NULL, &mi, why);
+        /* Kept even if rolling back fails; if it cannot be written, the
+         * rollback's own record says the same. */
+        (void)jn_set_state(j, id, MS_MOVE_RUNNING, why);
+        roll_back(j, src, dst, dir, &mi, why);
         g_free(mv.error);
         return rc;
     }
-    jn_step(j, id, "committed", false);
-    ms_fault("committed");
     g_free(mv.error);
-    return roll_forward(j, src, dst, opts && !import ? opts->dir : NULL, &mi,
-                        opts ? opts->retain_days : MS_RETAIN_DAYS_DEFAULT, import ? 0 : locked_at)
-               ? -EIO
+    /* Past the commit point: a failure here is recovery's to finish. */
+    if (jn_step(j, id, MS_STEP_COMMITTED, false)) {
+        hand_to_recovery(j, id);
+        return -EINPROGRESS;
+    }
+    ms_fault("committed");
+    return roll_forward(j, src, dst, dir, &mi, opts->retain_days, import ? 0 : locked_at)
+               ? -EINPROGRESS
                : 0;
 }
 
 bool ms_move_unsettled(const ms_move_info *m)
 {
-    return !strcmp(m->state, "running") || !strcmp(m->state, "committed");
+    return m->state == MS_MOVE_RUNNING || m->state == MS_MOVE_COMMITTED;
 }
 
 int ms_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mailbox,
@@ -765,8 +812,10 @@ int ms_import(ms_journal *j, const char *file, ms_store *dst, const char *mailbo
     if (!rc && jn_find_resumable(j, abs, ms_store_name(dst), mailbox, &resume) == 0)
         ms_log(LOG_INFO, "import of %s into %s/%s: resuming move %lld", abs, ms_store_name(dst),
                mailbox, (long long)resume);
+    if (!rc && !opts)
+        rc = -EINVAL;
     if (!rc) {
-        ms_move_opts o = opts ? *opts : (ms_move_opts){.retain_days = MS_RETAIN_DAYS_DEFAULT};
+        ms_move_opts o = *opts;
         o.newname = mailbox;
         o.dir = NULL;
         rc = run_move(j, src, dst, stem, &o, true, resume, id_out);
@@ -797,12 +846,12 @@ int ms_recover(ms_journal *j, ms_store *const *stores, size_t n, ms_directory *d
         if (ms_journal_get(j, g_array_index(ids, int64_t, i), &mi))
             continue;
         bool import = mi.source[0] == '/';
-        if (import && keep_imports && strcmp(mi.state, "committed"))
+        if (import && keep_imports && mi.state != MS_MOVE_COMMITTED)
             continue; /* left for `mailfsctl import` to resume */
         ms_store *src = import ? NULL : store_named(stores, n, mi.source);
         ms_store *dst = store_named(stores, n, mi.target);
         int r;
-        if (!strcmp(mi.state, "committed")) {
+        if (mi.state == MS_MOVE_COMMITTED) {
             if ((!src && !import) || !dst) {
                 ms_log(LOG_ERR, "move %lld: cannot roll forward: store %s is not configured",
                        (long long)mi.id, dst ? mi.source : mi.target);
@@ -813,7 +862,7 @@ int ms_recover(ms_journal *j, ms_store *const *stores, size_t n, ms_directory *d
             }
         } else {
             ms_log(LOG_INFO, "move %lld: rolling back after a crash at step %s", (long long)mi.id,
-                   mi.step);
+                   ms_move_step_name(mi.step));
             r = roll_back(j, src, dst, dir, &mi,
                           mi.error[0] ? mi.error : "interrupted: the mover died");
         }
@@ -846,7 +895,7 @@ int ms_purge(ms_journal *j, ms_store_lookup_fn find, void *ctx, bool all)
     int64_t now = (int64_t)time(NULL);
     for (size_t i = 0; !rc && i < n; i++) {
         ms_move_info *mi = &moves[i];
-        if (strcmp(mi->state, "done") && strcmp(mi->state, "undone"))
+        if (mi->state != MS_MOVE_DONE && mi->state != MS_MOVE_UNDONE)
             continue;
         if (!all && mi->retain_until > now)
             continue;
@@ -860,7 +909,11 @@ int ms_purge(ms_journal *j, ms_store_lookup_fn find, void *ctx, bool all)
             if (rc)
                 break;
         }
-        jn_set_state(j, mi->id, "purged", NULL);
+        /* The copy is gone either way; unrecorded, the next purge finds
+         * no copy and records it then. */
+        rc = jn_set_state(j, mi->id, MS_MOVE_PURGED, NULL);
+        if (rc)
+            break;
         ms_log(LOG_INFO, "move %lld: retained copy of %s in %s purged", (long long)mi->id,
                mi->mailbox, mi->source);
         purged++;
@@ -914,7 +967,8 @@ static int undo_deleted_target(ms_journal *j, ms_store *src, ms_directory *dir,
     ms_log(LOG_INFO, "undo %lld: %s was deleted in %s since; its retained copy in %s restored",
            (long long)mi->id, mi->newname, mi->target, mi->source);
     *new_id = 0;
-    return jn_set_state(j, mi->id, "undone", "target deleted since; retained source restored");
+    return jn_set_state(j, mi->id, MS_MOVE_UNDONE,
+                        "target deleted since; retained source restored");
 }
 
 int ms_undo(ms_journal *j, ms_store_lookup_fn find, void *ctx, ms_directory *dir, int retain_days,
@@ -924,8 +978,8 @@ int ms_undo(ms_journal *j, ms_store_lookup_fn find, void *ctx, ms_directory *dir
     int rc = ms_journal_get(j, id, &mi);
     if (rc)
         return rc;
-    if (strcmp(mi.state, "done"))
-        return strcmp(mi.state, "purged") ? -EINVAL : -ESTALE;
+    if (mi.state != MS_MOVE_DONE)
+        return mi.state == MS_MOVE_PURGED ? -ESTALE : -EINVAL;
     if (mi.retain_until < (int64_t)time(NULL))
         return -ESTALE;
     ms_store *src = find(ctx, mi.source), *dst = find(ctx, mi.target);
@@ -951,6 +1005,6 @@ int ms_undo(ms_journal *j, ms_store_lookup_fn find, void *ctx, ms_directory *dir
         return rc;
     rc = ms_mailbox_drop(src, sid);
     if (!rc)
-        rc = jn_set_state(j, mi.id, "undone", NULL);
+        rc = jn_set_state(j, mi.id, MS_MOVE_UNDONE, NULL);
     return rc;
 }

@@ -82,13 +82,14 @@ static const char *journal_or_ours(scan *s, const char *journal)
     return journal[0] ? journal : ms_journal_id(s->j);
 }
 
-/* The journal's word on move id of journal: its state, or "" when it has none. */
-static void state_of(scan *s, const char *journal, int64_t move, char *state, size_t size)
+/* The journal's word on move id of journal: its state, or MS_MOVE_UNKNOWN
+ * when it has none (another journal's move, or no such move). */
+static ms_move_state state_of(scan *s, const char *journal, int64_t move)
 {
     ms_move_info mi;
-    state[0] = '\0';
     if (!strcmp(journal, ms_journal_id(s->j)) && ms_journal_get(s->j, move, &mi) == 0)
-        g_strlcpy(state, mi.state, size);
+        return mi.state;
+    return MS_MOVE_UNKNOWN;
 }
 
 /*
@@ -99,11 +100,10 @@ static void state_of(scan *s, const char *journal, int64_t move, char *state, si
  */
 static bool explained(scan *s, const char *journal, int64_t move, ms_mb_state kind)
 {
-    char state[16];
-    state_of(s, journal, move, state, sizeof state);
+    ms_move_state state = state_of(s, journal, move);
     if (kind == MS_MB_RETAINED)
-        return !strcmp(state, "done") || !strcmp(state, "undone");
-    return !strcmp(state, "running") || !strcmp(state, "committed");
+        return state == MS_MOVE_DONE || state == MS_MOVE_UNDONE;
+    return state == MS_MOVE_RUNNING || state == MS_MOVE_COMMITTED;
 }
 
 static group *group_of(scan *s, const char *journal, int64_t move)
@@ -335,7 +335,7 @@ static void settle_group(settle *x, group *g)
     }
     if (rc) {
         ms_log(LOG_ERR, "orphan move %lld of journal %s not settled: %s", (long long)g->move,
-               g->journal, g_strerror(-rc));
+               g->journal, ms_strerror(MS_OP_MOVE, rc));
         x->unfixed += n;
     } else {
         x->settled++;

@@ -669,7 +669,7 @@ static void test_move_and_undo(void **state)
     assert_int_equal(ms_move(j, f->a, f->b, "kim", &o, NULL), -ENOENT); /* gone from a */
     ms_move_info mi;
     assert_int_equal(ms_journal_get(j, id, &mi), 0);
-    assert_string_equal(mi.state, "done");
+    assert_int_equal(mi.state, MS_MOVE_DONE);
     assert_int_equal(mi.done_messages, 2);
     ms_store *both[] = {f->a, f->b};
     assert_int_equal(ms_recover(j, both, 2, NULL, 1, false, NULL), 0); /* nothing to settle */
@@ -758,7 +758,7 @@ static void test_orphans_settled_without_journal(void **state)
     assert_int_equal(ms_journal_list(j, &moves, &n), 0);
     assert_int_equal(n, 2);
     for (size_t i = 0; i < n; i++) {
-        assert_string_equal(moves[i].state, "done");
+        assert_int_equal(moves[i].state, MS_MOVE_DONE);
         g_autofree char *ret =
             g_strdup_printf("retained/%lld/%s", (long long)moves[i].id, moves[i].mailbox);
         assert_int_equal(state_of(f->a, ret, MS_MB_RETAINED, &info), 0);
