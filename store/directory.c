@@ -173,8 +173,10 @@ int ms_directory_open(const ms_directory_conf *conf, ms_directory **out, char **
         g_free(why);
         return rc;
     }
+    /* A notice: the daemon's log shows it at mount; a command that needs
+     * the directory says it once, when it is refused. */
     if (rc)
-        ms_log(LOG_WARNING, "directory: %s (moves retry, and refuse while it stays so)", why);
+        ms_log(LOG_NOTICE, "directory: %s (moves retry, and are refused while it stays so)", why);
     g_free(why);
     *out = d;
     return 0;

@@ -26,7 +26,9 @@ static const meaning meanings[] = {
     {MS_OP_MOVE, EROFS, "a store is read-only"},
     {MS_OP_MOVE, ENOSPC, "not enough free space in the target (a move needs twice the mailbox)"},
     {MS_OP_MOVE, EINTR, "interrupted; rolled back"},
-    {MS_OP_MOVE, EIO, "failed and rolled back (see the log and mailfsctl moves)"},
+    /* Refused by the directory, or failed and rolled back: the words of
+     * what happened were logged where it happened. */
+    {MS_OP_MOVE, EIO, "not moved; the mailbox is as it was (the log above says why)"},
     {MS_OP_MOVE, EINPROGRESS,
      "committed, but it could not finish: 'mailfsctl recover' finishes it (see the log)"},
     {MS_OP_MOVE, EINVAL, "source and target are the same store"},

@@ -1,8 +1,9 @@
 #!/bin/bash
 # mailfsctl check against a real slapd: every finding of DESIGN 5 planted on
 # purpose and found (orphan, missing, mismatch, duplicate, unknown grantee,
-# a pending move); each --fix option fixes exactly its finding; exit 0
-# clean, 1 findings, 2 error (slapd down).
+# a pending move); each --fix option fixes exactly its finding, and a fix
+# the directory refuses says why in the finding; exit 0 clean, 1 findings,
+# 2 error (slapd down).  Each LDAP failure is said once.
 set -u
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../ldap.sh"
@@ -28,9 +29,13 @@ directory = mailHost=srv1.example.org
 [store srv2]
 path = srv2.db
 directory = mailHost=srv2.example.org
+# an attribute the schema lacks: slapd refuses to write it
+[store srv3]
+path = srv3.db
+directory = mailHost=srv3.example.org;noSuchAttr=x
 CONF
 C() { "$B/mailfsctl" -c "$S/conf" "$@"; }
-for s in srv1 srv2; do C store create $s >/dev/null; done
+for s in srv1 srv2 srv3; do C store create $s >/dev/null; done
 # the site is mounted throughout; mailboxes and ACLs are made through it
 M=$S/mnt
 mkdir -p "$M"
@@ -71,6 +76,26 @@ C check --json >"$WORK/after1"
 check "second check: no mismatch" bash -c "! grep -q '\"mismatch\"' '$WORK/after1'"
 check "second check: the others remain" grep -q '"unknown-grantee"' "$WORK/after1"
 
+# A fix the directory refuses: not fixed, and the finding says why.
+ldap_person gina srv1.example.org; mk srv3 gina
+C check --fix-location --json >"$WORK/fix2" 2>"$WORK/fix2.err"
+check "a refused --fix-location: not fixed, the directory's reason in the detail" python3 -c "
+import json
+f = [f for f in json.load(open('$WORK/fix2')) if f['mailbox'] == 'gina']
+assert len(f) == 1 and f[0]['finding'] == 'mismatch' and not f[0]['fixed'], f
+assert 'not fixed: modify uid=gina' in f[0]['detail'] and 'noSuchAttr' in f[0]['detail'], f"
+check "... said once: not in the log as well" bash -c "! grep -q gina '$WORK/fix2.err'"
+rm -r "$M/srv3/gina"
+ldapdelete -x -H "$LDAP_URI" -D "$LDAP_ADMIN" -w "$LDAP_PW" "uid=gina,ou=people,dc=example,dc=org"
+
+# An LDAP failure is one line: a move of a mailbox the directory lacks.
+mk srv1 hank
+C move hank srv2 >/dev/null 2>"$WORK/hank.err"
+check "move without a directory entry: refused" test $? = 1
+check "... the reason said once ($(grep -c 'no entry for mailbox hank' "$WORK/hank.err") lines)" \
+    test "$(grep -c 'no entry for mailbox hank' "$WORK/hank.err")" = 1
+rm -r "$M/srv1/hank"
+
 C check --remove-unknown-grantees --json >/dev/null
 check "--remove-unknown-grantees drops ghost, keeps bob" \
     test "$(getfattr --absolute-names --only-values -n user.mail.acl "$M/srv1/alice")" = "bob lr"
@@ -90,4 +115,6 @@ slapd_stop "$L"
 C check >/dev/null 2>"$WORK/err"
 check "slapd down: exit 2" test $? = 2
 check "... with a reason" grep -q "check:" "$WORK/err"
+check "... said once ($(grep -c "Can't contact" "$WORK/err") lines)" \
+    test "$(grep -c "Can't contact" "$WORK/err")" = 1
 [ $FAILS = 0 ]
