@@ -159,6 +159,20 @@ static bool cancelled(mover *mv)
 }
 
 /*
+ * A journal write of the move failed (SQLite's words are logged): the
+ * move fails with EIO, whatever the errno (a full journal disk is not the
+ * target's ENOSPC), and its error says it was the journal.
+ */
+static int journal_failed(mover *mv, int rc)
+{
+    if (!rc)
+        return 0;
+    if (!mv->error)
+        mv->error = g_strdup_printf("the move journal cannot be written: %s", g_strerror(-rc));
+    return -EIO;
+}
+
+/*
  * Progress into the journal, at most every 250 ms unless forced.  A
  * journal that takes no progress row will not take the commit point
  * either: the error ends the copy now rather than after it.
@@ -169,10 +183,7 @@ static int report(mover *mv, bool force)
     if (!force && now - mv->last_report_ns <= 250 * 1000000LL)
         return 0;
     mv->last_report_ns = now;
-    int rc = jn_progress(mv->j, mv->id, mv->messages, mv->bytes);
-    if (rc && !mv->error)
-        mv->error = g_strdup_printf("recording progress in the journal: %s", g_strerror(-rc));
-    return rc;
+    return journal_failed(mv, jn_progress(mv->j, mv->id, mv->messages, mv->bytes));
 }
 
 /*
@@ -552,7 +563,7 @@ static int directory_step(ms_journal *j, mover *mv, ms_directory *dir, const cha
     const char *target = ms_store_directory(mv->dst);
     if (!dir || !target)
         return 0;
-    int rc = jn_step(j, mv->id, MS_STEP_DIRECTORY, false);
+    int rc = journal_failed(mv, jn_step(j, mv->id, MS_STEP_DIRECTORY, false));
     if (rc)
         return rc;
     g_autofree char *dn = NULL, *saved = NULL, *err = NULL;
@@ -569,8 +580,8 @@ static int directory_step(ms_journal *j, mover *mv, ms_directory *dir, const cha
         mv->error = g_strdup_printf("directory: %s", err);
         return -EIO;
     }
-    if (rc) /* the journal's record of step 4 failed: said by jn_dir_save */
-        return rc;
+    if (rc) /* the journal's record of step 4 failed */
+        return journal_failed(mv, rc);
     ms_log(LOG_INFO, "move %lld: directory: %s was %s, now %s", (long long)mv->id, dn, saved,
            target);
     ms_fault("directory");
@@ -686,7 +697,7 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
     /* A lock the journal does not time is still a lock: recorded or not,
      * the move is rolled back below if this fails. */
     if (!import)
-        rc = jn_locked(j, id, locked_at);
+        rc = journal_failed(&mv, jn_locked(j, id, locked_at));
     if (!rc)
         ms_fault("locked");
 
@@ -698,9 +709,9 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
     if (!rc)
         rc = ms_mailbox_set(dst, tid, &(ms_mailbox_change){NULL, -1, -1, -1, ms_journal_id(j), id});
     if (!rc)
-        rc = jn_set_target_id(j, id, tid);
+        rc = journal_failed(&mv, jn_set_target_id(j, id, tid));
     if (!rc)
-        rc = jn_step(j, id, MS_STEP_COPYING, false);
+        rc = journal_failed(&mv, jn_step(j, id, MS_STEP_COPYING, false));
     ms_node troot = {MS_MAILBOX, tid};
     if (!rc)
         rc = copy_xattr(src, mb.node, dst, troot, "user.mail.acl");
@@ -711,13 +722,13 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
     if (!rc)
         rc = ms_store_sync(dst);
     if (!rc)
-        rc = jn_step(j, id, MS_STEP_COPIED, false);
+        rc = journal_failed(&mv, jn_step(j, id, MS_STEP_COPIED, false));
     if (!rc) {
         ms_fault("copied");
         rc = verify_children(&mv, mb.node, troot);
     }
     if (!rc)
-        rc = jn_step(j, id, MS_STEP_VERIFIED, false);
+        rc = journal_failed(&mv, jn_step(j, id, MS_STEP_VERIFIED, false));
     if (!rc) {
         ms_log(LOG_INFO, "move %lld: copied and verified %lld messages, %lld bytes", (long long)id,
                (long long)mv.messages, (long long)mv.bytes);
@@ -732,7 +743,7 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
     }
     /* The commit point: durable, or the move does not pass it. */
     if (!rc)
-        rc = jn_set_state(j, id, MS_MOVE_COMMITTED, NULL);
+        rc = journal_failed(&mv, jn_set_state(j, id, MS_MOVE_COMMITTED, NULL));
     ms_directory *dir = import ? NULL : opts->dir;
     if (rc) {
         /* EIO's own words would send the admin to this very record. */
