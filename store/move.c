@@ -759,11 +759,13 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
         return rc;
     }
     g_free(mv.error);
-    /* Past the commit point: a failure here is recovery's to finish. */
-    if (jn_step(j, id, MS_STEP_COMMITTED, false)) {
-        hand_to_recovery(j, id);
-        return -EINPROGRESS;
-    }
+    /*
+     * Past the commit point, failures are recovery's to finish.  This row
+     * only logs the step (the state above is the commit point): if the
+     * journal refuses it, roll_forward still shows the mailbox, and its
+     * own records, checked, decide whether the move is done.
+     */
+    (void)jn_step(j, id, MS_STEP_COMMITTED, false);
     ms_fault("committed");
     return roll_forward(j, src, dst, dir, &mi, opts->retain_days, import ? 0 : locked_at)
                ? -EINPROGRESS
