@@ -1104,8 +1104,11 @@ static int cmd_check(ctl *c, int argc, char **argv)
                    i ? "," : "", ms_finding_name(f->kind), mb, st, dn, f->fixed ? "true" : "false",
                    de);
         } else {
-            printf("%-16s %-20s %-8s %-6s %s\n", ms_finding_name(f->kind), f->mailbox,
-                   f->store ? f->store : "-", f->fixed ? "yes" : "no", f->detail);
+            /* Names may hold any byte: escaped, so they cannot break the lines. */
+            g_autofree char *mb = display_name(f->mailbox ? f->mailbox : "-");
+            g_autofree char *de = display_name(f->detail ? f->detail : "");
+            printf("%-16s %-20s %-8s %-6s %s\n", ms_finding_name(f->kind), mb,
+                   f->store ? f->store : "-", f->fixed ? "yes" : "no", de);
         }
     }
     if (json)

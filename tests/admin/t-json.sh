@@ -4,7 +4,8 @@
 # backslashes, control characters and bytes that are not UTF-8; and each
 # name reads back as its bytes (a byte that is not UTF-8 as the lone
 # surrogate of Python's surrogateescape).  Also: the journal's states and
-# steps read back by their names.
+# steps read back by their names, and check's table keeps one line per
+# finding.
 set -u
 . "$(dirname "$0")/../lib.sh"
 
@@ -74,6 +75,9 @@ expired() {
 wait_for "check to find every retained copy expired" expired
 check "check --json: json.tool accepts it" valid "$WORK/check.json"
 check "check --json: every mailbox name, byte for byte" has "$WORK/check.json" mailbox
+C check >"$WORK/check.txt" 2>/dev/null
+check "check's table: one line per finding, names escaped" \
+    test "$(grep -c . "$WORK/check.txt")" = $((2 + ${#names[@]}))
 
 # A state this build does not know (a newer journal) is shown as such, and
 # neither recovered nor purged.
