@@ -5,8 +5,8 @@
  * through a backend (sqlite now; pst and maildir later) behind a vtable
  * that callers never see.  Everything a store holds is addressed by a
  * node: (kind, id).  Ids are positive, unique per kind within one store,
- * and never reused while the object lives, so callers may derive stable
- * inode numbers from them.
+ * never reused while the object lives, and below 2^MS_ID_BITS, so callers
+ * may derive stable inode numbers from them.
  *
  * Conventions, everywhere:
  *  - functions return 0 or a negative errno; never a positive value
@@ -29,6 +29,15 @@
 #include <syslog.h> /* LOG_ERR etc. for ms_log */
 
 #define MS_VERSION "0.1.0"
+/*
+ * Every node id fits in MS_ID_BITS bits: the mount packs an id, its
+ * store's index and its kind into one 64-bit inode number (fs/fs.h checks
+ * at compile time that it has room).  A backend that would hand out a
+ * larger id gets -EOVERFLOW from the call that made it, instead of a
+ * node the mount would show under another's inode.
+ */
+#define MS_ID_BITS 48
+#define MS_ID_MAX ((INT64_C(1) << MS_ID_BITS) - 1)
 #define MS_NAME_MAX 255
 /* Largest value accepted for any user.mail.* extended attribute. */
 #define MS_XATTR_MAX 65536
@@ -157,7 +166,15 @@ enum {
 int ms_store_open(const ms_store_conf *conf, int flags, ms_store **out, char **err);
 void ms_store_close(ms_store *st);
 const char *ms_store_name(const ms_store *st);
+/* True when opened read-only, configured so, or its backend cannot write
+ * (pst): every write then fails with -EROFS. */
 bool ms_store_readonly(const ms_store *st);
+/*
+ * The name of the backend that reads the file at path as a store of one
+ * mailbox (a .pst or .ost file: "pst"), or NULL when none does; import
+ * opens its source with it.
+ */
+const char *ms_store_backend_for(const char *path);
 /* The store's location in the directory ("attr=value;..."), or NULL. */
 const char *ms_store_directory(const ms_store *st);
 
@@ -353,8 +370,29 @@ void ms_writer_close(ms_writer *w);
 /*
  * What moves need beyond the tree.  A mailbox is visible, or hidden as
  * the incoming copy of a move in its target store, or hidden as the
- * retained source copy of a finished move.  Hidden mailboxes carry names
- * with '/' in them, which no visible name can have, so they never clash.
+ * retained source copy of a finished move.
+ *
+ * Hidden names (ms_hidden_name) are "~mailfs~move~<id>~<name>" and
+ * "~mailfs~retained~<id>~<name>": no '/', so a Maildir directory or an
+ * IMAP name can hold them; a visible mailbox cannot be named with the
+ * reserved prefix "~mailfs~" (ms_mkdir and ms_rename refuse it, EINVAL),
+ * so they never clash.  Stores made before keep "move/<id>/<name>" and
+ * "retained/<id>/<name>": both forms are found (ms_hidden_find) and
+ * recognised (ms_hidden_parse).
+ *
+ * What a mailbox refuses, in every backend (store.c's ms_mailbox_refusal,
+ * checked inside each write's transaction so that no write slips past a
+ * lock taken meanwhile): every write into a mailbox (mkdir, rmdir,
+ * unlink, rename, setattr, xattrs, message create and commit, restore of
+ * its deleted items) names the mailbox it changes, and is refused with
+ *  - -EBUSY while a move holds the mailbox's lock (lock_move != 0), until
+ *    the move ends; ms_mailbox_set bypasses the lock, being how a move
+ *    takes and drops it;
+ *  - -ESTALE in a retained source copy: frozen, a write would be lost to
+ *    the user, who sees the mailbox in its new store;
+ *  - -ENOENT in deleted items, which are gone from the tree.
+ * A move's incoming copy is written by its move only (it is hidden, so no
+ * path reaches it).
  */
 typedef enum ms_mb_state {
     MS_MB_VISIBLE = 0,
@@ -404,6 +442,19 @@ typedef struct ms_message_meta {
     uint8_t sha256[32]; /* of the bytes, taken when they were committed */
     char *flags;        /* g_malloc'd, NUL-terminated; NULL when unset */
 } ms_message_meta;
+
+/* The hidden name of move's copy of mailbox name in state MS_MB_INCOMING
+ * or MS_MB_RETAINED (g_free). */
+char *ms_hidden_name(ms_mb_state state, int64_t move, const char *name);
+/* Move's copy of name in state, under its name or the one older stores
+ * gave it; -ENOENT if none. */
+int ms_hidden_find(ms_store *st, ms_mb_state state, int64_t move, const char *name, int64_t *id);
+/* True when hidden is a hidden move name of either form: *move gets the
+ * move's id, *name the mailbox's own name (a pointer into hidden). */
+bool ms_hidden_parse(const char *hidden, int64_t *move, const char **name);
+/* True when a visible mailbox may not be called name (the prefix of
+ * hidden names): ms_mkdir and ms_rename refuse it with -EINVAL. */
+bool ms_hidden_reserved(const char *name);
 
 /* A mailbox created directly in a hidden state (a move's incoming copy). */
 int ms_mailbox_create(ms_store *st, const char *name, ms_mb_state state, const ms_attr *like,

@@ -3,13 +3,13 @@
  *
  *   preflight  nothing changes yet; the errno says why not
  *   recorded   journal row (durable), source mailbox locked
- *   copying    folders and messages into a hidden "move/<id>/<name>"
+ *   copying    folders and messages into a hidden "~mailfs~move~<id>~<name>"
  *              mailbox of the target, progress in the journal
  *   copied     the target store is synced
  *   verified   same folders, counts, names, sizes, flags and SHA-256
  *   committed  the commit point: one durable journal write
  *   finished   target shown under its name, source hidden as
- *              "retained/<id>/<name>" until retain_until, lock dropped
+ *              "~mailfs~retained~<id>~<name>" until retain_until, lock dropped
  *
  * Every step after "recorded" is idempotent, and recovery needs nothing
  * but the journal row and the deterministic hidden names: before the
@@ -80,19 +80,6 @@ void ms_fault(const char *point)
     (void)point;
 #endif
 }
-
-char *mv_incoming_name(int64_t id, const char *name)
-{
-    return g_strdup_printf("move/%lld/%s", (long long)id, name);
-}
-
-char *mv_retained_name(int64_t id, const char *name)
-{
-    return g_strdup_printf("retained/%lld/%s", (long long)id, name);
-}
-
-#define incoming_name mv_incoming_name
-#define retained_name mv_retained_name
 
 /* ------------------------------------------------------------- copying */
 
@@ -402,7 +389,6 @@ static int verify_children(mover *mv, ms_node sparent, ms_node dparent)
 static int roll_back(ms_journal *j, ms_store *src, ms_store *dst, ms_directory *dir,
                      const ms_move_info *mi, const char *why)
 {
-    g_autofree char *in = incoming_name(mi->id, mi->newname);
     int64_t tid, sid;
     int rc = 0;
     /* Step 4 reached: put back the values the entry had before. */
@@ -435,7 +421,7 @@ static int roll_back(ms_journal *j, ms_store *src, ms_store *dst, ms_directory *
                (long long)mi->id, mi->target);
         rc = -ENOENT;
     }
-    if (!rc && ms_mailbox_find(dst, in, MS_MB_INCOMING, &tid) == 0)
+    if (!rc && ms_hidden_find(dst, MS_MB_INCOMING, mi->id, mi->newname, &tid) == 0)
         rc = ms_mailbox_drop(dst, tid);
     if (rc) {
         /* Typically a full disk.  The source is unlocked and untouched;
@@ -456,8 +442,7 @@ static int roll_back(ms_journal *j, ms_store *src, ms_store *dst, ms_directory *
 static int roll_forward(ms_journal *j, ms_store *src, ms_store *dst, ms_directory *dir,
                         const ms_move_info *mi, int retain_days, int64_t locked_at)
 {
-    g_autofree char *in = incoming_name(mi->id, mi->newname);
-    g_autofree char *ret = retained_name(mi->id, mi->mailbox);
+    g_autofree char *ret = ms_hidden_name(MS_MB_RETAINED, mi->id, mi->mailbox);
     int64_t tid, sid;
     int rc = 0;
     /* Re-applied (idempotent): a crash may have come before the write. */
@@ -468,7 +453,7 @@ static int roll_forward(ms_journal *j, ms_store *src, ms_store *dst, ms_director
                (long long)mi->id, dn, target);
         return rc;
     }
-    if (ms_mailbox_find(dst, in, MS_MB_INCOMING, &tid) == 0)
+    if (ms_hidden_find(dst, MS_MB_INCOMING, mi->id, mi->newname, &tid) == 0)
         rc = ms_mailbox_set(dst, tid,
                             &(ms_mailbox_change){mi->newname, MS_MB_VISIBLE, 0, -1, NULL, 0});
     int64_t until = (int64_t)time(NULL) + (int64_t)retain_days * 86400;
@@ -656,9 +641,9 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
     ms_fault("locked");
 
     mover mv = {.j = j, .src = src, .dst = dst, .id = id, .opts = opts, .resume = resume != 0};
-    g_autofree char *in = incoming_name(id, newname);
+    g_autofree char *in = ms_hidden_name(MS_MB_INCOMING, id, newname);
     int64_t tid = 0;
-    if (!resume || ms_mailbox_find(dst, in, MS_MB_INCOMING, &tid) != 0)
+    if (!resume || ms_hidden_find(dst, MS_MB_INCOMING, id, newname, &tid) != 0)
         rc = ms_mailbox_create(dst, in, MS_MB_INCOMING, &mb, &tid);
     /* Named after its move and journal, so recovery finds it without the journal. */
     if (!rc)
@@ -853,9 +838,8 @@ int ms_purge(ms_journal *j, ms_store_lookup_fn find, void *ctx, bool all)
         ms_store *src = find(ctx, mi->source);
         if (!src)
             continue;
-        g_autofree char *ret = retained_name(mi->id, mi->mailbox);
         int64_t sid;
-        if (ms_mailbox_find(src, ret, MS_MB_RETAINED, &sid) == 0) {
+        if (ms_hidden_find(src, MS_MB_RETAINED, mi->id, mi->mailbox, &sid) == 0) {
             rc = ms_mailbox_drop(src, sid);
             if (rc)
                 break;
@@ -931,9 +915,8 @@ int ms_undo(ms_journal *j, ms_store_lookup_fn find, void *ctx, ms_directory *dir
     ms_store *src = find(ctx, mi.source), *dst = find(ctx, mi.target);
     if (!src || !dst)
         return -ENOENT;
-    g_autofree char *ret = retained_name(mi.id, mi.mailbox);
     int64_t sid;
-    if (ms_mailbox_find(src, ret, MS_MB_RETAINED, &sid) != 0)
+    if (ms_hidden_find(src, MS_MB_RETAINED, mi.id, mi.mailbox, &sid) != 0)
         return -ESTALE;
     if (target_deleted(j, dst, &mi)) {
         int64_t unused = 0;

@@ -87,7 +87,8 @@ int tx_end_durable(ms_store *st, conn *c, int rc);
     } while (0)
 
 /* sqlite_tree.c */
-/* -EBUSY while a move has mailbox locked, -ESTALE for a retained copy. */
+/* ms_mailbox_refusal() for mailbox, read in c's transaction: every write
+ * calls it, inside its transaction, for the mailbox it touches. */
 int mailbox_writable(conn *c, int64_t mailbox);
 int get_attr(conn *c, ms_node n, ms_attr *out);
 int lookup_in(conn *c, ms_node parent, const char *name, ms_attr *out);

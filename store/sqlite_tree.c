@@ -139,7 +139,14 @@ int get_attr(conn *c, ms_node n, ms_attr *out)
     return fetch_attr(c, q, n.kind, out, "getattr");
 }
 
-/* Child of parent named name: the visible mailbox, folder or message. */
+/*
+ * The store-wide rule (ms_mailbox_refusal) for a write into mailbox,
+ * read inside the write's own transaction: a move that locks the mailbox
+ * (ms_mailbox_set, a transaction of its own) is then either before this
+ * write, which is refused, or after it, and copies what it wrote.  A
+ * check before the transaction could pass, lose the race to the lock,
+ * and write into a mailbox the move has already copied.
+ */
 int mailbox_writable(conn *c, int64_t mailbox)
 {
     sqlite3_stmt *q = Q(c, "SELECT lock_move, state FROM mailbox WHERE id = ?");
@@ -150,12 +157,9 @@ int mailbox_writable(conn *c, int64_t mailbox)
     if (rc)
         return rc;
     int64_t lock = sqlite3_column_int64(q, 0);
-    int state = sqlite3_column_int(q, 1);
+    ms_mb_state state = (ms_mb_state)sqlite3_column_int(q, 1);
     sqlite3_reset(q);
-    /* A retained copy is a fallback, frozen: a write there would be lost
-     * to the user, who sees the mailbox in its new store.  Deleted items
-     * are frozen too, and gone from the tree. */
-    return lock ? -EBUSY : state == MS_MB_RETAINED ? -ESTALE : state == MS_MB_DELETED ? -ENOENT : 0;
+    return ms_mailbox_refusal(lock, state);
 }
 
 int lookup_in(conn *c, ms_node parent, const char *name, ms_attr *out)
@@ -377,6 +381,8 @@ static int mkdir_in(conn *c, ms_node parent, const char *name, uint32_t mode, ui
     if (rc)
         return rc;
     ms_node n = {parent.kind == MS_ROOT ? MS_MAILBOX : MS_FOLDER, sqlite3_last_insert_rowid(c->db)};
+    if (n.id > MS_ID_MAX)
+        return -EOVERFLOW; /* the transaction rolls back: no node the mount cannot number */
     return get_attr(c, n, out);
 }
 

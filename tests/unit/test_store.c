@@ -759,8 +759,7 @@ static void test_orphans_settled_without_journal(void **state)
     assert_int_equal(n, 2);
     for (size_t i = 0; i < n; i++) {
         assert_string_equal(moves[i].state, "done");
-        g_autofree char *ret =
-            g_strdup_printf("retained/%lld/%s", (long long)moves[i].id, moves[i].mailbox);
+        g_autofree char *ret = ms_hidden_name(MS_MB_RETAINED, moves[i].id, moves[i].mailbox);
         assert_int_equal(state_of(f->a, ret, MS_MB_RETAINED, &info), 0);
         assert_string_equal(info.move_journal, ms_journal_id(j));
     }
