@@ -74,7 +74,8 @@ bool ms_hidden_parse(const char *hidden, int64_t *move, const char **name)
         size_t n = strlen(words[i]);
         const char *p = hidden;
         char sep;
-        if (g_str_has_prefix(p, HIDDEN_PREFIX) && !strncmp(p + strlen(HIDDEN_PREFIX), words[i], n) &&
+        if (g_str_has_prefix(p, HIDDEN_PREFIX) &&
+            !strncmp(p + strlen(HIDDEN_PREFIX), words[i], n) &&
             p[strlen(HIDDEN_PREFIX) + n] == '~') {
             p += strlen(HIDDEN_PREFIX) + n + 1;
             sep = '~';

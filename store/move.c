@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <glib.h>
@@ -708,12 +709,23 @@ int ms_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mailbox,
     return run_move(j, src, dst, mailbox, opts, false, 0, id_out);
 }
 
-/* The source of an import: the file as a one-mailbox pst store named by
- * its absolute path (no store name can hold a '/'). */
+/* The source of an import: the file as a one-mailbox store of the
+ * backend that reads it, named by its absolute path (no store name can
+ * hold a '/'). */
 static int open_import_source(const char *path, const char *spool, ms_store **out)
 {
-    ms_store_conf sc = {
-        .name = (char *)path, .backend = "pst", .path = (char *)path, .spool = (char *)spool};
+    const char *backend = ms_store_backend_for(path);
+    if (!backend) {
+        struct stat sb;
+        int e = stat(path, &sb) < 0 ? errno : 0;
+        ms_log(LOG_ERR, "%s: %s", path,
+               e ? g_strerror(e) : "not a file mailfs can import (.pst, .ost)");
+        return e ? -e : -EINVAL;
+    }
+    ms_store_conf sc = {.name = (char *)path,
+                        .backend = (char *)backend,
+                        .path = (char *)path,
+                        .spool = (char *)spool};
     char *err = NULL;
     int rc = ms_store_open(&sc, MS_OPEN_READONLY, out, &err);
     if (rc)

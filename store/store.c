@@ -171,7 +171,10 @@ int ms_lookup(ms_store *st, ms_node parent, const char *name, ms_attr *out)
     return st->be->tree->lookup(st, parent, name, out);
 }
 
-int ms_getattr(ms_store *st, ms_node node, ms_attr *out) { return st->be->tree->getattr(st, node, out); }
+int ms_getattr(ms_store *st, ms_node node, ms_attr *out)
+{
+    return st->be->tree->getattr(st, node, out);
+}
 
 int ms_setattr(ms_store *st, ms_node node, const ms_setattr_req *req, ms_attr *out)
 {
