@@ -5,6 +5,7 @@
 #define MAILFS_SQLITE_INT_H
 
 #include "backend.h"
+#include "sqlite_util.h"
 
 #include <sys/stat.h>
 #include <time.h>
@@ -41,12 +42,6 @@ int64_t now_ns(void);
 int sq_errno(sqlite3 *db, int rc, const char *what);
 int sq_exec(conn *c, const char *sql);
 int pragma_int(conn *c, const char *sql, int *out);
-/* Creates path as an empty file of mode 0600 (O_EXCL); *err says why not. */
-int sq_create_private(const char *path, char **err);
-/* Logs one warning naming path when group or others have any access. */
-void sq_warn_if_shared(const char *path, const struct stat *sb, const char *what);
-/* Busy handler for every mailfs SQLite handle (stores and journal). */
-int sq_busy_wait(void *ctx, int tries);
 conn *conn_get(ms_store *st);
 void conn_put(ms_store *st, conn *c);
 sqlite3_stmt *Q(conn *c, const char *sql);
