@@ -575,6 +575,7 @@ int ms_directory_scan(ms_directory *d, const char *const *attrs, ms_dir_entry_fn
  * whose process is gone; the daemon runs it at every mount.
  */
 typedef struct ms_journal ms_journal;
+typedef struct ms_site ms_site;
 typedef struct _GArray GArray;
 typedef struct _GPtrArray GPtrArray;
 int ms_journal_open(const char *path, ms_journal **out, char **err);
@@ -618,9 +619,6 @@ bool ms_move_unsettled(const ms_move_info *m);
 /* All moves, newest first; free with g_free. */
 int ms_journal_list(ms_journal *j, ms_move_info **out, size_t *n);
 int ms_journal_get(ms_journal *j, int64_t id, ms_move_info *out);
-
-/* Resolves store names for recovery, undo and purge. */
-typedef ms_store *(*ms_store_lookup_fn)(void *ctx, const char *name);
 
 typedef struct ms_move_opts {
     const char *newname; /* the name in the target (NULL: the same) */
@@ -680,12 +678,44 @@ int ms_orphans(ms_journal *j, ms_store *const *stores, size_t n, ms_directory *d
  * once the retained source copy has expired or was purged.  When the
  * target mailbox was deleted since, the retained copy becomes the visible
  * mailbox again (*new_id 0; -EEXIST if the source has one of that name)
- * and the deleted one stays in the target's deleted items.
+ * and the deleted one stays in the target's deleted items.  The site
+ * gives the journal, the stores, the directory and retain-days; a store
+ * or directory that cannot be opened fails the undo (logged).
  */
-int ms_undo(ms_journal *j, ms_store_lookup_fn find, void *ctx, ms_directory *dir, int retain_days,
-            int64_t id, int64_t *new_id);
-/* Drops retained source copies past their time (all of them with all). */
-int ms_purge(ms_journal *j, ms_store_lookup_fn find, void *ctx, bool all);
+int ms_undo(ms_site *site, int64_t id, int64_t *new_id);
+/* Drops retained source copies past their time (all of them with all).
+ * Moves whose source store cannot be opened (logged) are left for later. */
+int ms_purge(ms_site *site, bool all);
+
+/* ----------------------------------------------------------------- site */
+
+/*
+ * A site: one configuration file with its stores, its journal and its
+ * directory, as the daemon, mailfsctl and recovery use them.  Each is
+ * opened once, when first asked for, and closed with the site; so a
+ * command opens only what it needs (reading the journal needs no
+ * directory, and so no LDAP password).  Opening is not thread-safe: open
+ * what the threads will use (ms_site_stores, ms_site_journal) before
+ * sharing the site; what is open may then be used from any thread.
+ */
+/* Loads the configuration (see ms_config_load); opens nothing else.
+ * store_flags (MS_OPEN_*) apply to every store the site opens. */
+int ms_site_open(const char *config, int store_flags, ms_site **out, char **err);
+void ms_site_close(ms_site *s);
+const ms_config *ms_site_config(const ms_site *s);
+/* The store called name, opened on first use: -ENOENT when the
+ * configuration has none, or ms_store_open's errors, with *err. */
+int ms_site_store(ms_site *s, const char *name, ms_store **out, char **err);
+/* Every store, in configuration order (the site owns the array). */
+int ms_site_stores(ms_site *s, ms_store *const **stores, size_t *n, char **err);
+/* The journal, opened on first use (ms_journal_open). */
+int ms_site_journal(ms_site *s, ms_journal **out, char **err);
+/* The directory, opened on first use; *out NULL (and 0) when the
+ * configuration has no [directory].  A failed open is retried next call. */
+int ms_site_directory(ms_site *s, ms_directory **out, char **err);
+/* Closes the stores and the journal (not the directory), to be opened
+ * again on next use: SQLite handles must not cross fork(). */
+void ms_site_release(ms_site *s);
 
 /* ---------------------------------------------------------------- check */
 

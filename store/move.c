@@ -834,11 +834,43 @@ int ms_recover(ms_journal *j, ms_store *const *stores, size_t n, ms_directory *d
     return unfixed < 0 ? unfixed : settled + orphans;
 }
 
-int ms_purge(ms_journal *j, ms_store_lookup_fn find, void *ctx, bool all)
+/*
+ * The site's store called name, or NULL: not configured (silently, as a
+ * store removed from the configuration), or failing to open (logged).
+ */
+static ms_store *site_store(ms_site *site, const char *name)
 {
+    ms_store *st = NULL;
+    char *err = NULL;
+    int rc = ms_site_store(site, name, &st, &err);
+    if (rc && rc != -ENOENT)
+        ms_log(LOG_ERR, "%s", err ? err : g_strerror(-rc));
+    g_free(err);
+    return rc ? NULL : st;
+}
+
+/* The site's journal and directory (NULL if none), or why not (logged). */
+static int site_journal(ms_site *site, ms_journal **j, ms_directory **dir)
+{
+    char *err = NULL;
+    int rc = ms_site_journal(site, j, &err);
+    if (!rc && dir)
+        rc = ms_site_directory(site, dir, &err);
+    if (rc)
+        ms_log(LOG_ERR, "%s", err ? err : g_strerror(-rc));
+    g_free(err);
+    return rc;
+}
+
+int ms_purge(ms_site *site, bool all)
+{
+    ms_journal *j;
+    int rc = site_journal(site, &j, NULL);
+    if (rc)
+        return rc;
     ms_move_info *moves = NULL;
     size_t n = 0;
-    int rc = ms_journal_list(j, &moves, &n);
+    rc = ms_journal_list(j, &moves, &n);
     int purged = 0;
     int64_t now = (int64_t)time(NULL);
     for (size_t i = 0; !rc && i < n; i++) {
@@ -847,7 +879,7 @@ int ms_purge(ms_journal *j, ms_store_lookup_fn find, void *ctx, bool all)
             continue;
         if (!all && mi->retain_until > now)
             continue;
-        ms_store *src = find(ctx, mi->source);
+        ms_store *src = site_store(site, mi->source);
         if (!src)
             continue;
         int64_t sid;
@@ -913,18 +945,23 @@ static int undo_deleted_target(ms_journal *j, ms_store *src, ms_directory *dir,
     return jn_set_state(j, mi->id, "undone", "target deleted since; retained source restored");
 }
 
-int ms_undo(ms_journal *j, ms_store_lookup_fn find, void *ctx, ms_directory *dir, int retain_days,
-            int64_t id, int64_t *new_id)
+int ms_undo(ms_site *site, int64_t id, int64_t *new_id)
 {
+    ms_journal *j;
+    ms_directory *dir;
+    int rc = site_journal(site, &j, &dir);
+    if (rc)
+        return rc;
+    int retain_days = ms_config_retain_days(ms_site_config(site));
     ms_move_info mi;
-    int rc = ms_journal_get(j, id, &mi);
+    rc = ms_journal_get(j, id, &mi);
     if (rc)
         return rc;
     if (strcmp(mi.state, "done"))
         return strcmp(mi.state, "purged") ? -EINVAL : -ESTALE;
     if (mi.retain_until < (int64_t)time(NULL))
         return -ESTALE;
-    ms_store *src = find(ctx, mi.source), *dst = find(ctx, mi.target);
+    ms_store *src = site_store(site, mi.source), *dst = site_store(site, mi.target);
     if (!src || !dst)
         return -ENOENT;
     int64_t sid;

@@ -23,7 +23,8 @@
 typedef struct fixture {
     char *dir;
     char *conf_path;
-    ms_config *cfg;
+    ms_site *site; /* owns cfg, a, b and the journal */
+    const ms_config *cfg;
     ms_store *a, *b;
 } fixture;
 
@@ -36,11 +37,10 @@ static int setup(void **state)
         f->conf_path, "[mailfs]\nretain-days = 3\n[store a]\npath = a.db\n[store b]\npath = b.db\n",
         -1, NULL);
     char *err = NULL;
-    assert_int_equal(ms_config_load(f->conf_path, &f->cfg, &err), 0);
-    assert_int_equal(ms_store_open(ms_config_find_store(f->cfg, "a"), MS_OPEN_CREATE, &f->a, &err),
-                     0);
-    assert_int_equal(ms_store_open(ms_config_find_store(f->cfg, "b"), MS_OPEN_CREATE, &f->b, &err),
-                     0);
+    assert_int_equal(ms_site_open(f->conf_path, MS_OPEN_CREATE, &f->site, &err), 0);
+    f->cfg = ms_site_config(f->site);
+    assert_int_equal(ms_site_store(f->site, "a", &f->a, &err), 0);
+    assert_int_equal(ms_site_store(f->site, "b", &f->b, &err), 0);
     *state = f;
     return 0;
 }
@@ -48,9 +48,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
-    ms_store_close(f->a);
-    ms_store_close(f->b);
-    ms_config_free(f->cfg);
+    ms_site_close(f->site);
     g_autofree char *cmd = g_strdup_printf("rm -rf '%s'", f->dir);
     assert_int_equal(system(cmd), 0);
     g_free(f->conf_path);
@@ -634,12 +632,6 @@ static void test_deleted_items(void **state)
     assert_int_equal(st.recoverable_messages, 0);
 }
 
-static ms_store *find_store(void *ctx, const char *name)
-{
-    fixture *f = ctx;
-    return !strcmp(name, "a") ? f->a : !strcmp(name, "b") ? f->b : NULL;
-}
-
 static void test_move_and_undo(void **state)
 {
     fixture *f = *state;
@@ -649,10 +641,9 @@ static void test_move_and_undo(void **state)
     put(f->a, inbox, "one", "first", 5);
     ms_node two = put(f->a, sub, "two", "second", 6);
     assert_int_equal(ms_xattr_set(f->a, two, "user.mail.flags", "\\Flagged", 8, 0), 0);
-    g_autofree char *jpath = g_build_filename(f->dir, "journal.db", NULL);
-    ms_journal *j;
+    ms_journal *j; /* the site's */
     char *err = NULL;
-    assert_int_equal(ms_journal_open(jpath, &j, &err), 0);
+    assert_int_equal(ms_site_journal(f->site, &j, &err), 0);
     int64_t id = 0;
     ms_move_opts o = {.retain_days = 1};
     assert_int_equal(ms_move(j, f->a, f->b, "kim", &o, &id), 0);
@@ -677,13 +668,12 @@ static void test_move_and_undo(void **state)
     assert_int_equal(ms_resolve(f->b, "kim/INBOX", &n), 0);
     put(f->b, n, "three", "third", 5);
     int64_t back = 0;
-    assert_int_equal(ms_undo(j, find_store, f, NULL, 1, id, &back), 0);
+    assert_int_equal(ms_undo(f->site, id, &back), 0);
     assert_int_equal(ms_resolve(f->a, "kim/INBOX", &n), 0);
     assert_int_equal(ms_lookup(f->a, n, "three", &a), 0);
     assert_int_equal(ms_lookup(f->a, n, "one", &a), 0);
-    assert_int_equal(ms_undo(j, find_store, f, NULL, 1, id, &back), -EINVAL); /* once */
-    assert_true(ms_purge(j, find_store, f, true) >= 1);
-    ms_journal_close(j);
+    assert_int_equal(ms_undo(f->site, id, &back), -EINVAL); /* once */
+    assert_true(ms_purge(f->site, true) >= 1);
 }
 
 /* State of the mailbox named name in st: its info, or -ENOENT. */
@@ -699,10 +689,9 @@ static int state_of(ms_store *st, const char *name, ms_mb_state state, ms_mailbo
 static void test_orphans_settled_without_journal(void **state)
 {
     fixture *f = *state;
-    g_autofree char *jpath = g_build_filename(f->dir, "journal.db", NULL);
-    ms_journal *j;
+    ms_journal *j; /* the site's */
     char *err = NULL;
-    assert_int_equal(ms_journal_open(jpath, &j, &err), 0);
+    assert_int_equal(ms_site_journal(f->site, &j, &err), 0);
     assert_true(strlen(ms_journal_id(j)) > 30);
     ms_attr like = {.mode = 0700};
     int64_t id;
@@ -767,10 +756,9 @@ static void test_orphans_settled_without_journal(void **state)
     /* settled: nothing left to find, and purge now sees the copies */
     assert_int_equal(ms_orphans(j, both, 2, NULL, 3, false, found), 0);
     assert_int_equal(found->len, 0);
-    assert_int_equal(ms_purge(j, find_store, f, true), 2);
+    assert_int_equal(ms_purge(f->site, true), 2);
     g_array_free(left, TRUE);
     g_ptr_array_free(found, TRUE);
-    ms_journal_close(j);
 }
 
 /* A store's own directory: defaults, then chmod/chown/utimens kept across a reopen. */
@@ -790,10 +778,12 @@ static void test_store_directory_attributes(void **state)
                         .mtime_ns = 1500000000123456789LL};
     assert_int_equal(ms_setattr(f->a, ROOT, &r, &a), 0);
     assert_int_equal(a.mode, 0750);
-    ms_store_close(f->a);
+    /* another handle, opened after the change: what is on disk */
+    ms_store *again;
     char *err = NULL;
-    assert_int_equal(ms_store_open(ms_config_find_store(f->cfg, "a"), 0, &f->a, &err), 0);
-    assert_int_equal(ms_getattr(f->a, ROOT, &a), 0);
+    assert_int_equal(ms_store_open(ms_config_find_store(f->cfg, "a"), 0, &again, &err), 0);
+    assert_int_equal(ms_getattr(again, ROOT, &a), 0);
+    ms_store_close(again);
     assert_int_equal(a.mode, 0750);
     assert_int_equal(a.uid, 1234);
     assert_int_equal(a.gid, 5678);
