@@ -813,6 +813,168 @@ static void test_store_files_private(void **state)
     ms_journal_close(j);
 }
 
+/*
+ * Every write of the public API into mailbox mb (folder inbox, message
+ * m) answers want, and nothing changes: the one rule of mailstore.h
+ * ("What a mailbox refuses"), whatever the write.
+ */
+static void assert_writes_refused(ms_store *st, ms_node mb, ms_node inbox, ms_node m, int want)
+{
+    ms_attr a;
+    ms_writer *w;
+    ms_setattr_req chmod = {.mask = MS_SET_MODE, .mode = 0600};
+    assert_int_equal(ms_mkdir(st, mb, "new", 0700, 0, 0, &a), want);
+    assert_int_equal(ms_mkdir(st, inbox, "new", 0700, 0, 0, &a), want);
+    assert_int_equal(ms_rmdir(st, mb, "INBOX"), want);
+    assert_int_equal(ms_unlink(st, inbox, "m", NULL), want);
+    assert_int_equal(ms_rename(st, inbox, "m", inbox, "m2", false, NULL), want);
+    assert_int_equal(ms_rename(st, mb, "INBOX", mb, "Other", false, NULL), want);
+    assert_int_equal(ms_setattr(st, m, &chmod, NULL), want);
+    assert_int_equal(ms_setattr(st, inbox, &chmod, NULL), want);
+    assert_int_equal(ms_setattr(st, mb, &chmod, NULL), want);
+    assert_int_equal(ms_xattr_set(st, m, "user.mail.flags", "\\Seen", 5, 0), want);
+    assert_int_equal(ms_xattr_set(st, inbox, "user.mail.special-use", "\\Sent", 5, 0), want);
+    assert_int_equal(ms_xattr_set(st, mb, "user.mail.acl", "bob lr", 6, 0), want);
+    assert_int_equal(ms_message_create(st, inbox, "n", 0644, 0, 0, &a), want);
+    assert_int_equal(ms_writer_deliver(st, inbox, &w), 0);
+    assert_int_equal(ms_writer_pwrite(w, "y", 1, 0), 1);
+    assert_int_equal(ms_writer_commit(w, false, NULL, NULL), want);
+    ms_writer_close(w);
+    assert_int_equal(ms_writer_open(st, m.id, true, &w), 0);
+    assert_int_equal(ms_writer_pwrite(w, "y", 1, 0), 1);
+    assert_int_equal(ms_writer_commit(w, false, NULL, NULL), want);
+    ms_writer_close(w);
+}
+
+/* Each write into a locked mailbox: EBUSY, through store.c's one rule;
+ * reads go on; the lock's owner (ms_mailbox_set) is not refused. */
+static void test_contract_locked_refuses_every_write(void **state)
+{
+    fixture *f = *state;
+    ms_node mb = mkdir_ok(f->a, ROOT, "lock");
+    ms_node inbox = mkdir_ok(f->a, mb, "INBOX");
+    ms_node m = put(f->a, inbox, "m", "x", 1);
+    assert_int_equal(ms_mailbox_set(f->a, mb.id, &(ms_mailbox_change){NULL, -1, 9, -1, NULL, 0}),
+                     0);
+    assert_writes_refused(f->a, mb, inbox, m, -EBUSY);
+    assert_int_equal(ms_rmdir(f->a, ROOT, "lock"), -EBUSY);
+    assert_int_equal(ms_rename(f->a, ROOT, "lock", ROOT, "lock2", false, NULL), -EBUSY);
+    size_t len;
+    g_autofree char *back = read_all(f->a, m.id, &len);
+    assert_int_equal(len, 1);
+    assert_memory_equal(back, "x", 1);
+    assert_int_equal(ms_mailbox_set(f->a, mb.id, &(ms_mailbox_change){NULL, -1, 0, -1, NULL, 0}),
+                     0);
+    assert_int_equal(ms_mkdir(f->a, mb, "new", 0700, 0, 0, NULL), 0); /* unlocked: writable */
+}
+
+/* A retained copy: invisible in the tree, and each write into it ESTALE. */
+static void test_contract_retained_refuses_every_write(void **state)
+{
+    fixture *f = *state;
+    ms_node mb = mkdir_ok(f->a, ROOT, "kept");
+    ms_node inbox = mkdir_ok(f->a, mb, "INBOX");
+    ms_node m = put(f->a, inbox, "m", "x", 1);
+    g_autofree char *hidden = ms_hidden_name(MS_MB_RETAINED, 5, "kept");
+    assert_int_equal(
+        ms_mailbox_set(f->a, mb.id, &(ms_mailbox_change){hidden, MS_MB_RETAINED, -1, 1, NULL, 0}),
+        0);
+    ms_attr a;
+    assert_int_equal(ms_lookup(f->a, ROOT, "kept", &a), -ENOENT);
+    assert_int_equal(ms_lookup(f->a, ROOT, hidden, &a), -ENOENT);
+    assert_writes_refused(f->a, mb, inbox, m, -ESTALE);
+    int64_t id;
+    assert_int_equal(ms_hidden_find(f->a, MS_MB_RETAINED, 5, "kept", &id), 0);
+    assert_int_equal(id, mb.id);
+}
+
+/*
+ * A read-only backend (pst, here on a folder without PST files)
+ * implements no write: every write of the API is answered by store.c
+ * with the one errno, EROFS, and ms_store_readonly says so.
+ */
+static void test_contract_readonly_backend(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *dir = g_build_filename(f->dir, "pst", NULL);
+    assert_int_equal(g_mkdir(dir, 0700), 0);
+    ms_store_conf sc = {.name = "ro", .backend = "pst", .path = dir};
+    ms_store *st;
+    char *err = NULL;
+    assert_int_equal(ms_store_open(&sc, 0, &st, &err), 0);
+    assert_true(ms_store_readonly(st));
+    ms_node mb = {MS_MAILBOX, 1}, inbox = {MS_FOLDER, 2}, m = {MS_MESSAGE, 3};
+    ms_attr a;
+    ms_writer *w;
+    ms_setattr_req chmod = {.mask = MS_SET_MODE, .mode = 0600};
+    assert_int_equal(ms_mkdir(st, ROOT, "x", 0700, 0, 0, &a), -EROFS);
+    assert_int_equal(ms_mkdir(st, mb, "x", 0700, 0, 0, &a), -EROFS);
+    assert_int_equal(ms_rmdir(st, mb, "x"), -EROFS);
+    assert_int_equal(ms_unlink(st, inbox, "x", NULL), -EROFS);
+    assert_int_equal(ms_rename(st, inbox, "x", inbox, "y", false, NULL), -EROFS);
+    assert_int_equal(ms_setattr(st, m, &chmod, NULL), -EROFS);
+    assert_int_equal(ms_setattr(st, ROOT, &chmod, NULL), -EROFS);
+    assert_int_equal(ms_xattr_set(st, m, "user.mail.flags", "\\Seen", 5, 0), -EROFS);
+    assert_int_equal(ms_xattr_remove(st, m, "user.mail.flags"), -EROFS);
+    assert_int_equal(ms_message_create(st, inbox, "x", 0600, 0, 0, &a), -EROFS);
+    assert_int_equal(ms_writer_open(st, m.id, true, &w), -EROFS);
+    assert_int_equal(ms_writer_deliver(st, inbox, &w), -EROFS);
+    assert_int_equal(ms_writer_import(st, inbox, "x", 0, &w), -EROFS);
+    int64_t id, before, after;
+    assert_int_equal(ms_mailbox_create(st, "x", MS_MB_INCOMING, &a, &id), -EROFS);
+    assert_int_equal(ms_mailbox_set(st, 1, &(ms_mailbox_change){NULL, -1, 1, -1, NULL, 0}), -EROFS);
+    assert_int_equal(ms_mailbox_drop(st, 1), -EROFS);
+    assert_int_equal(ms_batch_begin(st), -EROFS);
+    assert_int_equal(ms_store_compact(st, &before, &after), -EROFS);
+    assert_int_equal(ms_deleted_restore(st, "x", NULL, NULL), -EROFS);
+    assert_int_equal(ms_deleted_purge(st, 1, true, NULL), -EROFS);
+    /* what is not a write but the backend lacks: ENOTSUP; defaults: 0 */
+    assert_int_equal(ms_deleted_list(st, NULL, NULL, NULL), -ENOTSUP);
+    assert_int_equal(ms_store_sync(st), 0);
+    assert_int_equal(ms_batch_end(st, false), 0);
+    assert_int_equal(ms_content_drop(st, 1), 0);
+    ms_store_close(st);
+    /* a writable store opened read-only: the same errno */
+    ms_store *ro;
+    assert_int_equal(ms_store_open(ms_config_find_store(f->cfg, "a"), MS_OPEN_READONLY, &ro, &err),
+                     0);
+    assert_int_equal(ms_mkdir(ro, ROOT, "x", 0700, 0, 0, &a), -EROFS);
+    ms_store_close(ro);
+}
+
+/* Hidden names: no '/', both forms found and parsed, the prefix reserved. */
+static void test_contract_hidden_names(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *in = ms_hidden_name(MS_MB_INCOMING, 12, "b~c");
+    assert_null(strchr(in, '/'));
+    g_autofree char *plain = ms_hidden_name(MS_MB_RETAINED, 3, "bob");
+    assert_null(strchr(plain, '/'));
+    int64_t move;
+    const char *name;
+    assert_true(ms_hidden_parse(plain, &move, &name));
+    assert_int_equal(move, 3);
+    assert_string_equal(name, "bob");
+    assert_true(ms_hidden_parse("move/7/x~y", &move, &name));
+    assert_int_equal(move, 7);
+    assert_string_equal(name, "x~y");
+    assert_false(ms_hidden_parse("bob", &move, &name));
+    assert_false(ms_hidden_parse("move/x/bob", &move, &name));
+    /* a visible mailbox cannot take the reserved prefix */
+    ms_attr a;
+    assert_int_equal(ms_mkdir(f->a, ROOT, plain, 0700, 0, 0, &a), -EINVAL);
+    mkdir_ok(f->a, ROOT, "carol");
+    assert_int_equal(ms_rename(f->a, ROOT, "carol", ROOT, plain, false, NULL), -EINVAL);
+    assert_int_equal(ms_mkdir(f->a, ROOT, "mailfs~x", 0700, 0, 0, &a), 0); /* not the prefix */
+    /* an old store's hidden copy is still found */
+    ms_attr like = {.mode = 0700};
+    int64_t id, found;
+    assert_int_equal(ms_mailbox_create(f->b, "retained/4/dan", MS_MB_RETAINED, &like, &id), 0);
+    assert_int_equal(ms_hidden_find(f->b, MS_MB_RETAINED, 4, "dan", &found), 0);
+    assert_int_equal(found, id);
+    assert_int_equal(ms_hidden_find(f->b, MS_MB_INCOMING, 4, "dan", &found), -ENOENT);
+}
+
 int main(void)
 {
     ms_log_to_stderr(LOG_ERR);
@@ -836,6 +998,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_deleted_items, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_directory_attributes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_files_private, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_contract_locked_refuses_every_write, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_contract_retained_refuses_every_write, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_contract_readonly_backend, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_contract_hidden_names, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
