@@ -537,6 +537,8 @@ static int preflight_directory(ms_directory *dir, ms_store *dst, const char *mai
 static int preflight(ms_store *src, ms_store *dst, const char *mailbox, const char *newname,
                      bool import, ms_attr *mb, int64_t *messages, int64_t *bytes)
 {
+    if (ms_hidden_reserved(newname))
+        return -EINVAL; /* as ms_mkdir: the name of a hidden copy */
     int rc = ms_lookup(src, (ms_node){MS_ROOT, 0}, mailbox, mb);
     if (rc)
         return rc;

@@ -965,6 +965,12 @@ static void test_contract_hidden_names(void **state)
     assert_int_equal(ms_mkdir(f->a, ROOT, plain, 0700, 0, 0, &a), -EINVAL);
     mkdir_ok(f->a, ROOT, "carol");
     assert_int_equal(ms_rename(f->a, ROOT, "carol", ROOT, plain, false, NULL), -EINVAL);
+    ms_journal *j;
+    char *err = NULL;
+    assert_int_equal(ms_site_journal(f->site, &j, &err), 0);
+    ms_move_opts o = {.newname = plain, .retain_days = 1};
+    assert_int_equal(ms_move(j, f->a, f->b, "carol", &o, NULL), -EINVAL); /* nor a move */
+    assert_int_equal(ms_lookup(f->a, ROOT, "carol", &a), 0);
     assert_int_equal(ms_mkdir(f->a, ROOT, "mailfs~x", 0700, 0, 0, &a), 0); /* not the prefix */
     /* an old store's hidden copy is still found */
     ms_attr like = {.mode = 0700};
