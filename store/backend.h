@@ -41,11 +41,12 @@ typedef struct ms_commit {
  * fills in its read slots and nothing else.
  *
  * The rules every backend keeps are store.c's, not the backend's: names
- * are checked before dispatch; what a locked, retained or deleted
- * mailbox refuses is ms_mailbox_refusal(), which a writing backend calls
- * for the mailbox a write touches inside that write's transaction (see
- * mailstore.h, "What a mailbox refuses"); hidden mailbox names are made
- * and recognised by hidden.c.
+ * are checked before dispatch; every tree write names the mailbox it
+ * changes (store.c resolves it), and what a locked, retained or deleted
+ * mailbox refuses is ms_mailbox_refusal(), which the backend applies to
+ * that mailbox inside the write's transaction (mailstore.h, "What a
+ * mailbox refuses"); hidden mailbox names are made and recognised by
+ * hidden.c.
  */
 typedef struct ms_tree_ops {
     /* Reads: every backend has them. */
@@ -54,15 +55,25 @@ typedef struct ms_tree_ops {
     int (*list)(ms_store *st, ms_node parent, uint64_t cookie, ms_list_fn fn, void *ctx);
     /* get: *value NULL/len 0 when unset.  set: len 0 with value NULL unsets. */
     int (*xattr_get)(ms_store *st, ms_node node, ms_xattr_id xa, char **value, size_t *len);
-    /* Writes: NULL in a read-only backend. */
-    int (*setattr)(ms_store *st, ms_node node, const ms_setattr_req *req, ms_attr *out);
-    int (*mkdir)(ms_store *st, ms_node parent, const char *name, uint32_t mode, uint32_t uid,
-                 uint32_t gid, ms_attr *out);
-    int (*rmdir)(ms_store *st, ms_node parent, const char *name);
-    int (*unlink)(ms_store *st, ms_node folder, const char *name, int64_t *content);
-    int (*rename)(ms_store *st, ms_node parent, const char *name, ms_node newparent,
-                  const char *newname, bool noreplace, int64_t *replaced);
-    int (*xattr_set)(ms_store *st, ms_node node, ms_xattr_id xa, const char *value, size_t len);
+    /*
+     * Writes: NULL in a read-only backend.  Each names the mailbox it
+     * changes, as store.c found it (0: none, for the store's root and a
+     * new mailbox): the backend refuses the write with
+     * ms_mailbox_refusal() of that mailbox's lock and state, read inside
+     * the write's own transaction, so a lock taken meanwhile is either
+     * seen or taken after the write (and the move copies it).
+     */
+    int (*setattr)(ms_store *st, int64_t mailbox, ms_node node, const ms_setattr_req *req,
+                   ms_attr *out);
+    int (*mkdir)(ms_store *st, int64_t mailbox, ms_node parent, const char *name, uint32_t mode,
+                 uint32_t uid, uint32_t gid, ms_attr *out);
+    int (*rmdir)(ms_store *st, int64_t mailbox, ms_node parent, const char *name);
+    int (*unlink)(ms_store *st, int64_t mailbox, ms_node folder, const char *name,
+                  int64_t *content);
+    int (*rename)(ms_store *st, int64_t mailbox, ms_node parent, const char *name,
+                  ms_node newparent, const char *newname, bool noreplace, int64_t *replaced);
+    int (*xattr_set)(ms_store *st, int64_t mailbox, ms_node node, ms_xattr_id xa, const char *value,
+                     size_t len);
 } ms_tree_ops;
 
 typedef struct ms_content_ops {

@@ -161,6 +161,35 @@ static int id_fits(const ms_store *st, const ms_attr *a)
 
 static bool is_dir_kind(ms_kind k) { return k == MS_ROOT || k == MS_MAILBOX || k == MS_FOLDER; }
 
+/*
+ * The mailbox a write at node changes, which every tree write names to
+ * the backend (0 for the store's root, in no mailbox).  A node never
+ * changes mailbox while it is visible, so finding it before the write's
+ * transaction is safe; the backend checks the mailbox inside it.
+ */
+static int mailbox_of(ms_store *st, ms_node node, int64_t *mailbox)
+{
+    if (node.kind == MS_ROOT) {
+        *mailbox = 0;
+        return 0;
+    }
+    ms_attr a;
+    int rc = st->be->tree->getattr(st, node, &a);
+    if (!rc)
+        *mailbox = a.mailbox;
+    return rc;
+}
+
+/* The mailbox of parent's child name (of a mailbox: itself). */
+static int mailbox_of_child(ms_store *st, ms_node parent, const char *name, int64_t *mailbox)
+{
+    ms_attr a;
+    int rc = st->be->tree->lookup(st, parent, name, &a);
+    if (!rc)
+        *mailbox = a.mailbox;
+    return rc;
+}
+
 int ms_lookup(ms_store *st, ms_node parent, const char *name, ms_attr *out)
 {
     if (!is_dir_kind(parent.kind))
@@ -178,8 +207,11 @@ int ms_getattr(ms_store *st, ms_node node, ms_attr *out)
 
 int ms_setattr(ms_store *st, ms_node node, const ms_setattr_req *req, ms_attr *out)
 {
+    int64_t mb;
     int rc = may_write(st, st->be->tree->setattr);
-    return rc ? rc : st->be->tree->setattr(st, node, req, out);
+    if (!rc)
+        rc = mailbox_of(st, node, &mb);
+    return rc ? rc : st->be->tree->setattr(st, mb, node, req, out);
 }
 
 int ms_list(ms_store *st, ms_node parent, uint64_t cookie, ms_list_fn fn, void *ctx)
@@ -199,11 +231,14 @@ int ms_mkdir(ms_store *st, ms_node parent, const char *name, uint32_t mode, uint
         return -ENOTDIR;
     if (parent.kind == MS_ROOT && ms_hidden_reserved(name))
         return -EINVAL;
+    int64_t mb;
     rc = may_write(st, st->be->tree->mkdir);
+    if (!rc)
+        rc = mailbox_of(st, parent, &mb);
     if (rc)
         return rc;
     ms_attr a;
-    rc = st->be->tree->mkdir(st, parent, name, mode & 07777, uid, gid, &a);
+    rc = st->be->tree->mkdir(st, mb, parent, name, mode & 07777, uid, gid, &a);
     if (!rc)
         rc = id_fits(st, &a);
     if (!rc && out)
@@ -216,10 +251,13 @@ int ms_rmdir(ms_store *st, ms_node parent, const char *name)
     int rc = check_name(name);
     if (rc)
         return rc;
+    int64_t mb;
     rc = may_write(st, st->be->tree->rmdir);
+    if (!rc)
+        rc = mailbox_of_child(st, parent, name, &mb);
     if (rc)
         return rc;
-    return st->be->tree->rmdir(st, parent, name);
+    return st->be->tree->rmdir(st, mb, parent, name);
 }
 
 int ms_unlink(ms_store *st, ms_node folder, const char *name, int64_t *content)
@@ -229,11 +267,14 @@ int ms_unlink(ms_store *st, ms_node folder, const char *name, int64_t *content)
         return rc;
     if (folder.kind != MS_FOLDER)
         return -ENOENT;
+    int64_t mb;
     rc = may_write(st, st->be->tree->unlink);
+    if (!rc)
+        rc = mailbox_of(st, folder, &mb);
     if (rc)
         return rc;
     int64_t c = 0;
-    rc = st->be->tree->unlink(st, folder, name, &c);
+    rc = st->be->tree->unlink(st, mb, folder, name, &c);
     if (!rc && content)
         *content = c;
     return rc;
@@ -251,11 +292,14 @@ int ms_rename(ms_store *st, ms_node parent, const char *name, ms_node newparent,
         return -ENOTDIR;
     if (newparent.kind == MS_ROOT && ms_hidden_reserved(newname))
         return -EINVAL;
+    int64_t mb;
     rc = may_write(st, st->be->tree->rename);
+    if (!rc)
+        rc = mailbox_of_child(st, parent, name, &mb);
     if (rc)
         return rc;
     int64_t r = 0;
-    rc = st->be->tree->rename(st, parent, name, newparent, newname, noreplace, &r);
+    rc = st->be->tree->rename(st, mb, parent, name, newparent, newname, noreplace, &r);
     if (!rc && replaced)
         *replaced = r;
     return rc;
@@ -536,7 +580,10 @@ int ms_xattr_set(ms_store *st, ms_node node, const char *name, const char *value
     int i = xattr_index(name);
     if (i < 0 || xattrs[i].kind != node.kind)
         return -ENOTSUP;
+    int64_t mb;
     int wrc = may_write(st, st->be->tree->xattr_set);
+    if (!wrc)
+        wrc = mailbox_of(st, node, &mb);
     if (wrc)
         return wrc;
     if (len > MS_XATTR_MAX)
@@ -568,7 +615,7 @@ int ms_xattr_set(ms_store *st, ms_node node, const char *name, const char *value
             return -ENODATA;
     }
     /* An empty value is stored as empty, not as "unset". */
-    return st->be->tree->xattr_set(st, node, xattrs[i].id, value ? value : "", len);
+    return st->be->tree->xattr_set(st, mb, node, xattrs[i].id, value ? value : "", len);
 }
 
 int ms_xattr_list(ms_store *st, ms_node node, char **names, size_t *len)
@@ -598,7 +645,10 @@ int ms_xattr_remove(ms_store *st, ms_node node, const char *name)
     int i = xattr_index(name);
     if (i < 0 || xattrs[i].kind != node.kind)
         return -ENODATA;
+    int64_t mb;
     int rc = may_write(st, st->be->tree->xattr_set);
+    if (!rc)
+        rc = mailbox_of(st, node, &mb);
     if (rc)
         return rc;
     char *old = NULL;
@@ -609,7 +659,7 @@ int ms_xattr_remove(ms_store *st, ms_node node, const char *name)
     if (!old)
         return -ENODATA;
     g_free(old);
-    return st->be->tree->xattr_set(st, node, xattrs[i].id, NULL, 0);
+    return st->be->tree->xattr_set(st, mb, node, xattrs[i].id, NULL, 0);
 }
 
 /* -------------------------------------------------------------- readers */
