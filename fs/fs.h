@@ -16,14 +16,18 @@
 
 #include "mailstore.h"
 
-#define MFS_ID_BITS 48
+#define MFS_ID_BITS MS_ID_BITS
 #define MFS_MAX_STORES 4095
+/* kind + 1 in 4 bits, the store index in 12, the id in the rest. */
+_Static_assert(MS_ID_BITS + 12 + 4 <= 64, "store ids do not fit in an inode number");
+_Static_assert(MFS_MAX_STORES < (1 << 12), "store indexes do not fit in an inode number");
 
 typedef struct mfs {
-    ms_config *cfg;
+    ms_site *site; /* owns cfg, journal, dir and stores below */
+    const ms_config *cfg;
     ms_journal *journal;
     ms_directory *dir; /* NULL without a [directory] group */
-    ms_store **stores;
+    ms_store *const *stores;
     size_t nstores;
     struct fuse_session *se;
     uid_t uid; /* the mounting user: owner of the top two levels */

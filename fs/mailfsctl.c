@@ -21,9 +21,11 @@
 
 typedef struct ctl {
     const char *config_path;
-    ms_config *cfg;
-    GPtrArray *open; /* stores opened for the journal commands */
-    ms_directory *dir;
+    /* The journal commands' stores, journal and directory, each opened
+     * once and only by the commands that need it. */
+    ms_site *site;
+    const ms_config *cfg; /* the site's */
+    ms_directory *dir;    /* the site's, once need_directory() ran */
 } ctl;
 
 static void usage(FILE *f)
@@ -144,12 +146,14 @@ static int command_usage(const char *name)
 static int load_config(ctl *c)
 {
     char *err = NULL;
-    int rc = ms_config_load(c->config_path, &c->cfg, &err);
+    int rc = ms_site_open(c->config_path, 0, &c->site, &err);
     if (rc) {
         fprintf(stderr, "mailfsctl: %s\n", err);
         g_free(err);
+        return rc;
     }
-    return rc;
+    c->cfg = ms_site_config(c->site);
+    return 0;
 }
 
 /* Opens the store called name; prints why not. */
@@ -345,38 +349,45 @@ static int cmd_deliver(ctl *c, int argc, char **argv)
     return why ? EX_USAGE : deliver_exit(rc);
 }
 
-/* Opens (once) and returns the store called name, for the journal. */
-static ms_store *store_by_name(void *ctx, const char *name)
+/* The site's store called name (opened once), or NULL: not configured
+ * (silently), or it failed to open (said on stderr). */
+static ms_store *store_by_name(ctl *c, const char *name)
 {
-    ctl *c = ctx;
-    for (guint i = 0; i < c->open->len; i++) {
-        ms_store *st = g_ptr_array_index(c->open, i);
-        if (!strcmp(ms_store_name(st), name))
-            return st;
-    }
-    ms_store *st;
-    if (!ms_config_find_store(c->cfg, name) || open_store(c, name, 0, &st))
+    if (!ms_config_find_store(c->cfg, name))
         return NULL;
-    g_ptr_array_add(c->open, st);
-    return st;
+    ms_store *st;
+    char *err = NULL;
+    int rc = ms_site_store(c->site, name, &st, &err);
+    if (rc)
+        fprintf(stderr, "mailfsctl: %s\n", err ? err : g_strerror(-rc));
+    g_free(err);
+    return rc ? NULL : st;
 }
 
+/* The site's journal (the site closes it); prints why not. */
 static int open_journal(ctl *c, ms_journal **j)
 {
     char *err = NULL;
-    int rc;
-    if (!c->dir && ms_config_directory(c->cfg) &&
-        (rc = ms_directory_open(ms_config_directory(c->cfg), &c->dir, &err)) != 0) {
-        fprintf(stderr, "mailfsctl: %s\n", err);
-        g_free(err);
-        return rc;
-    }
-    g_clear_pointer(&err, g_free);
-    rc = ms_journal_open(ms_config_journal(c->cfg), j, &err);
-    if (rc) {
-        fprintf(stderr, "mailfsctl: %s\n", err);
-        g_free(err);
-    }
+    int rc = ms_site_journal(c->site, j, &err);
+    if (rc)
+        fprintf(stderr, "mailfsctl: %s\n", err ? err : g_strerror(-rc));
+    g_free(err);
+    return rc;
+}
+
+/*
+ * Opens the directory into c->dir (NULL without [directory]) for the
+ * commands that change or compare it (move, recover, undo, check): the
+ * others read the journal and stores only, and work without the LDAP
+ * password.  Prints why not.
+ */
+static int need_directory(ctl *c)
+{
+    char *err = NULL;
+    int rc = ms_site_directory(c->site, &c->dir, &err);
+    if (rc)
+        fprintf(stderr, "mailfsctl: %s\n", err ? err : g_strerror(-rc));
+    g_free(err);
     return rc;
 }
 
@@ -395,7 +406,7 @@ static ms_store *find_mailbox(ctl *c, const char *mailbox)
 static int cmd_move(ctl *c, const char *mailbox, const char *target)
 {
     ms_journal *j;
-    if (open_journal(c, &j))
+    if (need_directory(c) || open_journal(c, &j))
         return 1;
     ms_store *dst = store_by_name(c, target);
     ms_store *src = find_mailbox(c, mailbox);
@@ -413,7 +424,6 @@ static int cmd_move(ctl *c, const char *mailbox, const char *target)
     else
         printf("moved %s from %s to %s (move %lld)\n", mailbox, ms_store_name(src), target,
                (long long)id);
-    ms_journal_close(j);
     return rc ? 1 : 0;
 }
 
@@ -436,7 +446,6 @@ static int cmd_import(ctl *c, const char *file, const char *target, const char *
                                         : ms_strerror(MS_OP_IMPORT, rc));
     else
         printf("imported %s as %s in %s (move %lld)\n", file, mailbox, target, (long long)id);
-    ms_journal_close(j);
     return rc ? 1 : 0;
 }
 
@@ -450,7 +459,6 @@ static int journal_moves(ctl *c, ms_move_info **mv, size_t *n)
     rc = ms_journal_list(j, mv, n);
     if (rc)
         fprintf(stderr, "mailfsctl: %s: %s\n", ms_config_journal(c->cfg), g_strerror(-rc));
-    ms_journal_close(j);
     return rc;
 }
 
@@ -743,7 +751,7 @@ static ms_store **all_stores(ctl *c, bool partial, size_t *n)
 static int cmd_recover(ctl *c)
 {
     ms_journal *j;
-    if (open_journal(c, &j))
+    if (need_directory(c) || open_journal(c, &j))
         return 1;
     size_t n;
     g_autofree ms_store **stores = all_stores(c, true, &n);
@@ -773,7 +781,6 @@ static int cmd_recover(ctl *c)
     }
     bool failed = rc < 0 || left->len > 0;
     g_array_free(left, TRUE);
-    ms_journal_close(j);
     return failed;
 }
 
@@ -834,7 +841,7 @@ static int cmd_undo(ctl *c, const char *arg)
         return 2;
     }
     ms_journal *j;
-    if (open_journal(c, &j))
+    if (need_directory(c) || open_journal(c, &j))
         return 1;
     int64_t nid = 0;
     ms_move_info mi;
@@ -843,11 +850,10 @@ static int cmd_undo(ctl *c, const char *arg)
         fprintf(stderr,
                 "mailfsctl: undo %lld: no move %lld in the journal %s (see mailfsctl moves)\n", id,
                 id, ms_config_journal(c->cfg));
-        ms_journal_close(j);
         return 1;
     }
     if (!rc)
-        rc = ms_undo(j, store_by_name, c, c->dir, ms_config_retain_days(c->cfg), id, &nid);
+        rc = ms_undo(c->site, id, &nid);
     if (rc == -ENOENT)
         undo_gone(c, j, &mi);
     else if (rc)
@@ -856,7 +862,6 @@ static int cmd_undo(ctl *c, const char *arg)
         undo_said_deleted(j, id);
     else
         printf("move %lld undone by move %lld\n", id, (long long)nid);
-    ms_journal_close(j);
     return rc ? 1 : 0;
 }
 
@@ -893,12 +898,12 @@ static int cmd_purge(ctl *c, bool all)
     ms_journal *j;
     if (open_journal(c, &j))
         return 1;
-    int rc = ms_purge(j, store_by_name, c, all);
+    (void)j; /* opened to say why not, in mailfsctl's words: ms_purge uses the site's */
+    int rc = ms_purge(c->site, all);
     if (rc < 0)
         fprintf(stderr, "mailfsctl: purge: %s\n", g_strerror(-rc));
     else
         printf("%d retained copies purged\n", rc);
-    ms_journal_close(j);
     int ret = purge_deleted(c, all);
     return rc < 0 || ret;
 }
@@ -1068,7 +1073,7 @@ static int cmd_check(ctl *c, int argc, char **argv)
     }
     o.retain_days = ms_config_retain_days(c->cfg);
     ms_journal *j;
-    if (open_journal(c, &j))
+    if (need_directory(c) || open_journal(c, &j))
         return 2;
     size_t n;
     g_autofree ms_store **stores = all_stores(c, false, &n);
@@ -1077,7 +1082,6 @@ static int cmd_check(ctl *c, int argc, char **argv)
     char *err = NULL;
     if (!rc)
         rc = ms_check(stores, n, c->dir, j, &o, &found, &err);
-    ms_journal_close(j);
     if (rc) {
         fprintf(stderr, "mailfsctl: check: %s\n", err ? err : g_strerror(-rc));
         g_free(err);
@@ -1193,10 +1197,7 @@ int main(int argc, char **argv)
     ms_log_to_stderr(LOG_WARNING);
     if (load_config(&c)) /* check's contract: 2 is "could not check" */
         return !strcmp(argv[i], "deliver") ? EX_CONFIG : !strcmp(argv[i], "check") ? 2 : 1;
-    c.open = g_ptr_array_new_with_free_func((GDestroyNotify)ms_store_close);
     int ret = dispatch(&c, argc - i, argv + i);
-    g_ptr_array_free(c.open, TRUE);
-    ms_directory_close(c.dir);
-    ms_config_free(c.cfg);
+    ms_site_close(c.site);
     return ret;
 }

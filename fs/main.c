@@ -92,13 +92,13 @@ static void usage(const char *prog)
            prog);
 }
 
+/* Forgets the site's stores and journal, which the site then closes. */
 static void close_stores(mfs *m)
 {
-    for (size_t i = 0; i < m->nstores; i++)
-        ms_store_close(m->stores[i]);
-    g_free(m->stores);
+    ms_site_release(m->site);
     m->stores = NULL;
     m->nstores = 0;
+    m->journal = NULL;
 }
 
 /* Opens every configured store; on failure says which and why. */
@@ -109,20 +109,15 @@ static int open_stores(mfs *m)
         ms_log(LOG_ERR, "too many stores (%zu, at most %d)", n, MFS_MAX_STORES);
         return -EINVAL;
     }
-    m->stores = g_new0(ms_store *, n);
-    for (size_t i = 0; i < n; i++) {
-        char *err = NULL;
-        int rc = ms_store_open(ms_config_store(m->cfg, i), MS_OPEN_DAEMON, &m->stores[i], &err);
-        if (rc) {
-            /* stderr before daemonizing, syslog after (reopen_after_fork) */
-            ms_log(LOG_ERR, "%s", err ? err : g_strerror(-rc));
-            g_free(err);
-            close_stores(m);
-            return rc;
-        }
-        m->nstores = i + 1;
+    char *err = NULL;
+    int rc = ms_site_stores(m->site, &m->stores, &m->nstores, &err);
+    if (rc) {
+        /* stderr before daemonizing, syslog after (reopen_after_fork) */
+        ms_log(LOG_ERR, "%s", err ? err : g_strerror(-rc));
+        g_free(err);
+        close_stores(m);
     }
-    return 0;
+    return rc;
 }
 
 /*
@@ -151,8 +146,7 @@ static int open_journal(mfs *m)
 {
     char *err = NULL;
     int rc;
-    if (ms_config_directory(m->cfg) &&
-        (rc = ms_directory_open(ms_config_directory(m->cfg), &m->dir, &err)) != 0) {
+    if ((rc = ms_site_directory(m->site, &m->dir, &err)) != 0) {
         fprintf(stderr, "mailfs: %s\n", err);
         g_free(err);
         return rc;
@@ -162,7 +156,7 @@ static int open_journal(mfs *m)
     rc = check_journal_writable(ms_config_journal(m->cfg));
     if (rc)
         return rc;
-    rc = ms_journal_open(ms_config_journal(m->cfg), &m->journal, &err);
+    rc = ms_site_journal(m->site, &m->journal, &err);
     if (rc) {
         fprintf(stderr, "mailfs: %s\n", err);
         g_free(err);
@@ -190,14 +184,12 @@ static int open_journal(mfs *m)
  */
 static int reopen_after_fork(mfs *m)
 {
-    ms_journal_close(m->journal);
-    m->journal = NULL;
     close_stores(m);
     int rc = open_stores(m);
     if (rc)
         return rc;
     char *err = NULL;
-    rc = ms_journal_open(ms_config_journal(m->cfg), &m->journal, &err);
+    rc = ms_site_journal(m->site, &m->journal, &err);
     if (rc) {
         ms_log(LOG_ERR, "%s", err ? err : g_strerror(-rc));
         g_free(err);
@@ -366,12 +358,13 @@ int main(int argc, char *argv[])
     close_by_default(&o, &args);
 
     char *err = NULL;
-    int rc = ms_config_load(o.config, &m.cfg, &err);
+    int rc = ms_site_open(o.config, MS_OPEN_DAEMON, &m.site, &err);
     if (rc) {
         fprintf(stderr, "mailfs: %s\n", err);
         g_free(err);
         goto out;
     }
+    m.cfg = ms_site_config(m.site);
     if (check_not_mounted(co.mountpoint) != 0 || check_paths_outside(m.cfg, co.mountpoint) != 0)
         goto out;
     warn_stores_without_directory(m.cfg, o.config);
@@ -401,10 +394,7 @@ int main(int argc, char *argv[])
     g_hash_table_destroy(m.doomed);
     g_mutex_clear(&m.lock);
 out:
-    ms_journal_close(m.journal);
-    ms_directory_close(m.dir);
-    close_stores(&m);
-    ms_config_free(m.cfg);
+    ms_site_close(m.site);
     free(co.mountpoint);
     free(o.config);
     g_free(fsname);

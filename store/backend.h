@@ -27,28 +27,56 @@ typedef struct ms_commit {
     bool durable;
 } ms_commit;
 
-typedef struct ms_backend {
-    const char *name;
-    int (*open)(ms_store *st, const ms_store_conf *conf, int flags, char **err);
-    void (*close)(ms_store *st);
-    int (*stats)(ms_store *st, ms_store_stats *out);
-    int (*compact)(ms_store *st, int64_t *before, int64_t *after);
-    int (*sync)(ms_store *st);
-    int (*batch_begin)(ms_store *st);
-    int (*batch_end)(ms_store *st, bool commit);
+/*
+ * A backend is three vtables, one per concern, as Dovecot's lib-storage
+ * splits storage, mailbox and mail: the tree (names, attributes,
+ * xattrs), the content (a message's bytes) and administration (the
+ * store as a whole, hidden mailboxes for moves, deleted items).
+ *
+ * A NULL slot means "not supported", and store.c alone decides what the
+ * caller sees then (ms_backend_unsupported): a write to a backend that
+ * has no write slots is a write to a read-only store, -EROFS; anything
+ * else a backend leaves out is -ENOTSUP.  A few slots have a shared
+ * default instead, named next to them.  So a read-only backend (pst)
+ * fills in its read slots and nothing else.
+ *
+ * The rules every backend keeps are store.c's, not the backend's: names
+ * are checked before dispatch; every tree write names the mailbox it
+ * changes (store.c resolves it), and what a locked, retained or deleted
+ * mailbox refuses is ms_mailbox_refusal(), which the backend applies to
+ * that mailbox inside the write's transaction (mailstore.h, "What a
+ * mailbox refuses"); hidden mailbox names are made and recognised by
+ * hidden.c.
+ */
+typedef struct ms_tree_ops {
+    /* Reads: every backend has them. */
     int (*lookup)(ms_store *st, ms_node parent, const char *name, ms_attr *out);
     int (*getattr)(ms_store *st, ms_node node, ms_attr *out);
-    int (*setattr)(ms_store *st, ms_node node, const ms_setattr_req *req, ms_attr *out);
     int (*list)(ms_store *st, ms_node parent, uint64_t cookie, ms_list_fn fn, void *ctx);
-    int (*mkdir)(ms_store *st, ms_node parent, const char *name, uint32_t mode, uint32_t uid,
-                 uint32_t gid, ms_attr *out);
-    int (*rmdir)(ms_store *st, ms_node parent, const char *name);
-    int (*unlink)(ms_store *st, ms_node folder, const char *name, int64_t *content);
-    int (*rename)(ms_store *st, ms_node parent, const char *name, ms_node newparent,
-                  const char *newname, bool noreplace, int64_t *replaced);
     /* get: *value NULL/len 0 when unset.  set: len 0 with value NULL unsets. */
     int (*xattr_get)(ms_store *st, ms_node node, ms_xattr_id xa, char **value, size_t *len);
-    int (*xattr_set)(ms_store *st, ms_node node, ms_xattr_id xa, const char *value, size_t len);
+    /*
+     * Writes: NULL in a read-only backend.  Each names the mailbox it
+     * changes, as store.c found it (0: none, for the store's root and a
+     * new mailbox): the backend refuses the write with
+     * ms_mailbox_refusal() of that mailbox's lock and state, read inside
+     * the write's own transaction, so a lock taken meanwhile is either
+     * seen or taken after the write (and the move copies it).
+     */
+    int (*setattr)(ms_store *st, int64_t mailbox, ms_node node, const ms_setattr_req *req,
+                   ms_attr *out);
+    int (*mkdir)(ms_store *st, int64_t mailbox, ms_node parent, const char *name, uint32_t mode,
+                 uint32_t uid, uint32_t gid, ms_attr *out);
+    int (*rmdir)(ms_store *st, int64_t mailbox, ms_node parent, const char *name);
+    int (*unlink)(ms_store *st, int64_t mailbox, ms_node folder, const char *name,
+                  int64_t *content);
+    int (*rename)(ms_store *st, int64_t mailbox, ms_node parent, const char *name,
+                  ms_node newparent, const char *newname, bool noreplace, int64_t *replaced);
+    int (*xattr_set)(ms_store *st, int64_t mailbox, ms_node node, ms_xattr_id xa, const char *value,
+                     size_t len);
+} ms_tree_ops;
+
+typedef struct ms_content_ops {
     int (*message_create)(ms_store *st, ms_node folder, const char *name, uint32_t mode,
                           uint32_t uid, uint32_t gid, ms_attr *out);
     /* The current content of a message (pending ones included). */
@@ -58,12 +86,22 @@ typedef struct ms_backend {
     /* Removes a created message that was never committed. */
     int (*discard_pending)(ms_store *st, int64_t message);
     int (*commit)(ms_store *st, const ms_commit *c, int64_t *old_content, ms_attr *out);
+} ms_content_ops;
+
+typedef struct ms_admin_ops {
+    int (*stats)(ms_store *st, ms_store_stats *out);
+    int (*compact)(ms_store *st, int64_t *before, int64_t *after);
+    /* NULL: nothing to sync (0). */
+    int (*sync)(ms_store *st);
+    int (*batch_begin)(ms_store *st);
+    /* NULL: no batch can have begun (0). */
+    int (*batch_end)(ms_store *st, bool commit);
     /* Mailbox administration for moves: hidden states, locks, removal. */
     int (*mailbox_create)(ms_store *st, const char *name, ms_mb_state state, const ms_attr *like,
                           int64_t *id);
     int (*mailbox_find)(ms_store *st, const char *name, ms_mb_state state, int64_t *id);
     int (*mailbox_info)(ms_store *st, int64_t id, ms_mailbox_info *out);
-    /* NULL: the backend has no hidden mailboxes (nothing to scan). */
+    /* NULL: the backend has no hidden mailboxes (nothing to scan, 0). */
     int (*mailbox_scan)(ms_store *st, ms_mailbox_fn fn, void *ctx);
     int (*mailbox_set)(ms_store *st, int64_t id, const ms_mailbox_change *chg);
     int (*mailbox_drop)(ms_store *st, int64_t id);
@@ -73,7 +111,32 @@ typedef struct ms_backend {
     int (*deleted_list)(ms_store *st, const char *mailbox, ms_deleted_fn fn, void *ctx);
     int (*deleted_restore)(ms_store *st, const char *mailbox, const char *path, int64_t *restored);
     int (*deleted_purge)(ms_store *st, int64_t before_ns, ms_purged *out);
+} ms_admin_ops;
+
+typedef struct ms_backend {
+    const char *name;
+    /* True when this backend reads the file at path as a store of one
+     * mailbox: how import picks its source's backend.  NULL: never. */
+    bool (*reads)(const char *path);
+    int (*open)(ms_store *st, const ms_store_conf *conf, int flags, char **err);
+    void (*close)(ms_store *st);
+    const ms_tree_ops *tree;
+    const ms_content_ops *content;
+    const ms_admin_ops *admin;
 } ms_backend;
+
+/*
+ * The one answer to a call whose slot the backend left NULL: -EROFS for
+ * a write to a store opened read-only or whose backend cannot write,
+ * -ENOTSUP for anything else.
+ */
+int ms_backend_unsupported(const ms_store *st, bool write);
+/*
+ * The one rule for writes into a mailbox, given its lock and state: 0,
+ * or the errno mailstore.h promises ("What a mailbox refuses").  A
+ * writing backend calls it inside the write's transaction.
+ */
+int ms_mailbox_refusal(int64_t lock_move, ms_mb_state state);
 
 struct ms_store {
     const ms_backend *be;

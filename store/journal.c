@@ -9,7 +9,7 @@
  * still has a live process behind it.
  */
 #include "journal.h"
-#include "sqlite_int.h"
+#include "sqlite_util.h"
 
 #include <errno.h>
 #include <stdarg.h>

@@ -49,11 +49,8 @@ int64_t jn_now_ns(void);
  * retained copy found in a store), so that moves, undo and purge see it. */
 int jn_record_done(ms_journal *j, const char *mailbox, const char *newname, const char *source,
                    const char *target, int64_t retain_until, const char *why, int64_t *id);
-/* The names of move id's hidden copies: incoming in the target, retained in the source. */
-char *mv_incoming_name(int64_t id, const char *name);
 /* ms_orphans, also counting in *settled the moves it settled. */
 int mv_orphans(ms_journal *j, ms_store *const *stores, size_t n, ms_directory *dir,
                int retain_days, bool fix, GPtrArray *findings, int *settled);
-char *mv_retained_name(int64_t id, const char *name);
 
 #endif

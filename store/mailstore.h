@@ -5,8 +5,8 @@
  * through a backend (sqlite now; pst and maildir later) behind a vtable
  * that callers never see.  Everything a store holds is addressed by a
  * node: (kind, id).  Ids are positive, unique per kind within one store,
- * and never reused while the object lives, so callers may derive stable
- * inode numbers from them.
+ * never reused while the object lives, and below 2^MS_ID_BITS, so callers
+ * may derive stable inode numbers from them.
  *
  * Conventions, everywhere:
  *  - functions return 0 or a negative errno; never a positive value
@@ -29,6 +29,15 @@
 #include <syslog.h> /* LOG_ERR etc. for ms_log */
 
 #define MS_VERSION "0.1.0"
+/*
+ * Every node id fits in MS_ID_BITS bits: the mount packs an id, its
+ * store's index and its kind into one 64-bit inode number (fs/fs.h checks
+ * at compile time that it has room).  A backend that would hand out a
+ * larger id gets -EOVERFLOW from the call that made it, instead of a
+ * node the mount would show under another's inode.
+ */
+#define MS_ID_BITS 48
+#define MS_ID_MAX ((INT64_C(1) << MS_ID_BITS) - 1)
 #define MS_NAME_MAX 255
 /* Largest value accepted for any user.mail.* extended attribute. */
 #define MS_XATTR_MAX 65536
@@ -157,7 +166,15 @@ enum {
 int ms_store_open(const ms_store_conf *conf, int flags, ms_store **out, char **err);
 void ms_store_close(ms_store *st);
 const char *ms_store_name(const ms_store *st);
+/* True when opened read-only, configured so, or its backend cannot write
+ * (pst): every write then fails with -EROFS. */
 bool ms_store_readonly(const ms_store *st);
+/*
+ * The name of the backend that reads the file at path as a store of one
+ * mailbox (a .pst or .ost file: "pst"), or NULL when none does; import
+ * opens its source with it.
+ */
+const char *ms_store_backend_for(const char *path);
 /* The store's location in the directory ("attr=value;..."), or NULL. */
 const char *ms_store_directory(const ms_store *st);
 
@@ -353,8 +370,29 @@ void ms_writer_close(ms_writer *w);
 /*
  * What moves need beyond the tree.  A mailbox is visible, or hidden as
  * the incoming copy of a move in its target store, or hidden as the
- * retained source copy of a finished move.  Hidden mailboxes carry names
- * with '/' in them, which no visible name can have, so they never clash.
+ * retained source copy of a finished move.
+ *
+ * Hidden names (ms_hidden_name) are "~mailfs~move~<id>~<name>" and
+ * "~mailfs~retained~<id>~<name>": no '/', so a Maildir directory or an
+ * IMAP name can hold them; a visible mailbox cannot be named with the
+ * reserved prefix "~mailfs~" (ms_mkdir and ms_rename refuse it, EINVAL),
+ * so they never clash.  Stores made before keep "move/<id>/<name>" and
+ * "retained/<id>/<name>": both forms are found (ms_hidden_find) and
+ * recognised (ms_hidden_parse).
+ *
+ * What a mailbox refuses, in every backend (store.c's ms_mailbox_refusal,
+ * checked inside each write's transaction so that no write slips past a
+ * lock taken meanwhile): every write into a mailbox (mkdir, rmdir,
+ * unlink, rename, setattr, xattrs, message create and commit, restore of
+ * its deleted items) names the mailbox it changes, and is refused with
+ *  - -EBUSY while a move holds the mailbox's lock (lock_move != 0), until
+ *    the move ends; ms_mailbox_set bypasses the lock, being how a move
+ *    takes and drops it;
+ *  - -ESTALE in a retained source copy: frozen, a write would be lost to
+ *    the user, who sees the mailbox in its new store;
+ *  - -ENOENT in deleted items, which are gone from the tree.
+ * A move's incoming copy is written by its move only (it is hidden, so no
+ * path reaches it).
  */
 typedef enum ms_mb_state {
     MS_MB_VISIBLE = 0,
@@ -404,6 +442,19 @@ typedef struct ms_message_meta {
     uint8_t sha256[32]; /* of the bytes, taken when they were committed */
     char *flags;        /* g_malloc'd, NUL-terminated; NULL when unset */
 } ms_message_meta;
+
+/* The hidden name of move's copy of mailbox name in state MS_MB_INCOMING
+ * or MS_MB_RETAINED (g_free). */
+char *ms_hidden_name(ms_mb_state state, int64_t move, const char *name);
+/* Move's copy of name in state, under its name or the one older stores
+ * gave it; -ENOENT if none. */
+int ms_hidden_find(ms_store *st, ms_mb_state state, int64_t move, const char *name, int64_t *id);
+/* True when hidden is a hidden move name of either form: *move gets the
+ * move's id, *name the mailbox's own name (a pointer into hidden). */
+bool ms_hidden_parse(const char *hidden, int64_t *move, const char **name);
+/* True when a visible mailbox may not be called name (the prefix of
+ * hidden names): ms_mkdir and ms_rename refuse it with -EINVAL. */
+bool ms_hidden_reserved(const char *name);
 
 /* A mailbox created directly in a hidden state (a move's incoming copy). */
 int ms_mailbox_create(ms_store *st, const char *name, ms_mb_state state, const ms_attr *like,
@@ -524,6 +575,7 @@ int ms_directory_scan(ms_directory *d, const char *const *attrs, ms_dir_entry_fn
  * whose process is gone; the daemon runs it at every mount.
  */
 typedef struct ms_journal ms_journal;
+typedef struct ms_site ms_site;
 typedef struct _GArray GArray;
 typedef struct _GPtrArray GPtrArray;
 int ms_journal_open(const char *path, ms_journal **out, char **err);
@@ -602,9 +654,6 @@ bool ms_move_unsettled(const ms_move_info *m);
 int ms_journal_list(ms_journal *j, ms_move_info **out, size_t *n);
 int ms_journal_get(ms_journal *j, int64_t id, ms_move_info *out);
 
-/* Resolves store names for recovery, undo and purge. */
-typedef ms_store *(*ms_store_lookup_fn)(void *ctx, const char *name);
-
 /* Required by ms_move and ms_import (-EINVAL without). */
 typedef struct ms_move_opts {
     const char *newname; /* the name in the target (NULL: the same) */
@@ -668,12 +717,44 @@ int ms_orphans(ms_journal *j, ms_store *const *stores, size_t n, ms_directory *d
  * once the retained source copy has expired or was purged.  When the
  * target mailbox was deleted since, the retained copy becomes the visible
  * mailbox again (*new_id 0; -EEXIST if the source has one of that name)
- * and the deleted one stays in the target's deleted items.
+ * and the deleted one stays in the target's deleted items.  The site
+ * gives the journal, the stores, the directory and retain-days; a store
+ * or directory that cannot be opened fails the undo (logged).
  */
-int ms_undo(ms_journal *j, ms_store_lookup_fn find, void *ctx, ms_directory *dir, int retain_days,
-            int64_t id, int64_t *new_id);
-/* Drops retained source copies past their time (all of them with all). */
-int ms_purge(ms_journal *j, ms_store_lookup_fn find, void *ctx, bool all);
+int ms_undo(ms_site *site, int64_t id, int64_t *new_id);
+/* Drops retained source copies past their time (all of them with all).
+ * Moves whose source store cannot be opened (logged) are left for later. */
+int ms_purge(ms_site *site, bool all);
+
+/* ----------------------------------------------------------------- site */
+
+/*
+ * A site: one configuration file with its stores, its journal and its
+ * directory, as the daemon, mailfsctl and recovery use them.  Each is
+ * opened once, when first asked for, and closed with the site; so a
+ * command opens only what it needs (reading the journal needs no
+ * directory, and so no LDAP password).  Opening is not thread-safe: open
+ * what the threads will use (ms_site_stores, ms_site_journal) before
+ * sharing the site; what is open may then be used from any thread.
+ */
+/* Loads the configuration (see ms_config_load); opens nothing else.
+ * store_flags (MS_OPEN_*) apply to every store the site opens. */
+int ms_site_open(const char *config, int store_flags, ms_site **out, char **err);
+void ms_site_close(ms_site *s);
+const ms_config *ms_site_config(const ms_site *s);
+/* The store called name, opened on first use: -ENOENT when the
+ * configuration has none, or ms_store_open's errors, with *err. */
+int ms_site_store(ms_site *s, const char *name, ms_store **out, char **err);
+/* Every store, in configuration order (the site owns the array). */
+int ms_site_stores(ms_site *s, ms_store *const **stores, size_t *n, char **err);
+/* The journal, opened on first use (ms_journal_open). */
+int ms_site_journal(ms_site *s, ms_journal **out, char **err);
+/* The directory, opened on first use; *out NULL (and 0) when the
+ * configuration has no [directory].  A failed open is retried next call. */
+int ms_site_directory(ms_site *s, ms_directory **out, char **err);
+/* Closes the stores and the journal (not the directory), to be opened
+ * again on next use: SQLite handles must not cross fork(). */
+void ms_site_release(ms_site *s);
 
 /*
  * What an errno returned by a move or an administrative command means, in

@@ -3,13 +3,13 @@
  *
  *   preflight  nothing changes yet; the errno says why not
  *   recorded   journal row (durable), source mailbox locked
- *   copying    folders and messages into a hidden "move/<id>/<name>"
+ *   copying    folders and messages into a hidden "~mailfs~move~<id>~<name>"
  *              mailbox of the target, progress in the journal
  *   copied     the target store is synced
  *   verified   same folders, counts, names, sizes, flags and SHA-256
  *   committed  the commit point: one durable journal write
  *   finished   target shown under its name, source hidden as
- *              "retained/<id>/<name>" until retain_until, lock dropped
+ *              "~mailfs~retained~<id>~<name>" until retain_until, lock dropped
  *
  * Every step after "recorded" is idempotent, and recovery needs nothing
  * but the journal row and the deterministic hidden names: before the
@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <glib.h>
@@ -80,19 +81,6 @@ void ms_fault(const char *point)
     (void)point;
 #endif
 }
-
-char *mv_incoming_name(int64_t id, const char *name)
-{
-    return g_strdup_printf("move/%lld/%s", (long long)id, name);
-}
-
-char *mv_retained_name(int64_t id, const char *name)
-{
-    return g_strdup_printf("retained/%lld/%s", (long long)id, name);
-}
-
-#define incoming_name mv_incoming_name
-#define retained_name mv_retained_name
 
 /* ------------------------------------------------------------- copying */
 
@@ -433,7 +421,6 @@ static void hand_to_recovery(ms_journal *j, int64_t id)
 static int roll_back(ms_journal *j, ms_store *src, ms_store *dst, ms_directory *dir,
                      const ms_move_info *mi, const char *why)
 {
-    g_autofree char *in = incoming_name(mi->id, mi->newname);
     int64_t tid, sid;
     int rc = 0;
     /* Step 4 reached: put back the values the entry had before. */
@@ -466,7 +453,7 @@ static int roll_back(ms_journal *j, ms_store *src, ms_store *dst, ms_directory *
                (long long)mi->id, mi->target);
         rc = -ENOENT;
     }
-    if (!rc && ms_mailbox_find(dst, in, MS_MB_INCOMING, &tid) == 0)
+    if (!rc && ms_hidden_find(dst, MS_MB_INCOMING, mi->id, mi->newname, &tid) == 0)
         rc = ms_mailbox_drop(dst, tid);
     if (rc) {
         /* Typically a full disk.  The source is unlocked and untouched;
@@ -493,8 +480,7 @@ static int roll_back(ms_journal *j, ms_store *src, ms_store *dst, ms_directory *
 static int roll_forward(ms_journal *j, ms_store *src, ms_store *dst, ms_directory *dir,
                         const ms_move_info *mi, int retain_days, int64_t locked_at)
 {
-    g_autofree char *in = incoming_name(mi->id, mi->newname);
-    g_autofree char *ret = retained_name(mi->id, mi->mailbox);
+    g_autofree char *ret = ms_hidden_name(MS_MB_RETAINED, mi->id, mi->mailbox);
     int64_t tid, sid;
     int rc = 0;
     /* Re-applied (idempotent): a crash may have come before the write. */
@@ -506,7 +492,7 @@ static int roll_forward(ms_journal *j, ms_store *src, ms_store *dst, ms_director
         hand_to_recovery(j, mi->id);
         return rc;
     }
-    if (ms_mailbox_find(dst, in, MS_MB_INCOMING, &tid) == 0)
+    if (ms_hidden_find(dst, MS_MB_INCOMING, mi->id, mi->newname, &tid) == 0)
         rc = ms_mailbox_set(dst, tid,
                             &(ms_mailbox_change){mi->newname, MS_MB_VISIBLE, 0, -1, NULL, 0});
     int64_t until = (int64_t)time(NULL) + (int64_t)retain_days * 86400;
@@ -607,6 +593,8 @@ static int preflight_directory(ms_directory *dir, ms_store *dst, const char *mai
 static int preflight(ms_store *src, ms_store *dst, const char *mailbox, const char *newname,
                      bool import, ms_attr *mb, int64_t *messages, int64_t *bytes)
 {
+    if (ms_hidden_reserved(newname))
+        return -EINVAL; /* as ms_mkdir: the name of a hidden copy */
     int rc = ms_lookup(src, (ms_node){MS_ROOT, 0}, mailbox, mb);
     if (rc)
         return rc;
@@ -701,9 +689,9 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
     if (!rc)
         ms_fault("locked");
 
-    g_autofree char *in = incoming_name(id, newname);
+    g_autofree char *in = ms_hidden_name(MS_MB_INCOMING, id, newname);
     int64_t tid = 0;
-    if (!rc && (!resume || ms_mailbox_find(dst, in, MS_MB_INCOMING, &tid) != 0))
+    if (!rc && (!resume || ms_hidden_find(dst, MS_MB_INCOMING, id, newname, &tid) != 0))
         rc = ms_mailbox_create(dst, in, MS_MB_INCOMING, &mb, &tid);
     /* Named after its move and journal, so recovery finds it without the journal. */
     if (!rc)
@@ -783,12 +771,23 @@ int ms_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mailbox,
     return run_move(j, src, dst, mailbox, opts, false, 0, id_out);
 }
 
-/* The source of an import: the file as a one-mailbox pst store named by
- * its absolute path (no store name can hold a '/'). */
+/* The source of an import: the file as a one-mailbox store of the
+ * backend that reads it, named by its absolute path (no store name can
+ * hold a '/'). */
 static int open_import_source(const char *path, const char *spool, ms_store **out)
 {
-    ms_store_conf sc = {
-        .name = (char *)path, .backend = "pst", .path = (char *)path, .spool = (char *)spool};
+    const char *backend = ms_store_backend_for(path);
+    if (!backend) {
+        struct stat sb;
+        int e = stat(path, &sb) < 0 ? errno : 0;
+        ms_log(LOG_ERR, "%s: %s", path,
+               e ? g_strerror(e) : "not a file mailfs can import (.pst, .ost)");
+        return e ? -e : -EINVAL;
+    }
+    ms_store_conf sc = {.name = (char *)path,
+                        .backend = (char *)backend,
+                        .path = (char *)path,
+                        .spool = (char *)spool};
     char *err = NULL;
     int rc = ms_store_open(&sc, MS_OPEN_READONLY, out, &err);
     if (rc)
@@ -899,11 +898,43 @@ int ms_recover(ms_journal *j, ms_store *const *stores, size_t n, ms_directory *d
     return unfixed < 0 ? unfixed : settled + orphans;
 }
 
-int ms_purge(ms_journal *j, ms_store_lookup_fn find, void *ctx, bool all)
+/*
+ * The site's store called name, or NULL: not configured (silently, as a
+ * store removed from the configuration), or failing to open (logged).
+ */
+static ms_store *site_store(ms_site *site, const char *name)
 {
+    ms_store *st = NULL;
+    char *err = NULL;
+    int rc = ms_site_store(site, name, &st, &err);
+    if (rc && rc != -ENOENT)
+        ms_log(LOG_ERR, "%s", err ? err : g_strerror(-rc));
+    g_free(err);
+    return rc ? NULL : st;
+}
+
+/* The site's journal and directory (NULL if none), or why not (logged). */
+static int site_journal(ms_site *site, ms_journal **j, ms_directory **dir)
+{
+    char *err = NULL;
+    int rc = ms_site_journal(site, j, &err);
+    if (!rc && dir)
+        rc = ms_site_directory(site, dir, &err);
+    if (rc)
+        ms_log(LOG_ERR, "%s", err ? err : g_strerror(-rc));
+    g_free(err);
+    return rc;
+}
+
+int ms_purge(ms_site *site, bool all)
+{
+    ms_journal *j;
+    int rc = site_journal(site, &j, NULL);
+    if (rc)
+        return rc;
     ms_move_info *moves = NULL;
     size_t n = 0;
-    int rc = ms_journal_list(j, &moves, &n);
+    rc = ms_journal_list(j, &moves, &n);
     int purged = 0;
     int64_t now = (int64_t)time(NULL);
     for (size_t i = 0; !rc && i < n; i++) {
@@ -912,12 +943,11 @@ int ms_purge(ms_journal *j, ms_store_lookup_fn find, void *ctx, bool all)
             continue;
         if (!all && mi->retain_until > now)
             continue;
-        ms_store *src = find(ctx, mi->source);
+        ms_store *src = site_store(site, mi->source);
         if (!src)
             continue;
-        g_autofree char *ret = retained_name(mi->id, mi->mailbox);
         int64_t sid;
-        if (ms_mailbox_find(src, ret, MS_MB_RETAINED, &sid) == 0) {
+        if (ms_hidden_find(src, MS_MB_RETAINED, mi->id, mi->mailbox, &sid) == 0) {
             rc = ms_mailbox_drop(src, sid);
             if (rc)
                 break;
@@ -984,23 +1014,27 @@ static int undo_deleted_target(ms_journal *j, ms_store *src, ms_directory *dir,
                         "target deleted since; retained source restored");
 }
 
-int ms_undo(ms_journal *j, ms_store_lookup_fn find, void *ctx, ms_directory *dir, int retain_days,
-            int64_t id, int64_t *new_id)
+int ms_undo(ms_site *site, int64_t id, int64_t *new_id)
 {
+    ms_journal *j;
+    ms_directory *dir;
+    int rc = site_journal(site, &j, &dir);
+    if (rc)
+        return rc;
+    int retain_days = ms_config_retain_days(ms_site_config(site));
     ms_move_info mi;
-    int rc = ms_journal_get(j, id, &mi);
+    rc = ms_journal_get(j, id, &mi);
     if (rc)
         return rc;
     if (mi.state != MS_MOVE_DONE)
         return mi.state == MS_MOVE_PURGED ? -ESTALE : -EINVAL;
     if (mi.retain_until < (int64_t)time(NULL))
         return -ESTALE;
-    ms_store *src = find(ctx, mi.source), *dst = find(ctx, mi.target);
+    ms_store *src = site_store(site, mi.source), *dst = site_store(site, mi.target);
     if (!src || !dst)
         return -ENOENT;
-    g_autofree char *ret = retained_name(mi.id, mi.mailbox);
     int64_t sid;
-    if (ms_mailbox_find(src, ret, MS_MB_RETAINED, &sid) != 0)
+    if (ms_hidden_find(src, MS_MB_RETAINED, mi.id, mi.mailbox, &sid) != 0)
         return -ESTALE;
     if (target_deleted(j, dst, &mi)) {
         int64_t unused = 0;

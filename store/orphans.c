@@ -57,23 +57,20 @@ typedef struct scan {
     GPtrArray *marks;   /* of mark*, owned */
 } scan;
 
-/* The move id in a hidden name "move/N/..." or "retained/N/...", or 0. */
+/* The move id in a hidden name (ms_hidden_parse), or 0. */
 static int64_t id_in_name(const char *name)
 {
-    const char *p = strchr(name, '/');
-    if (!p)
-        return 0;
-    char *end;
-    long long id = strtoll(p + 1, &end, 10);
-    return *end == '/' && id > 0 ? id : 0;
+    int64_t id;
+    const char *plain;
+    return ms_hidden_parse(name, &id, &plain) ? id : 0;
 }
 
 /* The mailbox's own name inside a hidden name. */
 static const char *plain_name(const char *name)
 {
-    const char *p = strchr(name, '/');
-    p = p ? strchr(p + 1, '/') : NULL;
-    return p ? p + 1 : name;
+    int64_t id;
+    const char *plain;
+    return ms_hidden_parse(name, &id, &plain) ? plain : name;
 }
 
 /* Marks written before journals had ids belong to this site's journal. */
@@ -215,7 +212,7 @@ static int adopt_retained(ms_journal *j, const group *g, const mark *r, int reta
                             t ? ms_store_name(t->st) : "", until, why, &id);
     if (rc)
         return rc;
-    g_autofree char *ret = mv_retained_name(id, name);
+    g_autofree char *ret = ms_hidden_name(MS_MB_RETAINED, id, name);
     rc = ms_mailbox_set(r->st, r->info.id,
                         &(ms_mailbox_change){ret, -1, -1, until, ms_journal_id(j), id});
     if (!rc && t)
@@ -248,7 +245,7 @@ static int finish_group(ms_journal *j, group *g, ms_directory *dir, int retain_d
     mark *l = g->locked, *t = g->shown;
     int rc = point_directory(dir, t->st, t->info.name, dn);
     int64_t until = (int64_t)time(NULL) + (int64_t)retain_days * 86400;
-    g_autofree char *ret = mv_retained_name(g->move, l->info.name);
+    g_autofree char *ret = ms_hidden_name(MS_MB_RETAINED, g->move, l->info.name);
     if (!rc)
         rc = ms_mailbox_set(
             l->st, l->info.id,

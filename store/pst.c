@@ -867,88 +867,40 @@ static int pst_stats(ms_store *st, ms_store_stats *out)
     return 0;
 }
 
-/* Everything that writes: store.c refuses first, these are the backstop. */
-static int rofs(void) { return -EROFS; }
-static int ro_sync(ms_store *st) { return (void)st, 0; }
-static int ro_batch_begin(ms_store *st) { return (void)st, rofs(); }
-static int ro_batch_end(ms_store *st, bool commit) { return (void)st, (void)commit, 0; }
-static int ro_setattr(ms_store *st, ms_node n, const ms_setattr_req *r, ms_attr *o)
+/* A .pst or .ost file: what import reads with this backend. */
+static bool pst_reads(const char *path)
 {
-    return (void)st, (void)n, (void)r, (void)o, rofs();
+    struct stat sb;
+    return is_pst_name(path) && stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
 }
-static int ro_mkdir(ms_store *st, ms_node p, const char *n, uint32_t m, uint32_t u, uint32_t g,
-                    ms_attr *o)
-{
-    return (void)st, (void)p, (void)n, (void)m, (void)u, (void)g, (void)o, rofs();
-}
-static int ro_rmdir(ms_store *st, ms_node p, const char *n)
-{
-    return (void)st, (void)p, (void)n, rofs();
-}
-static int ro_unlink(ms_store *st, ms_node f, const char *n, int64_t *c)
-{
-    return (void)st, (void)f, (void)n, (void)c, rofs();
-}
-static int ro_rename(ms_store *st, ms_node p, const char *n, ms_node np, const char *nn, bool nr,
-                     int64_t *r)
-{
-    return (void)st, (void)p, (void)n, (void)np, (void)nn, (void)nr, (void)r, rofs();
-}
-static int ro_xattr_set(ms_store *st, ms_node n, ms_xattr_id x, const char *v, size_t l)
-{
-    return (void)st, (void)n, (void)x, (void)v, (void)l, rofs();
-}
-static int ro_message_create(ms_store *st, ms_node f, const char *n, uint32_t m, uint32_t u,
-                             uint32_t g, ms_attr *o)
-{
-    return (void)st, (void)f, (void)n, (void)m, (void)u, (void)g, (void)o, rofs();
-}
-static int ro_content_drop(ms_store *st, int64_t c) { return (void)st, (void)c, 0; }
-static int ro_discard(ms_store *st, int64_t m) { return (void)st, (void)m, 0; }
-static int ro_commit(ms_store *st, const ms_commit *c, int64_t *o, ms_attr *a)
-{
-    return (void)st, (void)c, (void)o, (void)a, rofs();
-}
-static int ro_mailbox_create(ms_store *st, const char *n, ms_mb_state s, const ms_attr *l,
-                             int64_t *id)
-{
-    return (void)st, (void)n, (void)s, (void)l, (void)id, rofs();
-}
-static int ro_mailbox_set(ms_store *st, int64_t id, const ms_mailbox_change *c)
-{
-    return (void)st, (void)id, (void)c, rofs();
-}
-static int ro_mailbox_drop(ms_store *st, int64_t id) { return (void)st, (void)id, rofs(); }
+
+/* Read slots only: store.c answers every write with EROFS. */
+static const ms_tree_ops pst_tree = {
+    .lookup = pst_lookup,
+    .getattr = pst_getattr,
+    .list = pst_list,
+    .xattr_get = pst_xattr_get,
+};
+
+static const ms_content_ops pst_content = {
+    .content_of = pst_content_of,
+    .content_read = pst_content_read,
+};
+
+static const ms_admin_ops pst_admin = {
+    .stats = pst_stats,
+    .mailbox_find = pst_mailbox_find,
+    .mailbox_info = pst_mailbox_info,
+    .mailbox_size = pst_mailbox_size,
+    .message_meta = pst_message_meta,
+};
 
 const ms_backend ms_pst_backend = {
     .name = "pst",
+    .reads = pst_reads,
     .open = pst_open_store,
     .close = pst_close_store,
-    .stats = pst_stats,
-    .sync = ro_sync,
-    .batch_begin = ro_batch_begin,
-    .batch_end = ro_batch_end,
-    .lookup = pst_lookup,
-    .getattr = pst_getattr,
-    .setattr = ro_setattr,
-    .list = pst_list,
-    .mkdir = ro_mkdir,
-    .rmdir = ro_rmdir,
-    .unlink = ro_unlink,
-    .rename = ro_rename,
-    .xattr_get = pst_xattr_get,
-    .xattr_set = ro_xattr_set,
-    .message_create = ro_message_create,
-    .content_of = pst_content_of,
-    .content_read = pst_content_read,
-    .content_drop = ro_content_drop,
-    .discard_pending = ro_discard,
-    .commit = ro_commit,
-    .mailbox_create = ro_mailbox_create,
-    .mailbox_find = pst_mailbox_find,
-    .mailbox_info = pst_mailbox_info,
-    .mailbox_set = ro_mailbox_set,
-    .mailbox_drop = ro_mailbox_drop,
-    .mailbox_size = pst_mailbox_size,
-    .message_meta = pst_message_meta,
+    .tree = &pst_tree,
+    .content = &pst_content,
+    .admin = &pst_admin,
 };

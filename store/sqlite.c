@@ -760,31 +760,34 @@ static int sq_stats(ms_store *st, ms_store_stats *out)
     WITH_CONN(st, c, stats_in(c, S(st)->path, out));
 }
 
-const ms_backend ms_sqlite_backend = {
-    .name = "sqlite",
-    .open = sq_open,
-    .close = sq_close,
-    .stats = sq_stats,
-    .compact = sq_compact,
-    .sync = sq_sync,
-    .batch_begin = sq_batch_begin,
-    .batch_end = sq_batch_end,
+static const ms_tree_ops sq_tree = {
     .lookup = sq_lookup,
     .getattr = sq_getattr,
-    .setattr = sq_setattr,
     .list = sq_list,
+    .xattr_get = sq_xattr_get,
+    .setattr = sq_setattr,
     .mkdir = sq_mkdir,
     .rmdir = sq_rmdir,
     .unlink = sq_unlink,
     .rename = sq_rename,
-    .xattr_get = sq_xattr_get,
     .xattr_set = sq_xattr_set,
+};
+
+static const ms_content_ops sq_content = {
     .message_create = sq_message_create,
     .content_of = sq_content_of,
     .content_read = sq_content_read,
     .content_drop = sq_content_drop,
     .discard_pending = sq_discard_pending,
     .commit = sq_commit,
+};
+
+static const ms_admin_ops sq_admin = {
+    .stats = sq_stats,
+    .compact = sq_compact,
+    .sync = sq_sync,
+    .batch_begin = sq_batch_begin,
+    .batch_end = sq_batch_end,
     .mailbox_create = sq_mailbox_create,
     .mailbox_find = sq_mailbox_find,
     .mailbox_info = sq_mailbox_info,
@@ -796,4 +799,13 @@ const ms_backend ms_sqlite_backend = {
     .deleted_list = sq_deleted_list,
     .deleted_restore = sq_deleted_restore,
     .deleted_purge = sq_deleted_purge,
+};
+
+const ms_backend ms_sqlite_backend = {
+    .name = "sqlite",
+    .open = sq_open,
+    .close = sq_close,
+    .tree = &sq_tree,
+    .content = &sq_content,
+    .admin = &sq_admin,
 };

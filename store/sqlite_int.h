@@ -5,6 +5,7 @@
 #define MAILFS_SQLITE_INT_H
 
 #include "backend.h"
+#include "sqlite_util.h"
 
 #include <sys/stat.h>
 #include <time.h>
@@ -41,12 +42,6 @@ int64_t now_ns(void);
 int sq_errno(sqlite3 *db, int rc, const char *what);
 int sq_exec(conn *c, const char *sql);
 int pragma_int(conn *c, const char *sql, int *out);
-/* Creates path as an empty file of mode 0600 (O_EXCL); *err says why not. */
-int sq_create_private(const char *path, char **err);
-/* Logs one warning naming path when group or others have any access. */
-void sq_warn_if_shared(const char *path, const struct stat *sb, const char *what);
-/* Busy handler for every mailfs SQLite handle (stores and journal). */
-int sq_busy_wait(void *ctx, int tries);
 conn *conn_get(ms_store *st);
 void conn_put(ms_store *st, conn *c);
 sqlite3_stmt *Q(conn *c, const char *sql);
@@ -87,7 +82,9 @@ int tx_end_durable(ms_store *st, conn *c, int rc);
     } while (0)
 
 /* sqlite_tree.c */
-/* -EBUSY while a move has mailbox locked, -ESTALE for a retained copy. */
+/* ms_mailbox_refusal() for mailbox, read in c's transaction: the tree
+ * writes call it once (write_begin) for the mailbox store.c named; the
+ * content writes and restore, for the mailbox they touch. */
 int mailbox_writable(conn *c, int64_t mailbox);
 int get_attr(conn *c, ms_node n, ms_attr *out);
 int lookup_in(conn *c, ms_node parent, const char *name, ms_attr *out);
@@ -98,15 +95,18 @@ int xattr_set_in(conn *c, ms_node n, ms_xattr_id xa, const char *value, size_t l
 int sq_lookup(ms_store *st, ms_node parent, const char *name, ms_attr *out);
 int sq_getattr(ms_store *st, ms_node node, ms_attr *out);
 int sq_list(ms_store *st, ms_node parent, uint64_t cookie, ms_list_fn fn, void *ctx);
-int sq_mkdir(ms_store *st, ms_node parent, const char *name, uint32_t mode, uint32_t uid,
-             uint32_t gid, ms_attr *out);
-int sq_rmdir(ms_store *st, ms_node parent, const char *name);
-int sq_unlink(ms_store *st, ms_node folder, const char *name, int64_t *content);
-int sq_rename(ms_store *st, ms_node parent, const char *name, ms_node newparent,
+/* The tree writes: mailbox is the one store.c named (backend.h). */
+int sq_mkdir(ms_store *st, int64_t mailbox, ms_node parent, const char *name, uint32_t mode,
+             uint32_t uid, uint32_t gid, ms_attr *out);
+int sq_rmdir(ms_store *st, int64_t mailbox, ms_node parent, const char *name);
+int sq_unlink(ms_store *st, int64_t mailbox, ms_node folder, const char *name, int64_t *content);
+int sq_rename(ms_store *st, int64_t mailbox, ms_node parent, const char *name, ms_node newparent,
               const char *newname, bool noreplace, int64_t *replaced);
-int sq_setattr(ms_store *st, ms_node node, const ms_setattr_req *req, ms_attr *out);
+int sq_setattr(ms_store *st, int64_t mailbox, ms_node node, const ms_setattr_req *req,
+               ms_attr *out);
 int sq_xattr_get(ms_store *st, ms_node node, ms_xattr_id xa, char **value, size_t *len);
-int sq_xattr_set(ms_store *st, ms_node node, ms_xattr_id xa, const char *value, size_t len);
+int sq_xattr_set(ms_store *st, int64_t mailbox, ms_node node, ms_xattr_id xa, const char *value,
+                 size_t len);
 
 /* sqlite_content.c */
 int content_of_in(conn *c, int64_t message, int64_t *content, int64_t *size);

@@ -139,7 +139,14 @@ int get_attr(conn *c, ms_node n, ms_attr *out)
     return fetch_attr(c, q, n.kind, out, "getattr");
 }
 
-/* Child of parent named name: the visible mailbox, folder or message. */
+/*
+ * The store-wide rule (ms_mailbox_refusal) for a write into mailbox,
+ * read inside the write's own transaction: a move that locks the mailbox
+ * (ms_mailbox_set, a transaction of its own) is then either before this
+ * write, which is refused, or after it, and copies what it wrote.  A
+ * check before the transaction could pass, lose the race to the lock,
+ * and write into a mailbox the move has already copied.
+ */
 int mailbox_writable(conn *c, int64_t mailbox)
 {
     sqlite3_stmt *q = Q(c, "SELECT lock_move, state FROM mailbox WHERE id = ?");
@@ -150,12 +157,23 @@ int mailbox_writable(conn *c, int64_t mailbox)
     if (rc)
         return rc;
     int64_t lock = sqlite3_column_int64(q, 0);
-    int state = sqlite3_column_int(q, 1);
+    ms_mb_state state = (ms_mb_state)sqlite3_column_int(q, 1);
     sqlite3_reset(q);
-    /* A retained copy is a fallback, frozen: a write there would be lost
-     * to the user, who sees the mailbox in its new store.  Deleted items
-     * are frozen too, and gone from the tree. */
-    return lock ? -EBUSY : state == MS_MB_RETAINED ? -ESTALE : state == MS_MB_DELETED ? -ENOENT : 0;
+    return ms_mailbox_refusal(lock, state);
+}
+
+/*
+ * Begins one tree write of mailbox (0: the store's root, no mailbox):
+ * its transaction, then the rule for the mailbox store.c named, read
+ * inside it.  On failure nothing is left open.
+ */
+static int write_begin(ms_store *st, conn *c, int64_t mailbox)
+{
+    int rc = tx_begin(st, c);
+    if (rc || !mailbox)
+        return rc;
+    rc = mailbox_writable(c, mailbox);
+    return rc ? tx_end(st, c, rc) : 0;
 }
 
 int lookup_in(conn *c, ms_node parent, const char *name, ms_attr *out)
@@ -350,8 +368,6 @@ static int mkdir_in(conn *c, ms_node parent, const char *name, uint32_t mode, ui
     } else {
         ms_attr pa;
         rc = get_attr(c, parent, &pa);
-        if (!rc)
-            rc = mailbox_writable(c, pa.mailbox);
         if (rc)
             return rc;
         if (parent.kind == MS_FOLDER) {
@@ -377,13 +393,22 @@ static int mkdir_in(conn *c, ms_node parent, const char *name, uint32_t mode, ui
     if (rc)
         return rc;
     ms_node n = {parent.kind == MS_ROOT ? MS_MAILBOX : MS_FOLDER, sqlite3_last_insert_rowid(c->db)};
+    if (n.id > MS_ID_MAX)
+        return -EOVERFLOW; /* the transaction rolls back: no node the mount cannot number */
     return get_attr(c, n, out);
 }
 
-int sq_mkdir(ms_store *st, ms_node parent, const char *name, uint32_t mode, uint32_t uid,
-             uint32_t gid, ms_attr *out)
+int sq_mkdir(ms_store *st, int64_t mailbox, ms_node parent, const char *name, uint32_t mode,
+             uint32_t uid, uint32_t gid, ms_attr *out)
 {
-    WITH_TX(st, c, mkdir_in(c, parent, name, mode, uid, gid, out));
+    conn *c = conn_get(st);
+    if (!c)
+        return -EIO;
+    int rc = write_begin(st, c, mailbox);
+    if (!rc)
+        rc = tx_end(st, c, mkdir_in(c, parent, name, mode, uid, gid, out));
+    conn_put(st, c);
+    return rc;
 }
 
 /* 1 if the folder has subfolders or messages (reserved ones count). */
@@ -427,8 +452,6 @@ static int rmdir_in(conn *c, ms_node parent, const char *name)
 {
     ms_attr a;
     int rc = lookup_in(c, parent, name, &a);
-    if (!rc)
-        rc = mailbox_writable(c, a.mailbox);
     if (rc)
         return rc;
     if (a.node.kind == MS_MESSAGE)
@@ -436,21 +459,22 @@ static int rmdir_in(conn *c, ms_node parent, const char *name)
     return remove_dir(c, a.node);
 }
 
-int sq_rmdir(ms_store *st, ms_node parent, const char *name)
+int sq_rmdir(ms_store *st, int64_t mailbox, ms_node parent, const char *name)
 {
-    WITH_TX(st, c, rmdir_in(c, parent, name));
+    conn *c = conn_get(st);
+    if (!c)
+        return -EIO;
+    int rc = write_begin(st, c, mailbox);
+    if (!rc)
+        rc = tx_end(st, c, rmdir_in(c, parent, name));
+    conn_put(st, c);
+    return rc;
 }
 
 static int unlink_in(conn *c, ms_node folder, const char *name, int64_t *content)
 {
     int64_t id;
-    ms_attr fa;
-    int rc = get_attr(c, folder, &fa);
-    if (!rc)
-        rc = mailbox_writable(c, fa.mailbox);
-    if (rc)
-        return rc;
-    rc = message_named(c, folder.id, name, &id, content);
+    int rc = message_named(c, folder.id, name, &id, content);
     if (rc == -ENOENT) {
         ms_attr a;
         if (lookup_in(c, folder, name, &a) == 0 && a.node.kind == MS_FOLDER)
@@ -459,9 +483,16 @@ static int unlink_in(conn *c, ms_node folder, const char *name, int64_t *content
     return rc ? rc : keep_message(c, id);
 }
 
-int sq_unlink(ms_store *st, ms_node folder, const char *name, int64_t *content)
+int sq_unlink(ms_store *st, int64_t mailbox, ms_node folder, const char *name, int64_t *content)
 {
-    WITH_TX(st, c, unlink_in(c, folder, name, content));
+    conn *c = conn_get(st);
+    if (!c)
+        return -EIO;
+    int rc = write_begin(st, c, mailbox);
+    if (!rc)
+        rc = tx_end(st, c, unlink_in(c, folder, name, content));
+    conn_put(st, c);
+    return rc;
 }
 
 /* Next IMAP UID of folder, reserved (the counter moves on). */
@@ -531,8 +562,6 @@ static int rename_in(conn *c, ms_node parent, const char *name, ms_node newparen
 {
     ms_attr src, dst;
     int rc = lookup_in(c, parent, name, &src);
-    if (!rc)
-        rc = mailbox_writable(c, src.mailbox);
     if (rc)
         return rc;
     if (parent.kind == MS_ROOT || newparent.kind == MS_ROOT) {
@@ -611,10 +640,17 @@ static int rename_in(conn *c, ms_node parent, const char *name, ms_node newparen
     return step_done(c, q, "rename");
 }
 
-int sq_rename(ms_store *st, ms_node parent, const char *name, ms_node newparent,
+int sq_rename(ms_store *st, int64_t mailbox, ms_node parent, const char *name, ms_node newparent,
               const char *newname, bool noreplace, int64_t *replaced)
 {
-    WITH_TX(st, c, rename_in(c, parent, name, newparent, newname, noreplace, replaced));
+    conn *c = conn_get(st);
+    if (!c)
+        return -EIO;
+    int rc = write_begin(st, c, mailbox);
+    if (!rc)
+        rc = tx_end(st, c, rename_in(c, parent, name, newparent, newname, noreplace, replaced));
+    conn_put(st, c);
+    return rc;
 }
 
 /* ------------------------------------------------------- attributes */
@@ -626,8 +662,6 @@ int setattr_in(conn *c, ms_node n, const ms_setattr_req *req, ms_attr *out)
         return root_setattr_in(c, req, out);
     ms_attr a;
     int rc = get_attr(c, n, &a);
-    if (!rc)
-        rc = mailbox_writable(c, a.mailbox);
     if (rc)
         return rc;
     if (req->mask & MS_SET_MODE)
@@ -660,9 +694,16 @@ int setattr_in(conn *c, ms_node n, const ms_setattr_req *req, ms_attr *out)
     return rc;
 }
 
-int sq_setattr(ms_store *st, ms_node node, const ms_setattr_req *req, ms_attr *out)
+int sq_setattr(ms_store *st, int64_t mailbox, ms_node node, const ms_setattr_req *req, ms_attr *out)
 {
-    WITH_TX(st, c, setattr_in(c, node, req, out));
+    conn *c = conn_get(st);
+    if (!c)
+        return -EIO;
+    int rc = write_begin(st, c, mailbox);
+    if (!rc)
+        rc = tx_end(st, c, setattr_in(c, node, req, out));
+    conn_put(st, c);
+    return rc;
 }
 
 static const char *xattr_select(ms_xattr_id xa)
@@ -712,10 +753,8 @@ int sq_xattr_get(ms_store *st, ms_node node, ms_xattr_id xa, char **value, size_
 
 int xattr_set_in(conn *c, ms_node n, ms_xattr_id xa, const char *value, size_t len)
 {
-    ms_attr a;
+    ms_attr a; /* visible: a message gone to deleted items meanwhile is ENOENT */
     int rc = get_attr(c, n, &a);
-    if (!rc)
-        rc = mailbox_writable(c, a.mailbox);
     if (rc)
         return rc;
     sqlite3_stmt *q = Q(c, xattr_update(xa));
@@ -733,7 +772,15 @@ int xattr_set_in(conn *c, ms_node n, ms_xattr_id xa, const char *value, size_t l
     return rc;
 }
 
-int sq_xattr_set(ms_store *st, ms_node node, ms_xattr_id xa, const char *value, size_t len)
+int sq_xattr_set(ms_store *st, int64_t mailbox, ms_node node, ms_xattr_id xa, const char *value,
+                 size_t len)
 {
-    WITH_TX(st, c, xattr_set_in(c, node, xa, value, len));
+    conn *c = conn_get(st);
+    if (!c)
+        return -EIO;
+    int rc = write_begin(st, c, mailbox);
+    if (!rc)
+        rc = tx_end(st, c, xattr_set_in(c, node, xa, value, len));
+    conn_put(st, c);
+    return rc;
 }

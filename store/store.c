@@ -13,6 +13,46 @@
 
 static const ms_backend *const backends[] = {&ms_sqlite_backend, &ms_pst_backend, NULL};
 
+/* A backend that implements no tree write cannot write at all. */
+static bool backend_writes(const ms_backend *be) { return be->tree->mkdir != NULL; }
+
+int ms_backend_unsupported(const ms_store *st, bool write)
+{
+    return write && (st->readonly || !backend_writes(st->be)) ? -EROFS : -ENOTSUP;
+}
+
+/*
+ * 0 when a write may go to the backend: the store is writable and the
+ * backend has the slot (has_slot); else the one answer for it.
+ */
+static int may_write(const ms_store *st, bool has_slot)
+{
+    return st->readonly || !has_slot ? ms_backend_unsupported(st, true) : 0;
+}
+
+int ms_mailbox_refusal(int64_t lock_move, ms_mb_state state)
+{
+    if (lock_move)
+        return -EBUSY;
+    switch (state) {
+    case MS_MB_VISIBLE:
+    case MS_MB_INCOMING: /* the move's own copy: written by the move only */
+        return 0;
+    case MS_MB_RETAINED:
+        return -ESTALE;
+    default: /* deleted items: gone from the tree */
+        return -ENOENT;
+    }
+}
+
+const char *ms_store_backend_for(const char *path)
+{
+    for (size_t i = 0; backends[i]; i++)
+        if (backends[i]->reads && backends[i]->reads(path))
+            return backends[i]->name;
+    return NULL;
+}
+
 int ms_store_open(const ms_store_conf *conf, int flags, ms_store **out, char **err)
 {
     const ms_backend *be = NULL;
@@ -30,7 +70,7 @@ int ms_store_open(const ms_store_conf *conf, int flags, ms_store **out, char **e
     st->path = g_strdup(conf->path);
     st->directory = g_strdup(conf->directory);
     st->spool_dir = g_strdup(conf->spool);
-    st->readonly = conf->readonly || (flags & MS_OPEN_READONLY);
+    st->readonly = conf->readonly || (flags & MS_OPEN_READONLY) || !backend_writes(be);
     int rc = be->open(st, conf, flags, err);
     if (rc) {
         g_free(st->name);
@@ -59,18 +99,30 @@ void ms_store_close(ms_store *st)
 const char *ms_store_name(const ms_store *st) { return st->name; }
 bool ms_store_readonly(const ms_store *st) { return st->readonly; }
 const char *ms_store_directory(const ms_store *st) { return st->directory; }
-int ms_store_stats_get(ms_store *st, ms_store_stats *out) { return st->be->stats(st, out); }
+int ms_store_stats_get(ms_store *st, ms_store_stats *out) { return st->be->admin->stats(st, out); }
 int ms_store_compact(ms_store *st, int64_t *before, int64_t *after)
 {
-    if (st->readonly)
-        return -EROFS;
-    return st->be->compact ? st->be->compact(st, before, after) : -ENOTSUP;
+    int rc = may_write(st, st->be->admin->compact);
+    return rc ? rc : st->be->admin->compact(st, before, after);
 }
 
-int ms_store_sync(ms_store *st) { return st->readonly ? 0 : st->be->sync(st); }
+/* Nothing written, nothing to sync: 0 by default. */
+int ms_store_sync(ms_store *st)
+{
+    return st->readonly || !st->be->admin->sync ? 0 : st->be->admin->sync(st);
+}
 
-int ms_batch_begin(ms_store *st) { return st->readonly ? -EROFS : st->be->batch_begin(st); }
-int ms_batch_end(ms_store *st, bool commit) { return st->be->batch_end(st, commit); }
+int ms_batch_begin(ms_store *st)
+{
+    int rc = may_write(st, st->be->admin->batch_begin);
+    return rc ? rc : st->be->admin->batch_begin(st);
+}
+
+/* No batch can have begun without batch_begin: 0 by default. */
+int ms_batch_end(ms_store *st, bool commit)
+{
+    return st->be->admin->batch_end ? st->be->admin->batch_end(st, commit) : 0;
+}
 
 int ms_store_statvfs(ms_store *st, struct statvfs *out)
 {
@@ -93,7 +145,50 @@ static int check_name(const char *name)
     return 0;
 }
 
+/*
+ * -EOVERFLOW (logged) for a node whose id does not fit in MS_ID_BITS: the
+ * mount would show it under another node's inode.  Backends check where
+ * they make ids; this is the backstop for any that does not.
+ */
+static int id_fits(const ms_store *st, const ms_attr *a)
+{
+    if (a->node.id >= 0 && a->node.id <= MS_ID_MAX)
+        return 0;
+    ms_log(LOG_ERR, "%s: node id %lld exceeds %d bits", st->name, (long long)a->node.id,
+           MS_ID_BITS);
+    return -EOVERFLOW;
+}
+
 static bool is_dir_kind(ms_kind k) { return k == MS_ROOT || k == MS_MAILBOX || k == MS_FOLDER; }
+
+/*
+ * The mailbox a write at node changes, which every tree write names to
+ * the backend (0 for the store's root, in no mailbox).  A node never
+ * changes mailbox while it is visible, so finding it before the write's
+ * transaction is safe; the backend checks the mailbox inside it.
+ */
+static int mailbox_of(ms_store *st, ms_node node, int64_t *mailbox)
+{
+    if (node.kind == MS_ROOT) {
+        *mailbox = 0;
+        return 0;
+    }
+    ms_attr a;
+    int rc = st->be->tree->getattr(st, node, &a);
+    if (!rc)
+        *mailbox = a.mailbox;
+    return rc;
+}
+
+/* The mailbox of parent's child name (of a mailbox: itself). */
+static int mailbox_of_child(ms_store *st, ms_node parent, const char *name, int64_t *mailbox)
+{
+    ms_attr a;
+    int rc = st->be->tree->lookup(st, parent, name, &a);
+    if (!rc)
+        *mailbox = a.mailbox;
+    return rc;
+}
 
 int ms_lookup(ms_store *st, ms_node parent, const char *name, ms_attr *out)
 {
@@ -102,23 +197,28 @@ int ms_lookup(ms_store *st, ms_node parent, const char *name, ms_attr *out)
     int rc = check_name(name);
     if (rc)
         return rc == -ENAMETOOLONG ? rc : -ENOENT;
-    return st->be->lookup(st, parent, name, out);
+    return st->be->tree->lookup(st, parent, name, out);
 }
 
-int ms_getattr(ms_store *st, ms_node node, ms_attr *out) { return st->be->getattr(st, node, out); }
+int ms_getattr(ms_store *st, ms_node node, ms_attr *out)
+{
+    return st->be->tree->getattr(st, node, out);
+}
 
 int ms_setattr(ms_store *st, ms_node node, const ms_setattr_req *req, ms_attr *out)
 {
-    if (st->readonly)
-        return -EROFS;
-    return st->be->setattr(st, node, req, out);
+    int64_t mb;
+    int rc = may_write(st, st->be->tree->setattr);
+    if (!rc)
+        rc = mailbox_of(st, node, &mb);
+    return rc ? rc : st->be->tree->setattr(st, mb, node, req, out);
 }
 
 int ms_list(ms_store *st, ms_node parent, uint64_t cookie, ms_list_fn fn, void *ctx)
 {
     if (!is_dir_kind(parent.kind))
         return -ENOTDIR;
-    return st->be->list(st, parent, cookie, fn, ctx);
+    return st->be->tree->list(st, parent, cookie, fn, ctx);
 }
 
 int ms_mkdir(ms_store *st, ms_node parent, const char *name, uint32_t mode, uint32_t uid,
@@ -129,9 +229,21 @@ int ms_mkdir(ms_store *st, ms_node parent, const char *name, uint32_t mode, uint
         return rc;
     if (!is_dir_kind(parent.kind))
         return -ENOTDIR;
-    if (st->readonly)
-        return -EROFS;
-    return st->be->mkdir(st, parent, name, mode & 07777, uid, gid, out);
+    if (parent.kind == MS_ROOT && ms_hidden_reserved(name))
+        return -EINVAL;
+    int64_t mb;
+    rc = may_write(st, st->be->tree->mkdir);
+    if (!rc)
+        rc = mailbox_of(st, parent, &mb);
+    if (rc)
+        return rc;
+    ms_attr a;
+    rc = st->be->tree->mkdir(st, mb, parent, name, mode & 07777, uid, gid, &a);
+    if (!rc)
+        rc = id_fits(st, &a);
+    if (!rc && out)
+        *out = a;
+    return rc;
 }
 
 int ms_rmdir(ms_store *st, ms_node parent, const char *name)
@@ -139,9 +251,13 @@ int ms_rmdir(ms_store *st, ms_node parent, const char *name)
     int rc = check_name(name);
     if (rc)
         return rc;
-    if (st->readonly)
-        return -EROFS;
-    return st->be->rmdir(st, parent, name);
+    int64_t mb;
+    rc = may_write(st, st->be->tree->rmdir);
+    if (!rc)
+        rc = mailbox_of_child(st, parent, name, &mb);
+    if (rc)
+        return rc;
+    return st->be->tree->rmdir(st, mb, parent, name);
 }
 
 int ms_unlink(ms_store *st, ms_node folder, const char *name, int64_t *content)
@@ -151,10 +267,14 @@ int ms_unlink(ms_store *st, ms_node folder, const char *name, int64_t *content)
         return rc;
     if (folder.kind != MS_FOLDER)
         return -ENOENT;
-    if (st->readonly)
-        return -EROFS;
+    int64_t mb;
+    rc = may_write(st, st->be->tree->unlink);
+    if (!rc)
+        rc = mailbox_of(st, folder, &mb);
+    if (rc)
+        return rc;
     int64_t c = 0;
-    rc = st->be->unlink(st, folder, name, &c);
+    rc = st->be->tree->unlink(st, mb, folder, name, &c);
     if (!rc && content)
         *content = c;
     return rc;
@@ -170,10 +290,16 @@ int ms_rename(ms_store *st, ms_node parent, const char *name, ms_node newparent,
         return rc;
     if (!is_dir_kind(parent.kind) || !is_dir_kind(newparent.kind))
         return -ENOTDIR;
-    if (st->readonly)
-        return -EROFS;
+    if (newparent.kind == MS_ROOT && ms_hidden_reserved(newname))
+        return -EINVAL;
+    int64_t mb;
+    rc = may_write(st, st->be->tree->rename);
+    if (!rc)
+        rc = mailbox_of_child(st, parent, name, &mb);
+    if (rc)
+        return rc;
     int64_t r = 0;
-    rc = st->be->rename(st, parent, name, newparent, newname, noreplace, &r);
+    rc = st->be->tree->rename(st, mb, parent, name, newparent, newname, noreplace, &r);
     if (!rc && replaced)
         *replaced = r;
     return rc;
@@ -437,7 +563,7 @@ int ms_xattr_get(ms_store *st, ms_node node, const char *name, char **value, siz
         return -ENODATA;
     char *v = NULL;
     size_t n = 0;
-    int rc = st->be->xattr_get(st, node, xattrs[i].id, &v, &n);
+    int rc = st->be->tree->xattr_get(st, node, xattrs[i].id, &v, &n);
     if (rc)
         return rc;
     if (!v) {
@@ -454,8 +580,12 @@ int ms_xattr_set(ms_store *st, ms_node node, const char *name, const char *value
     int i = xattr_index(name);
     if (i < 0 || xattrs[i].kind != node.kind)
         return -ENOTSUP;
-    if (st->readonly)
-        return -EROFS;
+    int64_t mb;
+    int wrc = may_write(st, st->be->tree->xattr_set);
+    if (!wrc)
+        wrc = mailbox_of(st, node, &mb);
+    if (wrc)
+        return wrc;
     if (len > MS_XATTR_MAX)
         return -E2BIG;
     g_autofree char *canon = NULL;
@@ -474,7 +604,7 @@ int ms_xattr_set(ms_store *st, ms_node node, const char *name, const char *value
     if (flags & (XATTR_CREATE | XATTR_REPLACE)) {
         char *old = NULL;
         size_t n = 0;
-        int rc = st->be->xattr_get(st, node, xattrs[i].id, &old, &n);
+        int rc = st->be->tree->xattr_get(st, node, xattrs[i].id, &old, &n);
         if (rc)
             return rc;
         bool exists = old != NULL;
@@ -485,7 +615,7 @@ int ms_xattr_set(ms_store *st, ms_node node, const char *name, const char *value
             return -ENODATA;
     }
     /* An empty value is stored as empty, not as "unset". */
-    return st->be->xattr_set(st, node, xattrs[i].id, value ? value : "", len);
+    return st->be->tree->xattr_set(st, mb, node, xattrs[i].id, value ? value : "", len);
 }
 
 int ms_xattr_list(ms_store *st, ms_node node, char **names, size_t *len)
@@ -496,7 +626,7 @@ int ms_xattr_list(ms_store *st, ms_node node, char **names, size_t *len)
             continue;
         char *v = NULL;
         size_t n = 0;
-        int rc = st->be->xattr_get(st, node, xattrs[i].id, &v, &n);
+        int rc = st->be->tree->xattr_get(st, node, xattrs[i].id, &v, &n);
         if (rc) {
             g_string_free(s, TRUE);
             return rc;
@@ -515,17 +645,21 @@ int ms_xattr_remove(ms_store *st, ms_node node, const char *name)
     int i = xattr_index(name);
     if (i < 0 || xattrs[i].kind != node.kind)
         return -ENODATA;
-    if (st->readonly)
-        return -EROFS;
+    int64_t mb;
+    int rc = may_write(st, st->be->tree->xattr_set);
+    if (!rc)
+        rc = mailbox_of(st, node, &mb);
+    if (rc)
+        return rc;
     char *old = NULL;
     size_t n = 0;
-    int rc = st->be->xattr_get(st, node, xattrs[i].id, &old, &n);
+    rc = st->be->tree->xattr_get(st, node, xattrs[i].id, &old, &n);
     if (rc)
         return rc;
     if (!old)
         return -ENODATA;
     g_free(old);
-    return st->be->xattr_set(st, node, xattrs[i].id, NULL, 0);
+    return st->be->tree->xattr_set(st, mb, node, xattrs[i].id, NULL, 0);
 }
 
 /* -------------------------------------------------------------- readers */
@@ -539,7 +673,7 @@ struct ms_reader {
 int ms_reader_open(ms_store *st, int64_t message, ms_reader **out)
 {
     int64_t content = 0, size = 0;
-    int rc = st->be->content_of(st, message, &content, &size);
+    int rc = st->be->content->content_of(st, message, &content, &size);
     if (rc)
         return rc;
     ms_reader *r = g_new0(ms_reader, 1);
@@ -558,7 +692,7 @@ ssize_t ms_reader_pread(ms_reader *r, void *buf, size_t len, int64_t off)
         return 0;
     if ((int64_t)len > r->size - off)
         len = (size_t)(r->size - off);
-    return r->st->be->content_read(r->st, r->content, buf, len, off);
+    return r->st->be->content->content_read(r->st, r->content, buf, len, off);
 }
 
 int64_t ms_reader_size(const ms_reader *r) { return r->size; }
@@ -567,9 +701,10 @@ void ms_reader_close(ms_reader *r) { g_free(r); }
 
 int ms_content_drop(ms_store *st, int64_t content)
 {
-    if (content <= 0 || st->readonly)
+    /* Nothing to drop where nothing is written: 0 by default. */
+    if (content <= 0 || st->readonly || !st->be->content->content_drop)
         return 0;
-    return st->be->content_drop(st, content);
+    return st->be->content->content_drop(st, content);
 }
 
 /* -------------------------------------------------------------- writers */
@@ -624,9 +759,16 @@ int ms_message_create(ms_store *st, ms_node folder, const char *name, uint32_t m
         return rc;
     if (folder.kind != MS_FOLDER)
         return folder.kind == MS_MESSAGE ? -ENOTDIR : -EPERM;
-    if (st->readonly)
-        return -EROFS;
-    return st->be->message_create(st, folder, name, mode & 07777, uid, gid, out);
+    rc = may_write(st, st->be->content->message_create);
+    if (rc)
+        return rc;
+    ms_attr a;
+    rc = st->be->content->message_create(st, folder, name, mode & 07777, uid, gid, &a);
+    if (!rc && (rc = id_fits(st, &a)) != 0 && st->be->content->discard_pending)
+        st->be->content->discard_pending(st, a.node.id);
+    if (!rc && out)
+        *out = a;
+    return rc;
 }
 
 static ms_writer *writer_new(ms_store *st)
@@ -639,10 +781,11 @@ static ms_writer *writer_new(ms_store *st)
 
 int ms_writer_open(ms_store *st, int64_t message, bool truncate, ms_writer **out)
 {
-    if (st->readonly)
-        return -EROFS;
+    int rc = may_write(st, st->be->content->commit);
+    if (rc)
+        return rc;
     int64_t content = 0, size = 0;
-    int rc = st->be->content_of(st, message, &content, &size);
+    rc = st->be->content->content_of(st, message, &content, &size);
     if (rc)
         return rc;
     ms_writer *w = writer_new(st);
@@ -655,7 +798,7 @@ int ms_writer_open(ms_store *st, int64_t message, bool truncate, ms_writer **out
         enum { BUF = 128 * 1024 };
         g_autofree char *buf = g_malloc(BUF);
         for (int64_t off = 0; off < size;) {
-            ssize_t n = st->be->content_read(st, content, buf, BUF, off);
+            ssize_t n = st->be->content->content_read(st, content, buf, BUF, off);
             if (n <= 0) {
                 ms_writer_close(w);
                 return n < 0 ? (int)n : -EIO;
@@ -680,8 +823,9 @@ int ms_writer_deliver(ms_store *st, ms_node folder, ms_writer **out)
 {
     if (folder.kind != MS_FOLDER)
         return -EPERM;
-    if (st->readonly)
-        return -EROFS;
+    int rc = may_write(st, st->be->content->commit);
+    if (rc)
+        return rc;
     ms_writer *w = writer_new(st);
     w->folder = folder;
     w->dirty = true;
@@ -786,7 +930,7 @@ int ms_writer_commit(ms_writer *w, bool durable, int64_t *old_content, ms_attr *
     }
     int64_t old = 0;
     ms_attr a;
-    int rc = w->st->be->commit(w->st, &c, &old, &a);
+    int rc = w->st->be->content->commit(w->st, &c, &old, &a);
     if (rc)
         return rc;
     if (!w->message)
@@ -807,8 +951,8 @@ void ms_writer_close(ms_writer *w)
 {
     if (!w)
         return;
-    if (w->created && !w->committed && w->message)
-        w->st->be->discard_pending(w->st, w->message);
+    if (w->created && !w->committed && w->message && w->st->be->content->discard_pending)
+        w->st->be->content->discard_pending(w->st, w->message);
     ms_spool_free(w->spool);
     g_free(w->flags);
     g_free(w->name);
@@ -831,51 +975,54 @@ int ms_writer_import(ms_store *st, ms_node folder, const char *name, int64_t uid
 
 int ms_mailbox_find(ms_store *st, const char *name, ms_mb_state state, int64_t *id)
 {
-    return st->be->mailbox_find(st, name, state, id);
+    return st->be->admin->mailbox_find(st, name, state, id);
 }
 
 int ms_mailbox_get_info(ms_store *st, int64_t id, ms_mailbox_info *out)
 {
-    return st->be->mailbox_info(st, id, out);
+    return st->be->admin->mailbox_info(st, id, out);
 }
 
 int ms_mailbox_scan(ms_store *st, ms_mailbox_fn fn, void *ctx)
 {
-    return st->be->mailbox_scan ? st->be->mailbox_scan(st, fn, ctx) : 0;
+    return st->be->admin->mailbox_scan ? st->be->admin->mailbox_scan(st, fn, ctx) : 0;
 }
 
 int ms_mailbox_set(ms_store *st, int64_t id, const ms_mailbox_change *chg)
 {
-    if (st->readonly)
-        return -EROFS;
+    int rc = may_write(st, st->be->admin->mailbox_set);
+    if (rc)
+        return rc;
     if (chg->name && (!chg->name[0] || strlen(chg->name) >= sizeof(((ms_mailbox_info *)0)->name)))
         return -EINVAL;
-    return st->be->mailbox_set(st, id, chg);
+    return st->be->admin->mailbox_set(st, id, chg);
 }
 
 int ms_mailbox_drop(ms_store *st, int64_t id)
 {
-    return st->readonly ? -EROFS : st->be->mailbox_drop(st, id);
+    int rc = may_write(st, st->be->admin->mailbox_drop);
+    return rc ? rc : st->be->admin->mailbox_drop(st, id);
 }
 
 int ms_mailbox_size(ms_store *st, int64_t id, int64_t *messages, int64_t *bytes)
 {
-    return st->be->mailbox_size(st, id, messages, bytes);
+    return st->be->admin->mailbox_size(st, id, messages, bytes);
 }
 
 int ms_message_get_meta(ms_store *st, int64_t id, ms_message_meta *out)
 {
-    return st->be->message_meta(st, id, out);
+    return st->be->admin->message_meta(st, id, out);
 }
 
 int ms_mailbox_create(ms_store *st, const char *name, ms_mb_state state, const ms_attr *like,
                       int64_t *id)
 {
-    if (st->readonly)
-        return -EROFS;
+    int rc = may_write(st, st->be->admin->mailbox_create);
+    if (rc)
+        return rc;
     if (!name[0] || strlen(name) >= sizeof(((ms_mailbox_info *)0)->name))
         return -EINVAL;
-    return st->be->mailbox_create(st, name, state, like, id);
+    return st->be->admin->mailbox_create(st, name, state, like, id);
 }
 
 /* ----------------------------------------------------------- deleted items */
@@ -884,19 +1031,20 @@ int ms_deleted_list(ms_store *st, const char *mailbox, ms_deleted_fn fn, void *c
 {
     if (mailbox && check_name(mailbox))
         return -ENOENT;
-    return st->be->deleted_list ? st->be->deleted_list(st, mailbox, fn, ctx) : -ENOTSUP;
+    if (!st->be->admin->deleted_list)
+        return ms_backend_unsupported(st, false);
+    return st->be->admin->deleted_list(st, mailbox, fn, ctx);
 }
 
 int ms_deleted_restore(ms_store *st, const char *mailbox, const char *path, int64_t *restored)
 {
     if (check_name(mailbox))
         return -ENOENT;
-    if (!st->be->deleted_restore)
-        return -ENOTSUP;
-    if (st->readonly)
-        return -EROFS;
+    int rc = may_write(st, st->be->admin->deleted_restore);
+    if (rc)
+        return rc;
     int64_t n = 0;
-    int rc = st->be->deleted_restore(st, mailbox, path && *path ? path : NULL, &n);
+    rc = st->be->admin->deleted_restore(st, mailbox, path && *path ? path : NULL, &n);
     if (!rc && restored)
         *restored = n;
     return rc;
@@ -905,15 +1053,14 @@ int ms_deleted_restore(ms_store *st, const char *mailbox, const char *path, int6
 /* Now, in nanoseconds since the epoch, as deletion times are kept. */
 int ms_deleted_purge(ms_store *st, int retain_days, bool all, ms_purged *out)
 {
-    if (!st->be->deleted_purge)
-        return -ENOTSUP;
-    if (st->readonly)
-        return -EROFS;
+    int rc = may_write(st, st->be->admin->deleted_purge);
+    if (rc)
+        return rc;
     if (retain_days < 0)
         return -EINVAL;
     ms_purged p = {0};
     int64_t before = all ? INT64_MAX : wall_ns() - (int64_t)retain_days * 86400000000000LL;
-    int rc = st->be->deleted_purge(st, before, &p);
+    rc = st->be->admin->deleted_purge(st, before, &p);
     if (!rc && out)
         *out = p;
     return rc;

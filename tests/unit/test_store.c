@@ -23,7 +23,8 @@
 typedef struct fixture {
     char *dir;
     char *conf_path;
-    ms_config *cfg;
+    ms_site *site; /* owns cfg, a, b and the journal */
+    const ms_config *cfg;
     ms_store *a, *b;
 } fixture;
 
@@ -36,11 +37,10 @@ static int setup(void **state)
         f->conf_path, "[mailfs]\nretain-days = 3\n[store a]\npath = a.db\n[store b]\npath = b.db\n",
         -1, NULL);
     char *err = NULL;
-    assert_int_equal(ms_config_load(f->conf_path, &f->cfg, &err), 0);
-    assert_int_equal(ms_store_open(ms_config_find_store(f->cfg, "a"), MS_OPEN_CREATE, &f->a, &err),
-                     0);
-    assert_int_equal(ms_store_open(ms_config_find_store(f->cfg, "b"), MS_OPEN_CREATE, &f->b, &err),
-                     0);
+    assert_int_equal(ms_site_open(f->conf_path, MS_OPEN_CREATE, &f->site, &err), 0);
+    f->cfg = ms_site_config(f->site);
+    assert_int_equal(ms_site_store(f->site, "a", &f->a, &err), 0);
+    assert_int_equal(ms_site_store(f->site, "b", &f->b, &err), 0);
     *state = f;
     return 0;
 }
@@ -48,9 +48,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
-    ms_store_close(f->a);
-    ms_store_close(f->b);
-    ms_config_free(f->cfg);
+    ms_site_close(f->site);
     g_autofree char *cmd = g_strdup_printf("rm -rf '%s'", f->dir);
     assert_int_equal(system(cmd), 0);
     g_free(f->conf_path);
@@ -634,12 +632,6 @@ static void test_deleted_items(void **state)
     assert_int_equal(st.recoverable_messages, 0);
 }
 
-static ms_store *find_store(void *ctx, const char *name)
-{
-    fixture *f = ctx;
-    return !strcmp(name, "a") ? f->a : !strcmp(name, "b") ? f->b : NULL;
-}
-
 static void test_move_and_undo(void **state)
 {
     fixture *f = *state;
@@ -649,10 +641,9 @@ static void test_move_and_undo(void **state)
     put(f->a, inbox, "one", "first", 5);
     ms_node two = put(f->a, sub, "two", "second", 6);
     assert_int_equal(ms_xattr_set(f->a, two, "user.mail.flags", "\\Flagged", 8, 0), 0);
-    g_autofree char *jpath = g_build_filename(f->dir, "journal.db", NULL);
-    ms_journal *j;
+    ms_journal *j; /* the site's */
     char *err = NULL;
-    assert_int_equal(ms_journal_open(jpath, &j, &err), 0);
+    assert_int_equal(ms_site_journal(f->site, &j, &err), 0);
     int64_t id = 0;
     ms_move_opts o = {.retain_days = 1};
     assert_int_equal(ms_move(j, f->a, f->b, "kim", &o, &id), 0);
@@ -677,13 +668,12 @@ static void test_move_and_undo(void **state)
     assert_int_equal(ms_resolve(f->b, "kim/INBOX", &n), 0);
     put(f->b, n, "three", "third", 5);
     int64_t back = 0;
-    assert_int_equal(ms_undo(j, find_store, f, NULL, 1, id, &back), 0);
+    assert_int_equal(ms_undo(f->site, id, &back), 0);
     assert_int_equal(ms_resolve(f->a, "kim/INBOX", &n), 0);
     assert_int_equal(ms_lookup(f->a, n, "three", &a), 0);
     assert_int_equal(ms_lookup(f->a, n, "one", &a), 0);
-    assert_int_equal(ms_undo(j, find_store, f, NULL, 1, id, &back), -EINVAL); /* once */
-    assert_true(ms_purge(j, find_store, f, true) >= 1);
-    ms_journal_close(j);
+    assert_int_equal(ms_undo(f->site, id, &back), -EINVAL); /* once */
+    assert_true(ms_purge(f->site, true) >= 1);
 }
 
 /* State of the mailbox named name in st: its info, or -ENOENT. */
@@ -699,10 +689,9 @@ static int state_of(ms_store *st, const char *name, ms_mb_state state, ms_mailbo
 static void test_orphans_settled_without_journal(void **state)
 {
     fixture *f = *state;
-    g_autofree char *jpath = g_build_filename(f->dir, "journal.db", NULL);
-    ms_journal *j;
+    ms_journal *j; /* the site's */
     char *err = NULL;
-    assert_int_equal(ms_journal_open(jpath, &j, &err), 0);
+    assert_int_equal(ms_site_journal(f->site, &j, &err), 0);
     assert_true(strlen(ms_journal_id(j)) > 30);
     ms_attr like = {.mode = 0700};
     int64_t id;
@@ -759,8 +748,7 @@ static void test_orphans_settled_without_journal(void **state)
     assert_int_equal(n, 2);
     for (size_t i = 0; i < n; i++) {
         assert_int_equal(moves[i].state, MS_MOVE_DONE);
-        g_autofree char *ret =
-            g_strdup_printf("retained/%lld/%s", (long long)moves[i].id, moves[i].mailbox);
+        g_autofree char *ret = ms_hidden_name(MS_MB_RETAINED, moves[i].id, moves[i].mailbox);
         assert_int_equal(state_of(f->a, ret, MS_MB_RETAINED, &info), 0);
         assert_string_equal(info.move_journal, ms_journal_id(j));
     }
@@ -768,10 +756,9 @@ static void test_orphans_settled_without_journal(void **state)
     /* settled: nothing left to find, and purge now sees the copies */
     assert_int_equal(ms_orphans(j, both, 2, NULL, 3, false, found), 0);
     assert_int_equal(found->len, 0);
-    assert_int_equal(ms_purge(j, find_store, f, true), 2);
+    assert_int_equal(ms_purge(f->site, true), 2);
     g_array_free(left, TRUE);
     g_ptr_array_free(found, TRUE);
-    ms_journal_close(j);
 }
 
 /* A store's own directory: defaults, then chmod/chown/utimens kept across a reopen. */
@@ -791,10 +778,12 @@ static void test_store_directory_attributes(void **state)
                         .mtime_ns = 1500000000123456789LL};
     assert_int_equal(ms_setattr(f->a, ROOT, &r, &a), 0);
     assert_int_equal(a.mode, 0750);
-    ms_store_close(f->a);
+    /* another handle, opened after the change: what is on disk */
+    ms_store *again;
     char *err = NULL;
-    assert_int_equal(ms_store_open(ms_config_find_store(f->cfg, "a"), 0, &f->a, &err), 0);
-    assert_int_equal(ms_getattr(f->a, ROOT, &a), 0);
+    assert_int_equal(ms_store_open(ms_config_find_store(f->cfg, "a"), 0, &again, &err), 0);
+    assert_int_equal(ms_getattr(again, ROOT, &a), 0);
+    ms_store_close(again);
     assert_int_equal(a.mode, 0750);
     assert_int_equal(a.uid, 1234);
     assert_int_equal(a.gid, 5678);
@@ -824,6 +813,174 @@ static void test_store_files_private(void **state)
     ms_journal_close(j);
 }
 
+/*
+ * Every write of the public API into mailbox mb (folder inbox, message
+ * m) answers want, and nothing changes: the one rule of mailstore.h
+ * ("What a mailbox refuses"), whatever the write.
+ */
+static void assert_writes_refused(ms_store *st, ms_node mb, ms_node inbox, ms_node m, int want)
+{
+    ms_attr a;
+    ms_writer *w;
+    ms_setattr_req chmod = {.mask = MS_SET_MODE, .mode = 0600};
+    assert_int_equal(ms_mkdir(st, mb, "new", 0700, 0, 0, &a), want);
+    assert_int_equal(ms_mkdir(st, inbox, "new", 0700, 0, 0, &a), want);
+    assert_int_equal(ms_rmdir(st, mb, "INBOX"), want);
+    assert_int_equal(ms_unlink(st, inbox, "m", NULL), want);
+    assert_int_equal(ms_rename(st, inbox, "m", inbox, "m2", false, NULL), want);
+    assert_int_equal(ms_rename(st, mb, "INBOX", mb, "Other", false, NULL), want);
+    assert_int_equal(ms_setattr(st, m, &chmod, NULL), want);
+    assert_int_equal(ms_setattr(st, inbox, &chmod, NULL), want);
+    assert_int_equal(ms_setattr(st, mb, &chmod, NULL), want);
+    assert_int_equal(ms_xattr_set(st, m, "user.mail.flags", "\\Seen", 5, 0), want);
+    assert_int_equal(ms_xattr_set(st, inbox, "user.mail.special-use", "\\Sent", 5, 0), want);
+    assert_int_equal(ms_xattr_set(st, mb, "user.mail.acl", "bob lr", 6, 0), want);
+    assert_int_equal(ms_message_create(st, inbox, "n", 0644, 0, 0, &a), want);
+    assert_int_equal(ms_writer_deliver(st, inbox, &w), 0);
+    assert_int_equal(ms_writer_pwrite(w, "y", 1, 0), 1);
+    assert_int_equal(ms_writer_commit(w, false, NULL, NULL), want);
+    ms_writer_close(w);
+    assert_int_equal(ms_writer_open(st, m.id, true, &w), 0);
+    assert_int_equal(ms_writer_pwrite(w, "y", 1, 0), 1);
+    assert_int_equal(ms_writer_commit(w, false, NULL, NULL), want);
+    ms_writer_close(w);
+}
+
+/* Each write into a locked mailbox: EBUSY, through store.c's one rule;
+ * reads go on; the lock's owner (ms_mailbox_set) is not refused. */
+static void test_contract_locked_refuses_every_write(void **state)
+{
+    fixture *f = *state;
+    ms_node mb = mkdir_ok(f->a, ROOT, "lock");
+    ms_node inbox = mkdir_ok(f->a, mb, "INBOX");
+    ms_node m = put(f->a, inbox, "m", "x", 1);
+    assert_int_equal(ms_mailbox_set(f->a, mb.id, &(ms_mailbox_change){NULL, -1, 9, -1, NULL, 0}),
+                     0);
+    assert_writes_refused(f->a, mb, inbox, m, -EBUSY);
+    assert_int_equal(ms_rmdir(f->a, ROOT, "lock"), -EBUSY);
+    assert_int_equal(ms_rename(f->a, ROOT, "lock", ROOT, "lock2", false, NULL), -EBUSY);
+    size_t len;
+    g_autofree char *back = read_all(f->a, m.id, &len);
+    assert_int_equal(len, 1);
+    assert_memory_equal(back, "x", 1);
+    assert_int_equal(ms_mailbox_set(f->a, mb.id, &(ms_mailbox_change){NULL, -1, 0, -1, NULL, 0}),
+                     0);
+    assert_int_equal(ms_mkdir(f->a, mb, "new", 0700, 0, 0, NULL), 0); /* unlocked: writable */
+}
+
+/* A retained copy: invisible in the tree, and each write into it ESTALE. */
+static void test_contract_retained_refuses_every_write(void **state)
+{
+    fixture *f = *state;
+    ms_node mb = mkdir_ok(f->a, ROOT, "kept");
+    ms_node inbox = mkdir_ok(f->a, mb, "INBOX");
+    ms_node m = put(f->a, inbox, "m", "x", 1);
+    g_autofree char *hidden = ms_hidden_name(MS_MB_RETAINED, 5, "kept");
+    assert_int_equal(
+        ms_mailbox_set(f->a, mb.id, &(ms_mailbox_change){hidden, MS_MB_RETAINED, -1, 1, NULL, 0}),
+        0);
+    ms_attr a;
+    assert_int_equal(ms_lookup(f->a, ROOT, "kept", &a), -ENOENT);
+    assert_int_equal(ms_lookup(f->a, ROOT, hidden, &a), -ENOENT);
+    assert_writes_refused(f->a, mb, inbox, m, -ESTALE);
+    int64_t id;
+    assert_int_equal(ms_hidden_find(f->a, MS_MB_RETAINED, 5, "kept", &id), 0);
+    assert_int_equal(id, mb.id);
+}
+
+/*
+ * A read-only backend (pst, here on a folder without PST files)
+ * implements no write: every write of the API is answered by store.c
+ * with the one errno, EROFS, and ms_store_readonly says so.
+ */
+static void test_contract_readonly_backend(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *dir = g_build_filename(f->dir, "pst", NULL);
+    assert_int_equal(g_mkdir(dir, 0700), 0);
+    ms_store_conf sc = {.name = "ro", .backend = "pst", .path = dir};
+    ms_store *st;
+    char *err = NULL;
+    assert_int_equal(ms_store_open(&sc, 0, &st, &err), 0);
+    assert_true(ms_store_readonly(st));
+    ms_node mb = {MS_MAILBOX, 1}, inbox = {MS_FOLDER, 2}, m = {MS_MESSAGE, 3};
+    ms_attr a;
+    ms_writer *w;
+    ms_setattr_req chmod = {.mask = MS_SET_MODE, .mode = 0600};
+    assert_int_equal(ms_mkdir(st, ROOT, "x", 0700, 0, 0, &a), -EROFS);
+    assert_int_equal(ms_mkdir(st, mb, "x", 0700, 0, 0, &a), -EROFS);
+    assert_int_equal(ms_rmdir(st, mb, "x"), -EROFS);
+    assert_int_equal(ms_unlink(st, inbox, "x", NULL), -EROFS);
+    assert_int_equal(ms_rename(st, inbox, "x", inbox, "y", false, NULL), -EROFS);
+    assert_int_equal(ms_setattr(st, m, &chmod, NULL), -EROFS);
+    assert_int_equal(ms_setattr(st, ROOT, &chmod, NULL), -EROFS);
+    assert_int_equal(ms_xattr_set(st, m, "user.mail.flags", "\\Seen", 5, 0), -EROFS);
+    assert_int_equal(ms_xattr_remove(st, m, "user.mail.flags"), -EROFS);
+    assert_int_equal(ms_message_create(st, inbox, "x", 0600, 0, 0, &a), -EROFS);
+    assert_int_equal(ms_writer_open(st, m.id, true, &w), -EROFS);
+    assert_int_equal(ms_writer_deliver(st, inbox, &w), -EROFS);
+    assert_int_equal(ms_writer_import(st, inbox, "x", 0, &w), -EROFS);
+    int64_t id, before, after;
+    assert_int_equal(ms_mailbox_create(st, "x", MS_MB_INCOMING, &a, &id), -EROFS);
+    assert_int_equal(ms_mailbox_set(st, 1, &(ms_mailbox_change){NULL, -1, 1, -1, NULL, 0}), -EROFS);
+    assert_int_equal(ms_mailbox_drop(st, 1), -EROFS);
+    assert_int_equal(ms_batch_begin(st), -EROFS);
+    assert_int_equal(ms_store_compact(st, &before, &after), -EROFS);
+    assert_int_equal(ms_deleted_restore(st, "x", NULL, NULL), -EROFS);
+    assert_int_equal(ms_deleted_purge(st, 1, true, NULL), -EROFS);
+    /* what is not a write but the backend lacks: ENOTSUP; defaults: 0 */
+    assert_int_equal(ms_deleted_list(st, NULL, NULL, NULL), -ENOTSUP);
+    assert_int_equal(ms_store_sync(st), 0);
+    assert_int_equal(ms_batch_end(st, false), 0);
+    assert_int_equal(ms_content_drop(st, 1), 0);
+    ms_store_close(st);
+    /* a writable store opened read-only: the same errno */
+    ms_store *ro;
+    assert_int_equal(ms_store_open(ms_config_find_store(f->cfg, "a"), MS_OPEN_READONLY, &ro, &err),
+                     0);
+    assert_int_equal(ms_mkdir(ro, ROOT, "x", 0700, 0, 0, &a), -EROFS);
+    ms_store_close(ro);
+}
+
+/* Hidden names: no '/', both forms found and parsed, the prefix reserved. */
+static void test_contract_hidden_names(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *in = ms_hidden_name(MS_MB_INCOMING, 12, "b~c");
+    assert_null(strchr(in, '/'));
+    g_autofree char *plain = ms_hidden_name(MS_MB_RETAINED, 3, "bob");
+    assert_null(strchr(plain, '/'));
+    int64_t move;
+    const char *name;
+    assert_true(ms_hidden_parse(plain, &move, &name));
+    assert_int_equal(move, 3);
+    assert_string_equal(name, "bob");
+    assert_true(ms_hidden_parse("move/7/x~y", &move, &name));
+    assert_int_equal(move, 7);
+    assert_string_equal(name, "x~y");
+    assert_false(ms_hidden_parse("bob", &move, &name));
+    assert_false(ms_hidden_parse("move/x/bob", &move, &name));
+    /* a visible mailbox cannot take the reserved prefix */
+    ms_attr a;
+    assert_int_equal(ms_mkdir(f->a, ROOT, plain, 0700, 0, 0, &a), -EINVAL);
+    mkdir_ok(f->a, ROOT, "carol");
+    assert_int_equal(ms_rename(f->a, ROOT, "carol", ROOT, plain, false, NULL), -EINVAL);
+    ms_journal *j;
+    char *err = NULL;
+    assert_int_equal(ms_site_journal(f->site, &j, &err), 0);
+    ms_move_opts o = {.newname = plain, .retain_days = 1};
+    assert_int_equal(ms_move(j, f->a, f->b, "carol", &o, NULL), -EINVAL); /* nor a move */
+    assert_int_equal(ms_lookup(f->a, ROOT, "carol", &a), 0);
+    assert_int_equal(ms_mkdir(f->a, ROOT, "mailfs~x", 0700, 0, 0, &a), 0); /* not the prefix */
+    /* an old store's hidden copy is still found */
+    ms_attr like = {.mode = 0700};
+    int64_t id, found;
+    assert_int_equal(ms_mailbox_create(f->b, "retained/4/dan", MS_MB_RETAINED, &like, &id), 0);
+    assert_int_equal(ms_hidden_find(f->b, MS_MB_RETAINED, 4, "dan", &found), 0);
+    assert_int_equal(found, id);
+    assert_int_equal(ms_hidden_find(f->b, MS_MB_INCOMING, 4, "dan", &found), -ENOENT);
+}
+
 int main(void)
 {
     ms_log_to_stderr(LOG_ERR);
@@ -847,6 +1004,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_deleted_items, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_directory_attributes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_files_private, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_contract_locked_refuses_every_write, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_contract_retained_refuses_every_write, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_contract_readonly_backend, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_contract_hidden_names, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
