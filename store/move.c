@@ -230,7 +230,7 @@ static int commit_prepared(mover *mv, GPtrArray *ready)
     for (guint i = 0; !rc && i < ready->len; i++) {
         ms_writer *w = ready->pdata[i];
         bytes += ms_writer_size(w);
-        rc = ms_writer_commit(w, false, NULL, NULL);
+        rc = ms_writer_commit(w, false, NULL);
     }
     int e = ms_batch_end(mv->dst, rc == 0);
     if (!rc)

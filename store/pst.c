@@ -749,24 +749,33 @@ static int pst_xattr_get(ms_store *st, ms_node node, ms_xattr_id xa, char **valu
 
 /* ---------------------------------------------------------- content */
 
-static int pst_content_of(ms_store *st, int64_t message, int64_t *content, int64_t *size)
+/* A PST file never changes under the store: a reader needs only the id. */
+struct ms_be_reader {
+    int64_t message;
+};
+
+static int pst_reader_open(ms_store *st, int64_t message, ms_be_reader **out, int64_t *size,
+                           bool *pending)
 {
     ms_attr a;
     int rc = pst_getattr(st, (ms_node){MS_MESSAGE, message}, &a);
     if (rc)
         return rc;
-    *content = message;
+    *out = g_new0(ms_be_reader, 1);
+    (*out)->message = message;
     *size = a.size;
+    *pending = false;
     return 0;
 }
 
-static ssize_t pst_content_read(ms_store *st, int64_t content, void *buf, size_t len, int64_t off)
+static ssize_t pst_reader_pread(ms_store *st, ms_be_reader *r, void *buf, size_t len, int64_t off)
 {
     int rc;
-    pmbox *m = enter(st, (ms_node){MS_MESSAGE, content}, &rc);
+    int64_t id = r->message;
+    pmbox *m = enter(st, (ms_node){MS_MESSAGE, id}, &rc);
     if (!m)
         return rc;
-    pnode *n = node_of(m, content);
+    pnode *n = node_of(m, id);
     ssize_t got = -ENOENT;
     if (n && n->kind == MS_MESSAGE) {
         got = 0;
@@ -777,6 +786,12 @@ static ssize_t pst_content_read(ms_store *st, int64_t content, void *buf, size_t
     }
     g_mutex_unlock(&m->lock);
     return got;
+}
+
+static void pst_reader_close(ms_store *st, ms_be_reader *r)
+{
+    (void)st;
+    g_free(r);
 }
 
 static int pst_message_meta(ms_store *st, int64_t id, ms_message_meta *out)
@@ -885,14 +900,13 @@ static int ro_rmdir(ms_store *st, ms_node p, const char *n)
 {
     return (void)st, (void)p, (void)n, rofs();
 }
-static int ro_unlink(ms_store *st, ms_node f, const char *n, int64_t *c)
+static int ro_unlink(ms_store *st, ms_node f, const char *n)
 {
-    return (void)st, (void)f, (void)n, (void)c, rofs();
+    return (void)st, (void)f, (void)n, rofs();
 }
-static int ro_rename(ms_store *st, ms_node p, const char *n, ms_node np, const char *nn, bool nr,
-                     int64_t *r)
+static int ro_rename(ms_store *st, ms_node p, const char *n, ms_node np, const char *nn, bool nr)
 {
-    return (void)st, (void)p, (void)n, (void)np, (void)nn, (void)nr, (void)r, rofs();
+    return (void)st, (void)p, (void)n, (void)np, (void)nn, (void)nr, rofs();
 }
 static int ro_xattr_set(ms_store *st, ms_node n, ms_xattr_id x, const char *v, size_t l)
 {
@@ -903,11 +917,10 @@ static int ro_message_create(ms_store *st, ms_node f, const char *n, uint32_t m,
 {
     return (void)st, (void)f, (void)n, (void)m, (void)u, (void)g, (void)o, rofs();
 }
-static int ro_content_drop(ms_store *st, int64_t c) { return (void)st, (void)c, 0; }
 static int ro_discard(ms_store *st, int64_t m) { return (void)st, (void)m, 0; }
-static int ro_commit(ms_store *st, const ms_commit *c, int64_t *o, ms_attr *a)
+static int ro_commit(ms_store *st, const ms_commit *c, ms_attr *a)
 {
-    return (void)st, (void)c, (void)o, (void)a, rofs();
+    return (void)st, (void)c, (void)a, rofs();
 }
 static int ro_mailbox_create(ms_store *st, const char *n, ms_mb_state s, const ms_attr *l,
                              int64_t *id)
@@ -939,9 +952,9 @@ const ms_backend ms_pst_backend = {
     .xattr_get = pst_xattr_get,
     .xattr_set = ro_xattr_set,
     .message_create = ro_message_create,
-    .content_of = pst_content_of,
-    .content_read = pst_content_read,
-    .content_drop = ro_content_drop,
+    .reader_open = pst_reader_open,
+    .reader_pread = pst_reader_pread,
+    .reader_close = pst_reader_close,
     .discard_pending = ro_discard,
     .commit = ro_commit,
     .mailbox_create = ro_mailbox_create,

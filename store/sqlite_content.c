@@ -1,7 +1,8 @@
 /*
  * sqlite_content.c — message bytes in the sqlite backend: reserving a
- * name, reading chunks, committing a spool in one transaction, and
- * freeing content nobody refers to.
+ * name, readers that own the content they read (pins), committing a
+ * spool in one transaction, and freeing content nobody refers to or
+ * reads any more.
  */
 #include "sqlite_int.h"
 
@@ -73,11 +74,122 @@ int content_of_in(conn *c, int64_t message, int64_t *content, int64_t *size)
     return 0;
 }
 
-int sq_content_of(ms_store *st, int64_t message, int64_t *content, int64_t *size)
+/* ------------------------------------------------------------- pins */
+
+G_STATIC_ASSERT(sizeof(gpointer) >= sizeof(int64_t));
+#define KEY(content) ((gpointer)(intptr_t)(content))
+
+void sq_pins_init(sq *s)
 {
-    WITH_CONN(st, c, content_of_in(c, message, content, size));
+    ms_mutex_init(&s->pin_lock);
+    s->pins = g_hash_table_new(g_direct_hash, g_direct_equal);
+    s->doomed = g_hash_table_new(g_direct_hash, g_direct_equal);
 }
 
+void sq_pins_clear(sq *s)
+{
+    /* Content still pinned or doomed here is unreferenced or in use by
+     * nobody any more: the next daemon's recover_leftovers frees it. */
+    g_clear_pointer(&s->pins, g_hash_table_destroy);
+    g_clear_pointer(&s->doomed, g_hash_table_destroy);
+    ms_mutex_clear(&s->pin_lock);
+}
+
+static void pin_locked(sq *s, int64_t content)
+{
+    ms_mutex_assert_held(&s->pin_lock);
+    unsigned n = GPOINTER_TO_UINT(g_hash_table_lookup(s->pins, KEY(content)));
+    g_hash_table_insert(s->pins, KEY(content), GUINT_TO_POINTER(n + 1));
+}
+
+/* True when this was the last pin of content that is to be freed now. */
+static bool unpin_locked(sq *s, int64_t content)
+{
+    ms_mutex_assert_held(&s->pin_lock);
+    unsigned n = GPOINTER_TO_UINT(g_hash_table_lookup(s->pins, KEY(content)));
+    g_assert(n > 0);
+    if (n > 1) {
+        g_hash_table_insert(s->pins, KEY(content), GUINT_TO_POINTER(n - 1));
+        return false;
+    }
+    g_hash_table_remove(s->pins, KEY(content));
+    return g_hash_table_remove(s->doomed, KEY(content));
+}
+
+/* Frees content inside the caller's transaction, unless a message still
+ * refers to it (a purge rolled back, a restore meanwhile). */
+static int drop_in(conn *c, int64_t content)
+{
+    g_assert(!sqlite3_get_autocommit(c->db)); /* in a write transaction */
+    int64_t used;
+    int rc = query_int(c, "SELECT EXISTS(SELECT 1 FROM message WHERE content = ?)", content, &used,
+                       "drop");
+    if (rc || used)
+        return rc;
+    sqlite3_stmt *q = Q(c, "DELETE FROM chunk WHERE content = ?");
+    if (!q)
+        return -EIO;
+    sqlite3_bind_int64(q, 1, content);
+    rc = step_done(c, q, "drop");
+    if (rc)
+        return rc;
+    q = Q(c, "DELETE FROM content WHERE id = ?");
+    if (!q)
+        return -EIO;
+    sqlite3_bind_int64(q, 1, content);
+    return step_done(c, q, "drop");
+}
+
+int sq_content_release_in(sq *s, conn *c, int64_t content)
+{
+    ms_mutex_assert_held(&s->pin_lock);
+    if (content <= 0)
+        return 0;
+    if (g_hash_table_contains(s->pins, KEY(content))) {
+        g_hash_table_add(s->doomed, KEY(content));
+        return 0;
+    }
+    return drop_in(c, content);
+}
+
+/* Frees content no committed message refers to any more, in a
+ * transaction of its own on c.  Failing leaves it to recover_leftovers. */
+static void free_content(ms_store *st, conn *c, int64_t content)
+{
+    int rc = tx_begin(st, c);
+    if (!rc)
+        rc = tx_end(st, c, drop_in(c, content));
+    if (rc)
+        ms_log(LOG_WARNING, "%s: content %lld left for the next mount to free: %s", st->path,
+               (long long)content, g_strerror(-rc));
+}
+
+/*
+ * After a commit that replaced content: frees it now, or leaves it to
+ * its last reader.  Checking the pins after the commit is what makes
+ * this safe: from the commit on, no reader can resolve the old content,
+ * and every reader that resolved it before pinned it in the same step.
+ */
+static void release_replaced(ms_store *st, conn *c, int64_t content)
+{
+    if (content <= 0)
+        return;
+    if (!sqlite3_get_autocommit(c->db))
+        return; /* a batch, not committed yet: readers elsewhere still see
+                   the content; recover_leftovers frees it at next mount */
+    sq *s = S(st);
+    ms_mutex_lock(&s->pin_lock);
+    bool pinned = g_hash_table_contains(s->pins, KEY(content));
+    if (pinned)
+        g_hash_table_add(s->doomed, KEY(content));
+    ms_mutex_unlock(&s->pin_lock);
+    if (!pinned)
+        free_content(st, c, content);
+}
+
+/* ---------------------------------------------------------- readers */
+
+/* Bytes of content from off, short only past its last chunk. */
 static ssize_t content_read_in(conn *c, int64_t content, char *buf, size_t len, int64_t off)
 {
     sqlite3_stmt *q = Q(c, "SELECT data FROM chunk WHERE content = ? AND seq = ?");
@@ -109,38 +221,77 @@ static ssize_t content_read_in(conn *c, int64_t content, char *buf, size_t len, 
     return (ssize_t)done;
 }
 
-ssize_t sq_content_read(ms_store *st, int64_t content, void *buf, size_t len, int64_t off)
+
+struct ms_be_reader {
+    int64_t content;
+    int64_t message; /* for log lines */
+};
+
+int sq_reader_open(ms_store *st, int64_t message, ms_be_reader **out, int64_t *size,
+                   bool *pending)
+{
+    sq *s = S(st);
+    conn *c = conn_get(st);
+    if (!c)
+        return -EIO;
+    int64_t content = 0, sz = 0;
+    /* Resolved and pinned in one step: see sq.pins. */
+    ms_mutex_lock(&s->pin_lock);
+    int rc = content_of_in(c, message, &content, &sz);
+    if (!rc && content > 0)
+        pin_locked(s, content);
+    ms_mutex_unlock(&s->pin_lock);
+    conn_put(st, c);
+    if (rc)
+        return rc;
+    ms_be_reader *r = g_new0(ms_be_reader, 1);
+    r->content = content;
+    r->message = message;
+    *out = r;
+    *size = sz;
+    *pending = content == 0; /* reserved by message_create, never committed */
+    return 0;
+}
+
+ssize_t sq_reader_pread(ms_store *st, ms_be_reader *r, void *buf, size_t len, int64_t off)
 {
     conn *c = conn_get(st);
     if (!c)
         return -EIO;
-    ssize_t n = content_read_in(c, content, buf, len, off);
+    ssize_t n = content_read_in(c, r->content, buf, len, off);
     conn_put(st, c);
+    if (n >= 0 && (size_t)n < len) {
+        /* Within the size the reader was opened with (store.c sees to
+         * that): the bytes went away under the pin, which only another
+         * process can do.  An error, never a short read. */
+        ms_log(LOG_ERR, "%s: message %lld: bytes gone while open (content %lld freed by another "
+                        "process?)",
+               st->path, (long long)r->message, (long long)r->content);
+        return -EIO;
+    }
     return n;
 }
 
-static int drop_in(conn *c, int64_t content)
+void sq_reader_close(ms_store *st, ms_be_reader *r)
 {
-    int64_t used;
-    int rc = query_int(c, "SELECT EXISTS(SELECT 1 FROM message WHERE content = ?)", content, &used,
-                       "drop");
-    if (rc || used)
-        return rc;
-    sqlite3_stmt *q = Q(c, "DELETE FROM chunk WHERE content = ?");
-    if (!q)
-        return -EIO;
-    sqlite3_bind_int64(q, 1, content);
-    rc = step_done(c, q, "drop");
-    if (rc)
-        return rc;
-    q = Q(c, "DELETE FROM content WHERE id = ?");
-    if (!q)
-        return -EIO;
-    sqlite3_bind_int64(q, 1, content);
-    return step_done(c, q, "drop");
+    if (!r)
+        return;
+    sq *s = S(st);
+    bool drop = false;
+    if (r->content > 0) {
+        ms_mutex_lock(&s->pin_lock);
+        drop = unpin_locked(s, r->content);
+        ms_mutex_unlock(&s->pin_lock);
+    }
+    if (drop) {
+        conn *c = conn_get(st);
+        if (c) {
+            free_content(st, c, r->content);
+            conn_put(st, c);
+        }
+    }
+    g_free(r);
 }
-
-int sq_content_drop(ms_store *st, int64_t content) { WITH_TX(st, c, drop_in(c, content)); }
 
 static int discard_in(conn *c, int64_t message)
 {
@@ -298,16 +449,19 @@ static int commit_in(conn *c, const ms_commit *cm, int64_t *old_content, ms_attr
     return rc;
 }
 
-int sq_commit(ms_store *st, const ms_commit *cm, int64_t *old_content, ms_attr *out)
+int sq_commit(ms_store *st, const ms_commit *cm, ms_attr *out)
 {
     conn *c = conn_get(st);
     if (!c)
         return -EIO;
+    int64_t old = 0;
     int rc = tx_begin(st, c);
     if (!rc) {
-        rc = commit_in(c, cm, old_content, out);
+        rc = commit_in(c, cm, &old, out);
         rc = cm->durable ? tx_end_durable(st, c, rc) : tx_end(st, c, rc);
     }
+    if (!rc)
+        release_replaced(st, c, old);
     conn_put(st, c);
     return rc;
 }

@@ -303,10 +303,9 @@ static int mailbox_of(conn *c, ms_node n, int64_t *out)
     return rc;
 }
 
-static int message_named(conn *c, int64_t folder, const char *name, int64_t *id, int64_t *content)
+static int message_named(conn *c, int64_t folder, const char *name, int64_t *id)
 {
-    sqlite3_stmt *q =
-        Q(c, "SELECT id, content FROM message WHERE folder = ? AND name = ? AND state = 0");
+    sqlite3_stmt *q = Q(c, "SELECT id FROM message WHERE folder = ? AND name = ? AND state = 0");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, folder);
@@ -314,10 +313,7 @@ static int message_named(conn *c, int64_t folder, const char *name, int64_t *id,
     int rc = step_row(c, q, "message");
     if (rc)
         return rc;
-    if (id)
-        *id = sqlite3_column_int64(q, 0);
-    if (content)
-        *content = sqlite3_column_int64(q, 1);
+    *id = sqlite3_column_int64(q, 0);
     sqlite3_reset(q);
     return 0;
 }
@@ -441,7 +437,8 @@ int sq_rmdir(ms_store *st, ms_node parent, const char *name)
     WITH_TX(st, c, rmdir_in(c, parent, name));
 }
 
-static int unlink_in(conn *c, ms_node folder, const char *name, int64_t *content)
+/* The message keeps its content as a deleted item: its readers lose nothing. */
+static int unlink_in(conn *c, ms_node folder, const char *name)
 {
     int64_t id;
     ms_attr fa;
@@ -450,7 +447,7 @@ static int unlink_in(conn *c, ms_node folder, const char *name, int64_t *content
         rc = mailbox_writable(c, fa.mailbox);
     if (rc)
         return rc;
-    rc = message_named(c, folder.id, name, &id, content);
+    rc = message_named(c, folder.id, name, &id);
     if (rc == -ENOENT) {
         ms_attr a;
         if (lookup_in(c, folder, name, &a) == 0 && a.node.kind == MS_FOLDER)
@@ -459,9 +456,9 @@ static int unlink_in(conn *c, ms_node folder, const char *name, int64_t *content
     return rc ? rc : keep_message(c, id);
 }
 
-int sq_unlink(ms_store *st, ms_node folder, const char *name, int64_t *content)
+int sq_unlink(ms_store *st, ms_node folder, const char *name)
 {
-    WITH_TX(st, c, unlink_in(c, folder, name, content));
+    WITH_TX(st, c, unlink_in(c, folder, name));
 }
 
 /* Next IMAP UID of folder, reserved (the counter moves on). */
@@ -527,7 +524,7 @@ static int rename_mailbox(conn *c, const ms_attr *src, const char *newname, bool
 }
 
 static int rename_in(conn *c, ms_node parent, const char *name, ms_node newparent,
-                     const char *newname, bool noreplace, int64_t *replaced)
+                     const char *newname, bool noreplace)
 {
     ms_attr src, dst;
     int rc = lookup_in(c, parent, name, &src);
@@ -561,9 +558,8 @@ static int rename_in(conn *c, ms_node parent, const char *name, ms_node newparen
         if (src.node.kind == MS_FOLDER && dst.node.kind != MS_FOLDER)
             return -ENOTDIR;
         if (dst.node.kind == MS_MESSAGE) {
-            rc = message_named(c, newparent.id, newname, NULL, replaced);
-            if (!rc)
-                rc = keep_message(c, dst.node.id); /* replacing is deleting */
+            /* Replacing is deleting: kept with its content, readers too. */
+            rc = keep_message(c, dst.node.id);
         } else {
             rc = remove_dir(c, dst.node);
         }
@@ -612,9 +608,9 @@ static int rename_in(conn *c, ms_node parent, const char *name, ms_node newparen
 }
 
 int sq_rename(ms_store *st, ms_node parent, const char *name, ms_node newparent,
-              const char *newname, bool noreplace, int64_t *replaced)
+              const char *newname, bool noreplace)
 {
-    WITH_TX(st, c, rename_in(c, parent, name, newparent, newname, noreplace, replaced));
+    WITH_TX(st, c, rename_in(c, parent, name, newparent, newname, noreplace));
 }
 
 /* ------------------------------------------------------- attributes */
