@@ -58,7 +58,7 @@ void ms_fault(const char *point)
     /* Test-only: the environment is read at every passage on purpose, so
      * tests need no restart between points.  Counts are per process. */
     static GHashTable *seen;
-    static GMutex lock;
+    static GMutex lock; /* guards seen */
     const char *want = getenv("MAILFS_FAULT");
     if (!want || !*want)
         return;

@@ -36,6 +36,15 @@ static inline void ms_mutex_lock(ms_mutex *m)
     g_atomic_pointer_set(&m->holder, g_thread_self());
 }
 
+/* True when it took m (as g_mutex_trylock). */
+static inline bool ms_mutex_trylock(ms_mutex *m)
+{
+    if (!g_mutex_trylock(&m->mu))
+        return false;
+    g_atomic_pointer_set(&m->holder, g_thread_self());
+    return true;
+}
+
 static inline void ms_mutex_unlock(ms_mutex *m)
 {
     assert(g_atomic_pointer_get(&m->holder) == g_thread_self());

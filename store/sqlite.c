@@ -273,6 +273,8 @@ int tx_begin(ms_store *st, conn *c)
         int rc = sqlite3_exec(c->db, "SAVEPOINT op", NULL, NULL, NULL);
         return rc == SQLITE_OK ? 0 : sq_errno(c->db, rc, "savepoint");
     }
+    /* A second transaction of this thread would wait for itself. */
+    assert(!ms_mutex_held(&S(st)->write_lock));
     ms_mutex_lock(&S(st)->write_lock);
     int rc = sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
     if (rc != SQLITE_OK) {

@@ -120,7 +120,7 @@ static bool unpin_locked(sq *s, int64_t content)
  * refers to it (a purge rolled back, a restore meanwhile). */
 static int drop_in(conn *c, int64_t content)
 {
-    g_assert(!sqlite3_get_autocommit(c->db)); /* in a write transaction */
+    SQ_ASSERT_TX(c);
     int64_t used;
     int rc = query_int(c, "SELECT EXISTS(SELECT 1 FROM message WHERE content = ?)", content, &used,
                        "drop");
@@ -143,6 +143,7 @@ static int drop_in(conn *c, int64_t content)
 int sq_content_release_in(sq *s, conn *c, int64_t content)
 {
     ms_mutex_assert_held(&s->pin_lock);
+    SQ_ASSERT_TX(c);
     if (content <= 0)
         return 0;
     if (g_hash_table_contains(s->pins, KEY(content))) {
@@ -221,14 +222,12 @@ static ssize_t content_read_in(conn *c, int64_t content, char *buf, size_t len, 
     return (ssize_t)done;
 }
 
-
 struct ms_be_reader {
     int64_t content;
     int64_t message; /* for log lines */
 };
 
-int sq_reader_open(ms_store *st, int64_t message, ms_be_reader **out, int64_t *size,
-                   bool *pending)
+int sq_reader_open(ms_store *st, int64_t message, ms_be_reader **out, int64_t *size, bool *pending)
 {
     sq *s = S(st);
     conn *c = conn_get(st);
@@ -264,8 +263,9 @@ ssize_t sq_reader_pread(ms_store *st, ms_be_reader *r, void *buf, size_t len, in
         /* Within the size the reader was opened with (store.c sees to
          * that): the bytes went away under the pin, which only another
          * process can do.  An error, never a short read. */
-        ms_log(LOG_ERR, "%s: message %lld: bytes gone while open (content %lld freed by another "
-                        "process?)",
+        ms_log(LOG_ERR,
+               "%s: message %lld: bytes gone while open (content %lld freed by another "
+               "process?)",
                st->path, (long long)r->message, (long long)r->content);
         return -EIO;
     }
@@ -307,6 +307,7 @@ int sq_discard_pending(ms_store *st, int64_t message) { WITH_TX(st, c, discard_i
 /* Copies the spool into new chunks of a new content id; hashes them. */
 static int write_content(conn *c, ms_spool *sp, int64_t *content, uint8_t sha[32])
 {
+    SQ_ASSERT_TX(c);
     int64_t size = ms_spool_size(sp);
     sqlite3_stmt *q = Q(c, "INSERT INTO content(size) VALUES (?)");
     if (!q)
@@ -406,6 +407,7 @@ static int insert_new(conn *c, int64_t folder, const char *name, int64_t uid, in
 
 static int commit_in(conn *c, const ms_commit *cm, int64_t *old_content, ms_attr *out)
 {
+    SQ_ASSERT_TX(c);
     int64_t id = cm->message, old = 0, size = 0;
     int rc;
     if (id == 0) {

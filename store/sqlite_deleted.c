@@ -949,6 +949,8 @@ static int delete_counting(conn *c, sqlite3_stmt *q, int64_t before_ns, int64_t 
  */
 static int purge_in(sq *s, conn *c, int64_t before_ns, ms_purged *out)
 {
+    SQ_ASSERT_TX(c);
+    ms_mutex_assert_held(&s->pin_lock);
     int rc = purge_messages(s, c, before_ns, out);
     int64_t any = 1;
     for (int i = 0; !rc && any && i < MAX_DEPTH; i++)

@@ -7,6 +7,7 @@
 #include "backend.h"
 #include "mutex.h"
 
+#include <assert.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -70,6 +71,8 @@ int step_row(conn *c, sqlite3_stmt *q, const char *what);
 /* First column of the one row sql returns for the id arg: 0, -ENOENT, or an errno. */
 int query_int(conn *c, const char *sql, int64_t arg, int64_t *out, const char *what);
 int tx_begin(ms_store *st, conn *c);
+/* In functions that write: the caller's transaction is open on c. */
+#define SQ_ASSERT_TX(c) assert(!sqlite3_get_autocommit((c)->db))
 int tx_end(ms_store *st, conn *c, int rc);
 int sq_batch_begin(ms_store *st);
 int sq_batch_end(ms_store *st, bool commit);
@@ -126,8 +129,7 @@ int sq_xattr_set(ms_store *st, ms_node node, ms_xattr_id xa, const char *value, 
 int content_of_in(conn *c, int64_t message, int64_t *content, int64_t *size);
 int sq_message_create(ms_store *st, ms_node folder, const char *name, uint32_t mode, uint32_t uid,
                       uint32_t gid, ms_attr *out);
-int sq_reader_open(ms_store *st, int64_t message, ms_be_reader **out, int64_t *size,
-                   bool *pending);
+int sq_reader_open(ms_store *st, int64_t message, ms_be_reader **out, int64_t *size, bool *pending);
 ssize_t sq_reader_pread(ms_store *st, ms_be_reader *r, void *buf, size_t len, int64_t off);
 void sq_reader_close(ms_store *st, ms_be_reader *r);
 int sq_discard_pending(ms_store *st, int64_t message);

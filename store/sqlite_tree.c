@@ -440,6 +440,7 @@ int sq_rmdir(ms_store *st, ms_node parent, const char *name)
 /* The message keeps its content as a deleted item: its readers lose nothing. */
 static int unlink_in(conn *c, ms_node folder, const char *name)
 {
+    SQ_ASSERT_TX(c);
     int64_t id;
     ms_attr fa;
     int rc = get_attr(c, folder, &fa);
@@ -526,6 +527,7 @@ static int rename_mailbox(conn *c, const ms_attr *src, const char *newname, bool
 static int rename_in(conn *c, ms_node parent, const char *name, ms_node newparent,
                      const char *newname, bool noreplace)
 {
+    SQ_ASSERT_TX(c);
     ms_attr src, dst;
     int rc = lookup_in(c, parent, name, &src);
     if (!rc)

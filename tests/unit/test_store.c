@@ -506,8 +506,8 @@ typedef struct race {
     ms_node folder;
     int64_t id;
     int round;
-    char *old, *new; /* the message's bytes before and after the change */
-    bool ordered;    /* open, change, then read; else all at once */
+    char *before, *after; /* the message's bytes; after NULL: unlinked and purged */
+    bool ordered;         /* open, change, then read; else all at once */
     GMutex lock;
     GCond cond;
     int stage; /* ordered: 1 reader opened, 2 changed */
@@ -547,9 +547,9 @@ static gpointer race_reader(gpointer p)
     ssize_t got;
     g_autofree char *buf = read_whole(rd, &got);
     ms_reader_close(rd);
-    if (got == (ssize_t)strlen(r->old) && !memcmp(buf, r->old, (size_t)got))
+    if (got == (ssize_t)strlen(r->before) && !memcmp(buf, r->before, (size_t)got))
         r->seen = 0;
-    else if (r->new && got == (ssize_t)strlen(r->new) && !memcmp(buf, r->new, (size_t)got))
+    else if (r->after && got == (ssize_t)strlen(r->after) && !memcmp(buf, r->after, (size_t)got))
         r->seen = 1;
     else
         r->seen = got < 0 ? (int)got : -EILSEQ; /* short or mixed: the bug */
@@ -563,11 +563,11 @@ static gpointer race_changer(gpointer p)
     if (r->ordered)
         race_wait(r, 1);
     int rc;
-    if (r->new) {
+    if (r->after) {
         ms_writer *w = NULL;
         rc = ms_writer_open(r->st, r->id, true, &w);
         if (!rc)
-            rc = ms_writer_pwrite(w, r->new, strlen(r->new), 0) < 0 ? -EIO : 0;
+            rc = ms_writer_pwrite(w, r->after, strlen(r->after), 0) < 0 ? -EIO : 0;
         if (!rc)
             rc = ms_writer_commit(w, false, NULL);
         ms_writer_close(w);
@@ -608,10 +608,10 @@ static void test_reader_race(void **state)
     int counts[4] = {0}; /* old, new, gone, ordered */
     for (int i = 0; i < 200; i++) {
         race r = {.st = f->a, .folder = inbox, .round = i, .ordered = i % 4 < 2};
-        r.old = race_bytes(i, "old", 300000 + (size_t)i);
-        r.new = i % 2 ? NULL : race_bytes(i, "new", 140000 + (size_t)i);
+        r.before = race_bytes(i, "old", 300000 + (size_t)i);
+        r.after = i % 2 ? NULL : race_bytes(i, "new", 140000 + (size_t)i);
         g_autofree char *name = g_strdup_printf("m%d", i);
-        r.id = put(f->a, inbox, name, r.old, strlen(r.old)).id;
+        r.id = put(f->a, inbox, name, r.before, strlen(r.before)).id;
         g_mutex_init(&r.lock);
         g_cond_init(&r.cond);
         GThread *a = g_thread_new("reader", race_reader, &r);
@@ -626,8 +626,8 @@ static void test_reader_race(void **state)
             assert_int_equal(r.seen, 0);
         counts[r.seen == -ENOENT ? 2 : r.seen]++;
         counts[3] += r.ordered;
-        g_free(r.old);
-        g_free(r.new);
+        g_free(r.before);
+        g_free(r.after);
     }
     print_message("reader race: %d old, %d new, %d gone (%d ordered rounds)\n", counts[0],
                   counts[1], counts[2], counts[3]);
