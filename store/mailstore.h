@@ -475,6 +475,7 @@ typedef struct ms_purged {
 /*
  * Drops deleted items deleted more than retain_days ago (all of them with
  * all), bytes included; ms_store_compact then gives the space back.
+ * Bytes a reader of this process has open stay until it closes them.
  */
 int ms_deleted_purge(ms_store *st, int retain_days, bool all, ms_purged *out);
 
