@@ -820,18 +820,18 @@ static int attach_writer(mfs *m, mfs_handle *h, ms_node n, bool truncate)
     if (first) {
         file_fill(f, h->st, n, truncate);
         rc = f->open_rc;
-        if (rc) {
-            /* Gone from the table, so the next open tries afresh. */
-            ms_mutex_lock(&m->lock);
-            if (g_hash_table_lookup(m->files, k) == f)
-                g_hash_table_remove(m->files, k);
-            ms_mutex_unlock(&m->lock);
-        }
     } else {
         ms_mutex_lock(&f->lock);
         rc = f->w ? (truncate ? ms_writer_truncate(f->w, 0) : 0) : f->open_rc;
     }
     ms_mutex_unlock(&f->lock);
+    if (rc && first) {
+        /* Out of the table, so that the next open tries afresh. */
+        ms_mutex_lock(&m->lock);
+        if (g_hash_table_lookup(m->files, k) == f)
+            g_hash_table_remove(m->files, k);
+        ms_mutex_unlock(&m->lock);
+    }
     if (rc)
         file_unref(m, h->ino, f);
     else
