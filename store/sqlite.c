@@ -550,6 +550,7 @@ static int sq_open(ms_store *st, const ms_store_conf *conf, int flags, char **er
         return ret;
     }
     g_ptr_array_add(s->idle, c);
+    sq_pins_open_file(s);
     /* Only now that it is known to be a store: a file that is not one
      * gets its own error, and no warning first. */
     if (!create)

@@ -7,8 +7,10 @@
 #include "sqlite_int.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 /* nettle, not GChecksum: with SHA-NI it hashes 3.3x faster (1.76 GB/s
  * against 0.53 GB/s measured here), and every byte a move copies or a
@@ -76,6 +78,24 @@ int content_of_in(conn *c, int64_t message, int64_t *content, int64_t *size)
 
 /* ------------------------------------------------------------- pins */
 
+/*
+ * A pin is seen by other processes too (mailfsctl purge while the daemon
+ * reads): the first pin of a content in this process takes a shared
+ * open-file-description lock on one byte of "<store>-pins", at
+ * PIN_BASE + content id, and the last unpin drops it.  Whoever frees
+ * content first takes that byte exclusively, without waiting: if it
+ * cannot, a reader somewhere has the content and it stays (unreferenced,
+ * for recover_leftovers at the next mount).  The exclusive lock is kept
+ * until the freeing transaction has ended, and a reader re-resolves its
+ * message once it holds its shared lock, so a purge and a reader of two
+ * processes can never both go ahead.  OFD locks, unlike POSIX ones, are
+ * not dropped when another fd of the file is closed, and, like them,
+ * vanish with the process: a crash leaves no pin behind.  A file of its
+ * own rather than the database: closing any fd of a file drops the
+ * process's POSIX locks on it, SQLite's included.
+ */
+#define PIN_BASE (INT64_C(1) << 62)
+
 G_STATIC_ASSERT(sizeof(gpointer) >= sizeof(int64_t));
 #define KEY(content) ((gpointer)(intptr_t)(content))
 
@@ -84,22 +104,101 @@ void sq_pins_init(sq *s)
     ms_mutex_init(&s->pin_lock);
     s->pins = g_hash_table_new(g_direct_hash, g_direct_equal);
     s->doomed = g_hash_table_new(g_direct_hash, g_direct_equal);
+    s->held = g_array_new(FALSE, FALSE, sizeof(int64_t));
+    s->pin_fd = -1;
+}
+
+void sq_pins_open_file(sq *s)
+{
+    g_autofree char *path = g_strconcat(s->path, "-pins", NULL);
+    /* 0600 like the store's other files; a read-only store only reads it. */
+    int fd = open(path, (s->ro ? O_RDONLY : O_RDWR | O_CREAT) | O_CLOEXEC, 0600);
+    if (fd < 0 && !s->ro)
+        ms_log(LOG_WARNING, "%s: %s: readers are not seen by other processes (purge)", path,
+               g_strerror(errno));
+    s->pin_fd = fd;
 }
 
 void sq_pins_clear(sq *s)
 {
     /* Content still pinned or doomed here is unreferenced or in use by
      * nobody any more: the next daemon's recover_leftovers frees it. */
+    if (s->pin_fd >= 0)
+        close(s->pin_fd); /* drops this process's pins */
+    g_clear_pointer(&s->held, g_array_unref);
     g_clear_pointer(&s->pins, g_hash_table_destroy);
     g_clear_pointer(&s->doomed, g_hash_table_destroy);
     ms_mutex_clear(&s->pin_lock);
 }
 
+/* Locks (type F_RDLCK, F_WRLCK) or unlocks content's byte of the pins
+ * file; 0, or -EAGAIN when another process holds it and !wait. */
+static int pin_byte(sq *s, short type, int64_t content, bool wait)
+{
+    if (s->pin_fd < 0)
+        return 0;
+    struct flock fl = {
+        .l_type = type, .l_whence = SEEK_SET, .l_start = PIN_BASE + content, .l_len = 1};
+    while (fcntl(s->pin_fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl) < 0) {
+        if (errno == EINTR)
+            continue;
+        return errno == EACCES ? -EAGAIN : -errno;
+    }
+    return 0;
+}
+
+void sq_pins_release_held(sq *s)
+{
+    ms_mutex_assert_held(&s->pin_lock);
+    for (guint i = 0; i < s->held->len; i++)
+        pin_byte(s, F_UNLCK, g_array_index(s->held, int64_t, i), false);
+    g_array_set_size(s->held, 0);
+}
+
+/* One more pin of content, already locked in the pins file if it is the first. */
 static void pin_locked(sq *s, int64_t content)
 {
     ms_mutex_assert_held(&s->pin_lock);
     unsigned n = GPOINTER_TO_UINT(g_hash_table_lookup(s->pins, KEY(content)));
     g_hash_table_insert(s->pins, KEY(content), GUINT_TO_POINTER(n + 1));
+}
+
+/*
+ * Resolves message to its content and pins it.  The first pin in this
+ * process waits for a purge of another process holding the content's
+ * byte, then resolves again: that purge may have freed it meanwhile
+ * (-ENOENT), or a rewrite replaced it (the new content is pinned).
+ */
+static int resolve_and_pin_locked(sq *s, conn *c, int64_t message, int64_t *content, int64_t *size)
+{
+    ms_mutex_assert_held(&s->pin_lock);
+    for (int tries = 0; tries < 100; tries++) {
+        int rc = content_of_in(c, message, content, size);
+        if (rc || *content == 0 || g_hash_table_contains(s->pins, KEY(*content))) {
+            if (!rc && *content)
+                pin_locked(s, *content);
+            return rc;
+        }
+        rc = pin_byte(s, F_RDLCK, *content, true);
+        if (rc) {
+            ms_log(LOG_WARNING,
+                   "%s: pins file: %s: the bytes of message %lld are pinned for "
+                   "this process only",
+                   s->path, g_strerror(-rc), (long long)message);
+            pin_locked(s, *content);
+            return 0;
+        }
+        int64_t again = 0;
+        rc = content_of_in(c, message, &again, size);
+        if (!rc && again == *content) {
+            pin_locked(s, *content);
+            return 0;
+        }
+        pin_byte(s, F_UNLCK, *content, false);
+        if (rc)
+            return rc;
+    }
+    return -EAGAIN; /* rewritten 100 times while we looked */
 }
 
 /* True when this was the last pin of content that is to be freed now. */
@@ -113,6 +212,7 @@ static bool unpin_locked(sq *s, int64_t content)
         return false;
     }
     g_hash_table_remove(s->pins, KEY(content));
+    pin_byte(s, F_UNLCK, content, false);
     return g_hash_table_remove(s->doomed, KEY(content));
 }
 
@@ -150,6 +250,13 @@ int sq_content_release_in(sq *s, conn *c, int64_t content)
         g_hash_table_add(s->doomed, KEY(content));
         return 0;
     }
+    int rc = pin_byte(s, F_WRLCK, content, false);
+    if (rc == -EAGAIN)
+        return 0; /* read by another process: left for recover_leftovers */
+    if (rc)
+        return rc;
+    if (s->pin_fd >= 0)
+        g_array_append_val(s->held, content); /* until the transaction ends */
     return drop_in(c, content);
 }
 
@@ -163,6 +270,25 @@ static void free_content(ms_store *st, conn *c, int64_t content)
     if (rc)
         ms_log(LOG_WARNING, "%s: content %lld left for the next mount to free: %s", st->path,
                (long long)content, g_strerror(-rc));
+}
+
+/*
+ * Frees content that no committed message refers to and no reader of
+ * this process has, unless a reader of another process has it (then
+ * recover_leftovers frees it at the next mount).
+ */
+static void free_unless_read_elsewhere(ms_store *st, conn *c, int64_t content)
+{
+    sq *s = S(st);
+    ms_mutex_lock(&s->pin_lock);
+    bool elsewhere = pin_byte(s, F_WRLCK, content, false) != 0;
+    ms_mutex_unlock(&s->pin_lock);
+    if (elsewhere)
+        return;
+    free_content(st, c, content);
+    ms_mutex_lock(&s->pin_lock);
+    pin_byte(s, F_UNLCK, content, false);
+    ms_mutex_unlock(&s->pin_lock);
 }
 
 /*
@@ -185,7 +311,7 @@ static void release_replaced(ms_store *st, conn *c, int64_t content)
         g_hash_table_add(s->doomed, KEY(content));
     ms_mutex_unlock(&s->pin_lock);
     if (!pinned)
-        free_content(st, c, content);
+        free_unless_read_elsewhere(st, c, content);
 }
 
 /* ---------------------------------------------------------- readers */
@@ -236,9 +362,7 @@ int sq_reader_open(ms_store *st, int64_t message, ms_be_reader **out, int64_t *s
     int64_t content = 0, sz = 0;
     /* Resolved and pinned in one step: see sq.pins. */
     ms_mutex_lock(&s->pin_lock);
-    int rc = content_of_in(c, message, &content, &sz);
-    if (!rc && content > 0)
-        pin_locked(s, content);
+    int rc = resolve_and_pin_locked(s, c, message, &content, &sz);
     ms_mutex_unlock(&s->pin_lock);
     conn_put(st, c);
     if (rc)
@@ -286,7 +410,7 @@ void sq_reader_close(ms_store *st, ms_be_reader *r)
     if (drop) {
         conn *c = conn_get(st);
         if (c) {
-            free_content(st, c, r->content);
+            free_unless_read_elsewhere(st, c, r->content);
             conn_put(st, c);
         }
     }

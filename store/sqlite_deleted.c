@@ -986,6 +986,7 @@ int sq_deleted_purge(ms_store *st, int64_t before_ns, ms_purged *out)
     if (!rc) {
         ms_mutex_lock(&s->pin_lock);
         rc = tx_end(st, c, purge_in(s, c, before_ns, out));
+        sq_pins_release_held(s);
         ms_mutex_unlock(&s->pin_lock);
     }
     conn_put(st, c);

@@ -46,6 +46,12 @@ typedef struct sq {
     ms_mutex pin_lock;
     GHashTable *pins;   /* content id -> count (GINT_TO_POINTER) */
     GHashTable *doomed; /* set of content ids */
+    /* The store's pins file (see sqlite_content.c), or -1: pins are then
+     * seen by this process only.  The OFD locks on it are guarded by
+     * pin_lock like the tables; held: the ids write-locked by a purge
+     * of this process until its transaction ends. */
+    int pin_fd;
+    GArray *held; /* of int64_t */
 } sq;
 
 static inline sq *S(ms_store *st) { return st->priv; }
@@ -137,6 +143,11 @@ int sq_commit(ms_store *st, const ms_commit *cm, ms_attr *out);
 /* Sets up and tears down sq's pins (sq_open, sq_close). */
 void sq_pins_init(sq *s);
 void sq_pins_clear(sq *s);
+/* Opens the pins file of an opened store (other processes see its pins). */
+void sq_pins_open_file(sq *s);
+/* After the transaction of sq_content_release_in ended: lets go of the
+ * content it freed, for other processes.  pin_lock held. */
+void sq_pins_release_held(sq *s);
 /*
  * Frees content that the caller's write transaction made unreferenced,
  * unless a reader holds it: then its last reader frees it.  The caller

@@ -500,9 +500,46 @@ static void test_reader_keeps_bytes(void **state)
     ms_reader_close(r);
 }
 
+/*
+ * A second open of the store stands for another process (mailfsctl
+ * purge beside the daemon): its purge and rewrites leave alone what the
+ * first one's readers have open, and those get ENOENT once it is purged.
+ */
+static void test_reader_keeps_bytes_across_opens(void **state)
+{
+    fixture *f = *state;
+    ms_store *other = NULL;
+    char *err = NULL;
+    assert_int_equal(ms_store_open(ms_config_find_store(f->cfg, "a"), 0, &other, &err), 0);
+    ms_node inbox = mkdir_ok(f->a, mkdir_ok(f->a, ROOT, "ida"), "INBOX");
+    ms_node m = put(f->a, inbox, "m", "first bytes", 11);
+    ms_reader *r;
+    assert_int_equal(ms_reader_open(f->a, m.id, &r), 0);
+    /* Rewritten through the other open, then unlinked and purged there. */
+    ms_writer *w;
+    assert_int_equal(ms_writer_open(other, m.id, true, &w), 0);
+    assert_int_equal(ms_writer_pwrite(w, "second", 6, 0), 6);
+    assert_int_equal(ms_writer_commit(w, false, NULL), 0);
+    ms_writer_close(w);
+    assert_int_equal(ms_unlink(other, inbox, "m"), 0);
+    assert_int_equal(ms_deleted_purge(other, 0, true, NULL), 0);
+    assert_reads(r, "first bytes");
+    ms_reader_close(r);
+    assert_int_equal(ms_reader_open(f->a, m.id, &r), -ENOENT);
+    /* A reader of the other open keeps its bytes across this one's purge. */
+    m = put(f->a, inbox, "n", "kept bytes", 10);
+    assert_int_equal(ms_reader_open(other, m.id, &r), 0);
+    assert_int_equal(ms_unlink(f->a, inbox, "n"), 0);
+    assert_int_equal(ms_deleted_purge(f->a, 0, true, NULL), 0);
+    assert_reads(r, "kept bytes");
+    ms_reader_close(r);
+    ms_store_close(other);
+}
+
 /* One round of test_reader_race: a message, a reader and a change. */
 typedef struct race {
     ms_store *st;
+    ms_store *changer; /* st, or a second open of it: another process */
     ms_node folder;
     int64_t id;
     int round;
@@ -565,7 +602,7 @@ static gpointer race_changer(gpointer p)
     int rc;
     if (r->after) {
         ms_writer *w = NULL;
-        rc = ms_writer_open(r->st, r->id, true, &w);
+        rc = ms_writer_open(r->changer, r->id, true, &w);
         if (!rc)
             rc = ms_writer_pwrite(w, r->after, strlen(r->after), 0) < 0 ? -EIO : 0;
         if (!rc)
@@ -573,9 +610,9 @@ static gpointer race_changer(gpointer p)
         ms_writer_close(w);
     } else {
         g_autofree char *name = g_strdup_printf("m%d", r->round);
-        rc = ms_unlink(r->st, r->folder, name);
+        rc = ms_unlink(r->changer, r->folder, name);
         if (!rc)
-            rc = ms_deleted_purge(r->st, 0, true, NULL);
+            rc = ms_deleted_purge(r->changer, 0, true, NULL);
     }
     g_assert(rc == 0); /* not cmocka's: this is not the test's thread */
     if (r->ordered)
@@ -600,22 +637,32 @@ static char *race_bytes(int i, const char *what, size_t len)
  * message, the whole new one, or (purged before it opened) ENOENT; never
  * short or mixed bytes.  In ordered rounds the change falls between the
  * open and the first read, so the old bytes are the only right answer.
+ * Half the changes go through a second open of the store, as another
+ * process (mailfsctl purge) would make them.
  */
 static void test_reader_race(void **state)
 {
     fixture *f = *state;
     ms_node inbox = mkdir_ok(f->a, mkdir_ok(f->a, ROOT, "rita"), "INBOX");
+    ms_store *other = NULL;
+    char *err = NULL;
+    assert_int_equal(ms_store_open(ms_config_find_store(f->cfg, "a"), 0, &other, &err), 0);
     int counts[4] = {0}; /* old, new, gone, ordered */
     for (int i = 0; i < 200; i++) {
         race r = {.st = f->a, .folder = inbox, .round = i, .ordered = i % 4 < 2};
+        r.changer = i % 8 < 4 ? f->a : other;
         r.before = race_bytes(i, "old", 300000 + (size_t)i);
         r.after = i % 2 ? NULL : race_bytes(i, "new", 140000 + (size_t)i);
         g_autofree char *name = g_strdup_printf("m%d", i);
         r.id = put(f->a, inbox, name, r.before, strlen(r.before)).id;
         g_mutex_init(&r.lock);
         g_cond_init(&r.cond);
+        /* Free rounds start one or the other thread first. */
+        bool changer_first = i % 4 == 3;
+        GThread *b = changer_first ? g_thread_new("changer", race_changer, &r) : NULL;
         GThread *a = g_thread_new("reader", race_reader, &r);
-        GThread *b = g_thread_new("changer", race_changer, &r);
+        if (!changer_first)
+            b = g_thread_new("changer", race_changer, &r);
         g_thread_join(a);
         g_thread_join(b);
         g_mutex_clear(&r.lock);
@@ -629,6 +676,7 @@ static void test_reader_race(void **state)
         g_free(r.before);
         g_free(r.after);
     }
+    ms_store_close(other);
     print_message("reader race: %d old, %d new, %d gone (%d ordered rounds)\n", counts[0],
                   counts[1], counts[2], counts[3]);
 }
@@ -1023,6 +1071,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rename_between_levels, setup, teardown),
         cmocka_unit_test_setup_teardown(test_times, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reader_keeps_bytes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reader_keeps_bytes_across_opens, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reader_race, setup, teardown),
         cmocka_unit_test_setup_teardown(test_names_and_xattrs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_locked_mailbox_refuses_writes, setup, teardown),
