@@ -533,6 +533,14 @@ static void test_reader_keeps_bytes_across_opens(void **state)
     assert_int_equal(ms_deleted_purge(f->a, 0, true, NULL), 0);
     assert_reads(r, "kept bytes");
     ms_reader_close(r);
+    /* Nor does dropping the whole mailbox (a purged retained copy). */
+    m = put(f->a, inbox, "o", "last bytes", 10);
+    assert_int_equal(ms_reader_open(f->a, m.id, &r), 0);
+    ms_attr mb;
+    assert_int_equal(ms_lookup(f->a, ROOT, "ida", &mb), 0);
+    assert_int_equal(ms_mailbox_drop(other, mb.node.id), 0);
+    assert_reads(r, "last bytes");
+    ms_reader_close(r);
     ms_store_close(other);
 }
 
