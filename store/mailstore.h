@@ -276,13 +276,14 @@ int ms_xattr_remove(ms_store *st, ms_node node, const char *name);
 
 /*
  * A reader owns one version of a message's bytes from ms_reader_open to
- * ms_reader_close: a rewrite, unlink, rename over it or purge of the
- * message in this process does not change what it reads, nor how much.
- * The bytes it opened are resolved and pinned in one step, so there is
- * no moment at which they can go away under it.  (A pin lives in the
- * process that opened the store: should another process, such as
- * mailfsctl purge, drop the bytes anyway, reads fail with -EIO and a log
- * line; they never come back short or changed.)
+ * ms_reader_close: a rewrite, unlink, rename over it, purge or drop of
+ * the message, in this process or another one (mailfsctl purge beside
+ * the daemon), does not change what it reads, nor how much.  The bytes
+ * it opened are resolved and pinned in one step, so there is no moment
+ * at which they can go away under it.  (The sqlite backend shows its
+ * pins to other processes through byte-range locks on "<store>-pins";
+ * should the bytes go anyway, without that file, reads fail with -EIO
+ * and a log line: never short or changed bytes.)
  */
 typedef struct ms_reader ms_reader;
 int ms_reader_open(ms_store *st, int64_t message, ms_reader **out);
@@ -475,7 +476,7 @@ typedef struct ms_purged {
 /*
  * Drops deleted items deleted more than retain_days ago (all of them with
  * all), bytes included; ms_store_compact then gives the space back.
- * Bytes a reader of this process has open stay until it closes them.
+ * Bytes a reader (of any process) has open stay until it closes them.
  */
 int ms_deleted_purge(ms_store *st, int retain_days, bool all, ms_purged *out);
 
