@@ -78,7 +78,11 @@ int step_row(conn *c, sqlite3_stmt *q, const char *what);
 int query_int(conn *c, const char *sql, int64_t arg, int64_t *out, const char *what);
 int tx_begin(ms_store *st, conn *c);
 /* In functions that write: the caller's transaction is open on c. */
+#ifdef NDEBUG
+#define SQ_ASSERT_TX(c) ((void)(c))
+#else
 #define SQ_ASSERT_TX(c) assert(!sqlite3_get_autocommit((c)->db))
+#endif
 int tx_end(ms_store *st, conn *c, int rc);
 int sq_batch_begin(ms_store *st);
 int sq_batch_end(ms_store *st, bool commit);
