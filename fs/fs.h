@@ -15,6 +15,7 @@
 #include <glib.h>
 
 #include "mailstore.h"
+#include "mutex.h"
 
 #define MFS_ID_BITS MS_ID_BITS
 #define MFS_MAX_STORES 4095
@@ -33,13 +34,12 @@ typedef struct mfs {
     uid_t uid; /* the mounting user: owner of the top two levels */
     gid_t gid;
     int64_t mount_ns;
-    /* The top's mtime: the mount time until set; guarded by lock. */
-    int64_t top_mtime_ns;
-    GMutex lock;        /* guards the tables below */
-    GHashTable *files;  /* ino -> mfs_file*: messages open for writing */
-    GHashTable *opens;  /* ino -> mfs_open*: every open message */
-    GHashTable *pinned; /* content key -> open readers (GUINT_TO_POINTER) */
-    GHashTable *doomed; /* content keys to drop when their last reader goes */
+    /* Held briefly, never across a store call that copies or commits
+     * bytes: guards top_mtime_ns, files, opens and each file's refs. */
+    ms_mutex lock;
+    int64_t top_mtime_ns; /* the top's mtime: the mount time until set */
+    GHashTable *files;    /* ino -> mfs_file*: messages open for writing */
+    GHashTable *opens;    /* ino -> mfs_opened*: every open message */
 } mfs;
 
 extern const struct fuse_lowlevel_ops mfs_ops;

@@ -340,7 +340,7 @@ static int cmd_deliver(ctl *c, int argc, char **argv)
     }
     ms_attr a;
     if (!rc)
-        rc = ms_writer_commit(w, true, NULL, &a);
+        rc = ms_writer_commit(w, true, &a);
     ms_writer_close(w);
     if (rc)
         fprintf(stderr, "mailfsctl: deliver to %s/%s/%s: %s\n", argv[0], argv[1], folder,

@@ -382,17 +382,13 @@ int main(int argc, char *argv[])
         m.top_mtime_ns = m.mount_ns;
     m.uid = getuid();
     m.gid = getgid();
-    g_mutex_init(&m.lock);
+    ms_mutex_init(&m.lock);
     m.files = g_hash_table_new(g_direct_hash, g_direct_equal);
-    m.pinned = g_hash_table_new(g_direct_hash, g_direct_equal);
     m.opens = g_hash_table_new(g_direct_hash, g_direct_equal);
-    m.doomed = g_hash_table_new(g_direct_hash, g_direct_equal);
     ret = serve(&m, &args, &co);
     g_hash_table_destroy(m.files);
-    g_hash_table_destroy(m.pinned);
     g_hash_table_destroy(m.opens);
-    g_hash_table_destroy(m.doomed);
-    g_mutex_clear(&m.lock);
+    ms_mutex_clear(&m.lock);
 out:
     ms_site_close(m.site);
     free(co.mountpoint);

@@ -20,11 +20,17 @@
 #define MSG_TIMEOUT 3600.0
 #define DIR_TIMEOUT 1.0
 
-/* A message open for writing: one writer per inode, shared by its fds. */
+/*
+ * A message open for writing: one writer per inode, shared by its fds.
+ * Lock order: m->lock, then lock.  Nobody waits for lock while holding
+ * m->lock: the first open copies the message into w under lock (an
+ * append to a 200 MB message), and that must not stall the mount.
+ */
 typedef struct mfs_file {
-    GMutex lock; /* serialises use of w; m->lock guards only refs */
-    ms_writer *w;
-    int refs;
+    ms_mutex lock; /* guards w, open_rc and every use of w */
+    ms_writer *w;  /* NULL while the first open makes it, or if that failed */
+    int open_rc;   /* why the first open failed */
+    int refs;      /* guarded by m->lock: handles, and threads using it */
 } mfs_file;
 
 /*
@@ -34,7 +40,6 @@ typedef struct mfs_file {
 typedef struct mfs_opened {
     int count;
     ms_attr attr;
-    size_t sidx;
 } mfs_opened;
 
 /* What fi->fh points to for an open message. */
@@ -72,11 +77,6 @@ static bool node_of(mfs *m, fuse_ino_t ino, size_t *sidx, ms_node *n)
     n->kind = (ms_kind)(kind - 1);
     n->id = (int64_t)(ino & ((UINT64_C(1) << MFS_ID_BITS) - 1));
     return true;
-}
-
-static uint64_t content_key(size_t sidx, int64_t content)
-{
-    return ((uint64_t)sidx << MFS_ID_BITS) | (uint64_t)content;
 }
 
 /* ------------------------------------------------------- attributes */
@@ -125,9 +125,9 @@ static void fill_top(mfs *m, fuse_ino_t ino, struct stat *sb)
     sb->st_gid = m->gid;
     sb->st_size = 4096;
     sb->st_blksize = 4096;
-    g_mutex_lock(&m->lock);
+    ms_mutex_lock(&m->lock);
     int64_t t = m->top_mtime_ns;
-    g_mutex_unlock(&m->lock);
+    ms_mutex_unlock(&m->lock);
     sb->st_mtim.tv_sec = t / 1000000000;
     sb->st_mtim.tv_nsec = t % 1000000000;
     sb->st_atim = sb->st_ctim = sb->st_mtim;
@@ -158,19 +158,58 @@ static void fill_entry(mfs *m, size_t sidx, const ms_attr *a, struct fuse_entry_
     e->attr_timeout = e->entry_timeout = timeout_of(a->node.kind);
 }
 
+/* f, counted as used by one more handle or thread; m->lock held. */
+static mfs_file *file_ref_locked(mfs *m, mfs_file *f)
+{
+    ms_mutex_assert_held(&m->lock);
+    if (f)
+        f->refs++;
+    return f;
+}
+
 /*
- * The writer of an inode being written, locked, or NULL.  Taking f->lock
- * under m->lock means handle_free, which unlinks f under m->lock and then
- * waits for f->lock, never frees a writer in use.
+ * Drops one use of ino's writer f; the last one frees it (a create that
+ * never committed is forgotten).  Called without f->lock.
+ */
+static void file_unref(mfs *m, fuse_ino_t ino, mfs_file *f)
+{
+    ms_mutex_lock(&m->lock);
+    bool last = --f->refs == 0;
+    gpointer k = (gpointer)(uintptr_t)ino;
+    if (last && g_hash_table_lookup(m->files, k) == f)
+        g_hash_table_remove(m->files, k);
+    ms_mutex_unlock(&m->lock);
+    if (!last)
+        return;
+    ms_mutex_clear(&f->lock);
+    ms_writer_close(f->w);
+    g_free(f);
+}
+
+/*
+ * The writer of an inode being written, locked, or NULL.  It holds a
+ * reference, so it stays while this thread waits for f->lock outside
+ * m->lock; release it with file_unlock.
  */
 static mfs_file *file_lock(mfs *m, fuse_ino_t ino)
 {
-    g_mutex_lock(&m->lock);
-    mfs_file *f = g_hash_table_lookup(m->files, (gpointer)(uintptr_t)ino);
-    if (f)
-        g_mutex_lock(&f->lock);
-    g_mutex_unlock(&m->lock);
-    return f;
+    ms_mutex_lock(&m->lock);
+    mfs_file *f = file_ref_locked(m, g_hash_table_lookup(m->files, (gpointer)(uintptr_t)ino));
+    ms_mutex_unlock(&m->lock);
+    if (!f)
+        return NULL;
+    ms_mutex_lock(&f->lock);
+    if (f->w)
+        return f;
+    ms_mutex_unlock(&f->lock); /* its first open failed */
+    file_unref(m, ino, f);
+    return NULL;
+}
+
+static void file_unlock(mfs *m, fuse_ino_t ino, mfs_file *f)
+{
+    ms_mutex_unlock(&f->lock);
+    file_unref(m, ino, f);
 }
 
 /* Attributes of a node; a message being written shows what it will be. */
@@ -182,24 +221,9 @@ static int attr_of(mfs *m, fuse_ino_t ino, size_t sidx, ms_node n, ms_attr *a)
     mfs_file *f = file_lock(m, ino);
     if (f) {
         ms_writer_overlay(f->w, a);
-        g_mutex_unlock(&f->lock);
+        file_unlock(m, ino, f);
     }
     return 0;
-}
-
-/* Frees content that a rename or unlink replaced, unless still being read. */
-static void release_content(mfs *m, size_t sidx, int64_t content)
-{
-    if (content <= 0)
-        return;
-    uint64_t key = content_key(sidx, content);
-    g_mutex_lock(&m->lock);
-    bool pinned = g_hash_table_contains(m->pinned, (gpointer)(uintptr_t)key);
-    if (pinned)
-        g_hash_table_add(m->doomed, (gpointer)(uintptr_t)key);
-    g_mutex_unlock(&m->lock);
-    if (!pinned)
-        ms_content_drop(m->stores[sidx], content);
 }
 
 /* --------------------------------------------------------- namespace */
@@ -277,13 +301,13 @@ static void mfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
     }
     if (rc == -ENOENT && n.kind == MS_MESSAGE) {
         /* An open message unlinked meanwhile: the kernel still has it. */
-        g_mutex_lock(&m->lock);
+        ms_mutex_lock(&m->lock);
         mfs_opened *o = g_hash_table_lookup(m->opens, (gpointer)(uintptr_t)ino);
         if (o) {
             fill_stat(m, s, &o->attr, &sb);
             sb.st_nlink = 0;
         }
-        g_mutex_unlock(&m->lock);
+        ms_mutex_unlock(&m->lock);
         if (o) {
             fuse_reply_attr(req, &sb, 0);
             return;
@@ -333,20 +357,17 @@ static int truncate_message(mfs *m, fuse_ino_t ino, size_t s, int64_t id, off_t 
     int rc;
     if (f) {
         rc = ms_writer_truncate(f->w, size);
-        g_mutex_unlock(&f->lock);
+        file_unlock(m, ino, f);
         return rc;
     }
     ms_writer *w;
     rc = ms_writer_open(m->stores[s], id, size == 0, &w);
     if (rc)
         return rc;
-    int64_t old = 0;
     rc = ms_writer_truncate(w, size);
     if (!rc)
-        rc = ms_writer_commit(w, false, &old, NULL);
+        rc = ms_writer_commit(w, false, NULL);
     ms_writer_close(w);
-    if (!rc)
-        release_content(m, s, old);
     return rc;
 }
 
@@ -381,9 +402,9 @@ static int top_set_mtime(mfs *m, const struct stat *attr, int to_set)
         rc = ms_journal_attr_set(m->journal, "top.mtime_ns", t);
     if (rc)
         return rc;
-    g_mutex_lock(&m->lock);
+    ms_mutex_lock(&m->lock);
     m->top_mtime_ns = t;
-    g_mutex_unlock(&m->lock);
+    ms_mutex_unlock(&m->lock);
     return 0;
 }
 
@@ -453,7 +474,7 @@ static void mfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
                     ms_writer_setattr(f->w, &r); /* lands with the commit at close */
                     pending = true;
                 }
-                g_mutex_unlock(&f->lock);
+                file_unlock(m, ino, f);
             }
         }
         if (!pending)
@@ -627,12 +648,9 @@ static void mfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
     mfs *m = M(req);
     size_t s;
     ms_node n;
-    int64_t content = 0;
     int rc = parent_of(m, parent, &s, &n);
     if (!rc)
-        rc = n.kind == MS_FOLDER ? ms_unlink(m->stores[s], n, name, &content) : -EPERM;
-    if (!rc)
-        release_content(m, s, content);
+        rc = n.kind == MS_FOLDER ? ms_unlink(m->stores[s], n, name) : -EPERM;
     fuse_reply_err(req, -rc);
 }
 
@@ -722,11 +740,8 @@ static void mfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse
             forget_moved_entry(m, newparent, newname);
         return;
     }
-    int64_t replaced = 0;
     if (!rc)
-        rc = ms_rename(m->stores[s], n, name, nn, newname, flags & RENAME_NOREPLACE, &replaced);
-    if (!rc)
-        release_content(m, s, replaced);
+        rc = ms_rename(m->stores[s], n, name, nn, newname, flags & RENAME_NOREPLACE);
     fuse_reply_err(req, -rc);
 }
 
@@ -736,7 +751,7 @@ static void mfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse
 static void open_register(mfs *m, mfs_handle *h, const ms_attr *a)
 {
     gpointer k = (gpointer)(uintptr_t)h->ino;
-    g_mutex_lock(&m->lock);
+    ms_mutex_lock(&m->lock);
     mfs_opened *o = g_hash_table_lookup(m->opens, k);
     if (!o) {
         o = g_new0(mfs_opened, 1);
@@ -744,8 +759,7 @@ static void open_register(mfs *m, mfs_handle *h, const ms_attr *a)
     }
     o->count++;
     o->attr = *a;
-    o->sidx = h->sidx;
-    g_mutex_unlock(&m->lock);
+    ms_mutex_unlock(&m->lock);
     h->registered = true;
 }
 
@@ -754,96 +768,79 @@ static void open_unregister(mfs *m, mfs_handle *h)
     if (!h->registered)
         return;
     gpointer k = (gpointer)(uintptr_t)h->ino;
-    g_mutex_lock(&m->lock);
+    ms_mutex_lock(&m->lock);
     mfs_opened *o = g_hash_table_lookup(m->opens, k);
     if (o && --o->count == 0) {
         g_hash_table_remove(m->opens, k);
         g_free(o);
     }
-    g_mutex_unlock(&m->lock);
+    ms_mutex_unlock(&m->lock);
 }
 
 static void handle_free(mfs *m, mfs_handle *h)
 {
     open_unregister(m, h);
-    if (h->r) {
-        uint64_t key = content_key(h->sidx, ms_reader_content(h->r));
-        gpointer k = (gpointer)(uintptr_t)key;
-        bool drop = false;
-        g_mutex_lock(&m->lock);
-        unsigned left = GPOINTER_TO_UINT(g_hash_table_lookup(m->pinned, k)) - 1;
-        if (left)
-            g_hash_table_insert(m->pinned, k, GUINT_TO_POINTER(left));
-        else {
-            g_hash_table_remove(m->pinned, k);
-            drop = g_hash_table_remove(m->doomed, k);
-        }
-        g_mutex_unlock(&m->lock);
-        if (drop)
-            ms_content_drop(h->st, ms_reader_content(h->r));
-        ms_reader_close(h->r);
-    }
-    if (h->f) {
-        mfs_file *f = h->f;
-        g_mutex_lock(&m->lock);
-        bool last = --f->refs == 0;
-        if (last)
-            g_hash_table_remove(m->files, (gpointer)(uintptr_t)h->ino);
-        g_mutex_unlock(&m->lock);
-        if (last) {
-            g_mutex_lock(&f->lock); /* wait for a getattr still looking */
-            g_mutex_unlock(&f->lock);
-            g_mutex_clear(&f->lock);
-            ms_writer_close(f->w); /* forgets a create that never committed */
-            g_free(f);
-        }
-    }
+    ms_reader_close(h->r); /* frees bytes replaced or purged meanwhile */
+    if (h->f)
+        file_unref(m, h->ino, h->f);
     g_free(h);
 }
 
-/* Attaches h to the inode's shared writer, making one if needed. */
+/* Makes the inode's writer, f being new and locked: outside m->lock. */
+static void file_fill(mfs_file *f, ms_store *st, ms_node n, bool truncate)
+{
+    ms_mutex_assert_held(&f->lock);
+    f->open_rc = ms_writer_open(st, n.id, truncate, &f->w);
+    if (f->open_rc)
+        f->w = NULL;
+}
+
+/*
+ * Attaches h to the inode's shared writer, making one if needed.  The
+ * first open enters its writer in m->files at once, locked, and copies
+ * the message into it after letting go of m->lock: a second open of the
+ * inode waits for that writer (on f->lock) instead of making another,
+ * and opens of other inodes do not wait at all.
+ */
 static int attach_writer(mfs *m, mfs_handle *h, ms_node n, bool truncate)
 {
-    g_mutex_lock(&m->lock);
-    mfs_file *f = g_hash_table_lookup(m->files, (gpointer)(uintptr_t)h->ino);
-    int rc = 0;
-    if (f) {
-        f->refs++;
-        if (truncate) {
-            g_mutex_lock(&f->lock);
-            rc = ms_writer_truncate(f->w, 0);
-            g_mutex_unlock(&f->lock);
-        }
-    } else {
-        /* Under m->lock so that two opens of one inode share one writer. */
-        ms_writer *w;
-        rc = ms_writer_open(h->st, n.id, truncate, &w);
-        if (!rc) {
-            f = g_new0(mfs_file, 1);
-            g_mutex_init(&f->lock);
-            f->w = w;
-            f->refs = 1;
-            g_hash_table_insert(m->files, (gpointer)(uintptr_t)h->ino, f);
-        }
+    gpointer k = (gpointer)(uintptr_t)h->ino;
+    ms_mutex_lock(&m->lock);
+    mfs_file *f = file_ref_locked(m, g_hash_table_lookup(m->files, k));
+    bool first = !f;
+    if (first) {
+        f = g_new0(mfs_file, 1);
+        ms_mutex_init(&f->lock);
+        f->refs = 1;
+        ms_mutex_lock(&f->lock); /* new: nobody else can hold it */
+        g_hash_table_insert(m->files, k, f);
     }
-    g_mutex_unlock(&m->lock);
-    if (!rc)
+    ms_mutex_unlock(&m->lock);
+    int rc;
+    if (first) {
+        file_fill(f, h->st, n, truncate);
+        rc = f->open_rc;
+    } else {
+        ms_mutex_lock(&f->lock);
+        rc = f->w ? (truncate ? ms_writer_truncate(f->w, 0) : 0) : f->open_rc;
+    }
+    ms_mutex_unlock(&f->lock);
+    if (rc && first) {
+        /* Out of the table, so that the next open tries afresh. */
+        ms_mutex_lock(&m->lock);
+        if (g_hash_table_lookup(m->files, k) == f)
+            g_hash_table_remove(m->files, k);
+        ms_mutex_unlock(&m->lock);
+    }
+    if (rc)
+        file_unref(m, h->ino, f);
+    else
         h->f = f;
     return rc;
 }
 
-static int attach_reader(mfs *m, mfs_handle *h, ms_node n)
-{
-    int rc = ms_reader_open(h->st, n.id, &h->r);
-    if (rc)
-        return rc;
-    gpointer k = (gpointer)(uintptr_t)content_key(h->sidx, ms_reader_content(h->r));
-    g_mutex_lock(&m->lock);
-    unsigned c = GPOINTER_TO_UINT(g_hash_table_lookup(m->pinned, k));
-    g_hash_table_insert(m->pinned, k, GUINT_TO_POINTER(c + 1));
-    g_mutex_unlock(&m->lock);
-    return 0;
-}
+/* The reader owns its bytes (ms_reader_open): nothing to track here. */
+static int attach_reader(mfs_handle *h, ms_node n) { return ms_reader_open(h->st, n.id, &h->r); }
 
 static void mfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
@@ -866,7 +863,7 @@ static void mfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     ms_attr a;
     int rc = attr_of(m, ino, s, n, &a);
     if (!rc)
-        rc = acc == O_RDONLY ? attach_reader(m, h, n)
+        rc = acc == O_RDONLY ? attach_reader(h, n)
                              : attach_writer(m, h, n, (fi->flags & O_TRUNC) != 0);
     if (!rc)
         open_register(m, h, &a);
@@ -943,7 +940,7 @@ static void mfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     if (!rc)
         rc = ms_writer_open(m->stores[s], a.node.id, true, &w);
     if (!rc)
-        rc = ms_writer_commit(w, false, NULL, &a);
+        rc = ms_writer_commit(w, false, &a);
     ms_writer_close(w);
     if (rc) {
         fuse_reply_err(req, -rc);
@@ -964,9 +961,9 @@ static void mfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     if (h->r) {
         n = ms_reader_pread(h->r, buf, size, off);
     } else {
-        g_mutex_lock(&h->f->lock);
+        ms_mutex_lock(&h->f->lock);
         n = ms_writer_pread(h->f->w, buf, size, off);
-        g_mutex_unlock(&h->f->lock);
+        ms_mutex_unlock(&h->f->lock);
     }
     if (n < 0)
         fuse_reply_err(req, (int)-n);
@@ -984,9 +981,9 @@ static void mfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t si
         fuse_reply_err(req, EBADF);
         return;
     }
-    g_mutex_lock(&h->f->lock);
+    ms_mutex_lock(&h->f->lock);
     ssize_t n = ms_writer_pwrite(h->f->w, buf, size, off);
-    g_mutex_unlock(&h->f->lock);
+    ms_mutex_unlock(&h->f->lock);
     if (n < 0)
         fuse_reply_err(req, (int)-n);
     else
@@ -1002,17 +999,14 @@ static int commit_file(mfs *m, mfs_handle *h, bool durable)
 {
     if (!h->f)
         return durable ? ms_store_sync(h->st) : 0;
-    int64_t old = 0;
     int rc = 0;
-    g_mutex_lock(&h->f->lock);
+    ms_mutex_lock(&h->f->lock);
     bool commit = ms_writer_dirty(h->f->w);
     if (commit)
-        rc = ms_writer_commit(h->f->w, durable, &old, NULL);
+        rc = ms_writer_commit(h->f->w, durable, NULL); /* frees the old bytes unless read */
     else if (durable)
         rc = ms_store_sync(h->st);
-    g_mutex_unlock(&h->f->lock);
-    if (!rc)
-        release_content(m, h->sidx, old);
+    ms_mutex_unlock(&h->f->lock);
     /* The commit dated the message (ctime, and mtime unless the writer
      * set one): the kernel may hold attributes from before it for an hour.
      * Attributes only (offset < 0): no page lock, safe inside flush. */

@@ -48,6 +48,9 @@ typedef struct ms_commit {
  * mailbox refuses"); hidden mailbox names are made and recognised by
  * hidden.c.
  */
+/* A backend's reader of one message's bytes; each backend defines it. */
+typedef struct ms_be_reader ms_be_reader;
+
 typedef struct ms_tree_ops {
     /* Reads: every backend has them. */
     int (*lookup)(ms_store *st, ms_node parent, const char *name, ms_attr *out);
@@ -68,10 +71,9 @@ typedef struct ms_tree_ops {
     int (*mkdir)(ms_store *st, int64_t mailbox, ms_node parent, const char *name, uint32_t mode,
                  uint32_t uid, uint32_t gid, ms_attr *out);
     int (*rmdir)(ms_store *st, int64_t mailbox, ms_node parent, const char *name);
-    int (*unlink)(ms_store *st, int64_t mailbox, ms_node folder, const char *name,
-                  int64_t *content);
+    int (*unlink)(ms_store *st, int64_t mailbox, ms_node folder, const char *name);
     int (*rename)(ms_store *st, int64_t mailbox, ms_node parent, const char *name,
-                  ms_node newparent, const char *newname, bool noreplace, int64_t *replaced);
+                  ms_node newparent, const char *newname, bool noreplace);
     int (*xattr_set)(ms_store *st, int64_t mailbox, ms_node node, ms_xattr_id xa, const char *value,
                      size_t len);
 } ms_tree_ops;
@@ -79,13 +81,22 @@ typedef struct ms_tree_ops {
 typedef struct ms_content_ops {
     int (*message_create)(ms_store *st, ms_node folder, const char *name, uint32_t mode,
                           uint32_t uid, uint32_t gid, ms_attr *out);
-    /* The current content of a message (pending ones included). */
-    int (*content_of)(ms_store *st, int64_t message, int64_t *content, int64_t *size);
-    ssize_t (*content_read)(ms_store *st, int64_t content, void *buf, size_t len, int64_t off);
-    int (*content_drop)(ms_store *st, int64_t content);
-    /* Removes a created message that was never committed. */
+    /*
+     * reader_open resolves a message (pending ones included: *pending
+     * true, size 0) to its current bytes and makes them the reader's, in
+     * one step: they stay readable and unchanged until reader_close,
+     * whatever happens to the message meanwhile.  How is the backend's
+     * business (the sqlite backend pins a content id).  reader_pread is
+     * called with off + len within *size only.
+     */
+    int (*reader_open)(ms_store *st, int64_t message, ms_be_reader **out, int64_t *size,
+                       bool *pending);
+    ssize_t (*reader_pread)(ms_store *st, ms_be_reader *r, void *buf, size_t len, int64_t off);
+    void (*reader_close)(ms_store *st, ms_be_reader *r);
+    /* Removes a created message that was never committed.  NULL: 0. */
     int (*discard_pending)(ms_store *st, int64_t message);
-    int (*commit)(ms_store *st, const ms_commit *c, int64_t *old_content, ms_attr *out);
+    /* Replaced bytes are freed when no reader has them any more. */
+    int (*commit)(ms_store *st, const ms_commit *c, ms_attr *out);
 } ms_content_ops;
 
 typedef struct ms_admin_ops {

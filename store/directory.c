@@ -17,10 +17,12 @@
 #include <glib.h>
 #include <ldap.h>
 
+#include "mutex.h"
+
 struct ms_directory {
     ms_directory_conf conf; /* borrowed strings from the configuration */
     LDAP *ld;
-    GMutex lock; /* one LDAP handle, one operation at a time */
+    ms_mutex lock; /* guards ld: one LDAP handle, one operation at a time */
 };
 
 /*
@@ -57,6 +59,7 @@ static int sasl_external(LDAP *ld, unsigned flags, void *defaults, void *in)
 /* (Re)connects and binds.  Caller holds d->lock. */
 static int connect_locked(ms_directory *d, char **err)
 {
+    ms_mutex_assert_held(&d->lock);
     if (d->ld) {
         ldap_unbind_ext_s(d->ld, NULL, NULL);
         d->ld = NULL;
@@ -154,16 +157,16 @@ int ms_directory_open(const ms_directory_conf *conf, ms_directory **out, char **
     warn_if_password_shared(conf);
     ms_directory *d = g_new0(ms_directory, 1);
     d->conf = *conf;
-    g_mutex_init(&d->lock);
-    g_mutex_lock(&d->lock);
+    ms_mutex_init(&d->lock);
+    ms_mutex_lock(&d->lock);
     char *why = NULL;
     int rc = connect_locked(d, &why);
-    g_mutex_unlock(&d->lock);
+    ms_mutex_unlock(&d->lock);
     /* A server that is down now may be up for the next move, which checks
      * (and fails with EIO if it is still down): a warning, and success.  A
      * password that cannot be read is the configuration's fault and final. */
     if (rc && rc != -EIO) {
-        g_mutex_clear(&d->lock);
+        ms_mutex_clear(&d->lock);
         g_free(d);
         if (err) {
             *err = why;
@@ -188,13 +191,13 @@ void ms_directory_close(ms_directory *d)
         return;
     if (d->ld)
         ldap_unbind_ext_s(d->ld, NULL, NULL);
-    g_mutex_clear(&d->lock);
+    ms_mutex_clear(&d->lock);
     g_free(d);
 }
 
 int ms_directory_ping(ms_directory *d, char **err)
 {
-    g_mutex_lock(&d->lock);
+    ms_mutex_lock(&d->lock);
     LDAPMessage *res = NULL;
     char *attrs[] = {"1.1", NULL};
     int rc = d->ld ? ldap_search_ext_s(d->ld, "", LDAP_SCOPE_BASE, "(objectClass=*)", attrs, 0,
@@ -204,7 +207,7 @@ int ms_directory_ping(ms_directory *d, char **err)
     int ret = 0;
     if (rc != LDAP_SUCCESS)
         ret = connect_locked(d, err); /* the server may be back */
-    g_mutex_unlock(&d->lock);
+    ms_mutex_unlock(&d->lock);
     return ret;
 }
 
@@ -234,7 +237,7 @@ int ms_directory_entry(ms_directory *d, const char *mailbox, char **dn, char **e
     g_autofree char *filter = mailbox_filter(d, mailbox);
     if (!filter)
         return fail(err, -EINVAL, "cannot escape mailbox name");
-    g_mutex_lock(&d->lock);
+    ms_mutex_lock(&d->lock);
     LDAPMessage *res = NULL;
     char *attrs[] = {"1.1", NULL};
     int rc;
@@ -258,7 +261,7 @@ int ms_directory_entry(ms_directory *d, const char *mailbox, char **dn, char **e
         }
     }
     ldap_msgfree(res);
-    g_mutex_unlock(&d->lock);
+    ms_mutex_unlock(&d->lock);
     return ret;
 }
 
@@ -292,7 +295,7 @@ int ms_directory_read(ms_directory *d, const char *dn, const char *spec, char **
     g_auto(GStrv) attrs = NULL, want = NULL;
     if (!parse_spec(spec, &attrs, &want))
         return fail(err, -EINVAL, "bad directory spec '%s'", spec);
-    g_mutex_lock(&d->lock);
+    ms_mutex_lock(&d->lock);
     LDAPMessage *res = NULL;
     int rc;
     RETRY(d, err, rc,
@@ -315,7 +318,7 @@ int ms_directory_read(ms_directory *d, const char *dn, const char *spec, char **
         *current = g_string_free(out, FALSE);
     }
     ldap_msgfree(res);
-    g_mutex_unlock(&d->lock);
+    ms_mutex_unlock(&d->lock);
     return ret;
 }
 
@@ -336,10 +339,10 @@ int ms_directory_write(ms_directory *d, const char *dn, const char *spec, char *
         mods[i].mod_values = values[i][0] ? vals[i] : NULL;
         list[i] = &mods[i];
     }
-    g_mutex_lock(&d->lock);
+    ms_mutex_lock(&d->lock);
     int rc;
     RETRY(d, err, rc, ldap_modify_ext_s(d->ld, dn, list, NULL, NULL));
-    g_mutex_unlock(&d->lock);
+    ms_mutex_unlock(&d->lock);
     for (size_t i = 0; i < n; i++)
         g_free(vals[i]);
     g_free(vals);
@@ -382,7 +385,7 @@ int ms_directory_scan(ms_directory *d, const char *const *attrs, ms_dir_entry_fn
     g_ptr_array_add(want, NULL);
     struct berval *cookie = NULL;
     int ret = 0;
-    g_mutex_lock(&d->lock);
+    ms_mutex_lock(&d->lock);
     if (!d->ld && connect_locked(d, err) != 0)
         ret = -EIO;
     while (!ret) {
@@ -444,7 +447,7 @@ int ms_directory_scan(ms_directory *d, const char *const *attrs, ms_dir_entry_fn
     }
     if (cookie)
         ber_bvfree(cookie);
-    g_mutex_unlock(&d->lock);
+    ms_mutex_unlock(&d->lock);
     g_ptr_array_free(want, TRUE);
     return ret;
 }

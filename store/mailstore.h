@@ -237,24 +237,22 @@ int ms_mkdir(ms_store *st, ms_node parent, const char *name, uint32_t mode, uint
  * deleted item (with its ACL or special-use) where the backend has them. */
 int ms_rmdir(ms_store *st, ms_node parent, const char *name);
 /*
- * Delete a message.  *content (may be NULL) receives the id of the
- * content it had; the content stays until ms_content_drop() so that open
- * readers keep reading the old bytes.  A backend with deleted items keeps
- * the message there (ms_deleted_list), bytes included, and the drop is a
- * no-op until it is purged.
+ * Delete a message.  Readers that have it open keep reading its bytes
+ * (see ms_reader_open).  A backend with deleted items keeps the message
+ * there (ms_deleted_list), bytes included, until it is purged.
  */
-int ms_unlink(ms_store *st, ms_node folder, const char *name, int64_t *content);
+int ms_unlink(ms_store *st, ms_node folder, const char *name);
 /*
  * Rename or refile a message or folder within one mailbox, or rename a
  * mailbox within the store (parent and newparent MS_ROOT).  Replaces an
- * existing message at the destination (its content id in *replaced, or
- * 0) unless noreplace; a folder replaces only an empty folder.  What is
+ * existing message at the destination unless noreplace (its readers
+ * keep their bytes); a folder replaces only an empty folder.  What is
  * replaced is deleted as by ms_unlink / ms_rmdir (and kept likewise).
  * Crossing mailboxes: -EXDEV.  A mailbox never becomes a folder nor a
  * folder a mailbox: a rename between store level and below it is -EPERM.
  */
 int ms_rename(ms_store *st, ms_node parent, const char *name, ms_node newparent,
-              const char *newname, bool noreplace, int64_t *replaced);
+              const char *newname, bool noreplace);
 
 /* Resolve "MAILBOX" or "MAILBOX/FOLDER/SUB" ('/'-separated) to a node. */
 int ms_resolve(ms_store *st, const char *path, ms_node *out);
@@ -294,22 +292,23 @@ int ms_xattr_remove(ms_store *st, ms_node node, const char *name);
 /* ------------------------------------------------------------- content */
 
 /*
- * A reader pins one version of a message's bytes: a rewrite or unlink
- * after ms_reader_open does not change what it reads.
+ * A reader owns one version of a message's bytes from ms_reader_open to
+ * ms_reader_close: a rewrite, unlink, rename over it, purge or drop of
+ * the message, in this process or another one (mailfsctl purge beside
+ * the daemon), does not change what it reads, nor how much.  The bytes
+ * it opened are resolved and pinned in one step, so there is no moment
+ * at which they can go away under it.  (The sqlite backend shows its
+ * pins to other processes through byte-range locks on "<store>-pins";
+ * should the bytes go anyway, without that file, reads fail with -EIO
+ * and a log line: never short or changed bytes.)
  */
 typedef struct ms_reader ms_reader;
 int ms_reader_open(ms_store *st, int64_t message, ms_reader **out);
 /* Bytes read (short only at end of message) or a negative errno. */
 ssize_t ms_reader_pread(ms_reader *r, void *buf, size_t len, int64_t off);
 int64_t ms_reader_size(const ms_reader *r);
-int64_t ms_reader_content(const ms_reader *r);
+/* Releases the bytes: replaced or deleted ones are freed with the last reader. */
 void ms_reader_close(ms_reader *r);
-
-/*
- * Free the bytes of a content id that no message refers to any more.
- * Harmless when the content is still referenced or already gone.
- */
-int ms_content_drop(ms_store *st, int64_t content);
 
 /*
  * Writers.  A message being written is held in a spool (memory while
@@ -322,7 +321,8 @@ int ms_content_drop(ms_store *st, int64_t content);
  * node of the message-to-be; it stays invisible to lookup and list until
  * its first commit.  ms_writer_open opens a writer on that message, or on
  * an existing one (then the commit replaces its bytes atomically; unless
- * truncate, the writer starts from the current bytes).
+ * truncate, the writer starts from the current bytes, which it reads as
+ * a reader would: a concurrent rewrite or unlink cannot cut them short).
  */
 typedef struct ms_writer ms_writer;
 int ms_message_create(ms_store *st, ms_node folder, const char *name, uint32_t mode, uint32_t uid,
@@ -352,13 +352,12 @@ int ms_writer_set_flags(ms_writer *w, const char *flags, size_t len);
  * now.  A writer of ms_writer_open whose bytes changed after the last
  * mtime it set (through ms_writer_setattr) also sets the mtime to now,
  * so backups see the rewrite; deliveries and imports keep the date they
- * were given (or their arrival).  *old_content (may be
- * NULL) receives the replaced content id (0 if none): drop it with
- * ms_content_drop once no reader uses it.  With durable, returns only
+ * were given (or their arrival).  The bytes replaced are freed once no
+ * reader has them open.  With durable, returns only
  * once the commit is on stable storage.  *out (may be NULL) gets the
  * committed attributes.
  */
-int ms_writer_commit(ms_writer *w, bool durable, int64_t *old_content, ms_attr *out);
+int ms_writer_commit(ms_writer *w, bool durable, ms_attr *out);
 /*
  * Free the writer.  A message created by ms_message_create that was never
  * committed is removed again.
@@ -528,6 +527,7 @@ typedef struct ms_purged {
 /*
  * Drops deleted items deleted more than retain_days ago (all of them with
  * all), bytes included; ms_store_compact then gives the space back.
+ * Bytes a reader (of any process) has open stay until it closes them.
  */
 int ms_deleted_purge(ms_store *st, int retain_days, bool all, ms_purged *out);
 

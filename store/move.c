@@ -59,7 +59,7 @@ void ms_fault(const char *point)
     /* Test-only: the environment is read at every passage on purpose, so
      * tests need no restart between points.  Counts are per process. */
     static GHashTable *seen;
-    static GMutex lock;
+    static GMutex lock; /* guards seen */
     const char *want = getenv("MAILFS_FAULT");
     if (!want || !*want)
         return;
@@ -237,7 +237,7 @@ static int commit_prepared(mover *mv, GPtrArray *ready)
     for (guint i = 0; !rc && i < ready->len; i++) {
         ms_writer *w = ready->pdata[i];
         bytes += ms_writer_size(w);
-        rc = ms_writer_commit(w, false, NULL, NULL);
+        rc = ms_writer_commit(w, false, NULL);
     }
     int e = ms_batch_end(mv->dst, rc == 0);
     if (!rc)

@@ -18,6 +18,7 @@
  * spool grows to the rendered size of the folders used, on disk.
  */
 #include "backend.h"
+#include "mutex.h"
 #include "pst_proto.h"
 
 #include <dirent.h>
@@ -56,9 +57,9 @@ typedef struct pmbox {
     int64_t id;
     char *name, *path;
     struct stat st;
-    GMutex lock;
-    int state;   /* 0: not opened, 1: open, -EIO: unreadable */
-    GPid helper; /* 0: none */
+    ms_mutex lock; /* guards everything below, and the nodes' loading */
+    int state;     /* 0: not opened, 1: open, -EIO: unreadable */
+    GPid helper;   /* 0: none */
     bool helper_stuck;
     struct pstore *ps;
     int to_helper, from_helper;
@@ -75,7 +76,7 @@ typedef struct pstore {
      * in the spool; it restarts if another folder is needed), so that
      * `ls` of a folder of 5,000 PST files does not leave 5,000 processes,
      * each holding an index. */
-    GMutex lru_lock;
+    GMutex lru_lock; /* guards lru */
     GQueue lru;
     guint max_helpers;
     int timeout_ms; /* see read_helper */
@@ -138,7 +139,7 @@ static void pmbox_free(pmbox *m)
         g_ptr_array_free(m->nodes, TRUE);
     if (m->spool)
         ms_spool_free(m->spool);
-    g_mutex_clear(&m->lock);
+    ms_mutex_clear(&m->lock);
     g_free(m->name);
     g_free(m->path);
     g_free(m);
@@ -167,7 +168,7 @@ static void add_mailbox(pstore *ps, const char *path, const struct stat *sb)
     m->name = name;
     m->path = g_strdup(path);
     m->st = *sb;
-    g_mutex_init(&m->lock);
+    ms_mutex_init(&m->lock);
     g_ptr_array_add(ps->mboxes, m);
 }
 
@@ -351,6 +352,7 @@ static char *helper_gone(pmbox *m)
  * m->lock. */
 static void make_room(pmbox *m)
 {
+    ms_mutex_assert_held(&m->lock);
     pstore *ps = m->ps;
     for (;;) {
         pmbox *victim = NULL;
@@ -358,7 +360,7 @@ static void make_room(pmbox *m)
         if (g_queue_get_length(&ps->lru) >= ps->max_helpers) {
             for (GList *l = ps->lru.head; l && !victim; l = l->next) {
                 pmbox *v = l->data;
-                if (v != m && g_mutex_trylock(&v->lock))
+                if (v != m && ms_mutex_trylock(&v->lock))
                     victim = v;
             }
             if (victim)
@@ -368,7 +370,7 @@ static void make_room(pmbox *m)
         if (!victim)
             return;
         stop_helper(victim);
-        g_mutex_unlock(&victim->lock);
+        ms_mutex_unlock(&victim->lock);
     }
 }
 
@@ -376,6 +378,7 @@ static void make_room(pmbox *m)
  * the one first read (a restart after eviction).  Caller holds m->lock. */
 static int start_helper(pmbox *m)
 {
+    ms_mutex_assert_held(&m->lock);
     struct stat now;
     if (m->state == 1 && (stat(m->path, &now) < 0 || now.st_size != m->st.st_size ||
                           now.st_mtim.tv_sec != m->st.st_mtim.tv_sec ||
@@ -414,6 +417,7 @@ static int start_helper(pmbox *m)
 /* Opens the mailbox on first use.  Caller holds m->lock. */
 static int mbox_open_locked(ms_store *st, pmbox *m)
 {
+    ms_mutex_assert_held(&m->lock);
     if (m->state)
         return m->state < 0 ? m->state : 0;
     int rc = start_helper(m);
@@ -507,6 +511,7 @@ static void init_children(pnode *n)
  */
 static int load_folder_locked(pmbox *m, pnode *f)
 {
+    ms_mutex_assert_held(&m->lock);
     if (f->loaded)
         return 0;
     if (m->state < 0)
@@ -581,10 +586,10 @@ static pmbox *enter(ms_store *st, ms_node node, int *rc)
         *rc = -ENOENT;
         return NULL;
     }
-    g_mutex_lock(&m->lock);
+    ms_mutex_lock(&m->lock);
     *rc = mbox_open_locked(st, m);
     if (*rc) {
-        g_mutex_unlock(&m->lock);
+        ms_mutex_unlock(&m->lock);
         return NULL;
     }
     return m;
@@ -634,7 +639,7 @@ static int pst_getattr(ms_store *st, ms_node node, ms_attr *out)
         node_attr(m, n, out);
     else
         rc = -ENOENT;
-    g_mutex_unlock(&m->lock);
+    ms_mutex_unlock(&m->lock);
     return rc;
 }
 
@@ -688,7 +693,7 @@ static int pst_lookup(ms_store *st, ms_node parent, const char *name, ms_attr *o
         rc = -ENOENT;
     if (n)
         node_attr(m, n, out);
-    g_mutex_unlock(&m->lock);
+    ms_mutex_unlock(&m->lock);
     return rc;
 }
 
@@ -719,7 +724,7 @@ static int pst_list(ms_store *st, ms_node parent, uint64_t cookie, ms_list_fn fn
         g_array_append_val(page, a);
         g_ptr_array_add(names, n->name); /* names live as long as the store */
     }
-    g_mutex_unlock(&m->lock);
+    ms_mutex_unlock(&m->lock);
     for (guint i = 0; i < page->len; i++)
         if (fn(ctx, names->pdata[i], &g_array_index(page, ms_attr, i), cookie + i + 1))
             break;
@@ -743,30 +748,39 @@ static int pst_xattr_get(ms_store *st, ms_node node, ms_xattr_id xa, char **valu
         *value = g_strdup(n->flags);
         *len = strlen(n->flags);
     }
-    g_mutex_unlock(&m->lock);
+    ms_mutex_unlock(&m->lock);
     return n ? 0 : -ENOENT;
 }
 
 /* ---------------------------------------------------------- content */
 
-static int pst_content_of(ms_store *st, int64_t message, int64_t *content, int64_t *size)
+/* A PST file never changes under the store: a reader needs only the id. */
+struct ms_be_reader {
+    int64_t message;
+};
+
+static int pst_reader_open(ms_store *st, int64_t message, ms_be_reader **out, int64_t *size,
+                           bool *pending)
 {
     ms_attr a;
     int rc = pst_getattr(st, (ms_node){MS_MESSAGE, message}, &a);
     if (rc)
         return rc;
-    *content = message;
+    *out = g_new0(ms_be_reader, 1);
+    (*out)->message = message;
     *size = a.size;
+    *pending = false;
     return 0;
 }
 
-static ssize_t pst_content_read(ms_store *st, int64_t content, void *buf, size_t len, int64_t off)
+static ssize_t pst_reader_pread(ms_store *st, ms_be_reader *r, void *buf, size_t len, int64_t off)
 {
     int rc;
-    pmbox *m = enter(st, (ms_node){MS_MESSAGE, content}, &rc);
+    int64_t id = r->message;
+    pmbox *m = enter(st, (ms_node){MS_MESSAGE, id}, &rc);
     if (!m)
         return rc;
-    pnode *n = node_of(m, content);
+    pnode *n = node_of(m, id);
     ssize_t got = -ENOENT;
     if (n && n->kind == MS_MESSAGE) {
         got = 0;
@@ -775,8 +789,14 @@ static ssize_t pst_content_read(ms_store *st, int64_t content, void *buf, size_t
             got = ms_spool_pread(m->spool, buf, want, n->off + off);
         }
     }
-    g_mutex_unlock(&m->lock);
+    ms_mutex_unlock(&m->lock);
     return got;
+}
+
+static void pst_reader_close(ms_store *st, ms_be_reader *r)
+{
+    (void)st;
+    g_free(r);
 }
 
 static int pst_message_meta(ms_store *st, int64_t id, ms_message_meta *out)
@@ -792,7 +812,7 @@ static int pst_message_meta(ms_store *st, int64_t id, ms_message_meta *out)
     } else {
         rc = -ENOENT;
     }
-    g_mutex_unlock(&m->lock);
+    ms_mutex_unlock(&m->lock);
     return rc;
 }
 
@@ -841,7 +861,7 @@ static int pst_mailbox_size(ms_store *st, int64_t id, int64_t *messages, int64_t
         return rc;
     *messages = *bytes = 0;
     count_tree(m, &m->top, messages, bytes, &rc);
-    g_mutex_unlock(&m->lock);
+    ms_mutex_unlock(&m->lock);
     return rc;
 }
 
@@ -852,7 +872,7 @@ static int pst_stats(ms_store *st, ms_store_stats *out)
     for (guint i = 0; i < ps->mboxes->len; i++) {
         pmbox *m = ps->mboxes->pdata[i];
         out->file_bytes += m->st.st_size;
-        g_mutex_lock(&m->lock);
+        ms_mutex_lock(&m->lock);
         for (guint k = 0; m->nodes && k < m->nodes->len; k++) {
             pnode *n = m->nodes->pdata[k];
             if (n->kind == MS_MESSAGE) {
@@ -862,7 +882,7 @@ static int pst_stats(ms_store *st, ms_store_stats *out)
                 out->folders++;
             }
         }
-        g_mutex_unlock(&m->lock);
+        ms_mutex_unlock(&m->lock);
     }
     return 0;
 }
@@ -883,8 +903,9 @@ static const ms_tree_ops pst_tree = {
 };
 
 static const ms_content_ops pst_content = {
-    .content_of = pst_content_of,
-    .content_read = pst_content_read,
+    .reader_open = pst_reader_open,
+    .reader_pread = pst_reader_pread,
+    .reader_close = pst_reader_close,
 };
 
 static const ms_admin_ops pst_admin = {

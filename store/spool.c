@@ -115,7 +115,8 @@ ssize_t ms_spool_pwrite(ms_spool *sp, const void *buf, size_t len, int64_t off)
         }
         if (off > sp->size) /* a hole reads as zeros, as in a file */
             memset(sp->mem + sp->size, 0, (size_t)(off - sp->size));
-        memcpy(sp->mem + off, buf, len);
+        if (len > 0) /* mem is still NULL for an empty write to an empty spool */
+            memcpy(sp->mem + off, buf, len);
     }
     if (end > sp->size)
         sp->size = end;

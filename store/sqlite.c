@@ -273,10 +273,12 @@ int tx_begin(ms_store *st, conn *c)
         int rc = sqlite3_exec(c->db, "SAVEPOINT op", NULL, NULL, NULL);
         return rc == SQLITE_OK ? 0 : sq_errno(c->db, rc, "savepoint");
     }
-    g_mutex_lock(&S(st)->write_lock);
+    /* A second transaction of this thread would wait for itself. */
+    assert(!ms_mutex_held(&S(st)->write_lock));
+    ms_mutex_lock(&S(st)->write_lock);
     int rc = sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
-        g_mutex_unlock(&S(st)->write_lock);
+        ms_mutex_unlock(&S(st)->write_lock);
         return sq_errno(c->db, rc, "begin");
     }
     return 0;
@@ -298,7 +300,7 @@ int tx_end(ms_store *st, conn *c, int rc)
     }
     if (rc != 0 && !sqlite3_get_autocommit(c->db))
         sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
-    g_mutex_unlock(&S(st)->write_lock);
+    ms_mutex_unlock(&S(st)->write_lock);
     return rc;
 }
 
@@ -392,7 +394,8 @@ static int migrate(conn *c, int v, char **err, const char *path)
 
 /*
  * Drops what a daemon that died mid-write left: reserved-but-uncommitted
- * messages, and content no message refers to (unlinked while open).
+ * messages, and content no message refers to (replaced or purged while
+ * a reader still had it: see sq.pins).
  */
 static int recover_leftovers(conn *c)
 {
@@ -484,7 +487,8 @@ static int sq_open(ms_store *st, const ms_store_conf *conf, int flags, char **er
     s->path = g_strdup(path);
     s->ro = st->readonly;
     g_mutex_init(&s->pool_lock);
-    g_mutex_init(&s->write_lock);
+    ms_mutex_init(&s->write_lock);
+    sq_pins_init(s);
     s->idle = g_ptr_array_new();
     st->priv = s;
 
@@ -539,12 +543,14 @@ static int sq_open(ms_store *st, const ms_store_conf *conf, int flags, char **er
         if (create)
             unlink(path);
         g_ptr_array_free(s->idle, TRUE);
+        sq_pins_clear(s);
         g_free(s->path);
         g_free(s);
         st->priv = NULL;
         return ret;
     }
     g_ptr_array_add(s->idle, c);
+    sq_pins_open_file(s);
     /* Only now that it is known to be a store: a file that is not one
      * gets its own error, and no warning first. */
     if (!create)
@@ -561,7 +567,8 @@ static void sq_close(ms_store *st)
         conn_free(g_ptr_array_index(s->idle, i));
     g_ptr_array_free(s->idle, TRUE);
     g_mutex_clear(&s->pool_lock);
-    g_mutex_clear(&s->write_lock);
+    ms_mutex_clear(&s->write_lock);
+    sq_pins_clear(s);
     g_free(s->path);
     g_free(s);
 }
@@ -775,9 +782,9 @@ static const ms_tree_ops sq_tree = {
 
 static const ms_content_ops sq_content = {
     .message_create = sq_message_create,
-    .content_of = sq_content_of,
-    .content_read = sq_content_read,
-    .content_drop = sq_content_drop,
+    .reader_open = sq_reader_open,
+    .reader_pread = sq_reader_pread,
+    .reader_close = sq_reader_close,
     .discard_pending = sq_discard_pending,
     .commit = sq_commit,
 };

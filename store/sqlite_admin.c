@@ -176,34 +176,62 @@ int sq_mailbox_set(ms_store *st, int64_t id, const ms_mailbox_change *chg)
 }
 
 /*
- * One transaction, so a crash leaves the mailbox whole or gone.  Bytes
- * still open for reading in the daemon go with it: only hidden copies
- * (rolled-back or expired) are dropped, which nobody has open.
+ * One transaction, so a crash leaves the mailbox whole or gone.  Its
+ * bytes go with it unless a reader has them (a file opened before the
+ * mailbox was moved away): see sq_content_release_in.
  */
-static int drop_in(conn *c, int64_t id)
+static int drop_in(sq *s, conn *c, int64_t id)
 {
+    g_autoptr(GArray) contents = g_array_new(FALSE, FALSE, sizeof(int64_t));
+    sqlite3_stmt *q = Q(c, "SELECT DISTINCT m.content FROM message m JOIN folder f"
+                           " ON f.id = m.folder WHERE f.mailbox = ? AND m.content != 0");
+    if (!q)
+        return -EIO;
+    sqlite3_bind_int64(q, 1, id);
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        int64_t content = sqlite3_column_int64(q, 0);
+        g_array_append_val(contents, content);
+    }
+    sqlite3_reset(q);
+    if (rc != SQLITE_DONE)
+        return sq_errno(c->db, rc, "drop mailbox");
     static const char *const steps[] = {
-        "DELETE FROM chunk WHERE content IN (SELECT m.content FROM message m JOIN folder f"
-        " ON f.id = m.folder WHERE f.mailbox = ?)",
-        "DELETE FROM content WHERE id IN (SELECT m.content FROM message m JOIN folder f"
-        " ON f.id = m.folder WHERE f.mailbox = ?)",
         "DELETE FROM message WHERE folder IN (SELECT id FROM folder WHERE mailbox = ?)",
         "DELETE FROM folder WHERE mailbox = ?",
         "DELETE FROM mailbox WHERE id = ?",
     };
     for (size_t i = 0; i < G_N_ELEMENTS(steps); i++) {
-        sqlite3_stmt *q = Q(c, steps[i]);
+        q = Q(c, steps[i]);
         if (!q)
             return -EIO;
         sqlite3_bind_int64(q, 1, id);
-        int rc = step_done(c, q, "drop mailbox");
+        rc = step_done(c, q, "drop mailbox");
         if (rc)
             return rc;
     }
-    return 0;
+    for (guint i = 0; !rc && i < contents->len; i++)
+        rc = sq_content_release_in(s, c, g_array_index(contents, int64_t, i));
+    return rc;
 }
 
-int sq_mailbox_drop(ms_store *st, int64_t id) { WITH_TX(st, c, drop_in(c, id)); }
+/* pin_lock from the pin checks to the end of the transaction, as a purge. */
+int sq_mailbox_drop(ms_store *st, int64_t id)
+{
+    sq *s = S(st);
+    conn *c = conn_get(st);
+    if (!c)
+        return -EIO;
+    int rc = tx_begin(st, c);
+    if (!rc) {
+        ms_mutex_lock(&s->pin_lock);
+        rc = tx_end(st, c, drop_in(s, c, id));
+        sq_pins_release_held(s);
+        ms_mutex_unlock(&s->pin_lock);
+    }
+    conn_put(st, c);
+    return rc;
+}
 
 static int size_in(conn *c, int64_t id, int64_t *messages, int64_t *bytes)
 {

@@ -1,13 +1,16 @@
 /*
  * sqlite_content.c — message bytes in the sqlite backend: reserving a
- * name, reading chunks, committing a spool in one transaction, and
- * freeing content nobody refers to.
+ * name, readers that own the content they read (pins), committing a
+ * spool in one transaction, and freeing content nobody refers to or
+ * reads any more.
  */
 #include "sqlite_int.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 /* nettle, not GChecksum: with SHA-NI it hashes 3.3x faster (1.76 GB/s
  * against 0.53 GB/s measured here), and every byte a move copies or a
@@ -73,11 +76,247 @@ int content_of_in(conn *c, int64_t message, int64_t *content, int64_t *size)
     return 0;
 }
 
-int sq_content_of(ms_store *st, int64_t message, int64_t *content, int64_t *size)
+/* ------------------------------------------------------------- pins */
+
+/*
+ * A pin is seen by other processes too (mailfsctl purge while the daemon
+ * reads): the first pin of a content in this process takes a shared
+ * open-file-description lock on one byte of "<store>-pins", at
+ * PIN_BASE + content id, and the last unpin drops it.  Whoever frees
+ * content first takes that byte exclusively, without waiting: if it
+ * cannot, a reader somewhere has the content and it stays (unreferenced,
+ * for recover_leftovers at the next mount).  The exclusive lock is kept
+ * until the freeing transaction has ended, and a reader re-resolves its
+ * message once it holds its shared lock, so a purge and a reader of two
+ * processes can never both go ahead.  OFD locks, unlike POSIX ones, are
+ * not dropped when another fd of the file is closed, and, like them,
+ * vanish with the process: a crash leaves no pin behind.  A file of its
+ * own rather than the database: closing any fd of a file drops the
+ * process's POSIX locks on it, SQLite's included.
+ */
+#define PIN_BASE (INT64_C(1) << 62)
+
+G_STATIC_ASSERT(sizeof(gpointer) >= sizeof(int64_t));
+#define KEY(content) ((gpointer)(intptr_t)(content))
+
+void sq_pins_init(sq *s)
 {
-    WITH_CONN(st, c, content_of_in(c, message, content, size));
+    ms_mutex_init(&s->pin_lock);
+    s->pins = g_hash_table_new(g_direct_hash, g_direct_equal);
+    s->doomed = g_hash_table_new(g_direct_hash, g_direct_equal);
+    s->held = g_array_new(FALSE, FALSE, sizeof(int64_t));
+    s->pin_fd = -1;
 }
 
+void sq_pins_open_file(sq *s)
+{
+    g_autofree char *path = g_strconcat(s->path, "-pins", NULL);
+    /* 0600 like the store's other files; a read-only store only reads it. */
+    int fd = open(path, (s->ro ? O_RDONLY : O_RDWR | O_CREAT) | O_CLOEXEC, 0600);
+    if (fd < 0 && !s->ro)
+        ms_log(LOG_WARNING, "%s: %s: readers are not seen by other processes (purge)", path,
+               g_strerror(errno));
+    s->pin_fd = fd;
+}
+
+void sq_pins_clear(sq *s)
+{
+    /* Content still pinned or doomed here is unreferenced or in use by
+     * nobody any more: the next daemon's recover_leftovers frees it. */
+    if (s->pin_fd >= 0)
+        close(s->pin_fd); /* drops this process's pins */
+    g_clear_pointer(&s->held, g_array_unref);
+    g_clear_pointer(&s->pins, g_hash_table_destroy);
+    g_clear_pointer(&s->doomed, g_hash_table_destroy);
+    ms_mutex_clear(&s->pin_lock);
+}
+
+/* Locks (type F_RDLCK, F_WRLCK) or unlocks content's byte of the pins
+ * file; 0, or -EAGAIN when another process holds it and !wait. */
+static int pin_byte(sq *s, short type, int64_t content, bool wait)
+{
+    if (s->pin_fd < 0)
+        return 0;
+    struct flock fl = {
+        .l_type = type, .l_whence = SEEK_SET, .l_start = PIN_BASE + content, .l_len = 1};
+    while (fcntl(s->pin_fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl) < 0) {
+        if (errno == EINTR)
+            continue;
+        return errno == EACCES ? -EAGAIN : -errno;
+    }
+    return 0;
+}
+
+void sq_pins_release_held(sq *s)
+{
+    ms_mutex_assert_held(&s->pin_lock);
+    for (guint i = 0; i < s->held->len; i++)
+        pin_byte(s, F_UNLCK, g_array_index(s->held, int64_t, i), false);
+    g_array_set_size(s->held, 0);
+}
+
+/* One more pin of content, already locked in the pins file if it is the first. */
+static void pin_locked(sq *s, int64_t content)
+{
+    ms_mutex_assert_held(&s->pin_lock);
+    unsigned n = GPOINTER_TO_UINT(g_hash_table_lookup(s->pins, KEY(content)));
+    g_hash_table_insert(s->pins, KEY(content), GUINT_TO_POINTER(n + 1));
+}
+
+/*
+ * Resolves message to its content and pins it.  The first pin in this
+ * process waits for a purge of another process holding the content's
+ * byte, then resolves again: that purge may have freed it meanwhile
+ * (-ENOENT), or a rewrite replaced it (the new content is pinned).
+ */
+static int resolve_and_pin_locked(sq *s, conn *c, int64_t message, int64_t *content, int64_t *size)
+{
+    ms_mutex_assert_held(&s->pin_lock);
+    for (int tries = 0; tries < 100; tries++) {
+        int rc = content_of_in(c, message, content, size);
+        if (rc || *content == 0 || g_hash_table_contains(s->pins, KEY(*content))) {
+            if (!rc && *content)
+                pin_locked(s, *content);
+            return rc;
+        }
+        rc = pin_byte(s, F_RDLCK, *content, true);
+        if (rc) {
+            ms_log(LOG_WARNING,
+                   "%s: pins file: %s: the bytes of message %lld are pinned for "
+                   "this process only",
+                   s->path, g_strerror(-rc), (long long)message);
+            pin_locked(s, *content);
+            return 0;
+        }
+        int64_t again = 0;
+        rc = content_of_in(c, message, &again, size);
+        if (!rc && again == *content) {
+            pin_locked(s, *content);
+            return 0;
+        }
+        pin_byte(s, F_UNLCK, *content, false);
+        if (rc)
+            return rc;
+    }
+    return -EAGAIN; /* rewritten 100 times while we looked */
+}
+
+/* True when this was the last pin of content that is to be freed now. */
+static bool unpin_locked(sq *s, int64_t content)
+{
+    ms_mutex_assert_held(&s->pin_lock);
+    unsigned n = GPOINTER_TO_UINT(g_hash_table_lookup(s->pins, KEY(content)));
+    g_assert(n > 0);
+    if (n > 1) {
+        g_hash_table_insert(s->pins, KEY(content), GUINT_TO_POINTER(n - 1));
+        return false;
+    }
+    g_hash_table_remove(s->pins, KEY(content));
+    pin_byte(s, F_UNLCK, content, false);
+    return g_hash_table_remove(s->doomed, KEY(content));
+}
+
+/* Frees content inside the caller's transaction, unless a message still
+ * refers to it (a purge rolled back, a restore meanwhile). */
+static int drop_in(conn *c, int64_t content)
+{
+    SQ_ASSERT_TX(c);
+    int64_t used;
+    int rc = query_int(c, "SELECT EXISTS(SELECT 1 FROM message WHERE content = ?)", content, &used,
+                       "drop");
+    if (rc || used)
+        return rc;
+    sqlite3_stmt *q = Q(c, "DELETE FROM chunk WHERE content = ?");
+    if (!q)
+        return -EIO;
+    sqlite3_bind_int64(q, 1, content);
+    rc = step_done(c, q, "drop");
+    if (rc)
+        return rc;
+    q = Q(c, "DELETE FROM content WHERE id = ?");
+    if (!q)
+        return -EIO;
+    sqlite3_bind_int64(q, 1, content);
+    return step_done(c, q, "drop");
+}
+
+int sq_content_release_in(sq *s, conn *c, int64_t content)
+{
+    ms_mutex_assert_held(&s->pin_lock);
+    SQ_ASSERT_TX(c);
+    if (content <= 0)
+        return 0;
+    if (g_hash_table_contains(s->pins, KEY(content))) {
+        g_hash_table_add(s->doomed, KEY(content));
+        return 0;
+    }
+    int rc = pin_byte(s, F_WRLCK, content, false);
+    if (rc == -EAGAIN)
+        return 0; /* read by another process: left for recover_leftovers */
+    if (rc)
+        return rc;
+    if (s->pin_fd >= 0)
+        g_array_append_val(s->held, content); /* until the transaction ends */
+    return drop_in(c, content);
+}
+
+/* Frees content no committed message refers to any more, in a
+ * transaction of its own on c.  Failing leaves it to recover_leftovers. */
+static void free_content(ms_store *st, conn *c, int64_t content)
+{
+    int rc = tx_begin(st, c);
+    if (!rc)
+        rc = tx_end(st, c, drop_in(c, content));
+    if (rc)
+        ms_log(LOG_WARNING, "%s: content %lld left for the next mount to free: %s", st->path,
+               (long long)content, g_strerror(-rc));
+}
+
+/*
+ * Frees content that no committed message refers to and no reader of
+ * this process has, unless a reader of another process has it (then
+ * recover_leftovers frees it at the next mount).
+ */
+static void free_unless_read_elsewhere(ms_store *st, conn *c, int64_t content)
+{
+    sq *s = S(st);
+    ms_mutex_lock(&s->pin_lock);
+    bool elsewhere = pin_byte(s, F_WRLCK, content, false) != 0;
+    ms_mutex_unlock(&s->pin_lock);
+    if (elsewhere)
+        return;
+    free_content(st, c, content);
+    ms_mutex_lock(&s->pin_lock);
+    pin_byte(s, F_UNLCK, content, false);
+    ms_mutex_unlock(&s->pin_lock);
+}
+
+/*
+ * After a commit that replaced content: frees it now, or leaves it to
+ * its last reader.  Checking the pins after the commit is what makes
+ * this safe: from the commit on, no reader can resolve the old content,
+ * and every reader that resolved it before pinned it in the same step.
+ */
+static void release_replaced(ms_store *st, conn *c, int64_t content)
+{
+    if (content <= 0)
+        return;
+    if (!sqlite3_get_autocommit(c->db))
+        return; /* a batch, not committed yet: readers elsewhere still see
+                   the content; recover_leftovers frees it at next mount */
+    sq *s = S(st);
+    ms_mutex_lock(&s->pin_lock);
+    bool pinned = g_hash_table_contains(s->pins, KEY(content));
+    if (pinned)
+        g_hash_table_add(s->doomed, KEY(content));
+    ms_mutex_unlock(&s->pin_lock);
+    if (!pinned)
+        free_unless_read_elsewhere(st, c, content);
+}
+
+/* ---------------------------------------------------------- readers */
+
+/* Bytes of content from off, short only past its last chunk. */
 static ssize_t content_read_in(conn *c, int64_t content, char *buf, size_t len, int64_t off)
 {
     sqlite3_stmt *q = Q(c, "SELECT data FROM chunk WHERE content = ? AND seq = ?");
@@ -109,38 +348,74 @@ static ssize_t content_read_in(conn *c, int64_t content, char *buf, size_t len, 
     return (ssize_t)done;
 }
 
-ssize_t sq_content_read(ms_store *st, int64_t content, void *buf, size_t len, int64_t off)
+struct ms_be_reader {
+    int64_t content;
+    int64_t message; /* for log lines */
+};
+
+int sq_reader_open(ms_store *st, int64_t message, ms_be_reader **out, int64_t *size, bool *pending)
+{
+    sq *s = S(st);
+    conn *c = conn_get(st);
+    if (!c)
+        return -EIO;
+    int64_t content = 0, sz = 0;
+    /* Resolved and pinned in one step: see sq.pins. */
+    ms_mutex_lock(&s->pin_lock);
+    int rc = resolve_and_pin_locked(s, c, message, &content, &sz);
+    ms_mutex_unlock(&s->pin_lock);
+    conn_put(st, c);
+    if (rc)
+        return rc;
+    ms_be_reader *r = g_new0(ms_be_reader, 1);
+    r->content = content;
+    r->message = message;
+    *out = r;
+    *size = sz;
+    *pending = content == 0; /* reserved by message_create, never committed */
+    return 0;
+}
+
+ssize_t sq_reader_pread(ms_store *st, ms_be_reader *r, void *buf, size_t len, int64_t off)
 {
     conn *c = conn_get(st);
     if (!c)
         return -EIO;
-    ssize_t n = content_read_in(c, content, buf, len, off);
+    ssize_t n = content_read_in(c, r->content, buf, len, off);
     conn_put(st, c);
+    if (n >= 0 && (size_t)n < len) {
+        /* Within the size the reader was opened with (store.c sees to
+         * that): the bytes went away under the pin, which only another
+         * process can do.  An error, never a short read. */
+        ms_log(LOG_ERR,
+               "%s: message %lld: bytes gone while open (content %lld freed by another "
+               "process?)",
+               st->path, (long long)r->message, (long long)r->content);
+        return -EIO;
+    }
     return n;
 }
 
-static int drop_in(conn *c, int64_t content)
+void sq_reader_close(ms_store *st, ms_be_reader *r)
 {
-    int64_t used;
-    int rc = query_int(c, "SELECT EXISTS(SELECT 1 FROM message WHERE content = ?)", content, &used,
-                       "drop");
-    if (rc || used)
-        return rc;
-    sqlite3_stmt *q = Q(c, "DELETE FROM chunk WHERE content = ?");
-    if (!q)
-        return -EIO;
-    sqlite3_bind_int64(q, 1, content);
-    rc = step_done(c, q, "drop");
-    if (rc)
-        return rc;
-    q = Q(c, "DELETE FROM content WHERE id = ?");
-    if (!q)
-        return -EIO;
-    sqlite3_bind_int64(q, 1, content);
-    return step_done(c, q, "drop");
+    if (!r)
+        return;
+    sq *s = S(st);
+    bool drop = false;
+    if (r->content > 0) {
+        ms_mutex_lock(&s->pin_lock);
+        drop = unpin_locked(s, r->content);
+        ms_mutex_unlock(&s->pin_lock);
+    }
+    if (drop) {
+        conn *c = conn_get(st);
+        if (c) {
+            free_unless_read_elsewhere(st, c, r->content);
+            conn_put(st, c);
+        }
+    }
+    g_free(r);
 }
-
-int sq_content_drop(ms_store *st, int64_t content) { WITH_TX(st, c, drop_in(c, content)); }
 
 static int discard_in(conn *c, int64_t message)
 {
@@ -156,6 +431,7 @@ int sq_discard_pending(ms_store *st, int64_t message) { WITH_TX(st, c, discard_i
 /* Copies the spool into new chunks of a new content id; hashes them. */
 static int write_content(conn *c, ms_spool *sp, int64_t *content, uint8_t sha[32])
 {
+    SQ_ASSERT_TX(c);
     int64_t size = ms_spool_size(sp);
     sqlite3_stmt *q = Q(c, "INSERT INTO content(size) VALUES (?)");
     if (!q)
@@ -255,6 +531,7 @@ static int insert_new(conn *c, int64_t folder, const char *name, int64_t uid, in
 
 static int commit_in(conn *c, const ms_commit *cm, int64_t *old_content, ms_attr *out)
 {
+    SQ_ASSERT_TX(c);
     int64_t id = cm->message, old = 0, size = 0;
     int rc;
     if (id == 0) {
@@ -298,16 +575,19 @@ static int commit_in(conn *c, const ms_commit *cm, int64_t *old_content, ms_attr
     return rc;
 }
 
-int sq_commit(ms_store *st, const ms_commit *cm, int64_t *old_content, ms_attr *out)
+int sq_commit(ms_store *st, const ms_commit *cm, ms_attr *out)
 {
     conn *c = conn_get(st);
     if (!c)
         return -EIO;
+    int64_t old = 0;
     int rc = tx_begin(st, c);
     if (!rc) {
-        rc = commit_in(c, cm, old_content, out);
+        rc = commit_in(c, cm, &old, out);
         rc = cm->durable ? tx_end_durable(st, c, rc) : tx_end(st, c, rc);
     }
+    if (!rc)
+        release_replaced(st, c, old);
     conn_put(st, c);
     return rc;
 }

@@ -889,32 +889,11 @@ int sq_deleted_restore(ms_store *st, const char *mailbox, const char *path, int6
 
 /* -------------------------------------------------------------- purge */
 
-/* Frees content unless a message still refers to it. */
-static int drop_content(conn *c, int64_t content)
-{
-    static const char *const steps[] = {
-        "DELETE FROM chunk WHERE content = ?1"
-        " AND NOT EXISTS (SELECT 1 FROM message WHERE content = ?1)",
-        "DELETE FROM content WHERE id = ?1"
-        " AND NOT EXISTS (SELECT 1 FROM message WHERE content = ?1)",
-    };
-    for (size_t i = 0; i < G_N_ELEMENTS(steps); i++) {
-        sqlite3_stmt *q = Q(c, steps[i]);
-        if (!q)
-            return -EIO;
-        sqlite3_bind_int64(q, 1, content);
-        int rc = step_done(c, q, "purge");
-        if (rc)
-            return rc;
-    }
-    return 0;
-}
-
 typedef struct doomed {
     int64_t message, content;
 } doomed;
 
-static int purge_messages(conn *c, int64_t before_ns, ms_purged *out)
+static int purge_messages(sq *s, conn *c, int64_t before_ns, ms_purged *out)
 {
     g_autoptr(GArray) ids = g_array_new(FALSE, FALSE, sizeof(doomed));
     sqlite3_stmt *q = Q(c, "SELECT id, content, size FROM message"
@@ -940,7 +919,7 @@ static int purge_messages(conn *c, int64_t before_ns, ms_purged *out)
         sqlite3_bind_int64(q, 1, row->message);
         rc = step_done(c, q, "purge");
         if (!rc)
-            rc = drop_content(c, row->content);
+            rc = sq_content_release_in(s, c, row->content); /* unless being read */
     }
     if (!rc)
         out->messages = ids->len;
@@ -968,9 +947,11 @@ static int delete_counting(conn *c, sqlite3_stmt *q, int64_t before_ns, int64_t 
  * Expired items: messages, then the folders and mailboxes left empty that
  * were deleted long enough ago or were only holding deleted items.
  */
-static int purge_in(conn *c, int64_t before_ns, ms_purged *out)
+static int purge_in(sq *s, conn *c, int64_t before_ns, ms_purged *out)
 {
-    int rc = purge_messages(c, before_ns, out);
+    SQ_ASSERT_TX(c);
+    ms_mutex_assert_held(&s->pin_lock);
+    int rc = purge_messages(s, c, before_ns, out);
     int64_t any = 1;
     for (int i = 0; !rc && any && i < MAX_DEPTH; i++)
         rc = delete_counting(
@@ -990,7 +971,24 @@ static int purge_in(conn *c, int64_t before_ns, ms_purged *out)
     return rc;
 }
 
+/*
+ * pin_lock is held from the check of each content's readers to the end
+ * of the transaction (see sq_content_release_in): readers opened
+ * meanwhile wait a moment instead of pinning bytes being freed.
+ */
 int sq_deleted_purge(ms_store *st, int64_t before_ns, ms_purged *out)
 {
-    WITH_TX(st, c, purge_in(c, before_ns, out));
+    sq *s = S(st);
+    conn *c = conn_get(st);
+    if (!c)
+        return -EIO;
+    int rc = tx_begin(st, c);
+    if (!rc) {
+        ms_mutex_lock(&s->pin_lock);
+        rc = tx_end(st, c, purge_in(s, c, before_ns, out));
+        sq_pins_release_held(s);
+        ms_mutex_unlock(&s->pin_lock);
+    }
+    conn_put(st, c);
+    return rc;
 }

@@ -6,7 +6,9 @@
 
 #include "backend.h"
 #include "sqlite_util.h"
+#include "mutex.h"
 
+#include <assert.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -25,13 +27,32 @@ typedef struct conn {
 typedef struct sq {
     char *path;
     bool ro;
-    GMutex pool_lock;
-    GPtrArray *idle; /* of conn* */
-    GMutex write_lock;
+    GMutex pool_lock; /* guards idle, batch_owner and batch_conn */
+    GPtrArray *idle;  /* of conn* */
+    /* Held from tx_begin to tx_end (for a batch, from sq_batch_begin to
+     * sq_batch_end): one write transaction at a time in this process. */
+    ms_mutex write_lock;
     /* A batch (ms_batch_begin): one transaction that the owner thread's
      * writes join, each in a savepoint of its own. */
     GThread *batch_owner;
     conn *batch_conn;
+    /*
+     * Content that readers (and writers copying the current bytes) own:
+     * content id -> how many hold it, and the ids among them that no
+     * message refers to any more, freed by their last reader.  pin_lock
+     * guards both; a reader resolves its message and pins the content
+     * under it in one step, and whoever frees content checks the pins
+     * under it.  Lock order: write_lock, then pin_lock.
+     */
+    ms_mutex pin_lock;
+    GHashTable *pins;   /* content id -> count (GINT_TO_POINTER) */
+    GHashTable *doomed; /* set of content ids */
+    /* The store's pins file (see sqlite_content.c), or -1: pins are then
+     * seen by this process only.  The OFD locks on it are guarded by
+     * pin_lock like the tables; held: the ids write-locked by a purge
+     * of this process until its transaction ends. */
+    int pin_fd;
+    GArray *held; /* of int64_t */
 } sq;
 
 static inline sq *S(ms_store *st) { return st->priv; }
@@ -51,6 +72,12 @@ int step_row(conn *c, sqlite3_stmt *q, const char *what);
 /* First column of the one row sql returns for the id arg: 0, -ENOENT, or an errno. */
 int query_int(conn *c, const char *sql, int64_t arg, int64_t *out, const char *what);
 int tx_begin(ms_store *st, conn *c);
+/* In functions that write: the caller's transaction is open on c. */
+#ifdef NDEBUG
+#define SQ_ASSERT_TX(c) ((void)(c))
+#else
+#define SQ_ASSERT_TX(c) assert(!sqlite3_get_autocommit((c)->db))
+#endif
 int tx_end(ms_store *st, conn *c, int rc);
 int sq_batch_begin(ms_store *st);
 int sq_batch_end(ms_store *st, bool commit);
@@ -99,9 +126,9 @@ int sq_list(ms_store *st, ms_node parent, uint64_t cookie, ms_list_fn fn, void *
 int sq_mkdir(ms_store *st, int64_t mailbox, ms_node parent, const char *name, uint32_t mode,
              uint32_t uid, uint32_t gid, ms_attr *out);
 int sq_rmdir(ms_store *st, int64_t mailbox, ms_node parent, const char *name);
-int sq_unlink(ms_store *st, int64_t mailbox, ms_node folder, const char *name, int64_t *content);
+int sq_unlink(ms_store *st, int64_t mailbox, ms_node folder, const char *name);
 int sq_rename(ms_store *st, int64_t mailbox, ms_node parent, const char *name, ms_node newparent,
-              const char *newname, bool noreplace, int64_t *replaced);
+              const char *newname, bool noreplace);
 int sq_setattr(ms_store *st, int64_t mailbox, ms_node node, const ms_setattr_req *req,
                ms_attr *out);
 int sq_xattr_get(ms_store *st, ms_node node, ms_xattr_id xa, char **value, size_t *len);
@@ -112,11 +139,26 @@ int sq_xattr_set(ms_store *st, int64_t mailbox, ms_node node, ms_xattr_id xa, co
 int content_of_in(conn *c, int64_t message, int64_t *content, int64_t *size);
 int sq_message_create(ms_store *st, ms_node folder, const char *name, uint32_t mode, uint32_t uid,
                       uint32_t gid, ms_attr *out);
-int sq_content_of(ms_store *st, int64_t message, int64_t *content, int64_t *size);
-ssize_t sq_content_read(ms_store *st, int64_t content, void *buf, size_t len, int64_t off);
-int sq_content_drop(ms_store *st, int64_t content);
+int sq_reader_open(ms_store *st, int64_t message, ms_be_reader **out, int64_t *size, bool *pending);
+ssize_t sq_reader_pread(ms_store *st, ms_be_reader *r, void *buf, size_t len, int64_t off);
+void sq_reader_close(ms_store *st, ms_be_reader *r);
 int sq_discard_pending(ms_store *st, int64_t message);
-int sq_commit(ms_store *st, const ms_commit *cm, int64_t *old_content, ms_attr *out);
+int sq_commit(ms_store *st, const ms_commit *cm, ms_attr *out);
+/* Sets up and tears down sq's pins (sq_open, sq_close). */
+void sq_pins_init(sq *s);
+void sq_pins_clear(sq *s);
+/* Opens the pins file of an opened store (other processes see its pins). */
+void sq_pins_open_file(sq *s);
+/* After the transaction of sq_content_release_in ended: lets go of the
+ * content it freed, for other processes.  pin_lock held. */
+void sq_pins_release_held(sq *s);
+/*
+ * Frees content that the caller's write transaction made unreferenced,
+ * unless a reader holds it: then its last reader frees it.  The caller
+ * holds pin_lock until its transaction has ended, so that no reader can
+ * resolve and pin the content between this check and the commit.
+ */
+int sq_content_release_in(sq *s, conn *c, int64_t content);
 
 /* sqlite_deleted.c: keeping what is deleted, inside the caller's transaction */
 /* Refiles message into its mailbox's deleted items. */

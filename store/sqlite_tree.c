@@ -321,10 +321,9 @@ static int mailbox_of(conn *c, ms_node n, int64_t *out)
     return rc;
 }
 
-static int message_named(conn *c, int64_t folder, const char *name, int64_t *id, int64_t *content)
+static int message_named(conn *c, int64_t folder, const char *name, int64_t *id)
 {
-    sqlite3_stmt *q =
-        Q(c, "SELECT id, content FROM message WHERE folder = ? AND name = ? AND state = 0");
+    sqlite3_stmt *q = Q(c, "SELECT id FROM message WHERE folder = ? AND name = ? AND state = 0");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, folder);
@@ -332,10 +331,7 @@ static int message_named(conn *c, int64_t folder, const char *name, int64_t *id,
     int rc = step_row(c, q, "message");
     if (rc)
         return rc;
-    if (id)
-        *id = sqlite3_column_int64(q, 0);
-    if (content)
-        *content = sqlite3_column_int64(q, 1);
+    *id = sqlite3_column_int64(q, 0);
     sqlite3_reset(q);
     return 0;
 }
@@ -471,10 +467,12 @@ int sq_rmdir(ms_store *st, int64_t mailbox, ms_node parent, const char *name)
     return rc;
 }
 
-static int unlink_in(conn *c, ms_node folder, const char *name, int64_t *content)
+/* The message keeps its content as a deleted item: its readers lose nothing. */
+static int unlink_in(conn *c, ms_node folder, const char *name)
 {
+    SQ_ASSERT_TX(c);
     int64_t id;
-    int rc = message_named(c, folder.id, name, &id, content);
+    int rc = message_named(c, folder.id, name, &id);
     if (rc == -ENOENT) {
         ms_attr a;
         if (lookup_in(c, folder, name, &a) == 0 && a.node.kind == MS_FOLDER)
@@ -483,14 +481,14 @@ static int unlink_in(conn *c, ms_node folder, const char *name, int64_t *content
     return rc ? rc : keep_message(c, id);
 }
 
-int sq_unlink(ms_store *st, int64_t mailbox, ms_node folder, const char *name, int64_t *content)
+int sq_unlink(ms_store *st, int64_t mailbox, ms_node folder, const char *name)
 {
     conn *c = conn_get(st);
     if (!c)
         return -EIO;
     int rc = write_begin(st, c, mailbox);
     if (!rc)
-        rc = tx_end(st, c, unlink_in(c, folder, name, content));
+        rc = tx_end(st, c, unlink_in(c, folder, name));
     conn_put(st, c);
     return rc;
 }
@@ -558,8 +556,9 @@ static int rename_mailbox(conn *c, const ms_attr *src, const char *newname, bool
 }
 
 static int rename_in(conn *c, ms_node parent, const char *name, ms_node newparent,
-                     const char *newname, bool noreplace, int64_t *replaced)
+                     const char *newname, bool noreplace)
 {
+    SQ_ASSERT_TX(c);
     ms_attr src, dst;
     int rc = lookup_in(c, parent, name, &src);
     if (rc)
@@ -590,9 +589,8 @@ static int rename_in(conn *c, ms_node parent, const char *name, ms_node newparen
         if (src.node.kind == MS_FOLDER && dst.node.kind != MS_FOLDER)
             return -ENOTDIR;
         if (dst.node.kind == MS_MESSAGE) {
-            rc = message_named(c, newparent.id, newname, NULL, replaced);
-            if (!rc)
-                rc = keep_message(c, dst.node.id); /* replacing is deleting */
+            /* Replacing is deleting: kept with its content, readers too. */
+            rc = keep_message(c, dst.node.id);
         } else {
             rc = remove_dir(c, dst.node);
         }
@@ -641,14 +639,14 @@ static int rename_in(conn *c, ms_node parent, const char *name, ms_node newparen
 }
 
 int sq_rename(ms_store *st, int64_t mailbox, ms_node parent, const char *name, ms_node newparent,
-              const char *newname, bool noreplace, int64_t *replaced)
+              const char *newname, bool noreplace)
 {
     conn *c = conn_get(st);
     if (!c)
         return -EIO;
     int rc = write_begin(st, c, mailbox);
     if (!rc)
-        rc = tx_end(st, c, rename_in(c, parent, name, newparent, newname, noreplace, replaced));
+        rc = tx_end(st, c, rename_in(c, parent, name, newparent, newname, noreplace));
     conn_put(st, c);
     return rc;
 }

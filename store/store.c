@@ -260,7 +260,7 @@ int ms_rmdir(ms_store *st, ms_node parent, const char *name)
     return st->be->tree->rmdir(st, mb, parent, name);
 }
 
-int ms_unlink(ms_store *st, ms_node folder, const char *name, int64_t *content)
+int ms_unlink(ms_store *st, ms_node folder, const char *name)
 {
     int rc = check_name(name);
     if (rc)
@@ -273,15 +273,11 @@ int ms_unlink(ms_store *st, ms_node folder, const char *name, int64_t *content)
         rc = mailbox_of(st, folder, &mb);
     if (rc)
         return rc;
-    int64_t c = 0;
-    rc = st->be->tree->unlink(st, mb, folder, name, &c);
-    if (!rc && content)
-        *content = c;
-    return rc;
+    return st->be->tree->unlink(st, mb, folder, name);
 }
 
 int ms_rename(ms_store *st, ms_node parent, const char *name, ms_node newparent,
-              const char *newname, bool noreplace, int64_t *replaced)
+              const char *newname, bool noreplace)
 {
     int rc = check_name(name);
     if (!rc)
@@ -298,11 +294,7 @@ int ms_rename(ms_store *st, ms_node parent, const char *name, ms_node newparent,
         rc = mailbox_of_child(st, parent, name, &mb);
     if (rc)
         return rc;
-    int64_t r = 0;
-    rc = st->be->tree->rename(st, mb, parent, name, newparent, newname, noreplace, &r);
-    if (!rc && replaced)
-        *replaced = r;
-    return rc;
+    return st->be->tree->rename(st, mb, parent, name, newparent, newname, noreplace);
 }
 
 int ms_resolve(ms_store *st, const char *path, ms_node *out)
@@ -666,19 +658,21 @@ int ms_xattr_remove(ms_store *st, ms_node node, const char *name)
 
 struct ms_reader {
     ms_store *st;
-    int64_t content;
+    ms_be_reader *br; /* owns the bytes until ms_reader_close */
     int64_t size;
 };
 
 int ms_reader_open(ms_store *st, int64_t message, ms_reader **out)
 {
-    int64_t content = 0, size = 0;
-    int rc = st->be->content->content_of(st, message, &content, &size);
+    ms_be_reader *br = NULL;
+    int64_t size = 0;
+    bool pending = false;
+    int rc = st->be->content->reader_open(st, message, &br, &size, &pending);
     if (rc)
         return rc;
     ms_reader *r = g_new0(ms_reader, 1);
     r->st = st;
-    r->content = content;
+    r->br = br;
     r->size = size;
     *out = r;
     return 0;
@@ -692,19 +686,17 @@ ssize_t ms_reader_pread(ms_reader *r, void *buf, size_t len, int64_t off)
         return 0;
     if ((int64_t)len > r->size - off)
         len = (size_t)(r->size - off);
-    return r->st->be->content->content_read(r->st, r->content, buf, len, off);
+    return r->st->be->content->reader_pread(r->st, r->br, buf, len, off);
 }
 
 int64_t ms_reader_size(const ms_reader *r) { return r->size; }
-int64_t ms_reader_content(const ms_reader *r) { return r->content; }
-void ms_reader_close(ms_reader *r) { g_free(r); }
 
-int ms_content_drop(ms_store *st, int64_t content)
+void ms_reader_close(ms_reader *r)
 {
-    /* Nothing to drop where nothing is written: 0 by default. */
-    if (content <= 0 || st->readonly || !st->be->content->content_drop)
-        return 0;
-    return st->be->content->content_drop(st, content);
+    if (!r)
+        return;
+    r->st->be->content->reader_close(r->st, r->br);
+    g_free(r);
 }
 
 /* -------------------------------------------------------------- writers */
@@ -779,37 +771,49 @@ static ms_writer *writer_new(ms_store *st)
     return w;
 }
 
+/*
+ * Fills w's spool with the bytes r owns: the message as it was when r
+ * was opened, however it changes during the copy.
+ */
+static int spool_from(ms_writer *w, ms_reader *r)
+{
+    enum { BUF = 128 * 1024 };
+    g_autofree char *buf = g_malloc(BUF);
+    for (int64_t off = 0; off < r->size;) {
+        ssize_t n = ms_reader_pread(r, buf, BUF, off);
+        if (n <= 0)
+            return n < 0 ? (int)n : -EIO;
+        ssize_t m = ms_spool_pwrite(w->spool, buf, (size_t)n, off);
+        if (m < 0)
+            return (int)m;
+        off += n;
+    }
+    return 0;
+}
+
 int ms_writer_open(ms_store *st, int64_t message, bool truncate, ms_writer **out)
 {
     int rc = may_write(st, st->be->content->commit);
     if (rc)
         return rc;
-    int64_t content = 0, size = 0;
-    rc = st->be->content->content_of(st, message, &content, &size);
+    ms_be_reader *br = NULL;
+    int64_t size = 0;
+    bool pending = false;
+    rc = st->be->content->reader_open(st, message, &br, &size, &pending);
     if (rc)
         return rc;
+    ms_reader r = {.st = st, .br = br, .size = size};
     ms_writer *w = writer_new(st);
     w->message = message;
-    /* A message never committed has content 0: it is a fresh create. */
-    w->created = content == 0;
+    w->created = pending;
     w->committed = !w->created;
-    if (!truncate && size > 0) {
-        /* Start from the current bytes: an edit in place, or an append. */
-        enum { BUF = 128 * 1024 };
-        g_autofree char *buf = g_malloc(BUF);
-        for (int64_t off = 0; off < size;) {
-            ssize_t n = st->be->content->content_read(st, content, buf, BUF, off);
-            if (n <= 0) {
-                ms_writer_close(w);
-                return n < 0 ? (int)n : -EIO;
-            }
-            ssize_t m = ms_spool_pwrite(w->spool, buf, (size_t)n, off);
-            if (m < 0) {
-                ms_writer_close(w);
-                return (int)m;
-            }
-            off += n;
-        }
+    /* Start from the current bytes: an edit in place, or an append. */
+    if (!truncate)
+        rc = spool_from(w, &r);
+    st->be->content->reader_close(st, br);
+    if (rc) {
+        ms_writer_close(w);
+        return rc;
     }
     w->dirty = truncate && size > 0;
     w->stamps = true;
@@ -909,7 +913,7 @@ int ms_writer_set_flags(ms_writer *w, const char *flags, size_t len)
     return 0;
 }
 
-int ms_writer_commit(ms_writer *w, bool durable, int64_t *old_content, ms_attr *out)
+int ms_writer_commit(ms_writer *w, bool durable, ms_attr *out)
 {
     ms_commit c = {
         .message = w->message,
@@ -928,9 +932,8 @@ int ms_writer_commit(ms_writer *w, bool durable, int64_t *old_content, ms_attr *
         c.attr.mask |= MS_SET_MTIME;
         c.attr.mtime_ns = wall_ns();
     }
-    int64_t old = 0;
     ms_attr a;
-    int rc = w->st->be->content->commit(w->st, &c, &old, &a);
+    int rc = w->st->be->content->commit(w->st, &c, &a);
     if (rc)
         return rc;
     if (!w->message)
@@ -940,8 +943,6 @@ int ms_writer_commit(ms_writer *w, bool durable, int64_t *old_content, ms_attr *
     w->touched = false;
     w->attr.mask = 0;
     g_clear_pointer(&w->flags, g_free);
-    if (old_content)
-        *old_content = old;
     if (out)
         *out = a;
     return 0;
