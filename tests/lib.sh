@@ -5,7 +5,7 @@ B=${MAILFS_BUILD:-$ROOT/build}/fs
 . "$ROOT/scripts/testdata.sh"
 TESTDATA=$(mailfs_testdata "$ROOT") || { echo "not ok: no test data (shared/testdata, or MAILFS_TESTDATA)"; exit 1; }
 TD=$TESTDATA/mail
-WORK=$(mktemp -d /tmp/mailfs-move.XXXXXX)
+WORK=$(mktemp -d "${MAILFS_TEST_TMPDIR:-/tmp}/mailfs-move.XXXXXX")
 FAILS=0
 
 cleanup() {

@@ -14,7 +14,7 @@ B=${MAILFS_BUILD:-$ROOT/build}/fs
 . "$ROOT/scripts/testdata.sh"
 TESTDATA=$(mailfs_testdata "$ROOT") || { echo "not ok: no test data (shared/testdata, or MAILFS_TESTDATA)"; exit 1; }
 TD=$TESTDATA/mail
-WORK=$(mktemp -d /tmp/mailfs-crash.XXXXXX)
+WORK=$(mktemp -d "${MAILFS_TEST_TMPDIR:-/tmp}/mailfs-crash.XXXXXX")
 cleanup() {
     for m in "$WORK"/*/mnt; do fusermount3 -u "$m" 2>/dev/null; done
     pkill -KILL -f "mailfs -f $WORK/" 2>/dev/null
