@@ -609,6 +609,22 @@ static void assert_writes_refused(ms_store *st, const box *b, int want)
     assert_int_equal(ms_lookup(st, b->inbox, "m2", &a), -ENOENT);
 }
 
+static int count_deleted(void *ctx, const ms_deleted *d)
+{
+    (void)d;
+    (*(int *)ctx)++;
+    return 0;
+}
+
+/* Whether the backend keeps deleted items (an optional feature). */
+static bool has_deleted_items(ms_store *st)
+{
+    int n = 0;
+    int rc = ms_deleted_list(st, NULL, count_deleted, &n);
+    assert_true(rc == 0 || rc == -ENOTSUP);
+    return rc == 0;
+}
+
 static int set_lock(ms_store *st, int64_t mailbox, int64_t move)
 {
     ms_mailbox_change c = {NULL, -1, move, -1, move ? "conformance" : NULL, 0};
@@ -620,6 +636,9 @@ static void test_locked_mailbox(void **state)
     fixture *f = *state;
     box b = make_box(f->st, "locked");
     box other = make_box(f->st, "other");
+    bool deleted_items = has_deleted_items(f->st);
+    put(f->st, b.inbox, "gone", "deleted before the lock");
+    assert_int_equal(unlink_msg(f->st, b.inbox, "gone"), 0);
     assert_int_equal(set_lock(f->st, b.mb.id, 7), 0);
     assert_int_equal(set_lock(f->st, b.mb.id, 8), -EBUSY); /* one lock at a time */
     ms_mailbox_info info;
@@ -629,11 +648,16 @@ static void test_locked_mailbox(void **state)
     assert_writes_refused(f->st, &b, -EBUSY);
     /* The mailbox itself cannot be renamed or removed while locked. */
     assert_int_equal(rename_node(f->st, ROOT, "locked", ROOT, "renamed", false), -EBUSY);
+    /* Nor can deleted items come back into it. */
+    if (deleted_items)
+        assert_int_equal(ms_deleted_restore(f->st, "locked", "INBOX/gone", NULL), -EBUSY);
     /* Still visible, and the other mailbox is not affected. */
     assert_true(listed(f->st, ROOT, "locked"));
     put(f->st, other.inbox, "new", "new");
     /* Unlocked: writes work again. */
     assert_int_equal(set_lock(f->st, b.mb.id, 0), 0);
+    if (deleted_items)
+        assert_int_equal(ms_deleted_restore(f->st, "locked", "INBOX/gone", NULL), 0);
     assert_int_equal(unlink_msg(f->st, b.inbox, "m"), 0);
     put(f->st, b.inbox, "new", "new");
 }
