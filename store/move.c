@@ -40,8 +40,10 @@
  * Test-only: with $MAILFS_STALL naming this point, the mover waits there
  * while the file $MAILFS_STALL_FILE exists, so a test can act in the
  * middle of a move (write into the locked mailbox, read from it) and then
- * let it go on by removing the file.
+ * let it go on by removing the file.  Compiled only with the fault
+ * points, its one caller.
  */
+#ifdef MS_FAULT_INJECTION
 static void stall(const char *point)
 {
     const char *want = getenv("MAILFS_STALL"), *flag = getenv("MAILFS_STALL_FILE");
@@ -51,6 +53,7 @@ static void stall(const char *point)
     while (access(flag, F_OK) == 0)
         g_usleep(10000);
 }
+#endif
 
 void ms_fault(const char *point)
 {

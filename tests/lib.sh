@@ -5,7 +5,7 @@ B=${MAILFS_BUILD:-$ROOT/build}/fs
 . "$ROOT/scripts/testdata.sh"
 TESTDATA=$(mailfs_testdata "$ROOT") || { echo "not ok: no test data (shared/testdata, or MAILFS_TESTDATA)"; exit 1; }
 TD=$TESTDATA/mail
-WORK=$(mktemp -d /tmp/mailfs-move.XXXXXX)
+WORK=$(mktemp -d "${MAILFS_TEST_TMPDIR:-/tmp}/mailfs-move.XXXXXX")
 FAILS=0
 
 cleanup() {
@@ -63,3 +63,22 @@ journal() { sqlite3 "$1/journal.db" "$2"; }
 
 # journal_is SITE SQL VALUE: re-queried at every poll of wait_for.
 journal_is() { test "$(journal "$1" "$2")" = "$3"; }
+
+# What the journal holds, as an admin sees it (mailfsctl moves --json), so
+# that tests check moves through the tools, not the journal's schema:
+# moves_of SITE [PYEXPR [FIELDS]] prints, newest first, the moves for which
+# the Python expression PYEXPR over m (a move: m["state"], m["mailbox"],
+# m["source"], m["step"], m["messages_done"], ...) holds (default: all), each
+# as its comma-separated FIELDS (default id) joined by spaces, one a line.
+moves_of() {
+    "$B/mailfsctl" -c "$1/conf" moves --json | python3 -c '
+import json, sys
+expr, fields = sys.argv[1], sys.argv[2].split(",")
+for m in json.load(sys.stdin):
+    if eval(expr, {}, {"m": m}):
+        print(" ".join(str(m[f]) for f in fields))' "${2:-True}" "${3:-id}"
+}
+# moves_count SITE [PYEXPR]: how many moves moves_of lists.
+moves_count() { moves_of "$@" | wc -l; }
+# moves_are SITE PYEXPR FIELDS VALUE: moves_of's output is VALUE (for wait_for).
+moves_are() { test "$(moves_of "$1" "$2" "$3")" = "$4"; }

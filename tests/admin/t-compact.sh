@@ -57,13 +57,13 @@ check "integrity_check of the compacted store" test "$(sqlite3 "$S/srv1.db" 'pra
 touch "$WORK/stall"
 MAILFS_STALL=copied MAILFS_STALL_FILE="$WORK/stall" "$B/mailfsctl" -c "$S/conf" move user4 srv2 >/dev/null 2>&1 &
 mover=$!
-wait_for "the move to stall" journal_is "$S" "select step from move where mailbox = cast('user4' as blob) and state = 'running'" copied
+wait_for "the move to stall" moves_are "$S" 'm["mailbox"] == "user4" and m["state"] == "running"' step copied
 C compact srv2 2>"$WORK/refused" >/dev/null
 check "compact during a move into the store: refused" test $? = 1
 check "... saying which move" grep -q "move .* of user4 is in progress" "$WORK/refused"
 rm "$WORK/stall"
 wait $mover
-check "... the move then finished" test -d "$M/srv2/user4" -o "$(journal "$S" "select state from move where mailbox = cast('user4' as blob) order by id desc limit 1")" = done
+check "... the move then finished" test -d "$M/srv2/user4" -o "$(moves_of "$S" 'm["mailbox"] == "user4"' state | head -1)" = done
 
 # a store made before incremental vacuum: converted once, then compacted
 unmount "$S"

@@ -78,8 +78,8 @@ check "check without [directory] says it checked the stores only" \
 out=$(C undo 999 2>&1)
 check "undo of an unknown id says so ($out)" bash -c "printf '%s' '$out' | grep -q 'no move 999 in the journal'"
 C move alice srv2 >/dev/null && C move alice srv3 >/dev/null
-m1=$(journal "$S" "select id from move where source = 'srv1' and cast(mailbox as text) = 'alice'")
-m2=$(journal "$S" "select id from move where source = 'srv2' and cast(mailbox as text) = 'alice'")
+m1=$(moves_of "$S" 'm["source"] == "srv1" and m["mailbox"] == "alice"')
+m2=$(moves_of "$S" 'm["source"] == "srv2" and m["mailbox"] == "alice"')
 out=$(C undo "$m1" 2>&1)
 check "undo of a move whose mailbox moved on names the later move ($out)" \
     bash -c "printf '%s' '$out' | grep -q 'alice is no longer in srv2: move $m2 moved it to srv3'"
@@ -97,7 +97,7 @@ check "store list srv3: alice with $n messages, nothing retained ($row)" \
 # --- a finished move's rate survives undo and purge
 rate() { C moves --json | grep "\"id\": $1," | grep -o '"rate_bytes_per_s": [0-9]*'; }
 C move carol srv2 >/dev/null
-mc=$(journal "$S" "select max(id) from move")
+mc=$(moves_of "$S" | sort -n | tail -1)
 r0=$(rate "$mc")
 C undo "$mc" >/dev/null
 check "rate after undo unchanged ($r0)" test "$(rate "$mc")" = "$r0"
@@ -116,8 +116,8 @@ eta() { C moves | awk -v id="$1" '$1 == id {print $11}'; }
 touch "$WORK/stall"
 MAILFS_STALL=copy MAILFS_STALL_FILE=$WORK/stall "$B/mailfsctl" -c "$S/conf" move big srv2 >/dev/null 2>&1 &
 mover=$!
-wait_for "the move of big to stall in the copy" journal_is "$S" "select done_messages = 10 from move where cast(mailbox as text) = 'big' and state = 'running'" 1
-mb=$(journal "$S" "select id from move where cast(mailbox as text) = 'big'")
+wait_for "the move of big to stall in the copy" moves_are "$S" 'm["mailbox"] == "big" and m["state"] == "running"' messages_done 10
+mb=$(moves_of "$S" 'm["mailbox"] == "big"')
 first=$(lock_s)
 later() { [ "$(echo "$(lock_s) > $first + 0.2" | bc)" = 1 ]; }
 check "LOCKED of the running move is above 0 ($first s)" test "$(echo "$first > 0" | bc)" = 1
@@ -127,7 +127,7 @@ wait_for "ETA '-' while the move makes no progress" no_eta &&
     ok "ETA is - while the move makes no progress"
 rm -f "$WORK/stall"
 wait $mover
-check "the stalled move finished" test "$(journal "$S" "select state from move where id = $mb")" = done
+check "the stalled move finished" test "$(moves_of "$S" "m['id'] == $mb" state)" = done
 l1=$(lock_s)
 check "LOCKED of a finished move stays ($l1)" bash -c "[ \"\$('$B/mailfsctl' -c '$S/conf' moves --json | grep '\"mailbox\": \"big\"' | head -1 | grep -o '\"lock_s\": [0-9.]*' | cut -d' ' -f2)\" = '$l1' ]"
 
@@ -139,7 +139,7 @@ mkdir -p "$WORK/a very long folder name for the import source that is wider than
 cp "$TESTDATA/pst/aspose_source.pst" "$WORK/a very long folder name for the import source that is wider than any column/imported.pst"
 C import "$WORK/a very long folder name for the import source that is wider than any column/imported.pst" srv3 imp >/dev/null 2>&1
 C moves >"$WORK/moves"
-nmoves=$(journal "$S" "select count(*) from move")
+nmoves=$(moves_count "$S")
 check "moves: one line per move and a header" test "$(wc -l <"$WORK/moves")" = $((nmoves + 1))
 col=$(head -1 "$WORK/moves" | grep -bo 'STATE' | cut -d: -f1)
 bad=$(tail -n +2 "$WORK/moves" | cut -c$((col + 1))- | awk '$1 !~ /^(running|committed|done|rolled-back|undone|purged)$/' | wc -l)

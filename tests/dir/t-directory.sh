@@ -80,7 +80,7 @@ crash() { # point mailbox expected-store expected-host
     check "crash at $1: $2 in $3" test "$where" = "$3"
     check "crash at $1: mailHost is $4 (where the mailbox is)" test "$(ldap_host "$2")" = "$4"
     check "crash at $1: nothing pending" \
-        test "$(journal "$S" "select count(*) from move where state in ('running', 'committed')")" = 0
+        test "$(moves_count "$S" 'm["state"] in ("running", "committed")')" = 0
     unmount "$S"
 }
 crash directory-saved:1 bob srv1 srv1.example.org

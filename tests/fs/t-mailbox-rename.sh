@@ -37,7 +37,7 @@ mailbox "$M/srv1/a" anna && mailbox "$M/srv2/b" bert && mailbox "$M/srv2/carol" 
 # tree_of and every extended attribute, of one directory
 state() { tree_of "$1" && (cd "$1" && find . -print0 | sort -z | xargs -0 getfattr -d -m '^user\.' 2>/dev/null); }
 snapshot() { for s in srv1 srv2; do echo "== $s"; ls "$M/$s"; state "$M/$s"; done; }
-moves() { journal "$S" "select count(*) from move"; }
+moves() { moves_count "$S"; }
 
 before=$(snapshot)
 check "the ACL of srv1/a is set" test "$(getfattr --only-values -n user.mail.acl "$M/srv1/a" 2>/dev/null)" = "anna lrs"

@@ -99,7 +99,7 @@ check "check reports it" bash -c "'$B/mailfsctl' -c '$S/conf' check | grep -q '^
 ctl recover >/dev/null
 check "recover enters it in the journal as a finished move" \
     bash -c "'$B/mailfsctl' -c '$S/conf' moves | grep -q 'alice .*srv1 .*srv2 .*done'"
-id=$(journal "$S" "select id from move where state = 'done'")
+id=$(moves_of "$S" 'm["state"] == "done"')
 check "undo of the entered move brings alice back" bash -c "'$B/mailfsctl' -c '$S/conf' undo $id >/dev/null"
 mount_fg "$S" || exit 1
 check "... byte-identical in srv1" test "$(tree_of "$M/srv1/alice")" = "$(cat "$WORK/alice.tree")"

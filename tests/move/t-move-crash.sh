@@ -14,7 +14,7 @@ B=${MAILFS_BUILD:-$ROOT/build}/fs
 . "$ROOT/scripts/testdata.sh"
 TESTDATA=$(mailfs_testdata "$ROOT") || { echo "not ok: no test data (shared/testdata, or MAILFS_TESTDATA)"; exit 1; }
 TD=$TESTDATA/mail
-WORK=$(mktemp -d /tmp/mailfs-crash.XXXXXX)
+WORK=$(mktemp -d "${MAILFS_TEST_TMPDIR:-/tmp}/mailfs-crash.XXXXXX")
 cleanup() {
     for m in "$WORK"/*/mnt; do fusermount3 -u "$m" 2>/dev/null; done
     pkill -KILL -f "mailfs -f $WORK/" 2>/dev/null
@@ -67,7 +67,9 @@ run_point() {
         cmp -s "$T/xattr.before" "$T/xattr.after" || { echo "  xattrs differ"; ok=0; }
     fi
     local pending incoming locked
-    pending=$(sqlite3 "$T/journal.db" "select count(*) from move where state in ('running','committed')")
+    pending=$("$B/mailfsctl" -c "$T/conf" moves --json | python3 -c '
+import json, sys
+print(sum(m["state"] in ("running", "committed") for m in json.load(sys.stdin)))')
     incoming=$(( $(sqlite3 "$T/srv1.db" "select count(*) from mailbox where state = 1") + \
                  $(sqlite3 "$T/srv2.db" "select count(*) from mailbox where state = 1") ))
     locked=$(sqlite3 "$T/srv1.db" "select count(*) from mailbox where lock_move != 0")

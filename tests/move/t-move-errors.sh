@@ -50,7 +50,7 @@ MAILFS_STALL=copy MAILFS_STALL_FILE="$S/stall" "$B/mailfsctl" -c "$S/conf" move 
     >"$WORK/move-big.out" 2>&1 &
 mvpid=$!
 wait_for "the move to reach its copy loop" \
-    journal_is "$S" "select step from move where source = 'srv1' and state = 'running'" copying
+    moves_are "$S" 'm["source"] == "srv1" and m["state"] == "running"' step copying
 check "EBUSY: mv of the mailbox being moved already" \
     test "$(errno_of_mv "$M/srv1/big" "$M/full/")" = "Device or resource busy"
 check "EBUSY: create a message in the moving mailbox" \
@@ -82,7 +82,7 @@ touch "$S/stall"
 mv "$M/srv2/big" "$M/full/" 2>"$WORK/mv-full.err" &
 mvpid=$!
 wait_for "the move to the small disk to start copying" \
-    journal_is "$S" "select step from move where target = 'full' and state = 'running'" copying
+    moves_are "$S" 'm["target"] == "full" and m["state"] == "running"' step copying
 # Something else fills the disk after preflight passed.
 dd if=/dev/zero of="$S/full.fs/filler" bs=1M 2>/dev/null
 rm "$S/stall"
@@ -93,7 +93,7 @@ check "... with ENOSPC" grep -q "No space left on device" "$WORK/mv-full.err"
 rm "$S/full.fs/filler"
 "$B/mailfsctl" -c "$S/conf" recover >/dev/null
 check "the move rolled back" \
-    journal_is "$S" "select state from move where target = 'full'" rolled-back
+    moves_are "$S" 'm["target"] == "full"' state rolled-back
 check "no hidden copy left on the full disk" \
     test "$(sqlite3 "$S/full.fs/full.db" 'select count(*) from mailbox')" = 0
 check "source intact after the disk-full rollback" test "$(tree_of "$M/srv2/big")" = "$(cat "$WORK/big.tree")"
@@ -107,13 +107,13 @@ touch "$S/stall"
 perl -e '$SIG{INT} = "DEFAULT"; exec @ARGV or die' mv "$M/srv2/big" "$M/srv1/" &
 mvpid=$!
 wait_for "the move to be copying" \
-    journal_is "$S" "select count(*) from move where state = 'running' and step = 'copying'" 1
+    moves_are "$S" 'm["state"] == "running" and m["step"] == "copying"' step copying
 kill -INT $mvpid
 rm "$S/stall"
 wait $mvpid
 check "mv interrupted with SIGINT fails" test $? != 0
 wait_for "the interrupted move to roll back" \
-    journal_is "$S" "select state from move order by id desc limit 1" rolled-back
+    moves_are "$S" 'm["mailbox"] == "big" and m["target"] == "srv1"' state rolled-back
 check "interrupted move: source intact" test "$(tree_of "$M/srv2/big")" = "$(cat "$WORK/big.tree")"
 check "interrupted move: nothing visible in the target" test ! -e "$M/srv1/big"
 
@@ -121,7 +121,7 @@ check "interrupted move: nothing visible in the target" test ! -e "$M/srv1/big"
 unmount "$S"
 mount_fg "$S" || exit 1
 mv "$M/srv1/alice" "$M/srv2/" || not_ok "mv alice"
-id=$(journal "$S" "select max(id) from move where cast(mailbox as text) = 'alice'")
+id=$(moves_of "$S" 'm["mailbox"] == "alice"' | sort -n | tail -1)
 for n in 1 2 3; do
     printf 'Subject: after the move %s\n\nhello\n' $n | "$B/mailfsctl" -c "$S/conf" deliver srv2 alice
 done

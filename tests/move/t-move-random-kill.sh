@@ -59,14 +59,14 @@ for round in 1 2 3 4 5; do
         where=srv1; [ -d "$M/srv2/$b" ] && where=srv2
         [ "$(tree_of "$M/$where/$b")" = "$(cat "$WORK/$b.tree")" ] || { echo "  round $round: $b differs"; bad=1; }
     done
-    [ "$(journal "$S" "select count(*) from move where state in ('running', 'committed')")" = 0 ] ||
+    [ "$(moves_count "$S" 'm["state"] in ("running", "committed")')" = 0 ] ||
         { echo "  round $round: moves pending"; bad=1; }
     for s in srv1 srv2; do
         [ "$(sqlite3 "$S/$s.db" 'select count(*) from mailbox where state = 1 or lock_move != 0')" = 0 ] ||
             { echo "  round $round: hidden copy or lock left in $s"; bad=1; }
     done
-    moved=$(journal "$S" "select count(*) from move where state = 'done'")
-    back=$(journal "$S" "select count(*) from move where state = 'rolled-back'")
+    moved=$(moves_count "$S" 'm["state"] == "done"')
+    back=$(moves_count "$S" 'm["state"] == "rolled-back"')
     [ $bad = 0 ] && ok "round $round: invariant holds ($moved moves done, $back rolled back so far)" ||
         not_ok "round $round"
     unmount "$S"

@@ -50,6 +50,6 @@ wait $cwd_pid
 check "a cwd inside the moved mailbox still lists what moved" \
     test -s "$WORK/cwd.find" -a "$(cat "$WORK/cwd.find")" = "$(cd "$M/srv1/$b" && find . | sort)"
 check "every move is done in the journal" \
-    test "$(journal "$S" "select count(*) from move where state = 'done'")" = $((${#boxes[@]} + 1))
+    test "$(moves_count "$S" 'm["state"] == "done"')" = $((${#boxes[@]} + 1))
 unmount "$S"
 [ $FAILS = 0 ]

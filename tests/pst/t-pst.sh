@@ -177,9 +177,8 @@ check "... in the journal as done, 92 items" \
 # killed half way (after the first page of a folder), then run again: resumed
 MAILFS_FAULT=copy:2 "$B/mailfsctl" -c "$S/conf" import "$S/pst/aspose_source.pst" srv1 src2 >/dev/null 2>&1
 check "import killed half way: not visible" test ! -e "$M/srv1/src2"
-id=$(journal "$S" "select id from move where newname = cast('src2' as blob)")
 check "... its copy so far is kept for the resume" \
-    test "$(sqlite3 "$S/srv1.db" "select count(*) from mailbox where name = cast('~mailfs~move~$id~src2' as blob)")" = 1
+    test "$(sqlite3 "$S/srv1.db" "select count(*) from mailbox where state = 1")" = 1
 C import "$S/pst/aspose_source.pst" srv1 src2 2>"$WORK/resume.log" >/dev/null
 check "import again: exit 0" test $? = 0
 check "... the same move, resumed" \

@@ -25,7 +25,7 @@ mkdir -p "$M/srv1/dora/INBOX" && cp -a "$TD/eml/notmuch/." "$M/srv1/dora/INBOX/"
 tree_of "$M/srv1/dora" >"$WORK/dora.tree"
 mv "$M/srv1/dora" "$M/srv2/" || not_ok "mv dora"
 check "the move points mailHost at srv2" test "$(ldap_host dora)" = srv2.example.org
-id=$(journal "$S" "select id from move where cast(mailbox as text) = 'dora' and state = 'done'")
+id=$(moves_of "$S" 'm["mailbox"] == "dora" and m["state"] == "done"')
 rm -rf "$M/srv2/dora"
 "$B/mailfsctl" -c "$S/conf" undo "$id" >"$WORK/undo.out" 2>"$WORK/undo.err"
 rc=$?

@@ -145,7 +145,7 @@ mkdir -p "$M/srv1/carol/INBOX"
 cp -a "$TD/eml/postal-mime/." "$M/srv1/carol/INBOX/"
 tree_of "$M/srv1/carol" >"$WORK/carol.tree"
 mv "$M/srv1/carol" "$M/srv2/" || not_ok "mv carol"
-id=$(journal "$S" "select id from move where cast(mailbox as text) = 'carol' and state = 'done'")
+id=$(moves_of "$S" 'm["mailbox"] == "carol" and m["state"] == "done"')
 rm -rf "$M/srv2/carol"
 C undo "$id" >"$WORK/undo.out" 2>"$WORK/undo.err"
 rc=$?
@@ -154,12 +154,12 @@ check "... says the deleted target stays recoverable" grep -q "recoverable" "$WO
 wait_for "carol back in srv1" test -d "$M/srv1/carol/INBOX"
 check "... carol is back in srv1 as it was moved" same "$WORK/carol.tree" <(tree_of "$M/srv1/carol")
 check "... the deleted carol is listed in srv2" bash -c "'$B/mailfsctl' -c '$S/conf' deleted srv2 | grep -q '^srv2 .* carol .* mailbox'"
-check "... the move is undone in the journal" journal_is "$S" "select state from move where id = $id" undone
+check "... the move is undone in the journal" moves_are "$S" "m['id'] == $id" state undone
 
 # ... but not when the target was only renamed: no mailbox in two stores
 mkdir -p "$M/srv1/eve/INBOX" && cp -a "$TD/eml/postal-mime/." "$M/srv1/eve/INBOX/"
 mv "$M/srv1/eve" "$M/srv2/" || not_ok "mv eve"
-id=$(journal "$S" "select id from move where cast(mailbox as text) = 'eve' and state = 'done'")
+id=$(moves_of "$S" 'm["mailbox"] == "eve" and m["state"] == "done"')
 mv "$M/srv2/eve" "$M/srv2/eve2" || not_ok "rename eve in srv2"
 C undo "$id" >/dev/null 2>&1
 rc=$?
