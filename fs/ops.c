@@ -341,15 +341,6 @@ static int ts_ns(const struct timespec *ts, int64_t *out)
     return 0;
 }
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    int64_t ns = 0;
-    ts_ns(&ts, &ns);
-    return ns;
-}
-
 /* Size changes go through a writer: the store has no partial updates. */
 static int truncate_message(mfs *m, fuse_ino_t ino, size_t s, int64_t id, off_t size)
 {
@@ -396,7 +387,7 @@ static int top_set_mtime(mfs *m, const struct stat *attr, int to_set)
 {
     if (!(to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)))
         return 0;
-    int64_t t = now_ns();
+    int64_t t = ms_now_ns();
     int rc = to_set & FUSE_SET_ATTR_MTIME_NOW ? 0 : ts_ns(&attr->st_mtim, &t);
     if (!rc)
         rc = ms_journal_attr_set(m->journal, "top.mtime_ns", t);
@@ -436,7 +427,7 @@ static void mfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
     ms_setattr_req r = {0};
     if (to_set & FUSE_SET_ATTR_MTIME_NOW) {
         r.mask |= MS_SET_MTIME;
-        r.mtime_ns = now_ns();
+        r.mtime_ns = ms_now_ns();
     } else if (to_set & FUSE_SET_ATTR_MTIME) {
         r.mask |= MS_SET_MTIME;
         rc = ts_ns(&attr->st_mtim, &r.mtime_ns);

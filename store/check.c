@@ -89,7 +89,7 @@ static bool spec_matches(const char *store_spec, const char *entry_spec)
 typedef struct lister {
     GHashTable *where; /* mailbox name -> GPtrArray of store indices */
     size_t store;
-    GPtrArray *names;
+    GPtrArray *names; /* this store's mailboxes, for the ACL pass */
 } lister;
 
 static int collect_mailbox(void *ctx, const char *name, const ms_attr *a, uint64_t cookie)
@@ -195,7 +195,10 @@ int ms_check(ms_store *const *stores, size_t n, ms_directory *dir, ms_journal *j
     GPtrArray *out = g_ptr_array_new_with_free_func(ms_finding_free);
     GHashTable *entries = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, entry_free);
     GHashTable *where = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, array_free);
-    GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
+    /* Each store listed once: [i] its mailbox names, for the ACL pass. */
+    GPtrArray **names = g_new0(GPtrArray *, n ? n : 1);
+    for (size_t i = 0; i < n; i++)
+        names[i] = g_ptr_array_new_with_free_func(g_free);
     int rc = 0;
 
     /* 1. the directory, in one paged search */
@@ -221,7 +224,7 @@ int ms_check(ms_store *const *stores, size_t n, ms_directory *dir, ms_journal *j
     }
     /* 2. every store's mailboxes */
     for (size_t i = 0; !rc && i < n; i++) {
-        lister l = {where, i, names};
+        lister l = {where, i, names[i]};
         rc = ms_list(stores[i], (ms_node){MS_ROOT, 0}, 0, collect_mailbox, &l);
         if (rc && err)
             *err = g_strdup_printf("%s: listing failed: %s", ms_store_name(stores[i]),
@@ -274,16 +277,9 @@ int ms_check(ms_store *const *stores, size_t n, ms_directory *dir, ms_journal *j
                 fix_location(dir, f, stores, in);
         }
         /* 4. ACL grantees */
-        for (size_t i = 0; !rc && i < n; i++) {
-            GPtrArray *mine = g_ptr_array_new_with_free_func(g_free);
-            lister l = {g_hash_table_new_full(g_str_hash, g_str_equal, g_free, array_free), i,
-                        mine};
-            rc = ms_list(stores[i], (ms_node){MS_ROOT, 0}, 0, collect_mailbox, &l);
-            for (guint m = 0; !rc && m < mine->len; m++)
-                rc = check_acl(stores[i], mine->pdata[m], entries, o, out);
-            g_hash_table_destroy(l.where);
-            g_ptr_array_free(mine, TRUE);
-        }
+        for (size_t i = 0; !rc && i < n; i++)
+            for (guint m = 0; !rc && m < names[i]->len; m++)
+                rc = check_acl(stores[i], names[i]->pdata[m], entries, o, out);
     }
     /* 5. the journal: moves left pending, retained copies past their time */
     if (!rc && j) {
@@ -318,7 +314,9 @@ int ms_check(ms_store *const *stores, size_t n, ms_directory *dir, ms_journal *j
     }
     g_hash_table_destroy(entries);
     g_hash_table_destroy(where);
-    g_ptr_array_free(names, TRUE);
+    for (size_t i = 0; i < n; i++)
+        g_ptr_array_free(names[i], TRUE);
+    g_free(names);
     if (rc) {
         g_ptr_array_free(out, TRUE);
         return rc;

@@ -88,13 +88,6 @@ static int name_index(const char *const *names, size_t n, const char *text)
 #define STATE(s) ms_move_state_name(MS_MOVE_##s)
 #define STEP(s) ms_move_step_name(MS_STEP_##s)
 
-int64_t jn_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* Field 22 of /proc/PID/stat: tells a live pid from a reused one. */
 static char *proc_start(pid_t pid)
 {
@@ -238,7 +231,7 @@ int ms_journal_verify(ms_journal *j, char **err)
 int jn_record_done(ms_journal *j, const char *mailbox, const char *newname, const char *source,
                    const char *target, int64_t retain_until, const char *why, int64_t *id)
 {
-    int64_t now = jn_now_ns();
+    int64_t now = ms_now_ns();
     g_mutex_lock(&j->lock);
     sqlite3_stmt *q = NULL;
     int rc = sqlite3_prepare_v2(
@@ -349,7 +342,7 @@ int jn_create(ms_journal *j, const char *mailbox, const char *newname, const cha
               const char *target, int64_t total_messages, int64_t total_bytes, int64_t *id)
 {
     g_autofree char *start = proc_start(getpid());
-    int64_t now = jn_now_ns();
+    int64_t now = ms_now_ns();
     g_mutex_lock(&j->lock);
     sqlite3_stmt *q = NULL;
     int rc = sync_full(j);
@@ -391,7 +384,7 @@ int jn_create(ms_journal *j, const char *mailbox, const char *newname, const cha
 
 int jn_step(ms_journal *j, int64_t id, ms_move_step step, bool durable)
 {
-    int64_t now = jn_now_ns();
+    int64_t now = ms_now_ns();
     const char *name = ms_move_step_name(step);
     int rc = run(j, durable, "UPDATE move SET step = ?, updated_ns = ? WHERE id = ?", "tii", name,
                  now, id);
@@ -405,7 +398,7 @@ int jn_progress(ms_journal *j, int64_t id, int64_t messages, int64_t bytes)
 {
     return run(j, false,
                "UPDATE move SET done_messages = ?, done_bytes = ?, updated_ns = ? WHERE id = ?",
-               "iiii", messages, bytes, jn_now_ns(), id);
+               "iiii", messages, bytes, ms_now_ns(), id);
 }
 
 int jn_set_state(ms_journal *j, int64_t id, ms_move_state state, const char *error)
@@ -421,8 +414,8 @@ int jn_set_state(ms_journal *j, int64_t id, ms_move_state state, const char *err
                "UPDATE move SET state = ?, error = coalesce(?, error), updated_ns = ?,"
                " finished_ns = CASE WHEN ? AND finished_ns = 0 THEN ? ELSE finished_ns END"
                " WHERE id = ?",
-               "ttiiii", ms_move_state_name(state), error, jn_now_ns(), (int64_t) final,
-               jn_now_ns(), id);
+               "ttiiii", ms_move_state_name(state), error, ms_now_ns(), (int64_t) final,
+               ms_now_ns(), id);
 }
 
 int jn_locked(ms_journal *j, int64_t id, int64_t at_ns)

@@ -44,13 +44,12 @@ int jn_disown(ms_journal *j, int64_t id);
 int jn_dir_save(ms_journal *j, int64_t id, const char *dn, const char *saved, const char *target);
 /* -ENOENT when the move never reached step 4. */
 int jn_dir_get(ms_journal *j, int64_t id, char **dn, char **saved, char **target);
-int64_t jn_now_ns(void);
 /* Enters, durably enough, a finished move whose own journal is gone (its
  * retained copy found in a store), so that moves, undo and purge see it. */
 int jn_record_done(ms_journal *j, const char *mailbox, const char *newname, const char *source,
                    const char *target, int64_t retain_until, const char *why, int64_t *id);
 /* ms_orphans, also counting in *settled the moves it settled. */
-int mv_orphans(ms_journal *j, ms_store *const *stores, size_t n, ms_directory *dir,
-               int retain_days, bool fix, GPtrArray *findings, int *settled);
+int mv_orphans(ms_journal *j, ms_store *const *stores, size_t n, ms_directory *dir, int retain_days,
+               bool fix, GPtrArray *findings, int *settled);
 
 #endif

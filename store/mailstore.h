@@ -42,6 +42,12 @@
 /* Largest value accepted for any user.mail.* extended attribute. */
 #define MS_XATTR_MAX 65536
 
+/* --------------------------------------------------------------- clock */
+
+/* The wall clock in nanoseconds since the epoch: the one clock of the
+ * library (internal dates, ctimes, journal times), and of the daemon. */
+int64_t ms_now_ns(void);
+
 /* ---------------------------------------------------------------- logs */
 
 /* Priorities are syslog's (LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG). */

@@ -170,7 +170,7 @@ static int journal_failed(mover *mv, int rc)
  */
 static int report(mover *mv, bool force)
 {
-    int64_t now = jn_now_ns();
+    int64_t now = ms_now_ns();
     if (!force && now - mv->last_report_ns <= 250 * 1000000LL)
         return 0;
     mv->last_report_ns = now;
@@ -519,7 +519,7 @@ static int roll_forward(ms_journal *j, ms_store *src, ms_store *dst, ms_director
         return rc;
     }
     ms_fault("finished");
-    int64_t lock_ns = locked_at ? jn_now_ns() - locked_at : 0;
+    int64_t lock_ns = locked_at ? ms_now_ns() - locked_at : 0;
     /* Unrecorded, the move stays "committed" and recovery redoes this
      * (idempotent): nothing is lost, but it is not finished yet. */
     rc = jn_set_times(j, mi->id, lock_ns, until);
@@ -683,7 +683,7 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
             hand_to_recovery(j, id);
         return rc;
     }
-    int64_t locked_at = jn_now_ns();
+    int64_t locked_at = ms_now_ns();
     mover mv = {.j = j, .src = src, .dst = dst, .id = id, .opts = opts, .resume = resume != 0};
     /* A lock the journal does not time is still a lock: recorded or not,
      * the move is rolled back below if this fails. */

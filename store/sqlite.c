@@ -30,13 +30,6 @@
 
 #define MS_APP_ID 0x4d41494c /* "MAIL" */
 
-int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* ------------------------------------------------------------ errors */
 
 /* Maps an SQLite result to a negative errno, logging what is unexpected. */
@@ -73,7 +66,7 @@ int sq_errno(sqlite3 *db, int rc, const char *what)
 
 static void stmt_finalize(gpointer p) { sqlite3_finalize(p); }
 
-static void conn_free(conn *c)
+static void sq_conn_free(sq_conn *c)
 {
     if (!c)
         return;
@@ -82,7 +75,7 @@ static void conn_free(conn *c)
     g_free(c);
 }
 
-int sq_exec(conn *c, const char *sql)
+int sq_exec(sq_conn *c, const char *sql)
 {
     char *msg = NULL;
     int rc = sqlite3_exec(c->db, sql, NULL, NULL, &msg);
@@ -110,7 +103,7 @@ int sq_busy_wait(void *ctx, int tries)
     return 1;
 }
 
-static int conn_open(const char *path, bool ro, bool create, conn **out)
+static int sq_conn_open(const char *path, bool ro, bool create, sq_conn **out)
 {
     int oflags = SQLITE_OPEN_NOMUTEX | (ro ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE);
     if (create)
@@ -123,7 +116,7 @@ static int conn_open(const char *path, bool ro, bool create, conn **out)
     }
     sqlite3_extended_result_codes(db, 1);
     sqlite3_busy_handler(db, sq_busy_wait, NULL);
-    conn *c = g_new0(conn, 1);
+    sq_conn *c = g_new0(sq_conn, 1);
     c->db = db;
     c->stmts = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, stmt_finalize);
     /* mmap stays off: mapped pages count against the daemon's RSS.  A
@@ -136,7 +129,7 @@ static int conn_open(const char *path, bool ro, bool create, conn **out)
         "PRAGMA mmap_size=0; PRAGMA foreign_keys=OFF;",
         NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
-        conn_free(c);
+        sq_conn_free(c);
         return rc;
     }
     *out = c;
@@ -144,9 +137,9 @@ static int conn_open(const char *path, bool ro, bool create, conn **out)
 }
 
 /* The connection of this thread's batch, if it has one open. */
-static conn *batch_of(sq *s)
+static sq_conn *batch_of(sq *s)
 {
-    conn *c = NULL;
+    sq_conn *c = NULL;
     g_mutex_lock(&s->pool_lock);
     if (s->batch_owner == g_thread_self())
         c = s->batch_conn;
@@ -154,10 +147,10 @@ static conn *batch_of(sq *s)
     return c;
 }
 
-conn *conn_get(ms_store *st)
+sq_conn *sq_conn_get(ms_store *st)
 {
-    sq *s = S(st);
-    conn *c = batch_of(s);
+    sq *s = sq_of(st);
+    sq_conn *c = batch_of(s);
     if (c)
         return c;
     g_mutex_lock(&s->pool_lock);
@@ -166,16 +159,16 @@ conn *conn_get(ms_store *st)
     g_mutex_unlock(&s->pool_lock);
     if (c)
         return c;
-    if (conn_open(s->path, s->ro, false, &c) != SQLITE_OK) {
+    if (sq_conn_open(s->path, s->ro, false, &c) != SQLITE_OK) {
         ms_log(LOG_ERR, "%s: cannot open another connection", s->path);
         return NULL;
     }
     return c;
 }
 
-void conn_put(ms_store *st, conn *c)
+void sq_conn_put(ms_store *st, sq_conn *c)
 {
-    if (c == batch_of(S(st)))
+    if (c == batch_of(sq_of(st)))
         return; /* stays with its batch until ms_batch_end */
     /*
      * A statement left on a row keeps its read transaction, and with it
@@ -192,7 +185,7 @@ void conn_put(ms_store *st, conn *c)
         ms_log(LOG_ERR, "bug: transaction left open; rolled back");
         sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
     }
-    sq *s = S(st);
+    sq *s = sq_of(st);
     g_mutex_lock(&s->pool_lock);
     g_ptr_array_add(s->idle, c);
     g_mutex_unlock(&s->pool_lock);
@@ -202,7 +195,7 @@ void conn_put(ms_store *st, conn *c)
  * The prepared statement for sql (a string literal: its address is the
  * cache key), reset and with no bindings.  NULL after logging on error.
  */
-sqlite3_stmt *Q(conn *c, const char *sql)
+sqlite3_stmt *sq_stmt(sq_conn *c, const char *sql)
 {
     sqlite3_stmt *st = g_hash_table_lookup(c->stmts, sql);
     if (st) {
@@ -220,13 +213,13 @@ sqlite3_stmt *Q(conn *c, const char *sql)
     return st;
 }
 
-void bind_name(sqlite3_stmt *q, int i, const char *name)
+void sq_bind_name(sqlite3_stmt *q, int i, const char *name)
 {
     sqlite3_bind_blob(q, i, name, (int)strlen(name), SQLITE_STATIC);
 }
 
 /* Runs a statement that returns no rows; 0 or a negative errno. */
-int step_done(conn *c, sqlite3_stmt *q, const char *what)
+int sq_step_done(sq_conn *c, sqlite3_stmt *q, const char *what)
 {
     if (!q)
         return -EIO;
@@ -237,9 +230,9 @@ int step_done(conn *c, sqlite3_stmt *q, const char *what)
 
 /*
  * Steps a one-row query: 0 with the row current, -ENOENT for no row, or
- * a negative errno.  The caller resets the statement (Q does it too).
+ * a negative errno.  The caller resets the statement (sq_stmt does it too).
  */
-int step_row(conn *c, sqlite3_stmt *q, const char *what)
+int sq_step_row(sq_conn *c, sqlite3_stmt *q, const char *what)
 {
     if (!q)
         return -EIO;
@@ -250,13 +243,13 @@ int step_row(conn *c, sqlite3_stmt *q, const char *what)
     return rc == SQLITE_DONE ? -ENOENT : sq_errno(c->db, rc, what);
 }
 
-int query_int(conn *c, const char *sql, int64_t arg, int64_t *out, const char *what)
+int sq_query_int(sq_conn *c, const char *sql, int64_t arg, int64_t *out, const char *what)
 {
-    sqlite3_stmt *q = Q(c, sql);
+    sqlite3_stmt *q = sq_stmt(c, sql);
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, arg);
-    int rc = step_row(c, q, what);
+    int rc = sq_step_row(c, q, what);
     if (rc)
         return rc;
     *out = sqlite3_column_int64(q, 0);
@@ -264,30 +257,30 @@ int query_int(conn *c, const char *sql, int64_t arg, int64_t *out, const char *w
     return 0;
 }
 
-/* A write transaction; the store's write_lock is held until tx_end. */
-int tx_begin(ms_store *st, conn *c)
+/* A write transaction; the store's write_lock is held until sq_tx_end. */
+int sq_tx_begin(ms_store *st, sq_conn *c)
 {
-    if (c == batch_of(S(st))) {
+    if (c == batch_of(sq_of(st))) {
         /* Inside a batch: a savepoint, so one failed write undoes only
          * itself and the batch goes on. */
         int rc = sqlite3_exec(c->db, "SAVEPOINT op", NULL, NULL, NULL);
         return rc == SQLITE_OK ? 0 : sq_errno(c->db, rc, "savepoint");
     }
     /* A second transaction of this thread would wait for itself. */
-    assert(!ms_mutex_held(&S(st)->write_lock));
-    ms_mutex_lock(&S(st)->write_lock);
+    assert(!ms_mutex_held(&sq_of(st)->write_lock));
+    ms_mutex_lock(&sq_of(st)->write_lock);
     int rc = sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
-        ms_mutex_unlock(&S(st)->write_lock);
+        ms_mutex_unlock(&sq_of(st)->write_lock);
         return sq_errno(c->db, rc, "begin");
     }
     return 0;
 }
 
 /* Commits when rc is 0, rolls back otherwise; returns the outcome. */
-int tx_end(ms_store *st, conn *c, int rc)
+int sq_tx_end(ms_store *st, sq_conn *c, int rc)
 {
-    if (c == batch_of(S(st))) {
+    if (c == batch_of(sq_of(st))) {
         if (rc != 0)
             sqlite3_exec(c->db, "ROLLBACK TO op", NULL, NULL, NULL);
         sqlite3_exec(c->db, "RELEASE op", NULL, NULL, NULL);
@@ -300,7 +293,7 @@ int tx_end(ms_store *st, conn *c, int rc)
     }
     if (rc != 0 && !sqlite3_get_autocommit(c->db))
         sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
-    ms_mutex_unlock(&S(st)->write_lock);
+    ms_mutex_unlock(&sq_of(st)->write_lock);
     return rc;
 }
 
@@ -355,7 +348,7 @@ static const char *const migrations[] = {
 };
 #define SCHEMA_VERSION ((int)G_N_ELEMENTS(migrations))
 
-int pragma_int(conn *c, const char *sql, int *out)
+int sq_pragma_int(sq_conn *c, const char *sql, int *out)
 {
     sqlite3_stmt *q = NULL;
     int rc = sqlite3_prepare_v2(c->db, sql, -1, &q, NULL);
@@ -371,7 +364,7 @@ int pragma_int(conn *c, const char *sql, int *out)
 }
 
 /* Brings the schema from version v to SCHEMA_VERSION, one step per txn. */
-static int migrate(conn *c, int v, char **err, const char *path)
+static int migrate(sq_conn *c, int v, char **err, const char *path)
 {
     for (; v < SCHEMA_VERSION; v++) {
         g_autofree char *sql = g_strdup_printf(
@@ -397,7 +390,7 @@ static int migrate(conn *c, int v, char **err, const char *path)
  * messages, and content no message refers to (replaced or purged while
  * a reader still had it: see sq.pins).
  */
-static int recover_leftovers(conn *c)
+static int recover_leftovers(sq_conn *c)
 {
     return sq_exec(c, "BEGIN IMMEDIATE;"
                       "DELETE FROM message WHERE state = 1;"
@@ -492,13 +485,13 @@ static int sq_open(ms_store *st, const ms_store_conf *conf, int flags, char **er
     s->idle = g_ptr_array_new();
     st->priv = s;
 
-    conn *c = NULL;
-    int rc = conn_open(path, s->ro && !create, create, &c);
+    sq_conn *c = NULL;
+    int rc = sq_conn_open(path, s->ro && !create, create, &c);
     int app = 0, ver = 0;
     if (rc == SQLITE_OK)
-        rc = pragma_int(c, "PRAGMA application_id", &app);
+        rc = sq_pragma_int(c, "PRAGMA application_id", &app);
     if (rc == SQLITE_OK)
-        rc = pragma_int(c, "PRAGMA user_version", &ver);
+        rc = sq_pragma_int(c, "PRAGMA user_version", &ver);
     int ret = 0;
     if (rc == SQLITE_NOTADB || (rc == SQLITE_OK && !create && app != MS_APP_ID)) {
         *err = g_strdup_printf("%s: not a mailfs store (%s)", path,
@@ -525,9 +518,9 @@ static int sq_open(ms_store *st, const ms_store_conf *conf, int flags, char **er
         if (!ret && ver < SCHEMA_VERSION)
             ret = migrate(c, ver, err, path);
         if (!ret && create) {
-            sqlite3_stmt *q = Q(c, "INSERT INTO meta(key, value) VALUES ('created', ?)");
-            sqlite3_bind_int64(q, 1, now_ns() / 1000000000);
-            ret = step_done(c, q, "meta");
+            sqlite3_stmt *q = sq_stmt(c, "INSERT INTO meta(key, value) VALUES ('created', ?)");
+            sqlite3_bind_int64(q, 1, ms_now_ns() / 1000000000);
+            ret = sq_step_done(c, q, "meta");
         }
         if (!ret && (flags & MS_OPEN_DAEMON) && recover_leftovers(c)) {
             *err = g_strdup_printf("%s: cannot clean up after a crash: %s", path,
@@ -539,7 +532,7 @@ static int sq_open(ms_store *st, const ms_store_conf *conf, int flags, char **er
         ret = -EPROTO;
     }
     if (ret) {
-        conn_free(c);
+        sq_conn_free(c);
         if (create)
             unlink(path);
         g_ptr_array_free(s->idle, TRUE);
@@ -560,11 +553,11 @@ static int sq_open(ms_store *st, const ms_store_conf *conf, int flags, char **er
 
 static void sq_close(ms_store *st)
 {
-    sq *s = S(st);
+    sq *s = sq_of(st);
     if (!s)
         return;
     for (guint i = 0; i < s->idle->len; i++)
-        conn_free(g_ptr_array_index(s->idle, i));
+        sq_conn_free(g_ptr_array_index(s->idle, i));
     g_ptr_array_free(s->idle, TRUE);
     g_mutex_clear(&s->pool_lock);
     ms_mutex_clear(&s->write_lock);
@@ -583,26 +576,26 @@ static void sq_close(ms_store *st)
  * committed before; so durable commits run that way, and a sync with
  * nothing to commit writes one small row to have something to fsync.
  */
-int tx_end_durable(ms_store *st, conn *c, int rc)
+int sq_tx_end_durable(ms_store *st, sq_conn *c, int rc)
 {
     if (rc == 0)
         sqlite3_exec(c->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL);
-    rc = tx_end(st, c, rc);
+    rc = sq_tx_end(st, c, rc);
     sqlite3_exec(c->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
     return rc;
 }
 
 int sq_batch_begin(ms_store *st)
 {
-    sq *s = S(st);
+    sq *s = sq_of(st);
     if (batch_of(s))
         return -EBUSY;
-    conn *c = conn_get(st);
+    sq_conn *c = sq_conn_get(st);
     if (!c)
         return -EIO;
-    int rc = tx_begin(st, c); /* takes write_lock until sq_batch_end */
+    int rc = sq_tx_begin(st, c); /* takes write_lock until sq_batch_end */
     if (rc) {
-        conn_put(st, c);
+        sq_conn_put(st, c);
         return rc;
     }
     g_mutex_lock(&s->pool_lock);
@@ -614,37 +607,37 @@ int sq_batch_begin(ms_store *st)
 
 int sq_batch_end(ms_store *st, bool commit)
 {
-    sq *s = S(st);
-    conn *c = batch_of(s);
+    sq *s = sq_of(st);
+    sq_conn *c = batch_of(s);
     if (!c)
         return -EINVAL;
     g_mutex_lock(&s->pool_lock);
     s->batch_owner = NULL;
     s->batch_conn = NULL;
     g_mutex_unlock(&s->pool_lock);
-    int rc = tx_end(st, c, commit ? 0 : -ECANCELED);
-    conn_put(st, c);
+    int rc = sq_tx_end(st, c, commit ? 0 : -ECANCELED);
+    sq_conn_put(st, c);
     return commit ? rc : 0;
 }
 
-static int touch_in(conn *c)
+static int touch_in(sq_conn *c)
 {
-    sqlite3_stmt *q = Q(c, "INSERT OR REPLACE INTO meta(key, value) VALUES ('synced', ?)");
+    sqlite3_stmt *q = sq_stmt(c, "INSERT OR REPLACE INTO meta(key, value) VALUES ('synced', ?)");
     if (!q)
         return -EIO;
-    sqlite3_bind_int64(q, 1, now_ns());
-    return step_done(c, q, "sync");
+    sqlite3_bind_int64(q, 1, ms_now_ns());
+    return sq_step_done(c, q, "sync");
 }
 
 static int sq_sync(ms_store *st)
 {
-    conn *c = conn_get(st);
+    sq_conn *c = sq_conn_get(st);
     if (!c)
         return -EIO;
-    int rc = tx_begin(st, c);
+    int rc = sq_tx_begin(st, c);
     if (!rc)
-        rc = tx_end_durable(st, c, touch_in(c));
-    conn_put(st, c);
+        rc = sq_tx_end_durable(st, c, touch_in(c));
+    sq_conn_put(st, c);
     return rc;
 }
 
@@ -660,13 +653,13 @@ static int64_t files_size(const char *path)
 }
 
 /* What deleted items hold (the message_deleted index answers it). */
-static int recoverable_in(conn *c, ms_store_stats *out)
+static int recoverable_in(sq_conn *c, ms_store_stats *out)
 {
     sqlite3_stmt *q =
-        Q(c, "SELECT (SELECT count(*) FROM mailbox WHERE state = 3 AND deleted_ns != 0),"
-             " (SELECT count(*) FROM message WHERE deleted_ns != 0),"
-             " (SELECT coalesce(sum(size), 0) FROM message WHERE deleted_ns != 0)");
-    int rc = step_row(c, q, "stats");
+        sq_stmt(c, "SELECT (SELECT count(*) FROM mailbox WHERE state = 3 AND deleted_ns != 0),"
+                   " (SELECT count(*) FROM message WHERE deleted_ns != 0),"
+                   " (SELECT coalesce(sum(size), 0) FROM message WHERE deleted_ns != 0)");
+    int rc = sq_step_row(c, q, "stats");
     if (rc)
         return rc;
     out->recoverable_mailboxes = sqlite3_column_int64(q, 0);
@@ -676,17 +669,18 @@ static int recoverable_in(conn *c, ms_store_stats *out)
     return 0;
 }
 
-static int stats_in(conn *c, const char *path, ms_store_stats *out)
+static int stats_in(sq_conn *c, const char *path, ms_store_stats *out)
 {
     memset(out, 0, sizeof *out);
     /* Visible mailboxes only, for every count: hidden copies are apart. */
-    sqlite3_stmt *q = Q(c, "SELECT (SELECT count(*) FROM mailbox WHERE state = 0),"
-                           " (SELECT count(*) FROM folder f JOIN mailbox b ON b.id = f.mailbox"
-                           " WHERE b.state = 0),"
-                           " count(*), coalesce(sum(m.size), 0) FROM message m"
-                           " JOIN folder f ON f.id = m.folder JOIN mailbox b ON b.id = f.mailbox"
-                           " WHERE m.state = 0 AND m.deleted_ns = 0 AND b.state = 0");
-    int rc = step_row(c, q, "stats");
+    sqlite3_stmt *q =
+        sq_stmt(c, "SELECT (SELECT count(*) FROM mailbox WHERE state = 0),"
+                   " (SELECT count(*) FROM folder f JOIN mailbox b ON b.id = f.mailbox"
+                   " WHERE b.state = 0),"
+                   " count(*), coalesce(sum(m.size), 0) FROM message m"
+                   " JOIN folder f ON f.id = m.folder JOIN mailbox b ON b.id = f.mailbox"
+                   " WHERE m.state = 0 AND m.deleted_ns = 0 AND b.state = 0");
+    int rc = sq_step_row(c, q, "stats");
     if (rc)
         return rc;
     out->mailboxes = sqlite3_column_int64(q, 0);
@@ -701,8 +695,8 @@ static int stats_in(conn *c, const char *path, ms_store_stats *out)
     if (rc)
         return rc;
     int freep = 0, psize = 0;
-    pragma_int(c, "PRAGMA freelist_count", &freep);
-    pragma_int(c, "PRAGMA page_size", &psize);
+    sq_pragma_int(c, "PRAGMA freelist_count", &freep);
+    sq_pragma_int(c, "PRAGMA page_size", &psize);
     out->file_bytes = files_size(path);
     out->reclaimable_bytes = (int64_t)freep * psize;
     return 0;
@@ -710,7 +704,7 @@ static int stats_in(conn *c, const char *path, ms_store_stats *out)
 
 /* SQLITE_BUSY means another process holds the store longer than the
  * busy timeout: say so rather than a generic I/O error. */
-static int exec_errno(conn *c, const char *sql)
+static int exec_errno(sq_conn *c, const char *sql)
 {
     int rc = sq_exec(c, sql);
     return rc == SQLITE_OK ? 0 : rc == SQLITE_BUSY || rc == SQLITE_LOCKED ? -EBUSY : -EIO;
@@ -726,21 +720,21 @@ static int exec_errno(conn *c, const char *sql)
  */
 static int sq_compact(ms_store *st, int64_t *before, int64_t *after)
 {
-    sq *s = S(st);
-    conn *c = conn_get(st);
+    sq *s = sq_of(st);
+    sq_conn *c = sq_conn_get(st);
     if (!c)
         return -EIO;
     sq_exec(c, "PRAGMA wal_checkpoint(TRUNCATE)");
     *before = files_size(s->path);
     int mode = 0, freep = 0, rc = 0;
-    pragma_int(c, "PRAGMA auto_vacuum", &mode);
+    sq_pragma_int(c, "PRAGMA auto_vacuum", &mode);
     if (mode != 2) {
         ms_log(LOG_INFO, "%s: converting to incremental vacuum (one full rewrite)", s->path);
         rc = exec_errno(c, "PRAGMA auto_vacuum=INCREMENTAL");
         if (!rc)
             rc = exec_errno(c, "VACUUM");
     }
-    while (!rc && pragma_int(c, "PRAGMA freelist_count", &freep) == SQLITE_OK && freep > 0)
+    while (!rc && sq_pragma_int(c, "PRAGMA freelist_count", &freep) == SQLITE_OK && freep > 0)
         rc = exec_errno(c, "PRAGMA incremental_vacuum(2048)");
     /* Readers of the daemon may hold the WAL for a moment: a few tries. */
     for (int i = 0; !rc && i < 50; i++) {
@@ -756,7 +750,7 @@ static int sq_compact(ms_store *st, int64_t *before, int64_t *after)
         g_usleep(20000);
     }
     *after = files_size(s->path);
-    conn_put(st, c);
+    sq_conn_put(st, c);
     if (rc)
         ms_log(LOG_ERR, "%s: compaction stopped: %s", s->path, g_strerror(-rc));
     return rc;
@@ -764,7 +758,12 @@ static int sq_compact(ms_store *st, int64_t *before, int64_t *after)
 
 static int sq_stats(ms_store *st, ms_store_stats *out)
 {
-    WITH_CONN(st, c, stats_in(c, S(st)->path, out));
+    sq_conn *c = sq_conn_get(st);
+    if (!c)
+        return -EIO;
+    int rc_ = stats_in(c, sq_of(st)->path, out);
+    sq_conn_put(st, c);
+    return rc_;
 }
 
 static const ms_tree_ops sq_tree = {

@@ -8,20 +8,22 @@
 #include <errno.h>
 #include <string.h>
 
-static int create_in(conn *c, const char *name, ms_mb_state state, const ms_attr *like, int64_t *id)
+static int create_in(sq_conn *c, const char *name, ms_mb_state state, const ms_attr *like,
+                     int64_t *id)
 {
-    sqlite3_stmt *q = Q(c, "INSERT INTO mailbox(name, state, mode, uid, gid, mtime_ns, ctime_ns)"
-                           " VALUES (?, ?, ?, ?, ?, ?, ?)");
+    sqlite3_stmt *q =
+        sq_stmt(c, "INSERT INTO mailbox(name, state, mode, uid, gid, mtime_ns, ctime_ns)"
+                   " VALUES (?, ?, ?, ?, ?, ?, ?)");
     if (!q)
         return -EIO;
-    bind_name(q, 1, name);
+    sq_bind_name(q, 1, name);
     sqlite3_bind_int(q, 2, (int)state);
     sqlite3_bind_int(q, 3, (int)like->mode);
     sqlite3_bind_int64(q, 4, like->uid);
     sqlite3_bind_int64(q, 5, like->gid);
     sqlite3_bind_int64(q, 6, like->mtime_ns);
-    sqlite3_bind_int64(q, 7, now_ns()); /* a new node, whatever it copies */
-    int rc = step_done(c, q, "create mailbox");
+    sqlite3_bind_int64(q, 7, ms_now_ns()); /* a new node, whatever it copies */
+    int rc = sq_step_done(c, q, "create mailbox");
     if (!rc)
         *id = sqlite3_last_insert_rowid(c->db);
     return rc;
@@ -30,17 +32,24 @@ static int create_in(conn *c, const char *name, ms_mb_state state, const ms_attr
 int sq_mailbox_create(ms_store *st, const char *name, ms_mb_state state, const ms_attr *like,
                       int64_t *id)
 {
-    WITH_TX(st, c, create_in(c, name, state, like, id));
+    sq_conn *c = sq_conn_get(st);
+    if (!c)
+        return -EIO;
+    int rc_ = sq_tx_begin(st, c);
+    if (!rc_)
+        rc_ = sq_tx_end(st, c, create_in(c, name, state, like, id));
+    sq_conn_put(st, c);
+    return rc_;
 }
 
-static int find_in(conn *c, const char *name, ms_mb_state state, int64_t *id)
+static int find_in(sq_conn *c, const char *name, ms_mb_state state, int64_t *id)
 {
-    sqlite3_stmt *q = Q(c, "SELECT id FROM mailbox WHERE name = ? AND state = ?");
+    sqlite3_stmt *q = sq_stmt(c, "SELECT id FROM mailbox WHERE name = ? AND state = ?");
     if (!q)
         return -EIO;
-    bind_name(q, 1, name);
+    sq_bind_name(q, 1, name);
     sqlite3_bind_int(q, 2, (int)state);
-    int rc = step_row(c, q, "find mailbox");
+    int rc = sq_step_row(c, q, "find mailbox");
     if (rc)
         return rc;
     *id = sqlite3_column_int64(q, 0);
@@ -50,7 +59,12 @@ static int find_in(conn *c, const char *name, ms_mb_state state, int64_t *id)
 
 int sq_mailbox_find(ms_store *st, const char *name, ms_mb_state state, int64_t *id)
 {
-    WITH_CONN(st, c, find_in(c, name, state, id));
+    sq_conn *c = sq_conn_get(st);
+    if (!c)
+        return -EIO;
+    int rc_ = find_in(c, name, state, id);
+    sq_conn_put(st, c);
+    return rc_;
 }
 
 #define INFO_COLS "id, state, lock_move, retain_until, name, lock_journal, move_id, move_journal"
@@ -79,13 +93,13 @@ static void info_row(sqlite3_stmt *q, ms_mailbox_info *out)
     copy_text(out->move_journal, sizeof out->move_journal, q, 7);
 }
 
-static int info_in(conn *c, int64_t id, ms_mailbox_info *out)
+static int info_in(sq_conn *c, int64_t id, ms_mailbox_info *out)
 {
-    sqlite3_stmt *q = Q(c, "SELECT " INFO_COLS " FROM mailbox WHERE id = ?");
+    sqlite3_stmt *q = sq_stmt(c, "SELECT " INFO_COLS " FROM mailbox WHERE id = ?");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, id);
-    int rc = step_row(c, q, "mailbox info");
+    int rc = sq_step_row(c, q, "mailbox info");
     if (rc)
         return rc;
     info_row(q, out);
@@ -95,14 +109,19 @@ static int info_in(conn *c, int64_t id, ms_mailbox_info *out)
 
 int sq_mailbox_info(ms_store *st, int64_t id, ms_mailbox_info *out)
 {
-    WITH_CONN(st, c, info_in(c, id, out));
+    sq_conn *c = sq_conn_get(st);
+    if (!c)
+        return -EIO;
+    int rc_ = info_in(c, id, out);
+    sq_conn_put(st, c);
+    return rc_;
 }
 
 /* Rows are read into memory first: fn may write to the store (recovery
  * does), which a statement still stepping on this connection would see. */
-static int scan_in(conn *c, ms_mailbox_fn fn, void *ctx)
+static int scan_in(sq_conn *c, ms_mailbox_fn fn, void *ctx)
 {
-    sqlite3_stmt *q = Q(c, "SELECT " INFO_COLS " FROM mailbox ORDER BY id");
+    sqlite3_stmt *q = sq_stmt(c, "SELECT " INFO_COLS " FROM mailbox ORDER BY id");
     if (!q)
         return -EIO;
     GArray *rows = g_array_new(FALSE, FALSE, sizeof(ms_mailbox_info));
@@ -123,11 +142,11 @@ static int scan_in(conn *c, ms_mailbox_fn fn, void *ctx)
 
 int sq_mailbox_scan(ms_store *st, ms_mailbox_fn fn, void *ctx)
 {
-    conn *c = conn_get(st);
+    sq_conn *c = sq_conn_get(st);
     if (!c)
         return -EIO;
     int rc = scan_in(c, fn, ctx);
-    conn_put(st, c);
+    sq_conn_put(st, c);
     return rc;
 }
 
@@ -140,7 +159,7 @@ static void bind_opt_text(sqlite3_stmt *q, int i, const char *s)
         sqlite3_bind_null(q, i);
 }
 
-static int set_in(conn *c, int64_t id, const ms_mailbox_change *chg)
+static int set_in(sq_conn *c, int64_t id, const ms_mailbox_change *chg)
 {
     ms_mailbox_info cur;
     int rc = info_in(c, id, &cur);
@@ -149,9 +168,10 @@ static int set_in(conn *c, int64_t id, const ms_mailbox_change *chg)
     /* Taking a lock someone else holds: the mailbox is being moved. */
     if (chg->lock_move > 0 && cur.lock_move && cur.lock_move != chg->lock_move)
         return -EBUSY;
-    sqlite3_stmt *q = Q(c, "UPDATE mailbox SET name = ?, state = ?, lock_move = ?,"
-                           " retain_until = ?, lock_journal = ?, move_id = ?, move_journal = ?"
-                           " WHERE id = ?");
+    sqlite3_stmt *q =
+        sq_stmt(c, "UPDATE mailbox SET name = ?, state = ?, lock_move = ?,"
+                   " retain_until = ?, lock_journal = ?, move_id = ?, move_journal = ?"
+                   " WHERE id = ?");
     if (!q)
         return -EIO;
     int64_t lock = chg->lock_move >= 0 ? chg->lock_move : cur.lock_move;
@@ -159,7 +179,7 @@ static int set_in(conn *c, int64_t id, const ms_mailbox_change *chg)
                                : chg->lock_move == 0 ? NULL
                                                      : cur.lock_journal;
     bool new_move = chg->move_id > 0;
-    bind_name(q, 1, chg->name ? chg->name : cur.name);
+    sq_bind_name(q, 1, chg->name ? chg->name : cur.name);
     sqlite3_bind_int(q, 2, chg->state >= 0 ? chg->state : (int)cur.state);
     sqlite3_bind_int64(q, 3, lock);
     sqlite3_bind_int64(q, 4, chg->retain_until >= 0 ? chg->retain_until : cur.retain_until);
@@ -167,12 +187,19 @@ static int set_in(conn *c, int64_t id, const ms_mailbox_change *chg)
     sqlite3_bind_int64(q, 6, new_move ? chg->move_id : cur.move_id);
     bind_opt_text(q, 7, new_move ? chg->journal : cur.move_journal);
     sqlite3_bind_int64(q, 8, id);
-    return step_done(c, q, "mailbox set");
+    return sq_step_done(c, q, "mailbox set");
 }
 
 int sq_mailbox_set(ms_store *st, int64_t id, const ms_mailbox_change *chg)
 {
-    WITH_TX(st, c, set_in(c, id, chg));
+    sq_conn *c = sq_conn_get(st);
+    if (!c)
+        return -EIO;
+    int rc_ = sq_tx_begin(st, c);
+    if (!rc_)
+        rc_ = sq_tx_end(st, c, set_in(c, id, chg));
+    sq_conn_put(st, c);
+    return rc_;
 }
 
 /*
@@ -180,11 +207,11 @@ int sq_mailbox_set(ms_store *st, int64_t id, const ms_mailbox_change *chg)
  * bytes go with it unless a reader has them (a file opened before the
  * mailbox was moved away): see sq_content_release_in.
  */
-static int drop_in(sq *s, conn *c, int64_t id)
+static int drop_in(sq *s, sq_conn *c, int64_t id)
 {
     g_autoptr(GArray) contents = g_array_new(FALSE, FALSE, sizeof(int64_t));
-    sqlite3_stmt *q = Q(c, "SELECT DISTINCT m.content FROM message m JOIN folder f"
-                           " ON f.id = m.folder WHERE f.mailbox = ? AND m.content != 0");
+    sqlite3_stmt *q = sq_stmt(c, "SELECT DISTINCT m.content FROM message m JOIN folder f"
+                                 " ON f.id = m.folder WHERE f.mailbox = ? AND m.content != 0");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, id);
@@ -202,11 +229,11 @@ static int drop_in(sq *s, conn *c, int64_t id)
         "DELETE FROM mailbox WHERE id = ?",
     };
     for (size_t i = 0; i < G_N_ELEMENTS(steps); i++) {
-        q = Q(c, steps[i]);
+        q = sq_stmt(c, steps[i]);
         if (!q)
             return -EIO;
         sqlite3_bind_int64(q, 1, id);
-        rc = step_done(c, q, "drop mailbox");
+        rc = sq_step_done(c, q, "drop mailbox");
         if (rc)
             return rc;
     }
@@ -218,29 +245,30 @@ static int drop_in(sq *s, conn *c, int64_t id)
 /* pin_lock from the pin checks to the end of the transaction, as a purge. */
 int sq_mailbox_drop(ms_store *st, int64_t id)
 {
-    sq *s = S(st);
-    conn *c = conn_get(st);
+    sq *s = sq_of(st);
+    sq_conn *c = sq_conn_get(st);
     if (!c)
         return -EIO;
-    int rc = tx_begin(st, c);
+    int rc = sq_tx_begin(st, c);
     if (!rc) {
         ms_mutex_lock(&s->pin_lock);
-        rc = tx_end(st, c, drop_in(s, c, id));
+        rc = sq_tx_end(st, c, drop_in(s, c, id));
         sq_pins_release_held(s);
         ms_mutex_unlock(&s->pin_lock);
     }
-    conn_put(st, c);
+    sq_conn_put(st, c);
     return rc;
 }
 
-static int size_in(conn *c, int64_t id, int64_t *messages, int64_t *bytes)
+static int size_in(sq_conn *c, int64_t id, int64_t *messages, int64_t *bytes)
 {
-    sqlite3_stmt *q = Q(c, "SELECT count(*), coalesce(sum(m.size), 0) FROM message m"
-                           " JOIN folder f ON f.id = m.folder WHERE f.mailbox = ? AND m.state = 0");
+    sqlite3_stmt *q =
+        sq_stmt(c, "SELECT count(*), coalesce(sum(m.size), 0) FROM message m"
+                   " JOIN folder f ON f.id = m.folder WHERE f.mailbox = ? AND m.state = 0");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, id);
-    int rc = step_row(c, q, "mailbox size");
+    int rc = sq_step_row(c, q, "mailbox size");
     if (rc)
         return rc;
     *messages = sqlite3_column_int64(q, 0);
@@ -251,16 +279,21 @@ static int size_in(conn *c, int64_t id, int64_t *messages, int64_t *bytes)
 
 int sq_mailbox_size(ms_store *st, int64_t id, int64_t *messages, int64_t *bytes)
 {
-    WITH_CONN(st, c, size_in(c, id, messages, bytes));
+    sq_conn *c = sq_conn_get(st);
+    if (!c)
+        return -EIO;
+    int rc_ = size_in(c, id, messages, bytes);
+    sq_conn_put(st, c);
+    return rc_;
 }
 
-static int meta_in(conn *c, int64_t id, ms_message_meta *out)
+static int meta_in(sq_conn *c, int64_t id, ms_message_meta *out)
 {
-    sqlite3_stmt *q = Q(c, "SELECT sha256, flags FROM message WHERE id = ?");
+    sqlite3_stmt *q = sq_stmt(c, "SELECT sha256, flags FROM message WHERE id = ?");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, id);
-    int rc = step_row(c, q, "message meta");
+    int rc = sq_step_row(c, q, "message meta");
     if (rc)
         return rc;
     memset(out, 0, sizeof *out);
@@ -278,19 +311,25 @@ static int meta_in(conn *c, int64_t id, ms_message_meta *out)
 
 int sq_message_meta(ms_store *st, int64_t id, ms_message_meta *out)
 {
-    WITH_CONN(st, c, meta_in(c, id, out));
+    sq_conn *c = sq_conn_get(st);
+    if (!c)
+        return -EIO;
+    int rc_ = meta_in(c, id, out);
+    sq_conn_put(st, c);
+    return rc_;
 }
 
-int sq_retained_stats(conn *c, ms_store_stats *out)
+int sq_retained_stats(sq_conn *c, ms_store_stats *out)
 {
-    sqlite3_stmt *q = Q(c, "SELECT (SELECT count(*) FROM mailbox WHERE state = ?1),"
-                           " count(*), coalesce(sum(m.size), 0) FROM message m"
-                           " JOIN folder f ON f.id = m.folder JOIN mailbox b ON b.id = f.mailbox"
-                           " WHERE m.state = 0 AND b.state = ?1");
+    sqlite3_stmt *q =
+        sq_stmt(c, "SELECT (SELECT count(*) FROM mailbox WHERE state = ?1),"
+                   " count(*), coalesce(sum(m.size), 0) FROM message m"
+                   " JOIN folder f ON f.id = m.folder JOIN mailbox b ON b.id = f.mailbox"
+                   " WHERE m.state = 0 AND b.state = ?1");
     if (!q)
         return -EIO;
     sqlite3_bind_int(q, 1, MS_MB_RETAINED);
-    int rc = step_row(c, q, "retained stats");
+    int rc = sq_step_row(c, q, "retained stats");
     if (rc)
         return rc;
     out->retained_mailboxes = sqlite3_column_int64(q, 0);

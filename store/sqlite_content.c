@@ -19,55 +19,63 @@
 
 /* ---------------------------------------------------------- content */
 
-static int create_in(conn *c, ms_node folder, const char *name, uint32_t mode, uint32_t uid,
+static int create_in(sq_conn *c, ms_node folder, const char *name, uint32_t mode, uint32_t uid,
                      uint32_t gid, ms_attr *out)
 {
     ms_attr fa;
-    int rc = get_attr(c, folder, &fa);
+    int rc = sq_get_attr(c, folder, &fa);
     if (!rc)
-        rc = mailbox_writable(c, fa.mailbox);
+        rc = sq_mailbox_writable(c, fa.mailbox);
     if (rc)
         return rc;
     ms_attr sub;
-    rc = lookup_in(c, folder, name, &sub);
+    rc = sq_lookup_in(c, folder, name, &sub);
     if (rc == 0 && sub.node.kind == MS_FOLDER)
         return -EEXIST;
     int64_t imap_uid;
-    rc = take_uid(c, folder.id, &imap_uid);
+    rc = sq_take_uid(c, folder.id, &imap_uid);
     if (rc)
         return rc;
-    sqlite3_stmt *q = Q(c, "INSERT INTO message(folder, name, state, imap_uid, mode, uid, gid,"
-                           " mtime_ns, ctime_ns) VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?)");
+    sqlite3_stmt *q =
+        sq_stmt(c, "INSERT INTO message(folder, name, state, imap_uid, mode, uid, gid,"
+                   " mtime_ns, ctime_ns) VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?)");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, folder.id);
-    bind_name(q, 2, name);
+    sq_bind_name(q, 2, name);
     sqlite3_bind_int64(q, 3, imap_uid);
     sqlite3_bind_int(q, 4, (int)mode);
     sqlite3_bind_int64(q, 5, uid);
     sqlite3_bind_int64(q, 6, gid);
-    int64_t now = now_ns();
+    int64_t now = ms_now_ns();
     sqlite3_bind_int64(q, 7, now);
     sqlite3_bind_int64(q, 8, now);
-    rc = step_done(c, q, "create");
+    rc = sq_step_done(c, q, "create");
     if (rc)
         return rc;
-    return get_attr(c, (ms_node){MS_MESSAGE, sqlite3_last_insert_rowid(c->db)}, out);
+    return sq_get_attr(c, (ms_node){MS_MESSAGE, sqlite3_last_insert_rowid(c->db)}, out);
 }
 
 int sq_message_create(ms_store *st, ms_node folder, const char *name, uint32_t mode, uint32_t uid,
                       uint32_t gid, ms_attr *out)
 {
-    WITH_TX(st, c, create_in(c, folder, name, mode, uid, gid, out));
+    sq_conn *c = sq_conn_get(st);
+    if (!c)
+        return -EIO;
+    int rc_ = sq_tx_begin(st, c);
+    if (!rc_)
+        rc_ = sq_tx_end(st, c, create_in(c, folder, name, mode, uid, gid, out));
+    sq_conn_put(st, c);
+    return rc_;
 }
 
-int content_of_in(conn *c, int64_t message, int64_t *content, int64_t *size)
+int sq_content_of_in(sq_conn *c, int64_t message, int64_t *content, int64_t *size)
 {
-    sqlite3_stmt *q = Q(c, "SELECT content, size FROM message WHERE id = ?");
+    sqlite3_stmt *q = sq_stmt(c, "SELECT content, size FROM message WHERE id = ?");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, message);
-    int rc = step_row(c, q, "open");
+    int rc = sq_step_row(c, q, "open");
     if (rc)
         return rc;
     *content = sqlite3_column_int64(q, 0);
@@ -169,11 +177,12 @@ static void pin_locked(sq *s, int64_t content)
  * byte, then resolves again: that purge may have freed it meanwhile
  * (-ENOENT), or a rewrite replaced it (the new content is pinned).
  */
-static int resolve_and_pin_locked(sq *s, conn *c, int64_t message, int64_t *content, int64_t *size)
+static int resolve_and_pin_locked(sq *s, sq_conn *c, int64_t message, int64_t *content,
+                                  int64_t *size)
 {
     ms_mutex_assert_held(&s->pin_lock);
     for (int tries = 0; tries < 100; tries++) {
-        int rc = content_of_in(c, message, content, size);
+        int rc = sq_content_of_in(c, message, content, size);
         if (rc || *content == 0 || g_hash_table_contains(s->pins, KEY(*content))) {
             if (!rc && *content)
                 pin_locked(s, *content);
@@ -189,7 +198,7 @@ static int resolve_and_pin_locked(sq *s, conn *c, int64_t message, int64_t *cont
             return 0;
         }
         int64_t again = 0;
-        rc = content_of_in(c, message, &again, size);
+        rc = sq_content_of_in(c, message, &again, size);
         if (!rc && again == *content) {
             pin_locked(s, *content);
             return 0;
@@ -218,29 +227,29 @@ static bool unpin_locked(sq *s, int64_t content)
 
 /* Frees content inside the caller's transaction, unless a message still
  * refers to it (a purge rolled back, a restore meanwhile). */
-static int drop_in(conn *c, int64_t content)
+static int drop_in(sq_conn *c, int64_t content)
 {
     SQ_ASSERT_TX(c);
     int64_t used;
-    int rc = query_int(c, "SELECT EXISTS(SELECT 1 FROM message WHERE content = ?)", content, &used,
-                       "drop");
+    int rc = sq_query_int(c, "SELECT EXISTS(SELECT 1 FROM message WHERE content = ?)", content,
+                          &used, "drop");
     if (rc || used)
         return rc;
-    sqlite3_stmt *q = Q(c, "DELETE FROM chunk WHERE content = ?");
+    sqlite3_stmt *q = sq_stmt(c, "DELETE FROM chunk WHERE content = ?");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, content);
-    rc = step_done(c, q, "drop");
+    rc = sq_step_done(c, q, "drop");
     if (rc)
         return rc;
-    q = Q(c, "DELETE FROM content WHERE id = ?");
+    q = sq_stmt(c, "DELETE FROM content WHERE id = ?");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, content);
-    return step_done(c, q, "drop");
+    return sq_step_done(c, q, "drop");
 }
 
-int sq_content_release_in(sq *s, conn *c, int64_t content)
+int sq_content_release_in(sq *s, sq_conn *c, int64_t content)
 {
     ms_mutex_assert_held(&s->pin_lock);
     SQ_ASSERT_TX(c);
@@ -262,11 +271,11 @@ int sq_content_release_in(sq *s, conn *c, int64_t content)
 
 /* Frees content no committed message refers to any more, in a
  * transaction of its own on c.  Failing leaves it to recover_leftovers. */
-static void free_content(ms_store *st, conn *c, int64_t content)
+static void free_content(ms_store *st, sq_conn *c, int64_t content)
 {
-    int rc = tx_begin(st, c);
+    int rc = sq_tx_begin(st, c);
     if (!rc)
-        rc = tx_end(st, c, drop_in(c, content));
+        rc = sq_tx_end(st, c, drop_in(c, content));
     if (rc)
         ms_log(LOG_WARNING, "%s: content %lld left for the next mount to free: %s", st->path,
                (long long)content, g_strerror(-rc));
@@ -277,9 +286,9 @@ static void free_content(ms_store *st, conn *c, int64_t content)
  * this process has, unless a reader of another process has it (then
  * recover_leftovers frees it at the next mount).
  */
-static void free_unless_read_elsewhere(ms_store *st, conn *c, int64_t content)
+static void free_unless_read_elsewhere(ms_store *st, sq_conn *c, int64_t content)
 {
-    sq *s = S(st);
+    sq *s = sq_of(st);
     ms_mutex_lock(&s->pin_lock);
     bool elsewhere = pin_byte(s, F_WRLCK, content, false) != 0;
     ms_mutex_unlock(&s->pin_lock);
@@ -297,14 +306,14 @@ static void free_unless_read_elsewhere(ms_store *st, conn *c, int64_t content)
  * this safe: from the commit on, no reader can resolve the old content,
  * and every reader that resolved it before pinned it in the same step.
  */
-static void release_replaced(ms_store *st, conn *c, int64_t content)
+static void release_replaced(ms_store *st, sq_conn *c, int64_t content)
 {
     if (content <= 0)
         return;
     if (!sqlite3_get_autocommit(c->db))
         return; /* a batch, not committed yet: readers elsewhere still see
                    the content; recover_leftovers frees it at next mount */
-    sq *s = S(st);
+    sq *s = sq_of(st);
     ms_mutex_lock(&s->pin_lock);
     bool pinned = g_hash_table_contains(s->pins, KEY(content));
     if (pinned)
@@ -317,9 +326,9 @@ static void release_replaced(ms_store *st, conn *c, int64_t content)
 /* ---------------------------------------------------------- readers */
 
 /* Bytes of content from off, short only past its last chunk. */
-static ssize_t content_read_in(conn *c, int64_t content, char *buf, size_t len, int64_t off)
+static ssize_t content_read_in(sq_conn *c, int64_t content, char *buf, size_t len, int64_t off)
 {
-    sqlite3_stmt *q = Q(c, "SELECT data FROM chunk WHERE content = ? AND seq = ?");
+    sqlite3_stmt *q = sq_stmt(c, "SELECT data FROM chunk WHERE content = ? AND seq = ?");
     if (!q)
         return -EIO;
     size_t done = 0;
@@ -330,7 +339,7 @@ static ssize_t content_read_in(conn *c, int64_t content, char *buf, size_t len, 
         sqlite3_reset(q);
         sqlite3_bind_int64(q, 1, content);
         sqlite3_bind_int64(q, 2, seq);
-        int rc = step_row(c, q, "read");
+        int rc = sq_step_row(c, q, "read");
         if (rc == -ENOENT)
             break; /* past the last chunk */
         if (rc)
@@ -355,8 +364,8 @@ struct ms_be_reader {
 
 int sq_reader_open(ms_store *st, int64_t message, ms_be_reader **out, int64_t *size, bool *pending)
 {
-    sq *s = S(st);
-    conn *c = conn_get(st);
+    sq *s = sq_of(st);
+    sq_conn *c = sq_conn_get(st);
     if (!c)
         return -EIO;
     int64_t content = 0, sz = 0;
@@ -364,7 +373,7 @@ int sq_reader_open(ms_store *st, int64_t message, ms_be_reader **out, int64_t *s
     ms_mutex_lock(&s->pin_lock);
     int rc = resolve_and_pin_locked(s, c, message, &content, &sz);
     ms_mutex_unlock(&s->pin_lock);
-    conn_put(st, c);
+    sq_conn_put(st, c);
     if (rc)
         return rc;
     ms_be_reader *r = g_new0(ms_be_reader, 1);
@@ -378,11 +387,11 @@ int sq_reader_open(ms_store *st, int64_t message, ms_be_reader **out, int64_t *s
 
 ssize_t sq_reader_pread(ms_store *st, ms_be_reader *r, void *buf, size_t len, int64_t off)
 {
-    conn *c = conn_get(st);
+    sq_conn *c = sq_conn_get(st);
     if (!c)
         return -EIO;
     ssize_t n = content_read_in(c, r->content, buf, len, off);
-    conn_put(st, c);
+    sq_conn_put(st, c);
     if (n >= 0 && (size_t)n < len) {
         /* Within the size the reader was opened with (store.c sees to
          * that): the bytes went away under the pin, which only another
@@ -400,7 +409,7 @@ void sq_reader_close(ms_store *st, ms_be_reader *r)
 {
     if (!r)
         return;
-    sq *s = S(st);
+    sq *s = sq_of(st);
     bool drop = false;
     if (r->content > 0) {
         ms_mutex_lock(&s->pin_lock);
@@ -408,36 +417,46 @@ void sq_reader_close(ms_store *st, ms_be_reader *r)
         ms_mutex_unlock(&s->pin_lock);
     }
     if (drop) {
-        conn *c = conn_get(st);
+        sq_conn *c = sq_conn_get(st);
         if (c) {
             free_unless_read_elsewhere(st, c, r->content);
-            conn_put(st, c);
+            sq_conn_put(st, c);
         }
     }
     g_free(r);
 }
 
-static int discard_in(conn *c, int64_t message)
+static int discard_in(sq_conn *c, int64_t message)
 {
-    sqlite3_stmt *q = Q(c, "DELETE FROM message WHERE id = ? AND state = 1");
+    sqlite3_stmt *q = sq_stmt(c, "DELETE FROM message WHERE id = ? AND state = 1");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, message);
-    return step_done(c, q, "discard");
+    return sq_step_done(c, q, "discard");
 }
 
-int sq_discard_pending(ms_store *st, int64_t message) { WITH_TX(st, c, discard_in(c, message)); }
+int sq_discard_pending(ms_store *st, int64_t message)
+{
+    sq_conn *c = sq_conn_get(st);
+    if (!c)
+        return -EIO;
+    int rc_ = sq_tx_begin(st, c);
+    if (!rc_)
+        rc_ = sq_tx_end(st, c, discard_in(c, message));
+    sq_conn_put(st, c);
+    return rc_;
+}
 
 /* Copies the spool into new chunks of a new content id; hashes them. */
-static int write_content(conn *c, ms_spool *sp, int64_t *content, uint8_t sha[32])
+static int write_content(sq_conn *c, ms_spool *sp, int64_t *content, uint8_t sha[32])
 {
     SQ_ASSERT_TX(c);
     int64_t size = ms_spool_size(sp);
-    sqlite3_stmt *q = Q(c, "INSERT INTO content(size) VALUES (?)");
+    sqlite3_stmt *q = sq_stmt(c, "INSERT INTO content(size) VALUES (?)");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, size);
-    int rc = step_done(c, q, "content");
+    int rc = sq_step_done(c, q, "content");
     if (rc)
         return rc;
     int64_t id = sqlite3_last_insert_rowid(c->db);
@@ -452,13 +471,13 @@ static int write_content(conn *c, ms_spool *sp, int64_t *content, uint8_t sha[32
             return n < 0 ? (int)n : -EIO;
         if (!hashed)
             sha256_update(&ck, (size_t)n, (const uint8_t *)buf);
-        q = Q(c, "INSERT INTO chunk(content, seq, data) VALUES (?, ?, ?)");
+        q = sq_stmt(c, "INSERT INTO chunk(content, seq, data) VALUES (?, ?, ?)");
         if (!q)
             return -EIO;
         sqlite3_bind_int64(q, 1, id);
         sqlite3_bind_int64(q, 2, seq);
         sqlite3_bind_blob(q, 3, buf, (int)n, SQLITE_STATIC);
-        rc = step_done(c, q, "write");
+        rc = sq_step_done(c, q, "write");
         if (rc)
             return rc;
         off += n;
@@ -469,59 +488,59 @@ static int write_content(conn *c, ms_spool *sp, int64_t *content, uint8_t sha[32
     return 0;
 }
 
-static int insert_row(conn *c, int64_t folder, const char *name, int64_t uid, int64_t *id)
+static int insert_row(sq_conn *c, int64_t folder, const char *name, int64_t uid, int64_t *id)
 {
-    sqlite3_stmt *q = Q(c, "INSERT INTO message(folder, name, imap_uid, mode, uid, gid,"
-                           " mtime_ns, ctime_ns) VALUES (?1, ?2, ?3, 384, 0, 0, ?4, ?4)");
+    sqlite3_stmt *q = sq_stmt(c, "INSERT INTO message(folder, name, imap_uid, mode, uid, gid,"
+                                 " mtime_ns, ctime_ns) VALUES (?1, ?2, ?3, 384, 0, 0, ?4, ?4)");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, folder);
-    bind_name(q, 2, name);
+    sq_bind_name(q, 2, name);
     sqlite3_bind_int64(q, 3, uid);
-    sqlite3_bind_int64(q, 4, now_ns());
-    int rc = step_done(c, q, "insert");
+    sqlite3_bind_int64(q, 4, ms_now_ns());
+    int rc = sq_step_done(c, q, "insert");
     if (!rc)
         *id = sqlite3_last_insert_rowid(c->db);
     return rc;
 }
 
 /* Keeps the folder's next UID above uid, which an import brought along. */
-static int raise_next_uid(conn *c, int64_t folder, int64_t uid)
+static int raise_next_uid(sq_conn *c, int64_t folder, int64_t uid)
 {
-    sqlite3_stmt *q = Q(c, "UPDATE folder SET next_uid = max(next_uid, ? + 1) WHERE id = ?");
+    sqlite3_stmt *q = sq_stmt(c, "UPDATE folder SET next_uid = max(next_uid, ? + 1) WHERE id = ?");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, uid);
     sqlite3_bind_int64(q, 2, folder);
-    return step_done(c, q, "uid");
+    return sq_step_done(c, q, "uid");
 }
 
 /*
  * A new visible message: an import keeps its name and UID; a delivery is
  * named "<uid>.eml" with the folder's next UID.
  */
-static int insert_new(conn *c, int64_t folder, const char *name, int64_t uid, int64_t *id)
+static int insert_new(sq_conn *c, int64_t folder, const char *name, int64_t uid, int64_t *id)
 {
     ms_attr fa;
-    int rc = get_attr(c, (ms_node){MS_FOLDER, folder}, &fa);
+    int rc = sq_get_attr(c, (ms_node){MS_FOLDER, folder}, &fa);
     if (!rc)
-        rc = mailbox_writable(c, fa.mailbox);
+        rc = sq_mailbox_writable(c, fa.mailbox);
     if (rc)
         return rc;
     if (name) {
         if (uid <= 0)
-            rc = take_uid(c, folder, &uid);
+            rc = sq_take_uid(c, folder, &uid);
         else
             rc = raise_next_uid(c, folder, uid);
         return rc ? rc : insert_row(c, folder, name, uid, id);
     }
     for (int tries = 0; tries < 1000; tries++) {
-        rc = take_uid(c, folder, &uid);
+        rc = sq_take_uid(c, folder, &uid);
         if (rc)
             return rc;
         char gen[32];
         snprintf(gen, sizeof gen, "%lld.eml", (long long)uid);
-        rc = name_taken_by_message(c, folder, gen);
+        rc = sq_name_taken_by_message(c, folder, gen);
         if (rc > 0)
             continue; /* somebody created that name by hand: next UID */
         return rc < 0 ? rc : insert_row(c, folder, gen, uid, id);
@@ -529,7 +548,7 @@ static int insert_new(conn *c, int64_t folder, const char *name, int64_t uid, in
     return -EEXIST;
 }
 
-static int commit_in(conn *c, const ms_commit *cm, int64_t *old_content, ms_attr *out)
+static int commit_in(sq_conn *c, const ms_commit *cm, int64_t *old_content, ms_attr *out)
 {
     SQ_ASSERT_TX(c);
     int64_t id = cm->message, old = 0, size = 0;
@@ -538,11 +557,11 @@ static int commit_in(conn *c, const ms_commit *cm, int64_t *old_content, ms_attr
         rc = insert_new(c, cm->folder.id, cm->name, cm->imap_uid, &id);
     } else {
         ms_attr ma;
-        rc = get_attr(c, (ms_node){MS_MESSAGE, id}, &ma);
+        rc = sq_get_attr(c, (ms_node){MS_MESSAGE, id}, &ma);
         if (!rc)
-            rc = mailbox_writable(c, ma.mailbox);
+            rc = sq_mailbox_writable(c, ma.mailbox);
         if (!rc)
-            rc = content_of_in(c, id, &old, &size);
+            rc = sq_content_of_in(c, id, &old, &size);
     }
     if (rc)
         return rc;
@@ -553,23 +572,23 @@ static int commit_in(conn *c, const ms_commit *cm, int64_t *old_content, ms_attr
         return rc;
     /* New bytes are a change of the message: its ctime moves (the mtime
      * is the writer's business, in cm->attr). */
-    sqlite3_stmt *q = Q(c, "UPDATE message SET content = ?, size = ?, sha256 = ?, state = 0,"
-                           " ctime_ns = ? WHERE id = ?");
+    sqlite3_stmt *q = sq_stmt(c, "UPDATE message SET content = ?, size = ?, sha256 = ?, state = 0,"
+                                 " ctime_ns = ? WHERE id = ?");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, content);
     sqlite3_bind_int64(q, 2, ms_spool_size(cm->spool));
     sqlite3_bind_blob(q, 3, sha, 32, SQLITE_STATIC);
-    sqlite3_bind_int64(q, 4, now_ns());
+    sqlite3_bind_int64(q, 4, ms_now_ns());
     sqlite3_bind_int64(q, 5, id);
-    rc = step_done(c, q, "commit");
+    rc = sq_step_done(c, q, "commit");
     ms_node n = {MS_MESSAGE, id};
     if (!rc && cm->flags)
-        rc = xattr_set_in(c, n, MS_XA_FLAGS, cm->flags, cm->flags_len);
+        rc = sq_xattr_set_in(c, n, MS_XA_FLAGS, cm->flags, cm->flags_len);
     if (!rc && cm->attr.mask)
-        rc = setattr_in(c, n, &cm->attr, NULL);
+        rc = sq_setattr_in(c, n, &cm->attr, NULL);
     if (!rc)
-        rc = get_attr(c, n, out);
+        rc = sq_get_attr(c, n, out);
     if (!rc)
         *old_content = old;
     return rc;
@@ -577,17 +596,17 @@ static int commit_in(conn *c, const ms_commit *cm, int64_t *old_content, ms_attr
 
 int sq_commit(ms_store *st, const ms_commit *cm, ms_attr *out)
 {
-    conn *c = conn_get(st);
+    sq_conn *c = sq_conn_get(st);
     if (!c)
         return -EIO;
     int64_t old = 0;
-    int rc = tx_begin(st, c);
+    int rc = sq_tx_begin(st, c);
     if (!rc) {
         rc = commit_in(c, cm, &old, out);
-        rc = cm->durable ? tx_end_durable(st, c, rc) : tx_end(st, c, rc);
+        rc = cm->durable ? sq_tx_end_durable(st, c, rc) : sq_tx_end(st, c, rc);
     }
     if (!rc)
         release_replaced(st, c, old);
-    conn_put(st, c);
+    sq_conn_put(st, c);
     return rc;
 }

@@ -56,13 +56,13 @@ static const char *original_name(const char *kept)
 }
 
 /* The name of mailbox row id (g_free). */
-static int mailbox_name(conn *c, int64_t id, char **out)
+static int mailbox_name(sq_conn *c, int64_t id, char **out)
 {
-    sqlite3_stmt *q = Q(c, "SELECT name FROM mailbox WHERE id = ?");
+    sqlite3_stmt *q = sq_stmt(c, "SELECT name FROM mailbox WHERE id = ?");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, id);
-    int rc = step_row(c, q, "deleted items");
+    int rc = sq_step_row(c, q, "deleted items");
     if (rc)
         return rc;
     *out = col_str(q, 0);
@@ -70,13 +70,13 @@ static int mailbox_name(conn *c, int64_t id, char **out)
     return 0;
 }
 
-static int find_items(conn *c, const char *name, int64_t *out)
+static int find_items(sq_conn *c, const char *name, int64_t *out)
 {
-    sqlite3_stmt *q = Q(c, "SELECT id FROM mailbox WHERE name = ? AND state = 3");
+    sqlite3_stmt *q = sq_stmt(c, "SELECT id FROM mailbox WHERE name = ? AND state = 3");
     if (!q)
         return -EIO;
-    bind_name(q, 1, name);
-    int rc = step_row(c, q, "deleted items");
+    sq_bind_name(q, 1, name);
+    int rc = sq_step_row(c, q, "deleted items");
     if (rc)
         return rc;
     *out = sqlite3_column_int64(q, 0);
@@ -85,7 +85,7 @@ static int find_items(conn *c, const char *name, int64_t *out)
 }
 
 /* The deleted items of mailbox, made on first need with its attributes. */
-static int items_of(conn *c, int64_t mailbox, int64_t *out)
+static int items_of(sq_conn *c, int64_t mailbox, int64_t *out)
 {
     g_autofree char *name = NULL;
     int rc = mailbox_name(c, mailbox, &name);
@@ -95,29 +95,30 @@ static int items_of(conn *c, int64_t mailbox, int64_t *out)
     rc = find_items(c, in, out);
     if (rc != -ENOENT)
         return rc;
-    sqlite3_stmt *q =
-        Q(c, "INSERT INTO mailbox(name, state, acl, mode, uid, gid, mtime_ns, ctime_ns)"
-             " SELECT ?, 3, acl, mode, uid, gid, mtime_ns, ctime_ns FROM mailbox WHERE id = ?");
+    sqlite3_stmt *q = sq_stmt(
+        c, "INSERT INTO mailbox(name, state, acl, mode, uid, gid, mtime_ns, ctime_ns)"
+           " SELECT ?, 3, acl, mode, uid, gid, mtime_ns, ctime_ns FROM mailbox WHERE id = ?");
     if (!q)
         return -EIO;
-    bind_name(q, 1, in);
+    sq_bind_name(q, 1, in);
     sqlite3_bind_int64(q, 2, mailbox);
-    rc = step_done(c, q, "deleted items");
+    rc = sq_step_done(c, q, "deleted items");
     if (!rc)
         *out = sqlite3_last_insert_rowid(c->db);
     return rc;
 }
 
 /* The child folder of parent (0: top level) in mailbox named name. */
-static int child_folder(conn *c, int64_t mailbox, int64_t parent, const char *name, int64_t *out)
+static int child_folder(sq_conn *c, int64_t mailbox, int64_t parent, const char *name, int64_t *out)
 {
-    sqlite3_stmt *q = Q(c, "SELECT id FROM folder WHERE mailbox = ? AND parent = ? AND name = ?");
+    sqlite3_stmt *q =
+        sq_stmt(c, "SELECT id FROM folder WHERE mailbox = ? AND parent = ? AND name = ?");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, mailbox);
     sqlite3_bind_int64(q, 2, parent);
-    bind_name(q, 3, name);
-    int rc = step_row(c, q, "deleted items");
+    sq_bind_name(q, 3, name);
+    int rc = sq_step_row(c, q, "deleted items");
     if (rc)
         return rc;
     *out = sqlite3_column_int64(q, 0);
@@ -129,18 +130,18 @@ static int child_folder(conn *c, int64_t mailbox, int64_t parent, const char *na
  * A new folder in mailbox under parent with the name and attributes of
  * folder `like` (special-use and next UID included).
  */
-static int folder_like(conn *c, int64_t mailbox, int64_t parent, int64_t like, int64_t *out)
+static int folder_like(sq_conn *c, int64_t mailbox, int64_t parent, int64_t like, int64_t *out)
 {
-    sqlite3_stmt *q =
-        Q(c, "INSERT INTO folder(mailbox, parent, name, special_use, next_uid, mode, uid, gid,"
-             " mtime_ns, ctime_ns) SELECT ?, ?, name, special_use, next_uid, mode, uid, gid,"
-             " mtime_ns, ctime_ns FROM folder WHERE id = ?");
+    sqlite3_stmt *q = sq_stmt(
+        c, "INSERT INTO folder(mailbox, parent, name, special_use, next_uid, mode, uid, gid,"
+           " mtime_ns, ctime_ns) SELECT ?, ?, name, special_use, next_uid, mode, uid, gid,"
+           " mtime_ns, ctime_ns FROM folder WHERE id = ?");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, mailbox);
     sqlite3_bind_int64(q, 2, parent);
     sqlite3_bind_int64(q, 3, like);
-    int rc = step_done(c, q, "deleted items");
+    int rc = sq_step_done(c, q, "deleted items");
     if (!rc)
         *out = sqlite3_last_insert_rowid(c->db);
     return rc;
@@ -148,15 +149,15 @@ static int folder_like(conn *c, int64_t mailbox, int64_t parent, int64_t like, i
 
 /* The mirror of visible folder in the deleted items `items`, made (with
  * its parents) on first need. */
-static int mirror_of(conn *c, int64_t items, int64_t folder, int depth, int64_t *out)
+static int mirror_of(sq_conn *c, int64_t items, int64_t folder, int depth, int64_t *out)
 {
     if (depth > MAX_DEPTH)
         return -ELOOP;
-    sqlite3_stmt *q = Q(c, "SELECT parent, name FROM folder WHERE id = ?");
+    sqlite3_stmt *q = sq_stmt(c, "SELECT parent, name FROM folder WHERE id = ?");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, folder);
-    int rc = step_row(c, q, "deleted items");
+    int rc = sq_step_row(c, q, "deleted items");
     if (rc)
         return rc;
     int64_t parent = sqlite3_column_int64(q, 0);
@@ -171,14 +172,14 @@ static int mirror_of(conn *c, int64_t items, int64_t folder, int depth, int64_t 
     return folder_like(c, items, mparent, folder, out);
 }
 
-int keep_message(conn *c, int64_t message)
+int sq_keep_message(sq_conn *c, int64_t message)
 {
-    sqlite3_stmt *q = Q(c, "SELECT m.folder, f.mailbox, m.name FROM message m"
-                           " JOIN folder f ON f.id = m.folder WHERE m.id = ?");
+    sqlite3_stmt *q = sq_stmt(c, "SELECT m.folder, f.mailbox, m.name FROM message m"
+                                 " JOIN folder f ON f.id = m.folder WHERE m.id = ?");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, message);
-    int rc = step_row(c, q, "unlink");
+    int rc = sq_step_row(c, q, "unlink");
     if (rc)
         return rc;
     int64_t folder = sqlite3_column_int64(q, 0), mailbox = sqlite3_column_int64(q, 1);
@@ -191,20 +192,20 @@ int keep_message(conn *c, int64_t message)
     if (rc)
         return rc;
     g_autofree char *kept = g_strdup_printf("%lld/%s", (long long)message, name);
-    q = Q(c, "UPDATE message SET folder = ?, name = ?, deleted_ns = ? WHERE id = ?");
+    q = sq_stmt(c, "UPDATE message SET folder = ?, name = ?, deleted_ns = ? WHERE id = ?");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, mirror);
-    bind_name(q, 2, kept);
-    sqlite3_bind_int64(q, 3, now_ns());
+    sq_bind_name(q, 2, kept);
+    sqlite3_bind_int64(q, 3, ms_now_ns());
     sqlite3_bind_int64(q, 4, message);
-    return step_done(c, q, "unlink");
+    return sq_step_done(c, q, "unlink");
 }
 
-int keep_folder(conn *c, int64_t folder)
+int sq_keep_folder(sq_conn *c, int64_t folder)
 {
     int64_t mailbox, items, mirror;
-    int rc = query_int(c, "SELECT mailbox FROM folder WHERE id = ?", folder, &mailbox, "rmdir");
+    int rc = sq_query_int(c, "SELECT mailbox FROM folder WHERE id = ?", folder, &mailbox, "rmdir");
     if (!rc)
         rc = items_of(c, mailbox, &items);
     if (!rc)
@@ -213,48 +214,50 @@ int keep_folder(conn *c, int64_t folder)
         return rc;
     /* The folder as it is now (a chmod since the mirror was made), and a
      * next UID that never goes back, so a restored folder reuses none. */
-    sqlite3_stmt *q = Q(c, "UPDATE folder AS m SET (special_use, next_uid, mode, uid, gid,"
-                           " mtime_ns, deleted_ns) = (SELECT s.special_use,"
-                           " max(s.next_uid, m.next_uid), s.mode, s.uid, s.gid, s.mtime_ns, ?1"
-                           " FROM folder s WHERE s.id = ?2) WHERE m.id = ?3");
+    sqlite3_stmt *q =
+        sq_stmt(c, "UPDATE folder AS m SET (special_use, next_uid, mode, uid, gid,"
+                   " mtime_ns, deleted_ns) = (SELECT s.special_use,"
+                   " max(s.next_uid, m.next_uid), s.mode, s.uid, s.gid, s.mtime_ns, ?1"
+                   " FROM folder s WHERE s.id = ?2) WHERE m.id = ?3");
     if (!q)
         return -EIO;
-    sqlite3_bind_int64(q, 1, now_ns());
+    sqlite3_bind_int64(q, 1, ms_now_ns());
     sqlite3_bind_int64(q, 2, folder);
     sqlite3_bind_int64(q, 3, mirror);
-    return step_done(c, q, "rmdir");
+    return sq_step_done(c, q, "rmdir");
 }
 
-int keep_mailbox(conn *c, int64_t mailbox)
+int sq_keep_mailbox(sq_conn *c, int64_t mailbox)
 {
     int64_t items;
     int rc = items_of(c, mailbox, &items);
     if (rc)
         return rc;
-    sqlite3_stmt *q = Q(c, "UPDATE mailbox AS d SET (acl, mode, uid, gid, mtime_ns, deleted_ns) ="
-                           " (SELECT s.acl, s.mode, s.uid, s.gid, s.mtime_ns, ?1 FROM mailbox s"
-                           " WHERE s.id = ?2) WHERE d.id = ?3");
+    sqlite3_stmt *q =
+        sq_stmt(c, "UPDATE mailbox AS d SET (acl, mode, uid, gid, mtime_ns, deleted_ns) ="
+                   " (SELECT s.acl, s.mode, s.uid, s.gid, s.mtime_ns, ?1 FROM mailbox s"
+                   " WHERE s.id = ?2) WHERE d.id = ?3");
     if (!q)
         return -EIO;
-    sqlite3_bind_int64(q, 1, now_ns());
+    sqlite3_bind_int64(q, 1, ms_now_ns());
     sqlite3_bind_int64(q, 2, mailbox);
     sqlite3_bind_int64(q, 3, items);
-    return step_done(c, q, "rmdir");
+    return sq_step_done(c, q, "rmdir");
 }
 
-int rename_deleted_items(conn *c, int64_t mailbox, const char *newname)
+int sq_rename_deleted_items(sq_conn *c, int64_t mailbox, const char *newname)
 {
     g_autofree char *old = NULL;
     int rc = mailbox_name(c, mailbox, &old);
     if (rc)
         return rc;
     g_autofree char *from = items_name(mailbox, old), *to = items_name(mailbox, newname);
-    sqlite3_stmt *q = Q(c, "UPDATE mailbox SET name = ? WHERE name = ? AND state = 3");
+    sqlite3_stmt *q = sq_stmt(c, "UPDATE mailbox SET name = ? WHERE name = ? AND state = 3");
     if (!q)
         return -EIO;
-    bind_name(q, 1, to);
-    bind_name(q, 2, from);
-    return step_done(c, q, "rename");
+    sq_bind_name(q, 1, to);
+    sq_bind_name(q, 2, from);
+    return sq_step_done(c, q, "rename");
 }
 
 /* ------------------------------------------------------------ listing */
@@ -268,10 +271,10 @@ static void items_row_clear(gpointer p) { g_free(((items_row *)p)->name); }
 
 /* Every deleted-items mailbox (of mailbox name only, unless NULL), newest
  * deletion first. */
-static int all_items(conn *c, const char *only, GArray *out)
+static int all_items(sq_conn *c, const char *only, GArray *out)
 {
-    sqlite3_stmt *q = Q(c, "SELECT id, name, deleted_ns FROM mailbox WHERE state = 3"
-                           " ORDER BY deleted_ns DESC, id DESC");
+    sqlite3_stmt *q = sq_stmt(c, "SELECT id, name, deleted_ns FROM mailbox WHERE state = 3"
+                                 " ORDER BY deleted_ns DESC, id DESC");
     if (!q)
         return -EIO;
     int rc;
@@ -328,12 +331,12 @@ static void resolve_row(GArray *rows, GHashTable *index, guint i, bool mailbox_d
 
 /* The mirror folders of items with their paths and what each holds
  * (subfolders included), sorted by path. */
-static int load_mirrors(conn *c, const items_row *it, GArray *rows)
+static int load_mirrors(sq_conn *c, const items_row *it, GArray *rows)
 {
-    sqlite3_stmt *q =
-        Q(c, "SELECT f.id, f.parent, f.deleted_ns, f.name, count(m.id), coalesce(sum(m.size), 0)"
-             " FROM folder f LEFT JOIN message m ON m.folder = f.id WHERE f.mailbox = ?"
-             " GROUP BY f.id ORDER BY f.id");
+    sqlite3_stmt *q = sq_stmt(
+        c, "SELECT f.id, f.parent, f.deleted_ns, f.name, count(m.id), coalesce(sum(m.size), 0)"
+           " FROM folder f LEFT JOIN message m ON m.folder = f.id WHERE f.mailbox = ?"
+           " GROUP BY f.id ORDER BY f.id");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, it->id);
@@ -373,11 +376,11 @@ static int load_mirrors(conn *c, const items_row *it, GArray *rows)
 }
 
 /* Reports the messages kept in mirror folder r; *stop when fn said so. */
-static int list_messages(conn *c, const items_row *it, const mirror_row *r, ms_deleted_fn fn,
+static int list_messages(sq_conn *c, const items_row *it, const mirror_row *r, ms_deleted_fn fn,
                          void *ctx, bool *stop)
 {
-    sqlite3_stmt *q = Q(c, "SELECT id, name, size, deleted_ns FROM message WHERE folder = ?"
-                           " ORDER BY deleted_ns, id");
+    sqlite3_stmt *q = sq_stmt(c, "SELECT id, name, size, deleted_ns FROM message WHERE folder = ?"
+                                 " ORDER BY deleted_ns, id");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, r->id);
@@ -401,7 +404,7 @@ static int list_messages(conn *c, const items_row *it, const mirror_row *r, ms_d
 
 /* Reports one mailbox's deleted items: itself if deleted, then its
  * folders in path order, each followed by its messages. */
-static int list_items(conn *c, const items_row *it, ms_deleted_fn fn, void *ctx, bool *stop)
+static int list_items(sq_conn *c, const items_row *it, ms_deleted_fn fn, void *ctx, bool *stop)
 {
     g_autoptr(GArray) rows = g_array_new(FALSE, TRUE, sizeof(mirror_row));
     g_array_set_clear_func(rows, mirror_row_clear);
@@ -437,7 +440,7 @@ static int list_items(conn *c, const items_row *it, ms_deleted_fn fn, void *ctx,
     return rc;
 }
 
-static int list_in(conn *c, const char *mailbox, ms_deleted_fn fn, void *ctx)
+static int list_in(sq_conn *c, const char *mailbox, ms_deleted_fn fn, void *ctx)
 {
     g_autoptr(GArray) items = g_array_new(FALSE, TRUE, sizeof(items_row));
     g_array_set_clear_func(items, items_row_clear);
@@ -452,7 +455,7 @@ static int list_in(conn *c, const char *mailbox, ms_deleted_fn fn, void *ctx)
 int sq_deleted_list(ms_store *st, const char *mailbox, ms_deleted_fn fn, void *ctx)
 {
     /* One read transaction: a consistent picture while the mount writes. */
-    conn *c = conn_get(st);
+    sq_conn *c = sq_conn_get(st);
     if (!c)
         return -EIO;
     int rc = sq_exec(c, "BEGIN") == SQLITE_OK ? 0 : -EIO;
@@ -460,7 +463,7 @@ int sq_deleted_list(ms_store *st, const char *mailbox, ms_deleted_fn fn, void *c
         rc = list_in(c, mailbox, fn, ctx);
         sqlite3_exec(c->db, "COMMIT", NULL, NULL, NULL);
     }
-    conn_put(st, c);
+    sq_conn_put(st, c);
     return rc;
 }
 
@@ -473,17 +476,17 @@ typedef struct restore {
 } restore;
 
 /* 1 if a message or subfolder named name is in visible folder parent. */
-static int name_taken(conn *c, int64_t parent, const char *name)
+static int name_taken(sq_conn *c, int64_t parent, const char *name)
 {
-    int rc = name_taken_by_message(c, parent, name);
+    int rc = sq_name_taken_by_message(c, parent, name);
     if (rc)
         return rc;
-    sqlite3_stmt *q = Q(c, "SELECT 1 FROM folder WHERE parent = ? AND name = ?");
+    sqlite3_stmt *q = sq_stmt(c, "SELECT 1 FROM folder WHERE parent = ? AND name = ?");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, parent);
-    bind_name(q, 2, name);
-    rc = step_row(c, q, "restore");
+    sq_bind_name(q, 2, name);
+    rc = sq_step_row(c, q, "restore");
     sqlite3_reset(q);
     return rc == 0 ? 1 : rc == -ENOENT ? 0 : rc;
 }
@@ -502,14 +505,14 @@ static int refused(const restore *r, const char *path, const char *name)
  * deleted folder then: what it still holds is deleted items of the
  * visible one.
  */
-static int visible_folder(conn *c, restore *r, int64_t vparent, const char *vpath, int64_t mirror,
-                          int64_t *out)
+static int visible_folder(sq_conn *c, restore *r, int64_t vparent, const char *vpath,
+                          int64_t mirror, int64_t *out)
 {
-    sqlite3_stmt *q = Q(c, "SELECT name FROM folder WHERE id = ?");
+    sqlite3_stmt *q = sq_stmt(c, "SELECT name FROM folder WHERE id = ?");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, mirror);
-    int rc = step_row(c, q, "restore");
+    int rc = sq_step_row(c, q, "restore");
     if (rc)
         return rc;
     g_autofree char *name = col_str(q, 0);
@@ -517,16 +520,16 @@ static int visible_folder(conn *c, restore *r, int64_t vparent, const char *vpat
     rc = child_folder(c, r->visible, vparent, name, out);
     if (rc != -ENOENT)
         return rc;
-    if (vparent && (rc = name_taken_by_message(c, vparent, name)) != 0)
+    if (vparent && (rc = sq_name_taken_by_message(c, vparent, name)) != 0)
         return rc > 0 ? refused(r, vpath, name) : rc;
     rc = folder_like(c, r->visible, vparent, mirror, out);
     if (rc)
         return rc;
-    q = Q(c, "UPDATE folder SET deleted_ns = 0 WHERE id = ?");
+    q = sq_stmt(c, "UPDATE folder SET deleted_ns = 0 WHERE id = ?");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, mirror);
-    return step_done(c, q, "restore");
+    return sq_step_done(c, q, "restore");
 }
 
 typedef struct kept {
@@ -537,10 +540,10 @@ typedef struct kept {
 static void kept_clear(gpointer p) { g_free(((kept *)p)->name); }
 
 /* The messages kept in mirror, newest deletion first. */
-static int kept_in(conn *c, int64_t mirror, GArray *out)
+static int kept_in(sq_conn *c, int64_t mirror, GArray *out)
 {
-    sqlite3_stmt *q = Q(c, "SELECT id, imap_uid, name FROM message WHERE folder = ?"
-                           " ORDER BY deleted_ns DESC, id DESC");
+    sqlite3_stmt *q = sq_stmt(c, "SELECT id, imap_uid, name FROM message WHERE folder = ?"
+                                 " ORDER BY deleted_ns DESC, id DESC");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, mirror);
@@ -559,51 +562,52 @@ static int kept_in(conn *c, int64_t mirror, GArray *out)
  * Refiles kept message k into visible folder vis under its own name, UID
  * (a new one if another message of vis has it), flags, mode and date.
  */
-static int restore_message(conn *c, restore *r, const kept *k, int64_t vis, const char *vpath)
+static int restore_message(sq_conn *c, restore *r, const kept *k, int64_t vis, const char *vpath)
 {
     int rc = name_taken(c, vis, k->name);
     if (rc)
         return rc > 0 ? refused(r, vpath, k->name) : rc;
     int64_t uid = k->uid, clash = 0;
     sqlite3_stmt *q =
-        Q(c, "SELECT EXISTS(SELECT 1 FROM message WHERE folder = ? AND imap_uid = ?)");
+        sq_stmt(c, "SELECT EXISTS(SELECT 1 FROM message WHERE folder = ? AND imap_uid = ?)");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, vis);
     sqlite3_bind_int64(q, 2, uid);
-    rc = step_row(c, q, "restore");
+    rc = sq_step_row(c, q, "restore");
     if (rc)
         return rc;
     clash = sqlite3_column_int64(q, 0);
     sqlite3_reset(q);
-    if (clash && (rc = take_uid(c, vis, &uid)) != 0)
+    if (clash && (rc = sq_take_uid(c, vis, &uid)) != 0)
         return rc;
     /* Its ctime is the restore's: a backup that goes by ctime takes it again. */
-    q = Q(c, "UPDATE message SET folder = ?, name = ?, imap_uid = ?, deleted_ns = 0, ctime_ns = ?"
-             " WHERE id = ?");
+    q = sq_stmt(
+        c, "UPDATE message SET folder = ?, name = ?, imap_uid = ?, deleted_ns = 0, ctime_ns = ?"
+           " WHERE id = ?");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, vis);
-    bind_name(q, 2, k->name);
+    sq_bind_name(q, 2, k->name);
     sqlite3_bind_int64(q, 3, uid);
-    sqlite3_bind_int64(q, 4, now_ns());
+    sqlite3_bind_int64(q, 4, ms_now_ns());
     sqlite3_bind_int64(q, 5, k->id);
-    rc = step_done(c, q, "restore");
+    rc = sq_step_done(c, q, "restore");
     if (rc)
         return rc;
-    q = Q(c, "UPDATE folder SET next_uid = max(next_uid, ? + 1) WHERE id = ?");
+    q = sq_stmt(c, "UPDATE folder SET next_uid = max(next_uid, ? + 1) WHERE id = ?");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, uid);
     sqlite3_bind_int64(q, 2, vis);
-    rc = step_done(c, q, "restore");
+    rc = sq_step_done(c, q, "restore");
     if (!rc)
         r->restored++;
     return rc;
 }
 
 /* The newest deletion of each name kept in mirror, into vis. */
-static int restore_messages(conn *c, restore *r, int64_t mirror, int64_t vis, const char *vpath)
+static int restore_messages(sq_conn *c, restore *r, int64_t mirror, int64_t vis, const char *vpath)
 {
     g_autoptr(GArray) ks = g_array_new(FALSE, TRUE, sizeof(kept));
     g_array_set_clear_func(ks, kept_clear);
@@ -619,9 +623,9 @@ static int restore_messages(conn *c, restore *r, int64_t mirror, int64_t vis, co
 }
 
 /* Ids of the subfolders of folder (in a mailbox's mirror or not). */
-static int subfolders(conn *c, int64_t folder, GArray *out)
+static int subfolders(sq_conn *c, int64_t folder, GArray *out)
 {
-    sqlite3_stmt *q = Q(c, "SELECT id FROM folder WHERE parent = ? ORDER BY id");
+    sqlite3_stmt *q = sq_stmt(c, "SELECT id FROM folder WHERE parent = ? ORDER BY id");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, folder);
@@ -635,8 +639,8 @@ static int subfolders(conn *c, int64_t folder, GArray *out)
 }
 
 /* Mirror folder with everything under it into vparent (0: top level). */
-static int restore_folder(conn *c, restore *r, int64_t mirror, int64_t vparent, const char *vpath,
-                          int depth)
+static int restore_folder(sq_conn *c, restore *r, int64_t mirror, int64_t vparent,
+                          const char *vpath, int depth)
 {
     if (depth > MAX_DEPTH)
         return -ELOOP;
@@ -645,11 +649,11 @@ static int restore_folder(conn *c, restore *r, int64_t mirror, int64_t vparent, 
     if (rc)
         return rc;
     g_autofree char *name = NULL;
-    sqlite3_stmt *q = Q(c, "SELECT name FROM folder WHERE id = ?");
+    sqlite3_stmt *q = sq_stmt(c, "SELECT name FROM folder WHERE id = ?");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, vis);
-    rc = step_row(c, q, "restore");
+    rc = sq_step_row(c, q, "restore");
     if (rc)
         return rc;
     name = col_str(q, 0);
@@ -665,10 +669,11 @@ static int restore_folder(conn *c, restore *r, int64_t mirror, int64_t vparent, 
 }
 
 /* Everything kept in items, into the visible mailbox. */
-static int restore_all(conn *c, restore *r, int64_t items)
+static int restore_all(sq_conn *c, restore *r, int64_t items)
 {
     g_autoptr(GArray) tops = g_array_new(FALSE, FALSE, sizeof(int64_t));
-    sqlite3_stmt *q = Q(c, "SELECT id FROM folder WHERE mailbox = ? AND parent = 0 ORDER BY id");
+    sqlite3_stmt *q =
+        sq_stmt(c, "SELECT id FROM folder WHERE mailbox = ? AND parent = 0 ORDER BY id");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, items);
@@ -690,7 +695,7 @@ static int restore_all(conn *c, restore *r, int64_t items)
  * The folder or message at path ('/'-separated) in items, into the
  * visible mailbox; the folders above it are made visible too.
  */
-static int restore_path(conn *c, restore *r, int64_t items, const char *path)
+static int restore_path(sq_conn *c, restore *r, int64_t items, const char *path)
 {
     g_auto(GStrv) all = g_strsplit(path, "/", -1);
     g_autoptr(GPtrArray) parts = g_ptr_array_new();
@@ -734,16 +739,17 @@ static int restore_path(conn *c, restore *r, int64_t items, const char *path)
  * Drops the mirror folders that no longer hold anything and were not
  * deleted themselves (their own deletion is an item to keep).
  */
-static int tidy_items(conn *c, int64_t items)
+static int tidy_items(sq_conn *c, int64_t items)
 {
-    sqlite3_stmt *q = Q(c, "DELETE FROM folder WHERE mailbox = ?1 AND deleted_ns = 0"
-                           " AND NOT EXISTS (SELECT 1 FROM folder s WHERE s.parent = folder.id)"
-                           " AND NOT EXISTS (SELECT 1 FROM message m WHERE m.folder = folder.id)");
+    sqlite3_stmt *q =
+        sq_stmt(c, "DELETE FROM folder WHERE mailbox = ?1 AND deleted_ns = 0"
+                   " AND NOT EXISTS (SELECT 1 FROM folder s WHERE s.parent = folder.id)"
+                   " AND NOT EXISTS (SELECT 1 FROM message m WHERE m.folder = folder.id)");
     for (int i = 0; i < MAX_DEPTH; i++) {
         if (!q)
             return -EIO;
         sqlite3_bind_int64(q, 1, items);
-        int rc = step_done(c, q, "restore");
+        int rc = sq_step_done(c, q, "restore");
         if (rc || sqlite3_changes(c->db) == 0)
             return rc;
     }
@@ -755,25 +761,25 @@ static int tidy_items(conn *c, int64_t items)
  * taken from, made again when it is gone (with its id when free, so the
  * items' name stays right; its name, ACL, mode, owner and time).
  */
-static int recreate_mailbox(conn *c, const items_row *it, int64_t *out)
+static int recreate_mailbox(sq_conn *c, const items_row *it, int64_t *out)
 {
     int64_t exists;
-    int rc = query_int(c, "SELECT EXISTS(SELECT 1 FROM mailbox WHERE id = ?)", it->origin, &exists,
-                       "restore");
+    int rc = sq_query_int(c, "SELECT EXISTS(SELECT 1 FROM mailbox WHERE id = ?)", it->origin,
+                          &exists, "restore");
     if (rc)
         return rc;
-    sqlite3_stmt *q =
-        Q(c, "INSERT INTO mailbox(id, name, state, acl, mode, uid, gid, mtime_ns, ctime_ns)"
-             " SELECT ?, ?, 0, acl, mode, uid, gid, mtime_ns, ctime_ns FROM mailbox WHERE id = ?");
+    sqlite3_stmt *q = sq_stmt(
+        c, "INSERT INTO mailbox(id, name, state, acl, mode, uid, gid, mtime_ns, ctime_ns)"
+           " SELECT ?, ?, 0, acl, mode, uid, gid, mtime_ns, ctime_ns FROM mailbox WHERE id = ?");
     if (!q)
         return -EIO;
     if (exists)
         sqlite3_bind_null(q, 1);
     else
         sqlite3_bind_int64(q, 1, it->origin);
-    bind_name(q, 2, it->name);
+    sq_bind_name(q, 2, it->name);
     sqlite3_bind_int64(q, 3, it->id);
-    rc = step_done(c, q, "restore");
+    rc = sq_step_done(c, q, "restore");
     if (!rc)
         *out = sqlite3_last_insert_rowid(c->db);
     return rc;
@@ -784,22 +790,22 @@ static int recreate_mailbox(conn *c, const items_row *it, int64_t *out)
  * mailbox (renamed for its id, no longer a deleted mailbox), or the
  * items go when nothing is left.
  */
-static int settle_items(conn *c, const items_row *it, int64_t visible)
+static int settle_items(sq_conn *c, const items_row *it, int64_t visible)
 {
     int rc = tidy_items(c, it->id);
     int64_t left;
     if (!rc)
-        rc = query_int(c, "SELECT EXISTS(SELECT 1 FROM folder WHERE mailbox = ?)", it->id, &left,
-                       "restore");
+        rc = sq_query_int(c, "SELECT EXISTS(SELECT 1 FROM folder WHERE mailbox = ?)", it->id, &left,
+                          "restore");
     if (rc)
         return rc;
     sqlite3_stmt *q;
     if (!left) {
-        q = Q(c, "DELETE FROM mailbox WHERE id = ?");
+        q = sq_stmt(c, "DELETE FROM mailbox WHERE id = ?");
         if (!q)
             return -EIO;
         sqlite3_bind_int64(q, 1, it->id);
-        return step_done(c, q, "restore");
+        return sq_step_done(c, q, "restore");
     }
     /* Named for the visible mailbox, unless that has items of its own:
      * then these keep their name, still listed and restorable under it. */
@@ -811,19 +817,19 @@ static int settle_items(conn *c, const items_row *it, int64_t visible)
     g_autofree char *own = NULL;
     if (rc == 0 && other != it->id && (rc = mailbox_name(c, it->id, &own)) != 0)
         return rc;
-    q = Q(c, "UPDATE mailbox SET name = ?, deleted_ns = 0 WHERE id = ?");
+    q = sq_stmt(c, "UPDATE mailbox SET name = ?, deleted_ns = 0 WHERE id = ?");
     if (!q)
         return -EIO;
-    bind_name(q, 1, own ? own : name);
+    sq_bind_name(q, 1, own ? own : name);
     sqlite3_bind_int64(q, 2, it->id);
-    return step_done(c, q, "restore");
+    return sq_step_done(c, q, "restore");
 }
 
 /* 1 if mailbox id is visible, 0 if it is gone or hidden (moved away). */
-static int origin_visible(conn *c, int64_t id)
+static int origin_visible(sq_conn *c, int64_t id)
 {
     int64_t state;
-    int rc = query_int(c, "SELECT state FROM mailbox WHERE id = ?", id, &state, "restore");
+    int rc = sq_query_int(c, "SELECT state FROM mailbox WHERE id = ?", id, &state, "restore");
     return rc == -ENOENT ? 0 : rc ? rc : state == MS_MB_VISIBLE;
 }
 
@@ -833,11 +839,11 @@ static int origin_visible(conn *c, int64_t id)
  * mailbox is gone: deleted, or moved away and back (the items stay in
  * the store they were deleted in).
  */
-static int items_for(conn *c, const char *mailbox, GArray *all, const items_row **it,
+static int items_for(sq_conn *c, const char *mailbox, GArray *all, const items_row **it,
                      int64_t *visible)
 {
     ms_attr a;
-    int rc = lookup_in(c, (ms_node){MS_ROOT, 0}, mailbox, &a);
+    int rc = sq_lookup_in(c, (ms_node){MS_ROOT, 0}, mailbox, &a);
     if (rc && rc != -ENOENT)
         return rc;
     *visible = rc ? 0 : a.node.id;
@@ -859,7 +865,7 @@ static int items_for(conn *c, const char *mailbox, GArray *all, const items_row 
     return -ENOENT;
 }
 
-static int restore_in(conn *c, const char *mailbox, const char *path, int64_t *restored)
+static int restore_in(sq_conn *c, const char *mailbox, const char *path, int64_t *restored)
 {
     g_autoptr(GArray) all = g_array_new(FALSE, TRUE, sizeof(items_row));
     g_array_set_clear_func(all, items_row_clear);
@@ -870,7 +876,7 @@ static int restore_in(conn *c, const char *mailbox, const char *path, int64_t *r
         rc = items_for(c, mailbox, all, &it, &r.visible);
     /* Not into a mailbox being moved: the move would miss what came back. */
     if (!rc && r.visible)
-        rc = mailbox_writable(c, r.visible);
+        rc = sq_mailbox_writable(c, r.visible);
     else if (!rc)
         rc = recreate_mailbox(c, it, &r.visible);
     if (!rc)
@@ -884,7 +890,14 @@ static int restore_in(conn *c, const char *mailbox, const char *path, int64_t *r
 
 int sq_deleted_restore(ms_store *st, const char *mailbox, const char *path, int64_t *restored)
 {
-    WITH_TX(st, c, restore_in(c, mailbox, path, restored));
+    sq_conn *c = sq_conn_get(st);
+    if (!c)
+        return -EIO;
+    int rc_ = sq_tx_begin(st, c);
+    if (!rc_)
+        rc_ = sq_tx_end(st, c, restore_in(c, mailbox, path, restored));
+    sq_conn_put(st, c);
+    return rc_;
 }
 
 /* -------------------------------------------------------------- purge */
@@ -893,11 +906,11 @@ typedef struct doomed {
     int64_t message, content;
 } doomed;
 
-static int purge_messages(sq *s, conn *c, int64_t before_ns, ms_purged *out)
+static int purge_messages(sq *s, sq_conn *c, int64_t before_ns, ms_purged *out)
 {
     g_autoptr(GArray) ids = g_array_new(FALSE, FALSE, sizeof(doomed));
-    sqlite3_stmt *q = Q(c, "SELECT id, content, size FROM message"
-                           " WHERE deleted_ns != 0 AND deleted_ns <= ?");
+    sqlite3_stmt *q = sq_stmt(c, "SELECT id, content, size FROM message"
+                                 " WHERE deleted_ns != 0 AND deleted_ns <= ?");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, before_ns);
@@ -913,11 +926,11 @@ static int purge_messages(sq *s, conn *c, int64_t before_ns, ms_purged *out)
     rc = 0;
     for (guint i = 0; !rc && i < ids->len; i++) {
         const doomed *row = &g_array_index(ids, doomed, i);
-        q = Q(c, "DELETE FROM message WHERE id = ?");
+        q = sq_stmt(c, "DELETE FROM message WHERE id = ?");
         if (!q)
             return -EIO;
         sqlite3_bind_int64(q, 1, row->message);
-        rc = step_done(c, q, "purge");
+        rc = sq_step_done(c, q, "purge");
         if (!rc)
             rc = sq_content_release_in(s, c, row->content); /* unless being read */
     }
@@ -927,7 +940,7 @@ static int purge_messages(sq *s, conn *c, int64_t before_ns, ms_purged *out)
 }
 
 /* Runs a DELETE ... RETURNING deleted_ns; counts the rows that had one. */
-static int delete_counting(conn *c, sqlite3_stmt *q, int64_t before_ns, int64_t *deleted,
+static int delete_counting(sq_conn *c, sqlite3_stmt *q, int64_t before_ns, int64_t *deleted,
                            int64_t *any)
 {
     if (!q)
@@ -947,7 +960,7 @@ static int delete_counting(conn *c, sqlite3_stmt *q, int64_t before_ns, int64_t 
  * Expired items: messages, then the folders and mailboxes left empty that
  * were deleted long enough ago or were only holding deleted items.
  */
-static int purge_in(sq *s, conn *c, int64_t before_ns, ms_purged *out)
+static int purge_in(sq *s, sq_conn *c, int64_t before_ns, ms_purged *out)
 {
     SQ_ASSERT_TX(c);
     ms_mutex_assert_held(&s->pin_lock);
@@ -956,17 +969,18 @@ static int purge_in(sq *s, conn *c, int64_t before_ns, ms_purged *out)
     for (int i = 0; !rc && any && i < MAX_DEPTH; i++)
         rc = delete_counting(
             c,
-            Q(c, "DELETE FROM folder WHERE mailbox IN (SELECT id FROM mailbox WHERE state = 3)"
-                 " AND deleted_ns <= ?1"
-                 " AND NOT EXISTS (SELECT 1 FROM folder s WHERE s.parent = folder.id)"
-                 " AND NOT EXISTS (SELECT 1 FROM message m WHERE m.folder = folder.id)"
-                 " RETURNING deleted_ns"),
+            sq_stmt(c,
+                    "DELETE FROM folder WHERE mailbox IN (SELECT id FROM mailbox WHERE state = 3)"
+                    " AND deleted_ns <= ?1"
+                    " AND NOT EXISTS (SELECT 1 FROM folder s WHERE s.parent = folder.id)"
+                    " AND NOT EXISTS (SELECT 1 FROM message m WHERE m.folder = folder.id)"
+                    " RETURNING deleted_ns"),
             before_ns, &out->folders, &any);
     if (!rc)
         rc = delete_counting(c,
-                             Q(c, "DELETE FROM mailbox WHERE state = 3 AND deleted_ns <= ?1"
-                                  " AND NOT EXISTS (SELECT 1 FROM folder f"
-                                  " WHERE f.mailbox = mailbox.id) RETURNING deleted_ns"),
+                             sq_stmt(c, "DELETE FROM mailbox WHERE state = 3 AND deleted_ns <= ?1"
+                                        " AND NOT EXISTS (SELECT 1 FROM folder f"
+                                        " WHERE f.mailbox = mailbox.id) RETURNING deleted_ns"),
                              before_ns, &out->mailboxes, &any);
     return rc;
 }
@@ -978,17 +992,17 @@ static int purge_in(sq *s, conn *c, int64_t before_ns, ms_purged *out)
  */
 int sq_deleted_purge(ms_store *st, int64_t before_ns, ms_purged *out)
 {
-    sq *s = S(st);
-    conn *c = conn_get(st);
+    sq *s = sq_of(st);
+    sq_conn *c = sq_conn_get(st);
     if (!c)
         return -EIO;
-    int rc = tx_begin(st, c);
+    int rc = sq_tx_begin(st, c);
     if (!rc) {
         ms_mutex_lock(&s->pin_lock);
-        rc = tx_end(st, c, purge_in(s, c, before_ns, out));
+        rc = sq_tx_end(st, c, purge_in(s, c, before_ns, out));
         sq_pins_release_held(s);
         ms_mutex_unlock(&s->pin_lock);
     }
-    conn_put(st, c);
+    sq_conn_put(st, c);
     return rc;
 }

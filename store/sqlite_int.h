@@ -19,23 +19,23 @@
 /* In list cookies, messages come after all folders of the same parent. */
 #define COOKIE_MSG (UINT64_C(1) << 48)
 
-typedef struct conn {
+typedef struct sq_conn {
     sqlite3 *db;
     GHashTable *stmts; /* static SQL text (by address) -> prepared statement */
-} conn;
+} sq_conn;
 
 typedef struct sq {
     char *path;
     bool ro;
     GMutex pool_lock; /* guards idle, batch_owner and batch_conn */
-    GPtrArray *idle;  /* of conn* */
-    /* Held from tx_begin to tx_end (for a batch, from sq_batch_begin to
+    GPtrArray *idle;  /* of sq_conn* */
+    /* Held from sq_tx_begin to sq_tx_end (for a batch, from sq_batch_begin to
      * sq_batch_end): one write transaction at a time in this process. */
     ms_mutex write_lock;
     /* A batch (ms_batch_begin): one transaction that the owner thread's
      * writes join, each in a savepoint of its own. */
     GThread *batch_owner;
-    conn *batch_conn;
+    sq_conn *batch_conn;
     /*
      * Content that readers (and writers copying the current bytes) own:
      * content id -> how many hold it, and the ids among them that no
@@ -55,70 +55,44 @@ typedef struct sq {
     GArray *held; /* of int64_t */
 } sq;
 
-static inline sq *S(ms_store *st) { return st->priv; }
-
-int64_t now_ns(void);
+static inline sq *sq_of(ms_store *st) { return st->priv; }
 
 /* sqlite.c: errors, connections, statements, transactions */
 int sq_errno(sqlite3 *db, int rc, const char *what);
-int sq_exec(conn *c, const char *sql);
-int pragma_int(conn *c, const char *sql, int *out);
-conn *conn_get(ms_store *st);
-void conn_put(ms_store *st, conn *c);
-sqlite3_stmt *Q(conn *c, const char *sql);
-void bind_name(sqlite3_stmt *q, int i, const char *name);
-int step_done(conn *c, sqlite3_stmt *q, const char *what);
-int step_row(conn *c, sqlite3_stmt *q, const char *what);
+int sq_exec(sq_conn *c, const char *sql);
+int sq_pragma_int(sq_conn *c, const char *sql, int *out);
+sq_conn *sq_conn_get(ms_store *st);
+void sq_conn_put(ms_store *st, sq_conn *c);
+sqlite3_stmt *sq_stmt(sq_conn *c, const char *sql);
+void sq_bind_name(sqlite3_stmt *q, int i, const char *name);
+int sq_step_done(sq_conn *c, sqlite3_stmt *q, const char *what);
+int sq_step_row(sq_conn *c, sqlite3_stmt *q, const char *what);
 /* First column of the one row sql returns for the id arg: 0, -ENOENT, or an errno. */
-int query_int(conn *c, const char *sql, int64_t arg, int64_t *out, const char *what);
-int tx_begin(ms_store *st, conn *c);
+int sq_query_int(sq_conn *c, const char *sql, int64_t arg, int64_t *out, const char *what);
+int sq_tx_begin(ms_store *st, sq_conn *c);
 /* In functions that write: the caller's transaction is open on c. */
 #ifdef NDEBUG
 #define SQ_ASSERT_TX(c) ((void)(c))
 #else
 #define SQ_ASSERT_TX(c) assert(!sqlite3_get_autocommit((c)->db))
 #endif
-int tx_end(ms_store *st, conn *c, int rc);
+int sq_tx_end(ms_store *st, sq_conn *c, int rc);
 int sq_batch_begin(ms_store *st);
 int sq_batch_end(ms_store *st, bool commit);
-/* tx_end, with the commit on stable storage when it returns. */
-int tx_end_durable(ms_store *st, conn *c, int rc);
-
-/* Wraps a read-only operation: takes a connection, returns it. */
-#define WITH_CONN(st, c, expr)                                                                     \
-    do {                                                                                           \
-        conn *c = conn_get(st);                                                                    \
-        if (!c)                                                                                    \
-            return -EIO;                                                                           \
-        int rc_ = (expr);                                                                          \
-        conn_put(st, c);                                                                           \
-        return rc_;                                                                                \
-    } while (0)
-
-/* Runs expr, which uses c, in one write transaction: all of it or none. */
-#define WITH_TX(st, c, expr)                                                                       \
-    do {                                                                                           \
-        conn *c = conn_get(st);                                                                    \
-        if (!c)                                                                                    \
-            return -EIO;                                                                           \
-        int rc_ = tx_begin(st, c);                                                                 \
-        if (!rc_)                                                                                  \
-            rc_ = tx_end(st, c, (expr));                                                           \
-        conn_put(st, c);                                                                           \
-        return rc_;                                                                                \
-    } while (0)
+/* sq_tx_end, with the commit on stable storage when it returns. */
+int sq_tx_end_durable(ms_store *st, sq_conn *c, int rc);
 
 /* sqlite_tree.c */
 /* ms_mailbox_refusal() for mailbox, read in c's transaction: the tree
  * writes call it once (write_begin) for the mailbox store.c named; the
  * content writes and restore, for the mailbox they touch. */
-int mailbox_writable(conn *c, int64_t mailbox);
-int get_attr(conn *c, ms_node n, ms_attr *out);
-int lookup_in(conn *c, ms_node parent, const char *name, ms_attr *out);
-int take_uid(conn *c, int64_t folder, int64_t *uid);
-int name_taken_by_message(conn *c, int64_t folder, const char *name);
-int setattr_in(conn *c, ms_node n, const ms_setattr_req *req, ms_attr *out);
-int xattr_set_in(conn *c, ms_node n, ms_xattr_id xa, const char *value, size_t len);
+int sq_mailbox_writable(sq_conn *c, int64_t mailbox);
+int sq_get_attr(sq_conn *c, ms_node n, ms_attr *out);
+int sq_lookup_in(sq_conn *c, ms_node parent, const char *name, ms_attr *out);
+int sq_take_uid(sq_conn *c, int64_t folder, int64_t *uid);
+int sq_name_taken_by_message(sq_conn *c, int64_t folder, const char *name);
+int sq_setattr_in(sq_conn *c, ms_node n, const ms_setattr_req *req, ms_attr *out);
+int sq_xattr_set_in(sq_conn *c, ms_node n, ms_xattr_id xa, const char *value, size_t len);
 int sq_lookup(ms_store *st, ms_node parent, const char *name, ms_attr *out);
 int sq_getattr(ms_store *st, ms_node node, ms_attr *out);
 int sq_list(ms_store *st, ms_node parent, uint64_t cookie, ms_list_fn fn, void *ctx);
@@ -136,7 +110,7 @@ int sq_xattr_set(ms_store *st, int64_t mailbox, ms_node node, ms_xattr_id xa, co
                  size_t len);
 
 /* sqlite_content.c */
-int content_of_in(conn *c, int64_t message, int64_t *content, int64_t *size);
+int sq_content_of_in(sq_conn *c, int64_t message, int64_t *content, int64_t *size);
 int sq_message_create(ms_store *st, ms_node folder, const char *name, uint32_t mode, uint32_t uid,
                       uint32_t gid, ms_attr *out);
 int sq_reader_open(ms_store *st, int64_t message, ms_be_reader **out, int64_t *size, bool *pending);
@@ -158,17 +132,17 @@ void sq_pins_release_held(sq *s);
  * holds pin_lock until its transaction has ended, so that no reader can
  * resolve and pin the content between this check and the commit.
  */
-int sq_content_release_in(sq *s, conn *c, int64_t content);
+int sq_content_release_in(sq *s, sq_conn *c, int64_t content);
 
 /* sqlite_deleted.c: keeping what is deleted, inside the caller's transaction */
 /* Refiles message into its mailbox's deleted items. */
-int keep_message(conn *c, int64_t message);
+int sq_keep_message(sq_conn *c, int64_t message);
 /* Records the (empty) folder's attributes and deletion there; the caller
  * then deletes the folder's row.  Likewise for a mailbox, with its ACL. */
-int keep_folder(conn *c, int64_t folder);
-int keep_mailbox(conn *c, int64_t mailbox);
+int sq_keep_folder(sq_conn *c, int64_t folder);
+int sq_keep_mailbox(sq_conn *c, int64_t mailbox);
 /* The deleted items of mailbox follow it to newname. */
-int rename_deleted_items(conn *c, int64_t mailbox, const char *newname);
+int sq_rename_deleted_items(sq_conn *c, int64_t mailbox, const char *newname);
 int sq_deleted_list(ms_store *st, const char *mailbox, ms_deleted_fn fn, void *ctx);
 int sq_deleted_restore(ms_store *st, const char *mailbox, const char *path, int64_t *restored);
 int sq_deleted_purge(ms_store *st, int64_t before_ns, ms_purged *out);
@@ -183,7 +157,7 @@ int sq_mailbox_set(ms_store *st, int64_t id, const ms_mailbox_change *chg);
 int sq_mailbox_drop(ms_store *st, int64_t id);
 int sq_mailbox_size(ms_store *st, int64_t id, int64_t *messages, int64_t *bytes);
 /* Fills the retained_* fields of out: moved-away source copies. */
-int sq_retained_stats(conn *c, ms_store_stats *out);
+int sq_retained_stats(sq_conn *c, ms_store_stats *out);
 int sq_message_meta(ms_store *st, int64_t id, ms_message_meta *out);
 
 #endif

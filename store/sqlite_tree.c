@@ -37,9 +37,9 @@ static void row_attr(sqlite3_stmt *q, ms_kind kind, ms_attr *a)
 }
 
 /* Reads one attribute row of kind from q; resets q. */
-static int fetch_attr(conn *c, sqlite3_stmt *q, ms_kind kind, ms_attr *out, const char *what)
+static int fetch_attr(sq_conn *c, sqlite3_stmt *q, ms_kind kind, ms_attr *out, const char *what)
 {
-    int rc = step_row(c, q, what);
+    int rc = sq_step_row(c, q, what);
     if (rc)
         return rc;
     if (out)
@@ -54,14 +54,14 @@ static int fetch_attr(conn *c, sqlite3_stmt *q, ms_kind kind, ms_attr *out, cons
  * until then the directory shows 0755, owned by this process's user (the
  * one who mounted), with mtime 0 (the mount shows its mount time).
  */
-static int root_attr(conn *c, ms_attr *out)
+static int root_attr(sq_conn *c, ms_attr *out)
 {
     memset(out, 0, sizeof *out);
     out->mode = 0755;
     out->uid = (uint32_t)getuid();
     out->gid = (uint32_t)getgid();
-    sqlite3_stmt *q = Q(c, "SELECT key, value FROM meta WHERE key IN"
-                           " ('root.mode', 'root.uid', 'root.gid', 'root.mtime_ns')");
+    sqlite3_stmt *q = sq_stmt(c, "SELECT key, value FROM meta WHERE key IN"
+                                 " ('root.mode', 'root.uid', 'root.gid', 'root.mtime_ns')");
     if (!q)
         return -EIO;
     int rc;
@@ -82,18 +82,18 @@ static int root_attr(conn *c, ms_attr *out)
 }
 
 /* Writes one root.* row of meta. */
-static int root_set(conn *c, const char *key, int64_t value)
+static int root_set(sq_conn *c, const char *key, int64_t value)
 {
-    sqlite3_stmt *q = Q(c, "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)");
+    sqlite3_stmt *q = sq_stmt(c, "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)");
     if (!q)
         return -EIO;
     sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
     sqlite3_bind_int64(q, 2, value);
-    return step_done(c, q, "root attributes");
+    return sq_step_done(c, q, "root attributes");
 }
 
 /* chmod, chown and utimens of the store's directory, kept in meta. */
-static int root_setattr_in(conn *c, const ms_setattr_req *req, ms_attr *out)
+static int root_setattr_in(sq_conn *c, const ms_setattr_req *req, ms_attr *out)
 {
     int rc = 0;
     if (req->mask & MS_SET_MODE)
@@ -112,23 +112,23 @@ static int root_setattr_in(conn *c, const ms_setattr_req *req, ms_attr *out)
     return rc;
 }
 
-int get_attr(conn *c, ms_node n, ms_attr *out)
+int sq_get_attr(sq_conn *c, ms_node n, ms_attr *out)
 {
     sqlite3_stmt *q;
     switch (n.kind) {
     case MS_ROOT:
         return root_attr(c, out);
     case MS_MAILBOX:
-        q = Q(c, "SELECT " MAILBOX_COLS " FROM mailbox WHERE id = ?");
+        q = sq_stmt(c, "SELECT " MAILBOX_COLS " FROM mailbox WHERE id = ?");
         break;
     case MS_FOLDER:
-        q = Q(c, "SELECT " FOLDER_COLS " FROM folder WHERE id = ?");
+        q = sq_stmt(c, "SELECT " FOLDER_COLS " FROM folder WHERE id = ?");
         break;
     case MS_MESSAGE:
         /* A deleted message is gone from the tree, even for an open file's
          * inode: it can no longer be written or changed. */
-        q = Q(c, "SELECT " MESSAGE_COLS " FROM message m JOIN folder f ON f.id = m.folder"
-                 " WHERE m.id = ? AND m.deleted_ns = 0");
+        q = sq_stmt(c, "SELECT " MESSAGE_COLS " FROM message m JOIN folder f ON f.id = m.folder"
+                       " WHERE m.id = ? AND m.deleted_ns = 0");
         break;
     default:
         return -EINVAL;
@@ -147,13 +147,13 @@ int get_attr(conn *c, ms_node n, ms_attr *out)
  * check before the transaction could pass, lose the race to the lock,
  * and write into a mailbox the move has already copied.
  */
-int mailbox_writable(conn *c, int64_t mailbox)
+int sq_mailbox_writable(sq_conn *c, int64_t mailbox)
 {
-    sqlite3_stmt *q = Q(c, "SELECT lock_move, state FROM mailbox WHERE id = ?");
+    sqlite3_stmt *q = sq_stmt(c, "SELECT lock_move, state FROM mailbox WHERE id = ?");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, mailbox);
-    int rc = step_row(c, q, "lock");
+    int rc = sq_step_row(c, q, "lock");
     if (rc)
         return rc;
     int64_t lock = sqlite3_column_int64(q, 0);
@@ -167,49 +167,49 @@ int mailbox_writable(conn *c, int64_t mailbox)
  * its transaction, then the rule for the mailbox store.c named, read
  * inside it.  On failure nothing is left open.
  */
-static int write_begin(ms_store *st, conn *c, int64_t mailbox)
+static int write_begin(ms_store *st, sq_conn *c, int64_t mailbox)
 {
-    int rc = tx_begin(st, c);
+    int rc = sq_tx_begin(st, c);
     if (rc || !mailbox)
         return rc;
-    rc = mailbox_writable(c, mailbox);
-    return rc ? tx_end(st, c, rc) : 0;
+    rc = sq_mailbox_writable(c, mailbox);
+    return rc ? sq_tx_end(st, c, rc) : 0;
 }
 
-int lookup_in(conn *c, ms_node parent, const char *name, ms_attr *out)
+int sq_lookup_in(sq_conn *c, ms_node parent, const char *name, ms_attr *out)
 {
     sqlite3_stmt *q;
     int rc;
     switch (parent.kind) {
     case MS_ROOT:
-        q = Q(c, "SELECT " MAILBOX_COLS " FROM mailbox WHERE name = ? AND state = 0");
+        q = sq_stmt(c, "SELECT " MAILBOX_COLS " FROM mailbox WHERE name = ? AND state = 0");
         if (!q)
             return -EIO;
-        bind_name(q, 1, name);
+        sq_bind_name(q, 1, name);
         return fetch_attr(c, q, MS_MAILBOX, out, "lookup");
     case MS_MAILBOX:
-        q = Q(c,
-              "SELECT " FOLDER_COLS " FROM folder WHERE mailbox = ? AND parent = 0 AND name = ?");
+        q = sq_stmt(c, "SELECT " FOLDER_COLS
+                       " FROM folder WHERE mailbox = ? AND parent = 0 AND name = ?");
         if (!q)
             return -EIO;
         sqlite3_bind_int64(q, 1, parent.id);
-        bind_name(q, 2, name);
+        sq_bind_name(q, 2, name);
         return fetch_attr(c, q, MS_FOLDER, out, "lookup");
     case MS_FOLDER:
-        q = Q(c, "SELECT " FOLDER_COLS " FROM folder WHERE parent = ? AND name = ?");
+        q = sq_stmt(c, "SELECT " FOLDER_COLS " FROM folder WHERE parent = ? AND name = ?");
         if (!q)
             return -EIO;
         sqlite3_bind_int64(q, 1, parent.id);
-        bind_name(q, 2, name);
+        sq_bind_name(q, 2, name);
         rc = fetch_attr(c, q, MS_FOLDER, out, "lookup");
         if (rc != -ENOENT)
             return rc;
-        q = Q(c, "SELECT " MESSAGE_COLS " FROM message m JOIN folder f ON f.id = m.folder"
-                 " WHERE m.folder = ? AND m.name = ? AND m.state = 0");
+        q = sq_stmt(c, "SELECT " MESSAGE_COLS " FROM message m JOIN folder f ON f.id = m.folder"
+                       " WHERE m.folder = ? AND m.name = ? AND m.state = 0");
         if (!q)
             return -EIO;
         sqlite3_bind_int64(q, 1, parent.id);
-        bind_name(q, 2, name);
+        sq_bind_name(q, 2, name);
         return fetch_attr(c, q, MS_MESSAGE, out, "lookup");
     default:
         return -ENOTDIR;
@@ -218,17 +218,27 @@ int lookup_in(conn *c, ms_node parent, const char *name, ms_attr *out)
 
 int sq_lookup(ms_store *st, ms_node parent, const char *name, ms_attr *out)
 {
-    WITH_CONN(st, c, lookup_in(c, parent, name, out));
+    sq_conn *c = sq_conn_get(st);
+    if (!c)
+        return -EIO;
+    int rc_ = sq_lookup_in(c, parent, name, out);
+    sq_conn_put(st, c);
+    return rc_;
 }
 
 int sq_getattr(ms_store *st, ms_node node, ms_attr *out)
 {
-    WITH_CONN(st, c, get_attr(c, node, out));
+    sq_conn *c = sq_conn_get(st);
+    if (!c)
+        return -EIO;
+    int rc_ = sq_get_attr(c, node, out);
+    sq_conn_put(st, c);
+    return rc_;
 }
 
 /* ---------------------------------------------------------- listing */
 
-static int list_rows(conn *c, sqlite3_stmt *q, ms_kind kind, uint64_t cookie_base, ms_list_fn fn,
+static int list_rows(sq_conn *c, sqlite3_stmt *q, ms_kind kind, uint64_t cookie_base, ms_list_fn fn,
                      void *ctx, bool *stopped)
 {
     int rc;
@@ -250,21 +260,23 @@ static int list_rows(conn *c, sqlite3_stmt *q, ms_kind kind, uint64_t cookie_bas
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : sq_errno(c->db, rc, "list");
 }
 
-static int list_in(conn *c, ms_node parent, uint64_t cookie, ms_list_fn fn, void *ctx)
+static int list_in(sq_conn *c, ms_node parent, uint64_t cookie, ms_list_fn fn, void *ctx)
 {
     bool stopped = false;
     sqlite3_stmt *q;
     int rc;
     switch (parent.kind) {
     case MS_ROOT:
-        q = Q(c, "SELECT " MAILBOX_COLS " FROM mailbox WHERE state = 0 AND id > ? ORDER BY id");
+        q = sq_stmt(c,
+                    "SELECT " MAILBOX_COLS " FROM mailbox WHERE state = 0 AND id > ? ORDER BY id");
         if (!q)
             return -EIO;
         sqlite3_bind_int64(q, 1, (int64_t)cookie);
         return list_rows(c, q, MS_MAILBOX, 0, fn, ctx, &stopped);
     case MS_MAILBOX:
-        q = Q(c, "SELECT " FOLDER_COLS " FROM folder WHERE mailbox = ? AND parent = 0 AND id > ?"
-                 " ORDER BY id");
+        q = sq_stmt(c,
+                    "SELECT " FOLDER_COLS " FROM folder WHERE mailbox = ? AND parent = 0 AND id > ?"
+                    " ORDER BY id");
         if (!q)
             return -EIO;
         sqlite3_bind_int64(q, 1, parent.id);
@@ -272,11 +284,12 @@ static int list_in(conn *c, ms_node parent, uint64_t cookie, ms_list_fn fn, void
         return list_rows(c, q, MS_FOLDER, 0, fn, ctx, &stopped);
     case MS_FOLDER: {
         ms_attr fa;
-        rc = get_attr(c, parent, &fa);
+        rc = sq_get_attr(c, parent, &fa);
         if (rc)
             return rc;
         if (cookie < COOKIE_MSG) {
-            q = Q(c, "SELECT " FOLDER_COLS " FROM folder WHERE parent = ? AND id > ? ORDER BY id");
+            q = sq_stmt(c, "SELECT " FOLDER_COLS
+                           " FROM folder WHERE parent = ? AND id > ? ORDER BY id");
             if (!q)
                 return -EIO;
             sqlite3_bind_int64(q, 1, parent.id);
@@ -286,8 +299,8 @@ static int list_in(conn *c, ms_node parent, uint64_t cookie, ms_list_fn fn, void
                 return rc;
             cookie = COOKIE_MSG;
         }
-        q = Q(c, "SELECT id, size, mtime_ns, mode, uid, gid, imap_uid, ?, name, ctime_ns"
-                 " FROM message WHERE folder = ? AND state = 0 AND id > ? ORDER BY id");
+        q = sq_stmt(c, "SELECT id, size, mtime_ns, mode, uid, gid, imap_uid, ?, name, ctime_ns"
+                       " FROM message WHERE folder = ? AND state = 0 AND id > ? ORDER BY id");
         if (!q)
             return -EIO;
         sqlite3_bind_int64(q, 1, fa.mailbox);
@@ -302,33 +315,39 @@ static int list_in(conn *c, ms_node parent, uint64_t cookie, ms_list_fn fn, void
 
 int sq_list(ms_store *st, ms_node parent, uint64_t cookie, ms_list_fn fn, void *ctx)
 {
-    WITH_CONN(st, c, list_in(c, parent, cookie, fn, ctx));
+    sq_conn *c = sq_conn_get(st);
+    if (!c)
+        return -EIO;
+    int rc_ = list_in(c, parent, cookie, fn, ctx);
+    sq_conn_put(st, c);
+    return rc_;
 }
 
 /* ------------------------------------------------------ directories */
 
 /* The mailbox a directory node belongs to (0 for the store root). */
-static int mailbox_of(conn *c, ms_node n, int64_t *out)
+static int mailbox_of(sq_conn *c, ms_node n, int64_t *out)
 {
     if (n.kind == MS_ROOT) {
         *out = 0;
         return 0;
     }
     ms_attr a;
-    int rc = get_attr(c, n, &a);
+    int rc = sq_get_attr(c, n, &a);
     if (!rc)
         *out = a.mailbox;
     return rc;
 }
 
-static int message_named(conn *c, int64_t folder, const char *name, int64_t *id)
+static int message_named(sq_conn *c, int64_t folder, const char *name, int64_t *id)
 {
-    sqlite3_stmt *q = Q(c, "SELECT id FROM message WHERE folder = ? AND name = ? AND state = 0");
+    sqlite3_stmt *q =
+        sq_stmt(c, "SELECT id FROM message WHERE folder = ? AND name = ? AND state = 0");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, folder);
-    bind_name(q, 2, name);
-    int rc = step_row(c, q, "message");
+    sq_bind_name(q, 2, name);
+    int rc = sq_step_row(c, q, "message");
     if (rc)
         return rc;
     *id = sqlite3_column_int64(q, 0);
@@ -337,47 +356,48 @@ static int message_named(conn *c, int64_t folder, const char *name, int64_t *id)
 }
 
 /* Any message row named name in folder, reserved ones included. */
-int name_taken_by_message(conn *c, int64_t folder, const char *name)
+int sq_name_taken_by_message(sq_conn *c, int64_t folder, const char *name)
 {
-    sqlite3_stmt *q = Q(c, "SELECT 1 FROM message WHERE folder = ? AND name = ?");
+    sqlite3_stmt *q = sq_stmt(c, "SELECT 1 FROM message WHERE folder = ? AND name = ?");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, folder);
-    bind_name(q, 2, name);
-    int rc = step_row(c, q, "name");
+    sq_bind_name(q, 2, name);
+    int rc = sq_step_row(c, q, "name");
     sqlite3_reset(q);
     return rc == 0 ? 1 : rc == -ENOENT ? 0 : rc;
 }
 
-static int mkdir_in(conn *c, ms_node parent, const char *name, uint32_t mode, uint32_t uid,
+static int mkdir_in(sq_conn *c, ms_node parent, const char *name, uint32_t mode, uint32_t uid,
                     uint32_t gid, ms_attr *out)
 {
     sqlite3_stmt *q;
-    int64_t now = now_ns();
+    int64_t now = ms_now_ns();
     int rc;
     if (parent.kind == MS_ROOT) {
-        q = Q(c, "INSERT INTO mailbox(name, mode, uid, gid, mtime_ns, ctime_ns)"
-                 " VALUES (?, ?, ?, ?, ?, ?)");
+        q = sq_stmt(c, "INSERT INTO mailbox(name, mode, uid, gid, mtime_ns, ctime_ns)"
+                       " VALUES (?, ?, ?, ?, ?, ?)");
         if (!q)
             return -EIO;
-        bind_name(q, 1, name);
+        sq_bind_name(q, 1, name);
     } else {
         ms_attr pa;
-        rc = get_attr(c, parent, &pa);
+        rc = sq_get_attr(c, parent, &pa);
         if (rc)
             return rc;
         if (parent.kind == MS_FOLDER) {
-            rc = name_taken_by_message(c, parent.id, name);
+            rc = sq_name_taken_by_message(c, parent.id, name);
             if (rc)
                 return rc > 0 ? -EEXIST : rc;
         }
-        q = Q(c, "INSERT INTO folder(mailbox, parent, name, mode, uid, gid, mtime_ns, ctime_ns)"
-                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+        q = sq_stmt(c,
+                    "INSERT INTO folder(mailbox, parent, name, mode, uid, gid, mtime_ns, ctime_ns)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
         if (!q)
             return -EIO;
         sqlite3_bind_int64(q, 1, pa.mailbox);
         sqlite3_bind_int64(q, 2, parent.kind == MS_FOLDER ? parent.id : 0);
-        bind_name(q, 3, name);
+        sq_bind_name(q, 3, name);
     }
     int base = parent.kind == MS_ROOT ? 1 : 3;
     sqlite3_bind_int(q, base + 1, (int)mode);
@@ -385,69 +405,69 @@ static int mkdir_in(conn *c, ms_node parent, const char *name, uint32_t mode, ui
     sqlite3_bind_int64(q, base + 3, gid);
     sqlite3_bind_int64(q, base + 4, now);
     sqlite3_bind_int64(q, base + 5, now);
-    rc = step_done(c, q, "mkdir");
+    rc = sq_step_done(c, q, "mkdir");
     if (rc)
         return rc;
     ms_node n = {parent.kind == MS_ROOT ? MS_MAILBOX : MS_FOLDER, sqlite3_last_insert_rowid(c->db)};
     if (n.id > MS_ID_MAX)
         return -EOVERFLOW; /* the transaction rolls back: no node the mount cannot number */
-    return get_attr(c, n, out);
+    return sq_get_attr(c, n, out);
 }
 
 int sq_mkdir(ms_store *st, int64_t mailbox, ms_node parent, const char *name, uint32_t mode,
              uint32_t uid, uint32_t gid, ms_attr *out)
 {
-    conn *c = conn_get(st);
+    sq_conn *c = sq_conn_get(st);
     if (!c)
         return -EIO;
     int rc = write_begin(st, c, mailbox);
     if (!rc)
-        rc = tx_end(st, c, mkdir_in(c, parent, name, mode, uid, gid, out));
-    conn_put(st, c);
+        rc = sq_tx_end(st, c, mkdir_in(c, parent, name, mode, uid, gid, out));
+    sq_conn_put(st, c);
     return rc;
 }
 
 /* 1 if the folder has subfolders or messages (reserved ones count). */
-static int folder_busy(conn *c, int64_t folder)
+static int folder_busy(sq_conn *c, int64_t folder)
 {
     int64_t busy;
-    int rc = query_int(c,
-                       "SELECT EXISTS(SELECT 1 FROM folder WHERE parent = ?1)"
-                       " OR EXISTS(SELECT 1 FROM message WHERE folder = ?1)",
-                       folder, &busy, "rmdir");
+    int rc = sq_query_int(c,
+                          "SELECT EXISTS(SELECT 1 FROM folder WHERE parent = ?1)"
+                          " OR EXISTS(SELECT 1 FROM message WHERE folder = ?1)",
+                          folder, &busy, "rmdir");
     return rc ? rc : (int)busy;
 }
 
-static int mailbox_busy(conn *c, int64_t mailbox)
+static int mailbox_busy(sq_conn *c, int64_t mailbox)
 {
     int64_t busy;
-    int rc = query_int(c, "SELECT EXISTS(SELECT 1 FROM folder WHERE mailbox = ?)", mailbox, &busy,
-                       "rmdir");
+    int rc = sq_query_int(c, "SELECT EXISTS(SELECT 1 FROM folder WHERE mailbox = ?)", mailbox,
+                          &busy, "rmdir");
     return rc ? rc : (int)busy;
 }
 
 /* Deletes directory node n if empty (-ENOTEMPTY otherwise), keeping it
  * recoverable in its mailbox's deleted items. */
-static int remove_dir(conn *c, ms_node n)
+static int remove_dir(sq_conn *c, ms_node n)
 {
     int busy = n.kind == MS_MAILBOX ? mailbox_busy(c, n.id) : folder_busy(c, n.id);
     if (busy)
         return busy > 0 ? -ENOTEMPTY : busy;
-    int rc = n.kind == MS_MAILBOX ? keep_mailbox(c, n.id) : keep_folder(c, n.id);
+    int rc = n.kind == MS_MAILBOX ? sq_keep_mailbox(c, n.id) : sq_keep_folder(c, n.id);
     if (rc)
         return rc;
-    sqlite3_stmt *q = n.kind == MS_MAILBOX ? Q(c, "DELETE FROM mailbox WHERE id = ?")
-                                           : Q(c, "DELETE FROM folder WHERE id = ?");
+    sqlite3_stmt *q = n.kind == MS_MAILBOX ? sq_stmt(c, "DELETE FROM mailbox WHERE id = ?")
+                                           : sq_stmt(c, "DELETE FROM folder WHERE id = ?");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, n.id);
-    return step_done(c, q, "rmdir");
+    return sq_step_done(c, q, "rmdir");
 }
 
-static int rmdir_in(conn *c, ms_node parent, const char *name)
+static int rmdir_in(sq_conn *c, ms_node parent, const char *name)
 {
     ms_attr a;
-    int rc = lookup_in(c, parent, name, &a);
+    int rc = sq_lookup_in(c, parent, name, &a);
     if (rc)
         return rc;
     if (a.node.kind == MS_MESSAGE)
@@ -457,51 +477,51 @@ static int rmdir_in(conn *c, ms_node parent, const char *name)
 
 int sq_rmdir(ms_store *st, int64_t mailbox, ms_node parent, const char *name)
 {
-    conn *c = conn_get(st);
+    sq_conn *c = sq_conn_get(st);
     if (!c)
         return -EIO;
     int rc = write_begin(st, c, mailbox);
     if (!rc)
-        rc = tx_end(st, c, rmdir_in(c, parent, name));
-    conn_put(st, c);
+        rc = sq_tx_end(st, c, rmdir_in(c, parent, name));
+    sq_conn_put(st, c);
     return rc;
 }
 
 /* The message keeps its content as a deleted item: its readers lose nothing. */
-static int unlink_in(conn *c, ms_node folder, const char *name)
+static int unlink_in(sq_conn *c, ms_node folder, const char *name)
 {
     SQ_ASSERT_TX(c);
     int64_t id;
     int rc = message_named(c, folder.id, name, &id);
     if (rc == -ENOENT) {
         ms_attr a;
-        if (lookup_in(c, folder, name, &a) == 0 && a.node.kind == MS_FOLDER)
+        if (sq_lookup_in(c, folder, name, &a) == 0 && a.node.kind == MS_FOLDER)
             return -EISDIR;
     }
-    return rc ? rc : keep_message(c, id);
+    return rc ? rc : sq_keep_message(c, id);
 }
 
 int sq_unlink(ms_store *st, int64_t mailbox, ms_node folder, const char *name)
 {
-    conn *c = conn_get(st);
+    sq_conn *c = sq_conn_get(st);
     if (!c)
         return -EIO;
     int rc = write_begin(st, c, mailbox);
     if (!rc)
-        rc = tx_end(st, c, unlink_in(c, folder, name));
-    conn_put(st, c);
+        rc = sq_tx_end(st, c, unlink_in(c, folder, name));
+    sq_conn_put(st, c);
     return rc;
 }
 
 /* Next IMAP UID of folder, reserved (the counter moves on). */
-int take_uid(conn *c, int64_t folder, int64_t *uid)
+int sq_take_uid(sq_conn *c, int64_t folder, int64_t *uid)
 {
-    sqlite3_stmt *q = Q(c, "UPDATE folder SET next_uid = next_uid + 1 WHERE id = ?"
-                           " RETURNING next_uid - 1");
+    sqlite3_stmt *q = sq_stmt(c, "UPDATE folder SET next_uid = next_uid + 1 WHERE id = ?"
+                                 " RETURNING next_uid - 1");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, folder);
-    int rc = step_row(c, q, "uid");
+    int rc = sq_step_row(c, q, "uid");
     if (rc)
         return rc;
     *uid = sqlite3_column_int64(q, 0);
@@ -510,16 +530,16 @@ int take_uid(conn *c, int64_t folder, int64_t *uid)
 }
 
 /* True if folder `anc` is `f` or one of its ancestors. */
-static int is_ancestor(conn *c, int64_t anc, int64_t f)
+static int is_ancestor(sq_conn *c, int64_t anc, int64_t f)
 {
-    sqlite3_stmt *q = Q(c, "SELECT parent FROM folder WHERE id = ?");
+    sqlite3_stmt *q = sq_stmt(c, "SELECT parent FROM folder WHERE id = ?");
     if (!q)
         return -EIO;
     for (int depth = 0; f && depth < 10000; depth++) {
         if (f == anc)
             return 1;
         sqlite3_bind_int64(q, 1, f);
-        int rc = step_row(c, q, "rename");
+        int rc = sq_step_row(c, q, "rename");
         if (rc)
             return rc == -ENOENT ? 0 : rc;
         f = sqlite3_column_int64(q, 0);
@@ -528,10 +548,10 @@ static int is_ancestor(conn *c, int64_t anc, int64_t f)
     return 0;
 }
 
-static int rename_mailbox(conn *c, const ms_attr *src, const char *newname, bool noreplace)
+static int rename_mailbox(sq_conn *c, const ms_attr *src, const char *newname, bool noreplace)
 {
     ms_attr dst;
-    int rc = lookup_in(c, (ms_node){MS_ROOT, 0}, newname, &dst);
+    int rc = sq_lookup_in(c, (ms_node){MS_ROOT, 0}, newname, &dst);
     if (rc == 0) {
         if (dst.node.id == src->node.id)
             return 0;
@@ -543,24 +563,24 @@ static int rename_mailbox(conn *c, const ms_attr *src, const char *newname, bool
     } else if (rc != -ENOENT) {
         return rc;
     }
-    rc = rename_deleted_items(c, src->node.id, newname);
+    rc = sq_rename_deleted_items(c, src->node.id, newname);
     if (rc)
         return rc;
-    sqlite3_stmt *q = Q(c, "UPDATE mailbox SET name = ?, ctime_ns = ? WHERE id = ?");
+    sqlite3_stmt *q = sq_stmt(c, "UPDATE mailbox SET name = ?, ctime_ns = ? WHERE id = ?");
     if (!q)
         return -EIO;
-    bind_name(q, 1, newname);
-    sqlite3_bind_int64(q, 2, now_ns());
+    sq_bind_name(q, 1, newname);
+    sqlite3_bind_int64(q, 2, ms_now_ns());
     sqlite3_bind_int64(q, 3, src->node.id);
-    return step_done(c, q, "rename");
+    return sq_step_done(c, q, "rename");
 }
 
-static int rename_in(conn *c, ms_node parent, const char *name, ms_node newparent,
+static int rename_in(sq_conn *c, ms_node parent, const char *name, ms_node newparent,
                      const char *newname, bool noreplace)
 {
     SQ_ASSERT_TX(c);
     ms_attr src, dst;
-    int rc = lookup_in(c, parent, name, &src);
+    int rc = sq_lookup_in(c, parent, name, &src);
     if (rc)
         return rc;
     if (parent.kind == MS_ROOT || newparent.kind == MS_ROOT) {
@@ -578,7 +598,7 @@ static int rename_in(conn *c, ms_node parent, const char *name, ms_node newparen
         return -EXDEV;
     if (src.node.kind == MS_MESSAGE && newparent.kind != MS_FOLDER)
         return -EPERM; /* messages live in folders only */
-    rc = lookup_in(c, newparent, newname, &dst);
+    rc = sq_lookup_in(c, newparent, newname, &dst);
     if (rc == 0) {
         if (dst.node.kind == src.node.kind && dst.node.id == src.node.id)
             return 0;
@@ -590,7 +610,7 @@ static int rename_in(conn *c, ms_node parent, const char *name, ms_node newparen
             return -ENOTDIR;
         if (dst.node.kind == MS_MESSAGE) {
             /* Replacing is deleting: kept with its content, readers too. */
-            rc = keep_message(c, dst.node.id);
+            rc = sq_keep_message(c, dst.node.id);
         } else {
             rc = remove_dir(c, dst.node);
         }
@@ -603,20 +623,20 @@ static int rename_in(conn *c, ms_node parent, const char *name, ms_node newparen
     if (src.node.kind == MS_MESSAGE) {
         int64_t uid = src.imap_uid;
         if (newparent.id != parent.id) {
-            rc = take_uid(c, newparent.id, &uid); /* refiled: a new UID, as IMAP MOVE */
+            rc = sq_take_uid(c, newparent.id, &uid); /* refiled: a new UID, as IMAP MOVE */
             if (rc)
                 return rc;
         }
-        q = Q(c, "UPDATE message SET folder = ?, name = ?, imap_uid = ?, ctime_ns = ?"
-                 " WHERE id = ?");
+        q = sq_stmt(c, "UPDATE message SET folder = ?, name = ?, imap_uid = ?, ctime_ns = ?"
+                       " WHERE id = ?");
         if (!q)
             return -EIO;
         sqlite3_bind_int64(q, 1, newparent.id);
-        bind_name(q, 2, newname);
+        sq_bind_name(q, 2, newname);
         sqlite3_bind_int64(q, 3, uid);
-        sqlite3_bind_int64(q, 4, now_ns());
+        sqlite3_bind_int64(q, 4, ms_now_ns());
         sqlite3_bind_int64(q, 5, src.node.id);
-        return step_done(c, q, "rename");
+        return sq_step_done(c, q, "rename");
     }
     if (newparent.kind == MS_FOLDER) {
         rc = is_ancestor(c, src.node.id, newparent.id);
@@ -624,42 +644,42 @@ static int rename_in(conn *c, ms_node parent, const char *name, ms_node newparen
             return rc > 0 ? -EINVAL : rc;
     }
     if (newparent.kind == MS_FOLDER) {
-        rc = name_taken_by_message(c, newparent.id, newname);
+        rc = sq_name_taken_by_message(c, newparent.id, newname);
         if (rc)
             return rc > 0 ? -EEXIST : rc;
     }
-    q = Q(c, "UPDATE folder SET parent = ?, name = ?, ctime_ns = ? WHERE id = ?");
+    q = sq_stmt(c, "UPDATE folder SET parent = ?, name = ?, ctime_ns = ? WHERE id = ?");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, newparent.kind == MS_FOLDER ? newparent.id : 0);
-    bind_name(q, 2, newname);
-    sqlite3_bind_int64(q, 3, now_ns());
+    sq_bind_name(q, 2, newname);
+    sqlite3_bind_int64(q, 3, ms_now_ns());
     sqlite3_bind_int64(q, 4, src.node.id);
-    return step_done(c, q, "rename");
+    return sq_step_done(c, q, "rename");
 }
 
 int sq_rename(ms_store *st, int64_t mailbox, ms_node parent, const char *name, ms_node newparent,
               const char *newname, bool noreplace)
 {
-    conn *c = conn_get(st);
+    sq_conn *c = sq_conn_get(st);
     if (!c)
         return -EIO;
     int rc = write_begin(st, c, mailbox);
     if (!rc)
-        rc = tx_end(st, c, rename_in(c, parent, name, newparent, newname, noreplace));
-    conn_put(st, c);
+        rc = sq_tx_end(st, c, rename_in(c, parent, name, newparent, newname, noreplace));
+    sq_conn_put(st, c);
     return rc;
 }
 
 /* ------------------------------------------------------- attributes */
 
 /* Every change of a node moves its ctime to now, whatever it changed. */
-int setattr_in(conn *c, ms_node n, const ms_setattr_req *req, ms_attr *out)
+int sq_setattr_in(sq_conn *c, ms_node n, const ms_setattr_req *req, ms_attr *out)
 {
     if (n.kind == MS_ROOT)
         return root_setattr_in(c, req, out);
     ms_attr a;
-    int rc = get_attr(c, n, &a);
+    int rc = sq_get_attr(c, n, &a);
     if (rc)
         return rc;
     if (req->mask & MS_SET_MODE)
@@ -670,14 +690,16 @@ int setattr_in(conn *c, ms_node n, const ms_setattr_req *req, ms_attr *out)
         a.gid = req->gid;
     if (req->mask & MS_SET_MTIME)
         a.mtime_ns = req->mtime_ns;
-    a.ctime_ns = now_ns();
+    a.ctime_ns = ms_now_ns();
     sqlite3_stmt *q =
-        n.kind == MS_MAILBOX  ? Q(c, "UPDATE mailbox SET mode = ?, uid = ?, gid = ?, mtime_ns = ?,"
-                                      " ctime_ns = ? WHERE id = ?")
-        : n.kind == MS_FOLDER ? Q(c, "UPDATE folder SET mode = ?, uid = ?, gid = ?, mtime_ns = ?,"
-                                     " ctime_ns = ? WHERE id = ?")
-                              : Q(c, "UPDATE message SET mode = ?, uid = ?, gid = ?, mtime_ns = ?,"
-                                     " ctime_ns = ? WHERE id = ?");
+        n.kind == MS_MAILBOX
+            ? sq_stmt(c, "UPDATE mailbox SET mode = ?, uid = ?, gid = ?, mtime_ns = ?,"
+                         " ctime_ns = ? WHERE id = ?")
+        : n.kind == MS_FOLDER
+            ? sq_stmt(c, "UPDATE folder SET mode = ?, uid = ?, gid = ?, mtime_ns = ?,"
+                         " ctime_ns = ? WHERE id = ?")
+            : sq_stmt(c, "UPDATE message SET mode = ?, uid = ?, gid = ?, mtime_ns = ?,"
+                         " ctime_ns = ? WHERE id = ?");
     if (!q)
         return -EIO;
     sqlite3_bind_int(q, 1, (int)a.mode);
@@ -686,7 +708,7 @@ int setattr_in(conn *c, ms_node n, const ms_setattr_req *req, ms_attr *out)
     sqlite3_bind_int64(q, 4, a.mtime_ns);
     sqlite3_bind_int64(q, 5, a.ctime_ns);
     sqlite3_bind_int64(q, 6, n.id);
-    rc = step_done(c, q, "setattr");
+    rc = sq_step_done(c, q, "setattr");
     if (!rc && out)
         *out = a;
     return rc;
@@ -694,13 +716,13 @@ int setattr_in(conn *c, ms_node n, const ms_setattr_req *req, ms_attr *out)
 
 int sq_setattr(ms_store *st, int64_t mailbox, ms_node node, const ms_setattr_req *req, ms_attr *out)
 {
-    conn *c = conn_get(st);
+    sq_conn *c = sq_conn_get(st);
     if (!c)
         return -EIO;
     int rc = write_begin(st, c, mailbox);
     if (!rc)
-        rc = tx_end(st, c, setattr_in(c, node, req, out));
-    conn_put(st, c);
+        rc = sq_tx_end(st, c, sq_setattr_in(c, node, req, out));
+    sq_conn_put(st, c);
     return rc;
 }
 
@@ -719,13 +741,13 @@ static const char *xattr_update(ms_xattr_id xa)
                : "UPDATE mailbox SET acl = ?, ctime_ns = ? WHERE id = ?";
 }
 
-static int xattr_get_in(conn *c, ms_node n, ms_xattr_id xa, char **value, size_t *len)
+static int xattr_get_in(sq_conn *c, ms_node n, ms_xattr_id xa, char **value, size_t *len)
 {
-    sqlite3_stmt *q = Q(c, xattr_select(xa));
+    sqlite3_stmt *q = sq_stmt(c, xattr_select(xa));
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, n.id);
-    int rc = step_row(c, q, "getxattr");
+    int rc = sq_step_row(c, q, "getxattr");
     if (rc)
         return rc;
     if (sqlite3_column_type(q, 0) == SQLITE_NULL) {
@@ -746,25 +768,30 @@ static int xattr_get_in(conn *c, ms_node n, ms_xattr_id xa, char **value, size_t
 
 int sq_xattr_get(ms_store *st, ms_node node, ms_xattr_id xa, char **value, size_t *len)
 {
-    WITH_CONN(st, c, xattr_get_in(c, node, xa, value, len));
+    sq_conn *c = sq_conn_get(st);
+    if (!c)
+        return -EIO;
+    int rc_ = xattr_get_in(c, node, xa, value, len);
+    sq_conn_put(st, c);
+    return rc_;
 }
 
-int xattr_set_in(conn *c, ms_node n, ms_xattr_id xa, const char *value, size_t len)
+int sq_xattr_set_in(sq_conn *c, ms_node n, ms_xattr_id xa, const char *value, size_t len)
 {
     ms_attr a; /* visible: a message gone to deleted items meanwhile is ENOENT */
-    int rc = get_attr(c, n, &a);
+    int rc = sq_get_attr(c, n, &a);
     if (rc)
         return rc;
-    sqlite3_stmt *q = Q(c, xattr_update(xa));
+    sqlite3_stmt *q = sq_stmt(c, xattr_update(xa));
     if (!q)
         return -EIO;
     if (value)
         sqlite3_bind_blob(q, 1, value, (int)len, SQLITE_STATIC);
     else
         sqlite3_bind_null(q, 1);
-    sqlite3_bind_int64(q, 2, now_ns());
+    sqlite3_bind_int64(q, 2, ms_now_ns());
     sqlite3_bind_int64(q, 3, n.id);
-    rc = step_done(c, q, "setxattr");
+    rc = sq_step_done(c, q, "setxattr");
     if (!rc && sqlite3_changes(c->db) == 0)
         rc = -ENOENT;
     return rc;
@@ -773,12 +800,12 @@ int xattr_set_in(conn *c, ms_node n, ms_xattr_id xa, const char *value, size_t l
 int sq_xattr_set(ms_store *st, int64_t mailbox, ms_node node, ms_xattr_id xa, const char *value,
                  size_t len)
 {
-    conn *c = conn_get(st);
+    sq_conn *c = sq_conn_get(st);
     if (!c)
         return -EIO;
     int rc = write_begin(st, c, mailbox);
     if (!rc)
-        rc = tx_end(st, c, xattr_set_in(c, node, xa, value, len));
-    conn_put(st, c);
+        rc = sq_tx_end(st, c, sq_xattr_set_in(c, node, xa, value, len));
+    sq_conn_put(st, c);
     return rc;
 }

@@ -727,20 +727,13 @@ struct ms_writer {
     int64_t touched_ns;
 };
 
-static int64_t wall_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* Records a change of the writer's bytes, which dates the message. */
 static void touch(ms_writer *w)
 {
     if (!w->stamps)
         return;
     w->touched = true;
-    w->touched_ns = wall_ns();
+    w->touched_ns = ms_now_ns();
 }
 
 int ms_message_create(ms_store *st, ms_node folder, const char *name, uint32_t mode, uint32_t uid,
@@ -930,7 +923,7 @@ int ms_writer_commit(ms_writer *w, bool durable, ms_attr *out)
         /* The commit's time, not the last write's: a backup that ran in
          * between read the old bytes, and must see these as newer. */
         c.attr.mask |= MS_SET_MTIME;
-        c.attr.mtime_ns = wall_ns();
+        c.attr.mtime_ns = ms_now_ns();
     }
     ms_attr a;
     int rc = w->st->be->content->commit(w->st, &c, &a);
@@ -1060,7 +1053,7 @@ int ms_deleted_purge(ms_store *st, int retain_days, bool all, ms_purged *out)
     if (retain_days < 0)
         return -EINVAL;
     ms_purged p = {0};
-    int64_t before = all ? INT64_MAX : wall_ns() - (int64_t)retain_days * 86400000000000LL;
+    int64_t before = all ? INT64_MAX : ms_now_ns() - (int64_t)retain_days * 86400000000000LL;
     rc = st->be->admin->deleted_purge(st, before, &p);
     if (!rc && out)
         *out = p;
