@@ -403,7 +403,7 @@ typedef enum ms_mb_state {
     MS_MB_VISIBLE = 0,
     MS_MB_INCOMING = 1,
     MS_MB_RETAINED = 2,
-    /* The deleted items of one mailbox ("deleted/<mailbox id>/<name>"):
+    /* The deleted items of one mailbox ("~mailfs~deleted~<mailbox id>~<name>"):
      * see ms_deleted_list. */
     MS_MB_DELETED = 3,
 } ms_mb_state;

@@ -523,23 +523,13 @@ int jn_target_id(ms_journal *j, int64_t id, int64_t *target_mailbox)
     return ret;
 }
 
-static void copy_col(char *dst, size_t size, sqlite3_stmt *q, int col)
-{
-    size_t n = (size_t)sqlite3_column_bytes(q, col);
-    if (n >= size)
-        n = size - 1;
-    if (n)
-        memcpy(dst, sqlite3_column_blob(q, col), n);
-    dst[n] = '\0';
-}
-
 static void row_info(sqlite3_stmt *q, ms_move_info *m)
 {
     memset(m, 0, sizeof *m);
     m->id = sqlite3_column_int64(q, 0);
-    copy_col(m->mailbox, sizeof m->mailbox, q, 1);
-    copy_col(m->source, sizeof m->source, q, 2);
-    copy_col(m->target, sizeof m->target, q, 3);
+    sq_column_copy(m->mailbox, sizeof m->mailbox, q, 1);
+    sq_column_copy(m->source, sizeof m->source, q, 2);
+    sq_column_copy(m->target, sizeof m->target, q, 3);
     m->state = (ms_move_state)name_index(state_names, G_N_ELEMENTS(state_names),
                                          (const char *)sqlite3_column_text(q, 4));
     m->step = (ms_move_step)name_index(step_names, G_N_ELEMENTS(step_names),
@@ -553,8 +543,8 @@ static void row_info(sqlite3_stmt *q, ms_move_info *m)
     m->finished_ns = sqlite3_column_int64(q, 12);
     m->lock_ns = sqlite3_column_int64(q, 13);
     m->retain_until = sqlite3_column_int64(q, 14);
-    copy_col(m->error, sizeof m->error, q, 15);
-    copy_col(m->newname, sizeof m->newname, q, 16);
+    sq_column_copy(m->error, sizeof m->error, q, 15);
+    sq_column_copy(m->newname, sizeof m->newname, q, 16);
     m->lock_start_ns = sqlite3_column_int64(q, 17);
 }
 
@@ -624,7 +614,7 @@ bool jn_owner_alive(ms_journal *j, int64_t id)
         sqlite3_bind_int64(q, 1, id);
         if (sqlite3_step(q) == SQLITE_ROW) {
             pid = sqlite3_column_int64(q, 0);
-            copy_col(start, sizeof start, q, 1);
+            sq_column_copy(start, sizeof start, q, 1);
         }
     }
     sqlite3_finalize(q);

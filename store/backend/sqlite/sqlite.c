@@ -93,6 +93,27 @@ int sq_exec(sq_conn *c, const char *sql)
  * another process (two movers into one store) woke long after the lock
  * was free.  Short naps instead; the same 30 s limit.
  */
+void sq_column_copy(char *dst, size_t size, sqlite3_stmt *q, int col)
+{
+    size_t n = (size_t)sqlite3_column_bytes(q, col);
+    if (n >= size)
+        n = size - 1;
+    if (n)
+        memcpy(dst, sqlite3_column_blob(q, col), n);
+    dst[n] = '\0';
+}
+
+int sq_collect_ids(sq_conn *c, sqlite3_stmt *q, GArray *out, const char *what)
+{
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        int64_t id = sqlite3_column_int64(q, 0);
+        g_array_append_val(out, id);
+    }
+    sqlite3_reset(q);
+    return rc == SQLITE_DONE ? 0 : sq_errno(c->db, rc, what);
+}
+
 int sq_busy_wait(void *ctx, int tries)
 {
     (void)ctx;

@@ -69,16 +69,6 @@ int sq_mailbox_find(ms_store *st, const char *name, ms_mb_state state, int64_t *
 
 #define INFO_COLS "id, state, lock_move, retain_until, name, lock_journal, move_id, move_journal"
 
-static void copy_text(char *dst, size_t size, sqlite3_stmt *q, int col)
-{
-    size_t n = (size_t)sqlite3_column_bytes(q, col);
-    if (n >= size)
-        n = size - 1;
-    if (n)
-        memcpy(dst, sqlite3_column_blob(q, col), n);
-    dst[n] = '\0';
-}
-
 /* Fills out from a row of INFO_COLS. */
 static void info_row(sqlite3_stmt *q, ms_mailbox_info *out)
 {
@@ -87,10 +77,10 @@ static void info_row(sqlite3_stmt *q, ms_mailbox_info *out)
     out->state = (ms_mb_state)sqlite3_column_int(q, 1);
     out->lock_move = sqlite3_column_int64(q, 2);
     out->retain_until = sqlite3_column_int64(q, 3);
-    copy_text(out->name, sizeof out->name, q, 4);
-    copy_text(out->lock_journal, sizeof out->lock_journal, q, 5);
+    sq_column_copy(out->name, sizeof out->name, q, 4);
+    sq_column_copy(out->lock_journal, sizeof out->lock_journal, q, 5);
     out->move_id = sqlite3_column_int64(q, 6);
-    copy_text(out->move_journal, sizeof out->move_journal, q, 7);
+    sq_column_copy(out->move_journal, sizeof out->move_journal, q, 7);
 }
 
 static int info_in(sq_conn *c, int64_t id, ms_mailbox_info *out)
@@ -215,14 +205,9 @@ static int drop_in(sq *s, sq_conn *c, int64_t id)
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, id);
-    int rc;
-    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-        int64_t content = sqlite3_column_int64(q, 0);
-        g_array_append_val(contents, content);
-    }
-    sqlite3_reset(q);
-    if (rc != SQLITE_DONE)
-        return sq_errno(c->db, rc, "drop mailbox");
+    int rc = sq_collect_ids(c, q, contents, "drop mailbox");
+    if (rc)
+        return rc;
     static const char *const steps[] = {
         "DELETE FROM message WHERE folder IN (SELECT id FROM folder WHERE mailbox = ?)",
         "DELETE FROM folder WHERE mailbox = ?",

@@ -4,11 +4,12 @@
  * restored and, after the retention, purged.
  *
  * Each mailbox that lost something has a hidden mailbox in state
- * MS_MB_DELETED named "deleted/<mailbox id>/<mailbox name>" (a '/' never
- * appears in a visible name, so it clashes with nothing).  It holds a
+ * MS_MB_DELETED named "~mailfs~deleted~<mailbox id>~<mailbox name>" (the
+ * prefix hidden.c reserves, so it clashes with no visible name, and no '/'
+ * that a Maildir directory could not hold).  It holds a
  * mirror of the folder paths things were deleted from, created on demand
  * with the folders' attributes.  A deleted message is its own row refiled
- * there (no byte is copied): named "<message id>/<name>", so that a name
+ * there (no byte is copied): named "<message id>~<name>", so that a name
  * deleted twice stays unique, with deleted_ns set.  rmdir sets deleted_ns
  * on the folder's mirror, and on the deleted items of a mailbox, which
  * also take the mailbox's ACL, mode, owner and time.
@@ -20,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ITEMS_PREFIX "deleted/"
+#define ITEMS_PREFIX "~mailfs~deleted~"
 #define MAX_DEPTH 10000
 
 /* Column i of q (a name BLOB) as a NUL-terminated string (g_free). */
@@ -31,28 +32,28 @@ static char *col_str(sqlite3_stmt *q, int i)
 
 static char *items_name(int64_t mailbox, const char *name)
 {
-    return g_strdup_printf(ITEMS_PREFIX "%lld/%s", (long long)mailbox, name);
+    return g_strdup_printf(ITEMS_PREFIX "%lld~%s", (long long)mailbox, name);
 }
 
-/* Splits "deleted/<id>/<name>"; false for anything else. */
+/* Splits "~mailfs~deleted~<id>~<name>"; false for anything else. */
 static bool parse_items_name(const char *s, int64_t *origin, const char **name)
 {
     if (strncmp(s, ITEMS_PREFIX, strlen(ITEMS_PREFIX)))
         return false;
     char *end;
     long long id = strtoll(s + strlen(ITEMS_PREFIX), &end, 10);
-    if (id <= 0 || *end != '/' || !end[1])
+    if (id <= 0 || *end != '~' || !end[1])
         return false;
     *origin = id;
     *name = end + 1;
     return true;
 }
 
-/* A kept message's name without its "<id>/" prefix. */
+/* A kept message's name without its "<id>~" prefix. */
 static const char *original_name(const char *kept)
 {
-    const char *slash = strchr(kept, '/');
-    return slash ? slash + 1 : kept;
+    const char *sep = strchr(kept, '~');
+    return sep ? sep + 1 : kept;
 }
 
 /* The name of mailbox row id (g_free). */
@@ -191,7 +192,7 @@ int sq_keep_message(sq_conn *c, int64_t message)
         rc = mirror_of(c, items, folder, 0, &mirror);
     if (rc)
         return rc;
-    g_autofree char *kept = g_strdup_printf("%lld/%s", (long long)message, name);
+    g_autofree char *kept = g_strdup_printf("%lld~%s", (long long)message, name);
     q = sq_stmt(c, "UPDATE message SET folder = ?, name = ?, deleted_ns = ? WHERE id = ?");
     if (!q)
         return -EIO;
@@ -629,13 +630,7 @@ static int subfolders(sq_conn *c, int64_t folder, GArray *out)
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, folder);
-    int rc;
-    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-        int64_t id = sqlite3_column_int64(q, 0);
-        g_array_append_val(out, id);
-    }
-    sqlite3_reset(q);
-    return rc == SQLITE_DONE ? 0 : sq_errno(c->db, rc, "restore");
+    return sq_collect_ids(c, q, out, "restore");
 }
 
 /* Mirror folder with everything under it into vparent (0: top level). */
@@ -677,15 +672,7 @@ static int restore_all(sq_conn *c, restore *r, int64_t items)
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, items);
-    int rc;
-    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-        int64_t id = sqlite3_column_int64(q, 0);
-        g_array_append_val(tops, id);
-    }
-    sqlite3_reset(q);
-    if (rc != SQLITE_DONE)
-        return sq_errno(c->db, rc, "restore");
-    rc = 0;
+    int rc = sq_collect_ids(c, q, tops, "restore");
     for (guint i = 0; !rc && i < tops->len; i++)
         rc = restore_folder(c, r, g_array_index(tops, int64_t, i), 0, "", 0);
     return rc;

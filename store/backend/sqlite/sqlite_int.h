@@ -68,6 +68,9 @@ void sq_bind_name(sqlite3_stmt *q, int i, const char *name);
 int sq_step_done(sq_conn *c, sqlite3_stmt *q, const char *what);
 int sq_step_row(sq_conn *c, sqlite3_stmt *q, const char *what);
 /* First column of the one row sql returns for the id arg: 0, -ENOENT, or an errno. */
+/* Appends the first column (an id) of every row q yields to out, then
+ * resets q: 0 or an errno (what names the operation in the log). */
+int sq_collect_ids(sq_conn *c, sqlite3_stmt *q, GArray *out, const char *what);
 int sq_query_int(sq_conn *c, const char *sql, int64_t arg, int64_t *out, const char *what);
 int sq_tx_begin(ms_store *st, sq_conn *c);
 /* In functions that write: the caller's transaction is open on c. */
