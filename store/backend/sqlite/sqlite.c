@@ -680,6 +680,8 @@ static int recoverable_in(sq_conn *c, ms_store_stats *out)
         sq_stmt(c, "SELECT (SELECT count(*) FROM mailbox WHERE state = 3 AND deleted_ns != 0),"
                    " (SELECT count(*) FROM message WHERE deleted_ns != 0),"
                    " (SELECT coalesce(sum(size), 0) FROM message WHERE deleted_ns != 0)");
+    if (!q)
+        return -EIO;
     int rc = sq_step_row(c, q, "stats");
     if (rc)
         return rc;
@@ -782,9 +784,9 @@ static int sq_stats(ms_store *st, ms_store_stats *out)
     sq_conn *c = sq_conn_get(st);
     if (!c)
         return -EIO;
-    int rc_ = stats_in(c, sq_of(st)->path, out);
+    int rc = stats_in(c, sq_of(st)->path, out);
     sq_conn_put(st, c);
-    return rc_;
+    return rc;
 }
 
 static const ms_tree_ops sq_tree = {

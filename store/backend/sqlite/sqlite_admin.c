@@ -35,11 +35,11 @@ int sq_mailbox_create(ms_store *st, const char *name, ms_mb_state state, const m
     sq_conn *c = sq_conn_get(st);
     if (!c)
         return -EIO;
-    int rc_ = sq_tx_begin(st, c);
-    if (!rc_)
-        rc_ = sq_tx_end(st, c, create_in(c, name, state, like, id));
+    int rc = sq_tx_begin(st, c);
+    if (!rc)
+        rc = sq_tx_end(st, c, create_in(c, name, state, like, id));
     sq_conn_put(st, c);
-    return rc_;
+    return rc;
 }
 
 static int find_in(sq_conn *c, const char *name, ms_mb_state state, int64_t *id)
@@ -62,9 +62,9 @@ int sq_mailbox_find(ms_store *st, const char *name, ms_mb_state state, int64_t *
     sq_conn *c = sq_conn_get(st);
     if (!c)
         return -EIO;
-    int rc_ = find_in(c, name, state, id);
+    int rc = find_in(c, name, state, id);
     sq_conn_put(st, c);
-    return rc_;
+    return rc;
 }
 
 #define INFO_COLS "id, state, lock_move, retain_until, name, lock_journal, move_id, move_journal"
@@ -102,9 +102,9 @@ int sq_mailbox_info(ms_store *st, int64_t id, ms_mailbox_info *out)
     sq_conn *c = sq_conn_get(st);
     if (!c)
         return -EIO;
-    int rc_ = info_in(c, id, out);
+    int rc = info_in(c, id, out);
     sq_conn_put(st, c);
-    return rc_;
+    return rc;
 }
 
 /* Rows are read into memory first: fn may write to the store (recovery
@@ -185,11 +185,11 @@ int sq_mailbox_set(ms_store *st, int64_t id, const ms_mailbox_change *chg)
     sq_conn *c = sq_conn_get(st);
     if (!c)
         return -EIO;
-    int rc_ = sq_tx_begin(st, c);
-    if (!rc_)
-        rc_ = sq_tx_end(st, c, set_in(c, id, chg));
+    int rc = sq_tx_begin(st, c);
+    if (!rc)
+        rc = sq_tx_end(st, c, set_in(c, id, chg));
     sq_conn_put(st, c);
-    return rc_;
+    return rc;
 }
 
 /*
@@ -267,9 +267,9 @@ int sq_mailbox_size(ms_store *st, int64_t id, int64_t *messages, int64_t *bytes)
     sq_conn *c = sq_conn_get(st);
     if (!c)
         return -EIO;
-    int rc_ = size_in(c, id, messages, bytes);
+    int rc = size_in(c, id, messages, bytes);
     sq_conn_put(st, c);
-    return rc_;
+    return rc;
 }
 
 static int meta_in(sq_conn *c, int64_t id, ms_message_meta *out)
@@ -299,9 +299,9 @@ int sq_message_meta(ms_store *st, int64_t id, ms_message_meta *out)
     sq_conn *c = sq_conn_get(st);
     if (!c)
         return -EIO;
-    int rc_ = meta_in(c, id, out);
+    int rc = meta_in(c, id, out);
     sq_conn_put(st, c);
-    return rc_;
+    return rc;
 }
 
 int sq_retained_stats(sq_conn *c, ms_store_stats *out)

@@ -62,11 +62,11 @@ int sq_message_create(ms_store *st, ms_node folder, const char *name, uint32_t m
     sq_conn *c = sq_conn_get(st);
     if (!c)
         return -EIO;
-    int rc_ = sq_tx_begin(st, c);
-    if (!rc_)
-        rc_ = sq_tx_end(st, c, create_in(c, folder, name, mode, uid, gid, out));
+    int rc = sq_tx_begin(st, c);
+    if (!rc)
+        rc = sq_tx_end(st, c, create_in(c, folder, name, mode, uid, gid, out));
     sq_conn_put(st, c);
-    return rc_;
+    return rc;
 }
 
 int sq_content_of_in(sq_conn *c, int64_t message, int64_t *content, int64_t *size)
@@ -440,11 +440,11 @@ int sq_discard_pending(ms_store *st, int64_t message)
     sq_conn *c = sq_conn_get(st);
     if (!c)
         return -EIO;
-    int rc_ = sq_tx_begin(st, c);
-    if (!rc_)
-        rc_ = sq_tx_end(st, c, discard_in(c, message));
+    int rc = sq_tx_begin(st, c);
+    if (!rc)
+        rc = sq_tx_end(st, c, discard_in(c, message));
     sq_conn_put(st, c);
-    return rc_;
+    return rc;
 }
 
 /* Copies the spool into new chunks of a new content id; hashes them. */

@@ -880,11 +880,11 @@ int sq_deleted_restore(ms_store *st, const char *mailbox, const char *path, int6
     sq_conn *c = sq_conn_get(st);
     if (!c)
         return -EIO;
-    int rc_ = sq_tx_begin(st, c);
-    if (!rc_)
-        rc_ = sq_tx_end(st, c, restore_in(c, mailbox, path, restored));
+    int rc = sq_tx_begin(st, c);
+    if (!rc)
+        rc = sq_tx_end(st, c, restore_in(c, mailbox, path, restored));
     sq_conn_put(st, c);
-    return rc_;
+    return rc;
 }
 
 /* -------------------------------------------------------------- purge */

@@ -221,9 +221,9 @@ int sq_lookup(ms_store *st, ms_node parent, const char *name, ms_attr *out)
     sq_conn *c = sq_conn_get(st);
     if (!c)
         return -EIO;
-    int rc_ = sq_lookup_in(c, parent, name, out);
+    int rc = sq_lookup_in(c, parent, name, out);
     sq_conn_put(st, c);
-    return rc_;
+    return rc;
 }
 
 int sq_getattr(ms_store *st, ms_node node, ms_attr *out)
@@ -231,9 +231,9 @@ int sq_getattr(ms_store *st, ms_node node, ms_attr *out)
     sq_conn *c = sq_conn_get(st);
     if (!c)
         return -EIO;
-    int rc_ = sq_get_attr(c, node, out);
+    int rc = sq_get_attr(c, node, out);
     sq_conn_put(st, c);
-    return rc_;
+    return rc;
 }
 
 /* ---------------------------------------------------------- listing */
@@ -318,9 +318,9 @@ int sq_list(ms_store *st, ms_node parent, uint64_t cookie, ms_list_fn fn, void *
     sq_conn *c = sq_conn_get(st);
     if (!c)
         return -EIO;
-    int rc_ = list_in(c, parent, cookie, fn, ctx);
+    int rc = list_in(c, parent, cookie, fn, ctx);
     sq_conn_put(st, c);
-    return rc_;
+    return rc;
 }
 
 /* ------------------------------------------------------ directories */
@@ -771,9 +771,9 @@ int sq_xattr_get(ms_store *st, ms_node node, ms_xattr_id xa, char **value, size_
     sq_conn *c = sq_conn_get(st);
     if (!c)
         return -EIO;
-    int rc_ = xattr_get_in(c, node, xa, value, len);
+    int rc = xattr_get_in(c, node, xa, value, len);
     sq_conn_put(st, c);
-    return rc_;
+    return rc;
 }
 
 int sq_xattr_set_in(sq_conn *c, ms_node n, ms_xattr_id xa, const char *value, size_t len)
