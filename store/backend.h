@@ -122,6 +122,15 @@ typedef struct ms_admin_ops {
     int (*deleted_list)(ms_store *st, const char *mailbox, ms_deleted_fn fn, void *ctx);
     int (*deleted_restore)(ms_store *st, const char *mailbox, const char *path, int64_t *restored);
     int (*deleted_purge)(ms_store *st, int64_t before_ns, ms_purged *out);
+    /* IMAP UID state of a folder (mailstore.h, ms_folder_uids). */
+    int (*folder_uids_get)(ms_store *st, ms_node folder, ms_folder_uids *out);
+    int (*folder_uids_set)(ms_store *st, ms_node folder, const ms_folder_uids *u);
+    /* NULL: nothing writes behind the store (-ENOTSUP, see ms_mailbox_stamp). */
+    int (*mailbox_stamp)(ms_store *st, int64_t id, uint8_t out[MS_STAMP_LEN]);
+    /* NULL: never shares bytes (-EXDEV, see ms_message_link).  Called
+     * only when src has the same backend as st. */
+    int (*message_link)(ms_store *st, ms_node folder, const char *name, int64_t uid,
+                        ms_store *src, int64_t message, ms_attr *out);
 } ms_admin_ops;
 
 typedef struct ms_backend {
@@ -161,5 +170,6 @@ struct ms_store {
 
 extern const ms_backend ms_sqlite_backend;
 extern const ms_backend ms_pst_backend;
+extern const ms_backend ms_maildir_backend;
 
 #endif

@@ -483,6 +483,43 @@ int ms_message_get_meta(ms_store *st, int64_t id, ms_message_meta *out);
 /* A writer for a new message named name with IMAP UID uid (0: next). */
 int ms_writer_import(ms_store *st, ms_node folder, const char *name, int64_t uid, ms_writer **out);
 
+/*
+ * A folder's IMAP UID state: its UIDVALIDITY and the UID its next message
+ * gets (UIDNEXT).  Every backend that keeps UIDs keeps these per folder,
+ * so a move can give the target's folders the source's values and an
+ * IMAP client's cache stays valid.  uidnext is never below any UID the
+ * folder holds (set raises it past them); uidvalidity is nonzero.
+ */
+typedef struct ms_folder_uids {
+    uint32_t uidvalidity;
+    int64_t uidnext;
+} ms_folder_uids;
+int ms_folder_uids_get(ms_store *st, ms_node folder, ms_folder_uids *out);
+int ms_folder_uids_set(ms_store *st, ms_node folder, const ms_folder_uids *u);
+
+/*
+ * A digest of everything in mailbox id that a move copies (folders,
+ * messages, their flags and UIDs).  A move takes it after locking and
+ * again before its commit point: a difference means something wrote into
+ * the mailbox behind the store's own lock (a mail server delivering into
+ * a Maildir), and the move rolls back with -EAGAIN.  -ENOTSUP from a
+ * backend that every write reaches through the store (sqlite): nothing
+ * can change there behind the lock.
+ */
+#define MS_STAMP_LEN 32
+int ms_mailbox_stamp(ms_store *st, int64_t id, uint8_t out[MS_STAMP_LEN]);
+
+/*
+ * Makes message (of store src) a new message name with IMAP UID uid in
+ * folder of st, sharing its bytes instead of copying them (a hard link
+ * between two maildir stores on one filesystem), with its flags, date,
+ * mode and owner.  -EXDEV when st cannot share src's bytes (another
+ * backend, another filesystem): the caller copies.  *out (may be NULL)
+ * gets the new message's attributes.  Inside a batch like any write.
+ */
+int ms_message_link(ms_store *st, ms_node folder, const char *name, int64_t uid, ms_store *src,
+                    int64_t message, ms_attr *out);
+
 /* -------------------------------------------------------- deleted items */
 
 /*

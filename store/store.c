@@ -1059,3 +1059,43 @@ int ms_deleted_purge(ms_store *st, int retain_days, bool all, ms_purged *out)
         *out = p;
     return rc;
 }
+
+/* ------------------------------------------------------ UIDs, stamps, links */
+
+int ms_folder_uids_get(ms_store *st, ms_node folder, ms_folder_uids *out)
+{
+    if (folder.kind != MS_FOLDER)
+        return -EINVAL;
+    if (!st->be->admin->folder_uids_get)
+        return ms_backend_unsupported(st, false);
+    return st->be->admin->folder_uids_get(st, folder, out);
+}
+
+int ms_folder_uids_set(ms_store *st, ms_node folder, const ms_folder_uids *u)
+{
+    if (folder.kind != MS_FOLDER || !u->uidvalidity || u->uidnext < 1)
+        return -EINVAL;
+    int rc = may_write(st, st->be->admin->folder_uids_set);
+    return rc ? rc : st->be->admin->folder_uids_set(st, folder, u);
+}
+
+int ms_mailbox_stamp(ms_store *st, int64_t id, uint8_t out[MS_STAMP_LEN])
+{
+    if (!st->be->admin->mailbox_stamp)
+        return -ENOTSUP;
+    return st->be->admin->mailbox_stamp(st, id, out);
+}
+
+int ms_message_link(ms_store *st, ms_node folder, const char *name, int64_t uid, ms_store *src,
+                    int64_t message, ms_attr *out)
+{
+    if (folder.kind != MS_FOLDER)
+        return -EINVAL;
+    int rc = check_name(name);
+    if (rc)
+        return rc;
+    if (src->be != st->be || !st->be->admin->message_link)
+        return -EXDEV;
+    rc = may_write(st, true);
+    return rc ? rc : st->be->admin->message_link(st, folder, name, uid, src, message, out);
+}
