@@ -31,6 +31,7 @@ static void store_conf_free(gpointer p)
     g_free(sc->backend);
     g_free(sc->path);
     g_free(sc->directory);
+    g_free(sc->layout);
     g_free(sc->spool);
     g_free(sc);
 }
@@ -89,8 +90,9 @@ static const char *const mailfs_keys[] = {"journal", "retain-days", "spool", NUL
 static const char *const directory_keys[] = {"uri",        "bind-dn",         "password-file",
                                              "base",       "filter",          "starttls",
                                              "tls-cacert", "allow-cleartext", NULL};
-static const char *const store_keys[] = {"backend", "path", "directory", "read-only", NULL};
-static const char *const backends[] = {"sqlite", "pst", NULL};
+static const char *const store_keys[] = {"backend", "path", "directory", "read-only", "layout",
+                                         NULL};
+static const char *const backends[] = {"sqlite", "maildir", "pst", NULL};
 
 /*
  * Reads an optional boolean key.  Admins write yes/no and on/off as often
@@ -148,7 +150,7 @@ static int parse_store(GKeyFile *kf, const char *file, const char *group, ms_con
     if (!sc->backend)
         sc->backend = g_strdup("sqlite");
     if (!g_strv_contains(backends, sc->backend)) {
-        *err = g_strdup_printf("%s: [%s]: unknown backend '%s' (known: sqlite, pst)", file, group,
+        *err = g_strdup_printf("%s: [%s]: unknown backend '%s' (known: sqlite, maildir, pst)", file, group,
                                sc->backend);
         return -EINVAL;
     }
@@ -165,6 +167,17 @@ static int parse_store(GKeyFile *kf, const char *file, const char *group, ms_con
         return -EINVAL;
     }
     sc->directory = g_key_file_get_string(kf, group, "directory", NULL);
+    /* Only maildir stores have a layout; a typo elsewhere is an error. */
+    sc->layout = g_key_file_get_string(kf, group, "layout", NULL);
+    if (sc->layout && strcmp(sc->backend, "maildir")) {
+        *err = g_strdup_printf("%s: [%s]: layout: only maildir stores have one", file, group);
+        return -EINVAL;
+    }
+    if (sc->layout && strcmp(sc->layout, "maildir++") && strcmp(sc->layout, "fs")) {
+        *err = g_strdup_printf("%s: [%s]: layout: '%s' is neither maildir++ nor fs", file, group,
+                               sc->layout);
+        return -EINVAL;
+    }
     rc = get_bool(kf, file, group, "read-only", &sc->readonly, err);
     if (rc)
         return rc;

@@ -63,10 +63,11 @@ typedef struct ms_config ms_config;
 /* Per-store configuration, as parsed from a [store NAME] group. */
 typedef struct ms_store_conf {
     char *name;      /* the NAME of [store NAME] */
-    char *backend;   /* "sqlite" (default) */
+    char *backend;   /* "sqlite" (default), "maildir" or "pst" */
     char *path;      /* absolute path of the database (or folder) */
     char *directory; /* "attr=value;attr=value" or NULL */
     char *spool;     /* [mailfs] spool, or NULL for $TMPDIR */
+    char *layout;    /* maildir: "maildir++" (NULL: the default) or "fs" */
     bool readonly;   /* read-only = true in the group */
 } ms_store_conf;
 

@@ -11,7 +11,8 @@
 
 #include <glib.h>
 
-static const ms_backend *const backends[] = {&ms_sqlite_backend, &ms_pst_backend, NULL};
+static const ms_backend *const backends[] = {&ms_sqlite_backend, &ms_maildir_backend,
+                                             &ms_pst_backend, NULL};
 
 /* A backend that implements no tree write cannot write at all. */
 static bool backend_writes(const ms_backend *be) { return be->tree->mkdir != NULL; }

@@ -1,0 +1,1232 @@
+/*
+ * maildir.c — the maildir backend: opening a store, the cache of what its
+ * files hold (maildir_int.h says how it stays true), and every read.
+ */
+#include "maildir_int.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+/* ---------------------------------------------------------------- ids */
+
+/* Ids come from one counter, so an id names one object whatever its kind;
+ * kinds records which. */
+int64_t md_new_id(md_store *s, ms_kind kind, void *obj)
+{
+    ms_mutex_assert_held(&s->lock);
+    int64_t id = ++s->next_id;
+    g_hash_table_insert(s->by_id, g_memdup2(&id, sizeof id), obj);
+    g_hash_table_insert(s->kinds, g_memdup2(&id, sizeof id), GINT_TO_POINTER(kind));
+    return id;
+}
+
+void md_forget_id(md_store *s, int64_t id)
+{
+    g_hash_table_remove(s->by_id, &id);
+    g_hash_table_remove(s->kinds, &id);
+}
+
+/* The object of kind with id, or NULL (gone, or another kind). */
+void *md_by_id(md_store *s, ms_kind kind, int64_t id)
+{
+    gpointer k;
+    if (!g_hash_table_lookup_extended(s->kinds, &id, NULL, &k) || GPOINTER_TO_INT(k) != (int)kind)
+        return NULL;
+    return g_hash_table_lookup(s->by_id, &id);
+}
+
+static int64_t ts_ns(const struct timespec *t) { return t->tv_sec * 1000000000LL + t->tv_nsec; }
+
+/*
+ * Whether a listing read at scanned_ns of a directory whose mtime was
+ * then mtime_ns is still right for a directory whose mtime is now now_ns:
+ * not if it changed, nor if it had changed within a second before the
+ * read (a change in the same timestamp tick after it would not show).
+ */
+static bool still_fresh(int64_t mtime_was, int64_t mtime_now, int64_t scanned_ns)
+{
+    return mtime_was == mtime_now && mtime_now < scanned_ns - 1000000000LL;
+}
+
+/* ---------------------------------------------------------------- paths */
+
+char *md_mbox_path(md_store *s, md_mbox *mb) { return g_build_filename(s->path, mb->name, NULL); }
+
+char *md_folder_path_abs(md_store *s, md_folder *f)
+{
+    return g_build_filename(s->path, f->mb->name, f->dir, NULL);
+}
+
+char *md_msg_path(md_store *s, md_msg *m)
+{
+    return g_build_filename(s->path, m->f->mb->name, m->f->dir, m->in_new ? "new" : "cur", m->fname,
+                            NULL);
+}
+
+/* ------------------------------------------------------------- objects */
+
+static void msg_free(gpointer p)
+{
+    md_msg *m = p;
+    g_free(m->base);
+    g_free(m->name);
+    g_free(m->fname);
+    g_free(m);
+}
+
+static void folder_free(gpointer p)
+{
+    md_folder *f = p;
+    if (f->by_base)
+        g_hash_table_destroy(f->by_base);
+    if (f->by_name)
+        g_hash_table_destroy(f->by_name);
+    md_uidlist_free(f->ul);
+    md_keywords_clear(&f->kw);
+    if (f->batch_lock)
+        md_uidlist_unlock(f->batch_lock);
+    md_uidlist_free(f->batch_ul);
+    if (f->batch_files)
+        g_ptr_array_free(f->batch_files, TRUE);
+    g_free(f->path);
+    g_free(f->dir);
+    g_free(f);
+}
+
+static void mbox_free(gpointer p)
+{
+    md_mbox *mb = p;
+    if (mb->folders)
+        g_hash_table_destroy(mb->folders);
+    g_free(mb->name);
+    g_free(mb);
+}
+
+/* Forgets message m (gone from its folder): its id stops resolving. */
+void md_msg_drop(md_store *s, md_msg *m)
+{
+    md_forget_id(s, m->id);
+    if (g_hash_table_lookup(m->f->by_name, m->name) == m)
+        g_hash_table_remove(m->f->by_name, m->name);
+    g_hash_table_remove(m->f->by_base, m->base); /* frees m */
+}
+
+/* Forgets what f's listing held (the folder went away or is re-made). */
+void md_folder_drop_cache(md_store *s, md_folder *f)
+{
+    if (f->by_base) {
+        GHashTableIter it;
+        gpointer v;
+        g_hash_table_iter_init(&it, f->by_base);
+        while (g_hash_table_iter_next(&it, NULL, &v))
+            md_forget_id(s, ((md_msg *)v)->id);
+        g_hash_table_remove_all(f->by_name);
+        g_hash_table_remove_all(f->by_base);
+    }
+    f->scanned = false;
+    g_clear_pointer(&f->ul, md_uidlist_free);
+}
+
+static void folder_forget(md_store *s, md_folder *f)
+{
+    md_folder_drop_cache(s, f);
+    md_forget_id(s, f->id);
+    g_hash_table_remove(f->mb->folders, f->path); /* frees f */
+}
+
+static void mbox_forget(md_store *s, md_mbox *mb)
+{
+    if (mb->folders) {
+        GList *all = g_hash_table_get_values(mb->folders);
+        for (GList *l = all; l; l = l->next)
+            folder_forget(s, l->data);
+        g_list_free(all);
+    }
+    md_forget_id(s, mb->id);
+    g_hash_table_remove(s->mb_by_name, mb->name);
+}
+
+md_mbox *md_mbox_get(md_store *s, const char *name)
+{
+    md_mbox *mb = g_hash_table_lookup(s->mb_by_name, name);
+    if (mb)
+        return mb;
+    mb = g_new0(md_mbox, 1);
+    mb->name = g_strdup(name);
+    mb->folders = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, folder_free);
+    mb->id = md_new_id(s, MS_MAILBOX, mb);
+    g_hash_table_insert(s->mb_by_name, mb->name, mb);
+    return mb;
+}
+
+/* The folder at tree path of mb, made known (not created) if new; NULL
+ * for a path this layout cannot hold. */
+md_folder *md_folder_get(md_store *s, md_mbox *mb, const char *path)
+{
+    md_folder *f = g_hash_table_lookup(mb->folders, path);
+    if (f)
+        return f;
+    g_autoptr(GString) dir = g_string_new(NULL);
+    if (md_folder_dir(s->layout, path, dir))
+        return NULL;
+    f = g_new0(md_folder, 1);
+    f->mb = mb;
+    f->path = g_strdup(path);
+    f->dir = g_strdup(dir->str);
+    f->by_base = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, msg_free);
+    f->by_name = g_hash_table_new(g_str_hash, g_str_equal);
+    f->id = md_new_id(s, MS_FOLDER, f);
+    g_hash_table_insert(mb->folders, f->path, f);
+    return f;
+}
+
+/* f's parent folder, or NULL when f is at the top of its mailbox. */
+md_folder *md_folder_parent(md_store *s, md_folder *f)
+{
+    const char *slash = strrchr(f->path, '/');
+    if (!slash)
+        return NULL;
+    g_autofree char *p = g_strndup(f->path, (gsize)(slash - f->path));
+    return md_folder_get(s, f->mb, p);
+}
+
+/* ------------------------------------------------------------ refreshes */
+
+static int dir_mtime(const char *path, int64_t *out)
+{
+    struct stat sb;
+    if (stat(path, &sb) < 0)
+        return -errno;
+    if (!S_ISDIR(sb.st_mode))
+        return -ENOTDIR;
+    *out = ts_ns(&sb.st_mtim);
+    return 0;
+}
+
+/* Mailboxes: the store folder's subdirectories, except lost+found and
+ * names starting with '.', which no mailbox can have. */
+int md_refresh_root(md_store *s)
+{
+    ms_mutex_assert_held(&s->lock);
+    int64_t mt;
+    int rc = dir_mtime(s->path, &mt);
+    if (rc)
+        return rc;
+    if (s->root_scanned && still_fresh(s->root_mtime_ns, mt, s->root_scanned_ns))
+        return 0;
+    int64_t now = ms_now_ns();
+    DIR *d = opendir(s->path);
+    if (!d)
+        return -errno;
+    GHashTableIter it;
+    gpointer v;
+    g_hash_table_iter_init(&it, s->mb_by_name);
+    while (g_hash_table_iter_next(&it, NULL, &v))
+        ((md_mbox *)v)->seen = false;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.' || !strcmp(e->d_name, "lost+found"))
+            continue;
+        if (e->d_type != DT_DIR && e->d_type != DT_UNKNOWN)
+            continue;
+        if (e->d_type == DT_UNKNOWN) {
+            struct stat sb;
+            if (fstatat(dirfd(d), e->d_name, &sb, 0) < 0 || !S_ISDIR(sb.st_mode))
+                continue;
+        }
+        md_mbox_get(s, e->d_name)->seen = true;
+    }
+    closedir(d);
+    GList *all = g_hash_table_get_values(s->mb_by_name);
+    for (GList *l = all; l; l = l->next)
+        if (!((md_mbox *)l->data)->seen)
+            mbox_forget(s, l->data);
+    g_list_free(all);
+    s->root_scanned = true;
+    s->root_mtime_ns = mt;
+    s->root_scanned_ns = now;
+    return 0;
+}
+
+/* Marks the folder at path seen, with its parents (maildir++ may hold
+ * ".a.b" without ".a": a is a folder all the same). */
+static void see_folder(md_store *s, md_mbox *mb, const char *path, bool exists)
+{
+    md_folder *f = md_folder_get(s, mb, path);
+    if (!f)
+        return;
+    f->seen = true;
+    if (exists)
+        f->exists = true;
+    const char *slash = strrchr(path, '/');
+    if (slash) {
+        g_autofree char *p = g_strndup(path, (gsize)(slash - path));
+        md_folder *pf = g_hash_table_lookup(mb->folders, p);
+        if (!pf || !pf->seen)
+            see_folder(s, mb, p, false);
+    }
+}
+
+/* True for a name in a mailbox root that is Dovecot's or ours, not a
+ * folder (fs layout). */
+static bool reserved_in_root(const char *n)
+{
+    return !strcmp(n, "cur") || !strcmp(n, "new") || !strcmp(n, "tmp");
+}
+
+/* The folder name found on disk at dir (relative to the root), logged
+ * and shown raw when it is not valid modified UTF-7. */
+static void found_folder(md_store *s, md_mbox *mb, const char *dir)
+{
+    g_autoptr(GString) path = g_string_new(NULL);
+    if (md_folder_path(s->layout, dir, path)) {
+        g_string_truncate(path, 0);
+        md_folder_raw_path(s->layout, dir, path);
+        if (!path->len)
+            return;
+        ms_log(LOG_WARNING,
+               "%s/%s/%s: folder name is not valid modified UTF-7: shown as '%s', untouched",
+               s->path, mb->name, dir, path->str);
+    }
+    md_folder *f = md_folder_get(s, mb, path->str);
+    if (f && strcmp(f->dir, dir)) {
+        /* A raw name whose tree path maps back elsewhere: serve it where
+         * it is. */
+        g_free(f->dir);
+        f->dir = g_strdup(dir);
+    }
+    see_folder(s, mb, path->str, true);
+}
+
+static void scan_fs_dir(md_store *s, md_mbox *mb, const char *root, const char *rel, int depth)
+{
+    g_autofree char *abs = g_build_filename(root, rel, NULL);
+    DIR *d = opendir(abs);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.' || (!*rel && reserved_in_root(e->d_name)) ||
+            (*rel && reserved_in_root(e->d_name)))
+            continue;
+        struct stat sb;
+        if (fstatat(dirfd(d), e->d_name, &sb, 0) < 0 || !S_ISDIR(sb.st_mode))
+            continue;
+        g_autofree char *sub = *rel ? g_strconcat(rel, "/", e->d_name, NULL) : g_strdup(e->d_name);
+        found_folder(s, mb, sub);
+        if (depth < 64)
+            scan_fs_dir(s, mb, root, sub, depth + 1);
+    }
+    closedir(d);
+}
+
+/* The folders of mb, re-read when its root changed (maildir++ keeps them
+ * all there) or, in fs layout, once a second at most. */
+int md_refresh_folders(md_store *s, md_mbox *mb)
+{
+    ms_mutex_assert_held(&s->lock);
+    g_autofree char *root = md_mbox_path(s, mb);
+    int64_t mt;
+    int rc = dir_mtime(root, &mt);
+    if (rc)
+        return rc;
+    int64_t now = ms_now_ns();
+    if (mb->folders_scanned_ns && still_fresh(mb->root_mtime_ns, mt, mb->folders_scanned_ns) &&
+        (s->layout == MD_LAYOUT_MAILDIRPP || now - mb->folders_scanned_ns < 1000000000LL))
+        return 0;
+    GHashTableIter it;
+    gpointer v;
+    g_hash_table_iter_init(&it, mb->folders);
+    while (g_hash_table_iter_next(&it, NULL, &v)) {
+        md_folder *f = v;
+        f->seen = false;
+        f->exists = false;
+    }
+    /* INBOX is the root's own cur/new/tmp: there once made (by Dovecot
+     * at first login, or by a mkdir through mailfs). */
+    g_autofree char *cur = g_build_filename(root, "cur", NULL);
+    struct stat cb;
+    if (stat(cur, &cb) == 0 && S_ISDIR(cb.st_mode))
+        see_folder(s, mb, "INBOX", true);
+    if (s->layout == MD_LAYOUT_FS) {
+        scan_fs_dir(s, mb, root, "", 0);
+    } else {
+        DIR *d = opendir(root);
+        if (!d)
+            return -errno;
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (e->d_name[0] != '.' || !strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+                continue;
+            struct stat sb;
+            if (fstatat(dirfd(d), e->d_name, &sb, 0) < 0 || !S_ISDIR(sb.st_mode))
+                continue;
+            found_folder(s, mb, e->d_name);
+        }
+        closedir(d);
+    }
+    GList *all = g_hash_table_get_values(mb->folders);
+    for (GList *l = all; l; l = l->next)
+        if (!((md_folder *)l->data)->seen)
+            folder_forget(s, l->data);
+    g_list_free(all);
+    mb->root_mtime_ns = mt;
+    mb->folders_scanned_ns = now;
+    return 0;
+}
+
+/* Adds the messages of sub ("new" or "cur") of folder path fp to f. */
+static int scan_sub(md_store *s, md_folder *f, const char *fp, const char *sub)
+{
+    g_autofree char *p = g_build_filename(fp, sub, NULL);
+    DIR *d = opendir(p);
+    if (!d)
+        return errno == ENOENT ? 0 : -errno;
+    struct dirent *e;
+    bool in_new = !strcmp(sub, "new");
+    while ((e = readdir(d))) {
+        size_t blen;
+        const char *info;
+        if (e->d_type != DT_REG && e->d_type != DT_UNKNOWN && e->d_type != DT_LNK)
+            continue;
+        if (!md_filename_split(e->d_name, &blen, &info))
+            continue;
+        g_autofree char *base = g_strndup(e->d_name, blen);
+        md_msg *m = g_hash_table_lookup(f->by_base, base);
+        if (m && m->seen && !in_new)
+            continue; /* in new/ and cur/ while Dovecot moved it: cur wins later */
+        if (!m) {
+            m = g_new0(md_msg, 1);
+            m->f = f;
+            m->base = g_steal_pointer(&base);
+            m->name = md_name_of_base(m->base, blen);
+            m->id = md_new_id(s, MS_MESSAGE, m);
+            g_hash_table_insert(f->by_base, m->base, m);
+            md_msg *other = g_hash_table_lookup(f->by_name, m->name);
+            if (other && other != m) {
+                /* Two files whose names decode alike: the second keeps
+                 * its raw base as its name. */
+                g_free(m->name);
+                m->name = g_strdup(m->base);
+            }
+            g_hash_table_insert(f->by_name, m->name, m);
+        } else if (m->pending) {
+            continue; /* a name reserved by a create: the file is not ours */
+        }
+        if (!m->fname || strcmp(m->fname, e->d_name) || m->in_new != in_new) {
+            g_free(m->fname);
+            m->fname = g_strdup(e->d_name);
+            m->in_new = in_new;
+            m->stated = false;
+        }
+        m->seen = true;
+    }
+    closedir(d);
+    return 0;
+}
+
+/*
+ * Brings f's listing up to date with its files: new/ before cur/, so a
+ * message Dovecot moves from one to the other meanwhile is seen at least
+ * once (and kept once, by its base).  UIDs from dovecot-uidlist.
+ */
+int md_refresh_folder(md_store *s, md_folder *f, bool force)
+{
+    ms_mutex_assert_held(&s->lock);
+    if (!f->exists) {
+        md_folder_drop_cache(s, f);
+        return 0;
+    }
+    g_autofree char *fp = md_folder_path_abs(s, f);
+    g_autofree char *cur = g_build_filename(fp, "cur", NULL);
+    g_autofree char *new = g_build_filename(fp, "new", NULL);
+    int64_t cm = 0, nm = 0;
+    int rc = dir_mtime(cur, &cm);
+    if (rc == -ENOENT)
+        rc = 0;
+    if (!rc)
+        rc = dir_mtime(new, &nm);
+    if (rc == -ENOENT)
+        rc = 0;
+    if (rc)
+        return rc;
+    struct stat ub;
+    g_autofree char *ulp = g_build_filename(fp, "dovecot-uidlist", NULL);
+    bool have_ul = stat(ulp, &ub) == 0;
+    bool ul_fresh = f->ul ? have_ul && f->ul->ino == ub.st_ino && f->ul->size == ub.st_size &&
+                                still_fresh(f->ul->mtime_ns, ts_ns(&ub.st_mtim), f->scanned_ns)
+                          : !have_ul;
+    if (!force && f->scanned && ul_fresh && still_fresh(f->cur_mtime_ns, cm, f->scanned_ns) &&
+        still_fresh(f->new_mtime_ns, nm, f->scanned_ns))
+        return 0;
+    int64_t now = ms_now_ns();
+    GHashTableIter it;
+    gpointer v;
+    g_hash_table_iter_init(&it, f->by_base);
+    while (g_hash_table_iter_next(&it, NULL, &v))
+        ((md_msg *)v)->seen = ((md_msg *)v)->pending;
+    rc = scan_sub(s, f, fp, "new");
+    if (!rc)
+        rc = scan_sub(s, f, fp, "cur");
+    if (rc)
+        return rc;
+    GList *all = g_hash_table_get_values(f->by_base);
+    for (GList *l = all; l; l = l->next)
+        if (!((md_msg *)l->data)->seen)
+            md_msg_drop(s, l->data);
+    g_list_free(all);
+    if (!ul_fresh || !f->ul) {
+        g_clear_pointer(&f->ul, md_uidlist_free);
+        if (have_ul) {
+            int fd = open(fp, O_RDONLY | O_DIRECTORY);
+            g_autofree char *err = NULL;
+            rc = fd < 0 ? -errno : md_uidlist_read(fd, &f->ul, &err);
+            if (fd >= 0)
+                close(fd);
+            if (rc == -EINVAL)
+                ms_log(LOG_WARNING, "%s: %s (messages are served; UIDs wait for a repair)", ulp,
+                       err ? err : "dovecot-uidlist does not parse");
+            rc = 0;
+        }
+    }
+    g_hash_table_iter_init(&it, f->by_base);
+    while (g_hash_table_iter_next(&it, NULL, &v)) {
+        md_msg *m = v;
+        m->uid = f->ul ? md_uidlist_uid(f->ul, m->base, strlen(m->base)) : 0;
+    }
+    f->scanned = true;
+    f->scanned_ns = now;
+    f->cur_mtime_ns = cm;
+    f->new_mtime_ns = nm;
+    return 0;
+}
+
+/* --------------------------------------------------------- attributes */
+
+/* The mode and owner given through the mount for the file at path, if
+ * any (o->set false otherwise). */
+int md_over_get(const char *path, md_over *o)
+{
+    char buf[64];
+    ssize_t n = getxattr(path, MD_ATTR_XATTR, buf, sizeof buf - 1);
+    o->set = false;
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    unsigned mode, uid, gid;
+    if (sscanf(buf, "%o %u %u", &mode, &uid, &gid) == 3) {
+        *o = (md_over){true, mode & 07777, uid, gid};
+    }
+    return 0;
+}
+
+/* Keeps o for the file at path.  A filesystem without user extended
+ * attributes (some NFS servers) keeps nothing: logged once. */
+int md_over_set(md_store *s, const char *path, const md_over *o)
+{
+    char buf[64];
+    int n = snprintf(buf, sizeof buf, "%o %u %u", o->mode, o->uid, o->gid);
+    if (setxattr(path, MD_ATTR_XATTR, buf, (size_t)n, 0) == 0)
+        return 0;
+    int e = errno;
+    if (e == ENOTSUP || e == EOPNOTSUPP) {
+        if (!s->xattr_warned)
+            ms_log(LOG_WARNING,
+                   "%s: no user extended attributes on this filesystem: modes and owners "
+                   "set through the mount are not kept",
+                   s->path);
+        s->xattr_warned = true;
+        return 0;
+    }
+    return -e;
+}
+
+/* The attributes of the file or directory at path as the tree shows
+ * them: its own, or those given through the mount. */
+int md_stat_attr(const char *path, ms_attr *out)
+{
+    struct stat sb;
+    if (stat(path, &sb) < 0)
+        return -errno;
+    md_over o;
+    md_over_get(path, &o);
+    out->size = 0;
+    out->mtime_ns = ts_ns(&sb.st_mtim);
+    out->ctime_ns = ts_ns(&sb.st_ctim);
+    out->mode = o.set ? o.mode : sb.st_mode & 07777;
+    out->uid = o.set ? o.uid : sb.st_uid;
+    out->gid = o.set ? o.gid : sb.st_gid;
+    out->imap_uid = 0;
+    return 0;
+}
+
+int md_msg_stat(md_store *s, md_msg *m)
+{
+    if (m->stated || m->pending)
+        return 0;
+    g_autofree char *p = md_msg_path(s, m);
+    struct stat sb;
+    if (stat(p, &sb) < 0)
+        return -errno;
+    m->size = sb.st_size;
+    m->mtime_ns = ts_ns(&sb.st_mtim);
+    m->ctime_ns = ts_ns(&sb.st_ctim);
+    m->mode = sb.st_mode & 07777;
+    m->fuid = sb.st_uid;
+    m->fgid = sb.st_gid;
+    md_over_get(p, &m->over);
+    m->stated = true;
+    return 0;
+}
+
+void md_msg_attr(md_store *s, md_msg *m, ms_attr *out)
+{
+    (void)s;
+    *out = (ms_attr){
+        .node = {MS_MESSAGE, m->id},
+        .size = m->size,
+        .mtime_ns = m->mtime_ns,
+        .ctime_ns = m->ctime_ns,
+        .mode = m->over.set ? m->over.mode : m->mode,
+        .uid = m->over.set ? m->over.uid : m->fuid,
+        .gid = m->over.set ? m->over.gid : m->fgid,
+        .imap_uid = m->uid,
+        .mailbox = m->f->mb->id,
+    };
+}
+
+/* A folder that has no directory (a maildir++ parent) shows its mailbox
+ * root's attributes. */
+int md_folder_attr(md_store *s, md_folder *f, ms_attr *out)
+{
+    g_autofree char *p = f->exists ? md_folder_path_abs(s, f) : md_mbox_path(s, f->mb);
+    int rc = md_stat_attr(p, out);
+    if (rc)
+        return rc;
+    out->node = (ms_node){MS_FOLDER, f->id};
+    out->mailbox = f->mb->id;
+    return 0;
+}
+
+int md_mbox_attr(md_store *s, md_mbox *mb, ms_attr *out)
+{
+    g_autofree char *p = md_mbox_path(s, mb);
+    int rc = md_stat_attr(p, out);
+    if (rc)
+        return rc;
+    out->node = (ms_node){MS_MAILBOX, mb->id};
+    out->mailbox = mb->id;
+    return 0;
+}
+
+int md_owner(md_store *s, md_mbox *mb, uid_t *uid, gid_t *gid, mode_t *dmode)
+{
+    g_autofree char *p = mb ? md_mbox_path(s, mb) : g_strdup(s->path);
+    struct stat sb;
+    if (stat(p, &sb) < 0)
+        return -errno;
+    *uid = sb.st_uid;
+    *gid = sb.st_gid;
+    *dmode = sb.st_mode & 07777;
+    return 0;
+}
+
+/* --------------------------------------------------------------- meta */
+
+int md_meta_read(md_store *s, md_mbox *mb, md_meta *out)
+{
+    *out = (md_meta){0};
+    int64_t move;
+    const char *rest;
+    if (g_str_has_prefix(mb->name, "~mailfs~move~") && ms_hidden_parse(mb->name, &move, &rest))
+        out->state = MS_MB_INCOMING;
+    else if (g_str_has_prefix(mb->name, "~mailfs~retained~") &&
+             ms_hidden_parse(mb->name, &move, &rest))
+        out->state = MS_MB_RETAINED;
+    g_autofree char *p = g_build_filename(s->path, mb->name, MD_META_FILE, NULL);
+    g_autofree char *text = NULL;
+    GError *ge = NULL;
+    if (!g_file_get_contents(p, &text, NULL, &ge)) {
+        int rc = ge->code == G_FILE_ERROR_NOENT ? 0 : -EIO;
+        if (rc)
+            ms_log(LOG_ERR, "%s: %s", p, ge->message);
+        g_error_free(ge);
+        return rc;
+    }
+    g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
+    for (size_t i = 0; lines[i]; i++) {
+        char *sp = strchr(lines[i], ' ');
+        if (!sp)
+            continue;
+        *sp++ = '\0';
+        const char *k = lines[i];
+        if (!strcmp(k, "state"))
+            out->state = (ms_mb_state)g_ascii_strtoll(sp, NULL, 10);
+        else if (!strcmp(k, "lock-move"))
+            out->lock_move = g_ascii_strtoll(sp, NULL, 10);
+        else if (!strcmp(k, "retain-until"))
+            out->retain_until = g_ascii_strtoll(sp, NULL, 10);
+        else if (!strcmp(k, "move-id"))
+            out->move_id = g_ascii_strtoll(sp, NULL, 10);
+        else if (!strcmp(k, "lock-journal"))
+            g_strlcpy(out->lock_journal, sp, sizeof out->lock_journal);
+        else if (!strcmp(k, "move-journal"))
+            g_strlcpy(out->move_journal, sp, sizeof out->move_journal);
+    }
+    return 0;
+}
+
+/* Written to a temporary file, synced and renamed over the old one: a
+ * lock is either taken or not, after a crash too. */
+int md_meta_write(md_store *s, md_mbox *mb, const md_meta *m)
+{
+    g_autofree char *dir = md_mbox_path(s, mb);
+    g_autofree char *p = g_build_filename(dir, MD_META_FILE, NULL);
+    g_autofree char *tmp = g_strconcat(p, ".tmp", NULL);
+    g_autofree char *text = g_strdup_printf(
+        "state %d\nlock-move %lld\nlock-journal %s\nretain-until %lld\nmove-id %lld\n"
+        "move-journal %s\n",
+        (int)m->state, (long long)m->lock_move, m->lock_journal, (long long)m->retain_until,
+        (long long)m->move_id, m->move_journal);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    size_t len = strlen(text);
+    int rc = write(fd, text, len) == (ssize_t)len && fsync(fd) == 0 ? 0 : -errno;
+    close(fd);
+    if (!rc && rename(tmp, p) < 0)
+        rc = -errno;
+    if (rc) {
+        unlink(tmp);
+        return rc;
+    }
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------- flags */
+
+int md_keywords_refresh(md_store *s, md_folder *f)
+{
+    g_autofree char *fp = md_folder_path_abs(s, f);
+    g_autofree char *kp = g_build_filename(fp, "dovecot-keywords", NULL);
+    struct stat sb;
+    int64_t mt = stat(kp, &sb) == 0 ? ts_ns(&sb.st_mtim) : 0;
+    if (f->kw_loaded && mt == f->kw_mtime_ns && mt < ms_now_ns() - 1000000000LL)
+        return 0;
+    md_keywords_clear(&f->kw);
+    int fd = open(fp, O_RDONLY | O_DIRECTORY);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : -errno;
+    int rc = md_keywords_load(fd, &f->kw);
+    close(fd);
+    if (!rc) {
+        f->kw_loaded = true;
+        f->kw_mtime_ns = mt;
+    }
+    return rc;
+}
+
+/* m's user.mail.flags (NULL and 0 when it has none). */
+int md_flags_of(md_store *s, md_msg *m, char **flags, size_t *len)
+{
+    *flags = NULL;
+    *len = 0;
+    if (m->pending || m->in_new)
+        return 0;
+    int rc = md_keywords_refresh(s, m->f);
+    if (rc)
+        return rc;
+    size_t blen;
+    const char *info;
+    md_filename_split(m->fname, &blen, &info);
+    g_autoptr(GString) out = g_string_new(NULL);
+    md_flags_of_info(info ? info : "", &m->f->kw, out);
+    if (out->len) {
+        *len = out->len;
+        *flags = g_string_free(g_steal_pointer(&out), FALSE);
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------- resolving */
+
+/* The message with id, its folder's listing brought up to date first (a
+ * flag change by Dovecot renamed it). */
+static int msg_find(md_store *s, int64_t id, md_msg **out)
+{
+    md_msg *m = md_by_id(s, MS_MESSAGE, id);
+    if (!m)
+        return -ENOENT;
+    int64_t keep = m->id;
+    int rc = md_refresh_folder(s, m->f, false);
+    if (rc)
+        return rc;
+    m = md_by_id(s, MS_MESSAGE, keep);
+    if (!m)
+        return -ENOENT;
+    *out = m;
+    return 0;
+}
+
+int md_lookup(ms_store *st, ms_node parent, const char *name, ms_attr *out)
+{
+    md_store *s = md_of(st);
+    int rc = 0;
+    ms_mutex_lock(&s->lock);
+    if (parent.kind == MS_ROOT) {
+        rc = md_refresh_root(s);
+        md_mbox *mb = rc ? NULL : g_hash_table_lookup(s->mb_by_name, name);
+        rc = rc ? rc : !mb ? -ENOENT : md_mbox_attr(s, mb, out);
+    } else if (parent.kind == MS_MAILBOX || parent.kind == MS_FOLDER) {
+        md_mbox *mb = NULL;
+        md_folder *pf = NULL;
+        if (parent.kind == MS_MAILBOX) {
+            mb = md_by_id(s, MS_MAILBOX, parent.id);
+        } else {
+            pf = md_by_id(s, MS_FOLDER, parent.id);
+            mb = pf ? pf->mb : NULL;
+        }
+        int64_t pid = pf ? pf->id : 0;
+        rc = !mb ? -ENOENT : md_refresh_folders(s, mb);
+        if (!rc && pf && !(pf = md_by_id(s, MS_FOLDER, pid)))
+            rc = -ENOENT;
+        if (!rc) {
+            g_autofree char *path = pf ? g_strconcat(pf->path, "/", name, NULL) : g_strdup(name);
+            md_folder *f = g_hash_table_lookup(mb->folders, path);
+            if (f) {
+                rc = md_folder_attr(s, f, out);
+            } else if (!pf) {
+                rc = -ENOENT;
+            } else if (!(rc = md_refresh_folder(s, pf, false))) {
+                md_msg *m = g_hash_table_lookup(pf->by_name, name);
+                if (!m || m->pending)
+                    rc = -ENOENT;
+                else if (!(rc = md_msg_stat(s, m)))
+                    md_msg_attr(s, m, out);
+                if (rc == -ENOENT && m && !m->pending) {
+                    /* Renamed by Dovecot since the listing: read again. */
+                    rc = md_refresh_folder(s, pf, true);
+                    m = rc ? NULL : g_hash_table_lookup(pf->by_name, name);
+                    rc = rc ? rc : !m || m->pending ? -ENOENT : md_msg_stat(s, m);
+                    if (!rc)
+                        md_msg_attr(s, m, out);
+                }
+            }
+        }
+    } else {
+        rc = -ENOTDIR;
+    }
+    ms_mutex_unlock(&s->lock);
+    return rc;
+}
+
+static int root_attr(md_store *s, ms_attr *out)
+{
+    int rc = md_stat_attr(s->path, out);
+    if (!rc)
+        out->node = (ms_node){MS_ROOT, 0};
+    return rc;
+}
+
+int md_getattr(ms_store *st, ms_node node, ms_attr *out)
+{
+    md_store *s = md_of(st);
+    int rc;
+    ms_mutex_lock(&s->lock);
+    switch (node.kind) {
+    case MS_ROOT:
+        rc = root_attr(s, out);
+        break;
+    case MS_MAILBOX: {
+        md_mbox *mb = md_by_id(s, MS_MAILBOX, node.id);
+        rc = mb ? md_mbox_attr(s, mb, out) : -ENOENT;
+        break;
+    }
+    case MS_FOLDER: {
+        md_folder *f = md_by_id(s, MS_FOLDER, node.id);
+        rc = f ? md_folder_attr(s, f, out) : -ENOENT;
+        break;
+    }
+    default: {
+        md_msg *m = NULL;
+        rc = msg_find(s, node.id, &m);
+        if (!rc && m->pending) {
+            *out = (ms_attr){.node = {MS_MESSAGE, m->id}, .mode = m->over.mode,
+                             .uid = m->over.uid, .gid = m->over.gid, .mailbox = m->f->mb->id,
+                             .mtime_ns = m->mtime_ns, .ctime_ns = m->ctime_ns};
+            break;
+        }
+        if (!rc)
+            rc = md_msg_stat(s, m);
+        if (rc == -ENOENT && m) {
+            int64_t id = m->id;
+            rc = md_refresh_folder(s, m->f, true);
+            m = rc ? NULL : md_by_id(s, MS_MESSAGE, id);
+            rc = rc ? rc : !m ? -ENOENT : md_msg_stat(s, m);
+        }
+        if (!rc)
+            md_msg_attr(s, m, out);
+    }
+    }
+    ms_mutex_unlock(&s->lock);
+    return rc;
+}
+
+/* One child of a listing, copied out so fn runs without the lock. */
+typedef struct md_child {
+    char *name;
+    ms_attr attr;
+    uint64_t cookie;
+} md_child;
+
+/* In cookies, messages come after every folder of the same parent. */
+#define COOKIE_MSG (UINT64_C(1) << 56)
+
+static gint child_cmp(gconstpointer a, gconstpointer b)
+{
+    const md_child *x = a, *y = b;
+    return x->cookie < y->cookie ? -1 : x->cookie > y->cookie;
+}
+
+static void child_clear(gpointer p) { g_free(((md_child *)p)->name); }
+
+/* The children of parent, in cookie order: folders by id, messages by
+ * id (ids grow as files arrive, so a listing resumed at a cookie sees
+ * what arrived since, and nothing twice). */
+static int gather(md_store *s, ms_node parent, GArray *out)
+{
+    if (parent.kind == MS_ROOT) {
+        int rc = md_refresh_root(s);
+        if (rc)
+            return rc;
+        GHashTableIter it;
+        gpointer v;
+        g_hash_table_iter_init(&it, s->mb_by_name);
+        while (g_hash_table_iter_next(&it, NULL, &v)) {
+            md_mbox *mb = v;
+            md_child c = {.cookie = (uint64_t)mb->id};
+            if (md_mbox_attr(s, mb, &c.attr))
+                continue;
+            md_meta meta;
+            if (md_meta_read(s, mb, &meta) || meta.state != MS_MB_VISIBLE)
+                continue;
+            c.name = g_strdup(mb->name);
+            g_array_append_val(out, c);
+        }
+        return 0;
+    }
+    md_mbox *mb;
+    md_folder *pf = NULL;
+    if (parent.kind == MS_MAILBOX) {
+        mb = md_by_id(s, MS_MAILBOX, parent.id);
+    } else {
+        pf = md_by_id(s, MS_FOLDER, parent.id);
+        mb = pf ? pf->mb : NULL;
+    }
+    if (!mb)
+        return -ENOENT;
+    int rc = md_refresh_folders(s, mb);
+    if (rc)
+        return rc;
+    if (pf && !(pf = md_by_id(s, MS_FOLDER, parent.id)))
+        return -ENOENT;
+    GHashTableIter it;
+    gpointer v;
+    g_hash_table_iter_init(&it, mb->folders);
+    size_t plen = pf ? strlen(pf->path) : 0;
+    while (g_hash_table_iter_next(&it, NULL, &v)) {
+        md_folder *f = v;
+        const char *leaf = f->path;
+        if (pf) {
+            if (strncmp(f->path, pf->path, plen) || f->path[plen] != '/')
+                continue;
+            leaf = f->path + plen + 1;
+        }
+        if (strchr(leaf, '/'))
+            continue;
+        md_child c = {.cookie = (uint64_t)f->id};
+        if (md_folder_attr(s, f, &c.attr))
+            continue;
+        c.name = g_strdup(leaf);
+        g_array_append_val(out, c);
+    }
+    if (!pf)
+        return 0;
+    rc = md_refresh_folder(s, pf, false);
+    if (rc)
+        return rc;
+    for (int pass = 0; pass < 2; pass++) {
+        bool vanished = false;
+        g_hash_table_iter_init(&it, pf->by_base);
+        while (g_hash_table_iter_next(&it, NULL, &v)) {
+            md_msg *m = v;
+            if (m->pending)
+                continue;
+            if (md_msg_stat(s, m)) {
+                vanished = true;
+                continue;
+            }
+            md_child c = {.cookie = COOKIE_MSG | (uint64_t)m->id, .name = g_strdup(m->name)};
+            md_msg_attr(s, m, &c.attr);
+            g_array_append_val(out, c);
+        }
+        if (!vanished || pass)
+            break;
+        /* A file renamed by Dovecot since the listing: list again, once. */
+        g_array_set_size(out, 0);
+        if ((rc = md_refresh_folders(s, mb)) || (rc = md_refresh_folder(s, pf, true)))
+            return rc;
+        return gather(s, parent, out);
+    }
+    return 0;
+}
+
+int md_list(ms_store *st, ms_node parent, uint64_t cookie, ms_list_fn fn, void *ctx)
+{
+    md_store *s = md_of(st);
+    if (parent.kind == MS_MESSAGE)
+        return -ENOTDIR;
+    GArray *kids = g_array_new(FALSE, FALSE, sizeof(md_child));
+    g_array_set_clear_func(kids, child_clear);
+    ms_mutex_lock(&s->lock);
+    int rc = gather(s, parent, kids);
+    ms_mutex_unlock(&s->lock);
+    g_array_sort(kids, child_cmp);
+    for (guint i = 0; !rc && i < kids->len; i++) {
+        md_child *c = &g_array_index(kids, md_child, i);
+        if (c->cookie <= cookie)
+            continue;
+        if (fn(ctx, c->name, &c->attr, c->cookie))
+            break;
+    }
+    g_array_free(kids, TRUE);
+    return rc;
+}
+
+/* Reads the file at dir/name whole (NULL, 0 when there is none). */
+static int read_small(const char *dir, const char *name, char **v, size_t *len)
+{
+    g_autofree char *p = g_build_filename(dir, name, NULL);
+    GError *ge = NULL;
+    gsize n = 0;
+    char *text = NULL;
+    if (!g_file_get_contents(p, &text, &n, &ge)) {
+        int rc = ge->code == G_FILE_ERROR_NOENT ? 0 : -EIO;
+        if (rc)
+            ms_log(LOG_ERR, "%s: %s", p, ge->message);
+        g_error_free(ge);
+        *v = NULL;
+        *len = 0;
+        return rc;
+    }
+    *v = text;
+    *len = n;
+    return 0;
+}
+
+int md_xattr_get(ms_store *st, ms_node node, ms_xattr_id xa, char **value, size_t *len)
+{
+    md_store *s = md_of(st);
+    int rc = 0;
+    *value = NULL;
+    *len = 0;
+    ms_mutex_lock(&s->lock);
+    if (xa == MS_XA_FLAGS && node.kind == MS_MESSAGE) {
+        md_msg *m = NULL;
+        rc = msg_find(s, node.id, &m);
+        if (!rc)
+            rc = md_flags_of(s, m, value, len);
+    } else if (xa == MS_XA_SPECIAL_USE && node.kind == MS_FOLDER) {
+        md_folder *f = md_by_id(s, MS_FOLDER, node.id);
+        g_autofree char *fp = f ? md_folder_path_abs(s, f) : NULL;
+        rc = !f ? -ENOENT : !f->exists ? 0 : read_small(fp, MD_SPECIAL_USE_FILE, value, len);
+    } else if (xa == MS_XA_ACL && node.kind == MS_MAILBOX) {
+        md_mbox *mb = md_by_id(s, MS_MAILBOX, node.id);
+        g_autofree char *root = mb ? md_mbox_path(s, mb) : NULL;
+        g_autofree char *text = NULL;
+        size_t n = 0;
+        rc = !mb ? -ENOENT : read_small(root, "dovecot-acl", &text, &n);
+        if (!rc && text) {
+            g_autoptr(GString) out = g_string_new(NULL);
+            rc = md_acl_from_dovecot(text, n, out);
+            if (!rc && out->len) {
+                *len = out->len;
+                *value = g_string_free(g_steal_pointer(&out), FALSE);
+            }
+        }
+    }
+    ms_mutex_unlock(&s->lock);
+    if (rc) {
+        g_free(*value);
+        *value = NULL;
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------ readers */
+
+struct ms_be_reader {
+    int fd;
+};
+
+/*
+ * The file stays readable through its descriptor whatever Dovecot does
+ * to it afterwards (a flag change renames it, an expunge unlinks it), so
+ * a reader's bytes never change.  A rename between the listing and the
+ * open is met by reading the folder again.
+ */
+int md_reader_open(ms_store *st, int64_t message, ms_be_reader **out, int64_t *size,
+                          bool *pending)
+{
+    md_store *s = md_of(st);
+    int fd = -1, rc = 0;
+    ms_mutex_lock(&s->lock);
+    md_msg *m = NULL;
+    rc = msg_find(s, message, &m);
+    if (!rc && m->pending) {
+        *pending = true;
+        *size = 0;
+        ms_mutex_unlock(&s->lock);
+        *out = g_new0(ms_be_reader, 1);
+        (*out)->fd = -1;
+        return 0;
+    }
+    for (int tries = 0; !rc && tries < 3; tries++) {
+        g_autofree char *p = md_msg_path(s, m);
+        fd = open(p, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0 || errno != ENOENT) {
+            rc = fd < 0 ? -errno : 0;
+            if (rc == -EACCES)
+                ms_log(LOG_ERR, "%s: cannot read: permission denied", p);
+            break;
+        }
+        rc = md_refresh_folder(s, m->f, true);
+        if (!rc && !(m = md_by_id(s, MS_MESSAGE, message)))
+            rc = -ENOENT;
+    }
+    if (!rc && fd < 0)
+        rc = -ENOENT;
+    ms_mutex_unlock(&s->lock);
+    if (rc)
+        return rc;
+    struct stat sb;
+    if (fstat(fd, &sb) < 0) {
+        rc = -errno;
+        close(fd);
+        return rc;
+    }
+    *pending = false;
+    *size = sb.st_size;
+    *out = g_new0(ms_be_reader, 1);
+    (*out)->fd = fd;
+    return 0;
+}
+
+ssize_t md_reader_pread(ms_store *st, ms_be_reader *r, void *buf, size_t len, int64_t off)
+{
+    (void)st;
+    if (r->fd < 0)
+        return 0;
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = pread(r->fd, (char *)buf + done, len - done, off + (int64_t)done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            break;
+        done += (size_t)n;
+    }
+    return (ssize_t)done;
+}
+
+void md_reader_close(ms_store *st, ms_be_reader *r)
+{
+    (void)st;
+    if (r->fd >= 0)
+        close(r->fd);
+    g_free(r);
+}
+
+/* --------------------------------------------------------- open, close */
+
+static void store_free(md_store *s)
+{
+    if (!s)
+        return;
+    g_hash_table_destroy(s->mb_by_name);
+    g_hash_table_destroy(s->by_id);
+    g_hash_table_destroy(s->kinds);
+    if (s->batch_folders)
+        g_ptr_array_free(s->batch_folders, TRUE);
+    ms_mutex_clear(&s->lock);
+    g_free(s->path);
+    g_free(s);
+}
+
+static int md_open(ms_store *st, const ms_store_conf *conf, int flags, char **err)
+{
+    struct stat sb;
+    if ((flags & MS_OPEN_CREATE) && stat(conf->path, &sb) < 0 && errno == ENOENT &&
+        mkdir(conf->path, 0700) < 0) {
+        int e = errno;
+        *err = g_strdup_printf("%s: cannot create the store folder: %s", conf->path,
+                               g_strerror(e));
+        return -e;
+    }
+    if (stat(conf->path, &sb) < 0) {
+        int e = errno;
+        *err = e == ENOENT ? g_strdup_printf("%s: store folder does not exist (make it with "
+                                             "'mailfsctl store create %s')",
+                                             conf->path, conf->name)
+                           : g_strdup_printf("%s: %s", conf->path, g_strerror(e));
+        return -e;
+    }
+    if (!S_ISDIR(sb.st_mode)) {
+        *err = g_strdup_printf("%s: a maildir store is a folder of Maildirs, not a file",
+                               conf->path);
+        return -EINVAL;
+    }
+    if (access(conf->path, st->readonly ? R_OK | X_OK : R_OK | W_OK | X_OK) < 0) {
+        *err = g_strdup_printf("%s: permission denied (need %s on the folder)", conf->path,
+                               st->readonly ? "read" : "read and write");
+        return -EACCES;
+    }
+    md_store *s = g_new0(md_store, 1);
+    s->path = g_canonicalize_filename(conf->path, NULL);
+    s->layout = conf->layout && !strcmp(conf->layout, "fs") ? MD_LAYOUT_FS : MD_LAYOUT_MAILDIRPP;
+    s->ro = st->readonly;
+    ms_mutex_init(&s->lock);
+    s->mb_by_name = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, mbox_free);
+    s->by_id = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
+    s->kinds = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
+    st->priv = s;
+    return 0;
+}
+
+static void md_close(ms_store *st)
+{
+    store_free(md_of(st));
+    st->priv = NULL;
+}
+
+const ms_backend ms_maildir_backend = {
+    .name = "maildir",
+    .open = md_open,
+    .close = md_close,
+    .tree = &md_tree_ops,
+    .content = &md_content_ops,
+    .admin = &md_admin_ops,
+};

@@ -1,0 +1,648 @@
+/*
+ * maildir_admin.c — the maildir store as a whole: sizes, sync, batches,
+ * mailboxes in their move states, UIDVALIDITY and UIDNEXT, stamps of
+ * what Dovecot changed, and hard links between stores on one filesystem.
+ */
+#include "maildir_int.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h> /* renameat2 */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <nettle/sha2.h>
+
+static gint folder_cmp(gconstpointer a, gconstpointer b)
+{
+    const md_folder *x = *(md_folder *const *)a, *y = *(md_folder *const *)b;
+    return strcmp(x->path, y->path);
+}
+
+/* mb's folders, listings up to date, in path order (so that two walks of
+ * equal mailboxes see the same sequence).  g_ptr_array_free the result. */
+static int folders_sorted(md_store *s, md_mbox *mb, GPtrArray **out)
+{
+    int rc = md_refresh_folders(s, mb);
+    if (rc)
+        return rc;
+    GPtrArray *fs = g_ptr_array_new();
+    GHashTableIter it;
+    gpointer v;
+    g_hash_table_iter_init(&it, mb->folders);
+    while (g_hash_table_iter_next(&it, NULL, &v)) {
+        md_folder *f = v;
+        if ((rc = md_refresh_folder(s, f, true)))
+            break;
+        g_ptr_array_add(fs, f);
+    }
+    if (rc) {
+        g_ptr_array_free(fs, TRUE);
+        return rc;
+    }
+    g_ptr_array_sort(fs, folder_cmp);
+    *out = fs;
+    return 0;
+}
+
+/* Messages and bytes of mb. */
+static int mbox_size(md_store *s, md_mbox *mb, int64_t *messages, int64_t *bytes, int64_t *folders)
+{
+    GPtrArray *fs = NULL;
+    int rc = folders_sorted(s, mb, &fs);
+    if (rc)
+        return rc;
+    int64_t n = 0, b = 0;
+    for (guint i = 0; i < fs->len; i++) {
+        md_folder *f = fs->pdata[i];
+        GHashTableIter it;
+        gpointer v;
+        g_hash_table_iter_init(&it, f->by_base);
+        while (g_hash_table_iter_next(&it, NULL, &v)) {
+            md_msg *m = v;
+            if (m->pending || md_msg_stat(s, m))
+                continue;
+            n++;
+            b += m->size;
+        }
+    }
+    if (folders)
+        *folders = fs->len;
+    g_ptr_array_free(fs, TRUE);
+    *messages = n;
+    *bytes = b;
+    return 0;
+}
+
+static int64_t du(const char *path)
+{
+    struct stat sb;
+    if (lstat(path, &sb) < 0)
+        return 0;
+    int64_t total = (int64_t)sb.st_blocks * 512;
+    if (!S_ISDIR(sb.st_mode))
+        return total;
+    DIR *d = opendir(path);
+    if (!d)
+        return total;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        g_autofree char *p = g_build_filename(path, e->d_name, NULL);
+        total += du(p);
+    }
+    closedir(d);
+    return total;
+}
+
+static int md_stats(ms_store *st, ms_store_stats *out)
+{
+    md_store *s = md_of(st);
+    *out = (ms_store_stats){0};
+    ms_mutex_lock(&s->lock);
+    int rc = md_refresh_root(s);
+    GList *all = rc ? NULL : g_hash_table_get_values(s->mb_by_name);
+    for (GList *l = all; l && !rc; l = l->next) {
+        md_mbox *mb = l->data;
+        md_meta meta;
+        int64_t n = 0, b = 0, f = 0;
+        rc = md_meta_read(s, mb, &meta);
+        if (!rc)
+            rc = mbox_size(s, mb, &n, &b, &f);
+        if (rc)
+            break;
+        if (meta.state == MS_MB_RETAINED) {
+            out->retained_mailboxes++;
+            out->retained_messages += n;
+            out->retained_bytes += b;
+        } else if (meta.state == MS_MB_VISIBLE) {
+            out->mailboxes++;
+            out->folders += f;
+            out->messages += n;
+            out->bytes += b;
+        }
+    }
+    g_list_free(all);
+    ms_mutex_unlock(&s->lock);
+    out->file_bytes = du(s->path);
+    return rc;
+}
+
+/* Nothing to defragment: a Maildir gives space back as files go.  The
+ * sizes are reported all the same, so `mailfsctl compact` says so. */
+static int md_compact(ms_store *st, int64_t *before, int64_t *after)
+{
+    *before = *after = du(md_of(st)->path);
+    return 0;
+}
+
+/* Everything written so far on stable storage: the files and the
+ * directories that name them (syncfs of the store's filesystem). */
+static int md_sync(ms_store *st)
+{
+    int fd = open(md_of(st)->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = syncfs(fd) < 0 ? -errno : 0;
+    close(fd);
+    return rc;
+}
+
+static int md_batch_begin(ms_store *st)
+{
+    md_store *s = md_of(st);
+    ms_mutex_lock(&s->lock);
+    int rc = s->batch_owner ? -EBUSY : 0;
+    if (!rc) {
+        s->batch_owner = g_thread_self();
+        s->batch_folders = g_ptr_array_new();
+    }
+    ms_mutex_unlock(&s->lock);
+    return rc;
+}
+
+/* Each folder the batch wrote: its uidlist written once (commit), or its
+ * new files removed again; the lock released either way. */
+static int md_batch_end(ms_store *st, bool commit)
+{
+    md_store *s = md_of(st);
+    ms_mutex_lock(&s->lock);
+    int rc = 0;
+    for (guint i = 0; s->batch_folders && i < s->batch_folders->len; i++) {
+        md_folder *f = s->batch_folders->pdata[i];
+        md_lock *lk = g_steal_pointer(&f->batch_lock);
+        md_uidlist *ul = g_steal_pointer(&f->batch_ul);
+        GPtrArray *files = g_steal_pointer(&f->batch_files);
+        if (!commit || rc) {
+            for (guint k = 0; files && k < files->len; k++)
+                unlink(files->pdata[k]);
+            md_uidlist_unlock(lk);
+            md_uidlist_free(ul);
+            f->scanned = false;
+        } else {
+            rc = md_uids_end(s, f, ul, lk, true);
+        }
+        if (files)
+            g_ptr_array_free(files, TRUE);
+    }
+    if (s->batch_folders)
+        g_ptr_array_free(s->batch_folders, TRUE);
+    s->batch_folders = NULL;
+    s->batch_owner = NULL;
+    ms_mutex_unlock(&s->lock);
+    return rc;
+}
+
+/* ------------------------------------------------------------ mailboxes */
+
+static int md_mailbox_create(ms_store *st, const char *name, ms_mb_state state,
+                             const ms_attr *like, int64_t *id)
+{
+    md_store *s = md_of(st);
+    if (state == MS_MB_DELETED)
+        return -ENOTSUP;
+    if (strlen(name) > 255)
+        return -ENAMETOOLONG;
+    ms_mutex_lock(&s->lock);
+    int rc = md_refresh_root(s);
+    if (!rc && g_hash_table_contains(s->mb_by_name, name))
+        rc = -EEXIST;
+    uid_t uid;
+    gid_t gid;
+    mode_t dmode;
+    if (!rc)
+        rc = md_owner(s, NULL, &uid, &gid, &dmode);
+    g_autofree char *p = g_build_filename(s->path, name, NULL);
+    if (!rc)
+        rc = md_make_dir(p, uid, gid, dmode & 0770 ? dmode : 0700);
+    md_mbox *mb = rc ? NULL : md_mbox_get(s, name);
+    if (!rc && state != MS_MB_VISIBLE) {
+        md_meta meta = {.state = state};
+        rc = md_meta_write(s, mb, &meta);
+    }
+    if (!rc && like) {
+        md_over o = {true, like->mode, like->uid, like->gid};
+        if (like->mode != (dmode & 07777) || like->uid != uid || like->gid != gid)
+            rc = md_over_set(s, p, &o);
+    }
+    if (!rc)
+        *id = mb->id;
+    ms_mutex_unlock(&s->lock);
+    return rc;
+}
+
+static int md_mailbox_find(ms_store *st, const char *name, ms_mb_state state, int64_t *id)
+{
+    md_store *s = md_of(st);
+    ms_mutex_lock(&s->lock);
+    int rc = md_refresh_root(s);
+    md_mbox *mb = rc ? NULL : g_hash_table_lookup(s->mb_by_name, name);
+    md_meta meta;
+    if (!rc && !mb)
+        rc = -ENOENT;
+    if (!rc)
+        rc = md_meta_read(s, mb, &meta);
+    if (!rc && meta.state != state)
+        rc = -ENOENT;
+    if (!rc)
+        *id = mb->id;
+    ms_mutex_unlock(&s->lock);
+    return rc;
+}
+
+static int info_of(md_store *s, md_mbox *mb, ms_mailbox_info *out)
+{
+    md_meta meta;
+    int rc = md_meta_read(s, mb, &meta);
+    if (rc)
+        return rc;
+    *out = (ms_mailbox_info){
+        .id = mb->id,
+        .state = meta.state,
+        .lock_move = meta.lock_move,
+        .retain_until = meta.retain_until,
+        .move_id = meta.move_id,
+    };
+    g_strlcpy(out->lock_journal, meta.lock_journal, sizeof out->lock_journal);
+    g_strlcpy(out->move_journal, meta.move_journal, sizeof out->move_journal);
+    g_strlcpy(out->name, mb->name, sizeof out->name);
+    return 0;
+}
+
+static int md_mailbox_info(ms_store *st, int64_t id, ms_mailbox_info *out)
+{
+    md_store *s = md_of(st);
+    ms_mutex_lock(&s->lock);
+    md_mbox *mb = md_by_id(s, MS_MAILBOX, id);
+    int rc = mb ? info_of(s, mb, out) : -ENOENT;
+    ms_mutex_unlock(&s->lock);
+    return rc;
+}
+
+static gint info_cmp(gconstpointer a, gconstpointer b)
+{
+    const ms_mailbox_info *x = a, *y = b;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static int md_mailbox_scan(ms_store *st, ms_mailbox_fn fn, void *ctx)
+{
+    md_store *s = md_of(st);
+    GArray *infos = g_array_new(FALSE, FALSE, sizeof(ms_mailbox_info));
+    ms_mutex_lock(&s->lock);
+    int rc = md_refresh_root(s);
+    GHashTableIter it;
+    gpointer v;
+    if (!rc) {
+        g_hash_table_iter_init(&it, s->mb_by_name);
+        while (g_hash_table_iter_next(&it, NULL, &v)) {
+            ms_mailbox_info i;
+            if (!info_of(s, v, &i))
+                g_array_append_val(infos, i);
+        }
+    }
+    ms_mutex_unlock(&s->lock);
+    g_array_sort(infos, info_cmp);
+    for (guint i = 0; !rc && i < infos->len; i++)
+        if (fn(ctx, &g_array_index(infos, ms_mailbox_info, i)))
+            break;
+    g_array_free(infos, TRUE);
+    return rc;
+}
+
+static int md_mailbox_set(ms_store *st, int64_t id, const ms_mailbox_change *chg)
+{
+    md_store *s = md_of(st);
+    ms_mutex_lock(&s->lock);
+    md_mbox *mb = md_by_id(s, MS_MAILBOX, id);
+    md_meta meta;
+    int rc = mb ? md_meta_read(s, mb, &meta) : -ENOENT;
+    if (!rc && chg->name && strcmp(chg->name, mb->name)) {
+        /* Renamed first: a crash between the two leaves the old state
+         * under the new name, which recovery reads from the name. */
+        rc = md_refresh_root(s);
+        if (!rc && g_hash_table_contains(s->mb_by_name, chg->name))
+            rc = -EEXIST;
+        g_autofree char *a = g_build_filename(s->path, mb->name, NULL);
+        g_autofree char *b = g_build_filename(s->path, chg->name, NULL);
+        if (!rc && renameat2(AT_FDCWD, a, AT_FDCWD, b, RENAME_NOREPLACE) < 0)
+            rc = -errno;
+        if (!rc) {
+            g_hash_table_steal(s->mb_by_name, mb->name);
+            g_free(mb->name);
+            mb->name = g_strdup(chg->name);
+            g_hash_table_insert(s->mb_by_name, mb->name, mb);
+            int dfd = open(s->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            if (dfd >= 0) {
+                fsync(dfd);
+                close(dfd);
+            }
+        }
+    }
+    if (!rc) {
+        if (chg->state >= 0)
+            meta.state = (ms_mb_state)chg->state;
+        if (chg->lock_move > 0 && meta.lock_move && meta.lock_move != chg->lock_move)
+            rc = -EBUSY; /* one lock at a time */
+        else if (chg->lock_move >= 0) {
+            meta.lock_move = chg->lock_move;
+            g_strlcpy(meta.lock_journal, chg->lock_move && chg->journal ? chg->journal : "",
+                      sizeof meta.lock_journal);
+        }
+        if (chg->retain_until >= 0)
+            meta.retain_until = chg->retain_until;
+        if (chg->move_id > 0) {
+            meta.move_id = chg->move_id;
+            g_strlcpy(meta.move_journal, chg->journal ? chg->journal : "",
+                      sizeof meta.move_journal);
+        }
+        if (!rc)
+            rc = md_meta_write(s, mb, &meta);
+    }
+    ms_mutex_unlock(&s->lock);
+    return rc;
+}
+
+static int md_mailbox_drop(ms_store *st, int64_t id)
+{
+    md_store *s = md_of(st);
+    ms_mutex_lock(&s->lock);
+    md_mbox *mb = md_by_id(s, MS_MAILBOX, id);
+    g_autofree char *p = mb ? md_mbox_path(s, mb) : NULL;
+    int rc = mb ? md_rm_tree(p) : -ENOENT;
+    if (!rc)
+        md_refresh_root(s);
+    ms_mutex_unlock(&s->lock);
+    return rc;
+}
+
+static int md_mailbox_size(ms_store *st, int64_t id, int64_t *messages, int64_t *bytes)
+{
+    md_store *s = md_of(st);
+    ms_mutex_lock(&s->lock);
+    md_mbox *mb = md_by_id(s, MS_MAILBOX, id);
+    int rc = mb ? mbox_size(s, mb, messages, bytes, NULL) : -ENOENT;
+    ms_mutex_unlock(&s->lock);
+    return rc;
+}
+
+/* The SHA-256 of the bytes, read from the file (Maildir keeps none). */
+static int md_message_meta(ms_store *st, int64_t id, ms_message_meta *out)
+{
+    md_store *s = md_of(st);
+    ms_be_reader *r = NULL;
+    int64_t size = 0;
+    bool pending = false;
+    int rc = md_reader_open(st, id, &r, &size, &pending);
+    if (rc)
+        return rc;
+    struct sha256_ctx ctx;
+    sha256_init(&ctx);
+    g_autofree char *buf = g_malloc(MD_CHUNK);
+    for (int64_t off = 0; off < size;) {
+        ssize_t n = md_reader_pread(st, r, buf, MD_CHUNK, off);
+        if (n <= 0) {
+            rc = n < 0 ? (int)n : -EIO;
+            break;
+        }
+        sha256_update(&ctx, (size_t)n, (const uint8_t *)buf);
+        off += n;
+    }
+    md_reader_close(st, r);
+    if (rc)
+        return rc;
+    sha256_digest(&ctx, SHA256_DIGEST_SIZE, out->sha256);
+    out->flags = NULL;
+    ms_mutex_lock(&s->lock);
+    md_msg *m = md_by_id(s, MS_MESSAGE, id);
+    size_t len = 0;
+    rc = m ? md_flags_of(s, m, &out->flags, &len) : -ENOENT;
+    ms_mutex_unlock(&s->lock);
+    return rc;
+}
+
+/* ----------------------------------------------------------------- UIDs */
+
+static int md_folder_uids_get(ms_store *st, ms_node folder, ms_folder_uids *out)
+{
+    md_store *s = md_of(st);
+    ms_mutex_lock(&s->lock);
+    md_folder *f = md_by_id(s, MS_FOLDER, folder.id);
+    int rc = !f ? -ENOENT : md_refresh_folder(s, f, true);
+    if (!rc && (!f->ul || !f->exists) && !s->ro && f->exists) {
+        /* No list yet: made now, as Dovecot makes it on first use, so
+         * the values given out stay true. */
+        md_uidlist *ul = NULL;
+        md_lock *lk = NULL;
+        rc = md_uids_begin(s, f, &ul, &lk);
+        if (!rc)
+            rc = md_uids_end(s, f, ul, lk, true);
+        if (!rc)
+            rc = md_refresh_folder(s, f, true);
+    }
+    if (!rc) {
+        if (f->ul) {
+            out->uidvalidity = f->ul->uidvalidity;
+            out->uidnext = f->ul->next_uid;
+        } else {
+            out->uidvalidity = 1;
+            out->uidnext = 1;
+        }
+    }
+    ms_mutex_unlock(&s->lock);
+    return rc;
+}
+
+/* UIDVALIDITY as given; UIDNEXT as given but never below what is used. */
+static int md_folder_uids_set(ms_store *st, ms_node folder, const ms_folder_uids *u)
+{
+    md_store *s = md_of(st);
+    ms_mutex_lock(&s->lock);
+    md_folder *f = md_by_id(s, MS_FOLDER, folder.id);
+    int rc = !f ? -ENOENT : md_ensure_folder(s, f);
+    md_uidlist *ul = NULL;
+    md_lock *lk = NULL;
+    if (!rc)
+        rc = md_uids_begin(s, f, &ul, &lk);
+    if (!rc) {
+        uint32_t top =
+            ul->recs->len ? g_array_index(ul->recs, md_uid_rec, ul->recs->len - 1).uid : 0;
+        ul->uidvalidity = u->uidvalidity;
+        int64_t next = u->uidnext > (int64_t)top ? u->uidnext : (int64_t)top + 1;
+        if (next > (int64_t)ul->next_uid)
+            ul->next_uid = (uint32_t)next;
+        rc = md_uids_end(s, f, ul, lk, true);
+    }
+    if (f)
+        f->scanned = false;
+    ms_mutex_unlock(&s->lock);
+    return rc;
+}
+
+/*
+ * What a move must find unchanged: every folder's path, and every
+ * message's base and flags, with each folder's UIDVALIDITY.  Not UIDs
+ * given to files already there (Dovecot giving one is no change of mail).
+ */
+static int md_mailbox_stamp(ms_store *st, int64_t id, uint8_t out[MS_STAMP_LEN])
+{
+    md_store *s = md_of(st);
+    ms_mutex_lock(&s->lock);
+    md_mbox *mb = md_by_id(s, MS_MAILBOX, id);
+    GPtrArray *fs = NULL;
+    int rc = mb ? folders_sorted(s, mb, &fs) : -ENOENT;
+    struct sha256_ctx ctx;
+    sha256_init(&ctx);
+    for (guint i = 0; !rc && i < fs->len; i++) {
+        md_folder *f = fs->pdata[i];
+        sha256_update(&ctx, strlen(f->path) + 1, (const uint8_t *)f->path);
+        uint32_t v = f->ul ? f->ul->uidvalidity : 0;
+        sha256_update(&ctx, sizeof v, (const uint8_t *)&v);
+        GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
+        GHashTableIter it;
+        gpointer val;
+        g_hash_table_iter_init(&it, f->by_base);
+        while (g_hash_table_iter_next(&it, NULL, &val)) {
+            md_msg *m = val;
+            if (m->pending)
+                continue;
+            const char *info = NULL;
+            size_t blen;
+            md_filename_split(m->fname, &blen, &info);
+            g_ptr_array_add(names, g_strconcat(m->base, "\n", info ? info : "", NULL));
+        }
+        g_ptr_array_sort(names, (GCompareFunc)(void *)g_strcmp0);
+        for (guint k = 0; k < names->len; k++) {
+            const char *n = names->pdata[k];
+            sha256_update(&ctx, strlen(n) + 1, (const uint8_t *)n);
+        }
+        g_ptr_array_free(names, TRUE);
+    }
+    if (fs)
+        g_ptr_array_free(fs, TRUE);
+    ms_mutex_unlock(&s->lock);
+    if (!rc)
+        sha256_digest(&ctx, SHA256_DIGEST_SIZE, out);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- links */
+
+/*
+ * Links src's message into folder of st as name with uid: the same
+ * file, so no byte is copied (Maildir files never change once
+ * delivered).  Its flags are re-lettered for the target folder's
+ * keywords.  -EXDEV across filesystems: the caller copies instead.
+ */
+static int md_message_link(ms_store *st, ms_node folder, const char *name, int64_t uid,
+                           ms_store *src, int64_t message, ms_attr *out)
+{
+    md_store *s = md_of(st), *ss = md_of(src);
+    g_autofree char *spath = NULL, *flags = NULL;
+    size_t flen = 0;
+    md_over over = {0};
+    int64_t size = 0;
+    /* The source first, under its own lock; never both locks at once. */
+    ms_mutex_lock(&ss->lock);
+    md_msg *sm = md_by_id(ss, MS_MESSAGE, message);
+    int rc = !sm || sm->pending ? -ENOENT : md_refresh_folder(ss, sm->f, false);
+    if (!rc && !(sm = md_by_id(ss, MS_MESSAGE, message)))
+        rc = -ENOENT;
+    if (!rc)
+        rc = md_msg_stat(ss, sm);
+    if (!rc) {
+        spath = md_msg_path(ss, sm);
+        over = sm->over;
+        size = sm->size;
+        rc = md_flags_of(ss, sm, &flags, &flen);
+    }
+    ms_mutex_unlock(&ss->lock);
+    if (rc)
+        return rc;
+    struct stat a, b;
+    if (stat(spath, &a) < 0 || stat(s->path, &b) < 0)
+        return -errno;
+    if (a.st_dev != b.st_dev)
+        return -EXDEV;
+
+    ms_mutex_lock(&s->lock);
+    md_folder *f = md_by_id(s, MS_FOLDER, folder.id);
+    rc = !f ? -ENOENT : md_refuse(s, f->mb);
+    if (!rc)
+        rc = md_ensure_folder(s, f);
+    g_autofree char *base = NULL;
+    if (!rc) {
+        int64_t vsize = size;
+        if (strstr(name, ",W=")) {
+            /* Only such names need the virtual size: read it. */
+            int fd = open(spath, O_RDONLY | O_CLOEXEC);
+            g_autofree char *buf = g_malloc(MD_CHUNK);
+            bool cr = false;
+            ssize_t n;
+            vsize = 0;
+            while (fd >= 0 && (n = read(fd, buf, MD_CHUNK)) > 0)
+                vsize += md_vsize_add(buf, (size_t)n, &cr);
+            if (fd >= 0)
+                close(fd);
+        }
+        rc = md_base_for(name, size, vsize, &base);
+    }
+    g_autoptr(GString) info = g_string_new(NULL);
+    bool changed = false;
+    if (!rc)
+        rc = md_keywords_refresh(s, f);
+    if (!rc)
+        rc = md_info_for(flags ? flags : "", flen, NULL, &f->kw, &changed, info);
+    if (!rc && changed) {
+        uid_t ou;
+        gid_t og;
+        mode_t dm;
+        g_autofree char *fp = md_folder_path_abs(s, f);
+        int fd = open(fp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        rc = fd < 0 ? -errno : md_owner(s, f->mb, &ou, &og, &dm);
+        if (!rc)
+            rc = md_keywords_save(fd, &f->kw, ou, og, dm & 0666);
+        if (fd >= 0)
+            close(fd);
+        f->kw_loaded = false;
+    }
+    md_msg *nm = NULL;
+    if (!rc)
+        rc = md_put_file(s, f, spath, true, base, info->str, (uint32_t)uid, false, &nm);
+    if (rc == -ENOENT) {
+        /* Renamed by Dovecot between our look and the link: a copy will
+         * do (the caller's), rather than a guess at the new name. */
+        rc = -EXDEV;
+    }
+    if (!rc) {
+        nm->over = over;
+        if (!(rc = md_msg_stat(s, nm)) && out)
+            md_msg_attr(s, nm, out);
+    }
+    ms_mutex_unlock(&s->lock);
+    return rc;
+}
+
+const ms_admin_ops md_admin_ops = {
+    .stats = md_stats,
+    .compact = md_compact,
+    .sync = md_sync,
+    .batch_begin = md_batch_begin,
+    .batch_end = md_batch_end,
+    .mailbox_create = md_mailbox_create,
+    .mailbox_find = md_mailbox_find,
+    .mailbox_info = md_mailbox_info,
+    .mailbox_scan = md_mailbox_scan,
+    .mailbox_set = md_mailbox_set,
+    .mailbox_drop = md_mailbox_drop,
+    .mailbox_size = md_mailbox_size,
+    .message_meta = md_message_meta,
+    .folder_uids_get = md_folder_uids_get,
+    .folder_uids_set = md_folder_uids_set,
+    .mailbox_stamp = md_mailbox_stamp,
+    .message_link = md_message_link,
+};

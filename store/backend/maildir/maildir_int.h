@@ -1,0 +1,188 @@
+/*
+ * maildir_int.h — what the files of the maildir backend share (internal).
+ *
+ * A maildir store is a folder whose subfolders are mailboxes, each a
+ * Maildir root as Dovecot keeps one: INBOX is the root's cur/new/tmp, the
+ * other folders are ".Sent", ".Archive.2019" (maildir++) or "Sent",
+ * "Archive/2019" (fs).  The files are the truth; this process keeps only
+ * a cache of them, checked against directory mtimes at every use, as
+ * Dovecot's maildir code checks its index:
+ *  - ids: a mailbox by its directory name, a folder by its tree path, a
+ *    message by its base name, each given an id the first time this
+ *    process sees it and kept while the object lives (inode numbers are
+ *    stable for the mount's life: a flag change renames the file but
+ *    keeps the base, and so the id);
+ *  - a folder's listing: its files in new/ and cur/, with UIDs from
+ *    dovecot-uidlist, re-read when either directory or the uidlist
+ *    changed, or changed within a second of the last read (a second
+ *    change in the same timestamp tick would not show otherwise).
+ * What mailfs keeps beyond Dovecot's files is kept beside them in files
+ * and attributes Dovecot ignores: a mailbox's lock and move state in
+ * "mailfs-mailbox" in its root, a folder's special-use in
+ * "mailfs-special-use", a mode or owner set through the mount in the
+ * file's "user.mailfs.attr" extended attribute (the real file stays the
+ * mail server's, with its modes, so the server can read it).
+ */
+#ifndef MAILFS_MAILDIR_INT_H
+#define MAILFS_MAILDIR_INT_H
+
+#include "backend.h"
+#include "maildir_format.h"
+#include "mutex.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include <glib.h>
+
+#define MD_META_FILE "mailfs-mailbox"
+#define MD_SPECIAL_USE_FILE "mailfs-special-use"
+#define MD_ATTR_XATTR "user.mailfs.attr"
+#define MD_CHUNK (128 * 1024)
+
+typedef struct md_mbox md_mbox;
+typedef struct md_folder md_folder;
+
+/* A mode or owner given through the mount (see maildir_int.h's head). */
+typedef struct md_over {
+    bool set;
+    uint32_t mode, uid, gid;
+} md_over;
+
+typedef struct md_msg {
+    int64_t id;
+    md_folder *f;
+    char *base;   /* the key: the file name up to ':' */
+    char *name;   /* its name in the tree */
+    char *fname;  /* the file name now, in new/ or cur/ */
+    bool in_new;
+    bool pending; /* reserved by message_create: no file yet */
+    bool seen;    /* scan bookkeeping */
+    uint32_t uid; /* 0: dovecot-uidlist does not list it yet */
+    /* From the last stat of fname (files never change once in place). */
+    bool stated;
+    int64_t size, mtime_ns, ctime_ns;
+    uint32_t mode, fuid, fgid;
+    md_over over;
+} md_msg;
+
+struct md_folder {
+    int64_t id;
+    md_mbox *mb;
+    char *path; /* in the tree: "INBOX", "Archive/2019" */
+    char *dir;  /* relative to the mailbox root: "" for INBOX */
+    bool exists; /* maildir++ parents of ".a.b" may have no ".a" */
+    bool seen;
+    /* The listing, valid while the stamps below hold (folder_refresh). */
+    bool scanned;
+    int64_t scanned_ns, cur_mtime_ns, new_mtime_ns;
+    GHashTable *by_base; /* base -> md_msg* (owned) */
+    GHashTable *by_name; /* name -> md_msg* */
+    md_uidlist *ul;      /* as last read, or NULL */
+    md_keywords kw;
+    int64_t kw_mtime_ns;
+    bool kw_loaded;
+    /* Inside a batch: the uidlist lock held from the first new message to
+     * the batch's end, the list being built, and the files put in place
+     * (unlinked again if the batch is discarded). */
+    md_lock *batch_lock;
+    md_uidlist *batch_ul;
+    GPtrArray *batch_files;
+};
+
+struct md_mbox {
+    int64_t id;
+    char *name; /* its directory */
+    bool seen;
+    GHashTable *folders; /* path -> md_folder* (owned) */
+    int64_t folders_scanned_ns, root_mtime_ns;
+};
+
+/* A mailbox's own state, kept in MD_META_FILE. */
+typedef struct md_meta {
+    ms_mb_state state;
+    int64_t lock_move, retain_until, move_id;
+    char lock_journal[MS_JOURNAL_ID_LEN], move_journal[MS_JOURNAL_ID_LEN];
+} md_meta;
+
+typedef struct md_store {
+    char *path; /* absolute */
+    md_layout layout;
+    bool ro;
+    /* Guards every field below and everything reached from them: the
+     * caches, and the files while a write changes them (a write holds it
+     * from its first check to its last rename, so two writes of this
+     * process never interleave; Dovecot is kept out by its own lock). */
+    ms_mutex lock;
+    GHashTable *mb_by_name; /* name -> md_mbox* (owned) */
+    GHashTable *by_id;      /* id -> md_mbox*, md_folder* or md_msg*: see kind_of */
+    GHashTable *kinds;      /* id -> ms_kind */
+    int64_t next_id;
+    int64_t root_mtime_ns, root_scanned_ns;
+    bool root_scanned;
+    GThread *batch_owner; /* ms_batch_begin's thread, or NULL */
+    GPtrArray *batch_folders;
+    bool xattr_warned;
+    unsigned tmp_seq;
+} md_store;
+
+static inline md_store *md_of(ms_store *st) { return st->priv; }
+
+/* maildir.c: caches, lookups, attributes */
+int64_t md_new_id(md_store *s, ms_kind kind, void *obj);
+void md_forget_id(md_store *s, int64_t id);
+void *md_by_id(md_store *s, ms_kind kind, int64_t id);
+int md_refresh_root(md_store *s);
+int md_refresh_folders(md_store *s, md_mbox *mb);
+int md_refresh_folder(md_store *s, md_folder *f, bool force);
+md_mbox *md_mbox_get(md_store *s, const char *name);
+md_folder *md_folder_get(md_store *s, md_mbox *mb, const char *path);
+md_folder *md_folder_parent(md_store *s, md_folder *f);
+char *md_mbox_path(md_store *s, md_mbox *mb);
+char *md_folder_path_abs(md_store *s, md_folder *f);
+char *md_msg_path(md_store *s, md_msg *m);
+int md_msg_stat(md_store *s, md_msg *m);
+void md_msg_attr(md_store *s, md_msg *m, ms_attr *out);
+int md_folder_attr(md_store *s, md_folder *f, ms_attr *out);
+int md_mbox_attr(md_store *s, md_mbox *mb, ms_attr *out);
+int md_stat_attr(const char *path, ms_attr *out);
+int md_over_get(const char *path, md_over *o);
+int md_over_set(md_store *s, const char *path, const md_over *o);
+int md_meta_read(md_store *s, md_mbox *mb, md_meta *out);
+int md_meta_write(md_store *s, md_mbox *mb, const md_meta *m);
+int md_keywords_refresh(md_store *s, md_folder *f);
+int md_flags_of(md_store *s, md_msg *m, char **flags, size_t *len);
+void md_msg_drop(md_store *s, md_msg *m);
+void md_folder_drop_cache(md_store *s, md_folder *f);
+/* The owner and modes of what mailfs creates in mailbox mb. */
+int md_owner(md_store *s, md_mbox *mb, uid_t *uid, gid_t *gid, mode_t *dmode);
+
+/* maildir.c: the reads, which maildir_write.c puts in the vtables */
+int md_lookup(ms_store *st, ms_node parent, const char *name, ms_attr *out);
+int md_getattr(ms_store *st, ms_node node, ms_attr *out);
+int md_list(ms_store *st, ms_node parent, uint64_t cookie, ms_list_fn fn, void *ctx);
+int md_xattr_get(ms_store *st, ms_node node, ms_xattr_id xa, char **value, size_t *len);
+int md_reader_open(ms_store *st, int64_t message, ms_be_reader **out, int64_t *size,
+                   bool *pending);
+ssize_t md_reader_pread(ms_store *st, ms_be_reader *r, void *buf, size_t len, int64_t off);
+void md_reader_close(ms_store *st, ms_be_reader *r);
+
+/* maildir_write.c: writes */
+extern const ms_tree_ops md_tree_ops;
+extern const ms_content_ops md_content_ops;
+int md_refuse(md_store *s, md_mbox *mb);
+int md_ensure_folder(md_store *s, md_folder *f);
+int md_mkdir_maildir(const char *path, uid_t uid, gid_t gid, mode_t mode, bool folder_marker);
+int md_mkdir_subdirs(const char *path, uid_t uid, gid_t gid, mode_t mode, bool folder_marker);
+int md_make_dir(const char *path, uid_t uid, gid_t gid, mode_t mode);
+int md_rm_tree(const char *path);
+int md_uids_begin(md_store *s, md_folder *f, md_uidlist **ul, md_lock **lk);
+int md_uids_end(md_store *s, md_folder *f, md_uidlist *ul, md_lock *lk, bool write);
+int md_put_file(md_store *s, md_folder *f, const char *src_path, bool link_it, const char *base,
+                const char *info, uint32_t want_uid, bool durable, md_msg **out);
+
+/* maildir_admin.c */
+extern const ms_admin_ops md_admin_ops;
+
+#endif

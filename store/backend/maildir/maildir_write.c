@@ -1,0 +1,1390 @@
+/*
+ * maildir_write.c — every write of the maildir backend.
+ *
+ * A message is written as every Maildir writer writes one: its bytes
+ * into tmp/, then renamed (or, for a move on one filesystem, linked) into
+ * cur/ under its final name, and given a UID in dovecot-uidlist, all under
+ * Dovecot's own lock of that list, so a Dovecot delivering into the same
+ * folder at the same moment waits for us and we for it: no message is
+ * lost and no UID given twice.  Files and folders mailfs makes are owned
+ * like the mailbox root they are in, with its modes, so the mail server
+ * can read and change them; a mode or owner given through the mount is
+ * kept beside (user.mailfs.attr).
+ */
+#include "maildir_int.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* The lock and state of mb refuse writes (ms_mailbox_refusal). */
+int md_refuse(md_store *s, md_mbox *mb)
+{
+    md_meta meta;
+    int rc = md_meta_read(s, mb, &meta);
+    return rc ? rc : ms_mailbox_refusal(meta.lock_move, meta.state);
+}
+
+static int fsync_dir(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = fsync(fd) < 0 ? -errno : 0;
+    close(fd);
+    return rc;
+}
+
+/* mkdir path owned uid:gid with mode; -EEXIST when it is there. */
+int md_make_dir(const char *path, uid_t uid, gid_t gid, mode_t mode)
+{
+    if (mkdir(path, 0700) < 0)
+        return -errno;
+    if (chown(path, uid, gid) < 0 || chmod(path, mode) < 0) {
+        int e = errno;
+        rmdir(path);
+        return -e;
+    }
+    return 0;
+}
+
+/*
+ * A new Maildir at path: the folder and its cur, new and tmp, owned and
+ * moded as given, and for a folder below a root the empty "maildirfolder"
+ * file that Dovecot's maildir++ layout puts there.
+ */
+int md_mkdir_maildir(const char *path, uid_t uid, gid_t gid, mode_t mode, bool folder_marker)
+{
+    int rc = md_make_dir(path, uid, gid, mode);
+    if (rc)
+        return rc;
+    rc = md_mkdir_subdirs(path, uid, gid, mode, folder_marker);
+    if (rc)
+        md_rm_tree(path);
+    return rc;
+}
+
+/* cur, new and tmp in the existing folder path (and "maildirfolder"). */
+int md_mkdir_subdirs(const char *path, uid_t uid, gid_t gid, mode_t mode, bool folder_marker)
+{
+    int rc = 0;
+    static const char *const subs[] = {"cur", "new", "tmp"};
+    for (size_t i = 0; !rc && i < 3; i++) {
+        g_autofree char *p = g_build_filename(path, subs[i], NULL);
+        rc = md_make_dir(p, uid, gid, mode);
+    }
+    if (!rc && folder_marker) {
+        g_autofree char *p = g_build_filename(path, "maildirfolder", NULL);
+        int fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode & 0666);
+        if (fd < 0 || fchown(fd, uid, gid) < 0)
+            rc = -errno;
+        if (fd >= 0)
+            close(fd);
+    }
+    return rc;
+}
+
+/* Removes path and everything under it (files, folders; no symlink is
+ * followed).  The caller decided that all of it goes. */
+int md_rm_tree(const char *path)
+{
+    struct stat sb;
+    if (lstat(path, &sb) < 0)
+        return errno == ENOENT ? 0 : -errno;
+    if (!S_ISDIR(sb.st_mode))
+        return unlink(path) < 0 && errno != ENOENT ? -errno : 0;
+    DIR *d = opendir(path);
+    if (!d)
+        return -errno;
+    struct dirent *e;
+    int rc = 0;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        g_autofree char *p = g_build_filename(path, e->d_name, NULL);
+        int r = md_rm_tree(p);
+        if (r && !rc)
+            rc = r;
+    }
+    closedir(d);
+    if (rmdir(path) < 0 && errno != ENOENT && !rc)
+        rc = -errno;
+    return rc;
+}
+
+/* The folder's directory made if it has none yet (a maildir++ parent, or
+ * an fs-layout folder whose parent is such a one). */
+int md_ensure_folder(md_store *s, md_folder *f)
+{
+    if (f->exists)
+        return 0;
+    uid_t uid;
+    gid_t gid;
+    mode_t dmode;
+    int rc = md_owner(s, f->mb, &uid, &gid, &dmode);
+    if (rc)
+        return rc;
+    md_folder *parent = md_folder_parent(s, f);
+    if (s->layout == MD_LAYOUT_FS && parent && (rc = md_ensure_folder(s, parent)))
+        return rc;
+    g_autofree char *p = md_folder_path_abs(s, f);
+    if (!*f->dir) {
+        /* INBOX: the root is there, its cur/new/tmp are not. */
+        rc = md_mkdir_subdirs(p, uid, gid, dmode, false);
+    } else {
+        rc = md_mkdir_maildir(p, uid, gid, dmode, true);
+    }
+    if (rc == -EEXIST)
+        rc = 0;
+    if (!rc)
+        f->exists = true;
+    return rc;
+}
+
+/* --------------------------------------------------------------- UIDs */
+
+static bool in_batch(md_store *s) { return s->batch_owner == g_thread_self(); }
+
+/*
+ * Takes f's dovecot-uidlist lock and reads the list as it is now (a new
+ * one when there is none).  Inside a batch, the lock is taken once and
+ * kept to the batch's end.  A list that does not parse is left for
+ * Dovecot's repair (doveadm force-resync): -EIO, logged.
+ */
+int md_uids_begin(md_store *s, md_folder *f, md_uidlist **ul, md_lock **lk)
+{
+    if (f->batch_lock) {
+        if (!in_batch(s))
+            return -EAGAIN;
+        *ul = f->batch_ul;
+        *lk = f->batch_lock;
+        return 0;
+    }
+    g_autofree char *fp = md_folder_path_abs(s, f);
+    int fd = open(fp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    md_lock *l = NULL;
+    int rc = md_uidlist_lock(fd, &l);
+    md_uidlist *u = NULL;
+    g_autofree char *err = NULL;
+    if (!rc) {
+        rc = md_uidlist_read(fd, &u, &err);
+        if (rc == -ENOENT) {
+            u = md_uidlist_new((uint32_t)(ms_now_ns() / 1000000000LL), 1);
+            rc = 0;
+        } else if (rc) {
+            ms_log(LOG_ERR,
+                   "%s/dovecot-uidlist: %s: not written into until repaired (doveadm "
+                   "force-resync)",
+                   fp, err ? err : g_strerror(-rc));
+            rc = -EIO;
+        }
+    }
+    close(fd);
+    if (rc) {
+        if (l)
+            md_uidlist_unlock(l);
+        return rc;
+    }
+    if (in_batch(s)) {
+        f->batch_lock = l;
+        f->batch_ul = u;
+        f->batch_files = g_ptr_array_new_with_free_func(g_free);
+        g_ptr_array_add(s->batch_folders, GINT_TO_POINTER(0)); /* placeholder, see below */
+        s->batch_folders->pdata[s->batch_folders->len - 1] = f;
+    }
+    *ul = u;
+    *lk = l;
+    return 0;
+}
+
+/* Ends md_uids_begin: writes the list (write) or leaves it; in a batch,
+ * nothing until the batch ends. */
+int md_uids_end(md_store *s, md_folder *f, md_uidlist *ul, md_lock *lk, bool write)
+{
+    if (f->batch_lock == lk)
+        return 0;
+    int rc = 0;
+    if (write) {
+        uid_t uid;
+        gid_t gid;
+        mode_t dmode;
+        rc = md_owner(s, f->mb, &uid, &gid, &dmode);
+        if (!rc)
+            rc = md_uidlist_commit(lk, ul, uid, gid, dmode & 0666);
+        else
+            md_uidlist_unlock(lk);
+    } else {
+        md_uidlist_unlock(lk);
+    }
+    md_uidlist_free(ul);
+    return rc;
+}
+
+/* --------------------------------------------------------- putting files */
+
+/* The message of f whose base is base, if any. */
+static md_msg *msg_by_base(md_folder *f, const char *base)
+{
+    md_msg *m = g_hash_table_lookup(f->by_base, base);
+    return m && !m->pending ? m : NULL;
+}
+
+/* Records a file just put into f's cur/ in the cache (the next refresh
+ * finds it there too, under the same id). */
+static md_msg *cache_put(md_store *s, md_folder *f, const char *base, const char *fname,
+                         uint32_t uid)
+{
+    md_msg *m = g_hash_table_lookup(f->by_base, base);
+    if (!m) {
+        m = g_new0(md_msg, 1);
+        m->f = f;
+        m->base = g_strdup(base);
+        m->name = md_name_of_base(base, strlen(base));
+        m->id = md_new_id(s, MS_MESSAGE, m);
+        g_hash_table_insert(f->by_base, m->base, m);
+        if (!g_hash_table_contains(f->by_name, m->name))
+            g_hash_table_insert(f->by_name, m->name, m);
+    }
+    g_free(m->fname);
+    m->fname = g_strdup(fname);
+    m->in_new = false;
+    m->stated = false;
+    m->uid = uid;
+    return m;
+}
+
+/*
+ * Puts the file at src_path (renamed, or linked with link_it) into f's
+ * cur/ as base with info, with UID want_uid when that is above every UID
+ * f has (a move into its fresh copy), else the next one; under the
+ * uidlist lock, so Dovecot gives no other file that UID.  -EEXIST when f
+ * has a message of that base.  *out: the message.
+ */
+int md_put_file(md_store *s, md_folder *f, const char *src_path, bool link_it, const char *base,
+                const char *info, uint32_t want_uid, bool durable, md_msg **out)
+{
+    ms_mutex_assert_held(&s->lock);
+    md_uidlist *ul = NULL;
+    md_lock *lk = NULL;
+    int rc = md_uids_begin(s, f, &ul, &lk);
+    if (rc)
+        return rc;
+    /* Under the lock: what Dovecot put there before it is seen. */
+    rc = md_refresh_folder(s, f, true);
+    if (!rc && msg_by_base(f, base))
+        rc = -EEXIST;
+    /* A record whose file is gone (expunged, Dovecot has not synced
+     * since): the UID stays used, the name is free again. */
+    if (!rc && md_uidlist_uid(ul, base, strlen(base)))
+        md_uidlist_remove(ul, base, strlen(base));
+    uint32_t uid = 0;
+    if (!rc) {
+        uint32_t top = ul->recs->len ? g_array_index(ul->recs, md_uid_rec, ul->recs->len - 1).uid
+                                     : 0;
+        uid = want_uid > top && want_uid >= ul->next_uid ? want_uid
+              : want_uid > top && !ul->recs->len       ? want_uid
+                                                       : ul->next_uid;
+        if (uid <= top)
+            uid = top + 1;
+    }
+    g_autofree char *fname = g_strconcat(base, ":2,", info ? info : "", NULL);
+    g_autofree char *fp = md_folder_path_abs(s, f);
+    g_autofree char *cur = g_build_filename(fp, "cur", NULL);
+    g_autofree char *dst = g_build_filename(cur, fname, NULL);
+    if (!rc) {
+        if (link_it)
+            rc = link(src_path, dst) < 0 ? -errno : 0;
+        else
+            rc = renameat2(AT_FDCWD, src_path, AT_FDCWD, dst, RENAME_NOREPLACE) < 0 ? -errno : 0;
+    }
+    if (!rc)
+        rc = md_uidlist_add(ul, base, uid, fname);
+    if (!rc && f->batch_lock == lk)
+        g_ptr_array_add(f->batch_files, g_strdup(dst));
+    if (!rc && durable)
+        rc = fsync_dir(cur);
+    int e = md_uids_end(s, f, ul, lk, rc == 0);
+    if (!rc && e) {
+        /* The file is in place but has no UID: Dovecot gives it one at
+         * its next look; ours is not promised, so say the write failed
+         * only if the file is gone too. */
+        ms_log(LOG_WARNING, "%s/dovecot-uidlist: not updated: %s (Dovecot will list %s)", fp,
+               g_strerror(-e), fname);
+    }
+    if (rc)
+        return rc;
+    *out = cache_put(s, f, base, fname, uid);
+    return 0;
+}
+
+/* A unique base name as Dovecot makes them, with its size fields. */
+static char *new_base(md_store *s, int64_t size, int64_t vsize)
+{
+    int64_t now = ms_now_ns();
+    g_autofree char *host = g_strdup(g_get_host_name());
+    for (char *p = host; *p; p++)
+        if (*p == '/' || *p == ':' || *p == ',')
+            *p = '_';
+    return g_strdup_printf("%lld.M%lldP%dQ%u.%s,S=%lld,W=%lld", (long long)(now / 1000000000LL),
+                           (long long)(now / 1000 % 1000000), (int)getpid(), ++s->tmp_seq, host,
+                           (long long)size, (long long)vsize);
+}
+
+/* ---------------------------------------------------------- tree writes */
+
+/* The folder, message or mailbox a node names, for a write. */
+static int folder_of(md_store *s, ms_node n, md_folder **out)
+{
+    md_folder *f = n.kind == MS_FOLDER ? md_by_id(s, MS_FOLDER, n.id) : NULL;
+    if (!f)
+        return n.kind == MS_FOLDER ? -ENOENT : -EPERM;
+    *out = f;
+    return 0;
+}
+
+static int msg_named(md_store *s, md_folder *f, const char *name, md_msg **out)
+{
+    int rc = md_refresh_folder(s, f, false);
+    if (rc)
+        return rc;
+    md_msg *m = g_hash_table_lookup(f->by_name, name);
+    if (!m || m->pending)
+        return -ENOENT;
+    *out = m;
+    return 0;
+}
+
+/* The owner and mode given through the mount, kept for path when they
+ * differ from what the file really has. */
+static int keep_over(md_store *s, const char *path, const ms_attr *was, const ms_setattr_req *req)
+{
+    md_over o = {true, was->mode, was->uid, was->gid};
+    if (req->mask & MS_SET_MODE)
+        o.mode = req->mode & 07777;
+    if (req->mask & MS_SET_UID)
+        o.uid = req->uid;
+    if (req->mask & MS_SET_GID)
+        o.gid = req->gid;
+    if (!(req->mask & (MS_SET_MODE | MS_SET_UID | MS_SET_GID)))
+        return 0;
+    return md_over_set(s, path, &o);
+}
+
+static int set_mtime(const char *path, int64_t ns)
+{
+    struct timespec ts[2] = {{0, UTIME_OMIT}, {ns / 1000000000LL, ns % 1000000000LL}};
+    if (ts[1].tv_nsec < 0) {
+        ts[1].tv_sec--;
+        ts[1].tv_nsec += 1000000000LL;
+    }
+    return utimensat(AT_FDCWD, path, ts, 0) < 0 ? -errno : 0;
+}
+
+static int md_setattr(ms_store *st, int64_t mailbox, ms_node node, const ms_setattr_req *req,
+                      ms_attr *out)
+{
+    md_store *s = md_of(st);
+    (void)mailbox;
+    ms_mutex_lock(&s->lock);
+    int rc = 0;
+    g_autofree char *path = NULL;
+    md_mbox *mb = NULL;
+    md_msg *m = NULL;
+    md_folder *f = NULL;
+    switch (node.kind) {
+    case MS_ROOT:
+        path = g_strdup(s->path);
+        break;
+    case MS_MAILBOX:
+        mb = md_by_id(s, MS_MAILBOX, node.id);
+        rc = mb ? 0 : -ENOENT;
+        if (mb)
+            path = md_mbox_path(s, mb);
+        break;
+    case MS_FOLDER:
+        f = md_by_id(s, MS_FOLDER, node.id);
+        rc = !f ? -ENOENT : md_refuse(s, f->mb);
+        if (!rc)
+            rc = md_ensure_folder(s, f);
+        if (!rc)
+            path = md_folder_path_abs(s, f);
+        break;
+    default:
+        m = md_by_id(s, MS_MESSAGE, node.id);
+        rc = !m ? -ENOENT : md_refresh_folder(s, m->f, false);
+        if (!rc && !(m = md_by_id(s, MS_MESSAGE, node.id)))
+            rc = -ENOENT;
+        if (!rc)
+            rc = md_refuse(s, m->f->mb);
+        if (!rc && m->pending) {
+            if (req->mask & MS_SET_MODE)
+                m->over.mode = req->mode & 07777;
+            if (req->mask & MS_SET_UID)
+                m->over.uid = req->uid;
+            if (req->mask & MS_SET_GID)
+                m->over.gid = req->gid;
+            if (req->mask & MS_SET_MTIME)
+                m->mtime_ns = req->mtime_ns;
+            m->ctime_ns = ms_now_ns();
+            ms_mutex_unlock(&s->lock);
+            return md_getattr(st, node, out);
+        }
+        if (!rc)
+            path = md_msg_path(s, m);
+    }
+    if (!rc && mb)
+        rc = md_refuse(s, mb);
+    ms_attr was;
+    if (!rc)
+        rc = md_stat_attr(path, &was);
+    if (!rc)
+        rc = keep_over(s, path, &was, req);
+    if (!rc && (req->mask & MS_SET_MTIME))
+        rc = set_mtime(path, req->mtime_ns);
+    if (m)
+        m->stated = false;
+    ms_mutex_unlock(&s->lock);
+    if (rc)
+        return rc;
+    return out ? md_getattr(st, node, out) : 0;
+}
+
+/* What a folder is called below parent: its tree path. */
+static char *child_path(md_store *s, ms_node parent, const char *name, md_mbox **mb)
+{
+    if (parent.kind == MS_MAILBOX) {
+        *mb = md_by_id(s, MS_MAILBOX, parent.id);
+        return *mb ? g_strdup(name) : NULL;
+    }
+    md_folder *pf = md_by_id(s, MS_FOLDER, parent.id);
+    *mb = pf ? pf->mb : NULL;
+    return pf ? g_strconcat(pf->path, "/", name, NULL) : NULL;
+}
+
+static int mkdir_mailbox(md_store *s, const char *name, uint32_t mode, uint32_t uid, uint32_t gid,
+                         ms_attr *out)
+{
+    if (name[0] == '.' || !strcmp(name, "lost+found"))
+        return -EINVAL;
+    int rc = md_refresh_root(s);
+    if (rc)
+        return rc;
+    if (g_hash_table_contains(s->mb_by_name, name))
+        return -EEXIST;
+    uid_t ouid;
+    gid_t ogid;
+    mode_t dmode;
+    rc = md_owner(s, NULL, &ouid, &ogid, &dmode);
+    if (rc)
+        return rc;
+    g_autofree char *p = g_build_filename(s->path, name, NULL);
+    rc = md_make_dir(p, ouid, ogid, dmode & 0770 ? dmode : 0700);
+    if (rc)
+        return rc;
+    md_mbox *mb = md_mbox_get(s, name);
+    ms_attr was;
+    ms_setattr_req req = {MS_SET_MODE | MS_SET_UID | MS_SET_GID, mode, uid, gid, 0};
+    rc = md_stat_attr(p, &was);
+    if (!rc && (was.mode != mode || was.uid != uid || was.gid != gid))
+        rc = keep_over(s, p, &was, &req);
+    if (!rc)
+        rc = md_mbox_attr(s, mb, out);
+    return rc;
+}
+
+static int md_mkdir(ms_store *st, int64_t mailbox, ms_node parent, const char *name, uint32_t mode,
+                    uint32_t uid, uint32_t gid, ms_attr *out)
+{
+    md_store *s = md_of(st);
+    (void)mailbox;
+    ms_mutex_lock(&s->lock);
+    int rc;
+    if (parent.kind == MS_ROOT) {
+        rc = mkdir_mailbox(s, name, mode, uid, gid, out);
+        ms_mutex_unlock(&s->lock);
+        return rc;
+    }
+    md_mbox *mb = NULL;
+    g_autofree char *path = child_path(s, parent, name, &mb);
+    rc = !path ? -ENOENT : md_refuse(s, mb);
+    if (!rc)
+        rc = md_refresh_folders(s, mb);
+    md_folder *f = NULL;
+    if (!rc) {
+        f = g_hash_table_lookup(mb->folders, path);
+        if (f && (f->exists || f->seen))
+            rc = -EEXIST;
+        else if (!f && !(f = md_folder_get(s, mb, path)))
+            rc = -EINVAL;
+    }
+    if (!rc) {
+        f->exists = false;
+        rc = md_ensure_folder(s, f);
+        if (rc)
+            md_folder_drop_cache(s, f);
+    }
+    if (!rc) {
+        f->seen = true;
+        g_autofree char *p = md_folder_path_abs(s, f);
+        ms_attr was;
+        ms_setattr_req req = {MS_SET_MODE | MS_SET_UID | MS_SET_GID, mode, uid, gid, 0};
+        rc = md_stat_attr(p, &was);
+        if (!rc && (was.mode != mode || was.uid != uid || was.gid != gid))
+            rc = keep_over(s, p, &was, &req);
+        if (!rc)
+            rc = md_folder_attr(s, f, out);
+    }
+    ms_mutex_unlock(&s->lock);
+    return rc;
+}
+
+/* Files Dovecot (and mailfs) keep in a Maildir folder beside the mail:
+ * removed with the folder when it holds no message. */
+static bool own_file(const char *n)
+{
+    return g_str_has_prefix(n, "dovecot") || !strcmp(n, "maildirfolder") ||
+           !strcmp(n, "subscriptions") || !strcmp(n, MD_SPECIAL_USE_FILE) ||
+           !strcmp(n, MD_META_FILE);
+}
+
+/* Removes the Maildir folder at path, which holds no message: its
+ * cur/new/tmp and Dovecot's files; anything else stays (ENOTEMPTY). */
+static int remove_maildir(const char *path, bool keep_subdirs)
+{
+    DIR *d = opendir(path);
+    if (!d)
+        return errno == ENOENT ? 0 : -errno;
+    struct dirent *e;
+    int rc = 0;
+    while ((e = readdir(d))) {
+        g_autofree char *p = g_build_filename(path, e->d_name, NULL);
+        if (!strcmp(e->d_name, "cur") || !strcmp(e->d_name, "new")) {
+            if (rmdir(p) < 0 && errno != ENOENT)
+                rc = -ENOTEMPTY;
+        } else if (!strcmp(e->d_name, "tmp")) {
+            md_rm_tree(p);
+        } else if (own_file(e->d_name)) {
+            unlink(p);
+        }
+    }
+    closedir(d);
+    if (!rc && !keep_subdirs && rmdir(path) < 0)
+        rc = errno == EEXIST ? -ENOTEMPTY : -errno;
+    return rc;
+}
+
+/* True when folder f of mb has a subfolder. */
+static bool has_subfolders(md_mbox *mb, md_folder *f)
+{
+    GHashTableIter it;
+    gpointer v;
+    size_t n = strlen(f->path);
+    g_hash_table_iter_init(&it, mb->folders);
+    while (g_hash_table_iter_next(&it, NULL, &v)) {
+        md_folder *c = v;
+        if (!strncmp(c->path, f->path, n) && c->path[n] == '/')
+            return true;
+    }
+    return false;
+}
+
+static int rmdir_mailbox(md_store *s, const char *name)
+{
+    int rc = md_refresh_root(s);
+    md_mbox *mb = rc ? NULL : g_hash_table_lookup(s->mb_by_name, name);
+    if (!rc && !mb)
+        rc = -ENOENT;
+    if (!rc)
+        rc = md_refuse(s, mb);
+    if (!rc)
+        rc = md_refresh_folders(s, mb);
+    if (rc)
+        return rc;
+    md_folder *inbox = g_hash_table_lookup(mb->folders, "INBOX");
+    if (g_hash_table_size(mb->folders) > (inbox ? 1u : 0u))
+        return -ENOTEMPTY;
+    if (inbox)
+        rc = md_refresh_folder(s, inbox, true);
+    if (!rc && inbox && g_hash_table_size(inbox->by_base))
+        rc = -ENOTEMPTY;
+    g_autofree char *p = md_mbox_path(s, mb);
+    if (!rc)
+        rc = remove_maildir(p, false);
+    if (!rc)
+        md_refresh_root(s);
+    return rc;
+}
+
+static int md_rmdir(ms_store *st, int64_t mailbox, ms_node parent, const char *name)
+{
+    md_store *s = md_of(st);
+    (void)mailbox;
+    ms_mutex_lock(&s->lock);
+    int rc;
+    if (parent.kind == MS_ROOT) {
+        rc = rmdir_mailbox(s, name);
+        ms_mutex_unlock(&s->lock);
+        return rc;
+    }
+    md_mbox *mb = NULL;
+    g_autofree char *path = child_path(s, parent, name, &mb);
+    rc = !path ? -ENOENT : md_refuse(s, mb);
+    if (!rc)
+        rc = md_refresh_folders(s, mb);
+    md_folder *f = rc ? NULL : g_hash_table_lookup(mb->folders, path);
+    if (!rc && !f)
+        rc = -ENOENT;
+    if (!rc && has_subfolders(mb, f))
+        rc = -ENOTEMPTY;
+    if (!rc)
+        rc = md_refresh_folder(s, f, true);
+    if (!rc && g_hash_table_size(f->by_base))
+        rc = -ENOTEMPTY;
+    if (!rc && f->exists && !*f->dir) {
+        /* INBOX: its cur/new/tmp go, the root with the rest stays. */
+        static const char *const subs[] = {"cur", "new", "tmp"};
+        g_autofree char *p = md_folder_path_abs(s, f);
+        for (size_t i = 0; !rc && i < 3; i++) {
+            g_autofree char *sp = g_build_filename(p, subs[i], NULL);
+            rc = i == 2 ? md_rm_tree(sp) : rmdir(sp) < 0 && errno != ENOENT ? -errno : 0;
+        }
+    } else if (!rc && f->exists) {
+        g_autofree char *p = md_folder_path_abs(s, f);
+        rc = remove_maildir(p, false);
+    }
+    if (!rc) {
+        mb->folders_scanned_ns = 0;
+        md_refresh_folders(s, mb);
+    }
+    ms_mutex_unlock(&s->lock);
+    return rc;
+}
+
+static int md_unlink(ms_store *st, int64_t mailbox, ms_node folder, const char *name)
+{
+    md_store *s = md_of(st);
+    (void)mailbox;
+    ms_mutex_lock(&s->lock);
+    md_folder *f = NULL;
+    md_msg *m = NULL;
+    int rc = folder_of(s, folder, &f);
+    if (!rc)
+        rc = md_refuse(s, f->mb);
+    if (!rc)
+        rc = msg_named(s, f, name, &m);
+    for (int tries = 0; !rc && tries < 3; tries++) {
+        g_autofree char *p = md_msg_path(s, m);
+        if (unlink(p) == 0) {
+            md_msg_drop(s, m);
+            break;
+        }
+        rc = errno == ENOENT ? md_refresh_folder(s, f, true) : -errno;
+        if (!rc)
+            rc = msg_named(s, f, name, &m);
+    }
+    ms_mutex_unlock(&s->lock);
+    return rc;
+}
+
+/* The vsize of the file at path (its size with bare LFs as CRLF). */
+static int file_vsize(const char *path, int64_t *out)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    g_autofree char *buf = g_malloc(MD_CHUNK);
+    bool cr = false;
+    int64_t v = 0;
+    ssize_t n;
+    while ((n = read(fd, buf, MD_CHUNK)) > 0)
+        v += md_vsize_add(buf, (size_t)n, &cr);
+    int rc = n < 0 ? -errno : 0;
+    close(fd);
+    if (!rc)
+        *out = v;
+    return rc;
+}
+
+/* The base for a message called name whose file is at path. */
+static int base_of_file(const char *name, const char *path, int64_t size, char **out)
+{
+    int64_t vsize = size;
+    if (strstr(name, ",W=")) {
+        int rc = file_vsize(path, &vsize);
+        if (rc)
+            return rc;
+    }
+    return md_base_for(name, size, vsize, out);
+}
+
+/* The info letters m gets in folder to (its flags, re-lettered for to's
+ * keywords, which may gain some). */
+static int info_in(md_store *s, md_msg *m, md_folder *to, GString *info)
+{
+    g_autofree char *flags = NULL;
+    size_t len = 0;
+    int rc = md_flags_of(s, m, &flags, &len);
+    if (!rc)
+        rc = md_keywords_refresh(s, to);
+    bool changed = false;
+    if (!rc)
+        rc = md_info_for(flags ? flags : "", len, NULL, &to->kw, &changed, info);
+    if (!rc && changed) {
+        uid_t uid;
+        gid_t gid;
+        mode_t dmode;
+        g_autofree char *fp = md_folder_path_abs(s, to);
+        int fd = open(fp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        rc = fd < 0 ? -errno : md_owner(s, to->mb, &uid, &gid, &dmode);
+        if (!rc)
+            rc = md_keywords_save(fd, &to->kw, uid, gid, dmode & 0666);
+        if (fd >= 0)
+            close(fd);
+        to->kw_loaded = false;
+    }
+    return rc;
+}
+
+static int rename_message(md_store *s, md_folder *from, const char *name, md_folder *to,
+                          const char *newname, bool noreplace)
+{
+    md_msg *m = NULL, *old = NULL;
+    int rc = msg_named(s, from, name, &m);
+    if (!rc)
+        rc = md_ensure_folder(s, to);
+    if (!rc && md_refresh_folder(s, to, false) == 0) {
+        old = g_hash_table_lookup(to->by_name, newname);
+        if (old && (old->pending || old == m))
+            old = old == m ? NULL : old;
+    }
+    if (!rc && old && noreplace)
+        rc = -EEXIST;
+    if (!rc)
+        rc = md_msg_stat(s, m);
+    g_autofree char *src = rc ? NULL : md_msg_path(s, m);
+    g_autofree char *base = NULL;
+    g_autoptr(GString) info = g_string_new(NULL);
+    if (!rc)
+        rc = base_of_file(newname, src, m->size, &base);
+    if (!rc)
+        rc = info_in(s, m, to, info);
+    if (!rc && old) {
+        g_autofree char *op = md_msg_path(s, old);
+        if (unlink(op) < 0 && errno != ENOENT)
+            rc = -errno;
+        else
+            md_msg_drop(s, old);
+    }
+    if (rc)
+        return rc;
+    if (from == to && !strcmp(base, m->base))
+        return 0;
+    md_over over = m->over;
+    int64_t mid = m->id;
+    md_msg *nm = NULL;
+    rc = md_put_file(s, to, src, false, base, info->str, 0, false, &nm);
+    if (rc)
+        return rc;
+    /* The message keeps its id: the same file under another name. */
+    md_msg *gone = md_by_id(s, MS_MESSAGE, mid);
+    if (gone)
+        md_msg_drop(s, gone);
+    md_forget_id(s, nm->id);
+    nm->id = mid;
+    g_hash_table_insert(s->by_id, g_memdup2(&mid, sizeof mid), nm);
+    g_hash_table_insert(s->kinds, g_memdup2(&mid, sizeof mid), GINT_TO_POINTER(MS_MESSAGE));
+    nm->over = over;
+    return 0;
+}
+
+/* Gives the folders at old and below it their new paths (the objects,
+ * and so their ids, stay). */
+static void rekey_folders(md_store *s, md_mbox *mb, const char *old, const char *new)
+{
+    size_t n = strlen(old);
+    GList *all = g_hash_table_get_values(mb->folders);
+    for (GList *l = all; l; l = l->next) {
+        md_folder *f = l->data;
+        if (strncmp(f->path, old, n) || (f->path[n] && f->path[n] != '/'))
+            continue;
+        g_autofree char *np = g_strconcat(new, f->path + n, NULL);
+        g_autoptr(GString) dir = g_string_new(NULL);
+        g_hash_table_steal(mb->folders, f->path);
+        md_folder *clash = g_hash_table_lookup(mb->folders, np);
+        if (clash) {
+            md_folder_drop_cache(s, clash);
+            md_forget_id(s, clash->id);
+            g_hash_table_remove(mb->folders, np);
+        }
+        g_free(f->path);
+        f->path = g_strdup(np);
+        if (!md_folder_dir(s->layout, np, dir)) {
+            g_free(f->dir);
+            f->dir = g_strdup(dir->str);
+        }
+        g_hash_table_insert(mb->folders, f->path, f);
+    }
+    g_list_free(all);
+    mb->folders_scanned_ns = 0;
+}
+
+static int rename_folder(md_store *s, md_mbox *mb, const char *oldpath, const char *newpath,
+                         bool noreplace)
+{
+    int rc = md_refresh_folders(s, mb);
+    if (rc)
+        return rc;
+    md_folder *f = g_hash_table_lookup(mb->folders, oldpath);
+    if (!f)
+        return -ENOENT;
+    if (!strcmp(oldpath, "INBOX"))
+        return -EBUSY;
+    size_t n = strlen(oldpath);
+    if (!strncmp(newpath, oldpath, n) && newpath[n] == '/')
+        return -EINVAL;
+    g_autoptr(GString) ndir = g_string_new(NULL);
+    if (md_folder_dir(s->layout, newpath, ndir))
+        return -EINVAL;
+    md_folder *there = g_hash_table_lookup(mb->folders, newpath);
+    if (there && there != f) {
+        if (noreplace)
+            return -EEXIST;
+        if (has_subfolders(mb, there) || (rc = md_refresh_folder(s, there, true)) ||
+            g_hash_table_size(there->by_base))
+            return rc ? rc : -ENOTEMPTY;
+        if (there->exists) {
+            g_autofree char *tp = md_folder_path_abs(s, there);
+            if ((rc = remove_maildir(tp, false)))
+                return rc;
+        }
+    }
+    /* The new parent must exist on disk where the layout nests. */
+    g_autofree char *np = g_strdup(newpath);
+    char *slash = strrchr(np, '/');
+    if (slash && s->layout == MD_LAYOUT_FS) {
+        *slash = '\0';
+        md_folder *pf = md_folder_get(s, mb, np);
+        if (!pf || (rc = md_ensure_folder(s, pf)))
+            return rc ? rc : -EINVAL;
+    }
+    g_autofree char *root = md_mbox_path(s, mb);
+    if (s->layout == MD_LAYOUT_FS) {
+        if (f->exists) {
+            g_autofree char *a = g_build_filename(root, f->dir, NULL);
+            g_autofree char *b = g_build_filename(root, ndir->str, NULL);
+            if (rename(a, b) < 0)
+                return -errno;
+        }
+    } else {
+        /* ".a" and every ".a.x": each renamed, as Dovecot renames them. */
+        GList *all = g_hash_table_get_values(mb->folders);
+        for (GList *l = all; l && !rc; l = l->next) {
+            md_folder *c = l->data;
+            if (!c->exists || strncmp(c->path, oldpath, n) || (c->path[n] && c->path[n] != '/'))
+                continue;
+            g_autofree char *cp = g_strconcat(newpath, c->path + n, NULL);
+            g_autoptr(GString) cdir = g_string_new(NULL);
+            rc = md_folder_dir(s->layout, cp, cdir);
+            g_autofree char *a = g_build_filename(root, c->dir, NULL);
+            g_autofree char *b = g_build_filename(root, cdir->str, NULL);
+            if (!rc && rename(a, b) < 0)
+                rc = -errno;
+        }
+        g_list_free(all);
+        if (rc)
+            return rc;
+    }
+    rekey_folders(s, mb, oldpath, newpath);
+    return md_refresh_folders(s, mb);
+}
+
+static int rename_mailbox(md_store *s, const char *name, const char *newname, bool noreplace)
+{
+    int rc = md_refresh_root(s);
+    md_mbox *mb = rc ? NULL : g_hash_table_lookup(s->mb_by_name, name);
+    if (!rc && !mb)
+        rc = -ENOENT;
+    if (!rc && (newname[0] == '.' || !strcmp(newname, "lost+found")))
+        rc = -EINVAL;
+    if (!rc)
+        rc = md_refuse(s, mb);
+    if (!rc && g_hash_table_contains(s->mb_by_name, newname))
+        rc = noreplace ? -EEXIST : -ENOTEMPTY;
+    if (rc)
+        return rc;
+    g_autofree char *a = g_build_filename(s->path, name, NULL);
+    g_autofree char *b = g_build_filename(s->path, newname, NULL);
+    if (renameat2(AT_FDCWD, a, AT_FDCWD, b, RENAME_NOREPLACE) < 0)
+        return -errno;
+    g_hash_table_steal(s->mb_by_name, mb->name);
+    g_free(mb->name);
+    mb->name = g_strdup(newname);
+    g_hash_table_insert(s->mb_by_name, mb->name, mb);
+    return 0;
+}
+
+static int md_rename(ms_store *st, int64_t mailbox, ms_node parent, const char *name,
+                     ms_node newparent, const char *newname, bool noreplace)
+{
+    md_store *s = md_of(st);
+    (void)mailbox;
+    ms_mutex_lock(&s->lock);
+    int rc;
+    if (parent.kind == MS_ROOT) {
+        rc = newparent.kind == MS_ROOT ? rename_mailbox(s, name, newname, noreplace) : -EPERM;
+        ms_mutex_unlock(&s->lock);
+        return rc;
+    }
+    md_mbox *mb = NULL, *mb2 = NULL;
+    g_autofree char *from = child_path(s, parent, name, &mb);
+    if (newparent.kind == MS_ROOT) {
+        ms_mutex_unlock(&s->lock);
+        return -EPERM;
+    }
+    g_autofree char *to = child_path(s, newparent, newname, &mb2);
+    rc = !from || !to ? -ENOENT : mb != mb2 ? -EXDEV : md_refuse(s, mb);
+    if (!rc)
+        rc = md_refresh_folders(s, mb);
+    if (!rc && g_hash_table_contains(mb->folders, from)) {
+        rc = rename_folder(s, mb, from, to, noreplace);
+    } else if (!rc) {
+        md_folder *f1 = parent.kind == MS_FOLDER ? md_by_id(s, MS_FOLDER, parent.id) : NULL;
+        md_folder *f2 = newparent.kind == MS_FOLDER ? md_by_id(s, MS_FOLDER, newparent.id) : NULL;
+        if (!f1)
+            rc = -ENOENT;
+        else if (!f2)
+            rc = -EPERM; /* a message out of its folders */
+        else if (g_hash_table_contains(mb->folders, to))
+            rc = -EISDIR;
+        else
+            rc = rename_message(s, f1, name, f2, newname, noreplace);
+    }
+    ms_mutex_unlock(&s->lock);
+    return rc;
+}
+
+/* Writes text (len 0: removes the file) as dir/name, atomically. */
+static int write_small(md_store *s, md_mbox *mb, const char *dir, const char *name,
+                       const char *text, size_t len)
+{
+    g_autofree char *p = g_build_filename(dir, name, NULL);
+    if (!len)
+        return unlink(p) < 0 && errno != ENOENT ? -errno : 0;
+    uid_t uid;
+    gid_t gid;
+    mode_t dmode;
+    int rc = md_owner(s, mb, &uid, &gid, &dmode);
+    if (rc)
+        return rc;
+    g_autofree char *tmp = g_strconcat(p, ".mailfs-tmp", NULL);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, dmode & 0666);
+    if (fd < 0)
+        return -errno;
+    rc = write(fd, text, len) == (ssize_t)len && fchown(fd, uid, gid) == 0 &&
+                 fchmod(fd, dmode & 0666) == 0 && fsync(fd) == 0
+             ? 0
+             : -errno;
+    close(fd);
+    if (!rc && rename(tmp, p) < 0)
+        rc = -errno;
+    if (rc)
+        unlink(tmp);
+    return rc;
+}
+
+/* Sets m's flags: its file renamed in cur/ with the new info letters
+ * (from new/ too), under the uidlist lock that also guards
+ * dovecot-keywords.  A rename by Dovecot meanwhile is met by reading the
+ * folder again. */
+static int set_flags(md_store *s, md_msg *m, const char *v, size_t len)
+{
+    md_folder *f = m->f;
+    md_uidlist *ul = NULL;
+    md_lock *lk = NULL;
+    int64_t id = m->id;
+    int rc = md_uids_begin(s, f, &ul, &lk);
+    if (rc)
+        return rc;
+    for (int tries = 0; tries < 3; tries++) {
+        rc = md_refresh_folder(s, f, tries > 0);
+        if (!rc && !(m = md_by_id(s, MS_MESSAGE, id)))
+            rc = -ENOENT;
+        if (!rc)
+            rc = md_keywords_refresh(s, f);
+        if (rc)
+            break;
+        size_t blen;
+        const char *old_info;
+        md_filename_split(m->fname, &blen, &old_info);
+        g_autoptr(GString) info = g_string_new(NULL);
+        bool changed = false;
+        rc = md_info_for(v ? v : "", len, m->in_new ? NULL : old_info, &f->kw, &changed, info);
+        g_autofree char *fp = md_folder_path_abs(s, f);
+        if (!rc && changed) {
+            uid_t uid;
+            gid_t gid;
+            mode_t dmode;
+            int fd = open(fp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            rc = fd < 0 ? -errno : md_owner(s, f->mb, &uid, &gid, &dmode);
+            if (!rc)
+                rc = md_keywords_save(fd, &f->kw, uid, gid, dmode & 0666);
+            if (fd >= 0)
+                close(fd);
+            f->kw_loaded = false;
+        }
+        if (rc)
+            break;
+        g_autofree char *fname = g_strconcat(m->base, ":2,", info->str, NULL);
+        g_autofree char *src = md_msg_path(s, m);
+        g_autofree char *dst = g_build_filename(fp, "cur", fname, NULL);
+        if (!strcmp(src, dst))
+            break;
+        if (rename(src, dst) == 0) {
+            g_free(m->fname);
+            m->fname = g_strdup(fname);
+            m->in_new = false;
+            break;
+        }
+        rc = -errno;
+        if (rc != -ENOENT)
+            break;
+    }
+    md_uids_end(s, f, ul, lk, false);
+    return rc;
+}
+
+static int md_xattr_set(ms_store *st, int64_t mailbox, ms_node node, ms_xattr_id xa,
+                        const char *value, size_t len)
+{
+    md_store *s = md_of(st);
+    (void)mailbox;
+    ms_mutex_lock(&s->lock);
+    int rc = 0;
+    if (xa == MS_XA_FLAGS && node.kind == MS_MESSAGE) {
+        md_msg *m = md_by_id(s, MS_MESSAGE, node.id);
+        rc = !m ? -ENOENT : md_refuse(s, m->f->mb);
+        if (!rc && m->pending)
+            rc = -ENOENT;
+        if (!rc)
+            rc = set_flags(s, m, value, len);
+    } else if (xa == MS_XA_SPECIAL_USE && node.kind == MS_FOLDER) {
+        md_folder *f = md_by_id(s, MS_FOLDER, node.id);
+        rc = !f ? -ENOENT : md_refuse(s, f->mb);
+        if (!rc)
+            rc = md_ensure_folder(s, f);
+        g_autofree char *fp = rc ? NULL : md_folder_path_abs(s, f);
+        if (!rc)
+            rc = write_small(s, f->mb, fp, MD_SPECIAL_USE_FILE, value, len);
+    } else if (xa == MS_XA_ACL && node.kind == MS_MAILBOX) {
+        md_mbox *mb = md_by_id(s, MS_MAILBOX, node.id);
+        rc = !mb ? -ENOENT : md_refuse(s, mb);
+        g_autoptr(GString) text = g_string_new(NULL);
+        if (!rc && len)
+            rc = md_acl_to_dovecot(value, len, text);
+        if (!rc && text->len)
+            g_string_append_c(text, '\n');
+        g_autofree char *root = rc ? NULL : md_mbox_path(s, mb);
+        if (!rc)
+            rc = write_small(s, mb, root, "dovecot-acl", text->str, text->len);
+    } else {
+        rc = -ENOTSUP;
+    }
+    ms_mutex_unlock(&s->lock);
+    return rc;
+}
+
+const ms_tree_ops md_tree_ops = {
+    .lookup = md_lookup,
+    .getattr = md_getattr,
+    .list = md_list,
+    .xattr_get = md_xattr_get,
+    .setattr = md_setattr,
+    .mkdir = md_mkdir,
+    .rmdir = md_rmdir,
+    .unlink = md_unlink,
+    .rename = md_rename,
+    .xattr_set = md_xattr_set,
+};
+
+/* ------------------------------------------------------------- content */
+
+#define PENDING_PREFIX "/pending/" /* no file name holds a '/' */
+
+static int md_message_create(ms_store *st, ms_node folder, const char *name, uint32_t mode,
+                             uint32_t uid, uint32_t gid, ms_attr *out)
+{
+    md_store *s = md_of(st);
+    ms_mutex_lock(&s->lock);
+    md_folder *f = NULL;
+    int rc = folder_of(s, folder, &f);
+    if (!rc)
+        rc = md_refuse(s, f->mb);
+    if (!rc)
+        rc = md_refresh_folder(s, f, false);
+    if (!rc && g_hash_table_contains(f->by_name, name))
+        rc = -EEXIST;
+    g_autofree char *longest = NULL;
+    if (!rc)
+        rc = md_base_for(name, -1, -1, &longest); /* its longest form must fit */
+    if (!rc) {
+        md_msg *m = g_new0(md_msg, 1);
+        m->f = f;
+        m->pending = true;
+        m->name = g_strdup(name);
+        m->id = md_new_id(s, MS_MESSAGE, m);
+        m->base = g_strdup_printf(PENDING_PREFIX "%lld", (long long)m->id);
+        m->over = (md_over){true, mode & 07777, uid, gid};
+        m->mtime_ns = m->ctime_ns = ms_now_ns();
+        g_hash_table_insert(f->by_base, m->base, m);
+        g_hash_table_insert(f->by_name, m->name, m);
+        *out = (ms_attr){.node = {MS_MESSAGE, m->id}, .mode = mode & 07777, .uid = uid,
+                         .gid = gid, .mailbox = f->mb->id, .mtime_ns = m->mtime_ns,
+                         .ctime_ns = m->ctime_ns};
+    }
+    ms_mutex_unlock(&s->lock);
+    return rc;
+}
+
+static int md_discard_pending(ms_store *st, int64_t message)
+{
+    md_store *s = md_of(st);
+    ms_mutex_lock(&s->lock);
+    md_msg *m = md_by_id(s, MS_MESSAGE, message);
+    if (m && m->pending)
+        md_msg_drop(s, m);
+    ms_mutex_unlock(&s->lock);
+    return 0;
+}
+
+/* What a commit writes before it takes the lock: the bytes in tmp/. */
+typedef struct staged {
+    char *path;
+    int64_t size, vsize;
+} staged;
+
+/*
+ * Copies the spool into a new file in folder path fp's tmp/, owned and
+ * moded as the mailbox's files, dated mtime_ns, synced if durable.
+ */
+static int stage(md_store *s, const char *fp, ms_spool *sp, uid_t uid, gid_t gid, mode_t fmode,
+                 int64_t mtime_ns, bool durable, staged *out)
+{
+    int64_t now = ms_now_ns();
+    g_autofree char *name = g_strdup_printf("%lld.M%lldP%dQ%u.mailfs", (long long)(now / 1000000000),
+                                            (long long)(now / 1000 % 1000000), (int)getpid(),
+                                            __atomic_add_fetch(&s->tmp_seq, 1, __ATOMIC_RELAXED));
+    out->path = g_build_filename(fp, "tmp", name, NULL);
+    int fd = open(out->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        int e = errno;
+        g_clear_pointer(&out->path, g_free);
+        return -e;
+    }
+    g_autofree char *buf = g_malloc(MD_CHUNK);
+    int64_t size = ms_spool_size(sp), off = 0, vsize = 0;
+    bool cr = false;
+    int rc = 0;
+    while (!rc && off < size) {
+        ssize_t n = ms_spool_pread(sp, buf, MD_CHUNK, off);
+        if (n <= 0) {
+            rc = n < 0 ? (int)n : -EIO;
+            break;
+        }
+        vsize += md_vsize_add(buf, (size_t)n, &cr);
+        for (ssize_t done = 0; !rc && done < n;) {
+            ssize_t w = write(fd, buf + done, (size_t)(n - done));
+            if (w < 0 && errno != EINTR)
+                rc = -errno;
+            else if (w > 0)
+                done += w;
+        }
+        off += n;
+    }
+    struct timespec ts[2] = {{0, UTIME_OMIT}, {mtime_ns / 1000000000LL, mtime_ns % 1000000000LL}};
+    if (ts[1].tv_nsec < 0) {
+        ts[1].tv_sec--;
+        ts[1].tv_nsec += 1000000000LL;
+    }
+    if (!rc && (fchown(fd, uid, gid) < 0 || fchmod(fd, fmode) < 0 || futimens(fd, ts) < 0))
+        rc = -errno;
+    if (!rc && durable && fsync(fd) < 0)
+        rc = -errno;
+    if (close(fd) < 0 && !rc)
+        rc = -errno;
+    if (rc) {
+        unlink(out->path);
+        g_clear_pointer(&out->path, g_free);
+        return rc;
+    }
+    out->size = size;
+    out->vsize = vsize;
+    return 0;
+}
+
+/* The mode and owner a commit asks for, kept when they are not the
+ * file's own. */
+static int commit_over(md_store *s, md_msg *m, md_over want)
+{
+    if (!want.set)
+        return 0;
+    md_msg_stat(s, m);
+    if (want.mode == m->mode && want.uid == m->fuid && want.gid == m->fgid)
+        return 0;
+    g_autofree char *p = md_msg_path(s, m);
+    int rc = md_over_set(s, p, &want);
+    if (!rc)
+        m->over = want;
+    m->stated = false;
+    return rc;
+}
+
+static int md_commit(ms_store *st, const ms_commit *c, ms_attr *out)
+{
+    md_store *s = md_of(st);
+    ms_mutex_lock(&s->lock);
+    md_msg *m = c->message ? md_by_id(s, MS_MESSAGE, c->message) : NULL;
+    md_folder *f = m ? m->f : c->folder.kind == MS_FOLDER ? md_by_id(s, MS_FOLDER, c->folder.id) : NULL;
+    int rc = (c->message && !m) || !f ? -ENOENT : md_refuse(s, f->mb);
+    if (!rc)
+        rc = md_ensure_folder(s, f);
+    uid_t uid = 0;
+    gid_t gid = 0;
+    mode_t dmode = 0700;
+    if (!rc)
+        rc = md_owner(s, f->mb, &uid, &gid, &dmode);
+    g_autofree char *fp = rc ? NULL : md_folder_path_abs(s, f);
+    int64_t fid = f ? f->id : 0;
+    /* What stays when the commit does not say: the old message's. */
+    md_over want = {false, 0, 0, 0};
+    int64_t mtime = ms_now_ns();
+    if (!rc && m) {
+        if (m->pending) {
+            want = m->over;
+            mtime = m->mtime_ns;
+        } else if (!(rc = md_msg_stat(s, m))) {
+            want = m->over;
+            mtime = m->mtime_ns;
+        }
+    }
+    ms_mutex_unlock(&s->lock);
+    if (rc)
+        return rc;
+    if (c->attr.mask & MS_SET_MTIME)
+        mtime = c->attr.mtime_ns;
+    if (c->attr.mask & (MS_SET_MODE | MS_SET_UID | MS_SET_GID)) {
+        if (!want.set)
+            want = (md_over){true, dmode & 0666, uid, gid};
+        if (c->attr.mask & MS_SET_MODE)
+            want.mode = c->attr.mode;
+        if (c->attr.mask & MS_SET_UID)
+            want.uid = c->attr.uid;
+        if (c->attr.mask & MS_SET_GID)
+            want.gid = c->attr.gid;
+    }
+    staged sg = {0};
+    rc = stage(s, fp, c->spool, uid, gid, dmode & 0666, mtime, c->durable, &sg);
+    if (rc)
+        return rc;
+
+    ms_mutex_lock(&s->lock);
+    f = md_by_id(s, MS_FOLDER, fid);
+    m = c->message ? md_by_id(s, MS_MESSAGE, c->message) : NULL;
+    rc = !f || (c->message && !m) ? -ENOENT : md_refuse(s, f->mb);
+    const char *name = m ? m->name : c->name;
+    g_autofree char *base = NULL;
+    if (!rc)
+        base = name ? NULL : new_base(s, sg.size, sg.vsize);
+    if (!rc && name)
+        rc = md_base_for(name, sg.size, sg.vsize, &base);
+    /* The flags: as given, else the replaced message's. */
+    g_autoptr(GString) info = g_string_new(NULL);
+    if (!rc && (c->flags || (m && !m->pending))) {
+        g_autofree char *old = NULL;
+        size_t olen = 0;
+        if (!c->flags)
+            rc = md_flags_of(s, m, &old, &olen);
+        if (!rc)
+            rc = md_keywords_refresh(s, f);
+        bool changed = false;
+        if (!rc)
+            rc = md_info_for(c->flags ? c->flags : old ? old : "", c->flags ? c->flags_len : olen,
+                             NULL, &f->kw, &changed, info);
+        if (!rc && changed) {
+            int fd = open(fp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            rc = fd < 0 ? -errno : md_keywords_save(fd, &f->kw, uid, gid, dmode & 0666);
+            if (fd >= 0)
+                close(fd);
+            f->kw_loaded = false;
+        }
+    }
+    md_msg *old = m && !m->pending ? m : NULL;
+    g_autofree char *old_path = old ? md_msg_path(s, old) : NULL;
+    if (!rc && m && m->pending) {
+        /* The reserved name becomes the file's: drop the placeholder. */
+        md_msg_drop(s, m);
+        m = NULL;
+    }
+    if (!rc && old && !strcmp(old->base, base)) {
+        /* A rewrite under the same base: the old file goes first (its
+         * readers keep its bytes), then the new one gets the next UID. */
+        if (unlink(old_path) < 0 && errno != ENOENT)
+            rc = -errno;
+        if (!rc) {
+            md_uidlist *ul = NULL;
+            md_lock *lk = NULL;
+            rc = md_uids_begin(s, f, &ul, &lk);
+            if (!rc) {
+                md_uidlist_remove(ul, old->base, strlen(old->base));
+                rc = md_uids_end(s, f, ul, lk, true);
+            }
+            md_msg_drop(s, old);
+            old = NULL;
+        }
+    }
+    md_msg *nm = NULL;
+    if (!rc)
+        rc = md_put_file(s, f, sg.path, false, base, info->str, (uint32_t)c->imap_uid, c->durable,
+                         &nm);
+    if (!rc && old && nm != old) {
+        if (unlink(old_path) < 0 && errno != ENOENT)
+            ms_log(LOG_WARNING, "%s: replaced, but not removed: %s", old_path, g_strerror(errno));
+        int64_t keep = old->id;
+        md_msg_drop(s, old);
+        /* The rewritten message keeps its node. */
+        md_forget_id(s, nm->id);
+        nm->id = keep;
+        g_hash_table_insert(s->by_id, g_memdup2(&keep, sizeof keep), nm);
+        g_hash_table_insert(s->kinds, g_memdup2(&keep, sizeof keep), GINT_TO_POINTER(MS_MESSAGE));
+    } else if (!rc && c->message && nm->id != c->message) {
+        int64_t keep = c->message;
+        md_forget_id(s, nm->id);
+        nm->id = keep;
+        g_hash_table_insert(s->by_id, g_memdup2(&keep, sizeof keep), nm);
+        g_hash_table_insert(s->kinds, g_memdup2(&keep, sizeof keep), GINT_TO_POINTER(MS_MESSAGE));
+    }
+    if (!rc)
+        rc = commit_over(s, nm, want);
+    if (!rc && !(rc = md_msg_stat(s, nm)))
+        md_msg_attr(s, nm, out);
+    ms_mutex_unlock(&s->lock);
+    if (rc && sg.path)
+        unlink(sg.path); /* gone already if it was put in place */
+    g_free(sg.path);
+    return rc;
+}
+
+const ms_content_ops md_content_ops = {
+    .message_create = md_message_create,
+    .reader_open = md_reader_open,
+    .reader_pread = md_reader_pread,
+    .reader_close = md_reader_close,
+    .discard_pending = md_discard_pending,
+    .commit = md_commit,
+};
