@@ -319,7 +319,9 @@ static void scan_fs_dir(md_store *s, md_mbox *mb, const char *root, const char *
         if (fstatat(dirfd(d), e->d_name, &sb, 0) < 0 || !S_ISDIR(sb.st_mode))
             continue;
         g_autofree char *sub = *rel ? g_strconcat(rel, "/", e->d_name, NULL) : g_strdup(e->d_name);
-        found_folder(s, mb, sub);
+        /* "INBOX/x" lives in a plain folder "INBOX": INBOX itself is the root. */
+        if (*rel || strcmp(e->d_name, "INBOX"))
+            found_folder(s, mb, sub);
         if (depth < 64)
             scan_fs_dir(s, mb, root, sub, depth + 1);
     }

@@ -117,6 +117,22 @@ int md_rm_tree(const char *path)
     return rc;
 }
 
+/* In fs layout, "INBOX/x" lives in a plain folder "INBOX" (INBOX itself
+ * is the root): made if dir needs it. */
+static int inbox_holder(md_store *s, md_mbox *mb, const char *dir)
+{
+    if (s->layout != MD_LAYOUT_FS || !g_str_has_prefix(dir, "INBOX/"))
+        return 0;
+    uid_t uid;
+    gid_t gid;
+    mode_t dmode;
+    int rc = md_owner(s, mb, &uid, &gid, &dmode);
+    g_autofree char *holder = g_build_filename(s->path, mb->name, "INBOX", NULL);
+    if (!rc)
+        rc = md_make_dir(holder, uid, gid, dmode);
+    return rc == -EEXIST ? 0 : rc;
+}
+
 /* The folder's directory made if it has none yet (a maildir++ parent, or
  * an fs-layout folder whose parent is such a one). */
 int md_ensure_folder(md_store *s, md_folder *f)
@@ -130,9 +146,12 @@ int md_ensure_folder(md_store *s, md_folder *f)
     if (rc)
         return rc;
     md_folder *parent = md_folder_parent(s, f);
-    if (s->layout == MD_LAYOUT_FS && parent && (rc = md_ensure_folder(s, parent)))
+    if (s->layout == MD_LAYOUT_FS && parent && strcmp(parent->path, "INBOX") &&
+        (rc = md_ensure_folder(s, parent)))
         return rc;
     g_autofree char *p = md_folder_path_abs(s, f);
+    if ((rc = inbox_holder(s, f->mb, f->dir)))
+        return rc;
     if (!*f->dir) {
         /* INBOX: the root is there, its cur/new/tmp are not. */
         rc = md_mkdir_subdirs(p, uid, gid, dmode, false);
@@ -871,8 +890,10 @@ static int rename_folder(md_store *s, md_mbox *mb, const char *oldpath, const ch
     if (slash && s->layout == MD_LAYOUT_FS) {
         *slash = '\0';
         md_folder *pf = md_folder_get(s, mb, np);
-        if (!pf || (rc = md_ensure_folder(s, pf)))
+        if (!pf || (strcmp(pf->path, "INBOX") && (rc = md_ensure_folder(s, pf))))
             return rc ? rc : -EINVAL;
+        if ((rc = inbox_holder(s, mb, ndir->str)))
+            return rc;
     }
     g_autofree char *root = md_mbox_path(s, mb);
     if (s->layout == MD_LAYOUT_FS) {
