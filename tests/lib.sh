@@ -33,14 +33,21 @@ wait_for() {
 }
 
 # site DIR STORE...: a config with these stores (created), journal beside.
+# STORE is NAME (sqlite, NAME.db), NAME@maildir or NAME@maildir-fs (a
+# maildir store in the folder NAME, maildir++ or fs layout).
 site() {
     local dir=$1; shift
     mkdir -p "$dir/mnt"
     printf '[mailfs]\njournal = journal.db\n' >"$dir/conf"
     for s in "$@"; do
-        printf '[store %s]\npath = %s.db\n' "$s" "$s" >>"$dir/conf"
+        case $s in
+        *@maildir) printf '[store %s]\nbackend = maildir\npath = %s\n' "${s%@*}" "${s%@*}" ;;
+        *@maildir-fs) printf '[store %s]\nbackend = maildir\npath = %s\nlayout = fs\n' \
+            "${s%@*}" "${s%@*}" ;;
+        *) printf '[store %s]\npath = %s.db\n' "$s" "$s" ;;
+        esac >>"$dir/conf"
     done
-    for s in "$@"; do "$B/mailfsctl" -c "$dir/conf" store create "$s" >/dev/null || return 1; done
+    for s in "$@"; do "$B/mailfsctl" -c "$dir/conf" store create "${s%@*}" >/dev/null || return 1; done
 }
 
 # mount_fg DIR [ENV=VALUE...]: the daemon in the foreground, own session.
