@@ -493,6 +493,11 @@ static int cmd_compact(ctl *c, const char *name)
         return 1;
     int64_t before = 0, after = 0;
     rc = ms_store_compact(st, &before, &after);
+    if (rc == -ENOTSUP) {
+        /* Not a failure: there is nothing to do (a Maildir). */
+        printf("%s: %s\n", name, ms_strerror(MS_OP_COMPACT, rc));
+        return 0;
+    }
     if (rc) {
         fprintf(stderr, "mailfsctl: compact %s: %s\n", name, ms_strerror(MS_OP_COMPACT, rc));
         return 1;

@@ -134,9 +134,13 @@ static void fill_top(mfs *m, fuse_ino_t ino, struct stat *sb)
 }
 
 /* A store's directory changes only through this mount (setattr), whose
- * replies refresh the kernel's copy: cached as long as a message. */
-static double timeout_of(ms_kind k)
+ * replies refresh the kernel's copy: cached as long as a message.  A
+ * store that others change too (a mail server's Maildir: a flag set, a
+ * message expunged) is cached no longer than a directory. */
+static double timeout_of(const ms_store *st, ms_kind k)
 {
+    if (st && ms_store_shared(st) && k == MS_MESSAGE)
+        return DIR_TIMEOUT;
     return k == MS_MESSAGE || k == MS_ROOT ? MSG_TIMEOUT : DIR_TIMEOUT;
 }
 
@@ -155,7 +159,7 @@ static void fill_entry(mfs *m, size_t sidx, const ms_attr *a, struct fuse_entry_
     memset(e, 0, sizeof *e);
     fill_stat(m, sidx, a, &e->attr);
     e->ino = e->attr.st_ino;
-    e->attr_timeout = e->entry_timeout = timeout_of(a->node.kind);
+    e->attr_timeout = e->entry_timeout = timeout_of(m->stores[sidx], a->node.kind);
 }
 
 /* f, counted as used by one more handle or thread; m->lock held. */
@@ -318,7 +322,7 @@ static void mfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
         return;
     }
     fill_stat(m, s, &a, &sb);
-    fuse_reply_attr(req, &sb, timeout_of(n.kind));
+    fuse_reply_attr(req, &sb, timeout_of(m->stores[s], n.kind));
 }
 
 /*
@@ -480,7 +484,7 @@ static void mfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
     }
     struct stat sb;
     fill_stat(m, s, &a, &sb);
-    fuse_reply_attr(req, &sb, timeout_of(n.kind));
+    fuse_reply_attr(req, &sb, timeout_of(m->stores[s], n.kind));
 }
 
 /* --------------------------------------------------------- listings */
@@ -517,7 +521,10 @@ static int dir_add_child(void *ctx, const char *name, const ms_attr *a, uint64_t
     struct stat sb;
     fill_stat(d->m, d->sidx, a, &sb);
     /* Offsets 1 and 2 are "." and ".."; children follow. */
-    return dir_add(d, name, &sb, timeout_of(a->node.kind), (off_t)(cookie + 2)) ? 0 : 1;
+    return dir_add(d, name, &sb, timeout_of(d->m->stores[d->sidx], a->node.kind),
+                   (off_t)(cookie + 2))
+               ? 0
+               : 1;
 }
 
 /* "." and "..": offsets 1 and 2.  Their attributes are never cached

@@ -135,6 +135,8 @@ typedef struct ms_admin_ops {
 
 typedef struct ms_backend {
     const char *name;
+    /* Others write the store too (ms_store_shared). */
+    bool shared;
     /* True when this backend reads the file at path as a store of one
      * mailbox: how import picks its source's backend.  NULL: never. */
     bool (*reads)(const char *path);

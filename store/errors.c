@@ -46,6 +46,8 @@ static const meaning meanings[] = {
     {MS_OP_RESTORE, EROFS, "the store is read-only"},
     {MS_OP_COMPACT, EBUSY, "the store stayed locked by another process; try again"},
     {MS_OP_COMPACT, EROFS, "the store is read-only"},
+    {MS_OP_COMPACT, ENOTSUP,
+     "nothing to compact: a maildir store gives space back as each message is deleted"},
     {MS_OP_CREATE, EEXIST, "a mailbox of that name exists"},
 };
 

@@ -182,6 +182,9 @@ bool ms_store_readonly(const ms_store *st);
  * opens its source with it.
  */
 const char *ms_store_backend_for(const char *path);
+/* True when others change the store behind this library (a mail server
+ * delivering into a Maildir): what was read may be stale at once. */
+bool ms_store_shared(const ms_store *st);
 /* The store's location in the directory ("attr=value;..."), or NULL. */
 const char *ms_store_directory(const ms_store *st);
 

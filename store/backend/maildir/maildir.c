@@ -1226,6 +1226,7 @@ static void md_close(ms_store *st)
 
 const ms_backend ms_maildir_backend = {
     .name = "maildir",
+    .shared = true,
     .open = md_open,
     .close = md_close,
     .tree = &md_tree_ops,

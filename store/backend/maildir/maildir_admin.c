@@ -132,14 +132,6 @@ static int md_stats(ms_store *st, ms_store_stats *out)
     return rc;
 }
 
-/* Nothing to defragment: a Maildir gives space back as files go.  The
- * sizes are reported all the same, so `mailfsctl compact` says so. */
-static int md_compact(ms_store *st, int64_t *before, int64_t *after)
-{
-    *before = *after = du(md_of(st)->path);
-    return 0;
-}
-
 /* Everything written so far on stable storage: the files and the
  * directories that name them (syncfs of the store's filesystem). */
 static int md_sync(ms_store *st)
@@ -629,7 +621,8 @@ static int md_message_link(ms_store *st, ms_node folder, const char *name, int64
 
 const ms_admin_ops md_admin_ops = {
     .stats = md_stats,
-    .compact = md_compact,
+    /* compact: none; a Maildir gives space back as files go (ENOTSUP,
+     * which mailfsctl reports as nothing to do). */
     .sync = md_sync,
     .batch_begin = md_batch_begin,
     .batch_end = md_batch_end,
