@@ -90,8 +90,8 @@ static const char *const mailfs_keys[] = {"journal", "retain-days", "spool", NUL
 static const char *const directory_keys[] = {"uri",        "bind-dn",         "password-file",
                                              "base",       "filter",          "starttls",
                                              "tls-cacert", "allow-cleartext", NULL};
-static const char *const store_keys[] = {"backend", "path", "directory", "read-only", "layout",
-                                         NULL};
+static const char *const store_keys[] = {"backend",   "path",   "directory",
+                                         "read-only", "layout", NULL};
 static const char *const backends[] = {"sqlite", "maildir", "pst", NULL};
 
 /*
@@ -150,8 +150,8 @@ static int parse_store(GKeyFile *kf, const char *file, const char *group, ms_con
     if (!sc->backend)
         sc->backend = g_strdup("sqlite");
     if (!g_strv_contains(backends, sc->backend)) {
-        *err = g_strdup_printf("%s: [%s]: unknown backend '%s' (known: sqlite, maildir, pst)", file, group,
-                               sc->backend);
+        *err = g_strdup_printf("%s: [%s]: unknown backend '%s' (known: sqlite, maildir, pst)", file,
+                               group, sc->backend);
         return -EINVAL;
     }
     g_autofree char *path = g_key_file_get_string(kf, group, "path", NULL);

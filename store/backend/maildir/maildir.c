@@ -77,6 +77,7 @@ static void msg_free(gpointer p)
     g_free(m->base);
     g_free(m->name);
     g_free(m->fname);
+    g_free(m->pflags);
     g_free(m);
 }
 
@@ -511,30 +512,33 @@ int md_refresh_folder(md_store *s, md_folder *f, bool force)
 
 /* --------------------------------------------------------- attributes */
 
-/* The mode and owner given through the mount for the file at path, if
- * any (o->set false otherwise). */
-int md_over_get(const char *path, md_over *o)
+/* The mode and owner (and a directory's mtime) given through the mount
+ * for the file at path, kept in its attribute xa (o->set false if none). */
+int md_over_get(const char *path, const char *xa, md_over *o)
 {
-    char buf[64];
-    ssize_t n = getxattr(path, MD_ATTR_XATTR, buf, sizeof buf - 1);
-    o->set = false;
+    char buf[96];
+    *o = (md_over){0};
+    if (!xa)
+        return 0;
+    ssize_t n = getxattr(path, xa, buf, sizeof buf - 1);
     if (n <= 0)
         return 0;
     buf[n] = '\0';
     unsigned mode, uid, gid;
-    if (sscanf(buf, "%o %u %u", &mode, &uid, &gid) == 3) {
-        *o = (md_over){true, mode & 07777, uid, gid};
-    }
+    long long mt = 0;
+    if (sscanf(buf, "%o %u %u %lld", &mode, &uid, &gid, &mt) >= 3)
+        *o = (md_over){true, mode & 07777, uid, gid, mt};
     return 0;
 }
 
 /* Keeps o for the file at path.  A filesystem without user extended
  * attributes (some NFS servers) keeps nothing: logged once. */
-int md_over_set(md_store *s, const char *path, const md_over *o)
+int md_over_set(md_store *s, const char *path, const char *xa, const md_over *o)
 {
-    char buf[64];
-    int n = snprintf(buf, sizeof buf, "%o %u %u", o->mode, o->uid, o->gid);
-    if (setxattr(path, MD_ATTR_XATTR, buf, (size_t)n, 0) == 0)
+    char buf[96];
+    int n =
+        snprintf(buf, sizeof buf, "%o %u %u %lld", o->mode, o->uid, o->gid, (long long)o->mtime_ns);
+    if (setxattr(path, xa, buf, (size_t)n, 0) == 0)
         return 0;
     int e = errno;
     if (e == ENOTSUP || e == EOPNOTSUPP) {
@@ -549,17 +553,20 @@ int md_over_set(md_store *s, const char *path, const md_over *o)
     return -e;
 }
 
+/* The attribute holding what the mount gave folder f. */
+const char *md_folder_xattr(const md_folder *f) { return *f->dir ? MD_ATTR_XATTR : MD_INBOX_XATTR; }
+
 /* The attributes of the file or directory at path as the tree shows
- * them: its own, or those given through the mount. */
-int md_stat_attr(const char *path, ms_attr *out)
+ * them: its own, or those given through the mount (xa; NULL: none). */
+int md_stat_attr(const char *path, const char *xa, ms_attr *out)
 {
     struct stat sb;
     if (stat(path, &sb) < 0)
         return -errno;
     md_over o;
-    md_over_get(path, &o);
+    md_over_get(path, xa, &o);
     out->size = 0;
-    out->mtime_ns = ts_ns(&sb.st_mtim);
+    out->mtime_ns = o.set && o.mtime_ns ? o.mtime_ns : ts_ns(&sb.st_mtim);
     out->ctime_ns = ts_ns(&sb.st_ctim);
     out->mode = o.set ? o.mode : sb.st_mode & 07777;
     out->uid = o.set ? o.uid : sb.st_uid;
@@ -582,7 +589,7 @@ int md_msg_stat(md_store *s, md_msg *m)
     m->mode = sb.st_mode & 07777;
     m->fuid = sb.st_uid;
     m->fgid = sb.st_gid;
-    md_over_get(p, &m->over);
+    md_over_get(p, MD_ATTR_XATTR, &m->over);
     m->stated = true;
     return 0;
 }
@@ -608,7 +615,7 @@ void md_msg_attr(md_store *s, md_msg *m, ms_attr *out)
 int md_folder_attr(md_store *s, md_folder *f, ms_attr *out)
 {
     g_autofree char *p = f->exists ? md_folder_path_abs(s, f) : md_mbox_path(s, f->mb);
-    int rc = md_stat_attr(p, out);
+    int rc = md_stat_attr(p, f->exists ? md_folder_xattr(f) : NULL, out);
     if (rc)
         return rc;
     out->node = (ms_node){MS_FOLDER, f->id};
@@ -619,7 +626,7 @@ int md_folder_attr(md_store *s, md_folder *f, ms_attr *out)
 int md_mbox_attr(md_store *s, md_mbox *mb, ms_attr *out)
 {
     g_autofree char *p = md_mbox_path(s, mb);
-    int rc = md_stat_attr(p, out);
+    int rc = md_stat_attr(p, MD_ATTR_XATTR, out);
     if (rc)
         return rc;
     out->node = (ms_node){MS_MAILBOX, mb->id};
@@ -744,6 +751,11 @@ int md_flags_of(md_store *s, md_msg *m, char **flags, size_t *len)
 {
     *flags = NULL;
     *len = 0;
+    if (m->pending && m->pflags) {
+        *flags = g_strndup(m->pflags, m->pflags_len);
+        *len = m->pflags_len;
+        return 0;
+    }
     if (m->pending || m->in_new)
         return 0;
     int rc = md_keywords_refresh(s, m->f);
@@ -835,7 +847,7 @@ int md_lookup(ms_store *st, ms_node parent, const char *name, ms_attr *out)
 
 static int root_attr(md_store *s, ms_attr *out)
 {
-    int rc = md_stat_attr(s->path, out);
+    int rc = md_stat_attr(s->path, MD_ATTR_XATTR, out);
     if (!rc)
         out->node = (ms_node){MS_ROOT, 0};
     return rc;
@@ -864,9 +876,13 @@ int md_getattr(ms_store *st, ms_node node, ms_attr *out)
         md_msg *m = NULL;
         rc = msg_find(s, node.id, &m);
         if (!rc && m->pending) {
-            *out = (ms_attr){.node = {MS_MESSAGE, m->id}, .mode = m->over.mode,
-                             .uid = m->over.uid, .gid = m->over.gid, .mailbox = m->f->mb->id,
-                             .mtime_ns = m->mtime_ns, .ctime_ns = m->ctime_ns};
+            *out = (ms_attr){.node = {MS_MESSAGE, m->id},
+                             .mode = m->over.mode,
+                             .uid = m->over.uid,
+                             .gid = m->over.gid,
+                             .mailbox = m->f->mb->id,
+                             .mtime_ns = m->mtime_ns,
+                             .ctime_ns = m->ctime_ns};
             break;
         }
         if (!rc)
@@ -1088,8 +1104,7 @@ struct ms_be_reader {
  * a reader's bytes never change.  A rename between the listing and the
  * open is met by reading the folder again.
  */
-int md_reader_open(ms_store *st, int64_t message, ms_be_reader **out, int64_t *size,
-                          bool *pending)
+int md_reader_open(ms_store *st, int64_t message, ms_be_reader **out, int64_t *size, bool *pending)
 {
     md_store *s = md_of(st);
     int fd = -1, rc = 0;
@@ -1184,8 +1199,7 @@ static int md_open(ms_store *st, const ms_store_conf *conf, int flags, char **er
     if ((flags & MS_OPEN_CREATE) && stat(conf->path, &sb) < 0 && errno == ENOENT &&
         mkdir(conf->path, 0700) < 0) {
         int e = errno;
-        *err = g_strdup_printf("%s: cannot create the store folder: %s", conf->path,
-                               g_strerror(e));
+        *err = g_strdup_printf("%s: cannot create the store folder: %s", conf->path, g_strerror(e));
         return -e;
     }
     if (stat(conf->path, &sb) < 0) {
@@ -1197,8 +1211,8 @@ static int md_open(ms_store *st, const ms_store_conf *conf, int flags, char **er
         return -e;
     }
     if (!S_ISDIR(sb.st_mode)) {
-        *err = g_strdup_printf("%s: a maildir store is a folder of Maildirs, not a file",
-                               conf->path);
+        *err =
+            g_strdup_printf("%s: a maildir store is a folder of Maildirs, not a file", conf->path);
         return -EINVAL;
     }
     if (access(conf->path, st->readonly ? R_OK | X_OK : R_OK | W_OK | X_OK) < 0) {

@@ -191,8 +191,8 @@ static int md_batch_end(ms_store *st, bool commit)
 
 /* ------------------------------------------------------------ mailboxes */
 
-static int md_mailbox_create(ms_store *st, const char *name, ms_mb_state state,
-                             const ms_attr *like, int64_t *id)
+static int md_mailbox_create(ms_store *st, const char *name, ms_mb_state state, const ms_attr *like,
+                             int64_t *id)
 {
     md_store *s = md_of(st);
     if (state == MS_MB_DELETED)
@@ -217,9 +217,9 @@ static int md_mailbox_create(ms_store *st, const char *name, ms_mb_state state,
         rc = md_meta_write(s, mb, &meta);
     }
     if (!rc && like) {
-        md_over o = {true, like->mode, like->uid, like->gid};
+        md_over o = {true, like->mode, like->uid, like->gid, 0};
         if (like->mode != (dmode & 07777) || like->uid != uid || like->gid != gid)
-            rc = md_over_set(s, p, &o);
+            rc = md_over_set(s, p, MD_ATTR_XATTR, &o);
     }
     if (!rc)
         *id = mb->id;

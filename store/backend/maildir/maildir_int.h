@@ -39,6 +39,8 @@
 #define MD_META_FILE "mailfs-mailbox"
 #define MD_SPECIAL_USE_FILE "mailfs-special-use"
 #define MD_ATTR_XATTR "user.mailfs.attr"
+/* INBOX is the mailbox root's own directory: its attributes apart. */
+#define MD_INBOX_XATTR "user.mailfs.inbox"
 #define MD_CHUNK (128 * 1024)
 
 typedef struct md_mbox md_mbox;
@@ -48,16 +50,21 @@ typedef struct md_folder md_folder;
 typedef struct md_over {
     bool set;
     uint32_t mode, uid, gid;
+    /* Directories only: the mtime given (0: none; the directory's own
+     * changes with every delivery, and INBOX shares the mailbox's). */
+    int64_t mtime_ns;
 } md_over;
 
 typedef struct md_msg {
     int64_t id;
     md_folder *f;
-    char *base;   /* the key: the file name up to ':' */
-    char *name;   /* its name in the tree */
-    char *fname;  /* the file name now, in new/ or cur/ */
+    char *base;  /* the key: the file name up to ':' */
+    char *name;  /* its name in the tree */
+    char *fname; /* the file name now, in new/ or cur/ */
     bool in_new;
     bool pending; /* reserved by message_create: no file yet */
+    char *pflags; /* pending: flags set before the first commit, or NULL */
+    size_t pflags_len;
     bool seen;    /* scan bookkeeping */
     uint32_t uid; /* 0: dovecot-uidlist does not list it yet */
     /* From the last stat of fname (files never change once in place). */
@@ -70,8 +77,8 @@ typedef struct md_msg {
 struct md_folder {
     int64_t id;
     md_mbox *mb;
-    char *path; /* in the tree: "INBOX", "Archive/2019" */
-    char *dir;  /* relative to the mailbox root: "" for INBOX */
+    char *path;  /* in the tree: "INBOX", "Archive/2019" */
+    char *dir;   /* relative to the mailbox root: "" for INBOX */
     bool exists; /* maildir++ parents of ".a.b" may have no ".a" */
     bool seen;
     /* The listing, valid while the stamps below hold (folder_refresh). */
@@ -146,9 +153,10 @@ int md_msg_stat(md_store *s, md_msg *m);
 void md_msg_attr(md_store *s, md_msg *m, ms_attr *out);
 int md_folder_attr(md_store *s, md_folder *f, ms_attr *out);
 int md_mbox_attr(md_store *s, md_mbox *mb, ms_attr *out);
-int md_stat_attr(const char *path, ms_attr *out);
-int md_over_get(const char *path, md_over *o);
-int md_over_set(md_store *s, const char *path, const md_over *o);
+int md_stat_attr(const char *path, const char *xa, ms_attr *out);
+int md_over_get(const char *path, const char *xa, md_over *o);
+int md_over_set(md_store *s, const char *path, const char *xa, const md_over *o);
+const char *md_folder_xattr(const md_folder *f);
 int md_meta_read(md_store *s, md_mbox *mb, md_meta *out);
 int md_meta_write(md_store *s, md_mbox *mb, const md_meta *m);
 int md_keywords_refresh(md_store *s, md_folder *f);
@@ -163,8 +171,7 @@ int md_lookup(ms_store *st, ms_node parent, const char *name, ms_attr *out);
 int md_getattr(ms_store *st, ms_node node, ms_attr *out);
 int md_list(ms_store *st, ms_node parent, uint64_t cookie, ms_list_fn fn, void *ctx);
 int md_xattr_get(ms_store *st, ms_node node, ms_xattr_id xa, char **value, size_t *len);
-int md_reader_open(ms_store *st, int64_t message, ms_be_reader **out, int64_t *size,
-                   bool *pending);
+int md_reader_open(ms_store *st, int64_t message, ms_be_reader **out, int64_t *size, bool *pending);
 ssize_t md_reader_pread(ms_store *st, ms_be_reader *r, void *buf, size_t len, int64_t off);
 void md_reader_close(ms_store *st, ms_be_reader *r);
 

@@ -305,11 +305,11 @@ int md_put_file(md_store *s, md_folder *f, const char *src_path, bool link_it, c
         md_uidlist_remove(ul, base, strlen(base));
     uint32_t uid = 0;
     if (!rc) {
-        uint32_t top = ul->recs->len ? g_array_index(ul->recs, md_uid_rec, ul->recs->len - 1).uid
-                                     : 0;
+        uint32_t top =
+            ul->recs->len ? g_array_index(ul->recs, md_uid_rec, ul->recs->len - 1).uid : 0;
         uid = want_uid > top && want_uid >= ul->next_uid ? want_uid
-              : want_uid > top && !ul->recs->len       ? want_uid
-                                                       : ul->next_uid;
+              : want_uid > top && !ul->recs->len         ? want_uid
+                                                         : ul->next_uid;
         if (uid <= top)
             uid = top + 1;
     }
@@ -380,22 +380,32 @@ static int msg_named(md_store *s, md_folder *f, const char *name, md_msg **out)
     return 0;
 }
 
-/* The owner and mode given through the mount, kept for path when they
- * differ from what the file really has. */
-static int keep_over(md_store *s, const char *path, const ms_attr *was, const ms_setattr_req *req)
+/* The owner and mode given through the mount (and a directory's mtime),
+ * kept in path's attribute xa. */
+static int keep_over(md_store *s, const char *path, const char *xa, const ms_attr *was,
+                     const ms_setattr_req *req, bool dir)
 {
-    md_over o = {true, was->mode, was->uid, was->gid};
+    md_over o;
+    md_over_get(path, xa, &o);
+    o.set = true;
+    o.mode = was->mode;
+    o.uid = was->uid;
+    o.gid = was->gid;
     if (req->mask & MS_SET_MODE)
         o.mode = req->mode & 07777;
     if (req->mask & MS_SET_UID)
         o.uid = req->uid;
     if (req->mask & MS_SET_GID)
         o.gid = req->gid;
-    if (!(req->mask & (MS_SET_MODE | MS_SET_UID | MS_SET_GID)))
+    if (dir && (req->mask & MS_SET_MTIME))
+        o.mtime_ns = req->mtime_ns;
+    if (!(req->mask & (MS_SET_MODE | MS_SET_UID | MS_SET_GID)) &&
+        !(dir && (req->mask & MS_SET_MTIME)))
         return 0;
-    return md_over_set(s, path, &o);
+    return md_over_set(s, path, xa, &o);
 }
 
+/* A message's mtime is its file's: Dovecot's INTERNALDATE. */
 static int set_mtime(const char *path, int64_t ns)
 {
     struct timespec ts[2] = {{0, UTIME_OMIT}, {ns / 1000000000LL, ns % 1000000000LL}};
@@ -460,12 +470,13 @@ static int md_setattr(ms_store *st, int64_t mailbox, ms_node node, const ms_seta
     }
     if (!rc && mb)
         rc = md_refuse(s, mb);
+    const char *xa = f ? md_folder_xattr(f) : MD_ATTR_XATTR;
     ms_attr was;
     if (!rc)
-        rc = md_stat_attr(path, &was);
+        rc = md_stat_attr(path, xa, &was);
     if (!rc)
-        rc = keep_over(s, path, &was, req);
-    if (!rc && (req->mask & MS_SET_MTIME))
+        rc = keep_over(s, path, xa, &was, req, !m);
+    if (!rc && m && (req->mask & MS_SET_MTIME))
         rc = set_mtime(path, req->mtime_ns);
     if (m)
         m->stated = false;
@@ -510,9 +521,9 @@ static int mkdir_mailbox(md_store *s, const char *name, uint32_t mode, uint32_t 
     md_mbox *mb = md_mbox_get(s, name);
     ms_attr was;
     ms_setattr_req req = {MS_SET_MODE | MS_SET_UID | MS_SET_GID, mode, uid, gid, 0};
-    rc = md_stat_attr(p, &was);
+    rc = md_stat_attr(p, MD_ATTR_XATTR, &was);
     if (!rc && (was.mode != mode || was.uid != uid || was.gid != gid))
-        rc = keep_over(s, p, &was, &req);
+        rc = keep_over(s, p, MD_ATTR_XATTR, &was, &req, true);
     if (!rc)
         rc = md_mbox_attr(s, mb, out);
     return rc;
@@ -554,9 +565,9 @@ static int md_mkdir(ms_store *st, int64_t mailbox, ms_node parent, const char *n
         g_autofree char *p = md_folder_path_abs(s, f);
         ms_attr was;
         ms_setattr_req req = {MS_SET_MODE | MS_SET_UID | MS_SET_GID, mode, uid, gid, 0};
-        rc = md_stat_attr(p, &was);
+        rc = md_stat_attr(p, md_folder_xattr(f), &was);
         if (!rc && (was.mode != mode || was.uid != uid || was.gid != gid))
-            rc = keep_over(s, p, &was, &req);
+            rc = keep_over(s, p, md_folder_xattr(f), &was, &req, true);
         if (!rc)
             rc = md_folder_attr(s, f, out);
     }
@@ -1091,10 +1102,15 @@ static int md_xattr_set(ms_store *st, int64_t mailbox, ms_node node, ms_xattr_id
     if (xa == MS_XA_FLAGS && node.kind == MS_MESSAGE) {
         md_msg *m = md_by_id(s, MS_MESSAGE, node.id);
         rc = !m ? -ENOENT : md_refuse(s, m->f->mb);
-        if (!rc && m->pending)
-            rc = -ENOENT;
-        if (!rc)
+        if (!rc && m->pending) {
+            /* No file yet (cp -a sets them before close): kept for the
+             * first commit. */
+            g_free(m->pflags);
+            m->pflags = len ? g_strndup(value, len) : NULL;
+            m->pflags_len = len;
+        } else if (!rc) {
             rc = set_flags(s, m, value, len);
+        }
     } else if (xa == MS_XA_SPECIAL_USE && node.kind == MS_FOLDER) {
         md_folder *f = md_by_id(s, MS_FOLDER, node.id);
         rc = !f ? -ENOENT : md_refuse(s, f->mb);
@@ -1161,12 +1177,16 @@ static int md_message_create(ms_store *st, ms_node folder, const char *name, uin
         m->name = g_strdup(name);
         m->id = md_new_id(s, MS_MESSAGE, m);
         m->base = g_strdup_printf(PENDING_PREFIX "%lld", (long long)m->id);
-        m->over = (md_over){true, mode & 07777, uid, gid};
+        m->over = (md_over){true, mode & 07777, uid, gid, 0};
         m->mtime_ns = m->ctime_ns = ms_now_ns();
         g_hash_table_insert(f->by_base, m->base, m);
         g_hash_table_insert(f->by_name, m->name, m);
-        *out = (ms_attr){.node = {MS_MESSAGE, m->id}, .mode = mode & 07777, .uid = uid,
-                         .gid = gid, .mailbox = f->mb->id, .mtime_ns = m->mtime_ns,
+        *out = (ms_attr){.node = {MS_MESSAGE, m->id},
+                         .mode = mode & 07777,
+                         .uid = uid,
+                         .gid = gid,
+                         .mailbox = f->mb->id,
+                         .mtime_ns = m->mtime_ns,
                          .ctime_ns = m->ctime_ns};
     }
     ms_mutex_unlock(&s->lock);
@@ -1198,9 +1218,9 @@ static int stage(md_store *s, const char *fp, ms_spool *sp, uid_t uid, gid_t gid
                  int64_t mtime_ns, bool durable, staged *out)
 {
     int64_t now = ms_now_ns();
-    g_autofree char *name = g_strdup_printf("%lld.M%lldP%dQ%u.mailfs", (long long)(now / 1000000000),
-                                            (long long)(now / 1000 % 1000000), (int)getpid(),
-                                            __atomic_add_fetch(&s->tmp_seq, 1, __ATOMIC_RELAXED));
+    g_autofree char *name = g_strdup_printf(
+        "%lld.M%lldP%dQ%u.mailfs", (long long)(now / 1000000000), (long long)(now / 1000 % 1000000),
+        (int)getpid(), __atomic_add_fetch(&s->tmp_seq, 1, __ATOMIC_RELAXED));
     out->path = g_build_filename(fp, "tmp", name, NULL);
     int fd = open(out->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) {
@@ -1259,7 +1279,7 @@ static int commit_over(md_store *s, md_msg *m, md_over want)
     if (want.mode == m->mode && want.uid == m->fuid && want.gid == m->fgid)
         return 0;
     g_autofree char *p = md_msg_path(s, m);
-    int rc = md_over_set(s, p, &want);
+    int rc = md_over_set(s, p, MD_ATTR_XATTR, &want);
     if (!rc)
         m->over = want;
     m->stated = false;
@@ -1271,7 +1291,9 @@ static int md_commit(ms_store *st, const ms_commit *c, ms_attr *out)
     md_store *s = md_of(st);
     ms_mutex_lock(&s->lock);
     md_msg *m = c->message ? md_by_id(s, MS_MESSAGE, c->message) : NULL;
-    md_folder *f = m ? m->f : c->folder.kind == MS_FOLDER ? md_by_id(s, MS_FOLDER, c->folder.id) : NULL;
+    md_folder *f = m                             ? m->f
+                   : c->folder.kind == MS_FOLDER ? md_by_id(s, MS_FOLDER, c->folder.id)
+                                                 : NULL;
     int rc = (c->message && !m) || !f ? -ENOENT : md_refuse(s, f->mb);
     if (!rc)
         rc = md_ensure_folder(s, f);
@@ -1283,7 +1305,7 @@ static int md_commit(ms_store *st, const ms_commit *c, ms_attr *out)
     g_autofree char *fp = rc ? NULL : md_folder_path_abs(s, f);
     int64_t fid = f ? f->id : 0;
     /* What stays when the commit does not say: the old message's. */
-    md_over want = {false, 0, 0, 0};
+    md_over want = {false, 0, 0, 0, 0};
     int64_t mtime = ms_now_ns();
     if (!rc && m) {
         if (m->pending) {
@@ -1301,7 +1323,7 @@ static int md_commit(ms_store *st, const ms_commit *c, ms_attr *out)
         mtime = c->attr.mtime_ns;
     if (c->attr.mask & (MS_SET_MODE | MS_SET_UID | MS_SET_GID)) {
         if (!want.set)
-            want = (md_over){true, dmode & 0666, uid, gid};
+            want = (md_over){true, dmode & 0666, uid, gid, 0};
         if (c->attr.mask & MS_SET_MODE)
             want.mode = c->attr.mode;
         if (c->attr.mask & MS_SET_UID)
@@ -1324,9 +1346,10 @@ static int md_commit(ms_store *st, const ms_commit *c, ms_attr *out)
         base = name ? NULL : new_base(s, sg.size, sg.vsize);
     if (!rc && name)
         rc = md_base_for(name, sg.size, sg.vsize, &base);
-    /* The flags: as given, else the replaced message's. */
+    /* The flags: as given, else the replaced message's, or those set on
+     * the message before its first commit. */
     g_autoptr(GString) info = g_string_new(NULL);
-    if (!rc && (c->flags || (m && !m->pending))) {
+    if (!rc && (c->flags || (m && (!m->pending || m->pflags)))) {
         g_autofree char *old = NULL;
         size_t olen = 0;
         if (!c->flags)
@@ -1335,8 +1358,10 @@ static int md_commit(ms_store *st, const ms_commit *c, ms_attr *out)
             rc = md_keywords_refresh(s, f);
         bool changed = false;
         if (!rc)
-            rc = md_info_for(c->flags ? c->flags : old ? old : "", c->flags ? c->flags_len : olen,
-                             NULL, &f->kw, &changed, info);
+            rc = md_info_for(c->flags ? c->flags
+                             : old    ? old
+                                      : "",
+                             c->flags ? c->flags_len : olen, NULL, &f->kw, &changed, info);
         if (!rc && changed) {
             int fd = open(fp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
             rc = fd < 0 ? -errno : md_keywords_save(fd, &f->kw, uid, gid, dmode & 0666);
