@@ -716,8 +716,8 @@ typedef struct ms_move_opts {
  * changed behind its lock meanwhile (ms_mailbox_stamp): retry).
  * -EINPROGRESS: it passed its commit point but could not finish (logged);
  * it is handed to recovery, which rolls it forward (the mailbox may stay
- * hidden in the target until then).  *id (may be NULL) gets the journal id once there
- * is one.
+ * hidden in the target until then).  *id (may be NULL) gets the journal
+ * id once there is one.
  */
 int ms_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mailbox,
             const ms_move_opts *opts, int64_t *id);
