@@ -716,11 +716,12 @@ typedef struct ms_move_opts {
  * Moves mailbox from src to dst.  Blocks until the move committed (0) or
  * rolled back (negative errno: DESIGN's preflight table, -EINTR when
  * cancelled, -EIO when verification failed or the journal could not be
- * written durably, -ENOSPC when the disk filled).  -EINPROGRESS: it
- * passed its commit point but could not finish (logged); it is handed to
- * recovery, which rolls it forward (the mailbox may stay hidden in the
- * target until then).  *id (may be NULL) gets the journal id once there
- * is one.
+ * written durably, -ENOSPC when the disk filled, -EAGAIN when the source
+ * changed behind its lock meanwhile (ms_mailbox_stamp): retry).
+ * -EINPROGRESS: it passed its commit point but could not finish (logged);
+ * it is handed to recovery, which rolls it forward (the mailbox may stay
+ * hidden in the target until then).  *id (may be NULL) gets the journal
+ * id once there is one.
  */
 int ms_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mailbox,
             const ms_move_opts *opts, int64_t *id);

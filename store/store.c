@@ -5,6 +5,7 @@
 #include "backend.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/xattr.h>
 #include <time.h>
@@ -1081,8 +1082,36 @@ int ms_folder_uids_set(ms_store *st, ms_node folder, const ms_folder_uids *u)
     return rc ? rc : st->be->admin->folder_uids_set(st, folder, u);
 }
 
+#ifdef MS_FAULT_INJECTION
+/*
+ * Test-only: with $MAILFS_FAKE_STAMP_FILE set, every mailbox's stamp is
+ * the SHA-256 of that file's bytes, so a test changes "the mailbox behind
+ * the store" by writing the file while a move stalls (MAILFS_STALL): the
+ * sqlite backend has no stamp of its own.  A missing file stamps as empty.
+ */
+static int fake_stamp(const char *path, uint8_t out[MS_STAMP_LEN])
+{
+    g_autofree char *bytes = NULL;
+    gsize len = 0;
+    g_autoptr(GError) err = NULL;
+    if (!g_file_get_contents(path, &bytes, &len, &err) &&
+        !g_error_matches(err, G_FILE_ERROR, G_FILE_ERROR_NOENT))
+        return -EIO;
+    g_autoptr(GChecksum) sum = g_checksum_new(G_CHECKSUM_SHA256);
+    g_checksum_update(sum, (const guchar *)(bytes ? bytes : ""), (gssize)len);
+    gsize n = MS_STAMP_LEN;
+    g_checksum_get_digest(sum, out, &n);
+    return n == MS_STAMP_LEN ? 0 : -EIO;
+}
+#endif
+
 int ms_mailbox_stamp(ms_store *st, int64_t id, uint8_t out[MS_STAMP_LEN])
 {
+#ifdef MS_FAULT_INJECTION
+    const char *fake = getenv("MAILFS_FAKE_STAMP_FILE");
+    if (fake && *fake)
+        return fake_stamp(fake, out);
+#endif
     if (!st->be->admin->mailbox_stamp)
         return -ENOTSUP;
     return st->be->admin->mailbox_stamp(st, id, out);

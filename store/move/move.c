@@ -95,7 +95,19 @@ typedef struct mover {
     bool resume; /* an interrupted import goes on: what is there stays */
     int64_t messages, bytes;
     int64_t last_report_ns;
-    char *error; /* what went wrong, for the journal and the log */
+    char *error;        /* what went wrong, for the journal and the log */
+    bool journal_error; /* ... and it was the journal that failed */
+    /* The source mailbox's stamp taken once it was locked; stamped false
+     * when its backend has none (nothing writes behind its lock). */
+    bool stamped;
+    uint8_t stamp[MS_STAMP_LEN];
+    /* Shared bytes: after the first -EXDEV the stores cannot share any
+     * (another backend or filesystem), and messages are copied.  A
+     * target batch is open between consecutive links only (in_batch),
+     * holding batch_messages linked messages of batch_bytes. */
+    bool no_link;
+    bool in_batch;
+    int64_t batch_messages, batch_bytes;
 } mover;
 
 typedef struct child {
@@ -160,6 +172,7 @@ static int journal_failed(mover *mv, int rc)
         return 0;
     if (!mv->error)
         mv->error = g_strdup_printf("the move journal cannot be written: %s", g_strerror(-rc));
+    mv->journal_error = true;
     return -EIO;
 }
 
@@ -177,14 +190,79 @@ static int report(mover *mv, bool force)
     return journal_failed(mv, jn_progress(mv->j, mv->id, mv->messages, mv->bytes));
 }
 
+/* Opens the target batch that links join, unless it is open. */
+static int open_batch(mover *mv)
+{
+    if (mv->in_batch)
+        return 0;
+    int rc = ms_batch_begin(mv->dst);
+    if (!rc) {
+        mv->in_batch = true;
+        mv->batch_messages = mv->batch_bytes = 0;
+    }
+    return rc;
+}
+
+/*
+ * Ends the open target batch (if any), committing it if commit; what it
+ * held counts as copied once committed.  Returns the batch's outcome.
+ */
+static int close_batch(mover *mv, bool commit)
+{
+    if (!mv->in_batch)
+        return 0;
+    mv->in_batch = false;
+    int rc = ms_batch_end(mv->dst, commit);
+    if (!rc && commit) {
+        mv->messages += mv->batch_messages;
+        mv->bytes += mv->batch_bytes;
+    }
+    return rc;
+}
+
+static int commit_prepared(mover *mv, GPtrArray *ready);
+
+/*
+ * Makes message m in dfolder share the source's bytes (ms_message_link)
+ * instead of copying them: 1 when linked, 0 when the stores cannot share
+ * bytes (the caller copies), or an errno.  What is prepared goes in
+ * first, so messages go into the target in the source's order and with
+ * increasing UIDs; the link joins a target batch like the copies.
+ */
+static int link_message(mover *mv, const child *m, ms_node dfolder, GPtrArray *ready)
+{
+    if (mv->no_link)
+        return 0;
+    int rc = ready->len ? commit_prepared(mv, ready) : 0;
+    if (!rc)
+        rc = open_batch(mv);
+    if (!rc)
+        rc = ms_message_link(mv->dst, dfolder, m->name, m->attr.imap_uid, mv->src, m->attr.node.id,
+                             NULL);
+    if (rc == -EXDEV) {
+        /* Copies read the source: no target batch stays open meanwhile. */
+        mv->no_link = true;
+        return close_batch(mv, true);
+    }
+    if (rc)
+        return rc;
+    mv->batch_messages++;
+    mv->batch_bytes += m->attr.size;
+    if (mv->batch_messages >= BATCH_MESSAGES || mv->batch_bytes >= BATCH_BYTES)
+        rc = close_batch(mv, true);
+    return rc ? rc : 1;
+}
+
 /*
  * Reads one message of the source into a writer for the target: bytes,
  * name, UID, date, mode, owner, flags.  Nothing of the target is locked
  * yet (the bytes wait in the writer's spool), so the source is read and
  * hashed while other writers of the target, such as a second move into
- * it, go on.  Returns 1 when a resumed import already has the message.
+ * it, go on.  Returns 1 when the message needs no writer: a resumed
+ * import already has it, or it was linked (link_message).
  */
-static int prepare_message(mover *mv, const child *m, ms_node dfolder, ms_writer **out)
+static int prepare_message(mover *mv, const child *m, ms_node dfolder, GPtrArray *ready,
+                           ms_writer **out)
 {
     ms_reader *r = NULL;
     ms_writer *w = NULL;
@@ -197,7 +275,10 @@ static int prepare_message(mover *mv, const child *m, ms_node dfolder, ms_writer
         mv->bytes += there.size;
         return 1;
     }
-    int rc = ms_reader_open(mv->src, m->attr.node.id, &r);
+    int rc = link_message(mv, m, dfolder, ready);
+    if (rc)
+        return rc;
+    rc = ms_reader_open(mv->src, m->attr.node.id, &r);
     if (!rc)
         rc = ms_message_get_meta(mv->src, m->attr.node.id, &meta);
     if (!rc)
@@ -230,27 +311,42 @@ static int prepare_message(mover *mv, const child *m, ms_node dfolder, ms_writer
     return rc;
 }
 
-/* Commits the prepared writers in one target transaction, then frees them. */
+/*
+ * Commits the prepared writers in one target transaction (the open batch
+ * of links, if any, or a new one), then frees them.  No batch is open
+ * when it returns.
+ */
 static int commit_prepared(mover *mv, GPtrArray *ready)
 {
     if (!ready->len)
-        return 0;
-    int rc = ms_batch_begin(mv->dst);
-    int64_t bytes = 0;
+        return close_batch(mv, true);
+    int rc = open_batch(mv);
     for (guint i = 0; !rc && i < ready->len; i++) {
         ms_writer *w = ready->pdata[i];
-        bytes += ms_writer_size(w);
+        mv->batch_bytes += ms_writer_size(w);
         rc = ms_writer_commit(w, false, NULL);
+        mv->batch_messages++;
     }
-    int e = ms_batch_end(mv->dst, rc == 0);
+    int e = close_batch(mv, rc == 0);
     if (!rc)
         rc = e;
-    if (!rc) {
-        mv->messages += ready->len;
-        mv->bytes += bytes;
-    }
     g_ptr_array_set_size(ready, 0);
     return rc;
+}
+
+/*
+ * Gives the copy of a folder the source's UIDVALIDITY and UIDNEXT, once
+ * every message is in (each kept its UID), so that an IMAP client's cache
+ * of the folder stays valid in the target.  A source without UIDs (pst)
+ * has none to give; a target that cannot keep them fails the move.
+ */
+static int copy_folder_uids(mover *mv, ms_node from, ms_node to)
+{
+    ms_folder_uids u;
+    int rc = ms_folder_uids_get(mv->src, from, &u);
+    if (rc == -ENOTSUP)
+        return 0;
+    return rc ? rc : ms_folder_uids_set(mv->dst, to, &u);
 }
 
 /* Copies the children of sparent (mailbox or folder) into dparent. */
@@ -275,7 +371,7 @@ static int copy_children(mover *mv, ms_node sparent, ms_node dparent)
             }
             if (c->attr.node.kind == MS_MESSAGE) {
                 ms_writer *w = NULL;
-                rc = prepare_message(mv, c, dparent, &w);
+                rc = prepare_message(mv, c, dparent, ready, &w);
                 if (rc == 1) {
                     rc = 0;
                 } else if (!rc) {
@@ -303,6 +399,8 @@ static int copy_children(mover *mv, ms_node sparent, ms_node dparent)
                 rc = copy_xattr(mv->src, c->attr.node, mv->dst, f.node, "user.mail.special-use");
             if (!rc)
                 rc = copy_children(mv, c->attr.node, f.node);
+            if (!rc)
+                rc = copy_folder_uids(mv, c->attr.node, f.node);
             /* After the children: nothing below touches it any more. */
             if (!rc)
                 rc = set_times_and_owner(mv->dst, f.node, &c->attr);
@@ -317,6 +415,8 @@ static int copy_children(mover *mv, ms_node sparent, ms_node dparent)
         if (!rc)
             ms_fault("copy");
     }
+    /* A failed link leaves its batch open: what it holds goes with it. */
+    close_batch(mv, false);
     g_ptr_array_free(ready, TRUE);
     g_array_free(page, TRUE);
     return rc;
@@ -345,8 +445,11 @@ static bool same_flags(const char *a, const char *b)
     return !g_strcmp0(a && *a ? a : NULL, b && *b ? b : NULL);
 }
 
-/* Checks one source message against its copy; sets mv->error if not. */
-static int verify_message(mover *mv, const child *c, ms_node dparent)
+/*
+ * Checks one source message against its copy, its UID too when the
+ * source keeps UIDs (uids); sets mv->error if not.
+ */
+static int verify_message(mover *mv, const child *c, ms_node dparent, bool uids)
 {
     ms_attr d;
     ms_message_meta sm = {0}, dm = {0};
@@ -361,12 +464,41 @@ static int verify_message(mover *mv, const child *c, ms_node dparent)
         mv->error = g_strdup_printf("verify: message %s differs (SHA-256)", c->name);
     else if (!same_flags(sm.flags, dm.flags) || d.mtime_ns != c->attr.mtime_ns)
         mv->error = g_strdup_printf("verify: message %s lost its flags or date", c->name);
+    else if (uids && d.imap_uid != c->attr.imap_uid)
+        mv->error = g_strdup_printf("verify: message %s has UID %lld, its copy %lld", c->name,
+                                    (long long)c->attr.imap_uid, (long long)d.imap_uid);
     g_free(sm.flags);
     g_free(dm.flags);
     return mv->error ? -EIO : 0;
 }
 
-static int verify_children(mover *mv, ms_node sparent, ms_node dparent)
+/*
+ * Checks that the copy of folder c has its UIDVALIDITY and UIDNEXT; *uids
+ * says whether the source keeps UIDs (not a pst file), so its messages'
+ * UIDs are compared too.  Sets mv->error if not.
+ */
+static int verify_folder_uids(mover *mv, const child *c, ms_node dfolder, bool *uids)
+{
+    ms_folder_uids s, d;
+    int rc = ms_folder_uids_get(mv->src, c->attr.node, &s);
+    *uids = rc != -ENOTSUP;
+    if (rc == -ENOTSUP)
+        return 0;
+    if (!rc)
+        rc = ms_folder_uids_get(mv->dst, dfolder, &d);
+    if (rc)
+        mv->error = g_strdup_printf("verify: folder %s: cannot read its UIDs: %s", c->name,
+                                    g_strerror(-rc));
+    else if (s.uidvalidity != d.uidvalidity || s.uidnext != d.uidnext)
+        mv->error = g_strdup_printf("verify: folder %s has UIDVALIDITY %lu and UIDNEXT %lld, its "
+                                    "copy %lu and %lld",
+                                    c->name, (unsigned long)s.uidvalidity, (long long)s.uidnext,
+                                    (unsigned long)d.uidvalidity, (long long)d.uidnext);
+    return mv->error ? -EIO : 0;
+}
+
+/* Checks the children of sparent against dparent's; uids: as verify_message. */
+static int verify_children(mover *mv, ms_node sparent, ms_node dparent, bool uids)
 {
     int64_t sf, sm, df, dm;
     int rc = count_children(mv->src, sparent, &sf, &sm);
@@ -385,17 +517,20 @@ static int verify_children(mover *mv, ms_node sparent, ms_node dparent)
         for (guint i = 0; !rc && i < page->len; i++) {
             child *c = &g_array_index(page, child, i);
             if (c->attr.node.kind == MS_MESSAGE) {
-                rc = verify_message(mv, c, dparent);
+                rc = verify_message(mv, c, dparent, uids);
                 continue;
             }
             ms_attr d;
+            bool fuids = false;
             rc = ms_lookup(mv->dst, dparent, c->name, &d);
             if (rc || d.node.kind != MS_FOLDER) {
                 mv->error = g_strdup_printf("verify: folder %s missing in the copy", c->name);
                 rc = -EIO;
             } else {
-                rc = verify_children(mv, c->attr.node, d.node);
+                rc = verify_folder_uids(mv, c, d.node, &fuids);
             }
+            if (!rc)
+                rc = verify_children(mv, c->attr.node, d.node, fuids);
         }
         if (cancelled(mv))
             rc = -EINTR;
@@ -541,6 +676,77 @@ static int roll_forward(ms_journal *j, ms_store *src, ms_store *dst, ms_director
 }
 
 /* ------------------------------------------------------------ the move */
+
+/*
+ * Changes behind the source's lock (DESIGN 9): a mail server delivering
+ * into a Maildir, or an IMAP client setting flags there, writes past the
+ * lock that holds off the mount.  Until online moves carry such changes
+ * over, a move that sees one rolls back with EAGAIN: the source is
+ * intact, and a retry moves what it holds then.
+ */
+#define CHANGED_BEHIND                                                                             \
+    "the source changed behind mailfs during the move (a delivery by the mail server, or an "      \
+    "IMAP client); rolled back, the source is intact and the move can be retried"
+
+/* Takes the source mailbox's stamp, after it was locked; a backend with
+ * none (-ENOTSUP) leaves nothing to compare. */
+static int take_stamp(mover *mv, int64_t mailbox)
+{
+    int rc = ms_mailbox_stamp(mv->src, mailbox, mv->stamp);
+    mv->stamped = rc == 0;
+    if (rc == -ENOTSUP)
+        return 0;
+    if (rc && !mv->error)
+        mv->error = g_strdup_printf("cannot take the source mailbox's state: %s", g_strerror(-rc));
+    return rc;
+}
+
+/* 1 when the source mailbox's stamp is not the one take_stamp took, 0
+ * when it is (or there is none), or an errno. */
+static int source_changed(mover *mv, int64_t mailbox)
+{
+    if (!mv->stamped)
+        return 0;
+    uint8_t now[MS_STAMP_LEN];
+    int rc = ms_mailbox_stamp(mv->src, mailbox, now);
+    if (rc) {
+        if (!mv->error)
+            mv->error =
+                g_strdup_printf("cannot read the source mailbox's state: %s", g_strerror(-rc));
+        return rc;
+    }
+    return memcmp(now, mv->stamp, MS_STAMP_LEN) != 0;
+}
+
+/* The move fails with EAGAIN, saying why (and what it saw of it). */
+static int changed_behind(mover *mv)
+{
+    char *seen = mv->error;
+    mv->error =
+        seen ? g_strdup_printf(CHANGED_BEHIND " (seen as: %s)", seen) : g_strdup(CHANGED_BEHIND);
+    g_free(seen);
+    return -EAGAIN;
+}
+
+/*
+ * A copy or verification that failed (rc) because the source changed
+ * behind it (a message vanished, the counts differ) fails as that
+ * change, EAGAIN, which a retry cures; other failures keep their errno.
+ */
+static int explain_failure(mover *mv, int64_t mailbox, int rc)
+{
+    if (!rc || rc == -EINTR || rc == -ENOSPC || mv->journal_error)
+        return rc;
+    return source_changed(mv, mailbox) == 1 ? changed_behind(mv) : rc;
+}
+
+/* Right before the commit point: the source is still what was copied. */
+static int check_unchanged(mover *mv, int64_t mailbox)
+{
+    ms_fault("before-commit");
+    int rc = source_changed(mv, mailbox);
+    return rc == 1 ? changed_behind(mv) : rc;
+}
 
 /*
  * Step 4: record the entry's current values of the target's attributes
@@ -691,6 +897,8 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
         rc = journal_failed(&mv, jn_locked(j, id, locked_at));
     if (!rc)
         ms_fault("locked");
+    if (!rc)
+        rc = take_stamp(&mv, mb.node.id);
 
     g_autofree char *in = ms_hidden_name(MS_MB_INCOMING, id, newname);
     int64_t tid = 0;
@@ -716,8 +924,9 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
         rc = journal_failed(&mv, jn_step(j, id, MS_STEP_COPIED, false));
     if (!rc) {
         ms_fault("copied");
-        rc = verify_children(&mv, mb.node, troot);
+        rc = verify_children(&mv, mb.node, troot, false);
     }
+    rc = explain_failure(&mv, mb.node.id, rc);
     if (!rc)
         rc = journal_failed(&mv, jn_step(j, id, MS_STEP_VERIFIED, false));
     if (!rc) {
@@ -732,6 +941,8 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
         mv.error = g_strdup(jerr);
         rc = -EIO;
     }
+    if (!rc)
+        rc = check_unchanged(&mv, mb.node.id);
     /* The commit point: durable, or the move does not pass it. */
     if (!rc)
         rc = journal_failed(&mv, jn_set_state(j, id, MS_MOVE_COMMITTED, NULL));

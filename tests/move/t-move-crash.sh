@@ -84,7 +84,7 @@ print(sum(m["state"] in ("running", "committed") for m in json.load(sys.stdin)))
 
 fail=0
 # Before the commit point: back to srv1.  At and after it: forward to srv2.
-for p in locked:1 copy:1 copy:2 copied:1 verified:1; do run_point "$p" srv1 || fail=1; done
+for p in locked:1 copy:1 copy:2 copied:1 verified:1 before-commit:1; do run_point "$p" srv1 || fail=1; done
 for p in committed:1 finished:1; do run_point "$p" srv2 || fail=1; done
 run_point none srv2 || fail=1
 exit $fail

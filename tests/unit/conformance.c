@@ -606,6 +606,126 @@ static box make_box(ms_store *st, const char *name)
     return b;
 }
 
+static bool has_deleted_items(ms_store *st);
+
+static ms_folder_uids uids_of(ms_store *st, ms_node folder)
+{
+    ms_folder_uids u;
+    assert_int_equal(ms_folder_uids_get(st, folder, &u), 0);
+    return u;
+}
+
+/* A new message delivered into folder: its attributes. */
+static ms_attr deliver(ms_store *st, ms_node folder, const char *data)
+{
+    ms_writer *w;
+    ms_attr a;
+    assert_int_equal(ms_writer_deliver(st, folder, &w), 0);
+    assert_int_equal(ms_writer_pwrite(w, data, strlen(data), 0), (ssize_t)strlen(data));
+    assert_int_equal(commit(w, &a), 0);
+    ms_writer_close(w);
+    return a;
+}
+
+/*
+ * A folder's IMAP UID state (RFC 3501 2.3.1.1): UIDVALIDITY set when the
+ * folder is made, kept by every operation; UIDNEXT above every UID the
+ * folder holds, given to the next message; both as a move sets them.
+ */
+static void test_folder_uids(void **state)
+{
+    fixture *f = *state;
+    ms_node mb = mkdir_ok(f->st, ROOT, "uids");
+    ms_node inbox = mkdir_ok(f->st, mb, "INBOX");
+    ms_node sub = mkdir_ok(f->st, inbox, "Sub");
+    ms_folder_uids u = uids_of(f->st, inbox);
+    assert_true(u.uidvalidity != 0);
+    assert_true(u.uidnext >= 1);
+    assert_true(uids_of(f->st, sub).uidvalidity != 0);
+    /* Messages get increasing UIDs below UIDNEXT. */
+    ms_attr m1 = deliver(f->st, inbox, "one");
+    ms_attr m2 = deliver(f->st, inbox, "two");
+    assert_true(m1.imap_uid >= u.uidnext);
+    assert_true(m2.imap_uid > m1.imap_uid);
+    assert_int_equal(uids_of(f->st, inbox).uidnext, m2.imap_uid + 1);
+    assert_int_equal(uids_of(f->st, inbox).uidvalidity, u.uidvalidity);
+    /* Set, as a move does: the next message gets UIDNEXT. */
+    assert_int_equal(ms_folder_uids_set(f->st, inbox, &(ms_folder_uids){1234567, 100}), 0);
+    u = uids_of(f->st, inbox);
+    assert_int_equal(u.uidvalidity, 1234567);
+    assert_int_equal(u.uidnext, 100);
+    ms_attr a;
+    assert_int_equal(deliver(f->st, inbox, "three").imap_uid, 100);
+    assert_int_equal(uids_of(f->st, inbox).uidnext, 101);
+    /* Never below a UID the folder holds. */
+    assert_int_equal(ms_folder_uids_set(f->st, inbox, &(ms_folder_uids){1234567, 5}), 0);
+    assert_int_equal(uids_of(f->st, inbox).uidnext, 101);
+    /* An import keeps its UID, and UIDNEXT goes past it. */
+    ms_writer *w;
+    assert_int_equal(ms_writer_import(f->st, sub, "imported", 42, &w), 0);
+    assert_int_equal(ms_writer_pwrite(w, "imp", 3, 0), 3);
+    assert_int_equal(commit(w, &a), 0);
+    ms_writer_close(w);
+    assert_int_equal(a.imap_uid, 42);
+    assert_true(uids_of(f->st, sub).uidnext >= 43);
+    /* Invalid values and non-folders are refused. */
+    assert_int_equal(ms_folder_uids_set(f->st, inbox, &(ms_folder_uids){0, 10}), -EINVAL);
+    assert_int_equal(ms_folder_uids_set(f->st, inbox, &(ms_folder_uids){5, 0}), -EINVAL);
+    assert_int_equal(ms_folder_uids_get(f->st, mb, &u), -EINVAL);
+    assert_int_equal(ms_folder_uids_set(f->st, m1.node, &(ms_folder_uids){5, 10}), -EINVAL);
+    /* Kept by unlink, flags, chmod, renames and refiles of the folder and
+     * of the mailbox. */
+    ms_folder_uids keep = uids_of(f->st, inbox), keep_sub = uids_of(f->st, sub);
+    char *name = NULL;
+    ms_node folder;
+    assert_true(find_message(f->st, inbox, &folder, &name, &a));
+    assert_int_equal(ms_xattr_set(f->st, a.node, "user.mail.flags", "\\Seen", 5, 0), 0);
+    assert_int_equal(unlink_msg(f->st, folder, name), 0);
+    g_free(name);
+    ms_setattr_req req = {.mask = MS_SET_MODE, .mode = 0700};
+    assert_int_equal(ms_setattr(f->st, inbox, &req, &a), 0);
+    assert_int_equal(rename_node(f->st, inbox, "Sub", mb, "Top", false), 0);
+    assert_int_equal(rename_node(f->st, ROOT, "uids", ROOT, "uids2", false), 0);
+    assert_int_equal(rename_node(f->st, mb, "Top", inbox, "Sub2", false), 0);
+    u = uids_of(f->st, inbox);
+    assert_int_equal(u.uidvalidity, keep.uidvalidity);
+    assert_int_equal(u.uidnext, keep.uidnext);
+    u = uids_of(f->st, sub);
+    assert_int_equal(u.uidvalidity, keep_sub.uidvalidity);
+    assert_int_equal(u.uidnext, keep_sub.uidnext);
+    /* Made again under a name it had: its UIDs start again, so its
+     * UIDVALIDITY is not the old one (IMAP clients drop their cache). */
+    ms_node gone = mkdir_ok(f->st, inbox, "Gone");
+    ms_folder_uids old = uids_of(f->st, gone);
+    deliver(f->st, gone, "x");
+    char *n = NULL;
+    assert_true(find_message(f->st, gone, &folder, &n, &a));
+    assert_int_equal(unlink_msg(f->st, gone, n), 0);
+    g_free(n);
+    assert_int_equal(ms_rmdir(f->st, inbox, "Gone"), 0);
+    ms_node again = mkdir_ok(f->st, inbox, "Gone");
+    assert_true(uids_of(f->st, again).uidvalidity != old.uidvalidity);
+    /* Restored from deleted items: the folder clients knew, UIDs and all. */
+    if (has_deleted_items(f->st)) {
+        ms_node kept = mkdir_ok(f->st, inbox, "Kept");
+        assert_int_equal(ms_folder_uids_set(f->st, kept, &(ms_folder_uids){4242, 500}), 0);
+        ms_attr km = deliver(f->st, kept, "kept");
+        assert_int_equal(km.imap_uid, 500);
+        assert_true(find_message(f->st, kept, &folder, &n, &a));
+        assert_int_equal(unlink_msg(f->st, kept, n), 0);
+        assert_int_equal(ms_rmdir(f->st, inbox, "Kept"), 0);
+        assert_int_equal(ms_deleted_restore(f->st, "uids2", "INBOX/Kept", NULL), 0);
+        ms_node back;
+        assert_int_equal(ms_resolve(f->st, "uids2/INBOX/Kept", &back), 0);
+        u = uids_of(f->st, back);
+        assert_int_equal(u.uidvalidity, 4242);
+        assert_int_equal(u.uidnext, 501);
+        assert_int_equal(ms_lookup(f->st, back, n, &a), 0);
+        assert_int_equal(a.imap_uid, 500);
+        g_free(n);
+    }
+}
+
 /* Every write into b's mailbox, each answered with want; nothing changes. */
 static void assert_writes_refused(ms_store *st, const box *b, int want)
 {
@@ -626,6 +746,12 @@ static void assert_writes_refused(ms_store *st, const box *b, int want)
     assert_int_equal(ms_xattr_set(st, b->inbox, "user.mail.special-use", "\\Junk", 5, 0), want);
     assert_int_equal(ms_xattr_set(st, b->mb, "user.mail.acl", "eve lr", 6, 0), want);
     assert_int_equal(ms_xattr_remove(st, b->m, "user.mail.flags"), want);
+    ms_folder_uids before, after;
+    assert_int_equal(ms_folder_uids_get(st, b->inbox, &before), 0);
+    assert_int_equal(ms_folder_uids_set(st, b->inbox, &(ms_folder_uids){77, 9999}), want);
+    assert_int_equal(ms_folder_uids_get(st, b->inbox, &after), 0);
+    assert_int_equal(after.uidvalidity, before.uidvalidity);
+    assert_int_equal(after.uidnext, before.uidnext);
     /* Writers: refused at open or, at the latest, at commit. */
     int rc = ms_writer_open(st, b->m.id, true, &w);
     if (rc == 0) {
@@ -914,6 +1040,13 @@ static void test_ro_writes_refused(void **state)
     assert_int_equal(ms_writer_deliver(f->st, folder, &w), R);
     assert_int_equal(ms_writer_import(f->st, folder, "new", 0, &w), R);
     assert_int_equal(ms_batch_begin(f->st), R);
+    assert_int_equal(ms_folder_uids_set(f->st, folder, &(ms_folder_uids){7, 7}), R);
+    /* UIDs are read where the backend keeps them. */
+    ms_folder_uids u;
+    int rc = ms_folder_uids_get(f->st, folder, &u);
+    assert_true(rc == 0 || rc == -ENOTSUP);
+    if (rc == 0)
+        assert_true(u.uidvalidity != 0 && u.uidnext > m.imap_uid);
     ms_attr like = {.mode = 0700};
     g_autofree char *hidden = hidden_name(MS_MB_INCOMING, 1, "new");
     assert_int_equal(ms_mailbox_create(f->st, hidden, MS_MB_INCOMING, &like, &id), R);
@@ -956,6 +1089,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_retained_mailbox, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reader_keeps_bytes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hidden_naming, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_folder_uids, setup, teardown),
     };
     const struct CMUnitTest readonly[] = {
         cmocka_unit_test_setup_teardown(test_ro_tree, setup, teardown),

@@ -48,6 +48,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
+    g_unsetenv("MAILFS_FAKE_STAMP_FILE"); /* test_move_source_changed's */
     ms_site_close(f->site);
     g_autofree char *cmd = g_strdup_printf("rm -rf '%s'", f->dir);
     assert_int_equal(system(cmd), 0);
@@ -936,6 +937,265 @@ static void test_move_and_undo(void **state)
     assert_int_equal(count_hidden(f->a, MS_MB_RETAINED) + count_hidden(f->b, MS_MB_RETAINED), 0);
 }
 
+/* ------------------------------------------------------ IMAP UIDs */
+
+static ms_folder_uids uids_of(ms_store *st, ms_node folder)
+{
+    ms_folder_uids u;
+    assert_int_equal(ms_folder_uids_get(st, folder, &u), 0);
+    return u;
+}
+
+static void assert_uids(ms_store *st, ms_node folder, uint32_t uidvalidity, int64_t uidnext)
+{
+    ms_folder_uids u = uids_of(st, folder);
+    assert_int_equal(u.uidvalidity, uidvalidity);
+    assert_int_equal(u.uidnext, uidnext);
+}
+
+static int64_t uid_of(ms_store *st, ms_node folder, const char *name)
+{
+    ms_attr a;
+    assert_int_equal(ms_lookup(st, folder, name, &a), 0);
+    return a.imap_uid;
+}
+
+/* One SQL statement run on a store file by the sqlite3 shell, as an admin
+ * (or another program) would: its output, trimmed (g_free). */
+static char *sql_on(const char *db, const char *sql)
+{
+    g_autofree char *q = g_shell_quote(sql), *qdb = g_shell_quote(db);
+    g_autofree char *cmd = g_strdup_printf("sqlite3 %s %s", qdb, q);
+    char *out = NULL;
+    gint status = -1;
+    assert_true(g_spawn_command_line_sync(cmd, &out, NULL, &status, NULL));
+    assert_int_equal(status, 0);
+    return g_strstrip(out);
+}
+
+/*
+ * A v5 store (before UIDVALIDITY) is upgraded when opened read-write: its
+ * folders get a UIDVALIDITY (the upgrade's time) and keep their UIDNEXT,
+ * its messages their UIDs and bytes; a folder made after it gets a later
+ * UIDVALIDITY.  Read-only, it is refused until then.
+ */
+static void test_migration_v5_uidvalidity(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *path = g_build_filename(f->dir, "old.db", NULL);
+    ms_store_conf sc = {.name = "old", .backend = "sqlite", .path = path};
+    ms_store *st;
+    char *err = NULL;
+    assert_int_equal(ms_store_open(&sc, MS_OPEN_CREATE, &st, &err), 0);
+    ms_node mb = mkdir_ok(st, ROOT, "old");
+    ms_node inbox = mkdir_ok(st, mb, "INBOX");
+    mkdir_ok(st, inbox, "Sub");
+    put(st, inbox, "a", "first", 5);
+    put(st, inbox, "b", "second", 6);
+    assert_int_equal(ms_unlink(st, inbox, "a"), 0);
+    ms_store_close(st);
+    /* The v5 schema: v6 only added the column and the meta row. */
+    g_free(sql_on(path, "ALTER TABLE folder DROP COLUMN uidvalidity;"
+                        "DELETE FROM meta WHERE key = 'uidvalidity'; PRAGMA user_version = 5;"));
+    assert_int_equal(ms_store_open(&sc, MS_OPEN_READONLY, &st, &err), -EPROTO);
+    assert_non_null(strstr(err, "schema upgrade"));
+    g_free(err);
+    err = NULL;
+    int64_t before = ms_now_ns() / 1000000000;
+    assert_int_equal(ms_store_open(&sc, 0, &st, &err), 0);
+    int64_t after = ms_now_ns() / 1000000000;
+    g_autofree char *ver = sql_on(path, "PRAGMA user_version");
+    assert_string_equal(ver, "6");
+    assert_int_equal(ms_resolve(st, "old/INBOX", &inbox), 0);
+    ms_folder_uids u = uids_of(st, inbox);
+    assert_true(u.uidvalidity >= before && u.uidvalidity <= after);
+    assert_int_equal(u.uidnext, 3);
+    ms_node sub;
+    assert_int_equal(ms_resolve(st, "old/INBOX/Sub", &sub), 0);
+    assert_int_equal(uids_of(st, sub).uidvalidity, u.uidvalidity);
+    assert_int_equal(uids_of(st, sub).uidnext, 1);
+    assert_int_equal(uid_of(st, inbox, "b"), 2);
+    size_t len;
+    ms_attr a;
+    assert_int_equal(ms_lookup(st, inbox, "b", &a), 0);
+    g_autofree char *bytes = read_all(st, a.node.id, &len);
+    assert_memory_equal(bytes, "second", 6);
+    /* Deleted items were upgraded too: restored, "a" keeps its UID. */
+    assert_int_equal(ms_deleted_restore(st, "old", "INBOX/a", NULL), 0);
+    assert_int_equal(uid_of(st, inbox, "a"), 1);
+    ms_node fresh = mkdir_ok(st, inbox, "New");
+    assert_true(uids_of(st, fresh).uidvalidity > u.uidvalidity);
+    ms_store_close(st);
+}
+
+/* An import with a given UID, as a move writes. */
+static void import_ok(ms_store *st, ms_node folder, const char *name, int64_t uid)
+{
+    ms_writer *w;
+    ms_attr a;
+    assert_int_equal(ms_writer_import(st, folder, name, uid, &w), 0);
+    assert_int_equal(ms_writer_pwrite(w, name, strlen(name), 0), (ssize_t)strlen(name));
+    assert_int_equal(ms_writer_commit(w, false, &a), 0);
+    ms_writer_close(w);
+    assert_int_equal(a.imap_uid, uid);
+}
+
+/*
+ * A move keeps UIDVALIDITY, UIDNEXT and every UID of every folder (gaps
+ * of expunged messages and a UIDVALIDITY above 2^31 included), and so
+ * does its undo, with what arrived in the target meanwhile.
+ */
+static void test_move_keeps_uids(void **state)
+{
+    fixture *f = *state;
+    ms_node mb = mkdir_ok(f->a, ROOT, "uidbox");
+    ms_node inbox = mkdir_ok(f->a, mb, "INBOX");
+    ms_node arch = mkdir_ok(f->a, mkdir_ok(f->a, mb, "Archive"), "2019");
+    ms_node empty = mkdir_ok(f->a, mb, "Empty");
+    put(f->a, inbox, "one", "1", 1);
+    put(f->a, inbox, "two", "2", 1);
+    put(f->a, inbox, "three", "3", 1);
+    assert_int_equal(ms_unlink(f->a, inbox, "two"), 0);
+    assert_int_equal(ms_folder_uids_set(f->a, inbox, &(ms_folder_uids){3000000000u, 50}), 0);
+    put(f->a, inbox, "fifty", "50", 2);
+    import_ok(f->a, arch, "seven", 7);
+    import_ok(f->a, arch, "nine", 9);
+    assert_int_equal(ms_folder_uids_set(f->a, empty, &(ms_folder_uids){12345, 77}), 0);
+    ms_folder_uids ua = uids_of(f->a, arch);
+    ms_journal *j;
+    char *err = NULL;
+    assert_int_equal(ms_site_journal(f->site, &j, &err), 0);
+    int64_t id = 0;
+    ms_move_opts o = {.retain_days = 1};
+    assert_int_equal(ms_move(j, f->a, f->b, "uidbox", &o, &id), 0);
+    ms_node t;
+    assert_int_equal(ms_resolve(f->b, "uidbox/INBOX", &t), 0);
+    assert_uids(f->b, t, 3000000000u, 51);
+    assert_int_equal(uid_of(f->b, t, "one"), 1);
+    assert_int_equal(uid_of(f->b, t, "three"), 3);
+    assert_int_equal(uid_of(f->b, t, "fifty"), 50);
+    ms_node tarch, tempty;
+    assert_int_equal(ms_resolve(f->b, "uidbox/Archive/2019", &tarch), 0);
+    assert_uids(f->b, tarch, ua.uidvalidity, 10);
+    assert_int_equal(uid_of(f->b, tarch, "seven"), 7);
+    assert_int_equal(uid_of(f->b, tarch, "nine"), 9);
+    assert_int_equal(ms_resolve(f->b, "uidbox/Empty", &tempty), 0);
+    assert_uids(f->b, tempty, 12345, 77);
+    /* New mail in the target, then undo: UIDs, old and new, come back. */
+    put(f->b, t, "new", "new", 3);
+    assert_int_equal(uid_of(f->b, t, "new"), 51);
+    int64_t back = 0;
+    assert_int_equal(ms_undo(f->site, id, &back), 0);
+    assert_int_equal(ms_resolve(f->a, "uidbox/INBOX", &inbox), 0);
+    assert_uids(f->a, inbox, 3000000000u, 52);
+    assert_int_equal(uid_of(f->a, inbox, "new"), 51);
+    assert_int_equal(uid_of(f->a, inbox, "fifty"), 50);
+    assert_int_equal(ms_resolve(f->a, "uidbox/Empty", &empty), 0);
+    assert_uids(f->a, empty, 12345, 77);
+}
+
+/*
+ * A source whose UIDNEXT is below its own UIDs (damaged behind the
+ * store) cannot be copied with both kept: verification fails the move
+ * with EIO, it rolls back, and the journal says what differed.
+ */
+static void test_move_verifies_uids(void **state)
+{
+    fixture *f = *state;
+    ms_node inbox = mkdir_ok(f->a, mkdir_ok(f->a, ROOT, "bad"), "INBOX");
+    put(f->a, inbox, "m1", "one", 3);
+    put(f->a, inbox, "m2", "two", 3);
+    g_autofree char *db = g_build_filename(f->dir, "a.db", NULL);
+    g_free(sql_on(db, "UPDATE folder SET next_uid = 1 WHERE name = CAST('INBOX' AS BLOB)"));
+    ms_journal *j;
+    char *err = NULL;
+    assert_int_equal(ms_site_journal(f->site, &j, &err), 0);
+    int64_t id = 0;
+    ms_move_opts o = {.retain_days = 1};
+    assert_int_equal(ms_move(j, f->a, f->b, "bad", &o, &id), -EIO);
+    ms_move_info mi;
+    assert_int_equal(ms_journal_get(j, id, &mi), 0);
+    assert_int_equal(mi.state, MS_MOVE_ROLLED_BACK);
+    assert_non_null(strstr(mi.error, "UIDNEXT 1"));
+    ms_mailbox_info info;
+    assert_int_equal(ms_lookup(f->a, inbox, "m2", &(ms_attr){0}), 0);
+    int64_t sid;
+    assert_int_equal(ms_mailbox_find(f->a, "bad", MS_MB_VISIBLE, &sid), 0);
+    assert_int_equal(ms_mailbox_get_info(f->a, sid, &info), 0);
+    assert_int_equal(info.lock_move, 0);
+    assert_int_equal(count_hidden(f->b, MS_MB_INCOMING), 0);
+}
+
+#ifdef MS_FAULT_INJECTION
+/* The move's cancel poll, used to change the source's (fake) stamp behind
+ * the move while it copies, as a delivering mail server would. */
+typedef struct behind {
+    const char *stamp_file;
+    int polls;
+} behind;
+
+static bool change_behind(void *ctx)
+{
+    behind *b = ctx;
+    if (b->polls++ == 0)
+        assert_true(g_file_set_contents(b->stamp_file, "delivered", -1, NULL));
+    return false;
+}
+
+/*
+ * A source that changes behind the move's lock (its stamp differs before
+ * the commit point): the move rolls back with EAGAIN, the journal says
+ * so, the source is intact and unlocked, and a retry moves it.
+ */
+static void test_move_source_changed(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *stamp = g_build_filename(f->dir, "stamp", NULL);
+    g_setenv("MAILFS_FAKE_STAMP_FILE", stamp, TRUE);
+    ms_node inbox = mkdir_ok(f->a, mkdir_ok(f->a, ROOT, "busy"), "INBOX");
+    put(f->a, inbox, "m1", "one", 3);
+    put(f->a, inbox, "m2", "two", 3);
+    ms_journal *j;
+    char *err = NULL;
+    assert_int_equal(ms_site_journal(f->site, &j, &err), 0);
+    behind b = {stamp, 0};
+    ms_move_opts o = {.retain_days = 1, .cancelled = change_behind, .ctx = &b};
+    int64_t id = 0;
+    assert_int_equal(ms_move(j, f->a, f->b, "busy", &o, &id), -EAGAIN);
+    assert_true(b.polls > 0);
+    ms_move_info mi;
+    assert_int_equal(ms_journal_get(j, id, &mi), 0);
+    assert_int_equal(mi.state, MS_MOVE_ROLLED_BACK);
+    assert_non_null(strstr(mi.error, "changed behind mailfs"));
+    assert_non_null(strstr(ms_strerror(MS_OP_MOVE, -EAGAIN), "retry"));
+    int64_t sid;
+    ms_mailbox_info info;
+    assert_int_equal(ms_mailbox_find(f->a, "busy", MS_MB_VISIBLE, &sid), 0);
+    assert_int_equal(ms_mailbox_get_info(f->a, sid, &info), 0);
+    assert_int_equal(info.lock_move, 0);
+    size_t len;
+    g_autofree char *m2 = read_path(f->a, "busy/INBOX", "m2", &len);
+    assert_memory_equal(m2, "two", 3);
+    ms_attr a;
+    assert_int_equal(ms_lookup(f->b, ROOT, "busy", &a), -ENOENT);
+    assert_int_equal(count_hidden(f->b, MS_MB_INCOMING), 0);
+    /* A failed verification while the source changed is that change. */
+    g_autofree char *db = g_build_filename(f->dir, "a.db", NULL);
+    g_free(sql_on(db, "UPDATE folder SET next_uid = 1 WHERE name = CAST('INBOX' AS BLOB)"));
+    b.polls = 0;
+    g_unlink(stamp);
+    assert_int_equal(ms_move(j, f->a, f->b, "busy", &o, &id), -EAGAIN);
+    assert_int_equal(ms_journal_get(j, id, &mi), 0);
+    assert_non_null(strstr(mi.error, "changed behind mailfs"));
+    g_free(sql_on(db, "UPDATE folder SET next_uid = 3 WHERE name = CAST('INBOX' AS BLOB)"));
+    /* Nothing changes during the retry: it moves. */
+    o.cancelled = NULL;
+    assert_int_equal(ms_move(j, f->a, f->b, "busy", &o, &id), 0);
+    assert_int_equal(ms_resolve(f->b, "busy/INBOX", &inbox), 0);
+    assert_int_equal(uid_of(f->b, inbox, "m2"), 2);
+}
+#endif
+
 /* State of the mailbox named name in st: its info, or -ENOENT. */
 static int state_of(ms_store *st, const char *name, ms_mb_state state, ms_mailbox_info *out)
 {
@@ -1261,6 +1521,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_names_and_xattrs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_locked_mailbox_refuses_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_move_and_undo, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migration_v5_uidvalidity, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_move_keeps_uids, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_move_verifies_uids, setup, teardown),
+#ifdef MS_FAULT_INJECTION
+        cmocka_unit_test_setup_teardown(test_move_source_changed, setup, teardown),
+#endif
         cmocka_unit_test_setup_teardown(test_orphans_settled_without_journal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deleted_items, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_directory_attributes, setup, teardown),

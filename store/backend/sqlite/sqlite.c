@@ -366,6 +366,14 @@ static const char *const migrations[] = {
     "ALTER TABLE folder ADD COLUMN deleted_ns INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE mailbox ADD COLUMN deleted_ns INTEGER NOT NULL DEFAULT 0;"
     "CREATE INDEX message_deleted ON message(deleted_ns) WHERE deleted_ns != 0;",
+    /* v6: IMAP UIDVALIDITY per folder (next_uid is its UIDNEXT).  No client
+     * has seen a value for the folders there are: they get the upgrade's
+     * time, as Dovecot gives a mailbox the time it first sees it.  meta's
+     * 'uidvalidity' is the last value given (sq_new_uidvalidity). */
+    "ALTER TABLE folder ADD COLUMN uidvalidity INTEGER NOT NULL DEFAULT 0;"
+    "UPDATE folder SET uidvalidity = CAST(strftime('%s', 'now') AS INTEGER);"
+    "INSERT OR REPLACE INTO meta(key, value)"
+    " VALUES ('uidvalidity', CAST(strftime('%s', 'now') AS INTEGER));",
 };
 #define SCHEMA_VERSION ((int)G_N_ELEMENTS(migrations))
 
@@ -828,6 +836,8 @@ static const ms_admin_ops sq_admin = {
     .deleted_list = sq_deleted_list,
     .deleted_restore = sq_deleted_restore,
     .deleted_purge = sq_deleted_purge,
+    .folder_uids_get = sq_folder_uids_get,
+    .folder_uids_set = sq_folder_uids_set,
 };
 
 const ms_backend ms_sqlite_backend = {

@@ -323,3 +323,113 @@ int sq_retained_stats(sq_conn *c, ms_store_stats *out)
     sqlite3_reset(q);
     return 0;
 }
+
+/* ------------------------------------------------------ IMAP UID state */
+
+/* The last UIDVALIDITY the store gave (0: none yet). */
+static int last_uidvalidity(sq_conn *c, int64_t *out)
+{
+    sqlite3_stmt *q = sq_stmt(c, "SELECT value FROM meta WHERE key = 'uidvalidity'");
+    if (!q)
+        return -EIO;
+    int rc = sq_step_row(c, q, "uidvalidity");
+    *out = rc ? 0 : sqlite3_column_int64(q, 0);
+    sqlite3_reset(q);
+    return rc == -ENOENT ? 0 : rc;
+}
+
+static int record_uidvalidity(sq_conn *c, int64_t v)
+{
+    sqlite3_stmt *q =
+        sq_stmt(c, "INSERT OR REPLACE INTO meta(key, value) VALUES ('uidvalidity', ?)");
+    if (!q)
+        return -EIO;
+    sqlite3_bind_int64(q, 1, v);
+    return sq_step_done(c, q, "uidvalidity");
+}
+
+int sq_new_uidvalidity(sq_conn *c, uint32_t *out)
+{
+    SQ_ASSERT_TX(c);
+    int64_t last;
+    int rc = last_uidvalidity(c, &last);
+    if (rc)
+        return rc;
+    int64_t v = MAX(ms_now_ns() / 1000000000, last + 1);
+    if (v > UINT32_MAX) /* only a value set from elsewhere gets here before 2106 */
+        v = 1;
+    rc = record_uidvalidity(c, v);
+    if (!rc)
+        *out = (uint32_t)v;
+    return rc;
+}
+
+static int uids_get_in(sq_conn *c, int64_t folder, ms_folder_uids *out)
+{
+    sqlite3_stmt *q = sq_stmt(c, "SELECT uidvalidity, next_uid FROM folder WHERE id = ?");
+    if (!q)
+        return -EIO;
+    sqlite3_bind_int64(q, 1, folder);
+    int rc = sq_step_row(c, q, "folder uids");
+    if (rc)
+        return rc;
+    out->uidvalidity = (uint32_t)sqlite3_column_int64(q, 0);
+    out->uidnext = sqlite3_column_int64(q, 1);
+    sqlite3_reset(q);
+    return 0;
+}
+
+int sq_folder_uids_get(ms_store *st, ms_node folder, ms_folder_uids *out)
+{
+    sq_conn *c = sq_conn_get(st);
+    if (!c)
+        return -EIO;
+    int rc = uids_get_in(c, folder.id, out);
+    sq_conn_put(st, c);
+    return rc;
+}
+
+/* UIDNEXT as asked, but never at or below a UID the folder holds: a
+ * message of it would otherwise share its UID with the next one. */
+static int uids_set_in(sq_conn *c, int64_t folder, const ms_folder_uids *u)
+{
+    int64_t mailbox, last;
+    int rc =
+        sq_query_int(c, "SELECT mailbox FROM folder WHERE id = ?", folder, &mailbox, "folder uids");
+    if (!rc)
+        rc = sq_mailbox_writable(c, mailbox);
+    if (!rc)
+        rc = sq_query_int(c, "SELECT coalesce(max(imap_uid), 0) FROM message WHERE folder = ?",
+                          folder, &last, "folder uids");
+    if (rc)
+        return rc;
+    sqlite3_stmt *q =
+        sq_stmt(c, "UPDATE folder SET uidvalidity = ?, next_uid = max(?, ? + 1) WHERE id = ?");
+    if (!q)
+        return -EIO;
+    sqlite3_bind_int64(q, 1, u->uidvalidity);
+    sqlite3_bind_int64(q, 2, u->uidnext);
+    sqlite3_bind_int64(q, 3, last);
+    sqlite3_bind_int64(q, 4, folder);
+    rc = sq_step_done(c, q, "folder uids");
+    /* A folder made here later (the same name, removed and made again)
+     * must not get this value: the store's next ones go past it. */
+    int64_t given;
+    if (!rc)
+        rc = last_uidvalidity(c, &given);
+    if (!rc && u->uidvalidity > given)
+        rc = record_uidvalidity(c, u->uidvalidity);
+    return rc;
+}
+
+int sq_folder_uids_set(ms_store *st, ms_node folder, const ms_folder_uids *u)
+{
+    sq_conn *c = sq_conn_get(st);
+    if (!c)
+        return -EIO;
+    int rc = sq_tx_begin(st, c);
+    if (!rc)
+        rc = sq_tx_end(st, c, uids_set_in(c, folder.id, u));
+    sq_conn_put(st, c);
+    return rc;
+}

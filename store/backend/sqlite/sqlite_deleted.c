@@ -129,14 +129,16 @@ static int child_folder(sq_conn *c, int64_t mailbox, int64_t parent, const char 
 
 /*
  * A new folder in mailbox under parent with the name and attributes of
- * folder `like` (special-use and next UID included).
+ * folder `like` (special-use, UIDVALIDITY and next UID included: a folder
+ * restored with its messages and their UIDs is the folder IMAP clients
+ * knew, their caches stay valid).
  */
 static int folder_like(sq_conn *c, int64_t mailbox, int64_t parent, int64_t like, int64_t *out)
 {
     sqlite3_stmt *q = sq_stmt(
-        c, "INSERT INTO folder(mailbox, parent, name, special_use, next_uid, mode, uid, gid,"
-           " mtime_ns, ctime_ns) SELECT ?, ?, name, special_use, next_uid, mode, uid, gid,"
-           " mtime_ns, ctime_ns FROM folder WHERE id = ?");
+        c, "INSERT INTO folder(mailbox, parent, name, special_use, uidvalidity, next_uid, mode,"
+           " uid, gid, mtime_ns, ctime_ns) SELECT ?, ?, name, special_use, uidvalidity, next_uid,"
+           " mode, uid, gid, mtime_ns, ctime_ns FROM folder WHERE id = ?");
     if (!q)
         return -EIO;
     sqlite3_bind_int64(q, 1, mailbox);
@@ -213,11 +215,12 @@ int sq_keep_folder(sq_conn *c, int64_t folder)
         rc = mirror_of(c, items, folder, 0, &mirror);
     if (rc)
         return rc;
-    /* The folder as it is now (a chmod since the mirror was made), and a
-     * next UID that never goes back, so a restored folder reuses none. */
+    /* The folder as it is now (a chmod or a move's UIDVALIDITY since the
+     * mirror was made), and a next UID that never goes back, so a
+     * restored folder reuses none. */
     sqlite3_stmt *q =
-        sq_stmt(c, "UPDATE folder AS m SET (special_use, next_uid, mode, uid, gid,"
-                   " mtime_ns, deleted_ns) = (SELECT s.special_use,"
+        sq_stmt(c, "UPDATE folder AS m SET (special_use, uidvalidity, next_uid, mode, uid, gid,"
+                   " mtime_ns, deleted_ns) = (SELECT s.special_use, s.uidvalidity,"
                    " max(s.next_uid, m.next_uid), s.mode, s.uid, s.gid, s.mtime_ns, ?1"
                    " FROM folder s WHERE s.id = ?2) WHERE m.id = ?3");
     if (!q)

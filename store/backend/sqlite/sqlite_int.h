@@ -162,5 +162,14 @@ int sq_mailbox_size(ms_store *st, int64_t id, int64_t *messages, int64_t *bytes)
 /* Fills the retained_* fields of out: moved-away source copies. */
 int sq_retained_stats(sq_conn *c, ms_store_stats *out);
 int sq_message_meta(ms_store *st, int64_t id, ms_message_meta *out);
+/*
+ * The UIDVALIDITY of a folder made now, in c's write transaction: the
+ * time in seconds, or one more than the last value the store gave if that
+ * is later, as Dovecot's dovecot-uidvalidity does, so that a folder
+ * removed and made again under its name never has its old value.
+ */
+int sq_new_uidvalidity(sq_conn *c, uint32_t *out);
+int sq_folder_uids_get(ms_store *st, ms_node folder, ms_folder_uids *out);
+int sq_folder_uids_set(ms_store *st, ms_node folder, const ms_folder_uids *u);
 
 #endif

@@ -390,14 +390,18 @@ static int mkdir_in(sq_conn *c, ms_node parent, const char *name, uint32_t mode,
             if (rc)
                 return rc > 0 ? -EEXIST : rc;
         }
-        q = sq_stmt(c,
-                    "INSERT INTO folder(mailbox, parent, name, mode, uid, gid, mtime_ns, ctime_ns)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+        uint32_t uidvalidity;
+        rc = sq_new_uidvalidity(c, &uidvalidity);
+        if (rc)
+            return rc;
+        q = sq_stmt(c, "INSERT INTO folder(mailbox, parent, name, mode, uid, gid, mtime_ns,"
+                       " ctime_ns, uidvalidity) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
         if (!q)
             return -EIO;
         sqlite3_bind_int64(q, 1, pa.mailbox);
         sqlite3_bind_int64(q, 2, parent.kind == MS_FOLDER ? parent.id : 0);
         sq_bind_name(q, 3, name);
+        sqlite3_bind_int64(q, 9, uidvalidity);
     }
     int base = parent.kind == MS_ROOT ? 1 : 3;
     sqlite3_bind_int(q, base + 1, (int)mode);
