@@ -92,7 +92,7 @@ static void folder_free(gpointer p)
     md_keywords_clear(&f->kw);
     if (f->batch_lock)
         md_uidlist_unlock(f->batch_lock);
-    md_uidlist_free(f->batch_ul);
+    md_batch_clear(f);
     if (f->batch_files)
         g_ptr_array_free(f->batch_files, TRUE);
     g_free(f->path);

@@ -16,6 +16,11 @@
 
 #include <nettle/sha2.h>
 
+static gint str_cmp(gconstpointer a, gconstpointer b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
 static gint folder_cmp(gconstpointer a, gconstpointer b)
 {
     const md_folder *x = *(md_folder *const *)a, *y = *(md_folder *const *)b;
@@ -166,17 +171,17 @@ static int md_batch_end(ms_store *st, bool commit)
     int rc = 0;
     for (guint i = 0; s->batch_folders && i < s->batch_folders->len; i++) {
         md_folder *f = s->batch_folders->pdata[i];
-        md_lock *lk = g_steal_pointer(&f->batch_lock);
-        md_uidlist *ul = g_steal_pointer(&f->batch_ul);
+        md_lock *lk = f->batch_lock;
         GPtrArray *files = g_steal_pointer(&f->batch_files);
-        if (!commit || rc) {
+        md_uidlist *merged = !commit || rc ? NULL : md_batch_merged(f);
+        md_batch_clear(f);
+        if (!merged) {
             for (guint k = 0; files && k < files->len; k++)
                 unlink(files->pdata[k]);
             md_uidlist_unlock(lk);
-            md_uidlist_free(ul);
             f->scanned = false;
         } else {
-            rc = md_uids_end(s, f, ul, lk, true);
+            rc = md_uids_end(s, f, merged, lk, true);
         }
         if (files)
             g_ptr_array_free(files, TRUE);
@@ -455,7 +460,9 @@ static int md_folder_uids_set(ms_store *st, ms_node folder, const ms_folder_uids
     md_store *s = md_of(st);
     ms_mutex_lock(&s->lock);
     md_folder *f = md_by_id(s, MS_FOLDER, folder.id);
-    int rc = !f ? -ENOENT : md_ensure_folder(s, f);
+    int rc = !f ? -ENOENT : md_refuse(s, f->mb);
+    if (!rc)
+        rc = md_ensure_folder(s, f);
     md_uidlist *ul = NULL;
     md_lock *lk = NULL;
     if (!rc)
@@ -477,8 +484,9 @@ static int md_folder_uids_set(ms_store *st, ms_node folder, const ms_folder_uids
 
 /*
  * What a move must find unchanged: every folder's path, and every
- * message's base and flags, with each folder's UIDVALIDITY.  Not UIDs
- * given to files already there (Dovecot giving one is no change of mail).
+ * message's base and flags.  Not the uidlists: Dovecot giving a UID to a
+ * file already there, or making a list the move's reading made, changes
+ * no mail.
  */
 static int md_mailbox_stamp(ms_store *st, int64_t id, uint8_t out[MS_STAMP_LEN])
 {
@@ -492,8 +500,6 @@ static int md_mailbox_stamp(ms_store *st, int64_t id, uint8_t out[MS_STAMP_LEN])
     for (guint i = 0; !rc && i < fs->len; i++) {
         md_folder *f = fs->pdata[i];
         sha256_update(&ctx, strlen(f->path) + 1, (const uint8_t *)f->path);
-        uint32_t v = f->ul ? f->ul->uidvalidity : 0;
-        sha256_update(&ctx, sizeof v, (const uint8_t *)&v);
         GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
         GHashTableIter it;
         gpointer val;
@@ -507,7 +513,7 @@ static int md_mailbox_stamp(ms_store *st, int64_t id, uint8_t out[MS_STAMP_LEN])
             md_filename_split(m->fname, &blen, &info);
             g_ptr_array_add(names, g_strconcat(m->base, "\n", info ? info : "", NULL));
         }
-        g_ptr_array_sort(names, (GCompareFunc)(void *)g_strcmp0);
+        g_ptr_array_sort(names, str_cmp);
         for (guint k = 0; k < names->len; k++) {
             const char *n = names->pdata[k];
             sha256_update(&ctx, strlen(n) + 1, (const uint8_t *)n);

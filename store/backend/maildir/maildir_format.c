@@ -223,7 +223,8 @@ char *md_name_of_base(const char *base, size_t base_len)
     GString *d = g_string_new(NULL);
     for (const char *p = b; *p; p++) {
         if (p[0] == '%' && g_ascii_isxdigit(p[1]) && g_ascii_isxdigit(p[2])) {
-            g_string_append_c(d, (char)(g_ascii_xdigit_value(p[1]) * 16 + g_ascii_xdigit_value(p[2])));
+            g_string_append_c(d,
+                              (char)(g_ascii_xdigit_value(p[1]) * 16 + g_ascii_xdigit_value(p[2])));
             p += 2;
         } else {
             g_string_append_c(d, *p);
@@ -278,7 +279,8 @@ int md_keywords_save(int dirfd, const md_keywords *kw, uid_t uid, gid_t gid, mod
     for (int i = 0; i < MD_KEYWORDS_MAX; i++)
         if (kw->name[i])
             g_string_append_printf(t, "%d %s\n", i, kw->name[i]);
-    int fd = openat(dirfd, "dovecot-keywords.mailfs", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    int fd =
+        openat(dirfd, "dovecot-keywords.mailfs", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
     int rc = fd < 0 ? -errno : 0;
     if (!rc && (write(fd, t->str, t->len) != (ssize_t)t->len || fchown(fd, uid, gid) < 0 ||
                 fchmod(fd, mode) < 0))
@@ -300,7 +302,8 @@ void md_keywords_clear(md_keywords *kw)
 static const struct {
     char letter;
     const char *flag;
-} SYS[] = {{'D', "\\Draft"}, {'F', "\\Flagged"}, {'R', "\\Answered"}, {'S', "\\Seen"}, {'T', "\\Deleted"}};
+} SYS[] = {
+    {'D', "\\Draft"}, {'F', "\\Flagged"}, {'R', "\\Answered"}, {'S', "\\Seen"}, {'T', "\\Deleted"}};
 
 void md_flags_of_info(const char *info, const md_keywords *kw, GString *out)
 {
@@ -318,7 +321,10 @@ void md_flags_of_info(const char *info, const md_keywords *kw, GString *out)
         }
 }
 
-static gint char_cmp(gconstpointer a, gconstpointer b) { return *(const char *)a - *(const char *)b; }
+static gint char_cmp(gconstpointer a, gconstpointer b)
+{
+    return *(const char *)a - *(const char *)b;
+}
 
 int md_info_for(const char *flags, size_t len, const char *old_info, md_keywords *kw,
                 bool *kw_changed, GString *out)
@@ -488,7 +494,8 @@ struct md_lock {
 int md_uidlist_lock(int dirfd, md_lock **out)
 {
     for (int i = 0; i < 3000; i++) {
-        int fd = openat(dirfd, "dovecot-uidlist.lock", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        int fd =
+            openat(dirfd, "dovecot-uidlist.lock", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (fd >= 0) {
             close(fd);
             *out = g_new0(md_lock, 1);

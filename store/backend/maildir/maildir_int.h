@@ -96,6 +96,12 @@ struct md_folder {
     md_lock *batch_lock;
     md_uidlist *batch_ul;
     GPtrArray *batch_files;
+    /* Records the batch adds, merged into batch_ul in UID order at its
+     * end (a move hands UIDs over in its source's listing order), and
+     * every UID taken, so none is given twice. */
+    GArray *batch_adds;     /* md_uid_rec */
+    GHashTable *batch_uids; /* set of uids (GUINT_TO_POINTER) */
+    bool batch_any_uid;     /* a move's hidden copy: any free UID may be kept */
 };
 
 struct md_mbox {
@@ -132,6 +138,7 @@ typedef struct md_store {
     GPtrArray *batch_folders;
     bool xattr_warned;
     unsigned tmp_seq;
+    uint32_t last_uidvalidity; /* md_new_uidvalidity */
 } md_store;
 
 static inline md_store *md_of(ms_store *st) { return st->priv; }
@@ -184,8 +191,11 @@ int md_mkdir_maildir(const char *path, uid_t uid, gid_t gid, mode_t mode, bool f
 int md_mkdir_subdirs(const char *path, uid_t uid, gid_t gid, mode_t mode, bool folder_marker);
 int md_make_dir(const char *path, uid_t uid, gid_t gid, mode_t mode);
 int md_rm_tree(const char *path);
+uint32_t md_new_uidvalidity(md_store *s);
 int md_uids_begin(md_store *s, md_folder *f, md_uidlist **ul, md_lock **lk);
 int md_uids_end(md_store *s, md_folder *f, md_uidlist *ul, md_lock *lk, bool write);
+md_uidlist *md_batch_merged(md_folder *f);
+void md_batch_clear(md_folder *f);
 int md_put_file(md_store *s, md_folder *f, const char *src_path, bool link_it, const char *base,
                 const char *info, uint32_t want_uid, bool durable, md_msg **out);
 

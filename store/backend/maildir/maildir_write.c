@@ -169,6 +169,16 @@ int md_ensure_folder(md_store *s, md_folder *f)
 
 static bool in_batch(md_store *s) { return s->batch_owner == g_thread_self(); }
 
+/* A new folder's UIDVALIDITY: the time, as Dovecot gives it, but never
+ * one this process gave already (a folder removed and made again within
+ * a second must not look like the old one to IMAP clients). */
+uint32_t md_new_uidvalidity(md_store *s)
+{
+    uint32_t now = (uint32_t)(ms_now_ns() / 1000000000LL);
+    s->last_uidvalidity = now > s->last_uidvalidity ? now : s->last_uidvalidity + 1;
+    return s->last_uidvalidity;
+}
+
 /*
  * Takes f's dovecot-uidlist lock and reads the list as it is now (a new
  * one when there is none).  Inside a batch, the lock is taken once and
@@ -195,7 +205,7 @@ int md_uids_begin(md_store *s, md_folder *f, md_uidlist **ul, md_lock **lk)
     if (!rc) {
         rc = md_uidlist_read(fd, &u, &err);
         if (rc == -ENOENT) {
-            u = md_uidlist_new((uint32_t)(ms_now_ns() / 1000000000LL), 1);
+            u = md_uidlist_new(md_new_uidvalidity(s), 1);
             rc = 0;
         } else if (rc) {
             ms_log(LOG_ERR,
@@ -215,12 +225,79 @@ int md_uids_begin(md_store *s, md_folder *f, md_uidlist **ul, md_lock **lk)
         f->batch_lock = l;
         f->batch_ul = u;
         f->batch_files = g_ptr_array_new_with_free_func(g_free);
-        g_ptr_array_add(s->batch_folders, GINT_TO_POINTER(0)); /* placeholder, see below */
-        s->batch_folders->pdata[s->batch_folders->len - 1] = f;
+        f->batch_adds = g_array_new(FALSE, FALSE, sizeof(md_uid_rec));
+        f->batch_uids = g_hash_table_new(g_direct_hash, g_direct_equal);
+        for (guint i = 0; i < u->recs->len; i++)
+            g_hash_table_add(f->batch_uids,
+                             GUINT_TO_POINTER(g_array_index(u->recs, md_uid_rec, i).uid));
+        md_meta meta;
+        f->batch_any_uid = md_meta_read(s, f->mb, &meta) == 0 && meta.state == MS_MB_INCOMING;
+        g_ptr_array_add(s->batch_folders, f);
     }
     *ul = u;
     *lk = l;
     return 0;
+}
+
+static gint rec_cmp(gconstpointer a, gconstpointer b)
+{
+    const md_uid_rec *x = a, *y = b;
+    return x->uid < y->uid ? -1 : x->uid > y->uid;
+}
+
+/* The batch's list with its additions merged in, in UID order (a new
+ * list: f->batch_ul is freed by md_batch_clear). */
+md_uidlist *md_batch_merged(md_folder *f)
+{
+    md_uidlist *old = f->batch_ul;
+    GArray *all = g_array_new(FALSE, FALSE, sizeof(md_uid_rec));
+    g_array_append_vals(all, old->recs->data, old->recs->len);
+    g_array_append_vals(all, f->batch_adds->data, f->batch_adds->len);
+    g_array_sort(all, rec_cmp);
+    md_uidlist *u = md_uidlist_new(old->uidvalidity, old->next_uid);
+    u->header_rest = g_strdup(old->header_rest);
+    for (guint i = 0; i < all->len; i++) {
+        md_uid_rec *r = &g_array_index(all, md_uid_rec, i);
+        if (md_uidlist_add(u, r->base, r->uid, r->fname) == 0 && r->ext)
+            g_array_index(u->recs, md_uid_rec, u->recs->len - 1).ext = g_strdup(r->ext);
+    }
+    g_array_free(all, TRUE); /* shallow: the strings are the lists' */
+    return u;
+}
+
+/* Forgets the batch state of f (the lock is released by the caller). */
+void md_batch_clear(md_folder *f)
+{
+    for (guint i = 0; f->batch_adds && i < f->batch_adds->len; i++) {
+        md_uid_rec *r = &g_array_index(f->batch_adds, md_uid_rec, i);
+        g_free(r->base);
+        g_free(r->fname);
+    }
+    if (f->batch_adds)
+        g_array_free(f->batch_adds, TRUE);
+    f->batch_adds = NULL;
+    if (f->batch_uids)
+        g_hash_table_destroy(f->batch_uids);
+    f->batch_uids = NULL;
+    md_uidlist_free(f->batch_ul);
+    f->batch_ul = NULL;
+    f->batch_lock = NULL;
+}
+
+/* The UID a message written in a batch gets: the one it asks for when
+ * free (any free one in a move's hidden copy, else only above every UID
+ * given), else the next. */
+static uint32_t batch_uid(md_folder *f, md_uidlist *ul, uint32_t want)
+{
+    uint32_t uid = want;
+    if (!want || g_hash_table_contains(f->batch_uids, GUINT_TO_POINTER(want)) ||
+        (!f->batch_any_uid && want < ul->next_uid))
+        for (uid = ul->next_uid; g_hash_table_contains(f->batch_uids, GUINT_TO_POINTER(uid));)
+            uid++;
+    g_hash_table_add(f->batch_uids, GUINT_TO_POINTER(uid));
+    if (uid >= ul->next_uid)
+        ul->next_uid = uid + 1;
+    return uid;
 }
 
 /* Ends md_uids_begin: writes the list (write) or leaves it; in a batch,
@@ -295,8 +372,11 @@ int md_put_file(md_store *s, md_folder *f, const char *src_path, bool link_it, c
     int rc = md_uids_begin(s, f, &ul, &lk);
     if (rc)
         return rc;
-    /* Under the lock: what Dovecot put there before it is seen. */
-    rc = md_refresh_folder(s, f, true);
+    bool batch = f->batch_lock == lk;
+    /* Under the lock, what Dovecot put there before is seen (a batch
+     * holds the lock throughout: its own cache is the truth). */
+    if (!batch)
+        rc = md_refresh_folder(s, f, false);
     if (!rc && msg_by_base(f, base))
         rc = -EEXIST;
     /* A record whose file is gone (expunged, Dovecot has not synced
@@ -304,7 +384,9 @@ int md_put_file(md_store *s, md_folder *f, const char *src_path, bool link_it, c
     if (!rc && md_uidlist_uid(ul, base, strlen(base)))
         md_uidlist_remove(ul, base, strlen(base));
     uint32_t uid = 0;
-    if (!rc) {
+    if (!rc && batch) {
+        uid = batch_uid(f, ul, want_uid);
+    } else if (!rc) {
         uint32_t top =
             ul->recs->len ? g_array_index(ul->recs, md_uid_rec, ul->recs->len - 1).uid : 0;
         uid = want_uid > top && want_uid >= ul->next_uid ? want_uid
@@ -323,10 +405,13 @@ int md_put_file(md_store *s, md_folder *f, const char *src_path, bool link_it, c
         else
             rc = renameat2(AT_FDCWD, src_path, AT_FDCWD, dst, RENAME_NOREPLACE) < 0 ? -errno : 0;
     }
-    if (!rc)
-        rc = md_uidlist_add(ul, base, uid, fname);
-    if (!rc && f->batch_lock == lk)
+    if (!rc && batch) {
+        md_uid_rec r = {uid, g_strdup(base), NULL, g_strdup(fname)};
+        g_array_append_val(f->batch_adds, r);
         g_ptr_array_add(f->batch_files, g_strdup(dst));
+    } else if (!rc) {
+        rc = md_uidlist_add(ul, base, uid, fname);
+    }
     if (!rc && durable)
         rc = fsync_dir(cur);
     int e = md_uids_end(s, f, ul, lk, rc == 0);
