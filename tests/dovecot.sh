@@ -257,8 +257,11 @@ dovecot_user() { # name storepath [fs]
     # of one length in the same second must still be seen.
     touch -d "@$((old + 1))" "$users"
     { grep -v "^$name " "$DOVECOT_DIR/seps"; echo "$name $sep"; } >"$DOVECOT_DIR/seps.new" &&
-        mv "$DOVECOT_DIR/seps.new" "$DOVECOT_DIR/seps"
+        mv "$DOVECOT_DIR/seps.new" "$DOVECOT_DIR/seps" || return 1
+    # ... and looks at it at most once a second: wait until it has.
+    wait_for "Dovecot to see $name at $loc" _dovecot_user_is "$name" "$loc"
 }
+_dovecot_user_is() { [ "$(dovecot_doveadm user -f mail "$1" 2>/dev/null)" = "$2" ]; }
 
 # dovecot_sep USER: the user's IMAP hierarchy separator.
 dovecot_sep() { awk -v u="$1" '$1 == u { print $2 }' "$DOVECOT_DIR/seps"; }
@@ -325,7 +328,11 @@ dovecot_snapshot() {
 # INBOX messages are expunged (UIDs 2 and 5: gaps), and the last of Sent
 # (UIDNEXT above every UID).  ACL: doveadm acl set INBOX user=bob lookup
 # read (a dovecot-acl file in the Maildir root).  Sets DOVECOT_FILLED to
-# the number of messages left.
+# the number of messages left.  $DOVECOT_DIR/fill-USER lists what went
+# where, in delivery order (so the n-th line of a folder is its UID n):
+# FOLDER<TAB>lda|save|append<TAB>FILE.  dovecot-lda drops a first line
+# "From ..." (an mbox envelope), taking its date as the received date.
+# Meant for a user with no mail yet.
 DOVECOT_FLAG_SETS=(
     ""
     '\Seen'
@@ -338,16 +345,21 @@ DOVECOT_FLAG_SETS=(
 )
 DOVECOT_FILL_FOLDERS=(INBOX Sent Archive Archive/2019 'Café/Ünïcode')
 
+_dovecot_fill_how() { case $(($1 % 5)) in 0 | 4) echo lda ;; 1) echo save ;; *) echo append ;; esac; }
+
 dovecot_fill() {
     local u=$1 i=0 f folder
     local -a files
-    mapfile -d '' files < <(find "$TD" -name '*.eml' -type f -print0 | sort -z)
+    local manifest=$DOVECOT_DIR/fill-$u
+    mapfile -d '' files < <(find "$TD" -name '*.eml' -type f -print0 | LC_ALL=C sort -z)
     [ ${#files[@]} -gt 0 ] || { not_ok "dovecot_fill: no *.eml under $TD"; return 1; }
     for folder in "${DOVECOT_FILL_FOLDERS[@]:1}"; do
         dovecot_doveadm mailbox create -u "$u" "$(dovecot_vname "$u" "$folder")" ||
             { not_ok "dovecot_fill: create $folder"; return 1; }
     done
+    : >"$manifest"
     for f in "${files[@]}"; do
+        printf '%s\t%s\t%s\n' "${DOVECOT_FILL_FOLDERS[i % 5]}" "$(_dovecot_fill_how $i)" "$f" >>"$manifest"
         case $((i % 5)) in
         0) dovecot_lda "$u" <"$f" ;;
         1) dovecot_doveadm save -u "$u" -m Sent <"$f" ;;

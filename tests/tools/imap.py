@@ -8,7 +8,7 @@
     imap.py uids     HOST PORT USER PW MAILBOX
     imap.py fetch    HOST PORT USER PW MAILBOX UID > MSG
     imap.py store    HOST PORT USER PW MAILBOX UID (+FLAGS|-FLAGS|FLAGS) [FLAG...]
-    imap.py expunge  HOST PORT USER PW MAILBOX [UID...]
+    imap.py expunge  HOST PORT USER PW MAILBOX [UID...]  (no UID: all \\Deleted)
     imap.py getacl   HOST PORT USER PW MAILBOX
     imap.py from-doveadm SEP STATUS FETCH     (used by dovecot_snapshot)
 
@@ -311,9 +311,15 @@ def cmd_append(s, name, *opts):
             flags = opts.pop(0)
         else:
             raise RuntimeError("append: unknown option " + o)
-    msg = sys.stdin.buffer.read()
-    typ, data = s.c.append(s.wire(name), "(%s)" % flags if flags else None,
-                           imaplib.Time2Internaldate(date) if date else None, msg)
+    # Not imaplib's append(): it rewrites every CR and LF as CRLF, and the
+    # test data must reach Dovecot byte for byte.
+    args = [s.wire(name)]
+    if flags:
+        args.append("(%s)" % flags)
+    if date:
+        args.append(imaplib.Time2Internaldate(date))
+    s.c.literal = sys.stdin.buffer.read()
+    typ, data = s.c._simple_command("APPEND", *args)
     s.check(typ, data, "APPEND " + name)
     m = re.search(rb"APPENDUID \d+ (\d+)", data[0])
     print(m.group(1).decode() if m else "")
@@ -345,8 +351,11 @@ def cmd_store(s, name, uid, op, *flags):
 
 
 def cmd_expunge(s, name, *uids):
+    """With UIDs: those messages (\\Deleted set on them first); without:
+    every message flagged \\Deleted."""
     s.select(name, readonly=False)
     if uids:
+        s.uid("STORE", ",".join(uids), "+FLAGS.SILENT", "(\\Deleted)")
         s.uid("EXPUNGE", ",".join(uids))
     else:
         typ, data = s.c.expunge()
