@@ -24,6 +24,9 @@
 #   dovecot_imap CMD USER ARGS...     tests/tools/imap.py CMD as USER.
 #   dovecot_imap_snapshot USER        the oracle text from IMAP.
 #   dovecot_fill USER                 the fixture mailbox (see below).
+#   dovecot_resync_clean USER         force-resync finds nothing to repair.
+#   dovecot_log_mark / dovecot_log_problems MARK
+#                                     errors and warnings logged since MARK.
 #   dovecot_procs [DIR]               pids of the instance's processes.
 #
 # Folder names given to and printed by these functions are UTF-8 with '/'
@@ -312,6 +315,23 @@ dovecot_snapshot() {
     return $rc
 }
 
+# dovecot_resync_clean USER: doveadm force-resync of every folder finds
+# nothing to repair (it says what it repaired, as errors, on stderr, and
+# exits 0 all the same): prints what it said, fails when it said anything.
+dovecot_resync_clean() {
+    local out
+    out=$(dovecot_doveadm force-resync -u "$1" '*' 2>&1) || { printf '    %s\n' "$out"; return 1; }
+    [ -z "$out" ] || { printf '%s\n' "$out" | sed 's/^/    /'; return 1; }
+}
+
+# dovecot_log_mark: the log's length now; dovecot_log_problems MARK:
+# prints the errors and warnings logged since (the servers' and LDA's;
+# doveadm says its own on stderr), fails when there are any.
+dovecot_log_mark() { wc -l <"$DOVECOT_DIR/dovecot.log"; }
+dovecot_log_problems() {
+    ! tail -n +"$(($1 + 1))" "$DOVECOT_DIR/dovecot.log" | grep -E ': (Error|Warning|Panic|Fatal): '
+}
+
 # ------------------------------------------------------------ the fixture
 #
 # dovecot_fill USER: through Dovecot only, every *.eml of the test data
@@ -358,17 +378,24 @@ dovecot_fill() {
             { not_ok "dovecot_fill: create $folder"; return 1; }
     done
     : >"$manifest"
+    local -a archive=() archive2019=()
     for f in "${files[@]}"; do
         printf '%s\t%s\t%s\n' "${DOVECOT_FILL_FOLDERS[i % 5]}" "$(_dovecot_fill_how $i)" "$f" >>"$manifest"
         case $((i % 5)) in
         0) dovecot_lda "$u" <"$f" ;;
         1) dovecot_doveadm save -u "$u" -m Sent <"$f" ;;
-        2) dovecot_imap append "$u" Archive --date $((1000000000 + i * 3600)) <"$f" >/dev/null ;;
-        3) dovecot_imap append "$u" Archive/2019 --date $((1546300800 + i * 3600)) <"$f" >/dev/null ;;
+        2) archive+=("$f") ;;
+        3) archive2019+=("$f") ;;
         4) dovecot_lda "$u" 'Café/Ünïcode' <"$f" ;;
         esac || { not_ok "dovecot_fill: delivering $f"; return 1; }
         i=$((i + 1))
     done
+    # One IMAP session each (a login per message costs a third of a
+    # second): the i-th file at 2001-09-09T01:46:40Z or 2019-01-01 + i h.
+    dovecot_imap append "$u" Archive --date $((1000000000 + 2 * 3600)) --step $((5 * 3600)) \
+        "${archive[@]}" >/dev/null &&
+        dovecot_imap append "$u" Archive/2019 --date $((1546300800 + 3 * 3600)) --step $((5 * 3600)) \
+            "${archive2019[@]}" >/dev/null || { not_ok "dovecot_fill: IMAP APPEND"; return 1; }
     dovecot_doveadm expunge -u "$u" mailbox INBOX uid 2,5 &&
         dovecot_doveadm expunge -u "$u" mailbox Sent uid "$(((${#files[@]} + 3) / 5))" ||
         { not_ok "dovecot_fill: expunge"; return 1; }

@@ -38,7 +38,7 @@ has_flag() {
         for (i = 1; i <= n; i++) if (a[i] == f) found = 1 } END { exit !found }' "$1"
 }
 doveadm_acl_is() { dovecot_doveadm acl get -u "$1" INBOX | grep -Eq "^user=bob +lookup read"; }
-imap_acl_is() { dovecot_imap getacl "$1" INBOX | grep -qx "bob lr"; }
+imap_acl_is() { local a; a=$(dovecot_imap getacl "$1" INBOX) && grep -qx "bob lr" <<<"$a"; }
 
 for u in alice carol; do
     snap $u
@@ -145,6 +145,19 @@ MAIL=$(dovecot_doveadm user -f mail alice)
 check "a repointed user: the new place, in its layout ($MAIL)" test "$MAIL" = "maildir:$WORK/srv2/alice:LAYOUT=fs"
 check "... served from there" test "$(dovecot_imap uids alice INBOX | awk "NR <= 3" | paste -sd,)" = 1,3,4
 dovecot_user alice "$WORK/srv1"
+
+# The repair oracle: clean on what Dovecot made, not on a broken uidlist.
+check "force-resync: nothing to repair in the fixture" dovecot_resync_clean carol
+check "no error or warning logged so far" dovecot_log_problems 0
+MARK=$(dovecot_log_mark)
+sed -i '3s/^[0-9]* /999 /' "$WORK/srv2/carol/dovecot-uidlist"
+dovecot_resync_clean carol >"$WORK/resync"
+check "force-resync: a uidlist out of order is repaired, and said" test $? != 0 -a -s "$WORK/resync"
+chmod 000 "$WORK/srv2/carol/Sent/cur"
+dovecot_imap snapshot carol >/dev/null 2>&1
+chmod 700 "$WORK/srv2/carol/Sent/cur"
+log_has_problems() { ! dovecot_log_problems "$1" >/dev/null; }
+check "a folder the IMAP server cannot read: an error in the log" log_has_problems "$MARK"
 
 # Stopping: with an IMAP session open, every process goes.
 python3 -c '

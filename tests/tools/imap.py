@@ -4,7 +4,7 @@
     imap.py snapshot HOST PORT USER PW
     imap.py list     HOST PORT USER PW
     imap.py create   HOST PORT USER PW MAILBOX
-    imap.py append   HOST PORT USER PW MAILBOX [--date DATE] [--flags 'F ...'] < MSG
+    imap.py append   HOST PORT USER PW MAILBOX [--date DATE [--step S]] [--flags 'F ...'] [FILE...] (< MSG)
     imap.py uids     HOST PORT USER PW MAILBOX
     imap.py fetch    HOST PORT USER PW MAILBOX UID > MSG
     imap.py store    HOST PORT USER PW MAILBOX UID (+FLAGS|-FLAGS|FLAGS) [FLAG...]
@@ -37,7 +37,7 @@ import hashlib
 import imaplib
 import re
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 # ----------------------------------------------------- modified UTF-7
 
@@ -301,28 +301,34 @@ def parse_date(v):
 
 
 def cmd_append(s, name, *opts):
-    date, flags = None, ""
+    """Appends stdin, or each FILE in turn (the k-th, from 0, received at
+    DATE + k * STEP seconds); prints each new message's UID (APPENDUID)."""
+    date, step, flags = None, 0, ""
     opts = list(opts)
-    while opts:
+    while opts and opts[0].startswith("--"):
         o = opts.pop(0)
         if o == "--date":
             date = parse_date(opts.pop(0))
+        elif o == "--step":
+            step = int(opts.pop(0))
         elif o == "--flags":
             flags = opts.pop(0)
         else:
             raise RuntimeError("append: unknown option " + o)
-    # Not imaplib's append(): it rewrites every CR and LF as CRLF, and the
-    # test data must reach Dovecot byte for byte.
-    args = [s.wire(name)]
-    if flags:
-        args.append("(%s)" % flags)
-    if date:
-        args.append(imaplib.Time2Internaldate(date))
-    s.c.literal = sys.stdin.buffer.read()
-    typ, data = s.c._simple_command("APPEND", *args)
-    s.check(typ, data, "APPEND " + name)
-    m = re.search(rb"APPENDUID \d+ (\d+)", data[0])
-    print(m.group(1).decode() if m else "")
+    for k, path in enumerate(opts or [None]):
+        # Not imaplib's append(): it rewrites every CR and LF as CRLF, and
+        # the test data must reach Dovecot byte for byte.
+        args = [s.wire(name)]
+        if flags:
+            args.append("(%s)" % flags)
+        if date:
+            args.append(imaplib.Time2Internaldate(date + timedelta(seconds=k * step)))
+        with open(path, "rb") if path else open(sys.stdin.fileno(), "rb", closefd=False) as f:
+            s.c.literal = f.read()
+        typ, data = s.c._simple_command("APPEND", *args)
+        s.check(typ, data, "APPEND %s %s" % (name, path or "-"))
+        m = re.search(rb"APPENDUID \d+ (\d+)", data[0])
+        print(m.group(1).decode() if m else "")
 
 
 def cmd_uids(s, name):
