@@ -127,6 +127,8 @@ typedef struct ms_admin_ops {
     int (*folder_uids_set)(ms_store *st, ms_node folder, const ms_folder_uids *u);
     /* NULL: nothing writes behind the store (-ENOTSUP, see ms_mailbox_stamp). */
     int (*mailbox_stamp)(ms_store *st, int64_t id, uint8_t out[MS_STAMP_LEN]);
+    /* NULL: every folder can hold messages (-ENOTSUP, ms_folder_unselect). */
+    int (*folder_unselect)(ms_store *st, ms_node folder);
     /* NULL: never shares bytes (-EXDEV, see ms_message_link).  Called
      * only when src has the same backend as st. */
     int (*message_link)(ms_store *st, ms_node folder, const char *name, int64_t uid,

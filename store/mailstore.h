@@ -138,6 +138,9 @@ typedef struct ms_attr {
     /* When the node last changed in any way (bytes, mode, owner, xattrs,
      * name, mtime): st_ctime, which backups compare.  Never set by hand. */
     int64_t ctime_ns;
+    /* A folder that is only the parent of others and can hold no message
+     * (IMAP's \Noselect): a Maildir++ parent implied by ".a.b" alone. */
+    bool noselect;
 } ms_attr;
 
 /*
@@ -523,6 +526,15 @@ int ms_mailbox_stamp(ms_store *st, int64_t id, uint8_t out[MS_STAMP_LEN]);
  */
 int ms_message_link(ms_store *st, ms_node folder, const char *name, int64_t uid, ms_store *src,
                     int64_t message, ms_attr *out);
+
+/*
+ * Makes folder a mere parent of its subfolders again (ms_attr.noselect),
+ * as the move's source folder was: in a Maildir, its own directory goes
+ * when it holds no message.  -ENOTSUP where every folder can hold
+ * messages (sqlite): the folder stays as it is.  -ENOTEMPTY when it holds
+ * messages.
+ */
+int ms_folder_unselect(ms_store *st, ms_node folder);
 
 /* -------------------------------------------------------- deleted items */
 

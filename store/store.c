@@ -1130,3 +1130,13 @@ int ms_message_link(ms_store *st, ms_node folder, const char *name, int64_t uid,
     rc = may_write(st, true);
     return rc ? rc : st->be->admin->message_link(st, folder, name, uid, src, message, out);
 }
+
+int ms_folder_unselect(ms_store *st, ms_node folder)
+{
+    if (folder.kind != MS_FOLDER)
+        return -EINVAL;
+    if (!st->be->admin->folder_unselect)
+        return -ENOTSUP;
+    int rc = may_write(st, true);
+    return rc ? rc : st->be->admin->folder_unselect(st, folder);
+}

@@ -399,6 +399,14 @@ static int copy_children(mover *mv, ms_node sparent, ms_node dparent)
                 rc = copy_xattr(mv->src, c->attr.node, mv->dst, f.node, "user.mail.special-use");
             if (!rc)
                 rc = copy_children(mv, c->attr.node, f.node);
+            if (!rc && c->attr.noselect) {
+                /* A mere parent stays one where the target has such
+                 * folders: no UIDs, no attributes of its own. */
+                rc = ms_folder_unselect(mv->dst, f.node);
+                if (rc == -ENOTSUP)
+                    rc = 0;
+                continue;
+            }
             if (!rc)
                 rc = copy_folder_uids(mv, c->attr.node, f.node);
             /* After the children: nothing below touches it any more. */
@@ -480,6 +488,9 @@ static int verify_message(mover *mv, const child *c, ms_node dparent, bool uids)
 static int verify_folder_uids(mover *mv, const child *c, ms_node dfolder, bool *uids)
 {
     ms_folder_uids s, d;
+    *uids = true;
+    if (c->attr.noselect)
+        return 0; /* a mere parent: no UIDs of its own */
     int rc = ms_folder_uids_get(mv->src, c->attr.node, &s);
     *uids = rc != -ENOTSUP;
     if (rc == -ENOTSUP)

@@ -565,7 +565,7 @@ int md_stat_attr(const char *path, const char *xa, ms_attr *out)
         return -errno;
     md_over o;
     md_over_get(path, xa, &o);
-    out->size = 0;
+    memset(out, 0, sizeof *out);
     out->mtime_ns = o.set && o.mtime_ns ? o.mtime_ns : ts_ns(&sb.st_mtim);
     out->ctime_ns = ts_ns(&sb.st_ctim);
     out->mode = o.set ? o.mode : sb.st_mode & 07777;
@@ -620,6 +620,7 @@ int md_folder_attr(md_store *s, md_folder *f, ms_attr *out)
         return rc;
     out->node = (ms_node){MS_FOLDER, f->id};
     out->mailbox = f->mb->id;
+    out->noselect = !f->exists;
     return 0;
 }
 
@@ -707,7 +708,12 @@ int md_meta_write(md_store *s, md_mbox *mb, const md_meta *m)
     if (fd < 0)
         return -errno;
     size_t len = strlen(text);
-    int rc = write(fd, text, len) == (ssize_t)len && fsync(fd) == 0 ? 0 : -errno;
+    /* The mail server's, like everything in the mailbox. */
+    struct stat rb;
+    int rc = write(fd, text, len) == (ssize_t)len && stat(dir, &rb) == 0 &&
+                     fchown(fd, rb.st_uid, rb.st_gid) == 0 && fsync(fd) == 0
+                 ? 0
+                 : -errno;
     close(fd);
     if (!rc && rename(tmp, p) < 0)
         rc = -errno;
@@ -756,8 +762,9 @@ int md_flags_of(md_store *s, md_msg *m, char **flags, size_t *len)
         *len = m->pflags_len;
         return 0;
     }
-    if (m->pending || m->in_new)
+    if (m->pending)
         return 0;
+    /* Files in new/ may carry flags too (Dovecot sets them there). */
     int rc = md_keywords_refresh(s, m->f);
     if (rc)
         return rc;
@@ -982,6 +989,8 @@ static int gather(md_store *s, ms_node parent, GArray *out)
     if (!pf)
         return 0;
     rc = md_refresh_folder(s, pf, false);
+    if (!rc && !s->ro)
+        rc = md_assign_uids(s, pf);
     if (rc)
         return rc;
     for (int pass = 0; pass < 2; pass++) {

@@ -625,6 +625,33 @@ static int md_message_link(ms_store *st, ms_node folder, const char *name, int64
     return rc;
 }
 
+/* Back to an implied maildir++ parent: its directory goes, if it holds
+ * no message (and then only Dovecot's and mailfs's own files). */
+static int md_folder_unselect(ms_store *st, ms_node folder)
+{
+    md_store *s = md_of(st);
+    if (s->layout != MD_LAYOUT_MAILDIRPP)
+        return -ENOTSUP; /* fs: a parent is a directory anyway */
+    ms_mutex_lock(&s->lock);
+    md_folder *f = md_by_id(s, MS_FOLDER, folder.id);
+    int rc = !f ? -ENOENT : !*f->dir ? -EINVAL : md_refuse(s, f->mb);
+    if (!rc && f->exists)
+        rc = md_refresh_folder(s, f, true);
+    if (!rc && f->exists && g_hash_table_size(f->by_base))
+        rc = -ENOTEMPTY;
+    if (!rc && f->exists) {
+        g_autofree char *p = md_folder_path_abs(s, f);
+        rc = md_remove_maildir(p);
+        if (!rc) {
+            md_folder_drop_cache(s, f);
+            f->exists = false;
+            f->mb->folders_scanned_ns = 0;
+        }
+    }
+    ms_mutex_unlock(&s->lock);
+    return rc;
+}
+
 const ms_admin_ops md_admin_ops = {
     .stats = md_stats,
     /* compact: none; a Maildir gives space back as files go (ENOTSUP,
@@ -644,4 +671,5 @@ const ms_admin_ops md_admin_ops = {
     .folder_uids_set = md_folder_uids_set,
     .mailbox_stamp = md_mailbox_stamp,
     .message_link = md_message_link,
+    .folder_unselect = md_folder_unselect,
 };

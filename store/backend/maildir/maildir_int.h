@@ -191,7 +191,9 @@ int md_mkdir_maildir(const char *path, uid_t uid, gid_t gid, mode_t mode, bool f
 int md_mkdir_subdirs(const char *path, uid_t uid, gid_t gid, mode_t mode, bool folder_marker);
 int md_make_dir(const char *path, uid_t uid, gid_t gid, mode_t mode);
 int md_rm_tree(const char *path);
+int md_remove_maildir(const char *path);
 uint32_t md_new_uidvalidity(md_store *s);
+int md_assign_uids(md_store *s, md_folder *f);
 int md_uids_begin(md_store *s, md_folder *f, md_uidlist **ul, md_lock **lk);
 int md_uids_end(md_store *s, md_folder *f, md_uidlist *ul, md_lock *lk, bool write);
 md_uidlist *md_batch_merged(md_folder *f);

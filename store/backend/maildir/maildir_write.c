@@ -323,6 +323,59 @@ int md_uids_end(md_store *s, md_folder *f, md_uidlist *ul, md_lock *lk, bool wri
     return rc;
 }
 
+static gint by_mtime_then_base(gconstpointer a, gconstpointer b)
+{
+    const md_msg *x = *(md_msg *const *)a, *y = *(md_msg *const *)b;
+    if (x->mtime_ns != y->mtime_ns)
+        return x->mtime_ns < y->mtime_ns ? -1 : 1;
+    return strcmp(x->base, y->base);
+}
+
+/*
+ * Gives the files of f that dovecot-uidlist does not list yet their UIDs,
+ * as Dovecot does at its next look (oldest first), under its lock: so
+ * what mailfs shows, and a move copies, has the UIDs IMAP clients will
+ * see.  A list that does not parse is left alone (logged when read).
+ */
+int md_assign_uids(md_store *s, md_folder *f)
+{
+    GHashTableIter it;
+    gpointer v;
+    bool missing = false;
+    g_hash_table_iter_init(&it, f->by_base);
+    while (!missing && g_hash_table_iter_next(&it, NULL, &v))
+        missing = !((md_msg *)v)->uid && !((md_msg *)v)->pending;
+    if (!missing || !f->exists || f->batch_lock)
+        return 0;
+    md_uidlist *ul = NULL;
+    md_lock *lk = NULL;
+    int rc = md_uids_begin(s, f, &ul, &lk);
+    if (rc)
+        return rc == -EIO ? 0 : rc;
+    rc = md_refresh_folder(s, f, true);
+    GPtrArray *todo = g_ptr_array_new();
+    g_hash_table_iter_init(&it, f->by_base);
+    while (!rc && g_hash_table_iter_next(&it, NULL, &v)) {
+        md_msg *m = v;
+        if (m->pending)
+            continue;
+        m->uid = md_uidlist_uid(ul, m->base, strlen(m->base));
+        if (!m->uid && md_msg_stat(s, m) == 0)
+            g_ptr_array_add(todo, m);
+    }
+    g_ptr_array_sort(todo, by_mtime_then_base);
+    for (guint i = 0; !rc && i < todo->len; i++) {
+        md_msg *m = todo->pdata[i];
+        uint32_t uid = ul->next_uid;
+        rc = md_uidlist_add(ul, m->base, uid, m->fname);
+        if (!rc)
+            m->uid = uid;
+    }
+    int e = md_uids_end(s, f, ul, lk, !rc && todo->len > 0);
+    g_ptr_array_free(todo, TRUE);
+    return rc ? rc : e;
+}
+
 /* --------------------------------------------------------- putting files */
 
 /* The message of f whose base is base, if any. */
@@ -694,6 +747,8 @@ static int remove_maildir(const char *path, bool keep_subdirs)
         rc = errno == EEXIST ? -ENOTEMPTY : -errno;
     return rc;
 }
+
+int md_remove_maildir(const char *path) { return remove_maildir(path, false); }
 
 /* True when folder f of mb has a subfolder. */
 static bool has_subfolders(md_mbox *mb, md_folder *f)
@@ -1142,7 +1197,7 @@ static int set_flags(md_store *s, md_msg *m, const char *v, size_t len)
         md_filename_split(m->fname, &blen, &old_info);
         g_autoptr(GString) info = g_string_new(NULL);
         bool changed = false;
-        rc = md_info_for(v ? v : "", len, m->in_new ? NULL : old_info, &f->kw, &changed, info);
+        rc = md_info_for(v ? v : "", len, old_info, &f->kw, &changed, info);
         g_autofree char *fp = md_folder_path_abs(s, f);
         if (!rc && changed) {
             uid_t uid;
