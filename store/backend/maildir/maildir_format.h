@@ -199,6 +199,14 @@ void md_uidlist_free(md_uidlist *u);
 #define MD_LOCK_TIMEOUT 30
 typedef struct md_lock md_lock;
 int md_uidlist_lock(int dirfd, md_lock **out);
+/* md_uidlist_lock with its waits given: timeout_ms before -EAGAIN, and
+ * the seconds without change after which a lock with no live local pid is
+ * stale (Dovecot: 120).  For tests and tools. */
+int md_uidlist_lock_opts(int dirfd, unsigned timeout_ms, unsigned stale_secs, md_lock **out);
+/* Marks the lock as in use (its mtime now), as Dovecot does every 10 s
+ * while it works under it: a lock unchanged for 120 s with no live pid on
+ * this host is broken by Dovecot.  -ESTALE when it was broken already. */
+int md_uidlist_lock_touch(md_lock *l);
 int md_uidlist_commit(md_lock *l, const md_uidlist *u, uid_t uid, gid_t gid, mode_t mode);
 void md_uidlist_unlock(md_lock *l);
 
