@@ -360,8 +360,8 @@ int md_base_for(const char *name, int64_t size, int64_t vsize, char **out)
 {
     if (!*name || strchr(name, '/'))
         return -EINVAL;
-    bool verbatim = name[0] != '.' && size_fields_match(name, 'S', size) &&
-                    size_fields_match(name, 'W', vsize);
+    bool verbatim =
+        name[0] != '.' && size_fields_match(name, 'S', size) && size_fields_match(name, 'W', vsize);
     for (const char *p = name; verbatim && *p; p++)
         verbatim = !needs_escape(name, p) || *p == ',';
     char *base = verbatim ? g_strdup(name) : escape_name(name);
@@ -477,8 +477,8 @@ static int write_all(int fd, const char *buf, size_t len)
  * name and the directory synced: durable when this returns 0.  tmp is
  * gone on failure.
  */
-static int replace_file(int dirfd, const char *tmp, const char *name, const char *data,
-                        size_t len, uid_t uid, gid_t gid, mode_t mode, time_t min_mtime)
+static int replace_file(int dirfd, const char *tmp, const char *name, const char *data, size_t len,
+                        uid_t uid, gid_t gid, mode_t mode, time_t min_mtime)
 {
     int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0)
@@ -646,7 +646,8 @@ int md_keywords_save(int dirfd, const md_keywords *kw, uid_t uid, gid_t gid, mod
         if (kw->name[i])
             g_string_append_printf(s, "%d %s\n", i, kw->name[i]);
     struct stat old;
-    time_t min_mtime = fstatat(dirfd, KEYWORDS_FILE, &old, AT_SYMLINK_NOFOLLOW) ? 0 : old.st_mtime + 1;
+    time_t min_mtime =
+        fstatat(dirfd, KEYWORDS_FILE, &old, AT_SYMLINK_NOFOLLOW) ? 0 : old.st_mtime + 1;
     char *tmp = temp_name("." KEYWORDS_FILE);
     int rc = replace_file(dirfd, tmp, KEYWORDS_FILE, s->str, s->len, uid, gid, mode, min_mtime);
     g_free(tmp);
@@ -709,9 +710,8 @@ int md_info_for(const char *flags, size_t len, const char *old_info, md_keywords
             continue;
         if (w[0] == '\\') {
             size_t f = 0;
-            while (f < G_N_ELEMENTS(sys_flags) &&
-                   !(strlen(sys_flags[f].flag) == wl &&
-                     !g_ascii_strncasecmp(sys_flags[f].flag, w, wl)))
+            while (f < G_N_ELEMENTS(sys_flags) && !(strlen(sys_flags[f].flag) == wl &&
+                                                    !g_ascii_strncasecmp(sys_flags[f].flag, w, wl)))
                 f++;
             if (f == G_N_ELEMENTS(sys_flags))
                 rc = -EINVAL; /* \Recent and unknown system flags are not stored */
@@ -1081,8 +1081,9 @@ int md_uidlist_read(int dirfd, md_uidlist **out, char **err)
 
 struct md_lock {
     int dirfd; /* our own dup of the folder's fd */
-    dev_t dev; /* the lock file we made */
-    ino_t ino;
+    dev_t dev; /* the lock file we made: an inode number alone can be */
+    ino_t ino; /* reused at once by a lock made after ours was broken */
+    struct timespec ctime;
 };
 
 /* What check_lock last saw of a file (file-dotlock.c's file_change_info). */
@@ -1319,10 +1320,11 @@ int md_uidlist_lock_opts(int dirfd, unsigned timeout_ms, unsigned stale_secs, md
         sleep_us(wait + g_random_int_range(0, (gint32)wait));
         wait = MIN(wait * 3 / 2, LOCK_WAIT_MAX_US);
     }
+    /* the temporary name goes first: its unlink changes the ctime */
+    unlinkat(dirfd, tmp, 0);
     struct stat st;
     if (rc == 1 && fstat(tmpfd, &st))
         rc = -errno; /* cannot happen; then the lock stays until stale */
-    unlinkat(dirfd, tmp, 0);
     close(tmpfd);
     g_free(tmp);
     if (rc != 1)
@@ -1331,6 +1333,7 @@ int md_uidlist_lock_opts(int dirfd, unsigned timeout_ms, unsigned stale_secs, md
     l->dirfd = fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
     l->dev = st.st_dev;
     l->ino = st.st_ino;
+    l->ctime = st.st_ctim; /* after the link, which changed it */
     if (l->dirfd < 0) {
         rc = -errno;
         unlinkat(dirfd, UIDLIST_LOCK, 0);
@@ -1351,14 +1354,21 @@ static bool lock_is_ours(const md_lock *l)
 {
     struct stat st;
     return !fstatat(l->dirfd, UIDLIST_LOCK, &st, AT_SYMLINK_NOFOLLOW) && st.st_ino == l->ino &&
-           st.st_dev == l->dev;
+           st.st_dev == l->dev && st.st_ctim.tv_sec == l->ctime.tv_sec &&
+           st.st_ctim.tv_nsec == l->ctime.tv_nsec;
 }
 
 int md_uidlist_lock_touch(md_lock *l)
 {
     if (!lock_is_ours(l))
         return -ESTALE;
-    return utimensat(l->dirfd, UIDLIST_LOCK, NULL, AT_SYMLINK_NOFOLLOW) ? -errno : 0;
+    if (utimensat(l->dirfd, UIDLIST_LOCK, NULL, AT_SYMLINK_NOFOLLOW))
+        return -errno;
+    struct stat st;
+    if (fstatat(l->dirfd, UIDLIST_LOCK, &st, AT_SYMLINK_NOFOLLOW))
+        return -errno;
+    l->ctime = st.st_ctim;
+    return 0;
 }
 
 void md_uidlist_unlock(md_lock *l)
@@ -1478,7 +1488,8 @@ int md_acl_to_dovecot(const char *v, size_t len, GString *out)
         const char *sp = memchr(line, ' ', ll);
         if (!ll)
             continue;
-        if (!sp || sp == line || sp == line + ll - 1 || memchr(sp + 1, ' ', ll - (size_t)(sp + 1 - line)))
+        if (!sp || sp == line || sp == line + ll - 1 ||
+            memchr(sp + 1, ' ', ll - (size_t)(sp + 1 - line)))
             return -EINVAL;
         const char *g = line;
         size_t gl = (size_t)(sp - line);
