@@ -632,10 +632,30 @@ static void test_uidlist_commit(void **state)
     assert_int_equal(md_uidlist_commit(l, u, (uid_t)-1, (gid_t)-1, 0600), -EAGAIN);
     assert_int_equal(fstatat(f->dirfd, "dovecot-uidlist.lock", &st, 0), 0); /* not ours: kept */
     unlinkat(f->dirfd, "dovecot-uidlist.lock", 0);
+    /* what Dovecot would not read back is not written */
+    char *good = get(f->dirfd, "dovecot-uidlist");
+    const char *bad_ext[] = {"x1", "S1  W2", "S1 ", "S1\nW2", ":S1"};
+    md_uid_rec *r = &g_array_index(u->recs, md_uid_rec, 1);
+    char *keep = r->ext;
+    for (size_t i = 0; i < G_N_ELEMENTS(bad_ext); i++) {
+        r->ext = (char *)bad_ext[i];
+        assert_int_equal(md_uidlist_lock(f->dirfd, &l), 0);
+        assert_int_equal(md_uidlist_commit(l, u, (uid_t)-1, (gid_t)-1, 0600), -EINVAL);
+    }
+    r->ext = keep;
+    char *rest = u->header_rest;
+    u->header_rest = "G0\n1 :x";
+    assert_int_equal(md_uidlist_lock(f->dirfd, &l), 0);
+    assert_int_equal(md_uidlist_commit(l, u, (uid_t)-1, (gid_t)-1, 0600), -EINVAL);
+    u->header_rest = rest;
     u->uidvalidity = 0;
     assert_int_equal(md_uidlist_lock(f->dirfd, &l), 0);
     assert_int_equal(md_uidlist_commit(l, u, (uid_t)-1, (gid_t)-1, 0600), -EINVAL);
-    assert_int_equal(fstatat(f->dirfd, "dovecot-uidlist.lock", &st, 0), -1);
+    assert_int_equal(fstatat(f->dirfd, "dovecot-uidlist.lock", &st, 0), -1); /* released */
+    text = get(f->dirfd, "dovecot-uidlist");
+    assert_string_equal(text, good);
+    g_free(text);
+    g_free(good);
     md_uidlist_free(u);
 }
 
@@ -1035,6 +1055,37 @@ static void test_dovecot_oracle(void **state)
     md_uidlist_free(u);
     assert_int_equal(md_uidlist_read(rfd, &u, &err), 0);
     assert_int_equal(u->recs->len, 4);
+
+    /* dovecot-acl as Dovecot's acl plugin reads and writes it */
+    const char *acl = "owner lrswipkxtea\nbob lrc\n$staff lrd\n-eve w\nanyone l";
+    GString *dacl = g_string_new(NULL);
+    assert_int_equal(md_acl_to_dovecot(acl, strlen(acl), dacl), 0);
+    g_string_append_c(dacl, '\n');
+    char *aclpath = g_build_filename(root, "dovecot-acl", NULL);
+    assert_true(g_file_set_contents(aclpath, dacl->str, -1, NULL));
+    char *aclget[] = {"run",   "-o", "mail_plugins=acl", "-o", "plugin/acl=vfile", "acl", "get",
+                      "INBOX", NULL};
+    assert_int_equal(fixture_run(dv, aclget, &out), 0); /* 'c' or 'd' would fail it */
+    assert_non_null(strstr(out, "user=bob "));
+    assert_non_null(strstr(out, "create delete lookup read"));
+    assert_non_null(strstr(out, "expunge lookup read write-deleted"));
+    assert_non_null(strstr(out, "-write"));
+    g_free(out);
+    char *aclset[] = {
+        "run",   "-o",         "mail_plugins=acl", "-o",   "plugin/acl=vfile", "acl", "set",
+        "INBOX", "user=carol", "lookup",           "read", "write-seen",       NULL};
+    assert_int_equal(fixture_run(dv, aclset, NULL), 0);
+    char *written = NULL;
+    assert_true(g_file_get_contents(aclpath, &written, NULL, NULL));
+    g_string_assign(dacl, "");
+    assert_int_equal(md_acl_from_dovecot(written, strlen(written), dacl), 0);
+    assert_non_null(strstr(dacl->str, "carol lrs"));
+    assert_non_null(strstr(dacl->str, "bob lrkx"));
+    assert_non_null(strstr(dacl->str, "$staff lrte"));
+    assert_non_null(strstr(dacl->str, "-eve w"));
+    g_free(written);
+    g_free(aclpath);
+    g_string_free(dacl, TRUE);
 
     close(ffd);
     close(rfd);

@@ -1187,6 +1187,13 @@ static bool pid_is_gone(pid_t pid, const struct stat *lock_st)
     return kill(pid, 0) && errno == ESRCH;
 }
 
+static void sleep_us(long us)
+{
+    struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
+    while (nanosleep(&ts, &ts) && errno == EINTR)
+        ;
+}
+
 /*
  * Removes the lock file judged stale, unless it changed since it was
  * judged (another process broke it and locked meanwhile).
@@ -1202,6 +1209,10 @@ static int break_lock(int dirfd, const lock_seen *judged, const char *why)
     if (unlinkat(dirfd, UIDLIST_LOCK, 0) && errno != ENOENT)
         return -errno;
     ms_log(LOG_WARNING, "maildir: broke stale " UIDLIST_LOCK " (%s)", why);
+    /* As Dovecot's dotlock_override: another process that judged the
+     * same lock stale may be about to unlink it; a lock made at once
+     * would be the one it unlinks. */
+    sleep_us(100000 + g_random_int_range(0, 100000));
     return 0;
 }
 
@@ -1280,13 +1291,6 @@ static int try_link(int dirfd, const char *tmp, int tmpfd)
     if (e != EEXIST && !fstat(tmpfd, &st) && st.st_nlink == 2)
         return 1;
     return e == EEXIST ? 0 : -e;
-}
-
-static void sleep_us(long us)
-{
-    struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
-    while (nanosleep(&ts, &ts) && errno == EINTR)
-        ;
 }
 
 int md_uidlist_lock_opts(int dirfd, unsigned timeout_ms, unsigned stale_secs, md_lock **out)
@@ -1387,7 +1391,7 @@ void md_uidlist_unlock(md_lock *l)
 static GString *uidlist_text(const md_uidlist *u)
 {
     GString *s = g_string_new(NULL);
-    uint32_t next = u->next_uid;
+    uint32_t next = MAX(u->next_uid, 1); /* Dovecot calls N0 corrupt */
     if (u->recs->len) {
         uint32_t last = g_array_index(u->recs, md_uid_rec, u->recs->len - 1).uid;
         next = MAX(next, last + 1);
@@ -1413,15 +1417,38 @@ static GString *uidlist_text(const md_uidlist *u)
     return s;
 }
 
+/* Extension fields Dovecot reads back as they are: "K..." fields, one
+ * space apart, no line break (else the file would be corrupt to it). */
+static bool valid_ext(const char *ext)
+{
+    if (!ext || !ext[0])
+        return true;
+    for (const char *p = ext; *p; p++) {
+        if (*p == '\n' || *p == '\r' || (*p == ' ' && (p[1] == ' ' || !p[1])))
+            return false;
+        if ((p == ext || p[-1] == ' ') && !(*p >= 'A' && *p <= 'Z'))
+            return false;
+    }
+    return true;
+}
+
+/* What md_uidlist_commit can write so that Dovecot reads it back. */
+static bool writable_list(const md_uidlist *u)
+{
+    if (!u->uidvalidity || (u->header_rest && strpbrk(u->header_rest, "\r\n")))
+        return false;
+    for (guint i = 0; i < u->recs->len; i++) {
+        const md_uid_rec *r = &g_array_index(u->recs, md_uid_rec, i);
+        if (!r->uid || r->uid == UINT32_MAX || !valid_fname(r->base) || strchr(r->base, ':') ||
+            !valid_ext(r->ext) || (i && r->uid <= g_array_index(u->recs, md_uid_rec, i - 1).uid))
+            return false;
+    }
+    return true;
+}
+
 int md_uidlist_commit(md_lock *l, const md_uidlist *u, uid_t uid, gid_t gid, mode_t mode)
 {
-    int rc = 0;
-    if (!u->uidvalidity)
-        rc = -EINVAL;
-    for (guint i = 1; !rc && i < u->recs->len; i++)
-        if (g_array_index(u->recs, md_uid_rec, i).uid <=
-            g_array_index(u->recs, md_uid_rec, i - 1).uid)
-            rc = -EINVAL;
+    int rc = writable_list(u) ? 0 : -EINVAL;
     if (!rc && !lock_is_ours(l)) {
         ms_log(LOG_ERR, "maildir: " UIDLIST_LOCK " was broken by another process: not written");
         rc = -EAGAIN;
