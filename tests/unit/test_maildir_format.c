@@ -246,6 +246,17 @@ static void test_layouts(void **state)
                            "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", NULL);
     assert_int_equal(md_folder_dir(MD_LAYOUT_FS, longpath, s), -ENAMETOOLONG);
     g_free(longpath);
+    /* maildir++ holds the whole path in one directory name */
+    char *y53 = g_strnfill(53, 'y');
+    longpath = g_strconcat(longname, "/", y53, NULL);
+    assert_int_equal(md_folder_dir(MD_LAYOUT_MAILDIRPP, longpath, s), 0);
+    assert_int_equal(s->len, 255);
+    g_free(longpath);
+    longpath = g_strconcat(longname, "/", y53, "y", NULL);
+    assert_int_equal(md_folder_dir(MD_LAYOUT_MAILDIRPP, longpath, s), -ENAMETOOLONG);
+    assert_int_equal(md_folder_dir(MD_LAYOUT_FS, longpath, s), 0);
+    g_free(longpath);
+    g_free(y53);
     g_free(longname);
     const char *notpp[] = {"Sent",   ".",      "..",   ".a..b", ".a.",   ".&AOl-",
                            ".&AGE-", ".INBOX", ".cur", ".a/b",  ".Inbox"};

@@ -228,13 +228,12 @@ int md_folder_dir(md_layout layout, const char *tree_path, GString *out)
         rc = check_component(layout, parts[i], i == 0);
         if (rc)
             break;
-        gsize at = dir->len + 1;
         if (layout == MD_LAYOUT_MAILDIRPP || i > 0)
             g_string_append_c(dir, layout == MD_LAYOUT_MAILDIRPP ? '.' : '/');
-        else
-            at = 0;
+        /* a file name: the whole ".a.b.c" in maildir++, one level in fs */
+        gsize name_start = layout == MD_LAYOUT_MAILDIRPP ? 0 : dir->len;
         rc = md_mutf7_encode(parts[i], dir);
-        if (!rc && dir->len - at > 255)
+        if (!rc && dir->len - name_start > 255)
             rc = -ENAMETOOLONG;
     }
     if (!rc && !parts[0])

@@ -55,8 +55,9 @@ typedef enum md_layout {
  * the Maildir's own), a component starting with '.' in fs, an empty
  * component, "INBOX" below the top in fs layout, or a top component that
  * is "inbox" in another case (Dovecot's INBOX is case-insensitive: it
- * would be a second directory for one mailbox).  -ENAMETOOLONG when an
- * encoded component exceeds 255 bytes.  In maildir++, "INBOX/x" is
+ * would be a second directory for one mailbox).  -ENAMETOOLONG when a
+ * directory name exceeds 255 bytes (maildir++: all of ".a.b"; fs: each
+ * level).  In maildir++, "INBOX/x" is
  * ".INBOX.x", as Dovecot names it.
  */
 int md_folder_dir(md_layout layout, const char *tree_path, GString *out);
