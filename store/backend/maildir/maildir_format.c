@@ -647,7 +647,7 @@ int md_keywords_save(int dirfd, const md_keywords *kw, uid_t uid, gid_t gid, mod
     struct stat old;
     time_t min_mtime =
         fstatat(dirfd, KEYWORDS_FILE, &old, AT_SYMLINK_NOFOLLOW) ? 0 : old.st_mtime + 1;
-    char *tmp = temp_name("." KEYWORDS_FILE);
+    char *tmp = temp_name(KEYWORDS_FILE); /* no leading dot: not a maildir++ folder name */
     int rc = replace_file(dirfd, tmp, KEYWORDS_FILE, s->str, s->len, uid, gid, mode, min_mtime);
     g_free(tmp);
     g_string_free(s, TRUE);
