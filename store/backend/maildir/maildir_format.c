@@ -1312,8 +1312,8 @@ int md_uidlist_lock_opts(int dirfd, unsigned timeout_ms, unsigned stale_secs, md
         rc = check_lock(dirfd, stale_secs, &seen, &file_seen, &last_change);
         if (rc < 0)
             break;
-        if (rc == 1)
-            continue;
+        if (rc == 1 && g_get_monotonic_time() < deadline)
+            continue; /* gone or broken: try again at once */
         if (g_get_monotonic_time() >= deadline) {
             rc = -EAGAIN;
             ms_log(LOG_WARNING, "maildir: " UIDLIST_LOCK " held by another for %u ms, giving up",
