@@ -1,8 +1,8 @@
 #!/bin/bash
 # md-fixture.sh DIR [EML...] — a Maildir written by Dovecot itself, the
 # oracle of test_maildir_format.c: DIR/Maildir with INBOX holding the given
-# messages (flags and keywords set by doveadm) and two folders with names
-# that need modified UTF-7.  Uses a throwaway config (no auth service:
+# messages; with three or more, flags and keywords set by doveadm on the
+# first three and three folders with names that need modified UTF-7.  Uses a throwaway config (no auth service:
 # doveadm runs without -u, as the mail user).  Run as root, it works as
 # "nobody".  Exits 77 when doveadm is missing.
 #   md-fixture.sh DIR run ARGS...  runs doveadm ARGS on that Maildir.
@@ -39,6 +39,7 @@ fi
 for m in "$@"; do
     dove save -m INBOX <"$m"
 done
+[ $# -ge 3 ] || exit 0 # an empty Maildir: Dovecot makes it at the first delivery
 dove flags add '\Seen $Label1' mailbox INBOX uid 1
 dove flags add '\Answered \Flagged Foo' mailbox INBOX uid 2
 dove flags add '\Draft \Deleted $Label1 Bar' mailbox INBOX uid 3

@@ -1116,6 +1116,123 @@ static void test_dovecot_oracle(void **state)
         g_free(emls[i]);
 }
 
+/* The uids doveadm fetch lists, in a sorted array. */
+static GArray *fetched_uids(const char *dv)
+{
+    char *out = NULL;
+    char *fetch[] = {"run", "fetch", "uid", "mailbox", "INBOX", NULL};
+    assert_int_equal(fixture_run(dv, fetch, &out), 0);
+    GArray *uids = g_array_new(FALSE, FALSE, sizeof(uint32_t));
+    for (const char *p = out; (p = strstr(p, "uid: ")); p += 5) {
+        uint32_t v = (uint32_t)strtoul(p + 5, NULL, 10);
+        g_array_append_val(uids, v);
+    }
+    g_free(out);
+    return uids;
+}
+
+/*
+ * Dovecot delivers while we add messages under the lock, both in a loop:
+ * afterwards every message has one UID, none reused, ours as we gave
+ * them, and Dovecot's force-resync changes nothing.  Our messages go into
+ * cur/ while we hold the lock: a file there before it would be Dovecot's
+ * to number at its next sync.
+ */
+#define DELIVERIES 25
+#define MAX_OURS 400
+
+static void test_dovecot_concurrent(void **state)
+{
+    fixture *f = *state;
+    char *eml = testdata_eml("cpython/msg_05.txt");
+    if (!have_doveadm() || !eml) {
+        g_free(eml);
+        skip();
+    }
+    chmod(f->dir, 0755);
+    char *dv = g_build_filename(f->dir, "dv", NULL);
+    char *none[] = {NULL};
+    assert_int_equal(fixture_run(dv, none, NULL), 0);
+    char *first =
+        g_strdup_printf("bash '%s' '%s' run save -m INBOX < '%s'",
+                        getenv("MD_FIXTURE") ? getenv("MD_FIXTURE") : MD_FIXTURE, dv, eml);
+    assert_int_equal(system(first), 0); /* Dovecot makes the Maildir */
+    pid_t child = fork();
+    if (!child) {
+        int bad = 0;
+        for (int i = 1; i < DELIVERIES; i++)
+            bad += system(first) != 0;
+        _exit(bad ? 1 : 0);
+    }
+    char *root = g_build_filename(dv, "Maildir", NULL);
+    int rfd = open(root, O_RDONLY | O_DIRECTORY);
+    assert_true(rfd >= 0);
+    char *data = NULL;
+    gsize len = 0;
+    assert_true(g_file_get_contents(eml, &data, &len, NULL));
+    /* ours go in for as long as Dovecot delivers */
+    uint32_t ours[MAX_OURS];
+    int n = 0, status = 0;
+    bool child_done = false;
+    for (; n < MAX_OURS && (!child_done || n < 5); n++) {
+        int i = n;
+        md_lock *l = NULL;
+        assert_int_equal(md_uidlist_lock(rfd, &l), 0);
+        md_uidlist *u = NULL;
+        char *err = NULL;
+        assert_int_equal(md_uidlist_read(rfd, &u, &err), 0);
+        char *base = g_strdup_printf("mailfs%03d", i);
+        char *fname = g_strconcat(base, ":2,S", NULL);
+        char *tmp = g_build_filename(root, "tmp", base, NULL);
+        char *cur = g_build_filename(root, "cur", fname, NULL);
+        assert_true(g_file_set_contents(tmp, data, (gssize)len, NULL));
+        chown_nobody(tmp);
+        assert_int_equal(rename(tmp, cur), 0);
+        ours[i] = u->next_uid;
+        assert_int_equal(md_uidlist_add(u, base, ours[i], fname), 0);
+        assert_int_equal(md_uidlist_commit(l, u, getuid() == 0 ? 65534 : (uid_t)-1,
+                                           getuid() == 0 ? 65534 : (gid_t)-1, 0600),
+                         0);
+        md_uidlist_free(u);
+        g_free(base);
+        g_free(fname);
+        g_free(tmp);
+        g_free(cur);
+        child_done = child_done || waitpid(child, &status, WNOHANG) == child;
+    }
+    if (!child_done)
+        waitpid(child, &status, 0);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    print_message("%d messages added by us while Dovecot delivered %d\n", n, DELIVERIES);
+    GArray *uids = fetched_uids(dv);
+    assert_int_equal(uids->len, DELIVERIES + n);
+    for (guint i = 1; i < uids->len; i++)
+        assert_true(g_array_index(uids, uint32_t, i) > g_array_index(uids, uint32_t, i - 1));
+    md_uidlist *u = NULL;
+    char *err = NULL;
+    assert_int_equal(md_uidlist_read(rfd, &u, &err), 0);
+    assert_int_equal(u->recs->len, DELIVERIES + n);
+    for (int i = 0; i < n; i++) {
+        char base[16];
+        snprintf(base, sizeof base, "mailfs%03d", i);
+        assert_int_equal(md_uidlist_uid(u, base, strlen(base)), ours[i]);
+    }
+    char *resync[] = {"run", "force-resync", "INBOX", NULL};
+    assert_int_equal(fixture_run(dv, resync, NULL), 0);
+    GArray *again = fetched_uids(dv);
+    assert_int_equal(again->len, uids->len);
+    assert_memory_equal(again->data, uids->data, uids->len * sizeof(uint32_t));
+    g_array_free(again, TRUE);
+    g_array_free(uids, TRUE);
+    md_uidlist_free(u);
+    close(rfd);
+    g_free(data);
+    g_free(root);
+    g_free(first);
+    g_free(dv);
+    g_free(eml);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1133,6 +1250,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lock_exclusion, setup, teardown),
         cmocka_unit_test(test_acl),
         cmocka_unit_test_setup_teardown(test_dovecot_oracle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dovecot_concurrent, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
