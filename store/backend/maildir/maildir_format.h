@@ -30,8 +30,12 @@
  * Modified UTF-7 (RFC 3501 5.1.3), as Dovecot's imap-utf7.c: encode
  * fails (-EINVAL) for input that is not valid UTF-8; decode fails
  * (-EINVAL) for anything Dovecot's decoder refuses (unterminated or
- * empty "&...-" runs other than "&-", bad base64, non-canonical
- * encodings, printable ASCII encoded, bad surrogates).  Appends to out.
+ * empty "&...-" runs other than "&-", bad base64, a run right after a
+ * run, an odd byte count, printable ASCII or NUL encoded, bad surrogates,
+ * raw bytes outside printable ASCII), and also for what Dovecot accepts
+ * but does not encode back to the same bytes (non-zero padding bits:
+ * Dovecot reads "&AOl-" as "é" like "&AOk-"), so a decoded name always
+ * maps back to its own directory.  Appends to out (nothing on failure).
  */
 int md_mutf7_encode(const char *utf8, GString *out);
 int md_mutf7_decode(const char *mutf7, GString *out);
@@ -49,8 +53,12 @@ typedef enum md_layout {
  * a component holding '.' in maildir++ (its hierarchy separator), a
  * component "cur", "new" or "tmp" (any layout: they would be taken for
  * the Maildir's own), a component starting with '.' in fs, an empty
- * component, or "INBOX" below the top in fs layout.  In maildir++,
- * "INBOX/x" is ".INBOX.x", as Dovecot names it.
+ * component, "INBOX" below the top in fs layout, or a top component that
+ * is "inbox" in another case (Dovecot's INBOX is case-insensitive: it
+ * would be a second directory for one mailbox).  -ENAMETOOLONG when a
+ * directory name exceeds 255 bytes (maildir++: all of ".a.b"; fs: each
+ * level).  In maildir++, "INBOX/x" is
+ * ".INBOX.x", as Dovecot names it.
  */
 int md_folder_dir(md_layout layout, const char *tree_path, GString *out);
 /*
@@ -60,6 +68,8 @@ int md_folder_dir(md_layout layout, const char *tree_path, GString *out);
  * (maildir++: no leading '.', "." or "..", empty components as in
  * ".a..b") or a component is not valid modified UTF-7: the caller logs
  * it and shows the folder under its raw name (md_folder_raw_path).
+ * Only a directory that md_folder_dir gives back for the result is a
+ * folder (".INBOX", ".cur", ".Inbox" are not).  Appends to out.
  */
 int md_folder_path(md_layout layout, const char *dir, GString *out);
 /* The tree path showing a folder directory's components verbatim (the
@@ -86,9 +96,13 @@ bool md_filename_split(const char *fname, size_t *base_len, const char **info);
  * bytes and vsize virtual bytes (CRLF line endings): name itself when it
  * holds no '%' or ':', does not start with '.', and every ",S=N" / ",W=N"
  * field in it is exactly size / vsize (Dovecot trusts those fields for
- * RFC822.SIZE); else name with '%', ':', ',' and a leading '.' as "%XX"
- * (upper-case hex).  -ENAMETOOLONG when the result exceeds
- * MD_BASE_MAX (room left for ":2," and every flag letter).  g_free *out.
+ * RFC822.SIZE; it reads ",S=" with no digits as 0, and ignores a field
+ * whose digits are followed by anything but ',' or the end), and it
+ * holds no control byte (Dovecot ignores files whose name holds CR or
+ * LF); else name with '%', ':', ',', control bytes and a leading '.' as
+ * "%XX" (upper-case hex).  -ENAMETOOLONG when the result exceeds
+ * MD_BASE_MAX (room left for ":2," and every flag letter); -EINVAL for
+ * an empty name or one with '/'.  g_free *out.
  */
 #define MD_BASE_MAX 200
 int md_base_for(const char *name, int64_t size, int64_t vsize, char **out);
@@ -114,7 +128,11 @@ typedef struct md_keywords {
     char *name[MD_KEYWORDS_MAX]; /* NULL: index unused */
 } md_keywords;
 int md_keywords_load(int dirfd, md_keywords *kw);
-/* Atomically (a temporary file renamed over it), owned uid:gid, mode. */
+/* Atomically (a temporary file renamed over it, then the directory
+ * synced), owned uid:gid, mode; its mtime later than the old file's even
+ * within one second (Dovecot rereads it only when the mtime's seconds
+ * change).  Call it holding the uidlist lock: Dovecot changes
+ * dovecot-keywords only under that lock and relies on it. */
 int md_keywords_save(int dirfd, const md_keywords *kw, uid_t uid, gid_t gid, mode_t mode);
 void md_keywords_clear(md_keywords *kw);
 
@@ -122,17 +140,26 @@ void md_keywords_clear(md_keywords *kw);
  * INFO letters to the flags value mailfs shows (user.mail.flags, the
  * canonical form of ms_flags_normalize): the system flags of D F R S T as
  * Dovecot maps them (maildir-filename-flags.c; what it does with P, so
- * do we), then keywords in letter order.  Unknown letters (upper-case ones Dovecot
- * does not know, lower-case ones with no keyword) are left out of the
- * value but kept by md_info_for when the flags are written back.
+ * do we: Dovecot ignores P, "passed", and keeps it), then keywords in
+ * letter order.  System flags come in the order IMAP FETCH and doveadm
+ * fetch list them: \Answered \Flagged \Deleted \Seen \Draft.  Unknown
+ * letters (upper-case ones Dovecot does not know, lower-case ones with
+ * no keyword) are left out of the value but kept by md_info_for when the
+ * flags are written back; letters after a second ',' are no flags.
+ * Appends to out.  (Dovecot itself names a lower-case letter with no
+ * keyword "unknown-N" and adds it to dovecot-keywords at its next sync.)
  */
 void md_flags_of_info(const char *info, const md_keywords *kw, GString *out);
 /*
  * The INFO letters (sorted, as Dovecot writes them) for flags (a
  * canonical user.mail.flags value), given the file's current info (its
  * unknown letters are kept; NULL: none).  Keywords not yet in kw are
- * added to it (*kw_changed set: the caller saves dovecot-keywords before
- * renaming the file); -ENOSPC when the folder has no free keyword letter.
+ * added to it (*kw_changed set to true, never cleared: the caller saves
+ * dovecot-keywords before renaming the file); a new keyword never gets a
+ * letter this file already holds.  Keywords match case-insensitively, as
+ * in Dovecot.  -ENOSPC when the folder has no free keyword letter (kw
+ * and out unchanged); -EINVAL for \Recent or an unknown system flag.
+ * Appends to out, with any ",..." tail of old_info kept.
  */
 int md_info_for(const char *flags, size_t len, const char *old_info, md_keywords *kw,
                 bool *kw_changed, GString *out);
@@ -142,8 +169,13 @@ int md_info_for(const char *flags, size_t len, const char *old_info, md_keywords
 /*
  * dovecot-uidlist, version 3 (Dovecot 2.x): a header "3 V<uidvalidity>
  * N<next uid> G<guid> ..." then one line per message "<uid> [ext...]
- * :<filename>".  Records keep their extension fields verbatim, the
- * header its unknown fields, so a rewrite loses nothing Dovecot wrote.
+ * :<filename>".  Records keep their extension fields (key A-Z; others
+ * Dovecot drops on its next rewrite, and so does md_uidlist_read),
+ * the header its unknown fields, so a rewrite loses nothing Dovecot
+ * wrote.  Dovecot 2.3 writes the base name only ("12 W1234 :BASE"), and
+ * appends records without rewriting the header, so its N is often below
+ * the last uid + 1: next_uid is computed past the last record, as
+ * Dovecot does.  Version 1 files ("1 V N", "<uid> <fname>") are read too.
  */
 typedef struct md_uid_rec {
     uint32_t uid;
@@ -170,16 +202,24 @@ typedef struct md_uidlist {
  * rename and appends whole lines, so a reader sees a consistent file;
  * a last line without its newline is being appended and is ignored).
  * -ENOENT when there is none; -EINVAL (one line in *err, g_free) when it
- * does not parse: unknown version, no V or N, a uid line out of order
- * or below... anything Dovecot would call corrupt.
+ * does not parse: empty, unknown version, no V or N (or 0), a G that is
+ * not 32 hex digits, a uid line out of order, uid 0 or 2^32-1, no ':'
+ * before the name, an empty name, a '/' in it, an empty line: anything
+ * Dovecot calls corrupt.  (Dovecot DELETES a corrupt dovecot-uidlist and
+ * starts over with a new UIDVALIDITY.)  A name listed twice with one uid
+ * is read once; with another uid the later wins (Dovecot does the same).
  */
 int md_uidlist_read(int dirfd, md_uidlist **out, char **err);
-/* A new, empty list (no file yet). */
+/* A new, empty list (no file yet) with a new mailbox GUID in
+ * header_rest ("G" + 32 hex digits), as Dovecot makes one; a list
+ * committed without a G gets a new one. */
 md_uidlist *md_uidlist_new(uint32_t uidvalidity, uint32_t next_uid);
 /* The uid of base, 0 when not listed. */
 uint32_t md_uidlist_uid(const md_uidlist *u, const char *base, size_t base_len);
-/* Appends base with uid (> every uid listed: else -EINVAL); next_uid
- * becomes at least uid + 1. */
+/* Appends base with uid (> every uid listed, < 2^32-1: else -EINVAL);
+ * next_uid becomes at least uid + 1.  fname (NULL: base) is base or
+ * base:INFO.  -EINVAL for a base with ':', '/', CR, LF or a leading '.';
+ * -EEXIST when base is listed. */
 int md_uidlist_add(md_uidlist *u, const char *base, uint32_t uid, const char *fname);
 /* Forgets base (expunged); no-op when not listed. */
 void md_uidlist_remove(md_uidlist *u, const char *base, size_t base_len);
@@ -188,17 +228,40 @@ void md_uidlist_free(md_uidlist *u);
 /*
  * dovecot-uidlist.lock, Dovecot's dotlock for the uidlist (lib/
  * file-dotlock.c with maildir-uidlist.c's settings), which works over
- * NFS: made by link() of a unique temporary file; waited for up to
- * MD_LOCK_TIMEOUT seconds (-EAGAIN after, logged); broken when stale as
- * Dovecot breaks it (older than its stale timeout without change, or
- * made on this host by a pid that is gone).  md_uidlist_commit writes
- * u into the lock file, fsyncs it and renames it over dovecot-uidlist
- * (file_dotlock_replace), releasing the lock; md_uidlist_unlock releases
- * it without writing.  Files are owned uid:gid with mode.
+ * NFS: made by link() of a unique temporary file (in the folder's tmp/,
+ * as Dovecot does) holding "PID:HOSTNAME"; Dovecot's own dotlock_use_excl
+ * default makes it with O_EXCL instead: the two exclude each other.
+ * Waited for up to MD_LOCK_TIMEOUT seconds (-EAGAIN after, logged;
+ * Dovecot itself waits 122 s).  Broken when stale as Dovecot breaks it:
+ * made on this host more than 2 s ago by a pid that is gone, or, with no
+ * such pid (another host, unreadable), unchanged for 120 s while
+ * dovecot-uidlist did not change either.  A live local pid is never
+ * broken.  Unlike Dovecot, a lock holding our own pid is taken for
+ * another thread's and waited for, unless made before this process
+ * started.  Hold it briefly, or md_uidlist_lock_touch it: Dovecot breaks
+ * a lock from another host unchanged for 120 s.
+ * md_uidlist_commit writes u as Dovecot 2.3 does (maildir_uidlist_
+ * recreate: dovecot-uidlist.tmp, owned uid:gid with mode, fsync'd,
+ * renamed over dovecot-uidlist, the directory fsync'd), then removes the
+ * lock: it always releases and frees l, also on failure; -EAGAIN when
+ * the lock was broken meanwhile (nothing written), -EINVAL for
+ * uidvalidity 0 or uids out of order.  (file_dotlock_replace, renaming
+ * the lock file itself, is what Dovecot does for dovecot-keywords and
+ * dovecot-acl, not for the uidlist.)  md_uidlist_unlock releases it
+ * without writing (NULL: no-op); neither removes a lock that is no
+ * longer ours.
  */
 #define MD_LOCK_TIMEOUT 30
 typedef struct md_lock md_lock;
 int md_uidlist_lock(int dirfd, md_lock **out);
+/* md_uidlist_lock with its waits given: timeout_ms before -EAGAIN, and
+ * the seconds without change after which a lock with no live local pid is
+ * stale (Dovecot: 120).  For tests and tools. */
+int md_uidlist_lock_opts(int dirfd, unsigned timeout_ms, unsigned stale_secs, md_lock **out);
+/* Marks the lock as in use (its mtime now), as Dovecot does every 10 s
+ * while it works under it: a lock unchanged for 120 s with no live pid on
+ * this host is broken by Dovecot.  -ESTALE when it was broken already. */
+int md_uidlist_lock_touch(md_lock *l);
 int md_uidlist_commit(md_lock *l, const md_uidlist *u, uid_t uid, gid_t gid, mode_t mode);
 void md_uidlist_unlock(md_lock *l);
 
@@ -208,10 +271,21 @@ void md_uidlist_unlock(md_lock *l);
  * user.mail.acl ("grantee rights" lines, RFC 4314 letters) to and from
  * a dovecot-acl file (vfile): grantees "anyone", "authenticated" and
  * "owner" are Dovecot's identifiers of that name, "$NAME" is
- * "group=NAME", any other NAME is "user=NAME"; a leading '-' (negative
- * rights) stays in front.  Rights letters are RFC 4314's, which Dovecot
- * reads as they are.  Reading skips comments and blank lines, and keeps
- * lines it cannot map (logged).  Appends to out, no final newline.
+ * "group=NAME", "!$NAME" "group-override=NAME", any other NAME is
+ * "user=NAME" (the names Dovecot's IMAP ACL uses); a leading '-'
+ * (negative rights) stays in front.  Dovecot knows the letters
+ * "lrwstipekxa" and REFUSES A WHOLE FILE with any other, so RFC 2086's
+ * obsolete 'c' is written as "kx" and 'd' as "et" (as Dovecot's SETACL
+ * does); letters are written in Dovecot's order (by right name, as
+ * doveadm acl set writes: "akxeilprwts").  -EINVAL for a value that is
+ * not "grantee rights" lines.  Reading skips comments and blank lines,
+ * "anonymous" is "anyone", lines of one identifier are merged (as
+ * Dovecot does), rights are shown in "lrswipkxtea" order; lines mailfs
+ * cannot show (a quoted identifier, a user named like a special
+ * identifier, an unknown identifier, a bad letter, no rights) are
+ * skipped and logged, and named ":rights" dropped and logged: a rewrite
+ * through md_acl_to_dovecot loses them.  Appends to out, no final
+ * newline.
  */
 int md_acl_to_dovecot(const char *v, size_t len, GString *out);
 int md_acl_from_dovecot(const char *text, size_t len, GString *out);

@@ -687,9 +687,11 @@ static int md_mkdir(ms_store *st, int64_t mailbox, ms_node parent, const char *n
     md_folder *f = NULL;
     if (!rc) {
         f = g_hash_table_lookup(mb->folders, path);
+        g_autoptr(GString) dir = g_string_new(NULL);
         if (f && (f->exists || f->seen))
             rc = -EEXIST;
-        else if (!f && !(f = md_folder_get(s, mb, path)))
+        else if (!f && (rc = md_folder_dir(s->layout, path, dir)) == 0 &&
+                 !(f = md_folder_get(s, mb, path)))
             rc = -EINVAL;
     }
     if (!rc) {
@@ -1020,8 +1022,8 @@ static int rename_folder(md_store *s, md_mbox *mb, const char *oldpath, const ch
     if (!strncmp(newpath, oldpath, n) && newpath[n] == '/')
         return -EINVAL;
     g_autoptr(GString) ndir = g_string_new(NULL);
-    if (md_folder_dir(s->layout, newpath, ndir))
-        return -EINVAL;
+    if ((rc = md_folder_dir(s->layout, newpath, ndir)))
+        return rc;
     md_folder *there = g_hash_table_lookup(mb->folders, newpath);
     if (there && there != f) {
         if (noreplace)
