@@ -282,8 +282,9 @@ static bool reserved_in_root(const char *n)
 }
 
 /* The folder name found on disk at dir (relative to the root), logged
- * and shown raw when it is not valid modified UTF-7. */
-static void found_folder(md_store *s, md_mbox *mb, const char *dir)
+ * and shown raw when it is not valid modified UTF-7.  selectable: it is
+ * a Maildir (fs layout: a directory without cur/ only holds folders). */
+static void found_folder(md_store *s, md_mbox *mb, const char *dir, bool selectable)
 {
     g_autoptr(GString) path = g_string_new(NULL);
     if (md_folder_path(s->layout, dir, path)) {
@@ -302,7 +303,7 @@ static void found_folder(md_store *s, md_mbox *mb, const char *dir)
         g_free(f->dir);
         f->dir = g_strdup(dir);
     }
-    see_folder(s, mb, path->str, true);
+    see_folder(s, mb, path->str, selectable);
 }
 
 static void scan_fs_dir(md_store *s, md_mbox *mb, const char *root, const char *rel, int depth)
@@ -321,8 +322,11 @@ static void scan_fs_dir(md_store *s, md_mbox *mb, const char *root, const char *
             continue;
         g_autofree char *sub = *rel ? g_strconcat(rel, "/", e->d_name, NULL) : g_strdup(e->d_name);
         /* "INBOX/x" lives in a plain folder "INBOX": INBOX itself is the root. */
-        if (*rel || strcmp(e->d_name, "INBOX"))
-            found_folder(s, mb, sub);
+        if (*rel || strcmp(e->d_name, "INBOX")) {
+            struct stat cb;
+            g_autofree char *cur = g_build_filename(abs, e->d_name, "cur", NULL);
+            found_folder(s, mb, sub, stat(cur, &cb) == 0 && S_ISDIR(cb.st_mode));
+        }
         if (depth < 64)
             scan_fs_dir(s, mb, root, sub, depth + 1);
     }
@@ -370,7 +374,7 @@ int md_refresh_folders(md_store *s, md_mbox *mb)
             struct stat sb;
             if (fstatat(dirfd(d), e->d_name, &sb, 0) < 0 || !S_ISDIR(sb.st_mode))
                 continue;
-            found_folder(s, mb, e->d_name);
+            found_folder(s, mb, e->d_name, true);
         }
         closedir(d);
     }

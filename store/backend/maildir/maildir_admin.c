@@ -589,28 +589,9 @@ static int md_message_link(ms_store *st, ms_node folder, const char *name, int64
         }
         rc = md_base_for(name, size, vsize, &base);
     }
-    g_autoptr(GString) info = g_string_new(NULL);
-    bool changed = false;
-    if (!rc)
-        rc = md_keywords_refresh(s, f);
-    if (!rc)
-        rc = md_info_for(flags ? flags : "", flen, NULL, &f->kw, &changed, info);
-    if (!rc && changed) {
-        uid_t ou;
-        gid_t og;
-        mode_t dm;
-        g_autofree char *fp = md_folder_path_abs(s, f);
-        int fd = open(fp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        rc = fd < 0 ? -errno : md_owner(s, f->mb, &ou, &og, &dm);
-        if (!rc)
-            rc = md_keywords_save(fd, &f->kw, ou, og, dm & 0666);
-        if (fd >= 0)
-            close(fd);
-        f->kw_loaded = false;
-    }
     md_msg *nm = NULL;
     if (!rc)
-        rc = md_put_file(s, f, spath, true, base, info->str, (uint32_t)uid, false, &nm);
+        rc = md_put_file(s, f, spath, true, base, flags, flen, (uint32_t)uid, false, &nm);
     if (rc == -ENOENT) {
         /* Renamed by Dovecot between our look and the link: a copy will
          * do (the caller's), rather than a guess at the new name. */
@@ -625,13 +606,12 @@ static int md_message_link(ms_store *st, ms_node folder, const char *name, int64
     return rc;
 }
 
-/* Back to an implied maildir++ parent: its directory goes, if it holds
- * no message (and then only Dovecot's and mailfs's own files). */
+/* Back to a mere parent: in maildir++ its directory goes, in fs its
+ * cur/new/tmp, if it holds no message (and then only Dovecot's and
+ * mailfs's own files). */
 static int md_folder_unselect(ms_store *st, ms_node folder)
 {
     md_store *s = md_of(st);
-    if (s->layout != MD_LAYOUT_MAILDIRPP)
-        return -ENOTSUP; /* fs: a parent is a directory anyway */
     ms_mutex_lock(&s->lock);
     md_folder *f = md_by_id(s, MS_FOLDER, folder.id);
     int rc = !f ? -ENOENT : !*f->dir ? -EINVAL : md_refuse(s, f->mb);
@@ -641,7 +621,8 @@ static int md_folder_unselect(ms_store *st, ms_node folder)
         rc = -ENOTEMPTY;
     if (!rc && f->exists) {
         g_autofree char *p = md_folder_path_abs(s, f);
-        rc = md_remove_maildir(p);
+        /* fs layout: the directory stays, it holds the subfolders. */
+        rc = md_remove_maildir(p, s->layout == MD_LAYOUT_FS);
         if (!rc) {
             md_folder_drop_cache(s, f);
             f->exists = false;

@@ -179,15 +179,15 @@ int md_info_for(const char *flags, size_t len, const char *old_info, md_keywords
  */
 typedef struct md_uid_rec {
     uint32_t uid;
-    char *base; /* the base name (filename up to ':'), the record's key */
-    char *ext;  /* extension fields verbatim ("W1234 S1200"), or NULL */
+    char *base;  /* the base name (filename up to ':'), the record's key */
+    char *ext;   /* extension fields verbatim ("W1234 S1200"), or NULL */
     char *fname; /* the file name as recorded (may hold ":2,..."), g_free */
 } md_uid_rec;
 
 typedef struct md_uidlist {
     uint32_t uidvalidity, next_uid;
-    char *header_rest; /* header fields other than V and N, verbatim ("G... ") */
-    GArray *recs;      /* md_uid_rec, in increasing uid order */
+    char *header_rest;   /* header fields other than V and N, verbatim ("G... ") */
+    GArray *recs;        /* md_uid_rec, in increasing uid order */
     GHashTable *by_base; /* base (char*) -> index+1 in recs (GUINT_TO_POINTER) */
     /* The file read (0s when none): a reader compares them to know
      * whether to read again. */

@@ -191,7 +191,7 @@ int md_mkdir_maildir(const char *path, uid_t uid, gid_t gid, mode_t mode, bool f
 int md_mkdir_subdirs(const char *path, uid_t uid, gid_t gid, mode_t mode, bool folder_marker);
 int md_make_dir(const char *path, uid_t uid, gid_t gid, mode_t mode);
 int md_rm_tree(const char *path);
-int md_remove_maildir(const char *path);
+int md_remove_maildir(const char *path, bool keep_dir);
 uint32_t md_new_uidvalidity(md_store *s);
 int md_assign_uids(md_store *s, md_folder *f);
 int md_uids_begin(md_store *s, md_folder *f, md_uidlist **ul, md_lock **lk);
@@ -199,7 +199,7 @@ int md_uids_end(md_store *s, md_folder *f, md_uidlist *ul, md_lock *lk, bool wri
 md_uidlist *md_batch_merged(md_folder *f);
 void md_batch_clear(md_folder *f);
 int md_put_file(md_store *s, md_folder *f, const char *src_path, bool link_it, const char *base,
-                const char *info, uint32_t want_uid, bool durable, md_msg **out);
+                const char *flags, size_t flags_len, uint32_t want_uid, bool durable, md_msg **out);
 
 /* maildir_admin.c */
 extern const ms_admin_ops md_admin_ops;

@@ -77,10 +77,12 @@ int md_mkdir_subdirs(const char *path, uid_t uid, gid_t gid, mode_t mode, bool f
     for (size_t i = 0; !rc && i < 3; i++) {
         g_autofree char *p = g_build_filename(path, subs[i], NULL);
         rc = md_make_dir(p, uid, gid, mode);
+        if (rc == -EEXIST)
+            rc = 0;
     }
     if (!rc && folder_marker) {
         g_autofree char *p = g_build_filename(path, "maildirfolder", NULL);
-        int fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode & 0666);
+        int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC, mode & 0666);
         if (fd < 0 || fchown(fd, uid, gid) < 0)
             rc = -errno;
         if (fd >= 0)
@@ -152,9 +154,11 @@ int md_ensure_folder(md_store *s, md_folder *f)
     g_autofree char *p = md_folder_path_abs(s, f);
     if ((rc = inbox_holder(s, f->mb, f->dir)))
         return rc;
-    if (!*f->dir) {
-        /* INBOX: the root is there, its cur/new/tmp are not. */
-        rc = md_mkdir_subdirs(p, uid, gid, dmode, false);
+    struct stat sb;
+    if (!*f->dir || stat(p, &sb) == 0) {
+        /* INBOX, or an fs-layout parent: the directory is there, its
+         * cur/new/tmp are not. */
+        rc = md_mkdir_subdirs(p, uid, gid, dmode, *f->dir != 0);
     } else {
         rc = md_mkdir_maildir(p, uid, gid, dmode, true);
     }
@@ -410,6 +414,37 @@ static md_msg *cache_put(md_store *s, md_folder *f, const char *base, const char
 }
 
 /*
+ * The info letters flags get in folder f, under f's uidlist lock (held by
+ * the caller): its keywords read again (fresh, or already current in a
+ * batch, which holds the lock throughout), new ones added and saved.
+ */
+static int info_locked(md_store *s, md_folder *f, const char *flags, size_t len, bool fresh,
+                       GString *info)
+{
+    if (fresh)
+        f->kw_loaded = false;
+    int rc = md_keywords_refresh(s, f);
+    bool changed = false;
+    if (!rc)
+        rc = md_info_for(flags ? flags : "", flags ? len : 0, NULL, &f->kw, &changed, info);
+    if (rc || !changed)
+        return rc;
+    uid_t uid;
+    gid_t gid;
+    mode_t dmode;
+    g_autofree char *fp = md_folder_path_abs(s, f);
+    int fd = open(fp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    rc = fd < 0 ? -errno : md_owner(s, f->mb, &uid, &gid, &dmode);
+    if (!rc)
+        rc = md_keywords_save(fd, &f->kw, uid, gid, dmode & 0666);
+    if (fd >= 0)
+        close(fd);
+    /* Read again next time: its mtime moved. */
+    f->kw_loaded = rc == 0 && !fresh;
+    return rc;
+}
+
+/*
  * Puts the file at src_path (renamed, or linked with link_it) into f's
  * cur/ as base with info, with UID want_uid when that is above every UID
  * f has (a move into its fresh copy), else the next one; under the
@@ -417,7 +452,7 @@ static md_msg *cache_put(md_store *s, md_folder *f, const char *base, const char
  * has a message of that base.  *out: the message.
  */
 int md_put_file(md_store *s, md_folder *f, const char *src_path, bool link_it, const char *base,
-                const char *info, uint32_t want_uid, bool durable, md_msg **out)
+                const char *flags, size_t flags_len, uint32_t want_uid, bool durable, md_msg **out)
 {
     ms_mutex_assert_held(&s->lock);
     md_uidlist *ul = NULL;
@@ -426,6 +461,14 @@ int md_put_file(md_store *s, md_folder *f, const char *src_path, bool link_it, c
     if (rc)
         return rc;
     bool batch = f->batch_lock == lk;
+    /* The info letters, under the lock that guards dovecot-keywords too:
+     * a keyword Dovecot added meanwhile keeps its letter. */
+    g_autoptr(GString) info = g_string_new(NULL);
+    rc = info_locked(s, f, flags, flags_len, !batch, info);
+    if (rc) {
+        md_uids_end(s, f, ul, lk, false);
+        return rc;
+    }
     /* Under the lock, what Dovecot put there before is seen (a batch
      * holds the lock throughout: its own cache is the truth). */
     if (!batch)
@@ -448,7 +491,7 @@ int md_put_file(md_store *s, md_folder *f, const char *src_path, bool link_it, c
         if (uid <= top)
             uid = top + 1;
     }
-    g_autofree char *fname = g_strconcat(base, ":2,", info ? info : "", NULL);
+    g_autofree char *fname = g_strconcat(base, ":2,", info->str, NULL);
     g_autofree char *fp = md_folder_path_abs(s, f);
     g_autofree char *cur = g_build_filename(fp, "cur", NULL);
     g_autofree char *dst = g_build_filename(cur, fname, NULL);
@@ -614,8 +657,16 @@ static int md_setattr(ms_store *st, int64_t mailbox, ms_node node, const ms_seta
         rc = md_stat_attr(path, xa, &was);
     if (!rc)
         rc = keep_over(s, path, xa, &was, req, !m);
-    if (!rc && m && (req->mask & MS_SET_MTIME))
+    if (!rc && m && (req->mask & MS_SET_MTIME)) {
         rc = set_mtime(path, req->mtime_ns);
+        /* Dovecot keeps the received date it first read in its cache,
+         * whatever the file's mtime says later: the cache goes (Dovecot
+         * rebuilds it) so that it reads the new date. */
+        g_autofree char *fp = md_folder_path_abs(s, m->f);
+        g_autofree char *cache = g_build_filename(fp, "dovecot.index.cache", NULL);
+        if (!rc)
+            unlink(cache);
+    }
     if (m)
         m->stated = false;
     ms_mutex_unlock(&s->lock);
@@ -750,7 +801,7 @@ static int remove_maildir(const char *path, bool keep_subdirs)
     return rc;
 }
 
-int md_remove_maildir(const char *path) { return remove_maildir(path, false); }
+int md_remove_maildir(const char *path, bool keep_dir) { return remove_maildir(path, keep_dir); }
 
 /* True when folder f of mb has a subfolder. */
 static bool has_subfolders(md_mbox *mb, md_folder *f)
@@ -896,34 +947,6 @@ static int base_of_file(const char *name, const char *path, int64_t size, char *
     return md_base_for(name, size, vsize, out);
 }
 
-/* The info letters m gets in folder to (its flags, re-lettered for to's
- * keywords, which may gain some). */
-static int info_in(md_store *s, md_msg *m, md_folder *to, GString *info)
-{
-    g_autofree char *flags = NULL;
-    size_t len = 0;
-    int rc = md_flags_of(s, m, &flags, &len);
-    if (!rc)
-        rc = md_keywords_refresh(s, to);
-    bool changed = false;
-    if (!rc)
-        rc = md_info_for(flags ? flags : "", len, NULL, &to->kw, &changed, info);
-    if (!rc && changed) {
-        uid_t uid;
-        gid_t gid;
-        mode_t dmode;
-        g_autofree char *fp = md_folder_path_abs(s, to);
-        int fd = open(fp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        rc = fd < 0 ? -errno : md_owner(s, to->mb, &uid, &gid, &dmode);
-        if (!rc)
-            rc = md_keywords_save(fd, &to->kw, uid, gid, dmode & 0666);
-        if (fd >= 0)
-            close(fd);
-        to->kw_loaded = false;
-    }
-    return rc;
-}
-
 static int rename_message(md_store *s, md_folder *from, const char *name, md_folder *to,
                           const char *newname, bool noreplace)
 {
@@ -941,12 +964,12 @@ static int rename_message(md_store *s, md_folder *from, const char *name, md_fol
     if (!rc)
         rc = md_msg_stat(s, m);
     g_autofree char *src = rc ? NULL : md_msg_path(s, m);
-    g_autofree char *base = NULL;
-    g_autoptr(GString) info = g_string_new(NULL);
+    g_autofree char *base = NULL, *flags = NULL;
+    size_t flen = 0;
     if (!rc)
         rc = base_of_file(newname, src, m->size, &base);
     if (!rc)
-        rc = info_in(s, m, to, info);
+        rc = md_flags_of(s, m, &flags, &flen);
     if (!rc && old) {
         g_autofree char *op = md_msg_path(s, old);
         if (unlink(op) < 0 && errno != ENOENT)
@@ -961,7 +984,7 @@ static int rename_message(md_store *s, md_folder *from, const char *name, md_fol
     md_over over = m->over;
     int64_t mid = m->id;
     md_msg *nm = NULL;
-    rc = md_put_file(s, to, src, false, base, info->str, 0, false, &nm);
+    rc = md_put_file(s, to, src, false, base, flags, flen, 0, false, &nm);
     if (rc)
         return rc;
     /* The message keeps its id: the same file under another name. */
@@ -1272,6 +1295,12 @@ static int md_xattr_set(ms_store *st, int64_t mailbox, ms_node node, ms_xattr_id
         g_autofree char *root = rc ? NULL : md_mbox_path(s, mb);
         if (!rc)
             rc = write_small(s, mb, root, "dovecot-acl", text->str, text->len);
+        if (!rc) {
+            /* Dovecot's list of mailboxes with ACLs: rebuilt from the
+             * files when it is gone. */
+            g_autofree char *list = g_build_filename(root, "dovecot-acl-list", NULL);
+            unlink(list);
+        }
     } else {
         rc = -ENOTSUP;
     }
@@ -1490,28 +1519,12 @@ static int md_commit(ms_store *st, const ms_commit *c, ms_attr *out)
         rc = md_base_for(name, sg.size, sg.vsize, &base);
     /* The flags: as given, else the replaced message's, or those set on
      * the message before its first commit. */
-    g_autoptr(GString) info = g_string_new(NULL);
-    if (!rc && (c->flags || (m && (!m->pending || m->pflags)))) {
-        g_autofree char *old = NULL;
-        size_t olen = 0;
-        if (!c->flags)
-            rc = md_flags_of(s, m, &old, &olen);
-        if (!rc)
-            rc = md_keywords_refresh(s, f);
-        bool changed = false;
-        if (!rc)
-            rc = md_info_for(c->flags ? c->flags
-                             : old    ? old
-                                      : "",
-                             c->flags ? c->flags_len : olen, NULL, &f->kw, &changed, info);
-        if (!rc && changed) {
-            int fd = open(fp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-            rc = fd < 0 ? -errno : md_keywords_save(fd, &f->kw, uid, gid, dmode & 0666);
-            if (fd >= 0)
-                close(fd);
-            f->kw_loaded = false;
-        }
-    }
+    g_autofree char *oflags = NULL;
+    size_t oflen = 0;
+    if (!rc && !c->flags && m && (!m->pending || m->pflags))
+        rc = md_flags_of(s, m, &oflags, &oflen);
+    const char *flags = c->flags ? c->flags : oflags;
+    size_t flen = c->flags ? c->flags_len : oflen;
     md_msg *old = m && !m->pending ? m : NULL;
     g_autofree char *old_path = old ? md_msg_path(s, old) : NULL;
     if (!rc && m && m->pending) {
@@ -1538,7 +1551,7 @@ static int md_commit(ms_store *st, const ms_commit *c, ms_attr *out)
     }
     md_msg *nm = NULL;
     if (!rc)
-        rc = md_put_file(s, f, sg.path, false, base, info->str, (uint32_t)c->imap_uid, c->durable,
+        rc = md_put_file(s, f, sg.path, false, base, flags, flen, (uint32_t)c->imap_uid, c->durable,
                          &nm);
     if (!rc && old && nm != old) {
         if (unlink(old_path) < 0 && errno != ENOENT)

@@ -374,6 +374,10 @@ static const char *const migrations[] = {
     "UPDATE folder SET uidvalidity = CAST(strftime('%s', 'now') AS INTEGER);"
     "INSERT OR REPLACE INTO meta(key, value)"
     " VALUES ('uidvalidity', CAST(strftime('%s', 'now') AS INTEGER));",
+    /* v7: a folder that is only the parent of others (ms_folder_unselect),
+     * as a Maildir++ parent a move brought here was: moved on, it is one
+     * again.  It stops being one when it holds a message. */
+    "ALTER TABLE folder ADD COLUMN noselect INTEGER NOT NULL DEFAULT 0;",
 };
 #define SCHEMA_VERSION ((int)G_N_ELEMENTS(migrations))
 
@@ -838,6 +842,7 @@ static const ms_admin_ops sq_admin = {
     .deleted_purge = sq_deleted_purge,
     .folder_uids_get = sq_folder_uids_get,
     .folder_uids_set = sq_folder_uids_set,
+    .folder_unselect = sq_folder_unselect,
 };
 
 const ms_backend ms_sqlite_backend = {

@@ -433,3 +433,39 @@ int sq_folder_uids_set(ms_store *st, ms_node folder, const ms_folder_uids *u)
     sq_conn_put(st, c);
     return rc;
 }
+
+/* Marks folder a mere parent (schema v7), refused in locked mailboxes
+ * like any write and while it holds a message. */
+static int unselect_in(sq_conn *c, int64_t folder)
+{
+    int64_t mailbox, n;
+    int rc = sq_query_int(c, "SELECT mailbox FROM folder WHERE id = ?", folder, &mailbox,
+                          "folder unselect");
+    if (!rc)
+        rc = sq_mailbox_writable(c, mailbox);
+    if (!rc)
+        rc = sq_query_int(c, "SELECT count(*) FROM message WHERE folder = ?", folder, &n,
+                          "folder unselect");
+    if (!rc && n)
+        rc = -ENOTEMPTY;
+    sqlite3_stmt *q = rc ? NULL : sq_stmt(c, "UPDATE folder SET noselect = 1 WHERE id = ?");
+    if (!rc && !q)
+        rc = -EIO;
+    if (!rc) {
+        sqlite3_bind_int64(q, 1, folder);
+        rc = sq_step_done(c, q, "folder unselect");
+    }
+    return rc;
+}
+
+int sq_folder_unselect(ms_store *st, ms_node folder)
+{
+    sq_conn *c = sq_conn_get(st);
+    if (!c)
+        return -EIO;
+    int rc = sq_tx_begin(st, c);
+    if (!rc)
+        rc = sq_tx_end(st, c, unselect_in(c, folder.id));
+    sq_conn_put(st, c);
+    return rc;
+}

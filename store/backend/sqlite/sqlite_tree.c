@@ -17,7 +17,9 @@
  * ctime_ns.
  */
 #define MAILBOX_COLS "id, 0, mtime_ns, mode, uid, gid, 0, id, name, ctime_ns"
-#define FOLDER_COLS "id, 0, mtime_ns, mode, uid, gid, 0, mailbox, name, ctime_ns"
+#define FOLDER_COLS                                                                                \
+    "id, 0, mtime_ns, mode, uid, gid, 0, mailbox, name, ctime_ns,"                                 \
+    " noselect AND NOT EXISTS(SELECT 1 FROM message WHERE message.folder = folder.id)"
 #define MESSAGE_COLS                                                                               \
     "m.id, m.size, m.mtime_ns, m.mode, m.uid, m.gid, m.imap_uid, f.mailbox, m.name, m.ctime_ns"
 
@@ -34,6 +36,8 @@ static void row_attr(sqlite3_stmt *q, ms_kind kind, ms_attr *a)
     a->imap_uid = sqlite3_column_int64(q, 6);
     a->mailbox = sqlite3_column_int64(q, 7);
     a->ctime_ns = sqlite3_column_int64(q, 9);
+    if (kind == MS_FOLDER)
+        a->noselect = sqlite3_column_int(q, 10) != 0;
 }
 
 /* Reads one attribute row of kind from q; resets q. */
