@@ -367,8 +367,8 @@ dovecot_log_problems() {
 # the number of messages left.  $DOVECOT_DIR/fill-USER lists what went
 # where, in delivery order (so the n-th line of a folder is its UID n):
 # FOLDER<TAB>lda|save|append<TAB>FILE.  dovecot-lda drops a first line
-# "From ..." (an mbox envelope), taking its date as the received date.
-# Meant for a user with no mail yet.
+# "From ..." (an mbox envelope); the message is otherwise byte for byte
+# the file.  Meant for a user with no mail yet (and not named bob).
 DOVECOT_FLAG_SETS=(
     ""
     '\Seen'
