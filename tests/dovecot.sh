@@ -3,15 +3,17 @@
 # tests/ldap.sh's slapd_start, whose trap would replace ours).
 #
 #   dovecot_start DIR     config, base_dir, state_dir, passwd-file and log in
-#                         DIR; IMAP on 127.0.0.1:$DOVECOT_IMAP_PORT (free port
-#                         unless set), no SSL, plaintext auth; LMTP on the
+#                         DIR; IMAP on 127.0.0.1:$DOVECOT_IMAP_PORT (exported;
+#                         a free port, or $DOVECOT_START_PORT), no SSL,
+#                         plaintext auth; LMTP on the
 #                         socket $DOVECOT_LMTP_SOCKET; acl plugin (vfile).
 #                         Mail is owned by $DOVECOT_VMAIL ($DOVECOT_UID:
 #                         $DOVECOT_GID), a system user made for this test
 #                         (mailfs-vmail-PID; removed at exit unless it
 #                         existed: set DOVECOT_VMAIL to use your own).
 #                         Stopped (and the user removed) by the EXIT trap.
-#   dovecot_stop [DIR]    stops it, waiting until every process is gone.
+#   dovecot_stop [DIR]    stops it, waiting until every process is gone
+#                         (dovecot_start DIR again restarts it, users kept).
 #   dovecot_use DIR       makes another started instance the current one.
 #   dovecot_user NAME STOREPATH [fs]
 #                         user NAME, password "pw", mail_location
@@ -162,42 +164,56 @@ _dovecot_trap() {
 # _dovecot_up DIR PID: the master runs and IMAP listens.
 _dovecot_up() {
     kill -0 "$2" 2>/dev/null || return 2
-    ss -ltn "sport = :$(cat "$1/port")" | grep -q LISTEN && [ -S "$1/run/auth-userdb" ]
+    ss -ltn "sport = :$(cat "$1/port")" | grep -q LISTEN && [ -S "$1/run/auth-userdb" ] &&
+        [ -s "$1/run/master.pid" ]
 }
 
 dovecot_start() {
-    local d=$1 try port pid
+    local d=$1 port child rc i
     for b in /usr/sbin/dovecot /usr/bin/doveadm /usr/lib/dovecot/imap /usr/lib/dovecot/lmtp \
         /usr/lib/dovecot/dovecot-lda; do
         [ -x "$b" ] || { not_ok "Dovecot is not installed ($b: apt-get install dovecot-imapd dovecot-lmtpd)"; return 1; }
     done
     _dovecot_vmail || return 1
     _dovecot_trap
-    mkdir -p "$d/run" "$d/state" && touch "$d/users" && : >"$d/seps" || return 1
+    # users and seps survive a restart of the same DIR
+    mkdir -p "$d/run" "$d/state" && touch "$d/users" "$d/seps" || return 1
     _dovecot_reach "$d" || return 1
-    for try in 1 2 3; do
-        port=${DOVECOT_IMAP_PORT:-$(_dovecot_port)} || { not_ok "no free port"; return 1; }
+    case " $_DOVECOT_DIRS " in *" $d "*) ;; *) _DOVECOT_DIRS="$_DOVECOT_DIRS $d" ;; esac
+    for _ in 1 2 3; do
+        port=${DOVECOT_START_PORT:-$(_dovecot_port)} || { not_ok "no free port"; return 1; }
         echo "$port" >"$d/port"
         _dovecot_config "$d" "$port"
-        setsid /usr/sbin/dovecot -F -c "$d/dovecot.conf" 2>>"$d/dovecot.log" &
-        pid=$!
-        echo "$pid" >"$d/master.pid"
-        _DOVECOT_DIRS="$_DOVECOT_DIRS $d"
-        local i rc=1
+        : >"$d/start.log"
+        setsid /usr/sbin/dovecot -F -c "$d/dovecot.conf" 2>"$d/start.log" &
+        child=$!
+        echo "$child" >"$d/master.pid"
+        # Polled rather than wait_for: a master that died ends the wait.
+        rc=1
         for i in $(seq 400); do
-            _dovecot_up "$d" "$pid"
+            _dovecot_up "$d" "$child"
             rc=$?
             [ $rc = 1 ] || break
             sleep 0.05
         done
         [ $rc = 0 ] && break
-        wait "$pid" 2>/dev/null
+        [ $rc = 1 ] && kill -TERM "$child" 2>/dev/null
+        wait "$child" 2>/dev/null
         # A port taken between our look and its bind: another one.
-        grep -q "Address already in use" "$d/dovecot.log" && [ -z "${DOVECOT_IMAP_PORT:-}" ] && continue
-        not_ok "Dovecot did not start: $(tail -3 "$d/dovecot.log")"
-        return 1
+        grep -q "Address already in use" "$d/start.log" "$d/dovecot.log" 2>/dev/null &&
+            [ -z "${DOVECOT_START_PORT:-}" ] && continue
+        break
     done
-    [ $rc = 0 ] || { not_ok "Dovecot did not start: $(tail -3 "$d/dovecot.log")"; return 1; }
+    if [ $rc != 0 ]; then
+        not_ok "Dovecot did not start: $(cat "$d/start.log"; tail -3 "$d/dovecot.log" 2>/dev/null)"
+        return 1
+    fi
+    # The master's own pid file, in case setsid had to fork to lead a
+    # session: its pid is the session every process of the instance is in.
+    if [ "$(cat "$d/run/master.pid")" != "$child" ]; then
+        not_ok "Dovecot's master is not the process started ($(cat "$d/run/master.pid") != $child)"
+        return 1
+    fi
     dovecot_use "$d"
 }
 
@@ -351,8 +367,8 @@ dovecot_log_problems() {
 # the number of messages left.  $DOVECOT_DIR/fill-USER lists what went
 # where, in delivery order (so the n-th line of a folder is its UID n):
 # FOLDER<TAB>lda|save|append<TAB>FILE.  dovecot-lda drops a first line
-# "From ..." (an mbox envelope), taking its date as the received date.
-# Meant for a user with no mail yet.
+# "From ..." (an mbox envelope); the message is otherwise byte for byte
+# the file.  Meant for a user with no mail yet (and not named bob).
 DOVECOT_FLAG_SETS=(
     ""
     '\Seen'

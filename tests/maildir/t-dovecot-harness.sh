@@ -159,6 +159,15 @@ chmod 700 "$WORK/srv2/carol/Sent/cur"
 log_has_problems() { ! dovecot_log_problems "$1" >/dev/null; }
 check "a folder the IMAP server cannot read: an error in the log" log_has_problems "$MARK"
 
+# A restart of the same instance keeps its users (and takes a new port).
+dovecot_imap_snapshot alice >"$WORK/before"
+OLDPIDS=$(dovecot_procs | paste -sd,)
+dovecot_stop
+check "stopped for a restart: no process left" test -z "$(ps -o pid= -p "$OLDPIDS")"
+dovecot_start "$D" || exit 1
+dovecot_imap_snapshot alice >"$WORK/after"
+check "restarted: alice's mail is served as before" diff "$WORK/before" "$WORK/after"
+
 # Stopping: with an IMAP session open, every process goes.
 python3 -c '
 import imaplib, sys
