@@ -993,8 +993,6 @@ static int gather(md_store *s, ms_node parent, GArray *out)
     if (!pf)
         return 0;
     rc = md_refresh_folder(s, pf, false);
-    if (!rc && !s->ro)
-        rc = md_assign_uids(s, pf);
     if (rc)
         return rc;
     for (int pass = 0; pass < 2; pass++) {

@@ -495,6 +495,11 @@ static int md_mailbox_stamp(ms_store *st, int64_t id, uint8_t out[MS_STAMP_LEN])
     md_mbox *mb = md_by_id(s, MS_MAILBOX, id);
     GPtrArray *fs = NULL;
     int rc = mb ? folders_sorted(s, mb, &fs) : -ENOENT;
+    /* A move stamps its source before copying it: files Dovecot has not
+     * numbered yet get their UIDs now, as Dovecot's next look would give
+     * them, so that the copy keeps the UIDs clients will know. */
+    for (guint i = 0; !rc && !s->ro && i < fs->len; i++)
+        rc = md_assign_uids(s, fs->pdata[i]);
     struct sha256_ctx ctx;
     sha256_init(&ctx);
     for (guint i = 0; !rc && i < fs->len; i++) {
