@@ -557,6 +557,26 @@ int md_over_set(md_store *s, const char *path, const char *xa, const md_over *o)
     return -e;
 }
 
+/*
+ * Before mailfs writes its own or Dovecot's bookkeeping files into the
+ * directory at path (dovecot-uidlist, dovecot-keywords, mailfs-mailbox),
+ * the attributes the tree shows for it are kept in its attribute xa, so
+ * that bookkeeping does not date the folder: a move that only read a
+ * mailbox, or rolled back, leaves it as the tree showed it.
+ */
+void md_pin_dir(md_store *s, const char *path, const char *xa)
+{
+    md_over o;
+    md_over_get(path, xa, &o);
+    if (o.set && o.mtime_ns)
+        return;
+    ms_attr a;
+    if (md_stat_attr(path, xa, &a) == 0) {
+        o = (md_over){true, a.mode, a.uid, a.gid, a.mtime_ns};
+        md_over_set(s, path, xa, &o);
+    }
+}
+
 /* The attribute holding what the mount gave folder f. */
 const char *md_folder_xattr(const md_folder *f) { return *f->dir ? MD_ATTR_XATTR : MD_INBOX_XATTR; }
 
@@ -701,6 +721,10 @@ int md_meta_read(md_store *s, md_mbox *mb, md_meta *out)
 int md_meta_write(md_store *s, md_mbox *mb, const md_meta *m)
 {
     g_autofree char *dir = md_mbox_path(s, mb);
+    /* The file is mailfs's bookkeeping, not a change of the mailbox: a
+     * lock taken and dropped leaves the mailbox as it was. */
+    md_pin_dir(s, dir, MD_ATTR_XATTR);
+    md_pin_dir(s, dir, MD_INBOX_XATTR);
     g_autofree char *p = g_build_filename(dir, MD_META_FILE, NULL);
     g_autofree char *tmp = g_strconcat(p, ".tmp", NULL);
     g_autofree char *text = g_strdup_printf(

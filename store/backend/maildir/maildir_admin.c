@@ -222,9 +222,10 @@ static int md_mailbox_create(ms_store *st, const char *name, ms_mb_state state, 
         rc = md_meta_write(s, mb, &meta);
     }
     if (!rc && like) {
-        md_over o = {true, like->mode, like->uid, like->gid, 0};
-        if (like->mode != (dmode & 07777) || like->uid != uid || like->gid != gid)
-            rc = md_over_set(s, p, MD_ATTR_XATTR, &o);
+        /* The source mailbox's mode, owner and date, as the tree shows
+         * them (the directory itself is the mail server's). */
+        md_over o = {true, like->mode, like->uid, like->gid, like->mtime_ns};
+        rc = md_over_set(s, p, MD_ATTR_XATTR, &o);
     }
     if (!rc)
         *id = mb->id;

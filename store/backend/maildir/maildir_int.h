@@ -164,6 +164,8 @@ int md_stat_attr(const char *path, const char *xa, ms_attr *out);
 int md_over_get(const char *path, const char *xa, md_over *o);
 int md_over_set(md_store *s, const char *path, const char *xa, const md_over *o);
 const char *md_folder_xattr(const md_folder *f);
+void md_pin_dir(md_store *s, const char *path, const char *xa);
+void md_pin_folder(md_store *s, md_folder *f);
 int md_meta_read(md_store *s, md_mbox *mb, md_meta *out);
 int md_meta_write(md_store *s, md_mbox *mb, const md_meta *m);
 int md_keywords_refresh(md_store *s, md_folder *f);

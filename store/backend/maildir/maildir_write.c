@@ -202,6 +202,8 @@ int md_uids_begin(md_store *s, md_folder *f, md_uidlist **ul, md_lock **lk)
     int fd = open(fp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
         return -errno;
+    /* The lock file comes and goes in the folder's directory. */
+    md_pin_folder(s, f);
     md_lock *l = NULL;
     int rc = md_uidlist_lock(fd, &l);
     md_uidlist *u = NULL;
@@ -302,6 +304,18 @@ static uint32_t batch_uid(md_folder *f, md_uidlist *ul, uint32_t want)
     if (uid >= ul->next_uid)
         ul->next_uid = uid + 1;
     return uid;
+}
+
+/* md_pin_dir of folder f's directory (for INBOX, the mailbox's too: one
+ * directory). */
+void md_pin_folder(md_store *s, md_folder *f)
+{
+    if (!f->exists)
+        return;
+    g_autofree char *p = md_folder_path_abs(s, f);
+    md_pin_dir(s, p, md_folder_xattr(f));
+    if (!*f->dir)
+        md_pin_dir(s, p, MD_ATTR_XATTR);
 }
 
 /* Ends md_uids_begin: writes the list (write) or leaves it; in a batch,
@@ -435,8 +449,10 @@ static int info_locked(md_store *s, md_folder *f, const char *flags, size_t len,
     g_autofree char *fp = md_folder_path_abs(s, f);
     int fd = open(fp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     rc = fd < 0 ? -errno : md_owner(s, f->mb, &uid, &gid, &dmode);
-    if (!rc)
+    if (!rc) {
+        md_pin_folder(s, f);
         rc = md_keywords_save(fd, &f->kw, uid, gid, dmode & 0666);
+    }
     if (fd >= 0)
         close(fd);
     /* Read again next time: its mtime moved. */
@@ -1230,6 +1246,8 @@ static int set_flags(md_store *s, md_msg *m, const char *v, size_t len)
             mode_t dmode;
             int fd = open(fp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
             rc = fd < 0 ? -errno : md_owner(s, f->mb, &uid, &gid, &dmode);
+            if (!rc)
+                md_pin_folder(s, f);
             if (!rc)
                 rc = md_keywords_save(fd, &f->kw, uid, gid, dmode & 0666);
             if (fd >= 0)
