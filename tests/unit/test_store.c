@@ -994,8 +994,10 @@ static void test_migration_v5_uidvalidity(void **state)
     put(st, inbox, "b", "second", 6);
     assert_int_equal(ms_unlink(st, inbox, "a"), 0);
     ms_store_close(st);
-    /* The v5 schema: v6 only added the column and the meta row. */
+    /* The v5 schema: v6 only added the column and the meta row, v7 the
+     * noselect column. */
     g_free(sql_on(path, "ALTER TABLE folder DROP COLUMN uidvalidity;"
+                        "ALTER TABLE folder DROP COLUMN noselect;"
                         "DELETE FROM meta WHERE key = 'uidvalidity'; PRAGMA user_version = 5;"));
     assert_int_equal(ms_store_open(&sc, MS_OPEN_READONLY, &st, &err), -EPROTO);
     assert_non_null(strstr(err, "schema upgrade"));
@@ -1005,7 +1007,7 @@ static void test_migration_v5_uidvalidity(void **state)
     assert_int_equal(ms_store_open(&sc, 0, &st, &err), 0);
     int64_t after = ms_now_ns() / 1000000000;
     g_autofree char *ver = sql_on(path, "PRAGMA user_version");
-    assert_string_equal(ver, "6");
+    assert_string_equal(ver, "7");
     assert_int_equal(ms_resolve(st, "old/INBOX", &inbox), 0);
     ms_folder_uids u = uids_of(st, inbox);
     assert_true(u.uidvalidity >= before && u.uidvalidity <= after);
