@@ -292,11 +292,15 @@ int md_put_file(md_store *s, md_folder *f, const char *src_path, bool link_it, c
     ms_mutex_assert_held(&s->lock);
     md_uidlist *ul = NULL;
     md_lock *lk = NULL;
+    bool held = f->batch_lock != NULL; /* by an earlier put of this batch */
     int rc = md_uids_begin(s, f, &ul, &lk);
     if (rc)
         return rc;
-    /* Under the lock: what Dovecot put there before it is seen. */
-    rc = md_refresh_folder(s, f, true);
+    /* Under the lock: what Dovecot put there before it is seen.  Once per
+     * batch: the batch's earlier puts are in the cache (cache_put), and a
+     * rescan per put made a batch into a big folder quadratic. */
+    if (!held)
+        rc = md_refresh_folder(s, f, true);
     if (!rc && msg_by_base(f, base))
         rc = -EEXIST;
     /* A record whose file is gone (expunged, Dovecot has not synced
