@@ -473,6 +473,7 @@ int md_put_file(md_store *s, md_folder *f, const char *src_path, bool link_it, c
     ms_mutex_assert_held(&s->lock);
     md_uidlist *ul = NULL;
     md_lock *lk = NULL;
+    bool held = f->batch_lock != NULL; /* by an earlier put of this batch */
     int rc = md_uids_begin(s, f, &ul, &lk);
     if (rc)
         return rc;
@@ -480,15 +481,16 @@ int md_put_file(md_store *s, md_folder *f, const char *src_path, bool link_it, c
     /* The info letters, under the lock that guards dovecot-keywords too:
      * a keyword Dovecot added meanwhile keeps its letter. */
     g_autoptr(GString) info = g_string_new(NULL);
-    rc = info_locked(s, f, flags, flags_len, !batch, info);
+    rc = info_locked(s, f, flags, flags_len, !held, info);
     if (rc) {
         md_uids_end(s, f, ul, lk, false);
         return rc;
     }
-    /* Under the lock, what Dovecot put there before is seen (a batch
-     * holds the lock throughout: its own cache is the truth). */
-    if (!batch)
-        rc = md_refresh_folder(s, f, false);
+    /* Under the lock: what Dovecot put there before it is seen.  Once per
+     * batch: the batch's earlier puts are in the cache (cache_put), and a
+     * rescan per put made a batch into a big folder quadratic. */
+    if (!held)
+        rc = md_refresh_folder(s, f, batch);
     if (!rc && msg_by_base(f, base))
         rc = -EEXIST;
     /* A record whose file is gone (expunged, Dovecot has not synced
