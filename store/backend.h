@@ -127,6 +127,10 @@ typedef struct ms_admin_ops {
     int (*folder_uids_set)(ms_store *st, ms_node folder, const ms_folder_uids *u);
     /* NULL: nothing writes behind the store (-ENOTSUP, see ms_mailbox_stamp). */
     int (*mailbox_stamp)(ms_store *st, int64_t id, uint8_t out[MS_STAMP_LEN]);
+    /* user.mail.uid: message gets uid when no other message of its folder
+     * has it, else keeps its own (0 both ways); UIDNEXT rises past it.
+     * NULL: UIDs cannot be set (-ENOTSUP). */
+    int (*message_uid_set)(ms_store *st, int64_t message, int64_t uid);
     /* NULL: every folder can hold messages (-ENOTSUP, ms_folder_unselect). */
     int (*folder_unselect)(ms_store *st, ms_node folder);
     /* NULL: never shares bytes (-EXDEV, see ms_message_link).  Called

@@ -495,12 +495,17 @@ int ms_writer_import(ms_store *st, ms_node folder, const char *name, int64_t uid
  * gets (UIDNEXT).  Every backend that keeps UIDs keeps these per folder,
  * so a move can give the target's folders the source's values and an
  * IMAP client's cache stays valid.  uidnext is never below any UID the
- * folder holds (set raises it past them); uidvalidity is nonzero.
+ * folder holds (set raises it past them); set may also lower it down to
+ * there, as a move or a restore states the source's values (an admin's
+ * act: clients of the folder being restored over may have seen more);
+ * uidvalidity is nonzero.
  */
 typedef struct ms_folder_uids {
     uint32_t uidvalidity;
     int64_t uidnext;
 } ms_folder_uids;
+/* -ENODATA: the folder has no UID state yet (a Maildir folder no one
+ * numbered a message in): a copy starts its own. */
 int ms_folder_uids_get(ms_store *st, ms_node folder, ms_folder_uids *out);
 int ms_folder_uids_set(ms_store *st, ms_node folder, const ms_folder_uids *u);
 

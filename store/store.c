@@ -551,8 +551,94 @@ static bool lenient_acl(const char *v, size_t len)
     return true;
 }
 
+/* ------------------------------------------------ IMAP UIDs as attributes */
+
+/*
+ * user.mail.uid (a message's IMAP UID) and user.mail.uids (a folder's
+ * "UIDVALIDITY UIDNEXT"), so that backups made with rsync -X, tar --xattrs
+ * and cp -a and restored into an empty folder give IMAP clients the UIDs
+ * they had cached.  Read from the store's UID state, not kept apart.  A
+ * UID set is a wish: granted when no other message of the folder has it,
+ * else the message keeps its own (a merge into a folder in use must not
+ * fail nor steal a UID).  Removing them is a no-op: rsync removes what its
+ * source lacks, and a backup made before they existed lacks them.
+ */
+#define XA_UID "user.mail.uid"
+#define XA_UIDS "user.mail.uids"
+
+/* 1 when name is one of them on a node of the right kind, -1 when one of
+ * them on another kind, 0 when neither. */
+static int uid_xattr(const char *name, ms_kind kind)
+{
+    if (!strcmp(name, XA_UID))
+        return kind == MS_MESSAGE ? 1 : -1;
+    if (!strcmp(name, XA_UIDS))
+        return kind == MS_FOLDER ? 1 : -1;
+    return 0;
+}
+
+static int uid_xattr_get(ms_store *st, ms_node node, char **value, size_t *len)
+{
+    ms_attr a;
+    int rc = st->be->tree->getattr(st, node, &a);
+    if (rc)
+        return rc;
+    if (node.kind == MS_MESSAGE) {
+        if (a.imap_uid <= 0)
+            return -ENODATA;
+        *value = g_strdup_printf("%lld", (long long)a.imap_uid);
+    } else {
+        ms_folder_uids u;
+        if (a.noselect || !st->be->admin->folder_uids_get)
+            return -ENODATA;
+        rc = st->be->admin->folder_uids_get(st, node, &u);
+        if (rc)
+            return rc == -ENOTSUP ? -ENODATA : rc;
+        *value = g_strdup_printf("%lu %lld", (unsigned long)u.uidvalidity, (long long)u.uidnext);
+    }
+    *len = strlen(*value);
+    return 0;
+}
+
+/* Decimal digits only, 1..max: what the values hold. */
+static bool parse_count(const char *s, size_t len, int64_t max, int64_t *out)
+{
+    if (!len || len > 19)
+        return false;
+    int64_t v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (s[i] - '0');
+    }
+    if (v < 1 || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+static int uid_xattr_set(ms_store *st, ms_node node, const char *value, size_t len)
+{
+    if (node.kind == MS_MESSAGE) {
+        int64_t uid;
+        if (!parse_count(value, len, UINT32_MAX, &uid))
+            return -EINVAL;
+        int rc = may_write(st, st->be->admin->message_uid_set);
+        return rc ? rc : st->be->admin->message_uid_set(st, node.id, uid);
+    }
+    const char *sp = memchr(value, ' ', len);
+    int64_t v, n;
+    if (!sp || !parse_count(value, (size_t)(sp - value), UINT32_MAX, &v) ||
+        !parse_count(sp + 1, len - (size_t)(sp + 1 - value), (int64_t)UINT32_MAX + 1, &n))
+        return -EINVAL;
+    return ms_folder_uids_set(st, node, &(ms_folder_uids){(uint32_t)v, n});
+}
+
 int ms_xattr_get(ms_store *st, ms_node node, const char *name, char **value, size_t *len)
 {
+    int u = uid_xattr(name, node.kind);
+    if (u)
+        return u < 0 ? -ENODATA : uid_xattr_get(st, node, value, len);
     int i = xattr_index(name);
     if (i < 0 || xattrs[i].kind != node.kind)
         return -ENODATA;
@@ -572,6 +658,9 @@ int ms_xattr_get(ms_store *st, ms_node node, const char *name, char **value, siz
 int ms_xattr_set(ms_store *st, ms_node node, const char *name, const char *value, size_t len,
                  int flags)
 {
+    int u = uid_xattr(name, node.kind);
+    if (u)
+        return u < 0 ? -ENOTSUP : uid_xattr_set(st, node, value, len);
     int i = xattr_index(name);
     if (i < 0 || xattrs[i].kind != node.kind)
         return -ENOTSUP;
@@ -616,6 +705,15 @@ int ms_xattr_set(ms_store *st, ms_node node, const char *name, const char *value
 int ms_xattr_list(ms_store *st, ms_node node, char **names, size_t *len)
 {
     GString *s = g_string_new(NULL);
+    if (node.kind == MS_MESSAGE || node.kind == MS_FOLDER) {
+        char *v = NULL;
+        size_t n;
+        if (uid_xattr_get(st, node, &v, &n) == 0) {
+            const char *xa = node.kind == MS_MESSAGE ? XA_UID : XA_UIDS;
+            g_string_append_len(s, xa, (gssize)strlen(xa) + 1);
+        }
+        g_free(v);
+    }
     for (size_t i = 0; i < G_N_ELEMENTS(xattrs); i++) {
         if (xattrs[i].kind != node.kind)
             continue;
@@ -637,6 +735,9 @@ int ms_xattr_list(ms_store *st, ms_node node, char **names, size_t *len)
 
 int ms_xattr_remove(ms_store *st, ms_node node, const char *name)
 {
+    int u = uid_xattr(name, node.kind);
+    if (u)
+        return u < 0 ? -ENODATA : 0;
     int i = xattr_index(name);
     if (i < 0 || xattrs[i].kind != node.kind)
         return -ENODATA;

@@ -344,8 +344,8 @@ static int copy_folder_uids(mover *mv, ms_node from, ms_node to)
 {
     ms_folder_uids u;
     int rc = ms_folder_uids_get(mv->src, from, &u);
-    if (rc == -ENOTSUP)
-        return 0;
+    if (rc == -ENOTSUP || rc == -ENODATA)
+        return 0; /* none to give: the copy's own stand */
     return rc ? rc : ms_folder_uids_set(mv->dst, to, &u);
 }
 
@@ -493,8 +493,8 @@ static int verify_folder_uids(mover *mv, const child *c, ms_node dfolder, bool *
         return 0; /* a mere parent: no UIDs of its own */
     int rc = ms_folder_uids_get(mv->src, c->attr.node, &s);
     *uids = rc != -ENOTSUP;
-    if (rc == -ENOTSUP)
-        return 0;
+    if (rc == -ENOTSUP || rc == -ENODATA)
+        return 0; /* no UID state in the source (its messages have UIDs) */
     if (!rc)
         rc = ms_folder_uids_get(mv->dst, dfolder, &d);
     if (rc)

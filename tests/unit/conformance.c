@@ -572,16 +572,19 @@ static void test_xattrs(void **state)
     xattr_is(f->st, m, ACL, NULL);
     char *names = NULL;
     size_t len = 0;
+    /* The UID is listed too (user.mail.uid), read from the store. */
+    const char *UID = "user.mail.uid";
     assert_int_equal(ms_xattr_list(f->st, m, &names, &len), 0);
-    assert_int_equal(len, strlen(FL) + 1);
-    assert_memory_equal(names, FL, len);
+    assert_int_equal(len, strlen(UID) + 1 + strlen(FL) + 1);
+    assert_memory_equal(names, UID, strlen(UID) + 1);
+    assert_memory_equal(names + strlen(UID) + 1, FL, strlen(FL) + 1);
     g_free(names);
     assert_int_equal(ms_xattr_remove(f->st, m, FL), 0);
     xattr_is(f->st, m, FL, NULL);
     assert_int_equal(ms_xattr_remove(f->st, m, FL), -ENODATA);
     assert_int_equal(ms_xattr_set(f->st, m, FL, "\\Seen", 5, XATTR_REPLACE), -ENODATA);
     assert_int_equal(ms_xattr_list(f->st, m, &names, &len), 0);
-    assert_int_equal(len, 0);
+    assert_int_equal(len, strlen(UID) + 1);
     g_free(names);
     /* Flags travel with a refile. */
     assert_int_equal(ms_xattr_set(f->st, m, FL, "\\Answered", 9, 0), 0);
@@ -724,6 +727,57 @@ static void test_folder_uids(void **state)
         assert_int_equal(a.imap_uid, 500);
         g_free(n);
     }
+}
+
+/* user.mail.uid and user.mail.uids: the IMAP state backups carry. */
+static void test_uid_xattrs(void **state)
+{
+    fixture *f = *state;
+    ms_node mb = mkdir_ok(f->st, ROOT, "ux");
+    ms_node fo = mkdir_ok(f->st, mb, "INBOX");
+    ms_node a = put(f->st, fo, "a", "first");
+    ms_node b = put(f->st, fo, "b", "second");
+    ms_attr at;
+    assert_int_equal(ms_getattr(f->st, a, &at), 0);
+    g_autofree char *ua = g_strdup_printf("%lld", (long long)at.imap_uid);
+    xattr_is(f->st, a, "user.mail.uid", ua);
+    /* A free UID is granted, and UIDNEXT goes past it. */
+    assert_int_equal(ms_xattr_set(f->st, b, "user.mail.uid", "4000", 4, 0), 0);
+    xattr_is(f->st, b, "user.mail.uid", "4000");
+    ms_folder_uids u;
+    assert_int_equal(ms_folder_uids_get(f->st, fo, &u), 0);
+    assert_true(u.uidnext >= 4001);
+    /* A taken one is a wish not granted: the message keeps its own. */
+    assert_int_equal(ms_xattr_set(f->st, a, "user.mail.uid", "4000", 4, 0), 0);
+    xattr_is(f->st, a, "user.mail.uid", ua);
+    /* Below the others: granted too, the order kept (a restore). */
+    assert_int_equal(ms_xattr_set(f->st, a, "user.mail.uid", "2", 1, 0), 0);
+    xattr_is(f->st, a, "user.mail.uid", "2");
+    assert_int_equal(ms_xattr_set(f->st, a, "user.mail.uid", "x1", 2, 0), -EINVAL);
+    assert_int_equal(ms_xattr_set(f->st, a, "user.mail.uid", "0", 1, 0), -EINVAL);
+    assert_int_equal(ms_xattr_remove(f->st, a, "user.mail.uid"), 0); /* a no-op */
+    xattr_is(f->st, a, "user.mail.uid", "2");
+    /* A folder's "UIDVALIDITY UIDNEXT". */
+    assert_int_equal(ms_xattr_set(f->st, fo, "user.mail.uids", "1234 5000", 9, 0), 0);
+    xattr_is(f->st, fo, "user.mail.uids", "1234 5000");
+    assert_int_equal(ms_xattr_set(f->st, fo, "user.mail.uids", "1234 10", 7, 0), 0);
+    xattr_is(f->st, fo, "user.mail.uids", "1234 4001"); /* never below what is used */
+    assert_int_equal(ms_xattr_set(f->st, fo, "user.mail.uids", "1234", 4, 0), -EINVAL);
+    /* A message created and given its UID before its first commit (cp -a). */
+    ms_attr c;
+    ms_writer *w;
+    assert_int_equal(ms_message_create(f->st, fo, "c", 0600, 0, 0, &c), 0);
+    assert_int_equal(ms_xattr_set(f->st, c.node, "user.mail.uid", "7", 1, 0), 0);
+    assert_int_equal(ms_writer_open(f->st, c.node.id, true, &w), 0);
+    assert_int_equal(ms_writer_pwrite(w, "third", 5, 0), 5);
+    assert_int_equal(commit(w, NULL), 0);
+    ms_writer_close(w);
+    assert_int_equal(ms_lookup(f->st, fo, "c", &c), 0);
+    xattr_is(f->st, c.node, "user.mail.uid", "7");
+    /* Renamed within its folder, a message keeps its UID. */
+    assert_int_equal(rename_node(f->st, fo, "c", fo, "c2", false), 0);
+    assert_int_equal(ms_lookup(f->st, fo, "c2", &c), 0);
+    assert_int_equal(c.imap_uid, 7);
 }
 
 /* Every write into b's mailbox, each answered with want; nothing changes. */
@@ -1085,6 +1139,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_written_in_pieces, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rename_and_refile, setup, teardown),
         cmocka_unit_test_setup_teardown(test_xattrs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_uid_xattrs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_locked_mailbox, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retained_mailbox, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reader_keeps_bytes, setup, teardown),

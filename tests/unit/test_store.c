@@ -717,7 +717,7 @@ static void test_names_and_xattrs(void **state)
     assert_int_equal(ms_xattr_set(f->a, mb, "user.mail.acl", "x l", 3, XATTR_CREATE), -EEXIST);
     char *names;
     assert_int_equal(ms_xattr_list(f->a, m, &names, &len), 0);
-    assert_int_equal(len, strlen("user.mail.flags") + 1);
+    assert_int_equal(len, strlen("user.mail.uid") + 1 + strlen("user.mail.flags") + 1);
     g_free(names);
     assert_int_equal(ms_xattr_remove(f->a, m, "user.mail.flags"), 0);
     assert_int_equal(ms_xattr_get(f->a, m, "user.mail.flags", &v, &len), -ENODATA);

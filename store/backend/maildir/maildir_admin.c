@@ -431,25 +431,13 @@ static int md_folder_uids_get(ms_store *st, ms_node folder, ms_folder_uids *out)
     ms_mutex_lock(&s->lock);
     md_folder *f = md_by_id(s, MS_FOLDER, folder.id);
     int rc = !f ? -ENOENT : md_refresh_folder(s, f, true);
-    if (!rc && (!f->ul || !f->exists) && !s->ro && f->exists) {
-        /* No list yet: made now, as Dovecot makes it on first use, so
-         * the values given out stay true. */
-        md_uidlist *ul = NULL;
-        md_lock *lk = NULL;
-        rc = md_uids_begin(s, f, &ul, &lk);
-        if (!rc)
-            rc = md_uids_end(s, f, ul, lk, true);
-        if (!rc)
-            rc = md_refresh_folder(s, f, true);
-    }
+    /* No list yet (nothing ever numbered a message here): no UID state,
+     * and none is made up; reading writes nothing. */
+    if (!rc && !f->ul)
+        rc = -ENODATA;
     if (!rc) {
-        if (f->ul) {
-            out->uidvalidity = f->ul->uidvalidity;
-            out->uidnext = f->ul->next_uid;
-        } else {
-            out->uidvalidity = 1;
-            out->uidnext = 1;
-        }
+        out->uidvalidity = f->ul->uidvalidity;
+        out->uidnext = f->ul->next_uid;
     }
     ms_mutex_unlock(&s->lock);
     return rc;
@@ -471,10 +459,11 @@ static int md_folder_uids_set(ms_store *st, ms_node folder, const ms_folder_uids
     if (!rc) {
         uint32_t top =
             ul->recs->len ? g_array_index(ul->recs, md_uid_rec, ul->recs->len - 1).uid : 0;
-        ul->uidvalidity = u->uidvalidity;
+        /* As given, but above every UID held (a restore made UIDs its
+         * temporary files took and gave back: the count goes back too). */
         int64_t next = u->uidnext > (int64_t)top ? u->uidnext : (int64_t)top + 1;
-        if (next > (int64_t)ul->next_uid)
-            ul->next_uid = (uint32_t)next;
+        ul->next_uid = (uint32_t)next;
+        ul->uidvalidity = u->uidvalidity;
         rc = md_uids_end(s, f, ul, lk, true);
     }
     if (f)
@@ -597,7 +586,7 @@ static int md_message_link(ms_store *st, ms_node folder, const char *name, int64
     }
     md_msg *nm = NULL;
     if (!rc)
-        rc = md_put_file(s, f, spath, true, base, flags, flen, (uint32_t)uid, false, &nm);
+        rc = md_put_file(s, f, spath, true, base, flags, flen, (uint32_t)uid, NULL, false, &nm);
     if (rc == -ENOENT) {
         /* Renamed by Dovecot between our look and the link: a copy will
          * do (the caller's), rather than a guess at the new name. */
@@ -639,6 +628,54 @@ static int md_folder_unselect(ms_store *st, ms_node folder)
     return rc;
 }
 
+/*
+ * user.mail.uid: the message gets uid when no other message of its folder
+ * has it (a restore into an empty folder), else keeps its own; under the
+ * uidlist lock, the list kept in UID order.
+ */
+static int md_message_uid_set(ms_store *st, int64_t message, int64_t uid)
+{
+    md_store *s = md_of(st);
+    if (uid < 1 || uid > UINT32_MAX)
+        return -EINVAL;
+    ms_mutex_lock(&s->lock);
+    md_msg *m = md_by_id(s, MS_MESSAGE, message);
+    int rc = !m ? -ENOENT : md_refuse(s, m->f->mb);
+    if (!rc && m->pending) {
+        m->puid = (uint32_t)uid; /* for its first commit */
+        ms_mutex_unlock(&s->lock);
+        return 0;
+    }
+    md_folder *f = m ? m->f : NULL;
+    md_uidlist *ul = NULL;
+    md_lock *lk = NULL;
+    if (!rc)
+        rc = md_uids_begin(s, f, &ul, &lk);
+    if (rc) {
+        ms_mutex_unlock(&s->lock);
+        return rc;
+    }
+    bool write = false;
+    uint32_t have = md_uidlist_uid(ul, m->base, strlen(m->base));
+    if (have != (uint32_t)uid && !md_uid_taken(ul, (uint32_t)uid)) {
+        /* The UID it had was the last one given (a restore's file just
+         * written): given back, so a restore ends with the UIDNEXT it
+         * states, not one past every file it wrote. */
+        uint32_t next = have && have + 1 == ul->next_uid ? have : ul->next_uid;
+        md_uidlist_remove(ul, m->base, strlen(m->base));
+        ul->next_uid = next;
+        rc = md_uidlist_put(&ul, m->base, (uint32_t)uid, m->base);
+        write = rc == 0;
+    }
+    int e = md_uids_end(s, f, ul, lk, write);
+    if (!rc)
+        rc = e;
+    if (!rc && write)
+        m->uid = (uint32_t)uid;
+    ms_mutex_unlock(&s->lock);
+    return rc;
+}
+
 const ms_admin_ops md_admin_ops = {
     .stats = md_stats,
     /* compact: none; a Maildir gives space back as files go (ENOTSUP,
@@ -659,4 +696,5 @@ const ms_admin_ops md_admin_ops = {
     .mailbox_stamp = md_mailbox_stamp,
     .message_link = md_message_link,
     .folder_unselect = md_folder_unselect,
+    .message_uid_set = md_message_uid_set,
 };

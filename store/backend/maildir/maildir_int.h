@@ -64,6 +64,7 @@ typedef struct md_msg {
     bool in_new;
     bool pending; /* reserved by message_create: no file yet */
     char *pflags; /* pending: flags set before the first commit, or NULL */
+    uint32_t puid; /* pending: the UID asked for (user.mail.uid), or 0 */
     size_t pflags_len;
     bool seen;    /* scan bookkeeping */
     uint32_t uid; /* 0: dovecot-uidlist does not list it yet */
@@ -201,7 +202,10 @@ int md_uids_end(md_store *s, md_folder *f, md_uidlist *ul, md_lock *lk, bool wri
 md_uidlist *md_batch_merged(md_folder *f);
 void md_batch_clear(md_folder *f);
 int md_put_file(md_store *s, md_folder *f, const char *src_path, bool link_it, const char *base,
-                const char *flags, size_t flags_len, uint32_t want_uid, bool durable, md_msg **out);
+                const char *flags, size_t flags_len, uint32_t want_uid, const char *drop_base,
+                bool durable, md_msg **out);
+bool md_uid_taken(const md_uidlist *ul, uint32_t uid);
+int md_uidlist_put(md_uidlist **ul, const char *base, uint32_t uid, const char *fname);
 
 /* maildir_admin.c */
 extern const ms_admin_ops md_admin_ops;

@@ -166,6 +166,13 @@ int md_ensure_folder(md_store *s, md_folder *f)
         rc = 0;
     if (!rc)
         f->exists = true;
+    /* Its UID state from the start, as Dovecot gives a mailbox it makes. */
+    md_uidlist *ul = NULL;
+    md_lock *lk = NULL;
+    if (!rc && !f->batch_lock && (rc = md_uids_begin(s, f, &ul, &lk)) == 0)
+        rc = md_uids_end(s, f, ul, lk, true);
+    if (rc == -EIO)
+        rc = 0; /* a list that does not parse: left to Dovecot's repair */
     return rc;
 }
 
@@ -427,6 +434,55 @@ static md_msg *cache_put(md_store *s, md_folder *f, const char *base, const char
     return m;
 }
 
+/* True when a record of ul has uid. */
+bool md_uid_taken(const md_uidlist *ul, uint32_t uid)
+{
+    for (guint i = 0; i < ul->recs->len; i++)
+        if (g_array_index(ul->recs, md_uid_rec, i).uid == uid)
+            return true;
+    return false;
+}
+
+/*
+ * Adds base with uid to *ul in UID order: appended when above every UID,
+ * else the list is made again with it in its place (*ul replaced; a
+ * restore or a rename keeping its UID, not the common case).
+ */
+int md_uidlist_put(md_uidlist **ul, const char *base, uint32_t uid, const char *fname)
+{
+    md_uidlist *u = *ul;
+    if (!u->recs->len || g_array_index(u->recs, md_uid_rec, u->recs->len - 1).uid < uid) {
+        int rc = md_uidlist_add(u, base, uid, fname);
+        if (!rc && u->next_uid <= uid)
+            u->next_uid = uid + 1;
+        return rc;
+    }
+    md_uidlist *n = md_uidlist_new(u->uidvalidity, u->next_uid > uid ? u->next_uid : uid + 1);
+    n->header_rest = g_strdup(u->header_rest);
+    bool done = false;
+    int rc = 0;
+    for (guint i = 0; !rc && i <= u->recs->len; i++) {
+        md_uid_rec *r = i < u->recs->len ? &g_array_index(u->recs, md_uid_rec, i) : NULL;
+        if (!done && (!r || r->uid > uid)) {
+            rc = md_uidlist_add(n, base, uid, fname);
+            done = true;
+        }
+        if (!rc && r) {
+            rc = md_uidlist_add(n, r->base, r->uid, r->fname);
+            if (!rc && r->ext)
+                g_array_index(n->recs, md_uid_rec, n->recs->len - 1).ext = g_strdup(r->ext);
+        }
+    }
+    if (rc) {
+        md_uidlist_free(n);
+        return rc;
+    }
+    n->next_uid = u->next_uid > uid ? u->next_uid : uid + 1;
+    md_uidlist_free(u);
+    *ul = n;
+    return 0;
+}
+
 /*
  * The info letters flags get in folder f, under f's uidlist lock (held by
  * the caller): its keywords read again (fresh, or already current in a
@@ -468,7 +524,8 @@ static int info_locked(md_store *s, md_folder *f, const char *flags, size_t len,
  * has a message of that base.  *out: the message.
  */
 int md_put_file(md_store *s, md_folder *f, const char *src_path, bool link_it, const char *base,
-                const char *flags, size_t flags_len, uint32_t want_uid, bool durable, md_msg **out)
+                const char *flags, size_t flags_len, uint32_t want_uid, const char *drop_base,
+                bool durable, md_msg **out)
 {
     ms_mutex_assert_held(&s->lock);
     md_uidlist *ul = NULL;
@@ -497,16 +554,20 @@ int md_put_file(md_store *s, md_folder *f, const char *src_path, bool link_it, c
      * since): the UID stays used, the name is free again. */
     if (!rc && md_uidlist_uid(ul, base, strlen(base)))
         md_uidlist_remove(ul, base, strlen(base));
+    /* The file renamed in place: its old record goes, its UID stays free
+     * for it. */
+    if (!rc && drop_base && !batch)
+        md_uidlist_remove(ul, drop_base, strlen(drop_base));
     uint32_t uid = 0;
     if (!rc && batch) {
         uid = batch_uid(f, ul, want_uid);
     } else if (!rc) {
+        /* The UID asked for when no record has it (a restore, a rename),
+         * else the next one. */
+        uid = want_uid && !md_uid_taken(ul, want_uid) ? want_uid : ul->next_uid;
         uint32_t top =
             ul->recs->len ? g_array_index(ul->recs, md_uid_rec, ul->recs->len - 1).uid : 0;
-        uid = want_uid > top && want_uid >= ul->next_uid ? want_uid
-              : want_uid > top && !ul->recs->len         ? want_uid
-                                                         : ul->next_uid;
-        if (uid <= top)
+        if (uid != want_uid && uid <= top)
             uid = top + 1;
     }
     g_autofree char *fname = g_strconcat(base, ":2,", info->str, NULL);
@@ -524,7 +585,7 @@ int md_put_file(md_store *s, md_folder *f, const char *src_path, bool link_it, c
         g_array_append_val(f->batch_adds, r);
         g_ptr_array_add(f->batch_files, g_strdup(dst));
     } else if (!rc) {
-        rc = md_uidlist_add(ul, base, uid, fname);
+        rc = md_uidlist_put(&ul, base, uid, fname);
     }
     if (!rc && durable)
         rc = fsync_dir(cur);
@@ -1002,7 +1063,10 @@ static int rename_message(md_store *s, md_folder *from, const char *name, md_fol
     md_over over = m->over;
     int64_t mid = m->id;
     md_msg *nm = NULL;
-    rc = md_put_file(s, to, src, false, base, flags, flen, 0, false, &nm);
+    /* Within its folder a message keeps its UID (rsync renames its
+     * temporary file into place); refiled, it gets the next. */
+    rc = md_put_file(s, to, src, false, base, flags, flen, from == to ? m->uid : 0,
+                     from == to ? m->base : NULL, false, &nm);
     if (rc)
         return rc;
     /* The message keeps its id: the same file under another name. */
@@ -1546,6 +1610,7 @@ static int md_commit(ms_store *st, const ms_commit *c, ms_attr *out)
     const char *flags = c->flags ? c->flags : oflags;
     size_t flen = c->flags ? c->flags_len : oflen;
     md_msg *old = m && !m->pending ? m : NULL;
+    uint32_t puid = m && m->pending ? m->puid : 0; /* user.mail.uid set before */
     g_autofree char *old_path = old ? md_msg_path(s, old) : NULL;
     if (!rc && m && m->pending) {
         /* The reserved name becomes the file's: drop the placeholder. */
@@ -1571,7 +1636,8 @@ static int md_commit(ms_store *st, const ms_commit *c, ms_attr *out)
     }
     md_msg *nm = NULL;
     if (!rc)
-        rc = md_put_file(s, f, sg.path, false, base, flags, flen, (uint32_t)c->imap_uid, c->durable,
+        rc = md_put_file(s, f, sg.path, false, base, flags, flen,
+                         c->imap_uid ? (uint32_t)c->imap_uid : puid, NULL, c->durable,
                          &nm);
     if (!rc && old && nm != old) {
         if (unlink(old_path) < 0 && errno != ENOENT)

@@ -843,6 +843,7 @@ static const ms_admin_ops sq_admin = {
     .folder_uids_get = sq_folder_uids_get,
     .folder_uids_set = sq_folder_uids_set,
     .folder_unselect = sq_folder_unselect,
+    .message_uid_set = sq_message_uid_set,
 };
 
 const ms_backend ms_sqlite_backend = {

@@ -469,3 +469,74 @@ int sq_folder_unselect(ms_store *st, ms_node folder)
     sq_conn_put(st, c);
     return rc;
 }
+
+/* user.mail.uid (backend.h): uid when free in the message's folder. */
+static int uid_set_in(sq_conn *c, int64_t message, int64_t uid)
+{
+    int64_t folder, mailbox, taken;
+    int rc = sq_query_int(c, "SELECT folder FROM message WHERE id = ?", message, &folder,
+                          "message uid");
+    if (!rc)
+        rc = sq_query_int(c, "SELECT mailbox FROM folder WHERE id = ?", folder, &mailbox,
+                          "message uid");
+    if (!rc)
+        rc = sq_mailbox_writable(c, mailbox);
+    sqlite3_stmt *q = rc ? NULL
+                         : sq_stmt(c, "SELECT count(*) FROM message WHERE folder = ? AND"
+                                      " imap_uid = ? AND id != ?");
+    if (!rc && !q)
+        rc = -EIO;
+    if (!rc) {
+        sqlite3_bind_int64(q, 1, folder);
+        sqlite3_bind_int64(q, 2, uid);
+        sqlite3_bind_int64(q, 3, message);
+        rc = sq_step_row(c, q, "message uid");
+        taken = rc ? 0 : sqlite3_column_int64(q, 0);
+        sqlite3_reset(q);
+        if (!rc && taken)
+            return 0; /* a wish: another message has it */
+    }
+    /* The UID it had was the last one given (a restore's file just
+     * written): given back, so a restore ends with the UIDNEXT it states. */
+    q = rc ? NULL
+           : sq_stmt(c, "UPDATE folder SET next_uid = next_uid - 1 WHERE id = ? AND"
+                        " next_uid = (SELECT imap_uid + 1 FROM message WHERE id = ?) AND"
+                        " next_uid - 1 > ?");
+    if (!rc && !q)
+        rc = -EIO;
+    if (!rc) {
+        sqlite3_bind_int64(q, 1, folder);
+        sqlite3_bind_int64(q, 2, message);
+        sqlite3_bind_int64(q, 3, uid);
+        rc = sq_step_done(c, q, "message uid");
+    }
+    q = rc ? NULL : sq_stmt(c, "UPDATE message SET imap_uid = ? WHERE id = ?");
+    if (!rc && !q)
+        rc = -EIO;
+    if (!rc) {
+        sqlite3_bind_int64(q, 1, uid);
+        sqlite3_bind_int64(q, 2, message);
+        rc = sq_step_done(c, q, "message uid");
+    }
+    q = rc ? NULL : sq_stmt(c, "UPDATE folder SET next_uid = max(next_uid, ? + 1) WHERE id = ?");
+    if (!rc && !q)
+        rc = -EIO;
+    if (!rc) {
+        sqlite3_bind_int64(q, 1, uid);
+        sqlite3_bind_int64(q, 2, folder);
+        rc = sq_step_done(c, q, "message uid");
+    }
+    return rc;
+}
+
+int sq_message_uid_set(ms_store *st, int64_t message, int64_t uid)
+{
+    sq_conn *c = sq_conn_get(st);
+    if (!c)
+        return -EIO;
+    int rc = sq_tx_begin(st, c);
+    if (!rc)
+        rc = sq_tx_end(st, c, uid_set_in(c, message, uid));
+    sq_conn_put(st, c);
+    return rc;
+}

@@ -171,6 +171,7 @@ int sq_message_meta(ms_store *st, int64_t id, ms_message_meta *out);
 int sq_new_uidvalidity(sq_conn *c, uint32_t *out);
 int sq_folder_uids_get(ms_store *st, ms_node folder, ms_folder_uids *out);
 int sq_folder_unselect(ms_store *st, ms_node folder);
+int sq_message_uid_set(ms_store *st, int64_t message, int64_t uid);
 int sq_folder_uids_set(ms_store *st, ms_node folder, const ms_folder_uids *u);
 
 #endif
