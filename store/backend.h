@@ -117,7 +117,8 @@ typedef struct ms_admin_ops {
     int (*mailbox_set)(ms_store *st, int64_t id, const ms_mailbox_change *chg);
     int (*mailbox_drop)(ms_store *st, int64_t id);
     int (*mailbox_size)(ms_store *st, int64_t id, int64_t *messages, int64_t *bytes);
-    int (*message_meta)(ms_store *st, int64_t id, ms_message_meta *out);
+    /* hash: see ms_message_get_meta. */
+    int (*message_meta)(ms_store *st, int64_t id, bool hash, ms_message_meta *out);
     /* Deleted items (mailstore.h); NULL: the backend keeps none. */
     int (*deleted_list)(ms_store *st, const char *mailbox, ms_deleted_fn fn, void *ctx);
     int (*deleted_restore)(ms_store *st, const char *mailbox, const char *path, int64_t *restored);

@@ -451,8 +451,12 @@ typedef struct ms_mailbox_change {
 } ms_mailbox_change;
 
 typedef struct ms_message_meta {
-    uint8_t sha256[32]; /* of the bytes, taken when they were committed */
+    uint8_t sha256[32]; /* of the bytes (see ms_message_get_meta) */
     char *flags;        /* g_malloc'd, NUL-terminated; NULL when unset */
+    /* A store of files (maildir): the file's identity, 0 in others.  Two
+     * messages with one identity share their bytes (a hard link): the
+     * same bytes, whatever a hash would say. */
+    uint64_t dev, ino;
 } ms_message_meta;
 
 /* The hidden name of move's copy of mailbox name in state MS_MB_INCOMING
@@ -486,7 +490,10 @@ int ms_mailbox_set(ms_store *st, int64_t id, const ms_mailbox_change *chg);
 /* Deletes the mailbox with all its folders, messages and bytes. */
 int ms_mailbox_drop(ms_store *st, int64_t id);
 int ms_mailbox_size(ms_store *st, int64_t id, int64_t *messages, int64_t *bytes);
-int ms_message_get_meta(ms_store *st, int64_t id, ms_message_meta *out);
+/* With hash, sha256 is the bytes' SHA-256 (read now from a store that
+ * keeps none, as a Maildir); without, it is what the store keeps, or
+ * zeros (flags and identity only: cheap). */
+int ms_message_get_meta(ms_store *st, int64_t id, bool hash, ms_message_meta *out);
 /* A writer for a new message named name with IMAP UID uid (0: next). */
 int ms_writer_import(ms_store *st, ms_node folder, const char *name, int64_t uid, ms_writer **out);
 

@@ -1107,9 +1107,9 @@ int ms_mailbox_size(ms_store *st, int64_t id, int64_t *messages, int64_t *bytes)
     return st->be->admin->mailbox_size(st, id, messages, bytes);
 }
 
-int ms_message_get_meta(ms_store *st, int64_t id, ms_message_meta *out)
+int ms_message_get_meta(ms_store *st, int64_t id, bool hash, ms_message_meta *out)
 {
-    return st->be->admin->message_meta(st, id, out);
+    return st->be->admin->message_meta(st, id, hash, out);
 }
 
 int ms_mailbox_create(ms_store *st, const char *name, ms_mb_state state, const ms_attr *like,

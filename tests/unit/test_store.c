@@ -278,7 +278,7 @@ static void test_sha256_any_write_order(void **state)
         sha256_update(&h, len, (const uint8_t *)back);
         sha256_digest(&h, 32, want);
         ms_message_meta meta = {0};
-        assert_int_equal(ms_message_get_meta(f->a, a.node.id, &meta), 0);
+        assert_int_equal(ms_message_get_meta(f->a, a.node.id, true, &meta), 0);
         assert_memory_equal(meta.sha256, want, 32);
         g_free(meta.flags);
     }

@@ -1129,10 +1129,6 @@ int md_xattr_get(ms_store *st, ms_node node, ms_xattr_id xa, char **value, size_
 
 /* ------------------------------------------------------------ readers */
 
-struct ms_be_reader {
-    int fd;
-};
-
 /*
  * The file stays readable through its descriptor whatever Dovecot does
  * to it afterwards (a flag change renames it, an expunge unlinks it), so

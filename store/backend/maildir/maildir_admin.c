@@ -388,20 +388,27 @@ static int md_mailbox_size(ms_store *st, int64_t id, int64_t *messages, int64_t 
     return rc;
 }
 
-/* The SHA-256 of the bytes, read from the file (Maildir keeps none). */
-static int md_message_meta(ms_store *st, int64_t id, ms_message_meta *out)
+/* The flags and the file's identity; with hash, the SHA-256 of the
+ * bytes, read from the file (Maildir keeps none). */
+static int md_message_meta(ms_store *st, int64_t id, bool hash, ms_message_meta *out)
 {
     md_store *s = md_of(st);
+    memset(out, 0, sizeof *out);
     ms_be_reader *r = NULL;
     int64_t size = 0;
     bool pending = false;
     int rc = md_reader_open(st, id, &r, &size, &pending);
     if (rc)
         return rc;
+    struct stat sb;
+    if (r->fd >= 0 && fstat(r->fd, &sb) == 0) {
+        out->dev = sb.st_dev;
+        out->ino = sb.st_ino;
+    }
     struct sha256_ctx ctx;
     sha256_init(&ctx);
-    g_autofree char *buf = g_malloc(MD_CHUNK);
-    for (int64_t off = 0; off < size;) {
+    g_autofree char *buf = hash ? g_malloc(MD_CHUNK) : NULL;
+    for (int64_t off = 0; hash && off < size;) {
         ssize_t n = md_reader_pread(st, r, buf, MD_CHUNK, off);
         if (n <= 0) {
             rc = n < 0 ? (int)n : -EIO;
@@ -413,8 +420,8 @@ static int md_message_meta(ms_store *st, int64_t id, ms_message_meta *out)
     md_reader_close(st, r);
     if (rc)
         return rc;
-    sha256_digest(&ctx, SHA256_DIGEST_SIZE, out->sha256);
-    out->flags = NULL;
+    if (hash)
+        sha256_digest(&ctx, SHA256_DIGEST_SIZE, out->sha256);
     ms_mutex_lock(&s->lock);
     md_msg *m = md_by_id(s, MS_MESSAGE, id);
     size_t len = 0;
@@ -535,7 +542,7 @@ static int md_message_link(ms_store *st, ms_node folder, const char *name, int64
                            ms_store *src, int64_t message, ms_attr *out)
 {
     md_store *s = md_of(st), *ss = md_of(src);
-    g_autofree char *spath = NULL, *flags = NULL;
+    g_autofree char *spath = NULL, *flags = NULL, *sbase = NULL;
     size_t flen = 0;
     md_over over = {0};
     int64_t size = 0;
@@ -549,6 +556,7 @@ static int md_message_link(ms_store *st, ms_node folder, const char *name, int64
         rc = md_msg_stat(ss, sm);
     if (!rc) {
         spath = md_msg_path(ss, sm);
+        sbase = g_strdup(sm->base);
         over = sm->over;
         size = sm->size;
         rc = md_flags_of(ss, sm, &flags, &flen);
@@ -568,7 +576,10 @@ static int md_message_link(ms_store *st, ms_node folder, const char *name, int64
     if (!rc)
         rc = md_ensure_folder(s, f);
     g_autofree char *base = NULL;
-    if (!rc) {
+    if (!rc && sbase && !strcmp(name, sbase)) {
+        /* Its own base name: already one for exactly these bytes. */
+        base = g_strdup(sbase);
+    } else if (!rc) {
         int64_t vsize = size;
         if (strstr(name, ",W=")) {
             /* Only such names need the virtual size: read it. */

@@ -62,8 +62,8 @@ typedef struct md_msg {
     char *name;  /* its name in the tree */
     char *fname; /* the file name now, in new/ or cur/ */
     bool in_new;
-    bool pending; /* reserved by message_create: no file yet */
-    char *pflags; /* pending: flags set before the first commit, or NULL */
+    bool pending;  /* reserved by message_create: no file yet */
+    char *pflags;  /* pending: flags set before the first commit, or NULL */
     uint32_t puid; /* pending: the UID asked for (user.mail.uid), or 0 */
     size_t pflags_len;
     bool seen;    /* scan bookkeeping */
@@ -175,6 +175,11 @@ void md_msg_drop(md_store *s, md_msg *m);
 void md_folder_drop_cache(md_store *s, md_folder *f);
 /* The owner and modes of what mailfs creates in mailbox mb. */
 int md_owner(md_store *s, md_mbox *mb, uid_t *uid, gid_t *gid, mode_t *dmode);
+
+/* A reader of a message: its open file (-1 for one not yet written). */
+struct ms_be_reader {
+    int fd;
+};
 
 /* maildir.c: the reads, which maildir_write.c puts in the vtables */
 int md_lookup(ms_store *st, ms_node parent, const char *name, ms_attr *out);

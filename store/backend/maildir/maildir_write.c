@@ -1637,8 +1637,7 @@ static int md_commit(ms_store *st, const ms_commit *c, ms_attr *out)
     md_msg *nm = NULL;
     if (!rc)
         rc = md_put_file(s, f, sg.path, false, base, flags, flen,
-                         c->imap_uid ? (uint32_t)c->imap_uid : puid, NULL, c->durable,
-                         &nm);
+                         c->imap_uid ? (uint32_t)c->imap_uid : puid, NULL, c->durable, &nm);
     if (!rc && old && nm != old) {
         if (unlink(old_path) < 0 && errno != ENOENT)
             ms_log(LOG_WARNING, "%s: replaced, but not removed: %s", old_path, g_strerror(errno));

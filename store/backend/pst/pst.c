@@ -799,8 +799,9 @@ static void pst_reader_close(ms_store *st, ms_be_reader *r)
     g_free(r);
 }
 
-static int pst_message_meta(ms_store *st, int64_t id, ms_message_meta *out)
+static int pst_message_meta(ms_store *st, int64_t id, bool hash, ms_message_meta *out)
 {
+    (void)hash; /* kept since the folder was loaded */
     int rc;
     pmbox *m = enter(st, (ms_node){MS_MESSAGE, id}, &rc);
     if (!m)

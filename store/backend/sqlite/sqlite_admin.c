@@ -294,8 +294,9 @@ static int meta_in(sq_conn *c, int64_t id, ms_message_meta *out)
     return 0;
 }
 
-int sq_message_meta(ms_store *st, int64_t id, ms_message_meta *out)
+int sq_message_meta(ms_store *st, int64_t id, bool hash, ms_message_meta *out)
 {
+    (void)hash; /* kept since the commit */
     sq_conn *c = sq_conn_get(st);
     if (!c)
         return -EIO;
@@ -474,8 +475,8 @@ int sq_folder_unselect(ms_store *st, ms_node folder)
 static int uid_set_in(sq_conn *c, int64_t message, int64_t uid)
 {
     int64_t folder, mailbox, taken;
-    int rc = sq_query_int(c, "SELECT folder FROM message WHERE id = ?", message, &folder,
-                          "message uid");
+    int rc =
+        sq_query_int(c, "SELECT folder FROM message WHERE id = ?", message, &folder, "message uid");
     if (!rc)
         rc = sq_query_int(c, "SELECT mailbox FROM folder WHERE id = ?", folder, &mailbox,
                           "message uid");

@@ -161,7 +161,7 @@ int sq_mailbox_drop(ms_store *st, int64_t id);
 int sq_mailbox_size(ms_store *st, int64_t id, int64_t *messages, int64_t *bytes);
 /* Fills the retained_* fields of out: moved-away source copies. */
 int sq_retained_stats(sq_conn *c, ms_store_stats *out);
-int sq_message_meta(ms_store *st, int64_t id, ms_message_meta *out);
+int sq_message_meta(ms_store *st, int64_t id, bool hash, ms_message_meta *out);
 /*
  * The UIDVALIDITY of a folder made now, in c's write transaction: the
  * time in seconds, or one more than the last value the store gave if that
