@@ -555,13 +555,12 @@ static bool lenient_acl(const char *v, size_t len)
 
 /*
  * user.mail.uid (a message's IMAP UID) and user.mail.uids (a folder's
- * "UIDVALIDITY UIDNEXT"), so that backups made with rsync -X, tar --xattrs
- * and cp -a and restored into an empty folder give IMAP clients the UIDs
- * they had cached.  Read from the store's UID state, not kept apart.  A
- * UID set is a wish: granted when no other message of the folder has it,
- * else the message keeps its own (a merge into a folder in use must not
- * fail nor steal a UID).  Removing them is a no-op: rsync removes what its
- * source lacks, and a backup made before they existed lacks them.
+ * "UIDVALIDITY UIDNEXT", or "noselect" for a mere parent), so that backups made with rsync -X, tar
+ * --xattrs and cp -a and restored into an empty folder give IMAP clients the UIDs they had cached.
+ * Read from the store's UID state, not kept apart.  A UID set is a wish: granted when no other
+ * message of the folder has it, else the message keeps its own (a merge into a folder in use must
+ * not fail nor steal a UID).  Removing them is a no-op: rsync removes what its source lacks, and a
+ * backup made before they existed lacks them.
  */
 #define XA_UID "user.mail.uid"
 #define XA_UIDS "user.mail.uids"
@@ -589,7 +588,13 @@ static int uid_xattr_get(ms_store *st, ms_node node, char **value, size_t *len)
         *value = g_strdup_printf("%lld", (long long)a.imap_uid);
     } else {
         ms_folder_uids u;
-        if (a.noselect || !st->be->admin->folder_uids_get)
+        if (a.noselect) {
+            /* A mere parent has no UIDs; a restore makes it one again. */
+            *value = g_strdup("noselect");
+            *len = strlen(*value);
+            return 0;
+        }
+        if (!st->be->admin->folder_uids_get)
             return -ENODATA;
         rc = st->be->admin->folder_uids_get(st, node, &u);
         if (rc)
@@ -625,6 +630,10 @@ static int uid_xattr_set(ms_store *st, ms_node node, const char *value, size_t l
             return -EINVAL;
         int rc = may_write(st, st->be->admin->message_uid_set);
         return rc ? rc : st->be->admin->message_uid_set(st, node.id, uid);
+    }
+    if (len == 8 && !memcmp(value, "noselect", 8)) {
+        int rc = ms_folder_unselect(st, node);
+        return rc == -ENOTSUP ? 0 : rc;
     }
     const char *sp = memchr(value, ' ', len);
     int64_t v, n;

@@ -1,9 +1,11 @@
 #!/bin/bash
-# Moves that keep every IMAP UID, with Dovecot as the oracle (issue 12): a
-# mailbox built by Dovecot itself from the test data (folders nested and
-# non-ASCII, every flag, keywords, old dates, UID gaps, an ACL) is moved
-# with mv through the mount maildir -> maildir (one filesystem: hard links),
-# maildir -> sqlite -> maildir, and maildir++ -> fs layout.  After each,
+# Moves and backups that keep every IMAP UID, with Dovecot as the oracle
+# (issue 12): a mailbox built by Dovecot itself from the test data (folders
+# nested and non-ASCII, every flag, keywords, old dates, UID gaps, an ACL)
+# is moved with mv through the mount maildir -> maildir (one filesystem:
+# hard links), maildir -> sqlite -> maildir, and maildir++ -> fs layout,
+# then backed up out of the mount with rsync -aX, cp -a and tar --xattrs
+# and restored into an empty maildir store.  After each,
 # Dovecot serving the mailbox from its new place (doveadm fetch, and an IMAP
 # client's SELECT: UIDVALIDITY, UIDNEXT, UIDs, flags, dates, sizes, bytes)
 # says exactly what it said before, force-resync finds nothing to repair,
@@ -14,8 +16,8 @@ set -u
 
 dovecot_start "$WORK/dovecot" || exit 1
 S=$WORK/site
-site "$S" src md@maildir md2@maildir mdfs@maildir-fs || exit 1
-chown "$DOVECOT_UID:$DOVECOT_GID" "$S/md" "$S/md2" "$S/mdfs"
+site "$S" src md@maildir md2@maildir mdfs@maildir-fs r1@maildir r2@maildir r3@maildir || exit 1
+chown "$DOVECOT_UID:$DOVECOT_GID" "$S/md" "$S/md2" "$S/mdfs" "$S/r1" "$S/r2" "$S/r3"
 chmod 755 "$WORK" "$S"
 M=$S/mnt
 dovecot_user alice "$S/md" || exit 1
@@ -71,6 +73,21 @@ check "mv maildir++ -> fs layout exits 0" test $? = 0
 check "fs layout: the folder nests on disk" test -d "$S/mdfs/alice/Archive/2019/cur"
 dovecot_user alice "$S/mdfs" fs || exit 1
 same_as_before "maildir++ -> fs"
+
+# Backups out of the mount, restored into an empty maildir store each.
+B=$WORK/backup
+mkdir -p "$B"
+rsync -aX "$M/mdfs/alice/" "$B/rsync/" && rsync -aX "$B/rsync/" "$M/r1/alice/"
+check "rsync -aX out and back in exits 0" test $? = 0
+cp -a "$M/mdfs/alice" "$B/cp" && cp -a "$B/cp" "$M/r2/alice"
+check "cp -a out and back in exits 0" test $? = 0
+tar -C "$M/mdfs" --xattrs --xattrs-include='user.*' -cf "$B/alice.tar" alice &&
+    tar -C "$M/r3" --xattrs --xattrs-include='user.*' -xf "$B/alice.tar"
+check "tar --xattrs out and back in exits 0" test $? = 0
+for r in r1:rsync r2:cp r3:tar; do
+    dovecot_user alice "$S/${r%:*}" || exit 1
+    same_as_before "${r#*:} out of the mount and into an empty store"
+done
 
 if out=$(dovecot_log_problems "$mark"); then ok "Dovecot logged no error or warning"; else not_ok "Dovecot logged no error or warning"; echo "$out" | head -5; fi
 unmount "$S"

@@ -379,6 +379,11 @@ int md_refresh_folders(md_store *s, md_mbox *mb)
         closedir(d);
     }
     GList *all = g_hash_table_get_values(mb->folders);
+    for (GList *l = all; l; l = l->next) {
+        md_folder *f = l->data;
+        if (!f->seen && f->parent_only)
+            see_folder(s, mb, f->path, false);
+    }
     for (GList *l = all; l; l = l->next)
         if (!((md_folder *)l->data)->seen)
             folder_forget(s, l->data);

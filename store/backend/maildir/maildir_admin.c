@@ -635,6 +635,8 @@ static int md_folder_unselect(ms_store *st, ms_node folder)
             f->mb->folders_scanned_ns = 0;
         }
     }
+    if (!rc)
+        f->parent_only = true;
     ms_mutex_unlock(&s->lock);
     return rc;
 }
@@ -681,8 +683,10 @@ static int md_message_uid_set(ms_store *st, int64_t message, int64_t uid)
     int e = md_uids_end(s, f, ul, lk, write);
     if (!rc)
         rc = e;
-    if (!rc && write)
+    if (!rc && (write || have == (uint32_t)uid)) {
         m->uid = (uint32_t)uid;
+        m->uid_pinned = true;
+    }
     ms_mutex_unlock(&s->lock);
     return rc;
 }

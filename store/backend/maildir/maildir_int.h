@@ -62,9 +62,10 @@ typedef struct md_msg {
     char *name;  /* its name in the tree */
     char *fname; /* the file name now, in new/ or cur/ */
     bool in_new;
-    bool pending;  /* reserved by message_create: no file yet */
-    char *pflags;  /* pending: flags set before the first commit, or NULL */
-    uint32_t puid; /* pending: the UID asked for (user.mail.uid), or 0 */
+    bool pending;    /* reserved by message_create: no file yet */
+    char *pflags;    /* pending: flags set before the first commit, or NULL */
+    uint32_t puid;   /* pending: the UID asked for (user.mail.uid), or 0 */
+    bool uid_pinned; /* its UID was given through user.mail.uid */
     size_t pflags_len;
     bool seen;    /* scan bookkeeping */
     uint32_t uid; /* 0: dovecot-uidlist does not list it yet */
@@ -81,6 +82,10 @@ struct md_folder {
     char *path;  /* in the tree: "INBOX", "Archive/2019" */
     char *dir;   /* relative to the mailbox root: "" for INBOX */
     bool exists; /* maildir++ parents of ".a.b" may have no ".a" */
+    /* Made a mere parent by this process (ms_folder_unselect): kept in
+     * the tree while it has no subfolder yet (a restore makes those
+     * next), until the process ends. */
+    bool parent_only;
     bool seen;
     /* The listing, valid while the stamps below hold (folder_refresh). */
     bool scanned;

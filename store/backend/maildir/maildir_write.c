@@ -164,8 +164,10 @@ int md_ensure_folder(md_store *s, md_folder *f)
     }
     if (rc == -EEXIST)
         rc = 0;
-    if (!rc)
+    if (!rc) {
         f->exists = true;
+        f->parent_only = false;
+    }
     /* Its UID state from the start, as Dovecot gives a mailbox it makes. */
     md_uidlist *ul = NULL;
     md_lock *lk = NULL;
@@ -700,8 +702,12 @@ static int md_setattr(ms_store *st, int64_t mailbox, ms_node node, const ms_seta
     case MS_FOLDER:
         f = md_by_id(s, MS_FOLDER, node.id);
         rc = !f ? -ENOENT : md_refuse(s, f->mb);
-        if (!rc)
-            rc = md_ensure_folder(s, f);
+        if (!rc && !f->exists) {
+            /* A mere parent has no directory to keep a mode or a date
+             * in, and gets none for them: it shows its mailbox's. */
+            ms_mutex_unlock(&s->lock);
+            return out ? md_getattr(st, node, out) : 0;
+        }
         if (!rc)
             path = md_folder_path_abs(s, f);
         break;
@@ -1611,6 +1617,12 @@ static int md_commit(ms_store *st, const ms_commit *c, ms_attr *out)
     size_t flen = c->flags ? c->flags_len : oflen;
     md_msg *old = m && !m->pending ? m : NULL;
     uint32_t puid = m && m->pending ? m->puid : 0; /* user.mail.uid set before */
+    /* A rewrite gets a new UID (IMAP clients cache a message's bytes by
+     * UID), unless its UID was given through user.mail.uid: a restore
+     * (tar sets it, then writes the bytes) keeps what it asked for. */
+    if (old && old->uid_pinned && !puid)
+        puid = old->uid;
+    g_autofree char *drop = old && old->uid_pinned ? g_strdup(old->base) : NULL;
     g_autofree char *old_path = old ? md_msg_path(s, old) : NULL;
     if (!rc && m && m->pending) {
         /* The reserved name becomes the file's: drop the placeholder. */
@@ -1619,7 +1631,10 @@ static int md_commit(ms_store *st, const ms_commit *c, ms_attr *out)
     }
     if (!rc && old && !strcmp(old->base, base)) {
         /* A rewrite under the same base: the old file goes first (its
-         * readers keep its bytes), then the new one gets the next UID. */
+         * readers keep its bytes), then the new one gets the next UID
+         * (IMAP clients cache a message's bytes by UID), unless its UID
+         * was given through user.mail.uid: a restore (tar sets it, then
+         * writes the bytes) keeps what it asked for. */
         if (unlink(old_path) < 0 && errno != ENOENT)
             rc = -errno;
         if (!rc) {
@@ -1637,7 +1652,14 @@ static int md_commit(ms_store *st, const ms_commit *c, ms_attr *out)
     md_msg *nm = NULL;
     if (!rc)
         rc = md_put_file(s, f, sg.path, false, base, flags, flen,
-                         c->imap_uid ? (uint32_t)c->imap_uid : puid, NULL, c->durable, &nm);
+                         c->imap_uid ? (uint32_t)c->imap_uid : puid, old ? drop : NULL, c->durable,
+                         &nm);
+    if (!rc && puid && nm->uid == puid) {
+        nm->uid_pinned = true;
+        /* Dovecot may hold the old bytes of that UID in its cache. */
+        g_autofree char *cache = g_build_filename(fp, "dovecot.index.cache", NULL);
+        unlink(cache);
+    }
     if (!rc && old && nm != old) {
         if (unlink(old_path) < 0 && errno != ENOENT)
             ms_log(LOG_WARNING, "%s: replaced, but not removed: %s", old_path, g_strerror(errno));
