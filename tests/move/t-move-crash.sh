@@ -62,7 +62,7 @@ run_point() {
     setfattr -n user.mail.special-use -v '\Archive' "$M/srv1/alice/Archive"
     setfattr -n user.mail.acl -v 'bob lr' "$M/srv1/alice"
     (cd "$M/srv1/alice" && find . -printf '%P %s %T@ %m\n' | sort) >"$T/tree.before"
-    (cd "$M/srv1" && getfattr -R -d alice) >"$T/xattr.before" 2>/dev/null
+    (cd "$M/srv1" && find alice -print0 | sort -z | xargs -0 getfattr -d) >"$T/xattr.before" 2>/dev/null
     cp -a "$M/srv1/alice" "$T/bytes.before"
     fusermount3 -u "$M"
 
@@ -86,7 +86,7 @@ run_point() {
         (cd "$M/$where/alice" && find . -printf '%P %s %T@ %m\n' | sort) >"$T/tree.after"
         cmp -s "$T/tree.before" "$T/tree.after" || { echo "  names/sizes/mtimes/modes differ"; ok=0; }
         diff -r "$T/bytes.before" "$M/$where/alice" >/dev/null || { echo "  bytes differ"; ok=0; }
-        (cd "$M/$where" && getfattr -R -d alice) >"$T/xattr.after" 2>/dev/null
+        (cd "$M/$where" && find alice -print0 | sort -z | xargs -0 getfattr -d) >"$T/xattr.after" 2>/dev/null
         cmp -s "$T/xattr.before" "$T/xattr.after" || { echo "  xattrs differ"; ok=0; }
     fi
     local pending incoming locked

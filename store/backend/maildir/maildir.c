@@ -45,13 +45,18 @@ static int64_t ts_ns(const struct timespec *t) { return t->tv_sec * 1000000000LL
 
 /*
  * Whether a listing read at scanned_ns of a directory whose mtime was
- * then mtime_ns is still right for a directory whose mtime is now now_ns:
- * not if it changed, nor if it had changed within a second before the
- * read (a change in the same timestamp tick after it would not show).
+ * then mtime_was is still right for a directory whose mtime is now
+ * mtime_now: not if it changed, nor if it had changed within one
+ * timestamp tick before the read (a second change in that tick, after
+ * the read, would leave the mtime as it was).  The tick: a second where
+ * the filesystem keeps whole seconds (an mtime with no nanoseconds, as
+ * some NFS servers give), else the kernel's coarse clock, a few
+ * milliseconds (50 ms allowed).
  */
 static bool still_fresh(int64_t mtime_was, int64_t mtime_now, int64_t scanned_ns)
 {
-    return mtime_was == mtime_now && mtime_now < scanned_ns - 1000000000LL;
+    int64_t tick = mtime_now % 1000000000LL ? 50000000LL : 1000000000LL;
+    return mtime_was == mtime_now && mtime_now < scanned_ns - tick;
 }
 
 /* ---------------------------------------------------------------- paths */
@@ -618,6 +623,8 @@ int md_msg_stat(md_store *s, md_msg *m)
     m->mode = sb.st_mode & 07777;
     m->fuid = sb.st_uid;
     m->fgid = sb.st_gid;
+    m->dev = sb.st_dev;
+    m->ino = sb.st_ino;
     md_over_get(p, MD_ATTR_XATTR, &m->over);
     m->stated = true;
     return 0;
@@ -817,7 +824,7 @@ int md_flags_of(md_store *s, md_msg *m, char **flags, size_t *len)
 
 /* The message with id, its folder's listing brought up to date first (a
  * flag change by Dovecot renamed it). */
-static int msg_find(md_store *s, int64_t id, md_msg **out)
+int md_msg_find(md_store *s, int64_t id, md_msg **out)
 {
     md_msg *m = md_by_id(s, MS_MESSAGE, id);
     if (!m)
@@ -914,7 +921,7 @@ int md_getattr(ms_store *st, ms_node node, ms_attr *out)
     }
     default: {
         md_msg *m = NULL;
-        rc = msg_find(s, node.id, &m);
+        rc = md_msg_find(s, node.id, &m);
         if (!rc && m->pending) {
             *out = (ms_attr){.node = {MS_MESSAGE, m->id},
                              .mode = m->over.mode,
@@ -1102,7 +1109,7 @@ int md_xattr_get(ms_store *st, ms_node node, ms_xattr_id xa, char **value, size_
     ms_mutex_lock(&s->lock);
     if (xa == MS_XA_FLAGS && node.kind == MS_MESSAGE) {
         md_msg *m = NULL;
-        rc = msg_find(s, node.id, &m);
+        rc = md_msg_find(s, node.id, &m);
         if (!rc)
             rc = md_flags_of(s, m, value, len);
     } else if (xa == MS_XA_SPECIAL_USE && node.kind == MS_FOLDER) {
@@ -1146,7 +1153,7 @@ int md_reader_open(ms_store *st, int64_t message, ms_be_reader **out, int64_t *s
     int fd = -1, rc = 0;
     ms_mutex_lock(&s->lock);
     md_msg *m = NULL;
-    rc = msg_find(s, message, &m);
+    rc = md_msg_find(s, message, &m);
     if (!rc && m->pending) {
         *pending = true;
         *size = 0;

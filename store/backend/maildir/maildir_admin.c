@@ -394,6 +394,22 @@ static int md_message_meta(ms_store *st, int64_t id, bool hash, ms_message_meta 
 {
     md_store *s = md_of(st);
     memset(out, 0, sizeof *out);
+    if (!hash) {
+        /* Flags and identity: from the listing, no file opened. */
+        ms_mutex_lock(&s->lock);
+        md_msg *m = NULL;
+        int rc = md_msg_find(s, id, &m);
+        if (!rc)
+            rc = md_msg_stat(s, m);
+        if (!rc) {
+            out->dev = m->dev;
+            out->ino = m->ino;
+            size_t len = 0;
+            rc = md_flags_of(s, m, &out->flags, &len);
+        }
+        ms_mutex_unlock(&s->lock);
+        return rc;
+    }
     ms_be_reader *r = NULL;
     int64_t size = 0;
     bool pending = false;

@@ -73,6 +73,7 @@ typedef struct md_msg {
     bool stated;
     int64_t size, mtime_ns, ctime_ns;
     uint32_t mode, fuid, fgid;
+    uint64_t dev, ino;
     md_over over;
 } md_msg;
 
@@ -163,6 +164,7 @@ char *md_mbox_path(md_store *s, md_mbox *mb);
 char *md_folder_path_abs(md_store *s, md_folder *f);
 char *md_msg_path(md_store *s, md_msg *m);
 int md_msg_stat(md_store *s, md_msg *m);
+int md_msg_find(md_store *s, int64_t id, md_msg **out);
 void md_msg_attr(md_store *s, md_msg *m, ms_attr *out);
 int md_folder_attr(md_store *s, md_folder *f, ms_attr *out);
 int md_mbox_attr(md_store *s, md_mbox *mb, ms_attr *out);
