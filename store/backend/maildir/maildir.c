@@ -59,6 +59,14 @@ static bool still_fresh(int64_t mtime_was, int64_t mtime_now, int64_t scanned_ns
     return mtime_was == mtime_now && mtime_now < scanned_ns - tick;
 }
 
+/*
+ * A cache checked against the files less than this long ago is taken as
+ * it is: a burst of calls on one folder (a move, ls -l) checks its
+ * directories once, not per call.  A change behind mailfs shows at most
+ * this much later; a write that depends on the files forces a check.
+ */
+#define RECHECK_NS (5 * 1000000LL)
+
 /* ---------------------------------------------------------------- paths */
 
 char *md_mbox_path(md_store *s, md_mbox *mb) { return g_build_filename(s->path, mb->name, NULL); }
@@ -110,6 +118,7 @@ static void mbox_free(gpointer p)
     md_mbox *mb = p;
     if (mb->folders)
         g_hash_table_destroy(mb->folders);
+    g_free(mb->meta_name);
     g_free(mb->name);
     g_free(mb);
 }
@@ -460,6 +469,9 @@ int md_refresh_folder(md_store *s, md_folder *f, bool force)
         md_folder_drop_cache(s, f);
         return 0;
     }
+    int64_t t0 = ms_now_ns();
+    if (!force && f->scanned && t0 - f->checked_ns < RECHECK_NS)
+        return 0;
     g_autofree char *fp = md_folder_path_abs(s, f);
     g_autofree char *cur = g_build_filename(fp, "cur", NULL);
     g_autofree char *new = g_build_filename(fp, "new", NULL);
@@ -480,8 +492,10 @@ int md_refresh_folder(md_store *s, md_folder *f, bool force)
                                 still_fresh(f->ul->mtime_ns, ts_ns(&ub.st_mtim), f->scanned_ns)
                           : !have_ul;
     if (!force && f->scanned && ul_fresh && still_fresh(f->cur_mtime_ns, cm, f->scanned_ns) &&
-        still_fresh(f->new_mtime_ns, nm, f->scanned_ns))
+        still_fresh(f->new_mtime_ns, nm, f->scanned_ns)) {
+        f->checked_ns = t0;
         return 0;
+    }
     int64_t now = ms_now_ns();
     GHashTableIter it;
     gpointer v;
@@ -519,6 +533,7 @@ int md_refresh_folder(md_store *s, md_folder *f, bool force)
     }
     f->scanned = true;
     f->scanned_ns = now;
+    f->checked_ns = now;
     f->cur_mtime_ns = cm;
     f->new_mtime_ns = nm;
     return 0;
@@ -728,6 +743,35 @@ int md_meta_read(md_store *s, md_mbox *mb, md_meta *out)
     return 0;
 }
 
+/*
+ * md_meta_read, the file read again only when it changed (its inode,
+ * size or mtime; it is always replaced by rename, so a new one has a new
+ * inode): every write checks the lock, and reading the file per message
+ * of a big copy costs more than the copy.
+ */
+int md_meta_cached(md_store *s, md_mbox *mb, md_meta *out)
+{
+    g_autofree char *p = g_build_filename(s->path, mb->name, MD_META_FILE, NULL);
+    struct stat sb;
+    bool have = stat(p, &sb) == 0;
+    int64_t key[3] = {have ? (int64_t)sb.st_ino : 0, have ? sb.st_size : -1,
+                      have ? ts_ns(&sb.st_mtim) : 0};
+    if (mb->meta_valid && !memcmp(key, mb->meta_key, sizeof key) &&
+        !strcmp(mb->meta_name, mb->name)) {
+        *out = mb->meta;
+        return 0;
+    }
+    int rc = md_meta_read(s, mb, out);
+    if (!rc) {
+        mb->meta = *out;
+        memcpy(mb->meta_key, key, sizeof key);
+        g_free(mb->meta_name);
+        mb->meta_name = g_strdup(mb->name);
+        mb->meta_valid = true;
+    }
+    return rc;
+}
+
 /* Written to a temporary file, synced and renamed over the old one: a
  * lock is either taken or not, after a crash too. */
 int md_meta_write(md_store *s, md_mbox *mb, const md_meta *m)
@@ -775,9 +819,14 @@ int md_keywords_refresh(md_store *s, md_folder *f)
 {
     g_autofree char *fp = md_folder_path_abs(s, f);
     g_autofree char *kp = g_build_filename(fp, "dovecot-keywords", NULL);
+    int64_t now = ms_now_ns();
+    if (f->kw_loaded && now - f->kw_checked_ns < RECHECK_NS)
+        return 0;
     struct stat sb;
     int64_t mt = stat(kp, &sb) == 0 ? ts_ns(&sb.st_mtim) : 0;
-    if (f->kw_loaded && mt == f->kw_mtime_ns && mt < ms_now_ns() - 1000000000LL)
+    f->kw_checked_ns = now;
+    /* Dovecot's keywords file keeps whole-second mtimes in mind. */
+    if (f->kw_loaded && mt == f->kw_mtime_ns && mt < now - 1000000000LL)
         return 0;
     md_keywords_clear(&f->kw);
     int fd = open(fp, O_RDONLY | O_DIRECTORY);
@@ -969,7 +1018,7 @@ static void child_clear(gpointer p) { g_free(((md_child *)p)->name); }
 /* The children of parent, in cookie order: folders by id, messages by
  * id (ids grow as files arrive, so a listing resumed at a cookie sees
  * what arrived since, and nothing twice). */
-static int gather(md_store *s, ms_node parent, GArray *out)
+static int gather(md_store *s, ms_node parent, uint64_t after, GArray *out)
 {
     if (parent.kind == MS_ROOT) {
         int rc = md_refresh_root(s);
@@ -981,6 +1030,8 @@ static int gather(md_store *s, ms_node parent, GArray *out)
         while (g_hash_table_iter_next(&it, NULL, &v)) {
             md_mbox *mb = v;
             md_child c = {.cookie = (uint64_t)mb->id};
+            if (c.cookie <= after)
+                continue;
             if (md_mbox_attr(s, mb, &c.attr))
                 continue;
             md_meta meta;
@@ -1021,6 +1072,8 @@ static int gather(md_store *s, ms_node parent, GArray *out)
         if (strchr(leaf, '/'))
             continue;
         md_child c = {.cookie = (uint64_t)f->id};
+        if (c.cookie <= after)
+            continue;
         if (md_folder_attr(s, f, &c.attr))
             continue;
         c.name = g_strdup(leaf);
@@ -1036,7 +1089,9 @@ static int gather(md_store *s, ms_node parent, GArray *out)
         g_hash_table_iter_init(&it, pf->by_base);
         while (g_hash_table_iter_next(&it, NULL, &v)) {
             md_msg *m = v;
-            if (m->pending)
+            /* Listed by an earlier page: not even looked at (a move
+             * lists a big folder a page at a time). */
+            if (m->pending || (COOKIE_MSG | (uint64_t)m->id) <= after)
                 continue;
             if (md_msg_stat(s, m)) {
                 vanished = true;
@@ -1052,7 +1107,7 @@ static int gather(md_store *s, ms_node parent, GArray *out)
         g_array_set_size(out, 0);
         if ((rc = md_refresh_folders(s, mb)) || (rc = md_refresh_folder(s, pf, true)))
             return rc;
-        return gather(s, parent, out);
+        return gather(s, parent, after, out);
     }
     return 0;
 }
@@ -1065,7 +1120,7 @@ int md_list(ms_store *st, ms_node parent, uint64_t cookie, ms_list_fn fn, void *
     GArray *kids = g_array_new(FALSE, FALSE, sizeof(md_child));
     g_array_set_clear_func(kids, child_clear);
     ms_mutex_lock(&s->lock);
-    int rc = gather(s, parent, kids);
+    int rc = gather(s, parent, cookie, kids);
     ms_mutex_unlock(&s->lock);
     g_array_sort(kids, child_cmp);
     for (guint i = 0; !rc && i < kids->len; i++) {

@@ -91,9 +91,10 @@ struct md_folder {
     /* The listing, valid while the stamps below hold (folder_refresh). */
     bool scanned;
     int64_t scanned_ns, cur_mtime_ns, new_mtime_ns;
-    GHashTable *by_base; /* base -> md_msg* (owned) */
-    GHashTable *by_name; /* name -> md_msg* */
-    md_uidlist *ul;      /* as last read, or NULL */
+    int64_t checked_ns, kw_checked_ns; /* when last checked against the files */
+    GHashTable *by_base;               /* base -> md_msg* (owned) */
+    GHashTable *by_name;               /* name -> md_msg* */
+    md_uidlist *ul;                    /* as last read, or NULL */
     md_keywords kw;
     int64_t kw_mtime_ns;
     bool kw_loaded;
@@ -111,20 +112,26 @@ struct md_folder {
     bool batch_any_uid;     /* a move's hidden copy: any free UID may be kept */
 };
 
-struct md_mbox {
-    int64_t id;
-    char *name; /* its directory */
-    bool seen;
-    GHashTable *folders; /* path -> md_folder* (owned) */
-    int64_t folders_scanned_ns, root_mtime_ns;
-};
-
 /* A mailbox's own state, kept in MD_META_FILE. */
 typedef struct md_meta {
     ms_mb_state state;
     int64_t lock_move, retain_until, move_id;
     char lock_journal[MS_JOURNAL_ID_LEN], move_journal[MS_JOURNAL_ID_LEN];
 } md_meta;
+
+struct md_mbox {
+    int64_t id;
+    char *name; /* its directory */
+    bool seen;
+    GHashTable *folders; /* path -> md_folder* (owned) */
+    int64_t folders_scanned_ns, root_mtime_ns;
+    /* md_meta_cached: the state read, valid while the file's inode, size
+     * and mtime (and the mailbox's name) stay. */
+    bool meta_valid;
+    md_meta meta;
+    int64_t meta_key[3];
+    char *meta_name;
+};
 
 typedef struct md_store {
     char *path; /* absolute */
@@ -175,6 +182,7 @@ const char *md_folder_xattr(const md_folder *f);
 void md_pin_dir(md_store *s, const char *path, const char *xa);
 void md_pin_folder(md_store *s, md_folder *f);
 int md_meta_read(md_store *s, md_mbox *mb, md_meta *out);
+int md_meta_cached(md_store *s, md_mbox *mb, md_meta *out);
 int md_meta_write(md_store *s, md_mbox *mb, const md_meta *m);
 int md_keywords_refresh(md_store *s, md_folder *f);
 int md_flags_of(md_store *s, md_msg *m, char **flags, size_t *len);

@@ -26,7 +26,7 @@
 int md_refuse(md_store *s, md_mbox *mb)
 {
     md_meta meta;
-    int rc = md_meta_read(s, mb, &meta);
+    int rc = md_meta_cached(s, mb, &meta);
     return rc ? rc : ms_mailbox_refusal(meta.lock_move, meta.state);
 }
 
