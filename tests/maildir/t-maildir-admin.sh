@@ -245,6 +245,46 @@ check "deliver works again" bash -c "printf 'Subject: unlocked\n\nx\n' | '$B/mai
 check "and a move" mv "$M/md1/alice" "$M/md2/"
 check "store list: md2 counts alice as on disk" maildir_list_is md2
 check "store list: md1 counts alice's retained copy as on disk" maildir_list_is md1
+
+# --- undo of a move whose mailbox left the maildir target since: moved on
+# (md2 -> sq), renamed, or deleted.  The retained copy may come back only
+# when the mailbox is gone for good; never a second visible copy, never a
+# copy without the mail that went on with the other one.  (md2 holds zed,
+# listed by the daemon first, so the ids this daemon and mailfsctl give
+# md2's mailboxes differ: a move's target is not known by such an id.)
+mkdir -p "$M/md2/zed/INBOX" && cp -a "$TD/eml/mime4j/." "$M/md2/zed/INBOX/"
+ls -R "$M/md2/zed" >/dev/null
+mkdir -p "$M/md1/dave/INBOX" && cp -a "$TD/eml/cpython/." "$M/md1/dave/INBOX/"
+files_of "$M/md1/dave" >"$WORK/dave.files"
+mv "$M/md1/dave" "$M/md2/" || not_ok "mv dave md1 -> md2"
+dave_id=$(moves_of "$S" 'm["mailbox"] == "dave" and m["state"] == "done"')
+mv "$M/md2/dave" "$M/sq/" || not_ok "mv dave md2 -> sq"
+C undo "$dave_id" >"$WORK/undo-dave.out" 2>&1
+rc=$?
+check "undo of a move whose mailbox moved on since: refused ($(cat "$WORK/undo-dave.out"))" test $rc != 0
+check "... saying which move took it on" grep -q "moved it to sq since" "$WORK/undo-dave.out"
+check "... dave visible in sq only" \
+    test -d "$M/sq/dave" -a ! -e "$M/md1/dave" -a ! -e "$M/md2/dave"
+check "... check finds no duplicate" check_clean
+mv "$M/sq/dave" "$M/md2/" || not_ok "mv dave sq -> md2"
+C purge --all >/dev/null
+mv "$M/md2/dave" "$M/md1/" && mv "$M/md1/dave" "$M/md2/" || not_ok "mv dave md2 -> md1 -> md2"
+dave_id=$(moves_of "$S" 'm["mailbox"] == "dave" and m["state"] == "done"' | head -1)
+mv "$M/md2/dave" "$M/md2/dave2" || not_ok "rename dave in md2"
+msg dave 'into the renamed one' | C deliver md2 dave2 INBOX || not_ok "deliver into dave2"
+C undo "$dave_id" >"$WORK/undo-dave2.out" 2>&1
+rc=$?
+check "undo of a move whose mailbox was renamed since: refused ($(cat "$WORK/undo-dave2.out"))" test $rc != 0
+check "... no dave in md1 beside dave2 in md2" test ! -e "$M/md1/dave" -a -d "$M/md2/dave2"
+mv "$M/md2/dave2" "$M/md2/dave" || not_ok "rename dave2 back"
+mkdir -p "$M/md2/yves/INBOX"
+rm -rf "$M/md2/dave"
+C undo "$dave_id" >"$WORK/undo-dave3.out" 2>&1
+rc=$?
+check "undo of a move whose mailbox was deleted since: exit 0 ($(cat "$WORK/undo-dave3.out"))" test $rc = 0
+check "... dave is back in md1 as it was moved" \
+    test -z "$(comm -23 <(sort "$WORK/dave.files") <(files_of "$M/md1/dave" | sort))"
+check "... check is clean" check_clean
 unmount "$S"
 check "Dovecot's log has no error or warning" dovecot_log_problems 0
 [ $FAILS = 0 ]
