@@ -116,7 +116,7 @@ alice_archive=$(dovecot_imap uids alice Archive | wc -l)
 msg alice 'after-1 mailfsctl deliver' | C deliver md2 alice INBOX || not_ok "mailfsctl deliver alice"
 msg alice 'after-2 through the mount' >"$M/md2/alice/Archive/after-2.eml" || not_ok "cp alice"
 msg alice 'after-3 dovecot-lda' | dovecot_lda alice || not_ok "dovecot-lda alice"
-uid=$(dovecot_imap uids alice INBOX | head -1)
+uid=$(dovecot_imap uids alice INBOX | awk "NR == 1")
 dovecot_imap store alice INBOX "$uid" +FLAGS '\Flagged' >/dev/null || not_ok "IMAP STORE alice"
 msg carol 'after-1 mailfsctl deliver' | C deliver md2 carol || not_ok "mailfsctl deliver carol"
 msg carol 'after-2 through the mount' >"$M/md2/carol/Archive/2019/after-2.eml" || not_ok "cp carol"
