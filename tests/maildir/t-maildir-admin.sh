@@ -8,7 +8,11 @@
 #  - purge --all drops the retained copies: their directories are gone;
 #  - check finds a duplicate (a stale Dovecot userdb delivering into the
 #    old place of a mailbox moved to sqlite) and an orphan lock (an edited
-#    mailfs-mailbox), and --fix-orphans settles the lock;
+#    mailfs-mailbox), and --fix-orphans settles the lock; a move killed
+#    after its copy, its journal deleted: check finds the orphan lock and
+#    the hidden copy, --fix-orphans rolls back;
+#  - undo of a move whose mailbox left the target since (moved on,
+#    renamed, deleted) never makes a second visible copy;
 #  - store list counts what is on disk; compact says there is nothing to
 #    compact and exits 0; moves shows the moves and their states.
 # No directory: no finding here needs one.
@@ -269,7 +273,7 @@ check "... check finds no duplicate" check_clean
 mv "$M/sq/dave" "$M/md2/" || not_ok "mv dave sq -> md2"
 C purge --all >/dev/null
 mv "$M/md2/dave" "$M/md1/" && mv "$M/md1/dave" "$M/md2/" || not_ok "mv dave md2 -> md1 -> md2"
-dave_id=$(moves_of "$S" 'm["mailbox"] == "dave" and m["state"] == "done"' | head -1)
+dave_id=$(moves_of "$S" 'm["mailbox"] == "dave" and m["state"] == "done"' | awk 'NR == 1')
 mv "$M/md2/dave" "$M/md2/dave2" || not_ok "rename dave in md2"
 msg dave 'into the renamed one' | C deliver md2 dave2 INBOX || not_ok "deliver into dave2"
 C undo "$dave_id" >"$WORK/undo-dave2.out" 2>&1
@@ -286,5 +290,28 @@ check "... dave is back in md1 as it was moved" \
     test -z "$(comm -23 <(sort "$WORK/dave.files") <(files_of "$M/md1/dave" | sort))"
 check "... check is clean" check_clean
 unmount "$S"
+
+# --- check: a move killed after its copy, its journal then deleted: an
+# orphan lock on the source and an orphan hidden copy in the target, both
+# maildir; --fix-orphans rolls it back (the copy's directory gone)
+dovecot_user alice "$S/md2" || exit 1
+snap alice alice.final
+MAILFS_FAULT=copied C move alice md1 >/dev/null 2>&1
+check "the killed move left a hidden incoming copy in md1" \
+    test "$(find "$S/md1" -mindepth 1 -maxdepth 1 -name '~mailfs~move~*' | wc -l)" = 1
+rm -f "$S"/journal.db*
+C check >"$WORK/check4.out" 2>&1
+rc=$?
+check "check: exit 1 on the killed move's orphans" test $rc = 1
+check "check: reports the orphan lock of alice in md2" grep -Eq '^orphan-lock +alice +md2 +no ' "$WORK/check4.out"
+check "check: reports the orphan copy of alice in md1" grep -Eq '^orphan-copy +alice +md1 +no +hidden incoming' "$WORK/check4.out"
+C check --fix-orphans >"$WORK/check5.out" 2>&1
+check "check --fix-orphans: exit 0" test $? = 0
+check "check --fix-orphans: no hidden incoming copy left on disk" \
+    test -z "$(find "$S/md1" "$S/md2" -mindepth 1 -maxdepth 1 -name '~mailfs~move~*')"
+check "check --fix-orphans: alice unlocked" grep -qx 'lock-move 0' "$S/md2/alice/mailfs-mailbox"
+check "check: clean afterwards" check_clean
+snap alice alice.rolledback
+check "alice is what Dovecot served before the killed move" diff "$WORK/alice.final" "$WORK/alice.rolledback"
 check "Dovecot's log has no error or warning" dovecot_log_problems 0
 [ $FAILS = 0 ]
