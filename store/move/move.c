@@ -1202,17 +1202,62 @@ int ms_purge(ms_site *site, bool all)
     return rc ? rc : purged;
 }
 
+/* True when a later move (not rolled back) took mi's mailbox out of its
+ * target: the journal says so whatever the store's ids are. */
+static bool target_moved_on(ms_journal *j, const ms_move_info *mi)
+{
+    ms_move_info *mv = NULL;
+    size_t n = 0;
+    bool on = false;
+    if (ms_journal_list(j, &mv, &n) != 0)
+        return true; /* unknown: not "deleted", so nothing is restored */
+    for (size_t i = 0; i < n && !on; i++)
+        on = mv[i].id > mi->id && !strcmp(mv[i].mailbox, mi->newname) &&
+             !strcmp(mv[i].source, mi->target) && mv[i].state != MS_MOVE_ROLLED_BACK;
+    g_free(mv);
+    return on;
+}
+
+typedef struct carrier_scan {
+    const char *journal;
+    int64_t move;
+    bool found;
+} carrier_scan;
+
+static int find_carrier(void *ctx, const ms_mailbox_info *info)
+{
+    carrier_scan *c = ctx;
+    /* "": a mailbox marked before journals had ids, by the site's. */
+    c->found = info->move_id == c->move &&
+               (!info->move_journal[0] || !strcmp(info->move_journal, c->journal));
+    return c->found;
+}
+
+/* True when a mailbox of dst still says it is move id's copy (the target,
+ * renamed since).  A scan that fails counts as found: not "deleted". */
+static bool target_carried(ms_journal *j, ms_store *dst, int64_t id)
+{
+    carrier_scan c = {ms_journal_id(j), id, false};
+    return ms_mailbox_scan(dst, find_carrier, &c) != 0 || c.found;
+}
+
 /*
  * True when the mailbox move mi made in dst is gone: deleted through the
- * mount (its row with it), not merely renamed or moved on.
+ * mount (its row with it), not merely renamed or moved on.  The id the
+ * journal recorded for it is a hint only: a backend may number its
+ * mailboxes anew in each process (maildir), so that id can name nothing
+ * or another mailbox here; the journal's later moves and the mailboxes'
+ * own move ids decide first.
  */
 static bool target_deleted(ms_journal *j, ms_store *dst, const ms_move_info *mi)
 {
     int64_t tid, visible;
     ms_mailbox_info info;
     return ms_mailbox_find(dst, mi->newname, MS_MB_VISIBLE, &visible) == -ENOENT &&
+           !target_moved_on(j, mi) && !target_carried(j, dst, mi->id) &&
            jn_target_id(j, mi->id, &tid) == 0 && tid > 0 &&
-           ms_mailbox_get_info(dst, tid, &info) == -ENOENT;
+           (ms_mailbox_get_info(dst, tid, &info) == -ENOENT ||
+            (info.move_id && info.move_id != mi->id));
 }
 
 /*

@@ -710,6 +710,7 @@ int md_meta_read(md_store *s, md_mbox *mb, md_meta *out)
     else if (g_str_has_prefix(mb->name, "~mailfs~retained~") &&
              ms_hidden_parse(mb->name, &move, &rest))
         out->state = MS_MB_RETAINED;
+    ms_mb_state by_name = out->state;
     g_autofree char *p = g_build_filename(s->path, mb->name, MD_META_FILE, NULL);
     g_autofree char *text = NULL;
     GError *ge = NULL;
@@ -740,6 +741,15 @@ int md_meta_read(md_store *s, md_mbox *mb, md_meta *out)
         else if (!strcmp(k, "move-journal"))
             g_strlcpy(out->move_journal, sp, sizeof out->move_journal);
     }
+    /* The name decides between hidden and visible: md_mailbox_set renames
+     * first and rewrites this file after, so a crash between the two
+     * leaves the old state here.  Read from the file, a move's target
+     * already shown under its own name would still be an incoming copy,
+     * which recovery drops. */
+    if (by_name != MS_MB_VISIBLE)
+        out->state = by_name;
+    else if (out->state == MS_MB_INCOMING || out->state == MS_MB_RETAINED)
+        out->state = MS_MB_VISIBLE;
     return 0;
 }
 
