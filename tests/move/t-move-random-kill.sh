@@ -35,6 +35,13 @@ locked() {
 }
 spec() { case $2 in maildir*) echo "$1@$2" ;; *) echo "$1" ;; esac; }
 
+# The FUSE control filesystem, through which a hung connection is aborted
+# (not mounted on every system: mounted here if missing).
+if ! mountpoint -q /sys/fs/fuse/connections; then
+    mount -t fusectl none /sys/fs/fuse/connections ||
+        { not_ok "cannot mount the FUSE control filesystem (fusectl)"; exit 1; }
+fi
+
 movers_done() { ! kill -0 "$movers" 2>/dev/null; }
 # wait_quietly WHAT COND...: like wait_for (10 s), but a timeout is not a failure.
 wait_quietly() {
