@@ -1228,13 +1228,14 @@ static int find_carrier(void *ctx, const ms_mailbox_info *info)
 {
     carrier_scan *c = ctx;
     /* "": a mailbox marked before journals had ids, by the site's. */
-    c->found = info->move_id == c->move &&
+    c->found = info->state == MS_MB_VISIBLE && info->move_id == c->move &&
                (!info->move_journal[0] || !strcmp(info->move_journal, c->journal));
     return c->found;
 }
 
-/* True when a mailbox of dst still says it is move id's copy (the target,
- * renamed since).  A scan that fails counts as found: not "deleted". */
+/* True when a visible mailbox of dst still says it is move id's copy (the
+ * target, renamed since; a deleted one, kept as a deleted item, is gone).  A scan that fails counts
+ * as found: not "deleted". */
 static bool target_carried(ms_journal *j, ms_store *dst, int64_t id)
 {
     carrier_scan c = {ms_journal_id(j), id, false};

@@ -137,7 +137,8 @@ check "store list: sq has carol's retained copy" list_is sq sqlite 0 0 0 1 "$car
 
 # --- undo, maildir -> maildir: alice back in md1 with everything new
 C undo "$alice_id" >"$WORK/undo-alice.out" 2>&1
-check "undo alice: exit 0 ($(cat "$WORK/undo-alice.out"))" test $? = 0
+rc=$?
+check "undo alice: exit 0 ($(cat "$WORK/undo-alice.out"))" test $rc = 0
 check "undo alice: in md1 again, not in md2" test -d "$M/md1/alice" -a ! -e "$M/md2/alice"
 check "undo alice: the three new messages came along" \
     test "$(grep -rl 'Subject: after-' "$M/md1/alice" | wc -l)" = 3
@@ -149,7 +150,8 @@ check "undo alice: force-resync finds nothing to repair" dovecot_resync_clean al
 
 # --- undo, sqlite -> maildir: carol back in sq with everything new
 C undo "$carol_id" >"$WORK/undo-carol.out" 2>&1
-check "undo carol: exit 0 ($(cat "$WORK/undo-carol.out"))" test $? = 0
+rc=$?
+check "undo carol: exit 0 ($(cat "$WORK/undo-carol.out"))" test $rc = 0
 check "undo carol: in sq again, not in md2" test -d "$M/sq/carol" -a ! -e "$M/md2/carol"
 check "undo carol: the three new messages came along" \
     test "$(grep -rl 'Subject: after-' "$M/sq/carol" | wc -l)" = 3
@@ -202,7 +204,8 @@ check "compact md1: the store's files are untouched" diff "$WORK/md1.ls" <(ls -l
 
 # --- check: a clean site, then a duplicate
 C check >"$WORK/check0.out" 2>&1
-check "check: clean so far ($(tail -1 "$WORK/check0.out"))" test $? = 0
+rc=$?
+check "check: clean so far ($(tail -1 "$WORK/check0.out"))" test $rc = 0
 # carol moves to sq; a Dovecot whose userdb still says md1 delivers there,
 # which makes a Maildir of that name again: carol visible in two stores.
 mv "$M/md1/carol" "$M/sq/" || not_ok "mv carol md1 -> sq"

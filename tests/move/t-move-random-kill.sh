@@ -29,7 +29,10 @@ hidden_incoming() {
 }
 locked() {
     case $3 in
-    maildir*) cat "$1/$2"/*/mailfs-mailbox 2>/dev/null | grep -c '^lock-move [1-9]' ;;
+    # (visible mailboxes: a lock line a kill left in a retained copy's
+    # file, behind its rename, is no lock; the name decides)
+    maildir*) find "$1/$2" -mindepth 2 -maxdepth 2 -name mailfs-mailbox ! -path '*/~mailfs~*' \
+        -exec cat {} + | grep -c '^lock-move [1-9]' ;;
     *) sqlite3 "$1/$2.db" "select count(*) from mailbox where lock_move != 0" ;;
     esac
 }

@@ -703,7 +703,7 @@ int md_owner(md_store *s, md_mbox *mb, uid_t *uid, gid_t *gid, mode_t *dmode)
 int md_meta_read(md_store *s, md_mbox *mb, md_meta *out)
 {
     *out = (md_meta){0};
-    int64_t move;
+    int64_t move = 0;
     const char *rest;
     if (g_str_has_prefix(mb->name, "~mailfs~move~") && ms_hidden_parse(mb->name, &move, &rest))
         out->state = MS_MB_INCOMING;
@@ -750,6 +750,15 @@ int md_meta_read(md_store *s, md_mbox *mb, md_meta *out)
         out->state = by_name;
     else if (out->state == MS_MB_INCOMING || out->state == MS_MB_RETAINED)
         out->state = MS_MB_VISIBLE;
+    if (by_name == MS_MB_RETAINED && out->lock_move == move) {
+        /* A source retained by its move but still locked by it here: the
+         * rename's file write never came.  It is that move's copy, and a
+         * retained copy holds no lock. */
+        out->move_id = move;
+        g_strlcpy(out->move_journal, out->lock_journal, sizeof out->move_journal);
+        out->lock_move = 0;
+        out->lock_journal[0] = '\0';
+    }
     return 0;
 }
 
