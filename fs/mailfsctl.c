@@ -502,9 +502,11 @@ static int cmd_compact(ctl *c, const char *name)
         fprintf(stderr, "mailfsctl: compact %s: %s\n", name, ms_strerror(MS_OP_COMPACT, rc));
         return 1;
     }
-    g_autofree char *b = human(before), *a = human(after), *f = human(before - after);
+    /* A store in use can grow while it is compacted: nothing freed then. */
+    int64_t freed = before > after ? before - after : 0;
+    g_autofree char *b = human(before), *a = human(after), *f = human(freed);
     printf("compacted %s: %s -> %s (%s freed, %d%%)\n", name, b, a, f,
-           before > 0 ? (int)(100 * (before - after) / before) : 0);
+           before > 0 ? (int)(100 * freed / before) : 0);
     return 0;
 }
 
@@ -790,16 +792,21 @@ static int cmd_recover(ctl *c)
 }
 
 /* What an undo did when the target mailbox had been deleted since. */
-static void undo_said_deleted(ms_journal *j, int64_t id)
+static void undo_said_deleted(ctl *c, ms_journal *j, int64_t id)
 {
     ms_move_info mi;
     if (ms_journal_get(j, id, &mi))
         return;
     printf("move %lld undone: %s was deleted in %s since, so %s in %s is back as it was when "
-           "moved; the deleted one stays recoverable ('mailfsctl deleted %s %s', "
-           "'mailfsctl restore %s %s')\n",
-           (long long)id, mi.newname, mi.target, mi.mailbox, mi.source, mi.target, mi.newname,
-           mi.target, mi.newname);
+           "moved",
+           (long long)id, mi.newname, mi.target, mi.mailbox, mi.source);
+    /* Only stores that keep deleted items (sqlite) can give it back. */
+    const ms_store_conf *tc = ms_config_find_store(c->cfg, mi.target);
+    if (tc && !strcmp(tc->backend, "sqlite"))
+        printf("; the deleted one stays recoverable ('mailfsctl deleted %s %s', "
+               "'mailfsctl restore %s %s')",
+               mi.target, mi.newname, mi.target, mi.newname);
+    printf("\n");
 }
 
 /*
@@ -864,7 +871,7 @@ static int cmd_undo(ctl *c, const char *arg)
     else if (rc)
         fprintf(stderr, "mailfsctl: undo %lld: %s\n", id, ms_strerror(MS_OP_UNDO, rc));
     else if (!nid)
-        undo_said_deleted(j, id);
+        undo_said_deleted(c, j, id);
     else
         printf("move %lld undone by move %lld\n", id, (long long)nid);
     return rc ? 1 : 0;

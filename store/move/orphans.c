@@ -316,9 +316,14 @@ static void settle_group(settle *x, group *g)
         rc = roll_back_group(g, x->dir, &dn);
     else if (g->incoming && g->retained)
         rc = show_group(g);
-    else if (g->incoming)
+    else if (g->incoming) {
         rc = ms_mailbox_drop(g->incoming->st, g->incoming->info.id);
-    else
+        if (!rc)
+            ms_log(LOG_INFO,
+                   "%s: orphan hidden copy of move %lld dropped from %s (its source "
+                   "was never locked or is gone)",
+                   g->incoming->info.name, (long long)g->move, ms_store_name(g->incoming->st));
+    } else
         rc = 0;
     if (!rc && g->retained && !(g->locked && g->shown))
         rc = adopt_retained(x->j, g, g->retained, x->retain_days);
