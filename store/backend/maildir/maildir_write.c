@@ -270,6 +270,7 @@ md_uidlist *md_batch_merged(md_folder *f)
     g_array_append_vals(all, f->batch_adds->data, f->batch_adds->len);
     g_array_sort(all, rec_cmp);
     md_uidlist *u = md_uidlist_new(old->uidvalidity, old->next_uid);
+    g_free(u->header_rest); /* md_uidlist_new made a GUID */
     u->header_rest = g_strdup(old->header_rest);
     for (guint i = 0; i < all->len; i++) {
         md_uid_rec *r = &g_array_index(all, md_uid_rec, i);
@@ -460,6 +461,7 @@ int md_uidlist_put(md_uidlist **ul, const char *base, uint32_t uid, const char *
         return rc;
     }
     md_uidlist *n = md_uidlist_new(u->uidvalidity, u->next_uid > uid ? u->next_uid : uid + 1);
+    g_free(n->header_rest); /* md_uidlist_new made a GUID */
     n->header_rest = g_strdup(u->header_rest);
     bool done = false;
     int rc = 0;
