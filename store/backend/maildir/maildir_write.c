@@ -488,19 +488,20 @@ int md_uidlist_put(md_uidlist **ul, const char *base, uint32_t uid, const char *
 }
 
 /*
- * The info letters flags get in folder f, under f's uidlist lock (held by
+ * The info letters flags get in folder f (keeping the letters of old_info
+ * that are no flag mailfs knows), under f's uidlist lock (held by
  * the caller): its keywords read again (fresh, or already current in a
  * batch, which holds the lock throughout), new ones added and saved.
  */
-static int info_locked(md_store *s, md_folder *f, const char *flags, size_t len, bool fresh,
-                       GString *info)
+static int info_locked(md_store *s, md_folder *f, const char *flags, size_t len,
+                       const char *old_info, bool fresh, GString *info)
 {
     if (fresh)
         f->kw_loaded = false;
     int rc = md_keywords_refresh(s, f);
     bool changed = false;
     if (!rc)
-        rc = md_info_for(flags ? flags : "", flags ? len : 0, NULL, &f->kw, &changed, info);
+        rc = md_info_for(flags ? flags : "", flags ? len : 0, old_info, &f->kw, &changed, info);
     if (rc || !changed)
         return rc;
     uid_t uid;
@@ -542,7 +543,7 @@ int md_put_file(md_store *s, md_folder *f, const char *src_path, bool link_it, c
     /* The info letters, under the lock that guards dovecot-keywords too:
      * a keyword Dovecot added meanwhile keeps its letter. */
     g_autoptr(GString) info = g_string_new(NULL);
-    rc = info_locked(s, f, flags, flags_len, !held, info);
+    rc = info_locked(s, f, flags, flags_len, NULL, !held, info);
     if (rc) {
         md_uids_end(s, f, ul, lk, false);
         return rc;
@@ -1303,33 +1304,16 @@ static int set_flags(md_store *s, md_msg *m, const char *v, size_t len)
         rc = md_refresh_folder(s, f, tries > 0);
         if (!rc && !(m = md_by_id(s, MS_MESSAGE, id)))
             rc = -ENOENT;
-        if (!rc)
-            rc = md_keywords_refresh(s, f);
         if (rc)
             break;
         size_t blen;
         const char *old_info;
         md_filename_split(m->fname, &blen, &old_info);
         g_autoptr(GString) info = g_string_new(NULL);
-        bool changed = false;
-        rc = md_info_for(v ? v : "", len, old_info, &f->kw, &changed, info);
-        g_autofree char *fp = md_folder_path_abs(s, f);
-        if (!rc && changed) {
-            uid_t uid;
-            gid_t gid;
-            mode_t dmode;
-            int fd = open(fp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-            rc = fd < 0 ? -errno : md_owner(s, f->mb, &uid, &gid, &dmode);
-            if (!rc)
-                md_pin_folder(s, f);
-            if (!rc)
-                rc = md_keywords_save(fd, &f->kw, uid, gid, dmode & 0666);
-            if (fd >= 0)
-                close(fd);
-            f->kw_loaded = false;
-        }
+        rc = info_locked(s, f, v, len, old_info, true, info);
         if (rc)
             break;
+        g_autofree char *fp = md_folder_path_abs(s, f);
         g_autofree char *fname = g_strconcat(m->base, ":2,", info->str, NULL);
         g_autofree char *src = md_msg_path(s, m);
         g_autofree char *dst = g_build_filename(fp, "cur", fname, NULL);
