@@ -1184,20 +1184,16 @@ int ms_purge(ms_site *site, bool all)
         if (!src)
             continue;
         int64_t sid;
-        bool found = ms_hidden_find(src, MS_MB_RETAINED, mi->id, mi->mailbox, &sid) == 0;
-        if (found) {
+        if (ms_hidden_find(src, MS_MB_RETAINED, mi->id, mi->mailbox, &sid) == 0) {
             rc = ms_mailbox_drop(src, sid);
             if (rc)
                 break;
         }
         /* The copy is gone either way; unrecorded, the next purge finds
-         * no copy and records it then.  Counted and logged only when
-         * there was one to drop (an undo may have taken it already). */
+         * no copy and records it then. */
         rc = jn_set_state(j, mi->id, MS_MOVE_PURGED, NULL);
         if (rc)
             break;
-        if (!found)
-            continue;
         ms_log(LOG_INFO, "move %lld: retained copy of %s in %s purged", (long long)mi->id,
                mi->mailbox, mi->source);
         purged++;
