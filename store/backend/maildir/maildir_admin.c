@@ -27,9 +27,10 @@ static gint folder_cmp(gconstpointer a, gconstpointer b)
     return strcmp(x->path, y->path);
 }
 
-/* mb's folders, listings up to date, in path order (so that two walks of
- * equal mailboxes see the same sequence).  g_ptr_array_free the result. */
-static int folders_sorted(md_store *s, md_mbox *mb, GPtrArray **out)
+/* mb's folders, listings up to date (read again with force), in path
+ * order (so that two walks of equal mailboxes see the same sequence).
+ * g_ptr_array_free the result. */
+static int folders_sorted(md_store *s, md_mbox *mb, bool force, GPtrArray **out)
 {
     int rc = md_refresh_folders(s, mb);
     if (rc)
@@ -40,7 +41,7 @@ static int folders_sorted(md_store *s, md_mbox *mb, GPtrArray **out)
     g_hash_table_iter_init(&it, mb->folders);
     while (g_hash_table_iter_next(&it, NULL, &v)) {
         md_folder *f = v;
-        if ((rc = md_refresh_folder(s, f, true)))
+        if ((rc = md_refresh_folder(s, f, force)))
             break;
         g_ptr_array_add(fs, f);
     }
@@ -57,7 +58,7 @@ static int folders_sorted(md_store *s, md_mbox *mb, GPtrArray **out)
 static int mbox_size(md_store *s, md_mbox *mb, int64_t *messages, int64_t *bytes, int64_t *folders)
 {
     GPtrArray *fs = NULL;
-    int rc = folders_sorted(s, mb, &fs);
+    int rc = folders_sorted(s, mb, false, &fs);
     if (rc)
         return rc;
     int64_t n = 0, b = 0;
@@ -507,7 +508,7 @@ static int md_mailbox_stamp(ms_store *st, int64_t id, uint8_t out[MS_STAMP_LEN])
     ms_mutex_lock(&s->lock);
     md_mbox *mb = md_by_id(s, MS_MAILBOX, id);
     GPtrArray *fs = NULL;
-    int rc = mb ? folders_sorted(s, mb, &fs) : -ENOENT;
+    int rc = mb ? folders_sorted(s, mb, true, &fs) : -ENOENT;
     /* A move stamps its source before copying it: files Dovecot has not
      * numbered yet get their UIDs now, as Dovecot's next look would give
      * them, so that the copy keeps the UIDs clients will know. */

@@ -550,8 +550,9 @@ int md_put_file(md_store *s, md_folder *f, const char *src_path, bool link_it, c
     }
     /* Under the lock: what Dovecot put there before it is seen.  Once per
      * batch: the batch's earlier puts are in the cache (cache_put), and a
-     * rescan per put made a batch into a big folder quadratic. */
-    if (!held)
+     * rescan per put made a batch into a big folder quadratic.  Not at all
+     * in a move's hidden copy, which no one but the move writes. */
+    if (!held && !(batch && f->batch_any_uid))
         rc = md_refresh_folder(s, f, batch);
     if (!rc && msg_by_base(f, base))
         rc = -EEXIST;
