@@ -132,6 +132,16 @@ void md_msg_drop(md_store *s, md_msg *m)
     g_hash_table_remove(m->f->by_base, m->base); /* frees m */
 }
 
+/* Gives message m the id keep (its node before a rewrite or a rename),
+ * forgetting the one it was given. */
+void md_msg_reid(md_store *s, md_msg *m, int64_t keep)
+{
+    md_forget_id(s, m->id);
+    m->id = keep;
+    g_hash_table_insert(s->by_id, g_memdup2(&keep, sizeof keep), m);
+    g_hash_table_insert(s->kinds, g_memdup2(&keep, sizeof keep), GINT_TO_POINTER(MS_MESSAGE));
+}
+
 /* Forgets what f's listing held (the folder went away or is re-made). */
 void md_folder_drop_cache(md_store *s, md_folder *f)
 {

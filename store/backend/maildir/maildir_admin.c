@@ -597,20 +597,7 @@ static int md_message_link(ms_store *st, ms_node folder, const char *name, int64
         /* Its own base name: already one for exactly these bytes. */
         base = g_strdup(sbase);
     } else if (!rc) {
-        int64_t vsize = size;
-        if (strstr(name, ",W=")) {
-            /* Only such names need the virtual size: read it. */
-            int fd = open(spath, O_RDONLY | O_CLOEXEC);
-            g_autofree char *buf = g_malloc(MD_CHUNK);
-            bool cr = false;
-            ssize_t n;
-            vsize = 0;
-            while (fd >= 0 && (n = read(fd, buf, MD_CHUNK)) > 0)
-                vsize += md_vsize_add(buf, (size_t)n, &cr);
-            if (fd >= 0)
-                close(fd);
-        }
-        rc = md_base_for(name, size, vsize, &base);
+        rc = md_base_of_file(name, spath, size, &base);
     }
     md_msg *nm = NULL;
     if (!rc)

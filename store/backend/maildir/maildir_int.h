@@ -187,6 +187,7 @@ int md_meta_write(md_store *s, md_mbox *mb, const md_meta *m);
 int md_keywords_refresh(md_store *s, md_folder *f);
 int md_flags_of(md_store *s, md_msg *m, char **flags, size_t *len);
 void md_msg_drop(md_store *s, md_msg *m);
+void md_msg_reid(md_store *s, md_msg *m, int64_t keep);
 void md_folder_drop_cache(md_store *s, md_folder *f);
 /* The owner and modes of what mailfs creates in mailbox mb. */
 int md_owner(md_store *s, md_mbox *mb, uid_t *uid, gid_t *gid, mode_t *dmode);
@@ -225,6 +226,7 @@ int md_put_file(md_store *s, md_folder *f, const char *src_path, bool link_it, c
                 const char *flags, size_t flags_len, uint32_t want_uid, const char *drop_base,
                 bool durable, md_msg **out);
 bool md_uid_taken(const md_uidlist *ul, uint32_t uid);
+int md_base_of_file(const char *name, const char *path, int64_t size, char **out);
 int md_uidlist_put(md_uidlist **ul, const char *base, uint32_t uid, const char *fname);
 
 /* maildir_admin.c */

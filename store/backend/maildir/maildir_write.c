@@ -671,14 +671,21 @@ static int keep_over(md_store *s, const char *path, const char *xa, const ms_att
     return md_over_set(s, path, xa, &o);
 }
 
+/* Nanoseconds since the epoch (negative before 1970) as a timespec. */
+static struct timespec timespec_of(int64_t ns)
+{
+    struct timespec t = {ns / 1000000000LL, ns % 1000000000LL};
+    if (t.tv_nsec < 0) {
+        t.tv_sec--;
+        t.tv_nsec += 1000000000LL;
+    }
+    return t;
+}
+
 /* A message's mtime is its file's: Dovecot's INTERNALDATE. */
 static int set_mtime(const char *path, int64_t ns)
 {
-    struct timespec ts[2] = {{0, UTIME_OMIT}, {ns / 1000000000LL, ns % 1000000000LL}};
-    if (ts[1].tv_nsec < 0) {
-        ts[1].tv_sec--;
-        ts[1].tv_nsec += 1000000000LL;
-    }
+    struct timespec ts[2] = {{0, UTIME_OMIT}, timespec_of(ns)};
     return utimensat(AT_FDCWD, path, ts, 0) < 0 ? -errno : 0;
 }
 
@@ -1025,7 +1032,7 @@ static int file_vsize(const char *path, int64_t *out)
 }
 
 /* The base for a message called name whose file is at path. */
-static int base_of_file(const char *name, const char *path, int64_t size, char **out)
+int md_base_of_file(const char *name, const char *path, int64_t size, char **out)
 {
     int64_t vsize = size;
     if (strstr(name, ",W=")) {
@@ -1056,7 +1063,7 @@ static int rename_message(md_store *s, md_folder *from, const char *name, md_fol
     g_autofree char *base = NULL, *flags = NULL;
     size_t flen = 0;
     if (!rc)
-        rc = base_of_file(newname, src, m->size, &base);
+        rc = md_base_of_file(newname, src, m->size, &base);
     if (!rc)
         rc = md_flags_of(s, m, &flags, &flen);
     if (!rc && old) {
@@ -1083,10 +1090,7 @@ static int rename_message(md_store *s, md_folder *from, const char *name, md_fol
     md_msg *gone = md_by_id(s, MS_MESSAGE, mid);
     if (gone)
         md_msg_drop(s, gone);
-    md_forget_id(s, nm->id);
-    nm->id = mid;
-    g_hash_table_insert(s->by_id, g_memdup2(&mid, sizeof mid), nm);
-    g_hash_table_insert(s->kinds, g_memdup2(&mid, sizeof mid), GINT_TO_POINTER(MS_MESSAGE));
+    md_msg_reid(s, nm, mid);
     nm->over = over;
     return 0;
 }
@@ -1496,11 +1500,7 @@ static int stage(md_store *s, const char *fp, ms_spool *sp, uid_t uid, gid_t gid
         }
         off += n;
     }
-    struct timespec ts[2] = {{0, UTIME_OMIT}, {mtime_ns / 1000000000LL, mtime_ns % 1000000000LL}};
-    if (ts[1].tv_nsec < 0) {
-        ts[1].tv_sec--;
-        ts[1].tv_nsec += 1000000000LL;
-    }
+    struct timespec ts[2] = {{0, UTIME_OMIT}, timespec_of(mtime_ns)};
     if (!rc && (fchown(fd, uid, gid) < 0 || fchmod(fd, fmode) < 0 || futimens(fd, ts) < 0))
         rc = -errno;
     if (!rc && durable && fsync(fd) < 0)
@@ -1652,17 +1652,9 @@ static int md_commit(ms_store *st, const ms_commit *c, ms_attr *out)
             ms_log(LOG_WARNING, "%s: replaced, but not removed: %s", old_path, g_strerror(errno));
         int64_t keep = old->id;
         md_msg_drop(s, old);
-        /* The rewritten message keeps its node. */
-        md_forget_id(s, nm->id);
-        nm->id = keep;
-        g_hash_table_insert(s->by_id, g_memdup2(&keep, sizeof keep), nm);
-        g_hash_table_insert(s->kinds, g_memdup2(&keep, sizeof keep), GINT_TO_POINTER(MS_MESSAGE));
+        md_msg_reid(s, nm, keep); /* the rewritten message keeps its node */
     } else if (!rc && c->message && nm->id != c->message) {
-        int64_t keep = c->message;
-        md_forget_id(s, nm->id);
-        nm->id = keep;
-        g_hash_table_insert(s->by_id, g_memdup2(&keep, sizeof keep), nm);
-        g_hash_table_insert(s->kinds, g_memdup2(&keep, sizeof keep), GINT_TO_POINTER(MS_MESSAGE));
+        md_msg_reid(s, nm, c->message);
     }
     if (!rc)
         rc = commit_over(s, nm, want);
