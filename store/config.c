@@ -90,10 +90,9 @@ static int check_keys(GKeyFile *kf, const char *file, const char *group, const c
 }
 
 static const char *const mailfs_keys[] = {"journal", "retain-days", "spool", "kick", NULL};
-static const char *const directory_keys[] = {"uri",        "bind-dn",         "password-file",
-                                             "base",       "filter",          "starttls",
-                                             "tls-cacert", "allow-cleartext", "lock",
-                                             "lock-seconds",     NULL};
+static const char *const directory_keys[] = {
+    "uri",        "bind-dn",         "password-file", "base",         "filter", "starttls",
+    "tls-cacert", "allow-cleartext", "lock",          "lock-seconds", NULL};
 static const char *const store_keys[] = {"backend",   "path",   "directory",
                                          "read-only", "layout", NULL};
 static const char *const backends[] = {"sqlite", "maildir", "pst", NULL};

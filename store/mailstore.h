@@ -822,6 +822,9 @@ int ms_import(ms_journal *j, const char *file, ms_store *dst, const char *mailbo
  */
 int ms_recover(ms_journal *j, ms_store *const *stores, size_t n, ms_directory *dir, int retain_days,
                bool keep_imports, GArray *left);
+/* True when ms_recover has something to do: a move whose process is gone
+ * (or that was handed to recovery), or a hold on a user left to lift. */
+bool ms_journal_needs_recovery(ms_journal *j);
 /*
  * Locks and hidden copies in stores that j does not account for: the
  * journal holding their move was deleted or replaced (or the move never
@@ -847,6 +850,14 @@ int ms_orphans(ms_journal *j, ms_store *const *stores, size_t n, ms_directory *d
  * or directory that cannot be opened fails the undo (logged).
  */
 int ms_undo(ms_site *site, int64_t id, int64_t *new_id);
+/*
+ * Carries mail that reached a moved mailbox's old place after its move
+ * (DESIGN 10: a delivery routed by a lookup made before the directory
+ * switched) into the mailbox where it lives now, for finished moves whose
+ * source copy is still retained.  Each message is copied durably before
+ * it is removed from the old place; *carried (may be NULL) gets how many.
+ */
+int ms_carry_late(ms_journal *j, ms_store *const *stores, size_t n, int64_t *carried);
 /* Drops retained source copies past their time (all of them with all).
  * Moves whose source store cannot be opened (logged) are left for later. */
 int ms_purge(ms_site *site, bool all);

@@ -416,8 +416,8 @@ int jn_set_state(ms_journal *j, int64_t id, ms_move_state state, const char *err
 {
     if (state == MS_MOVE_UNKNOWN)
         return -EINVAL; /* never written: it would hide the move from recovery */
-    bool final = state != MS_MOVE_RUNNING && state != MS_MOVE_COMMITTED &&
-                 state != MS_MOVE_PREPARED;
+    bool final =
+        state != MS_MOVE_RUNNING && state != MS_MOVE_COMMITTED && state != MS_MOVE_PREPARED;
     /* "committed" is the commit point: it must be on disk before we go on. */
     bool durable = state == MS_MOVE_COMMITTED || state == MS_MOVE_PREPARED || final;
     /* finished_ns is when the move itself ended: a later undo or purge
@@ -465,9 +465,8 @@ int jn_dir_get(ms_journal *j, int64_t id, char **dn, char **saved, char **target
 
 /* Moves in state of source's mailbox (NULL: any) into target as newname
  * (NULL: any), newest first; ownerless ones only when orphaned. */
-static int find_moves(ms_journal *j, ms_move_state state, const char *source,
-                      const char *mailbox, const char *target, const char *newname,
-                      bool orphaned, int64_t *id)
+static int find_moves(ms_journal *j, ms_move_state state, const char *source, const char *mailbox,
+                      const char *target, const char *newname, bool orphaned, int64_t *id)
 {
     GArray *ids = g_array_new(FALSE, FALSE, sizeof(int64_t));
     g_mutex_lock(&j->lock);
@@ -575,8 +574,8 @@ int jn_hold_get(ms_journal *j, int64_t id, char **dn, char **spec)
 {
     g_mutex_lock(&j->lock);
     sqlite3_stmt *q = NULL;
-    int rc = sqlite3_prepare_v2(j->db, "SELECT dn, spec FROM move_hold WHERE move = ?", -1, &q,
-                                NULL);
+    int rc =
+        sqlite3_prepare_v2(j->db, "SELECT dn, spec FROM move_hold WHERE move = ?", -1, &q, NULL);
     if (rc == SQLITE_OK) {
         sqlite3_bind_int64(q, 1, id);
         rc = sqlite3_step(q);

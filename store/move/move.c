@@ -766,8 +766,8 @@ static int recheck_message(mover *mv, pass *p, ms_node sparent, ms_node dparent,
     }
     if (!rc && !same_flags(sm.flags, dm.flags)) {
         const char *f = sm.flags ? sm.flags : "";
-        rc = ms_xattr_set(mv->dst, d->attr.node, "user.mail.flags", f, strlen(f),
-                          MS_XATTR_VERBATIM);
+        rc =
+            ms_xattr_set(mv->dst, d->attr.node, "user.mail.flags", f, strlen(f), MS_XATTR_VERBATIM);
         if (!rc)
             p->stats.updated++;
     }
@@ -988,9 +988,9 @@ static int run_pass(mover *mv, ms_node sroot, ms_node droot, int n, const char *
         ms_log(LOG_INFO,
                "move %lld: pass %d (%s): %lld messages copied (%lld bytes), %lld dropped, %lld "
                "updated, %lld left for the next pass, %.3f s",
-               (long long)mv->id, n, phase, (long long)p.stats.messages,
-               (long long)p.stats.bytes, (long long)p.stats.removed, (long long)p.stats.updated,
-               (long long)p.unsettled, (p.stats.ended_ns - p.stats.started_ns) / 1e9);
+               (long long)mv->id, n, phase, (long long)p.stats.messages, (long long)p.stats.bytes,
+               (long long)p.stats.removed, (long long)p.stats.updated, (long long)p.unsettled,
+               (p.stats.ended_ns - p.stats.started_ns) / 1e9);
     /* Changes the pass saw but left (unsettled) count as work: the pass
      * after must run. */
     p.stats.updated += p.unsettled;
@@ -1451,9 +1451,9 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
 
 /* ------------------------------------------------------- online moves */
 
-#define MAX_DELTA_PASSES 8  /* before the cutover, with the source writable */
-#define MAX_FINAL_PASSES 6  /* under the lock, until one finds nothing */
-#define SMALL_PASS 100      /* changes: few enough to cut over now */
+#define MAX_DELTA_PASSES 8 /* before the cutover, with the source writable */
+#define MAX_FINAL_PASSES 6 /* under the lock, until one finds nothing */
+#define SMALL_PASS 100     /* changes: few enough to cut over now */
 #define SMALL_PASS_NS 500000000LL
 
 /* Test-only pauses at a pass (MAILFS_STALL=pass-N-PHASE). */
@@ -1624,7 +1624,7 @@ static int still_there(mover *mv, const char *mailbox, int64_t id)
 static int fail_move(ms_journal *j, mover *mv, ms_store *src, ms_store *dst, ms_directory *dir,
                      const ms_move_info *mi, int rc)
 {
-    const char *why = mv->error     ? mv->error
+    const char *why = mv->error    ? mv->error
                       : rc == -EIO ? "an I/O error (see the log)"
                                    : ms_strerror(MS_OP_MOVE, rc);
     ms_log(LOG_ERR, "move %lld: failed: %s", (long long)mi->id, why);
@@ -1724,8 +1724,8 @@ static int online_move(ms_journal *j, ms_store *src, ms_store *dst, const char *
     if (!rc && opts->mode == MS_MOVE_PREPARE) {
         rc = journal_failed(&mv, jn_set_state(j, id, MS_MOVE_PREPARED, NULL));
         if (!rc) {
-            ms_log(LOG_INFO, "move %lld: prepared after %d passes: %lld messages", (long long)id,
-                   n, (long long)mv.messages);
+            ms_log(LOG_INFO, "move %lld: prepared after %d passes: %lld messages", (long long)id, n,
+                   (long long)mv.messages);
             g_free(mv.error);
             return 0;
         }
@@ -1772,6 +1772,23 @@ static int online_move(ms_journal *j, ms_store *src, ms_store *dst, const char *
     ms_fault("committed");
     return roll_forward(j, src, dst, opts->dir, &mi, opts->retain_days, locked_at) ? -EINPROGRESS
                                                                                    : 0;
+}
+
+bool ms_journal_needs_recovery(ms_journal *j)
+{
+    GArray *ids = g_array_new(FALSE, FALSE, sizeof(int64_t));
+    int rc = jn_orphans(j, ids);
+    bool need = rc || ids->len;
+    g_array_set_size(ids, 0);
+    if (!need && jn_holds(j, ids) == 0) {
+        for (guint i = 0; !need && i < ids->len; i++) {
+            ms_move_info mi;
+            int64_t id = g_array_index(ids, int64_t, i);
+            need = ms_journal_get(j, id, &mi) == 0 && !ms_move_unsettled(&mi);
+        }
+    }
+    g_array_free(ids, TRUE);
+    return need;
 }
 
 bool ms_move_unsettled(const ms_move_info *m)
@@ -1900,6 +1917,22 @@ int ms_recover(ms_journal *j, ms_store *const *stores, size_t n, ms_directory *d
             g_array_append_val(left, mi.id);
     }
     g_array_free(ids, TRUE);
+    if (rc)
+        return rc;
+    /* A hold a settled move still has (lifting it failed when it ended). */
+    GArray *held = g_array_new(FALSE, FALSE, sizeof(int64_t));
+    rc = jn_holds(j, held);
+    for (guint i = 0; !rc && i < held->len; i++) {
+        int64_t id = g_array_index(held, int64_t, i);
+        ms_move_info mi;
+        if (ms_journal_get(j, id, &mi) || ms_move_unsettled(&mi))
+            continue;
+        if (!release_user(j, dir, id))
+            settled++;
+        else if (left)
+            g_array_append_val(left, id);
+    }
+    g_array_free(held, TRUE);
     if (rc)
         return rc;
     /* Then what the stores hold that no journal entry explains. */
