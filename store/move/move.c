@@ -1806,6 +1806,12 @@ int ms_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mailbox,
 {
     if (!opts || src == dst)
         return -EINVAL;
+    if (opts->mode == MS_MOVE_OFFLINE) {
+        int64_t other;
+        if (jn_find_active(j, ms_store_name(src), mailbox, &other) == 0)
+            return -EBUSY;
+        return run_move(j, src, dst, mailbox, opts, false, 0, id_out);
+    }
     return online_move(j, src, dst, mailbox, opts, id_out);
 }
 
