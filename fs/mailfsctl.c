@@ -984,6 +984,9 @@ static int cmd_undo(ctl *c, const char *arg)
         undo_gone(c, j, &mi);
     else if (rc)
         fprintf(stderr, "mailfsctl: undo %lld: %s\n", id, ms_strerror(MS_OP_UNDO, rc));
+    else if (mi.state == MS_MOVE_PREPARED)
+        printf("move %lld abandoned: its prepared copy in %s dropped, %s stays in %s\n", id,
+               mi.target, mi.mailbox, mi.source);
     else if (!nid)
         undo_said_deleted(c, j, id);
     else

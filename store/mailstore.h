@@ -850,7 +850,9 @@ int ms_orphans(ms_journal *j, ms_store *const *stores, size_t n, ms_directory *d
  * mailbox again (*new_id 0; -EEXIST if the source has one of that name)
  * and the deleted one stays in the target's deleted items.  The site
  * gives the journal, the stores, the directory and retain-days; a store
- * or directory that cannot be opened fails the undo (logged).
+ * or directory that cannot be opened fails the undo (logged).  Undoing a
+ * prepared move abandons it (its copy dropped; *new_id 0; -EBUSY while
+ * its passes run).
  */
 int ms_undo(ms_site *site, int64_t id, int64_t *new_id);
 /*
