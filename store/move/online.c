@@ -721,7 +721,9 @@ int mv_online_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mail
             ms_fault("copied");
     }
     ms_node droot = {MS_MAILBOX, tid};
-    if (!rc)
+    /* Completing a prepared move is its cutover alone (its final passes
+     * carry what changed since its last pass); preparing runs deltas. */
+    if (!rc && (!prepared || opts->mode == MS_MOVE_PREPARE))
         rc = delta_passes(&mv, sroot, droot, &n, &floor);
     if (!rc)
         rc = still_there(&mv, mailbox, mb.node.id);
