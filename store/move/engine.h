@@ -32,10 +32,16 @@ typedef struct mover {
      * when its backend has none (nothing writes behind its lock). */
     bool stamped;
     uint8_t stamp[MS_STAMP_LEN];
+    /* The final passes: each comparison keeps the stamp it read, which
+     * is then the next pass's starting point (one stamp per pass). */
+    bool restamp;
     /* Shared bytes: after the first -EXDEV the stores cannot share any
      * (another backend or filesystem), and messages are copied.  A
      * target batch is open between consecutive links only (in_batch),
      * holding batch_messages linked messages of batch_bytes. */
+    /* The source keeps IMAP UIDs (not a .pst file): a message listed
+     * without one is not numbered yet, and waits for the next pass. */
+    bool uids;
     bool no_link;
     bool in_batch;
     int64_t batch_messages, batch_bytes;

@@ -721,7 +721,10 @@ int mv_source_changed(mover *mv, int64_t mailbox)
                 g_strdup_printf("cannot read the source mailbox's state: %s", g_strerror(-rc));
         return rc;
     }
-    return memcmp(now, mv->stamp, MS_STAMP_LEN) != 0;
+    int changed = memcmp(now, mv->stamp, MS_STAMP_LEN) != 0;
+    if (mv->restamp)
+        memcpy(mv->stamp, now, MS_STAMP_LEN);
+    return changed;
 }
 
 /* The move fails with EAGAIN, saying why (and what it saw of it). */

@@ -84,20 +84,21 @@ static void listing_clear(listing *l)
         g_array_free(l->all, TRUE);
 }
 
+static int collect_all(void *ctx, const char *name, const ms_attr *a, uint64_t cookie)
+{
+    child c = {g_strdup(name), *a, cookie};
+    g_array_append_val((GArray *)ctx, c);
+    return 0; /* never stops: one listing, not pages (a backend may sort
+               * the whole folder at every call) */
+}
+
 /* Every child of parent, by name. */
 static int list_all(ms_store *st, ms_node parent, listing *l)
 {
     l->all = g_array_new(FALSE, FALSE, sizeof(child));
     g_array_set_clear_func(l->all, mv_child_clear);
     l->by_name = g_hash_table_new(g_str_hash, g_str_equal);
-    GArray *page = g_array_new(FALSE, FALSE, sizeof(child));
-    uint64_t cookie = 0;
-    int rc;
-    while (!(rc = mv_next_page(st, parent, &cookie, page)) && page->len) {
-        for (guint i = 0; i < page->len; i++)
-            g_array_append_val(l->all, g_array_index(page, child, i));
-    }
-    g_array_free(page, TRUE); /* its names now belong to l->all */
+    int rc = ms_list(st, parent, 0, collect_all, l->all);
     for (guint i = 0; !rc && i < l->all->len; i++)
         g_hash_table_insert(l->by_name, g_array_index(l->all, child, i).name,
                             GUINT_TO_POINTER(i + 1));
@@ -358,6 +359,12 @@ static int sync_children(mover *mv, pass *p, ms_node sparent, ms_node dparent)
         }
         if (rc)
             break;
+        /* A message its server has not numbered yet (a Maildir file
+         * Dovecot has not listed): copied once it has its UID. */
+        if (!c->attr.imap_uid && mv->uids) {
+            p->unsettled++;
+            continue;
+        }
         if (!d)
             rc = copy_into(mv, p, sparent, dparent, c);
         else if (!p->floor || seq_of(&c->attr) >= p->floor)
@@ -385,7 +392,8 @@ static int verify_touched(mover *mv, pass *p, uint64_t started)
             continue;
         ms_attr now;
         int rc = ms_lookup(mv->src, t->sparent, t->c.name, &now);
-        if (rc == -ENOENT || (!rc && seq_of(&now) >= started)) {
+        if (rc == -ENOENT ||
+            (!rc && (seq_of(&now) >= started || now.imap_uid != t->c.attr.imap_uid))) {
             g_clear_pointer(&mv->error, g_free);
             p->unsettled++;
             continue;
@@ -412,7 +420,11 @@ static int run_pass(mover *mv, ms_node sroot, ms_node droot, int n, const char *
     p.stats.started_ns = ms_now_ns();
     uint64_t started = pass_floor();
     p.stats.floor = started;
-    int rc = sync_xattr(mv, sroot, droot, "user.mail.acl");
+    /* The stamp gives files the mail server has not numbered yet their
+     * UIDs, as its next look would: what this pass lists has them. */
+    int rc = mv->restamp ? 0 : mv_take_stamp(mv, sroot.id);
+    if (!rc)
+        rc = sync_xattr(mv, sroot, droot, "user.mail.acl");
     if (rc > 0) {
         p.stats.updated++;
         rc = 0;
@@ -592,12 +604,14 @@ static int delta_passes(mover *mv, ms_node sroot, ms_node droot, int *n, uint64_
 static int final_passes(mover *mv, int64_t mailbox, ms_node sroot, ms_node droot, int *n,
                         uint64_t *floor)
 {
+    int rc = mv_take_stamp(mv, mailbox);
+    if (rc)
+        return rc;
+    mv->restamp = true;
     for (int k = 0; k < MAX_FINAL_PASSES; k++) {
-        int rc = mv_take_stamp(mv, mailbox);
         ms_move_pass s;
         pass_point(*n + 1, "final");
-        if (!rc)
-            rc = run_pass(mv, sroot, droot, ++*n, "final", *floor, floor, &s);
+        rc = run_pass(mv, sroot, droot, ++*n, "final", *floor, floor, &s);
         if (rc)
             return rc;
         int changed = mv_source_changed(mv, mailbox);
@@ -687,7 +701,7 @@ int mv_online_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mail
     rc = ms_journal_get(j, id, &mi);
     if (rc)
         return rc;
-    mover mv = {.j = j, .src = src, .dst = dst, .id = id, .opts = opts};
+    mover mv = {.j = j, .src = src, .dst = dst, .id = id, .opts = opts, .uids = true};
     mv.messages = mi.done_messages;
     mv.bytes = mi.done_bytes;
     int n = 0;
