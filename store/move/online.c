@@ -636,6 +636,35 @@ static int still_there(mover *mv, const char *mailbox, int64_t id)
     return rc;
 }
 
+/*
+ * What reached the source between its last check (the final pass's
+ * stamp) and its renaming into the retained copy: a delivery a mail server
+ * finished in those milliseconds.  Copied into the mailbox where it lives
+ * now, the retained copy left whole.  Once, right after the move: later
+ * mail to the old place makes a new mailbox there (ms_carry_late), and a
+ * message the user deletes afterwards must stay deleted.
+ */
+static void carry_last_moment(ms_store *src, ms_store *dst, const ms_move_info *mi, uint64_t floor)
+{
+    int64_t rid, carried = 0;
+    ms_attr home;
+    if (ms_hidden_find(src, MS_MB_RETAINED, mi->id, mi->mailbox, &rid) ||
+        ms_lookup(dst, (ms_node){MS_ROOT, 0}, mi->newname, &home))
+        return;
+    int rc =
+        mv_carry_folder(src, (ms_node){MS_MAILBOX, rid}, dst, home.node, floor, true, &carried);
+    if (carried)
+        ms_log(LOG_WARNING,
+               "move %lld: %lld message(s) reached %s in %s at its last moment: "
+               "copied into %s",
+               (long long)mi->id, (long long)carried, mi->mailbox, mi->source, mi->target);
+    if (rc)
+        ms_log(LOG_ERR,
+               "move %lld: looking for mail that reached the source at its last "
+               "moment: %s (the retained copy keeps it: see mailfsctl undo)",
+               (long long)mi->id, g_strerror(-rc));
+}
+
 /* A move that fails before its commit point: rolled back, its error kept. */
 static int fail_move(ms_journal *j, mover *mv, ms_store *src, ms_store *dst, ms_directory *dir,
                      const ms_move_info *mi, int rc)
@@ -793,6 +822,8 @@ int mv_online_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mail
     g_free(mv.error);
     (void)jn_step(j, id, MS_STEP_COMMITTED, false);
     ms_fault("committed");
-    return mv_roll_forward(j, src, dst, opts->dir, &mi, opts->retain_days, locked_at) ? -EINPROGRESS
-                                                                                      : 0;
+    if (mv_roll_forward(j, src, dst, opts->dir, &mi, opts->retain_days, locked_at))
+        return -EINPROGRESS;
+    carry_last_moment(src, dst, &mi, floor);
+    return 0;
 }
