@@ -138,8 +138,8 @@ typedef struct ms_admin_ops {
     int (*folder_unselect)(ms_store *st, ms_node folder);
     /* NULL: never shares bytes (-EXDEV, see ms_message_link).  Called
      * only when src has the same backend as st. */
-    int (*message_link)(ms_store *st, ms_node folder, const char *name, int64_t uid, ms_store *src,
-                        int64_t message, ms_attr *out);
+    int (*message_link)(ms_store *st, ms_node folder, const char *name, int64_t uid,
+                        ms_store *src, int64_t message, ms_attr *out);
 } ms_admin_ops;
 
 typedef struct ms_backend {
