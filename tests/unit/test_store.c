@@ -977,8 +977,9 @@ static char *sql_on(const char *db, const char *sql)
 #define UNDO_V8                                                                                    \
     "DROP TRIGGER mailbox_modseq_ins; DROP TRIGGER mailbox_modseq_upd;"                            \
     "DROP TRIGGER folder_modseq_ins; DROP TRIGGER folder_modseq_upd;"                              \
-    "DROP TRIGGER folder_modseq_del; DROP TRIGGER message_modseq_ins;"                             \
-    "DROP TRIGGER message_modseq_upd; DROP TRIGGER message_modseq_del;"                            \
+    "DROP TRIGGER folder_modseq_from; DROP TRIGGER folder_modseq_del;"                             \
+    "DROP TRIGGER message_modseq_ins; DROP TRIGGER message_modseq_upd;"                            \
+    "DROP TRIGGER message_modseq_from; DROP TRIGGER message_modseq_del;"                           \
     "ALTER TABLE mailbox DROP COLUMN modseq; ALTER TABLE mailbox DROP COLUMN highest_modseq;"      \
     "ALTER TABLE folder DROP COLUMN modseq; ALTER TABLE message DROP COLUMN modseq;"
 
