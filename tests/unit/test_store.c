@@ -1112,6 +1112,76 @@ static void import_ok(ms_store *st, ms_node folder, const char *name, int64_t ui
     assert_int_equal(a.imap_uid, uid);
 }
 
+/* The floor of mailbox (ms_mailbox_modseq). */
+static uint64_t floor_of(ms_store *st, ms_node mailbox)
+{
+    uint64_t v = 0;
+    assert_int_equal(ms_mailbox_modseq(st, mailbox.id, &v), 0);
+    return v;
+}
+
+static uint64_t modseq_at(ms_store *st, ms_node parent, const char *name)
+{
+    ms_attr a;
+    assert_int_equal(ms_lookup(st, parent, name, &a), 0);
+    return a.modseq;
+}
+
+/*
+ * The sqlite store's write paths beyond the tree writes of the
+ * conformance suite: an import with a UID (a move's copy), a restore of
+ * deleted items, a mailbox renamed, a folder made a mere parent.  Each
+ * moves what it changed to the floor or above and leaves a control
+ * message and folder below it.
+ */
+static void test_modseq_sqlite_paths(void **state)
+{
+    fixture *f = *state;
+    ms_store *st = f->a;
+    ms_node mb = mkdir_ok(st, ROOT, "paths");
+    ms_node inbox = mkdir_ok(st, mb, "INBOX");
+    ms_node ctl = mkdir_ok(st, mb, "Control");
+    put(st, ctl, "keep", "k", 1);
+    put(st, inbox, "gone", "g", 1);
+    uint64_t fl;
+
+    fl = floor_of(st, mb);
+    import_ok(st, inbox, "imported", 40);
+    assert_true(modseq_at(st, inbox, "imported") >= fl);
+    assert_true(modseq_of(st, inbox) >= fl);
+    assert_true(modseq_of(st, ctl) < fl);
+    assert_true(modseq_at(st, ctl, "keep") < fl);
+
+    assert_int_equal(ms_unlink(st, inbox, "gone"), 0);
+    fl = floor_of(st, mb);
+    assert_int_equal(ms_deleted_restore(st, "paths", "INBOX/gone", NULL), 0);
+    assert_true(modseq_at(st, inbox, "gone") >= fl);
+    assert_true(modseq_of(st, inbox) >= fl);
+    assert_true(modseq_at(st, inbox, "imported") < fl);
+    assert_true(modseq_of(st, ctl) < fl);
+
+    fl = floor_of(st, mb);
+    assert_int_equal(ms_rename(st, ROOT, "paths", ROOT, "paths2", false), 0);
+    assert_true(modseq_at(st, ROOT, "paths2") >= fl);
+    assert_true(modseq_of(st, ctl) < fl);
+    assert_true(floor_of(st, mb) > fl);
+
+    fl = floor_of(st, mb);
+    ms_node empty = mkdir_ok(st, mb, "Parent");
+    assert_true(modseq_of(st, empty) >= fl);
+    fl = floor_of(st, mb);
+    assert_int_equal(ms_folder_unselect(st, empty), 0);
+    assert_true(modseq_of(st, empty) >= fl);
+    assert_true(modseq_of(st, mb) >= fl);
+    assert_true(modseq_of(st, ctl) < fl);
+    assert_true(modseq_at(st, ctl, "keep") < fl);
+
+    /* A mailbox made later starts above every counter of the store. */
+    uint64_t before = floor_of(st, mb);
+    ms_node other = mkdir_ok(st, ROOT, "later");
+    assert_true(floor_of(st, other) > before);
+}
+
 /*
  * A move keeps UIDVALIDITY, UIDNEXT and every UID of every folder (gaps
  * of expunged messages and a UIDVALIDITY above 2^31 included), and so
@@ -1595,6 +1665,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_move_and_undo, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_v5_uidvalidity, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_v7_modseq, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_modseq_sqlite_paths, setup, teardown),
         cmocka_unit_test_setup_teardown(test_move_keeps_uids, setup, teardown),
         cmocka_unit_test_setup_teardown(test_move_verifies_uids, setup, teardown),
 #ifdef MS_FAULT_INJECTION
