@@ -702,19 +702,18 @@ static uint64_t msg_modseq(const md_msg *m)
 }
 
 /*
- * What moves when folder f itself changes: its directory (renamed,
- * chmod'ed through the mount, a file of its own added or replaced: the
- * uidlist with a UIDVALIDITY) and its special-use.  A maildir++ parent
- * with no directory has its mailbox root's.
+ * What moves when folder f itself changes: its directory's stamps.  It
+ * is renamed, chmod'ed through the mount (an attribute of it), or a
+ * file of its own is replaced in it: mailfs-special-use, and the
+ * uidlist with a new UIDVALIDITY or the keywords file, which mailfs and
+ * Dovecot write beside and rename into place, so that those files need
+ * no stat of their own.  A maildir++ parent with no directory has its
+ * mailbox root's.
  */
 static int64_t folder_own_stamp(md_store *s, md_folder *f)
 {
-    if (!f->exists) {
-        g_autofree char *root = md_mbox_path(s, f->mb);
-        return path_stamp(root);
-    }
-    g_autofree char *p = md_folder_path_abs(s, f);
-    return max64(path_stamp(p), child_stamp(p, MD_SPECIAL_USE_FILE));
+    g_autofree char *p = f->exists ? md_folder_path_abs(s, f) : md_mbox_path(s, f->mb);
+    return path_stamp(p);
 }
 
 /* The largest own stamp of the folders of mb directly below parent
@@ -742,12 +741,13 @@ static int64_t children_stamp(md_store *s, md_mbox *mb, const md_folder *parent)
 
 /*
  * A folder's: its own stamp, its messages' directories (a message added,
- * removed, renamed or re-flagged in new/ or cur/; mailfs touches them
- * when it changes a message in place), the uidlist and keywords files,
- * and its direct subfolders' own stamps.  A maildir++ subfolder lives
- * in the mailbox root, not in its parent: the root's mtime counts too,
- * so a subfolder made, renamed or removed there moves every folder of
- * the mailbox (false positives, which the floor allows).
+ * removed, renamed or re-flagged in new/ or cur/; mailfs dates them when
+ * it changes a message in place), the uidlist (to which Dovecot may
+ * append in place), and its direct subfolders' own stamps.  A maildir++
+ * subfolder lives in the mailbox root, not in its parent: the root's
+ * stamps count too, so a subfolder made, renamed or removed there moves
+ * every folder of the mailbox, as does any change of INBOX, whose files
+ * are the root's (false positives, which the floor allows).
  */
 static uint64_t folder_modseq(md_store *s, md_folder *f)
 {
@@ -757,9 +757,8 @@ static uint64_t folder_modseq(md_store *s, md_folder *f)
         v = max64(v, child_stamp(p, "cur"));
         v = max64(v, child_stamp(p, "new"));
         v = max64(v, child_stamp(p, "dovecot-uidlist"));
-        v = max64(v, child_stamp(p, "dovecot-keywords"));
     }
-    if (s->layout != MD_LAYOUT_FS) {
+    if (s->layout != MD_LAYOUT_FS && *f->dir) {
         g_autofree char *root = md_mbox_path(s, f->mb);
         v = max64(v, path_stamp(root));
     }
@@ -767,13 +766,13 @@ static uint64_t folder_modseq(md_store *s, md_folder *f)
 }
 
 /* A mailbox's: its root directory (a top-level folder made, renamed or
- * removed), its mailfs-mailbox file, and its top-level folders' own
- * stamps as last listed (a mailbox never listed has none cached). */
+ * removed; its mailfs-mailbox file, replaced by a rename) and its
+ * top-level folders' own stamps as last listed (a mailbox never listed
+ * has none cached: its root's stamps alone). */
 static uint64_t mbox_modseq(md_store *s, md_mbox *mb)
 {
     g_autofree char *root = md_mbox_path(s, mb);
-    int64_t v = max64(path_stamp(root), child_stamp(root, MD_META_FILE));
-    return (uint64_t)max64(v, children_stamp(s, mb, NULL));
+    return (uint64_t)max64(path_stamp(root), children_stamp(s, mb, NULL));
 }
 
 /*
