@@ -94,8 +94,8 @@ static int carry_message(ms_store *src, ms_node from, const entry *m, ms_store *
     return rc;
 }
 
-/* The change sequence of a node (ctime until the stores keep one). */
-static uint64_t seq_of(const ms_attr *a) { return a->ctime_ns > 0 ? (uint64_t)a->ctime_ns : 0; }
+/* The change sequence of a node; none kept: counted as changed. */
+static uint64_t seq_of(const ms_attr *a) { return a->modseq ? a->modseq : UINT64_MAX; }
 
 int mv_carry_folder(ms_store *src, ms_node from, ms_store *dst, ms_node to, uint64_t since,
                     bool keep, int64_t *carried)

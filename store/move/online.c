@@ -28,31 +28,29 @@
  * what the copy lacks is copied, what the source no longer has is
  * dropped, what changed is brought over.  The copy is written by its
  * move alone, so comparing the two listings is exact; the source's
- * change sequence (seq_of) spares re-reading messages that did not
+ * change sequence (seq_of, its MODSEQ) spares re-reading messages that did not
  * change since the pass before (floor).  A pass is idempotent and keeps
  * no state but the floor: after a crash the next pass starts from
  * whatever the copy holds.
  */
 
-/* The change sequence of a source node.  Until the stores give one,
- * ctime: every change moves it, in both backends. */
-static uint64_t seq_of(const ms_attr *a) { return a->ctime_ns > 0 ? (uint64_t)a->ctime_ns : 0; }
+/* The change sequence of a source node (ms_attr.modseq); a backend that
+ * keeps none has every node re-checked at every pass. */
+static uint64_t seq_of(const ms_attr *a) { return a->modseq ? a->modseq : UINT64_MAX; }
 
 /*
- * The floor for a pass starting now: every change made after this gets a
- * seq >= it.  Stores stamp ctime with a clock that may lag the one read
- * here by a tick (a coarse clock): one second of margin, so a change
- * made at the very start of a pass is re-checked, never missed.
+ * The floor for a pass starting now (ms_mailbox_modseq): everything
+ * changed after this has a seq >= it.  0 when the source keeps no change
+ * sequence: the pass then compares every message in full.
+ *
+ * Folders are listed at every pass even when their seq is below the
+ * floor: a folder's seq covers its own children, and a change deeper
+ * down must still be found.  The listing is cheap next to the copy.
  */
-static uint64_t pass_floor(void) { return (uint64_t)(ms_now_ns() - 1000000000LL); }
-
-/* A folder's seq says nothing of its children's changes (ctime): every
- * folder is listed at every pass. */
-static bool folder_skippable(const ms_attr *a, uint64_t floor)
+static uint64_t pass_floor(mover *mv, int64_t mailbox)
 {
-    (void)a;
-    (void)floor;
-    return false;
+    uint64_t f = 0;
+    return ms_mailbox_modseq(mv->src, mailbox, &f) == 0 ? f : 0;
 }
 
 typedef struct touched {
@@ -289,8 +287,6 @@ static int sync_folder(mover *mv, pass *p, ms_node dparent, const child *c, cons
         if (!rc)
             p->stats.updated++;
     }
-    if (!rc && d && folder_skippable(&c->attr, p->floor))
-        return 0;
     if (!rc && (rc = sync_xattr(mv, c->attr.node, f.node, "user.mail.special-use")) > 0) {
         p->stats.updated++;
         rc = 0;
@@ -418,7 +414,7 @@ static int run_pass(mover *mv, ms_node sroot, ms_node droot, int n, const char *
     p.stats.pass = n;
     g_strlcpy(p.stats.phase, phase, sizeof p.stats.phase);
     p.stats.started_ns = ms_now_ns();
-    uint64_t started = pass_floor();
+    uint64_t started = pass_floor(mv, sroot.id);
     p.stats.floor = started;
     /* The stamp gives files the mail server has not numbered yet their
      * UIDs, as its next look would: what this pass lists has them. */
