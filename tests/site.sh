@@ -434,7 +434,7 @@ site_big() {
     before=$(site_doveadm "$s" -f flow mailbox status -u "$u" messages INBOX | sed 's/.*messages=//') ||
         return 1
     setpriv --reuid="$DOVECOT_UID" --regid="$DOVECOT_GID" --clear-groups \
-        python3 "$SITE_TOOL" maildir-fill "$md" "$n" "$TD/eml" || return 1
+        /usr/bin/python3 "$SITE_TOOL" maildir-fill "$md" "$n" "$TD/eml" || return 1
     after=$(site_doveadm "$s" -f flow mailbox status -u "$u" messages INBOX | sed 's/.*messages=//')
     [ "$after" = $((before + n)) ] || { not_ok "site_big: $u has $after messages, not $((before + n))"; return 1; }
 }
