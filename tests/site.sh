@@ -23,6 +23,8 @@
 #   $SITE_FILL messages of the test data in INBOX on srv1 (0: none).
 #   Stopped by the EXIT trap (or site_stop).
 #   site_stop                   unmount, then every daemon, waiting for each
+#   site_use DIR                a site started by another shell is the one
+#                               the functions below talk to
 #   site_imap CMD USER ARGS...  tests/tools/imap.py CMD through the proxy
 #   site_login USER             one IMAP login through the proxy: prints
 #                               "ok BACKEND SECONDS" or "no TEXT SECONDS"
@@ -48,9 +50,11 @@ SITE_PW=${SITE_PW:-pw}
 SITE_FILL=${SITE_FILL:-10}
 SITE_TOOL=$ROOT/tests/tools/site_client.py
 
-# _site_free_net NET: none of NET.1-3 has a listener.
+# _site_free_net NET: nothing listens on the IMAP or LMTP port of NET.1-3
+# (or of every address).
 _site_free_net() {
-    ! ss -Hltn | awk '{ print $4 }' | grep -qE "^$(printf '%s' "$1" | sed 's/\./\\./g')\.[123]:"
+    ! ss -Hltn | awk '{ print $4 }' |
+        grep -qE "^($(printf '%s' "$1" | sed 's/\./\\./g')\.[123]|0\.0\.0\.0|\*|\[::\]):(143|24)$"
 }
 
 # _site_net: $SITE_NET, or a random 127.X.Y nobody listens on.
@@ -328,16 +332,18 @@ site_start() {
     SITE_DIR=$1
     mkdir -p "$SITE_DIR" || return 1
     SITE_DIR=$(cd "$SITE_DIR" && pwd)
+    # A site started again keeps its addresses: they are in the directory.
+    [ ! -f "$SITE_DIR/site.env" ] || SITE_NET=$(sed -n 's/^SITE_NET=//p' "$SITE_DIR/site.env")
     _site_net || return 1
     SITE_PROXY=$SITE_NET.1 SITE_SRV1=$SITE_NET.2 SITE_SRV2=$SITE_NET.3
-    printf 'SITE_NET=%s\n' "$SITE_NET" >"$SITE_DIR/site.env"
     SLAPD_SCHEMAS=$ROOT/scripts/mailfs.schema slapd_start "$SITE_DIR/ldap" || return 1
-    printf 'LDAP_URI=%s\n' "$LDAP_URI" >>"$SITE_DIR/site.env"
+    _dovecot_vmail || return 1
+    printf 'SITE_NET=%s\nLDAP_URI=%s\nDOVECOT_VMAIL=%s\n' "$SITE_NET" "$LDAP_URI" "$DOVECOT_VMAIL" \
+        >"$SITE_DIR/site.env"
     if [ ! -f "$SITE_DIR/ldap/people" ]; then
         _site_people | ldap_admin ldapadd >/dev/null || { not_ok "adding the site's users"; return 1; }
         touch "$SITE_DIR/ldap/people"
     fi
-    _dovecot_vmail || return 1
     # The stores: mailfs's, written by Dovecot as the mail user.
     printf '%s\n' "$LDAP_PW" >"$SITE_DIR/ldap.secret" && chmod 600 "$SITE_DIR/ldap.secret"
     _site_mailfs_config >"$SITE_DIR/conf"
@@ -359,6 +365,17 @@ site_start() {
         for u in $SITE_USERS; do _site_fill "$u" || { not_ok "filling $u"; return 1; }; done
         touch "$SITE_DIR/filled"
     fi
+}
+
+# site_use DIR: the site started in DIR (by another shell) is the one the
+# other functions talk to.
+site_use() {
+    SITE_DIR=$(cd "$1" && pwd) && [ -f "$SITE_DIR/site.env" ] || { echo "no site in $1" >&2; return 1; }
+    SITE_NET=$(sed -n 's/^SITE_NET=//p' "$SITE_DIR/site.env")
+    LDAP_URI=$(sed -n 's/^LDAP_URI=//p' "$SITE_DIR/site.env")
+    DOVECOT_VMAIL=$(sed -n 's/^DOVECOT_VMAIL=//p' "$SITE_DIR/site.env")
+    SITE_PROXY=$SITE_NET.1 SITE_SRV1=$SITE_NET.2 SITE_SRV2=$SITE_NET.3
+    DOVECOT_UID=$(id -u "$DOVECOT_VMAIL") && DOVECOT_GID=$(id -g "$DOVECOT_VMAIL")
 }
 
 # site_stop: the mount first (mailfs may write the directory), then the
