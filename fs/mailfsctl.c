@@ -10,6 +10,7 @@
 #include "mailstore.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +38,8 @@ static void usage(FILE *f)
                "  mailbox create STORE MAILBOX      create a mailbox (with an INBOX)\n"
                "  deliver [--flags F] STORE MAILBOX [FOLDER] < MESSAGE\n"
                "                                    store one message durably (MTA use)\n"
-               "  move MAILBOX TARGET_STORE         move a mailbox (the engine mv uses)\n"
+               "  move [--prepare [--sync-every MIN] | --complete] MAILBOX TARGET_STORE\n"
+               "                                    move a mailbox online (the engine mv uses)\n"
                "  import FILE.pst STORE MAILBOX     import a PST/OST file as a new mailbox\n"
                "  compact STORE                     give the store's free space back (online)\n"
                "  moves [--json]                    moves with state, progress, rate, ETA\n"
@@ -76,10 +78,15 @@ static const command commands[] = {
      "delivery) and exits 0 only once it is durable.  --flags: IMAP flags, space\n"
      "separated, as user.mail.flags takes them.  Exit codes are sysexits(3): 75 (try\n"
      "again later) for a busy or full store, 67 for an unknown mailbox.\n"},
-    {"move", "move MAILBOX TARGET_STORE",
+    {"move", "move [--prepare [--sync-every MIN] | --complete] MAILBOX TARGET_STORE",
      "Moves MAILBOX from the store that holds it to TARGET_STORE (journaled, verified,\n"
-     "all or nothing), as mv between stores does.  The source copy is retained for\n"
-     "[mailfs] retain-days, for undo.\n"},
+     "all or nothing), as mv between stores does, online: it copies while the mailbox\n"
+     "stays in use, then locks it only for the cutover (final delta, directory\n"
+     "switch).  The source copy is retained for [mailfs] retain-days, for undo.\n"
+     "  --prepare        copy and keep in step, no cutover; again: the delta only\n"
+     "  --sync-every MIN with --prepare: a delta pass every MIN minutes until the\n"
+     "                   move is completed or the command is stopped\n"
+     "  --complete       the cutover of a prepared move alone (mv does the same)\n"},
     {"import", "import FILE.pst STORE MAILBOX",
      "Imports a PST/OST file as the new mailbox MAILBOX of STORE through the move\n"
      "protocol; the file is left untouched.  An interrupted import is resumed.\n"},
@@ -403,8 +410,48 @@ static ms_store *find_mailbox(ctl *c, const char *mailbox)
     return NULL;
 }
 
-static int cmd_move(ctl *c, const char *mailbox, const char *target)
+/* Set by SIGINT/SIGTERM: --sync-every stops between passes. */
+static volatile sig_atomic_t stop_requested;
+static void request_stop(int sig)
 {
+    (void)sig;
+    stop_requested = 1;
+}
+
+/*
+ * Waits minutes (or until a signal); false when stopped.  Sleeps in
+ * short steps so that a signal ends the wait at once.
+ */
+static bool wait_minutes(double minutes)
+{
+    for (int64_t left = (int64_t)(minutes * 60 * 10); left > 0 && !stop_requested; left--)
+        g_usleep(100000);
+    return !stop_requested;
+}
+
+static int cmd_move(ctl *c, int argc, char **argv)
+{
+    int mode = MS_MOVE_WHOLE;
+    double every = 0;
+    const char *pos[2] = {NULL, NULL};
+    int npos = 0;
+    for (int i = 1; i < argc; i++) {
+        char *end = NULL;
+        if (!strcmp(argv[i], "--prepare"))
+            mode = MS_MOVE_PREPARE;
+        else if (!strcmp(argv[i], "--complete"))
+            mode = MS_MOVE_COMPLETE;
+        else if (!strcmp(argv[i], "--sync-every") && i + 1 < argc &&
+                 (every = g_ascii_strtod(argv[i + 1], &end)) > 0 && end && !*end)
+            i++;
+        else if (argv[i][0] != '-' && npos < 2)
+            pos[npos++] = argv[i];
+        else
+            return command_usage("move");
+    }
+    if (npos != 2 || (every > 0 && mode != MS_MOVE_PREPARE))
+        return command_usage("move");
+    const char *mailbox = pos[0], *target = pos[1];
     ms_journal *j;
     if (need_directory(c) || open_journal(c, &j))
         return 1;
@@ -412,15 +459,35 @@ static int cmd_move(ctl *c, const char *mailbox, const char *target)
     ms_store *src = find_mailbox(c, mailbox);
     int rc = !dst ? -ENOENT : !src ? -ENOENT : src == dst ? -EEXIST : 0;
     int64_t id = 0;
-    if (!rc) {
-        ms_move_opts o = {.retain_days = ms_config_retain_days(c->cfg), .dir = c->dir};
-        rc = ms_move(j, src, dst, mailbox, &o, &id);
+    ms_move_opts o = {.retain_days = ms_config_retain_days(c->cfg),
+                      .dir = c->dir,
+                      .mode = mode,
+                      .kick = ms_config_kick(c->cfg)};
+    if (every > 0) {
+        signal(SIGINT, request_stop);
+        signal(SIGTERM, request_stop);
     }
+    int rounds = 0;
+    do {
+        if (!rc)
+            rc = ms_move(j, src, dst, mailbox, &o, &id);
+        if (!rc && every > 0) {
+            printf("prepared %s for %s (move %lld), pass round %d\n", mailbox, target,
+                   (long long)id, ++rounds);
+            fflush(stdout);
+        }
+    } while (!rc && every > 0 && wait_minutes(every) &&
+             /* completed meanwhile: nothing left to keep in step */
+             find_mailbox(c, mailbox) == src);
     if (rc)
         fprintf(stderr, "mailfsctl: move %s to %s: %s\n", mailbox, target,
-                !dst   ? "no such store"
-                : !src ? "no such mailbox in any store"
-                       : ms_strerror(MS_OP_MOVE, rc));
+                !dst                                        ? "no such store"
+                : !src                                      ? "no such mailbox in any store"
+                : rc == -ENOENT && mode == MS_MOVE_COMPLETE ? "no prepared move of it to that store"
+                                                            : ms_strerror(MS_OP_MOVE, rc));
+    else if (mode == MS_MOVE_PREPARE)
+        printf("prepared %s from %s for %s (move %lld)\n", mailbox, ms_store_name(src), target,
+               (long long)id);
     else
         printf("moved %s from %s to %s (move %lld)\n", mailbox, ms_store_name(src), target,
                (long long)id);
@@ -651,7 +718,7 @@ static char **move_row(const ms_move_info *m, int64_t now)
     row[8] = g_strdup_printf("%s/%s", db, tb);
     row[9] = g_format_size((guint64)rate);
     row[10] = eta >= 0 ? g_strdup_printf("%.0fs", eta) : g_strdup("-");
-    row[11] = lock >= 0 ? g_strdup_printf("%.2fs", lock) : g_strdup("-");
+    row[11] = lock >= 0 ? g_strdup_printf("%.0fms", lock * 1000) : g_strdup("-");
     row[12] = display_name(m->error);
     return row;
 }
@@ -682,7 +749,24 @@ static void print_table(GPtrArray *rows)
     }
 }
 
-static void print_move_json(const ms_move_info *m, int64_t now, bool first)
+/* The passes of an online move as a JSON array. */
+static char *passes_json(const ms_move_pass *p, size_t n)
+{
+    GString *out = g_string_new("[");
+    for (size_t i = 0; i < n; i++)
+        g_string_append_printf(out,
+                               "%s{\"pass\": %d, \"phase\": \"%s\", \"messages\": %lld, "
+                               "\"bytes\": %lld, \"removed\": %lld, \"updated\": %lld, "
+                               "\"seconds\": %.3f}",
+                               i ? ", " : "", p[i].pass, p[i].phase, (long long)p[i].messages,
+                               (long long)p[i].bytes, (long long)p[i].removed,
+                               (long long)p[i].updated, (p[i].ended_ns - p[i].started_ns) / 1e9);
+    g_string_append_c(out, ']');
+    return g_string_free(out, FALSE);
+}
+
+static void print_move_json(const ms_move_info *m, int64_t now, bool first, const ms_move_pass *p,
+                            size_t np)
 {
     double rate, eta;
     move_rate(m, now, &rate, &eta);
@@ -690,32 +774,49 @@ static void print_move_json(const ms_move_info *m, int64_t now, bool first)
     g_autofree char *mb = json_str(m->mailbox), *src = json_str(m->source),
                     *dst = json_str(m->target), *err = json_str(m->error),
                     *state = json_str(ms_move_state_name(m->state)),
-                    *step = json_str(ms_move_step_name(m->step));
+                    *step = json_str(ms_move_step_name(m->step)), *passes = passes_json(p, np);
     printf("%s\n {\"id\": %lld, \"mailbox\": %s, \"source\": %s, "
            "\"target\": %s, \"state\": %s, \"step\": %s, "
            "\"percent\": %d, \"messages_done\": %lld, \"messages_total\": %lld, "
            "\"bytes_done\": %lld, \"bytes_total\": %lld, \"rate_bytes_per_s\": %.0f, "
-           "\"eta_s\": %.1f, \"lock_s\": %.3f, \"retain_until\": %lld, "
-           "\"error\": %s}",
+           "\"eta_s\": %.1f, \"lock_s\": %.3f, \"lock_ms\": %.0f, \"retain_until\": %lld, "
+           "\"passes\": %s, \"error\": %s}",
            first ? "" : ",", (long long)m->id, mb, src, dst, state, step, percent(m),
            (long long)m->done_messages, (long long)m->total_messages, (long long)m->done_bytes,
-           (long long)m->total_bytes, rate, eta, lock >= 0 ? lock : 0, (long long)m->retain_until,
-           err);
+           (long long)m->total_bytes, rate, eta, lock >= 0 ? lock : 0, lock >= 0 ? lock * 1000 : 0,
+           (long long)m->retain_until, passes, err);
+}
+
+/* The passes of move m, one line each, after the table. */
+static void print_passes(const ms_move_info *m, const ms_move_pass *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        g_autofree char *b = g_format_size((guint64)p[i].bytes);
+        printf("move %lld pass %d %-5s %lld messages, %s, %lld dropped, %lld updated, %.3f s\n",
+               (long long)m->id, p[i].pass, p[i].phase, (long long)p[i].messages, b,
+               (long long)p[i].removed, (long long)p[i].updated,
+               (p[i].ended_ns - p[i].started_ns) / 1e9);
+    }
 }
 
 static int cmd_moves(ctl *c, bool json)
 {
     ms_move_info *mv = NULL;
     size_t n = 0;
-    if (journal_moves(c, &mv, &n))
+    ms_journal *j;
+    if (journal_moves(c, &mv, &n) || open_journal(c, &j))
         return 1;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     int64_t now = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    ms_move_pass **p = g_new0(ms_move_pass *, n + 1);
+    size_t *np = g_new0(size_t, n + 1);
+    for (size_t i = 0; i < n; i++)
+        (void)ms_journal_passes(j, mv[i].id, &p[i], &np[i]); /* none: an offline move */
     if (json) {
         printf("[");
         for (size_t i = 0; i < n; i++)
-            print_move_json(&mv[i], now, i == 0);
+            print_move_json(&mv[i], now, i == 0, p[i], np[i]);
         printf("\n]\n");
     } else {
         static const char *const header[] = {"ID",   "MAILBOX", "SOURCE",   "TARGET", "STATE",
@@ -727,7 +828,13 @@ static int cmd_moves(ctl *c, bool json)
             g_ptr_array_add(rows, move_row(&mv[i], now));
         print_table(rows);
         g_ptr_array_free(rows, TRUE);
+        for (size_t i = 0; i < n; i++)
+            print_passes(&mv[i], p[i], np[i]);
     }
+    for (size_t i = 0; i < n; i++)
+        g_free(p[i]);
+    g_free(p);
+    g_free(np);
     g_free(mv);
     return 0;
 }
@@ -768,6 +875,10 @@ static int cmd_recover(ctl *c)
         fprintf(stderr, "mailfsctl: recover: %s\n", g_strerror(-rc));
     } else {
         printf("%d unfinished moves settled\n", rc);
+        int64_t carried = 0;
+        if (ms_carry_late(j, stores, n, &carried) == 0 && carried)
+            printf("%lld late message(s) carried to where their mailbox moved\n",
+                   (long long)carried);
         for (guint i = 0; i < left->len; i++) {
             ms_move_info mi;
             int64_t id = g_array_index(left, int64_t, i);
@@ -1152,8 +1263,8 @@ static int dispatch(ctl *c, int argc, char **argv)
         return cmd_compact(c, argv[1]);
     if (!strcmp(cmd, "import") && argc == 4)
         return cmd_import(c, argv[1], argv[2], argv[3]);
-    if (!strcmp(cmd, "move") && argc == 3)
-        return cmd_move(c, argv[1], argv[2]);
+    if (!strcmp(cmd, "move"))
+        return cmd_move(c, argc, argv);
     if (!strcmp(cmd, "moves") && (argc == 1 || (argc == 2 && !strcmp(sub, "--json"))))
         return cmd_moves(c, argc == 2);
     if (!strcmp(cmd, "recover") && argc == 1)

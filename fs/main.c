@@ -197,6 +197,67 @@ static int reopen_after_fork(mfs *m)
     return rc;
 }
 
+/*
+ * The mount's housekeeping, every HOUSEKEEPING_S seconds until stopped:
+ * recovery of moves handed to it (a rollback that could not reach the
+ * directory, a hold left on a user: retried until the server is back),
+ * and mail that reached a moved mailbox's old place (ms_carry_late).
+ */
+#define HOUSEKEEPING_S 2
+
+typedef struct housekeeper {
+    mfs *m;
+    GMutex lock; /* guards stop */
+    GCond cond;
+    bool stop;
+    GThread *thread;
+} housekeeper;
+
+static gpointer housekeeping(gpointer p)
+{
+    housekeeper *h = p;
+    mfs *m = h->m;
+    g_mutex_lock(&h->lock);
+    while (!h->stop) {
+        int64_t until = g_get_monotonic_time() + HOUSEKEEPING_S * G_TIME_SPAN_SECOND;
+        while (!h->stop && g_cond_wait_until(&h->cond, &h->lock, until))
+            ;
+        if (h->stop)
+            break;
+        g_mutex_unlock(&h->lock);
+        if (ms_journal_needs_recovery(m->journal)) {
+            int rc = ms_recover(m->journal, m->stores, m->nstores, m->dir,
+                                ms_config_retain_days(m->cfg), true, NULL);
+            if (rc > 0)
+                ms_log(LOG_INFO, "recovered %d moves", rc);
+        }
+        (void)ms_carry_late(m->journal, m->stores, m->nstores, NULL);
+        g_mutex_lock(&h->lock);
+    }
+    g_mutex_unlock(&h->lock);
+    return NULL;
+}
+
+static void housekeeping_start(housekeeper *h, mfs *m)
+{
+    h->m = m;
+    g_mutex_init(&h->lock);
+    g_cond_init(&h->cond);
+    h->stop = false;
+    h->thread = g_thread_new("housekeeping", housekeeping, h);
+}
+
+static void housekeeping_stop(housekeeper *h)
+{
+    g_mutex_lock(&h->lock);
+    h->stop = true;
+    g_cond_signal(&h->cond);
+    g_mutex_unlock(&h->lock);
+    g_thread_join(h->thread);
+    g_mutex_clear(&h->lock);
+    g_cond_clear(&h->cond);
+}
+
 static int serve(mfs *m, struct fuse_args *args, struct fuse_cmdline_opts *co)
 {
     m->se = fuse_session_new(args, &mfs_ops, sizeof mfs_ops, m);
@@ -217,6 +278,8 @@ static int serve(mfs *m, struct fuse_args *args, struct fuse_cmdline_opts *co)
         fuse_session_unmount(m->se);
         goto out_signals;
     }
+    housekeeper hk;
+    housekeeping_start(&hk, m);
     if (co->singlethread) {
         ret = fuse_session_loop(m->se);
     } else {
@@ -231,6 +294,7 @@ static int serve(mfs *m, struct fuse_args *args, struct fuse_cmdline_opts *co)
         ret = fuse_session_loop_mt(m->se, lc);
         fuse_loop_cfg_destroy(lc);
     }
+    housekeeping_stop(&hk);
     ret = ret != 0;
     fuse_session_unmount(m->se);
     ms_log(LOG_INFO, "unmounted %s", co->mountpoint);

@@ -665,6 +665,7 @@ static int move_mailbox(fuse_req_t req, mfs *m, size_t s, const char *name, size
     ms_move_opts o = {.newname = newname,
                       .retain_days = ms_config_retain_days(m->cfg),
                       .dir = m->dir,
+                      .kick = ms_config_kick(m->cfg),
                       .cancelled = req_interrupted,
                       .ctx = req};
     return ms_move(m->journal, m->stores[s], m->stores[ns], name, &o, NULL);

@@ -20,6 +20,7 @@ struct ms_config {
     char *file;
     char *journal;
     char *spool;
+    char *kick; /* the cutover's command that drops a user's sessions */
     int retain_days;
     GPtrArray *stores; /* of ms_store_conf* */
 };
@@ -46,6 +47,7 @@ static void directory_conf_free(ms_directory_conf *d)
     g_free(d->base);
     g_free(d->filter);
     g_free(d->tls_cacert);
+    g_free(d->lock);
     g_free(d);
 }
 
@@ -57,6 +59,7 @@ void ms_config_free(ms_config *cfg)
     g_free(cfg->file);
     g_free(cfg->journal);
     g_free(cfg->spool);
+    g_free(cfg->kick);
     if (cfg->stores)
         g_ptr_array_free(cfg->stores, TRUE);
     g_free(cfg);
@@ -86,10 +89,10 @@ static int check_keys(GKeyFile *kf, const char *file, const char *group, const c
     return 0;
 }
 
-static const char *const mailfs_keys[] = {"journal", "retain-days", "spool", NULL};
-static const char *const directory_keys[] = {"uri",        "bind-dn",         "password-file",
-                                             "base",       "filter",          "starttls",
-                                             "tls-cacert", "allow-cleartext", NULL};
+static const char *const mailfs_keys[] = {"journal", "retain-days", "spool", "kick", NULL};
+static const char *const directory_keys[] = {
+    "uri",        "bind-dn",         "password-file", "base",         "filter", "starttls",
+    "tls-cacert", "allow-cleartext", "lock",          "lock-seconds", NULL};
 static const char *const store_keys[] = {"backend",   "path",   "directory",
                                          "read-only", "layout", NULL};
 static const char *const backends[] = {"sqlite", "maildir", "pst", NULL};
@@ -203,6 +206,24 @@ static int parse_directory(GKeyFile *kf, const char *file, ms_config *cfg, char 
         d->tls_cacert = resolve_path(file, ca);
     if (!d->filter)
         d->filter = g_strdup("(uid=%s)");
+    d->lock = g_key_file_get_string(kf, "directory", "lock", NULL);
+    d->lock_seconds = 60;
+    if (g_key_file_has_key(kf, "directory", "lock-seconds", NULL)) {
+        GError *gerr = NULL;
+        d->lock_seconds = g_key_file_get_integer(kf, "directory", "lock-seconds", &gerr);
+        /* Dovecot refuses a delay_until more than 5 minutes ahead. */
+        if (gerr || d->lock_seconds < 1 || d->lock_seconds > 300) {
+            g_clear_error(&gerr);
+            *err = g_strdup_printf("%s: [directory]: lock-seconds must be 1 to 300", file);
+            return -EINVAL;
+        }
+    }
+    if (d->lock && !ms_directory_spec_valid(d->lock)) {
+        *err = g_strdup_printf("%s: [directory]: lock must be ATTRIBUTE=VALUE pairs separated "
+                               "by ';' (%%t: the Unix time the hold ends)",
+                               file);
+        return -EINVAL;
+    }
     rc = get_bool(kf, file, "directory", "starttls", &d->starttls, err);
     if (!rc)
         rc = get_bool(kf, file, "directory", "allow-cleartext", &d->allow_cleartext, err);
@@ -242,6 +263,13 @@ static int parse_mailfs(GKeyFile *kf, const char *file, ms_config *cfg, char **e
     g_autofree char *spool = g_key_file_get_string(kf, "mailfs", "spool", NULL);
     if (spool)
         cfg->spool = resolve_path(file, spool);
+    cfg->kick = g_key_file_get_string(kf, "mailfs", "kick", NULL);
+    gchar **argv = NULL;
+    if (cfg->kick && !g_shell_parse_argv(cfg->kick, NULL, &argv, NULL)) {
+        *err = g_strdup_printf("%s: [mailfs]: kick: not a command line: %s", file, cfg->kick);
+        return -EINVAL;
+    }
+    g_strfreev(argv);
     if (g_key_file_has_key(kf, "mailfs", "retain-days", NULL)) {
         GError *gerr = NULL;
         int days = g_key_file_get_integer(kf, "mailfs", "retain-days", &gerr);
@@ -402,6 +430,8 @@ int ms_config_retain_days(const ms_config *cfg) { return cfg->retain_days; }
 const char *ms_config_spool(const ms_config *cfg) { return cfg->spool; }
 
 const ms_directory_conf *ms_config_directory(const ms_config *cfg) { return cfg->dir; }
+
+const char *ms_config_kick(const ms_config *cfg) { return cfg->kick; }
 
 /* True when path is the folder dir or anything under it. */
 static bool is_under(const char *path, const char *dir)

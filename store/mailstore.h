@@ -109,8 +109,17 @@ typedef struct ms_directory_conf {
     char *tls_cacert; /* CA certificates for ldaps/StartTLS; NULL: ldap.conf's */
     /* allow-cleartext: a password may cross ldap:// in clear (tests only) */
     bool allow_cleartext;
+    /* lock: ATTRIBUTE=VALUE pairs (';') put on the user's entry for a
+     * move's cutover and removed after it, so that the site's proxy holds
+     * the user off (DESIGN 10); %t in a value is the Unix time
+     * lock-seconds ahead (Dovecot's delay_until).  NULL: no hold. */
+    char *lock;
+    int lock_seconds;
 } ms_directory_conf;
 const ms_directory_conf *ms_config_directory(const ms_config *cfg);
+/* [mailfs] kick: the command a cutover runs to drop the user's sessions
+ * (ms_move_opts.kick), or NULL. */
+const char *ms_config_kick(const ms_config *cfg);
 
 /* --------------------------------------------------------------- nodes */
 
@@ -625,6 +634,14 @@ int ms_directory_read(ms_directory *d, const char *dn, const char *spec, char **
                       char **err);
 /* Replaces the spec's attributes of dn with its values. */
 int ms_directory_write(ms_directory *d, const char *dn, const char *spec, char **err);
+/* True when spec is ATTRIBUTE=VALUE pairs separated by ';'. */
+bool ms_directory_spec_valid(const char *spec);
+/*
+ * The spec that puts the configured hold (conf lock) on an entry, %t
+ * expanded (on), or the one that removes it (every attribute emptied);
+ * NULL when no hold is configured.  g_free.
+ */
+char *ms_directory_hold_spec(ms_directory *d, bool on);
 /*
  * Every entry under base that the filter could match (its %s as *), in
  * one paged search: fn gets the mailbox name (the filter's attribute),
@@ -683,6 +700,10 @@ typedef enum ms_move_state {
     MS_MOVE_ROLLED_BACK, /* failed or cancelled; the source as before */
     MS_MOVE_UNDONE,      /* moved back by ms_undo */
     MS_MOVE_PURGED,      /* done, and its retained copy dropped */
+    /* Copied and kept in step with the source, which stays unlocked and
+     * writable, waiting for its cutover (ms_move with MS_MOVE_PREPARE):
+     * recovery leaves it; the next ms_move of it does the cutover. */
+    MS_MOVE_PREPARED,
 } ms_move_state;
 
 /* The last step a move reached, in the order a move passes them. */
@@ -690,7 +711,9 @@ typedef enum ms_move_step {
     MS_STEP_UNKNOWN = 0,
     MS_STEP_RECORDED,  /* journal row written */
     MS_STEP_LOCKED,    /* source locked (a move_step row only) */
-    MS_STEP_COPYING,   /* into the hidden incoming copy */
+    MS_STEP_COPYING,   /* into the hidden incoming copy (the bulk pass) */
+    MS_STEP_SYNCING,   /* delta passes, the source still writable */
+    MS_STEP_CUTOVER,   /* locked (mount, directory): the final passes */
     MS_STEP_COPIED,    /* the target synced */
     MS_STEP_VERIFIED,  /* every message compared */
     MS_STEP_DIRECTORY, /* step 4: the entry pointed at the target */
@@ -718,6 +741,25 @@ typedef struct ms_move_info {
     char error[256];
 } ms_move_info;
 
+/*
+ * One pass of an online move over the source (DESIGN 10): "bulk" copies
+ * everything with the source writable, "delta" carries over what changed
+ * since the pass before, "final" runs under the cutover's lock.
+ */
+typedef struct ms_move_pass {
+    int pass; /* 1, 2, ... */
+    char phase[8];
+    int64_t messages, bytes; /* copied */
+    int64_t removed;         /* messages and folders dropped from the copy */
+    int64_t updated;         /* flags, dates, folder attributes changed */
+    int64_t started_ns, ended_ns;
+    /* The source's change sequence when the pass began: the next pass
+     * re-checks what changed at or after it. */
+    uint64_t floor;
+} ms_move_pass;
+/* The passes of move id, in order (g_free *out). */
+int ms_journal_passes(ms_journal *j, int64_t id, ms_move_pass **out, size_t *n);
+
 /* True while a move is not settled: running, or past its commit point
  * but not finished; recovery (or the mover) still owes it a step. */
 bool ms_move_unsettled(const ms_move_info *m);
@@ -734,6 +776,17 @@ typedef struct ms_move_opts {
     /* Polled between messages: true cancels the move (it rolls back, -EINTR). */
     bool (*cancelled)(void *ctx);
     void *ctx;
+    /* MS_MOVE_WHOLE: the whole move; with a prepared move of the mailbox
+     * into that store, its cutover alone.  MS_MOVE_PREPARE: bulk copy and
+     * delta passes only, the move left prepared (MS_MOVE_PREPARED) for a
+     * later call; again on a prepared move: its delta passes.
+     * MS_MOVE_COMPLETE: as WHOLE, but -ENOENT without a prepared move. */
+    enum { MS_MOVE_WHOLE, MS_MOVE_PREPARE, MS_MOVE_COMPLETE } mode;
+    /* The command that drops the user's sessions at the cutover (argv
+     * split by shell rules, %s the mailbox name; run without a shell);
+     * NULL: none.  A failure is logged, the move goes on: the directory's
+     * hold and the final passes catch what the sessions still write. */
+    const char *kick;
 } ms_move_opts;
 
 /*
@@ -769,6 +822,9 @@ int ms_import(ms_journal *j, const char *file, ms_store *dst, const char *mailbo
  */
 int ms_recover(ms_journal *j, ms_store *const *stores, size_t n, ms_directory *dir, int retain_days,
                bool keep_imports, GArray *left);
+/* True when ms_recover has something to do: a move whose process is gone
+ * (or that was handed to recovery), or a hold on a user left to lift. */
+bool ms_journal_needs_recovery(ms_journal *j);
 /*
  * Locks and hidden copies in stores that j does not account for: the
  * journal holding their move was deleted or replaced (or the move never
@@ -794,6 +850,14 @@ int ms_orphans(ms_journal *j, ms_store *const *stores, size_t n, ms_directory *d
  * or directory that cannot be opened fails the undo (logged).
  */
 int ms_undo(ms_site *site, int64_t id, int64_t *new_id);
+/*
+ * Carries mail that reached a moved mailbox's old place after its move
+ * (DESIGN 10: a delivery routed by a lookup made before the directory
+ * switched) into the mailbox where it lives now, for finished moves whose
+ * source copy is still retained.  Each message is copied durably before
+ * it is removed from the old place; *carried (may be NULL) gets how many.
+ */
+int ms_carry_late(ms_journal *j, ms_store *const *stores, size_t n, int64_t *carried);
 /* Drops retained source copies past their time (all of them with all).
  * Moves whose source store cannot be opened (logged) are left for later. */
 int ms_purge(ms_site *site, bool all);

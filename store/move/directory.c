@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include <glib.h>
 #include <ldap.h>
@@ -288,6 +289,27 @@ static bool parse_spec(const char *spec, GStrv *attrs, GStrv *values)
     *attrs = (GStrv)g_ptr_array_free(a, FALSE);
     *values = (GStrv)g_ptr_array_free(v, FALSE);
     return ok;
+}
+
+bool ms_directory_spec_valid(const char *spec)
+{
+    g_auto(GStrv) attrs = NULL, values = NULL;
+    return parse_spec(spec, &attrs, &values) && attrs[0];
+}
+
+char *ms_directory_hold_spec(ms_directory *d, bool on)
+{
+    g_auto(GStrv) attrs = NULL, values = NULL;
+    if (!d || !d->conf.lock || !parse_spec(d->conf.lock, &attrs, &values))
+        return NULL;
+    g_autofree char *until = g_strdup_printf("%lld", (long long)time(NULL) + d->conf.lock_seconds);
+    GString *out = g_string_new(NULL);
+    for (size_t i = 0; attrs[i]; i++) {
+        g_auto(GStrv) parts = g_strsplit(values[i], "%t", -1);
+        g_autofree char *v = g_strjoinv(until, parts);
+        g_string_append_printf(out, "%s%s=%s", i ? ";" : "", attrs[i], on ? v : "");
+    }
+    return g_string_free(out, FALSE);
 }
 
 int ms_directory_read(ms_directory *d, const char *dn, const char *spec, char **current, char **err)

@@ -48,6 +48,16 @@ static const char schema[] =
     /* step 4: the entry, its values before the move and the target's */
     "CREATE TABLE IF NOT EXISTS move_dir(move INTEGER PRIMARY KEY, dn TEXT NOT NULL,"
     " saved TEXT NOT NULL, target TEXT NOT NULL);"
+    /* online moves (DESIGN 10): one row per pass over the source */
+    "CREATE TABLE IF NOT EXISTS move_pass(move INTEGER NOT NULL, pass INTEGER NOT NULL,"
+    " phase TEXT NOT NULL, messages INTEGER NOT NULL, bytes INTEGER NOT NULL,"
+    " removed INTEGER NOT NULL, updated INTEGER NOT NULL, started_ns INTEGER NOT NULL,"
+    " ended_ns INTEGER NOT NULL, floor INTEGER NOT NULL, PRIMARY KEY(move, pass));"
+    /* the cutover's hold on the user in the directory: written (durably)
+     * before the entry is changed, dropped once the hold is removed, so
+     * that recovery lifts any hold a crash left */
+    "CREATE TABLE IF NOT EXISTS move_hold(move INTEGER PRIMARY KEY, dn TEXT NOT NULL,"
+    " spec TEXT NOT NULL);"
     /* 'id': names this journal in the stores' locks and hidden copies */
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);";
 
@@ -56,11 +66,12 @@ static const char *const state_names[] = {
     [MS_MOVE_UNKNOWN] = "unknown",         [MS_MOVE_RUNNING] = "running",
     [MS_MOVE_COMMITTED] = "committed",     [MS_MOVE_DONE] = "done",
     [MS_MOVE_ROLLED_BACK] = "rolled-back", [MS_MOVE_UNDONE] = "undone",
-    [MS_MOVE_PURGED] = "purged",
+    [MS_MOVE_PURGED] = "purged",           [MS_MOVE_PREPARED] = "prepared",
 };
 static const char *const step_names[] = {
     [MS_STEP_UNKNOWN] = "unknown",     [MS_STEP_RECORDED] = "recorded",
     [MS_STEP_LOCKED] = "locked",       [MS_STEP_COPYING] = "copying",
+    [MS_STEP_SYNCING] = "syncing",     [MS_STEP_CUTOVER] = "cutover",
     [MS_STEP_COPIED] = "copied",       [MS_STEP_VERIFIED] = "verified",
     [MS_STEP_DIRECTORY] = "directory", [MS_STEP_COMMITTED] = "committed",
     [MS_STEP_FINISHED] = "finished",
@@ -405,9 +416,10 @@ int jn_set_state(ms_journal *j, int64_t id, ms_move_state state, const char *err
 {
     if (state == MS_MOVE_UNKNOWN)
         return -EINVAL; /* never written: it would hide the move from recovery */
-    bool final = state != MS_MOVE_RUNNING && state != MS_MOVE_COMMITTED;
+    bool final =
+        state != MS_MOVE_RUNNING && state != MS_MOVE_COMMITTED && state != MS_MOVE_PREPARED;
     /* "committed" is the commit point: it must be on disk before we go on. */
-    bool durable = state == MS_MOVE_COMMITTED || final;
+    bool durable = state == MS_MOVE_COMMITTED || state == MS_MOVE_PREPARED || final;
     /* finished_ns is when the move itself ended: a later undo or purge
      * (final states too) must not change it, or its rate. */
     return run(j, durable,
@@ -451,21 +463,28 @@ int jn_dir_get(ms_journal *j, int64_t id, char **dn, char **saved, char **target
     return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : -EIO;
 }
 
-int jn_find_resumable(ms_journal *j, const char *source, const char *target, const char *newname,
-                      int64_t *id)
+/* Moves in state of source's mailbox (NULL: any) into target as newname
+ * (NULL: any), newest first; ownerless ones only when orphaned. */
+static int find_moves(ms_journal *j, ms_move_state state, const char *source, const char *mailbox,
+                      const char *target, const char *newname, bool orphaned, int64_t *id)
 {
     GArray *ids = g_array_new(FALSE, FALSE, sizeof(int64_t));
     g_mutex_lock(&j->lock);
     sqlite3_stmt *q = NULL;
     int rc = sqlite3_prepare_v2(j->db,
-                                "SELECT id FROM move WHERE state = ? AND source = ? AND"
-                                " target = ? AND newname = ? ORDER BY id DESC",
+                                "SELECT id FROM move WHERE state = ?1 AND source = ?2 AND"
+                                " (?3 IS NULL OR mailbox = ?3) AND (?4 IS NULL OR target = ?4) AND"
+                                " (?5 IS NULL OR newname = ?5) ORDER BY id DESC",
                                 -1, &q, NULL);
     if (rc == SQLITE_OK) {
-        sqlite3_bind_text(q, 1, STATE(RUNNING), -1, SQLITE_STATIC);
+        sqlite3_bind_text(q, 1, ms_move_state_name(state), -1, SQLITE_STATIC);
         sqlite3_bind_text(q, 2, source, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(q, 3, target, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_blob(q, 4, newname, (int)strlen(newname), SQLITE_TRANSIENT);
+        if (mailbox)
+            sqlite3_bind_blob(q, 3, mailbox, (int)strlen(mailbox), SQLITE_TRANSIENT);
+        if (target)
+            sqlite3_bind_text(q, 4, target, -1, SQLITE_TRANSIENT);
+        if (newname)
+            sqlite3_bind_blob(q, 5, newname, (int)strlen(newname), SQLITE_TRANSIENT);
         while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
             int64_t v = sqlite3_column_int64(q, 0);
             g_array_append_val(ids, v);
@@ -475,12 +494,119 @@ int jn_find_resumable(ms_journal *j, const char *source, const char *target, con
     g_mutex_unlock(&j->lock);
     rc = rc == SQLITE_DONE ? -ENOENT : -EIO;
     for (guint i = 0; rc == -ENOENT && i < ids->len; i++)
-        if (!jn_owner_alive(j, g_array_index(ids, int64_t, i))) {
+        if (!orphaned || !jn_owner_alive(j, g_array_index(ids, int64_t, i))) {
             *id = g_array_index(ids, int64_t, i);
             rc = 0;
         }
     g_array_free(ids, TRUE);
     return rc;
+}
+
+int jn_find_resumable(ms_journal *j, const char *source, const char *target, const char *newname,
+                      int64_t *id)
+{
+    return find_moves(j, MS_MOVE_RUNNING, source, NULL, target, newname, true, id);
+}
+
+int jn_find_prepared(ms_journal *j, const char *source, const char *mailbox, const char *target,
+                     const char *newname, int64_t *id)
+{
+    return find_moves(j, MS_MOVE_PREPARED, source, mailbox, target, newname, false, id);
+}
+
+int jn_find_active(ms_journal *j, const char *source, const char *mailbox, int64_t *id)
+{
+    static const ms_move_state active[] = {MS_MOVE_RUNNING, MS_MOVE_PREPARED, MS_MOVE_COMMITTED};
+    int rc = -ENOENT;
+    for (size_t i = 0; rc == -ENOENT && i < G_N_ELEMENTS(active); i++)
+        rc = find_moves(j, active[i], source, mailbox, NULL, NULL, false, id);
+    return rc;
+}
+
+int jn_pass(ms_journal *j, int64_t id, int pass, const char *phase, const ms_move_pass *p)
+{
+    return run(j, false,
+               "INSERT OR REPLACE INTO move_pass(move, pass, phase, messages, bytes, removed,"
+               " updated, started_ns, ended_ns, floor) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               "iitiiiiiii", id, (int64_t)pass, phase, p->messages, p->bytes, p->removed,
+               p->updated, p->started_ns, p->ended_ns, (int64_t)p->floor);
+}
+
+int ms_journal_passes(ms_journal *j, int64_t id, ms_move_pass **out, size_t *n)
+{
+    GArray *a = g_array_new(FALSE, TRUE, sizeof(ms_move_pass));
+    g_mutex_lock(&j->lock);
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(j->db,
+                                "SELECT pass, phase, messages, bytes, removed, updated, started_ns,"
+                                " ended_ns, floor FROM move_pass WHERE move = ? ORDER BY pass",
+                                -1, &q, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(q, 1, id);
+        while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+            ms_move_pass p = {0};
+            p.pass = sqlite3_column_int(q, 0);
+            sq_column_copy(p.phase, sizeof p.phase, q, 1);
+            p.messages = sqlite3_column_int64(q, 2);
+            p.bytes = sqlite3_column_int64(q, 3);
+            p.removed = sqlite3_column_int64(q, 4);
+            p.updated = sqlite3_column_int64(q, 5);
+            p.started_ns = sqlite3_column_int64(q, 6);
+            p.ended_ns = sqlite3_column_int64(q, 7);
+            p.floor = (uint64_t)sqlite3_column_int64(q, 8);
+            g_array_append_val(a, p);
+        }
+    }
+    sqlite3_finalize(q);
+    g_mutex_unlock(&j->lock);
+    *n = a->len;
+    *out = (ms_move_pass *)(void *)g_array_free(a, FALSE);
+    return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+int jn_hold_save(ms_journal *j, int64_t id, const char *dn, const char *spec)
+{
+    return run(j, true, "INSERT OR REPLACE INTO move_hold(move, dn, spec) VALUES (?, ?, ?)", "itt",
+               id, dn, spec);
+}
+
+int jn_hold_get(ms_journal *j, int64_t id, char **dn, char **spec)
+{
+    g_mutex_lock(&j->lock);
+    sqlite3_stmt *q = NULL;
+    int rc =
+        sqlite3_prepare_v2(j->db, "SELECT dn, spec FROM move_hold WHERE move = ?", -1, &q, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(q, 1, id);
+        rc = sqlite3_step(q);
+    }
+    if (rc == SQLITE_ROW) {
+        *dn = g_strdup((const char *)sqlite3_column_text(q, 0));
+        *spec = g_strdup((const char *)sqlite3_column_text(q, 1));
+    }
+    sqlite3_finalize(q);
+    g_mutex_unlock(&j->lock);
+    return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : -EIO;
+}
+
+int jn_hold_drop(ms_journal *j, int64_t id)
+{
+    return run(j, true, "DELETE FROM move_hold WHERE move = ?", "i", id);
+}
+
+int jn_holds(ms_journal *j, GArray *ids)
+{
+    g_mutex_lock(&j->lock);
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(j->db, "SELECT move FROM move_hold", -1, &q, NULL);
+    while (rc == SQLITE_OK && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+        int64_t v = sqlite3_column_int64(q, 0);
+        g_array_append_val(ids, v);
+        rc = SQLITE_OK;
+    }
+    sqlite3_finalize(q);
+    g_mutex_unlock(&j->lock);
+    return rc == SQLITE_DONE ? 0 : -EIO;
 }
 
 int jn_adopt(ms_journal *j, int64_t id)

@@ -36,6 +36,23 @@ bool jn_owner_alive(ms_journal *j, int64_t id);
  * process owns (state running, before its commit point): -ENOENT if none. */
 int jn_find_resumable(ms_journal *j, const char *source, const char *target, const char *newname,
                       int64_t *id);
+/* The newest prepared move of source's mailbox into target as newname
+ * (DESIGN 10): -ENOENT if none. */
+int jn_find_prepared(ms_journal *j, const char *source, const char *mailbox, const char *target,
+                     const char *newname, int64_t *id);
+/* A move of source's mailbox that is not over (running, prepared or
+ * committed), whatever its target: -ENOENT if none. */
+int jn_find_active(ms_journal *j, const char *source, const char *mailbox, int64_t *id);
+/* Records pass number pass of move id (phase "bulk", "delta", "final"). */
+int jn_pass(ms_journal *j, int64_t id, int pass, const char *phase, const ms_move_pass *p);
+/* The cutover's hold on the user (the directory's lock values spec on
+ * entry dn): saved durably before the entry is changed, dropped once the
+ * hold is lifted; get: -ENOENT when none is recorded. */
+int jn_hold_save(ms_journal *j, int64_t id, const char *dn, const char *spec);
+int jn_hold_get(ms_journal *j, int64_t id, char **dn, char **spec);
+int jn_hold_drop(ms_journal *j, int64_t id);
+/* Appends to ids every move with a recorded hold. */
+int jn_holds(ms_journal *j, GArray *ids);
 /* Makes this process the owner of move id again, durably. */
 int jn_adopt(ms_journal *j, int64_t id);
 /* Hands move id over to recovery, even while this process lives. */

@@ -100,7 +100,7 @@ static bool explained(scan *s, const char *journal, int64_t move, ms_mb_state ki
     ms_move_state state = state_of(s, journal, move);
     if (kind == MS_MB_RETAINED)
         return state == MS_MOVE_DONE || state == MS_MOVE_UNDONE;
-    return state == MS_MOVE_RUNNING || state == MS_MOVE_COMMITTED;
+    return state == MS_MOVE_RUNNING || state == MS_MOVE_COMMITTED || state == MS_MOVE_PREPARED;
 }
 
 static group *group_of(scan *s, const char *journal, int64_t move)

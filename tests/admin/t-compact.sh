@@ -57,7 +57,7 @@ check "integrity_check of the compacted store" test "$(sqlite3 "$S/srv1.db" 'pra
 touch "$WORK/stall"
 MAILFS_STALL=copied MAILFS_STALL_FILE="$WORK/stall" "$B/mailfsctl" -c "$S/conf" move user4 srv2 >/dev/null 2>&1 &
 mover=$!
-wait_for "the move to stall" moves_are "$S" 'm["mailbox"] == "user4" and m["state"] == "running"' step copied
+wait_for "the move to stall" moves_are "$S" 'm["mailbox"] == "user4" and m["state"] == "running"' step copying
 C compact srv2 2>"$WORK/refused" >/dev/null
 check "compact during a move into the store: refused" test $? = 1
 check "... saying which move" grep -q "move .* of user4 is in progress" "$WORK/refused"

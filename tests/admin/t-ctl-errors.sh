@@ -105,7 +105,7 @@ C purge --all >/dev/null
 check "rate after purge unchanged ($r0)" test "$(rate "$mc")" = "$r0"
 
 # --- a running move: LOCKED ticks, ETA "-" while stalled
-# Two folders: the mover stops at "copy" after the first, half way.
+# The mover stops once it has locked the mailbox for its cutover.
 mkdir -p "$M/srv1/big/INBOX" "$M/srv1/big/Archive"
 for i in $(seq 10); do
     head -c 1048576 /dev/urandom >"$M/srv1/big/INBOX/$i.eml"
@@ -114,9 +114,9 @@ done
 lock_s() { C moves --json | grep '"mailbox": "big"' | head -1 | grep -o '"lock_s": [0-9.]*' | cut -d' ' -f2; }
 eta() { C moves | awk -v id="$1" '$1 == id {print $11}'; }
 touch "$WORK/stall"
-MAILFS_STALL=copy MAILFS_STALL_FILE=$WORK/stall "$B/mailfsctl" -c "$S/conf" move big srv2 >/dev/null 2>&1 &
+MAILFS_STALL=locked MAILFS_STALL_FILE=$WORK/stall "$B/mailfsctl" -c "$S/conf" move big srv2 >/dev/null 2>&1 &
 mover=$!
-wait_for "the move of big to stall in the copy" moves_are "$S" 'm["mailbox"] == "big" and m["state"] == "running"' messages_done 10
+wait_for "the move of big to stall in its cutover" moves_are "$S" 'm["mailbox"] == "big" and m["state"] == "running"' step cutover
 mb=$(moves_of "$S" 'm["mailbox"] == "big"')
 first=$(lock_s)
 later() { [ "$(echo "$(lock_s) > $first + 0.2" | bc)" = 1 ]; }

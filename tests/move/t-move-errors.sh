@@ -41,40 +41,58 @@ check "ENOSPC: target with less than twice the mailbox free" \
     test "$(errno_of_mv "$M/srv1/alice" "$M/small/")" = "No space left on device"
 check "source untouched after refused moves" test "$(tree_of "$M/srv1/alice")" = "$(cat "$WORK/alice.tree")"
 
-# --- during a move: EBUSY for a second move and for writes; reads go on.
+# --- during a move (DESIGN 10): while it copies, the mailbox stays
+# writable and what is written is carried over; during its cutover,
+# writes get EBUSY.  EBUSY for a second move all along; reads go on.
 # The move in flight is mailfsctl's: the kernel lets only one rename across
 # directories run per filesystem at a time, so a second mv through this
 # mount would wait for the first rather than fail (see README).
-touch "$S/stall"
-MAILFS_STALL=copy MAILFS_STALL_FILE="$S/stall" "$B/mailfsctl" -c "$S/conf" move big srv2 \
+touch "$S/stall.copy" "$S/stall.locked"
+MAILFS_STALL=copy,locked MAILFS_STALL_FILE="$S/stall" "$B/mailfsctl" -c "$S/conf" move big srv2 \
     >"$WORK/move-big.out" 2>&1 &
 mvpid=$!
 wait_for "the move to reach its copy loop" \
     moves_are "$S" 'm["source"] == "srv1" and m["state"] == "running"' step copying
 check "EBUSY: mv of the mailbox being moved already" \
     test "$(errno_of_mv "$M/srv1/big" "$M/full/")" = "Device or resource busy"
+check "while copying: a new message can be written" cp "$WORK/big/1.eml" "$M/srv1/big/INBOX/new.eml"
+check "while copying: a message can be removed" rm "$M/srv1/big/INBOX/1.eml"
+check "while copying: flags can be set" setfattr -n user.mail.flags -v '\Seen' "$M/srv1/big/INBOX/2.eml"
+check "while copying: a message can be renamed" mv "$M/srv1/big/INBOX/2.eml" "$M/srv1/big/INBOX/2b.eml"
+echo "Subject: x" | "$B/mailfsctl" -c "$S/conf" deliver srv1 big >/dev/null
+check "while copying: mailfsctl deliver delivers" test $? = 0
+check "reads go on during the copy" cmp -s "$WORK/big/3.eml" "$M/srv1/big/INBOX/3.eml"
+rm "$S/stall.copy"
+wait_for "the move to reach its cutover" \
+    moves_are "$S" 'm["source"] == "srv1" and m["state"] == "running"' step cutover
 check "EBUSY: create a message in the moving mailbox" \
-    bash -c "cp '$WORK/big/1.eml' '$M/srv1/big/INBOX/new.eml' 2>&1 | grep -q 'Device or resource busy'"
-check "a refused create leaves no file" test ! -e "$M/srv1/big/INBOX/new.eml"
+    bash -c "cp '$WORK/big/1.eml' '$M/srv1/big/INBOX/new2.eml' 2>&1 | grep -q 'Device or resource busy'"
+check "a refused create leaves no file" test ! -e "$M/srv1/big/INBOX/new2.eml"
 check "EBUSY: unlink in the moving mailbox" \
-    bash -c "rm '$M/srv1/big/INBOX/1.eml' 2>&1 | grep -q 'Device or resource busy'"
+    bash -c "rm '$M/srv1/big/INBOX/4.eml' 2>&1 | grep -q 'Device or resource busy'"
 check "EBUSY: setxattr in the moving mailbox" \
-    bash -c "setfattr -n user.mail.flags -v '\\Seen' '$M/srv1/big/INBOX/2.eml' 2>&1 | grep -q 'busy'"
+    bash -c "setfattr -n user.mail.flags -v '\\Seen' '$M/srv1/big/INBOX/5.eml' 2>&1 | grep -q 'busy'"
 check "EBUSY: rename inside the moving mailbox" \
-    bash -c "mv '$M/srv1/big/INBOX/2.eml' '$M/srv1/big/INBOX/2b.eml' 2>&1 | grep -q 'busy'"
-echo "Subject: x" | "$B/mailfsctl" -c "$S/conf" deliver srv1 big
-check "mailfsctl deliver into the moving mailbox exits 75 (EX_TEMPFAIL)" test $? = 75
-check "reads go on during the move" cmp -s "$WORK/big/3.eml" "$M/srv1/big/INBOX/3.eml"
+    bash -c "mv '$M/srv1/big/INBOX/5.eml' '$M/srv1/big/INBOX/5b.eml' 2>&1 | grep -q 'busy'"
+echo "Subject: y" | "$B/mailfsctl" -c "$S/conf" deliver srv1 big
+check "mailfsctl deliver into the locked mailbox exits 75 (EX_TEMPFAIL)" test $? = 75
+check "reads go on during the cutover" cmp -s "$WORK/big/3.eml" "$M/srv1/big/INBOX/3.eml"
 check "mailfsctl moves shows the move running with progress" \
     bash -c "'$B/mailfsctl' -c '$S/conf' moves --json | grep -q '\"state\": \"running\"'"
-rm "$S/stall"
+rm "$S/stall.locked"
 wait $mvpid
 check "the stalled move committed" test $? = 0
 check "the mounted daemon sees the moved mailbox in its new store" \
     wait_for "srv2/big through the mount" test -d "$M/srv2/big/INBOX"
 check "a writer that retries after the move lands in the target" \
-    cp "$WORK/big/1.eml" "$M/srv2/big/INBOX/new.eml"
-check "target has every message plus the retried one" test "$(ls "$M/srv2/big/INBOX" | wc -l)" = 6001
+    cp "$WORK/big/1.eml" "$M/srv2/big/INBOX/new2.eml"
+# 6000, one removed, one written and one delivered during the copy, one after
+check "target has every message and every change made during the copy" \
+    test "$(ls "$M/srv2/big/INBOX" | wc -l)" = 6002
+check "... the renamed one under its new name, with its flags" \
+    test "$(getfattr --only-values -n user.mail.flags "$M/srv2/big/INBOX/2b.eml")" = '\Seen'
+check "... the removed one gone" test ! -e "$M/srv2/big/INBOX/1.eml"
+check "... the one written during the copy" cmp -s "$WORK/big/1.eml" "$M/srv2/big/INBOX/new.eml"
 
 # --- the disk fills during the copy: roll back, source intact
 tree_of "$M/srv2/big" >"$WORK/big.tree"
