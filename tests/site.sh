@@ -272,9 +272,8 @@ _site_mailfs_config() {
 # mailfs over the site's two maildir stores (scripts/site, tests/site.sh)
 [mailfs]
 journal = journal.db
-# Enabled once the engine supports them (issue 13): drop a user's IMAP
-# sessions at the cutover.
-#kick = $SITE_DIR/kick %s
+# at a move's cutover: drop the user's IMAP sessions (proxy and backends)
+kick = $SITE_DIR/kick %s
 
 [directory]
 uri = $LDAP_URI
@@ -283,9 +282,9 @@ filter = (uid=%s)
 bind-dn = $LDAP_ADMIN
 password-file = $SITE_DIR/ldap.secret
 allow-cleartext = yes
-# Enabled once the engine supports it (issue 13): the proxy holds a user
-# off (IMAP NO [UNAVAILABLE], LMTP 451) while the entry has mailfsLock.
-#lock = mailfsLock=%t
+# at a move's cutover: the proxy holds the user off (IMAP NO [UNAVAILABLE],
+# LMTP 451) while the entry has mailfsLock (its value: the hold's end)
+lock = mailfsLock=%t
 
 [store srv1]
 backend = maildir

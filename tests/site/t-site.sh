@@ -11,6 +11,9 @@
 #  - the site's kick drops a session through the proxy (the client
 #    reconnects), and succeeds for a user with none;
 #  - site_big makes a big mailbox that Dovecot and mailfs both see;
+#  - mv of it through the mount (the lead's engine, with the site's lock
+#    and kick configured): routing follows, the hold is lifted, a watching
+#    IMAP client reconnects once and finds every message on srv2;
 #  - no backend logged an error; site_stop leaves no process behind.
 set -u
 . "$(dirname "$0")/../lib.sh"
@@ -88,6 +91,22 @@ check "kick of a user without a session succeeds" "$S/kick" dave
 site_big dave 1000 || not_ok "site_big"
 wait_for "dave's 1000 more messages in the mount" test "$(count "$M/srv1/dave/INBOX")" = $((SITE_FILL + 1000))
 check "... and through IMAP" test "$(site_imap uids dave INBOX | wc -l)" = $((SITE_FILL + 1000))
+
+# --- a move through the mount, with the site's lock and kick configured
+python3 "$SITE_TOOL" watch "$SITE_PROXY" dave "$SITE_PW" 60 >"$WORK/watch-dave" 2>&1 &
+watcher=$!
+wait_for "dave's session to be up" grep -q "srv1 messages=$((SITE_FILL + 1000)) " "$WORK/watch-dave"
+check "mv of dave's mailbox through the mount" mv "$M/srv1/dave" "$M/srv2/"
+check "dave's mailHost is srv2's address" test "$(site_backend dave)" = srv2
+check "no mailfsLock left on dave's entry" test -z "$(ldapsearch -x -H "$LDAP_URI" \
+    -b uid=dave,ou=people,dc=example,dc=org -LLL mailfsLock | grep -i '^mailfsLock')"
+check "the move held dave off and kicked his sessions (daemon.log)" \
+    grep -q "kicked dave's sessions" "$S/daemon.log"
+wait_for "dave's client to be back, on srv2, with every message" \
+    grep -q "srv2 messages=$((SITE_FILL + 1000)) " "$WORK/watch-dave"
+kill "$watcher"
+wait "$watcher" 2>/dev/null
+check "dave's client reconnected once" test "$(grep -c 'reconnected' "$WORK/watch-dave")" = 1
 
 # --- logs and stop
 for n in srv1 srv2; do
