@@ -124,8 +124,13 @@ def cmd_watch(host, user, pw, seconds=None):
         stamp = time.strftime("%H:%M:%S")
         try:
             if c is None:
-                c = imaplib.IMAP4(host, 143)
-                c.login(user, pw)
+                fresh = imaplib.IMAP4(host, 143)
+                try:
+                    fresh.login(user, pw)
+                except imaplib.IMAP4.error:
+                    fresh.shutdown()
+                    raise
+                c = fresh
                 sessions += 1
                 backend = backend_of(c)
                 c.select("INBOX", readonly=True)
