@@ -310,9 +310,12 @@ kick() {
     out=\$("\$@" 2>&1)
     case \$? in 0 | 68) ;; *) printf '%s\\n' "\$out" >&2; rc=1 ;; esac
 }
-kick doveadm -c "$SITE_DIR/dovecot/proxy/dovecot.conf" proxy kick "\$1"
+# the backends first: their clients get "* BYE Server shutting down."; the
+# proxy's kick then closes whatever is left (the client sees the
+# connection end without a BYE)
 kick doveadm -c "$SITE_DIR/dovecot/srv1/dovecot.conf" kick "\$1"
 kick doveadm -c "$SITE_DIR/dovecot/srv2/dovecot.conf" kick "\$1"
+kick doveadm -c "$SITE_DIR/dovecot/proxy/dovecot.conf" proxy kick "\$1"
 exit \$rc
 SH
 }
