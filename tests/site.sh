@@ -336,6 +336,8 @@ site_start() {
     SITE_DIR=$(cd "$SITE_DIR" && pwd)
     # A site started again keeps its addresses: they are in the directory.
     [ ! -f "$SITE_DIR/site.env" ] || SITE_NET=$(sed -n 's/^SITE_NET=//p' "$SITE_DIR/site.env")
+    [ -f /usr/lib/dovecot/modules/auth/libauthdb_ldap.so ] ||
+        { not_ok "Dovecot's LDAP driver is not installed (apt-get install dovecot-ldap)"; return 1; }
     _site_net || return 1
     SITE_PROXY=$SITE_NET.1 SITE_SRV1=$SITE_NET.2 SITE_SRV2=$SITE_NET.3
     SLAPD_SCHEMAS=$ROOT/scripts/mailfs.schema slapd_start "$SITE_DIR/ldap" || return 1
