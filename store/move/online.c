@@ -67,6 +67,7 @@ typedef struct pass {
     GPtrArray *ready; /* prepared writers not yet committed */
     int64_t ready_bytes;
     int64_t unsettled; /* changed while the pass ran: the next one carries them */
+    uint64_t started;  /* this pass's own floor */
 } pass;
 
 typedef struct listing {
@@ -109,8 +110,38 @@ static child *listed(listing *l, const char *name)
     return i ? &g_array_index(l->all, child, i - 1) : NULL;
 }
 
-/* Commits what the pass prepared; a test may kill the mover after each
- * batch that held messages ("copy"). */
+/*
+ * Verifies the messages a pass copied, once their batch is committed
+ * (so a pass holds one batch's worth of them, not the mailbox's): the same bytes
+ * (file or SHA-256), flags, date and UID.  One the source changed or
+ * expunged since it was copied is left to the next pass (unsettled); any
+ * other difference fails the move.
+ */
+static int verify_touched(mover *mv, pass *p)
+{
+    uint64_t started = p->started;
+    int ret = 0;
+    for (guint i = 0; !ret && i < p->touched->len; i++) {
+        touched *t = &g_array_index(p->touched, touched, i);
+        if (!mv_verify_message(mv, &t->c, t->dparent, true))
+            continue;
+        ms_attr now;
+        int rc = ms_lookup(mv->src, t->sparent, t->c.name, &now);
+        if (rc == -ENOENT ||
+            (!rc && (seq_of(&now) >= started || now.imap_uid != t->c.attr.imap_uid))) {
+            g_clear_pointer(&mv->error, g_free);
+            p->unsettled++;
+            continue;
+        }
+        ret = -EIO;
+    }
+    /* Verified (or left to the next pass): the memory goes with them. */
+    g_array_set_size(p->touched, 0);
+    return ret;
+}
+
+/* Commits what the pass prepared, then verifies it; a test may kill the
+ * mover after each batch that held messages ("copy"). */
 static int commit_ready(mover *mv, pass *p)
 {
     bool some = p->ready->len || mv->in_batch;
@@ -118,6 +149,8 @@ static int commit_ready(mover *mv, pass *p)
     int rc = mv_commit_prepared(mv, p->ready);
     if (!rc && some)
         ms_fault("copy");
+    if (!rc && p->touched->len)
+        rc = verify_touched(mv, p);
     return rc;
 }
 
@@ -171,6 +204,10 @@ static int copy_into(mover *mv, pass *p, ms_node sparent, ms_node dparent, const
     p->stats.bytes += c->attr.size;
     if (p->ready->len >= BATCH_MESSAGES || p->ready_bytes >= BATCH_BYTES)
         return commit_ready(mv, p);
+    /* Links commit in batches of their own: verified once nothing
+     * copied or linked waits uncommitted. */
+    if (!p->ready->len && !mv->in_batch && p->touched->len >= BATCH_MESSAGES)
+        return verify_touched(mv, p);
     return 0;
 }
 
@@ -375,31 +412,6 @@ out:
 }
 
 /*
- * Verifies the messages a pass copied, once committed: the same bytes
- * (file or SHA-256), flags, date and UID.  One the source changed or
- * expunged since it was copied is left to the next pass (unsettled); any
- * other difference fails the move.
- */
-static int verify_touched(mover *mv, pass *p, uint64_t started)
-{
-    for (guint i = 0; i < p->touched->len; i++) {
-        touched *t = &g_array_index(p->touched, touched, i);
-        if (!mv_verify_message(mv, &t->c, t->dparent, true))
-            continue;
-        ms_attr now;
-        int rc = ms_lookup(mv->src, t->sparent, t->c.name, &now);
-        if (rc == -ENOENT ||
-            (!rc && (seq_of(&now) >= started || now.imap_uid != t->c.attr.imap_uid))) {
-            g_clear_pointer(&mv->error, g_free);
-            p->unsettled++;
-            continue;
-        }
-        return -EIO;
-    }
-    return 0;
-}
-
-/*
  * One pass of the mailbox (sroot into droot) re-checking what changed at
  * or after floor (0: everything); the pass's own floor, taken before it
  * lists anything, goes to *next.  Recorded in the journal as number n.
@@ -415,7 +427,7 @@ static int run_pass(mover *mv, ms_node sroot, ms_node droot, int n, const char *
     g_strlcpy(p.stats.phase, phase, sizeof p.stats.phase);
     p.stats.started_ns = ms_now_ns();
     uint64_t started = pass_floor(mv, sroot.id);
-    p.stats.floor = started;
+    p.stats.floor = p.started = started;
     /* The stamp gives files the mail server has not numbered yet their
      * UIDs, as its next look would: what this pass lists has them. */
     int rc = mv->restamp ? 0 : mv_take_stamp(mv, sroot.id);
@@ -432,8 +444,8 @@ static int run_pass(mover *mv, ms_node sroot, ms_node droot, int n, const char *
     mv_close_batch(mv, false); /* a failed link leaves its batch open */
     if (!rc)
         rc = ms_store_sync(mv->dst);
-    if (!rc)
-        rc = verify_touched(mv, &p, started);
+    if (!rc && p.touched->len) /* links of a batch closed without commit_ready */
+        rc = verify_touched(mv, &p);
     p.stats.ended_ns = ms_now_ns();
     if (!rc)
         rc = mv_journal_failed(mv, jn_pass(mv->j, mv->id, n, phase, &p.stats));
