@@ -562,8 +562,11 @@ int ms_mailbox_modseq(ms_store *st, int64_t id, uint64_t *out);
  * folder of st, sharing its bytes instead of copying them (a hard link
  * between two maildir stores on one filesystem), with its flags, date,
  * mode and owner.  -EXDEV when st cannot share src's bytes (another
- * backend, another filesystem): the caller copies.  *out (may be NULL)
- * gets the new message's attributes.  Inside a batch like any write.
+ * backend, another filesystem): the caller copies.  -ENOENT when the
+ * message's file was renamed or removed meanwhile (a mail server behind
+ * the store): the caller may copy it through a reader, which finds it
+ * under its new name if it still exists.  *out (may be NULL) gets the new
+ * message's attributes.  Inside a batch like any write.
  */
 int ms_message_link(ms_store *st, ms_node folder, const char *name, int64_t uid, ms_store *src,
                     int64_t message, ms_attr *out);

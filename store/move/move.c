@@ -213,9 +213,12 @@ static int link_message(mover *mv, const child *m, ms_node dfolder, GPtrArray *r
     if (!rc)
         rc = ms_message_link(mv->dst, dfolder, m->name, m->attr.imap_uid, mv->src, m->attr.node.id,
                              NULL);
-    if (rc == -EXDEV) {
-        /* Copies read the source: no target batch stays open meanwhile. */
-        mv->no_link = true;
+    if (rc == -EXDEV || rc == -ENOENT) {
+        /* Copies read the source: no target batch stays open meanwhile.
+         * ENOENT: the file was renamed under us (a flag set by the mail
+         * server): this one is copied, the next ones linked again. */
+        if (rc == -EXDEV)
+            mv->no_link = true;
         return mv_close_batch(mv, true);
     }
     if (rc)

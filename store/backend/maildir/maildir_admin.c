@@ -572,11 +572,19 @@ static int md_message_link(ms_store *st, ms_node folder, const char *name, int64
     /* The source first, under its own lock; never both locks at once. */
     ms_mutex_lock(&ss->lock);
     md_msg *sm = md_by_id(ss, MS_MESSAGE, message);
-    int rc = !sm || sm->pending ? -ENOENT : md_refresh_folder(ss, sm->f, false);
-    if (!rc && !(sm = md_by_id(ss, MS_MESSAGE, message)))
-        rc = -ENOENT;
-    if (!rc)
-        rc = md_msg_stat(ss, sm);
+    /* The listing the caller just read names the file: no rescan per
+     * link (a folder the mail server delivers into changes all the time,
+     * and a rescan reads all of it).  A file renamed since (a flag set by
+     * the server) is found by one forced rescan; a link that still misses
+     * fails with ENOENT, which a move's next pass takes up. */
+    int rc = !sm || sm->pending ? -ENOENT : md_msg_stat(ss, sm);
+    if (rc == -ENOENT && sm && !sm->pending) {
+        rc = md_refresh_folder(ss, sm->f, true);
+        if (!rc && !(sm = md_by_id(ss, MS_MESSAGE, message)))
+            rc = -ENOENT;
+        if (!rc)
+            rc = md_msg_stat(ss, sm);
+    }
     if (!rc) {
         spath = md_msg_path(ss, sm);
         sbase = g_strdup(sm->base);
@@ -608,11 +616,8 @@ static int md_message_link(ms_store *st, ms_node folder, const char *name, int64
     md_msg *nm = NULL;
     if (!rc)
         rc = md_put_file(s, f, spath, true, base, flags, flen, (uint32_t)uid, NULL, false, &nm);
-    if (rc == -ENOENT) {
-        /* Renamed by Dovecot between our look and the link: a copy will
-         * do (the caller's), rather than a guess at the new name. */
-        rc = -EXDEV;
-    }
+    /* -ENOENT: renamed by Dovecot between our look and the link; the
+     * caller copies this one (its reader finds the new name). */
     if (!rc) {
         nm->over = over;
         if (!(rc = md_msg_stat(s, nm)) && out)
