@@ -109,6 +109,7 @@ source_locks() {
 unsettled_moves() {
     moves_count "$1" 'm["state"] in ("running", "committed")'
 }
+none_unsettled() { test "$(unsettled_moves "$1")" = 0; }
 
 # hold_of USER: the hold values on the user's entry (empty: none).
 hold_of() {
@@ -131,7 +132,7 @@ settled() {
             cmp -s "$snapf" "$d/snap.after"
         cmp -s "$snapf" "$d/snap.after" || diff "$snapf" "$d/snap.after" | head -5 | sed 's/^/#   /'
     fi
-    wait_for "$label: no move left unsettled" test "$(unsettled_moves "$d")" = 0 &&
+    wait_for "$label: no move left unsettled" none_unsettled "$d" &&
         ok "$label: no move left unsettled"
     check "$label: no hidden copy left" test "$(hidden_copies "$d")" = 0
     check "$label: no mailbox locked" test "$(source_locks "$d")" = 0
