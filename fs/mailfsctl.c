@@ -38,7 +38,7 @@ static void usage(FILE *f)
                "  mailbox create STORE MAILBOX      create a mailbox (with an INBOX)\n"
                "  deliver [--flags F] STORE MAILBOX [FOLDER] < MESSAGE\n"
                "                                    store one message durably (MTA use)\n"
-               "  move [--prepare [--sync-every MIN] | --complete] MAILBOX TARGET_STORE\n"
+               "  move [--prepare [--sync-every MIN] | --complete | --offline] MAILBOX STORE\n"
                "                                    move a mailbox online (the engine mv uses)\n"
                "  import FILE.pst STORE MAILBOX     import a PST/OST file as a new mailbox\n"
                "  compact STORE                     give the store's free space back (online)\n"
@@ -78,7 +78,7 @@ static const command commands[] = {
      "delivery) and exits 0 only once it is durable.  --flags: IMAP flags, space\n"
      "separated, as user.mail.flags takes them.  Exit codes are sysexits(3): 75 (try\n"
      "again later) for a busy or full store, 67 for an unknown mailbox.\n"},
-    {"move", "move [--prepare [--sync-every MIN] | --complete] MAILBOX TARGET_STORE",
+    {"move", "move [--prepare [--sync-every MIN] | --complete | --offline] MAILBOX TARGET_STORE",
      "Moves MAILBOX from the store that holds it to TARGET_STORE (journaled, verified,\n"
      "all or nothing), as mv between stores does, online: it copies while the mailbox\n"
      "stays in use, then locks it only for the cutover (final delta, directory\n"
@@ -86,7 +86,8 @@ static const command commands[] = {
      "  --prepare        copy and keep in step, no cutover; again: the delta only\n"
      "  --sync-every MIN with --prepare: a delta pass every MIN minutes until the\n"
      "                   move is completed or the command is stopped\n"
-     "  --complete       the cutover of a prepared move alone (mv does the same)\n"},
+     "  --complete       the cutover of a prepared move alone (mv does the same)\n"
+     "  --offline        lock the mailbox for the whole move (one copy, no passes)\n"},
     {"import", "import FILE.pst STORE MAILBOX",
      "Imports a PST/OST file as the new mailbox MAILBOX of STORE through the move\n"
      "protocol; the file is left untouched.  An interrupted import is resumed.\n"},
@@ -441,6 +442,8 @@ static int cmd_move(ctl *c, int argc, char **argv)
             mode = MS_MOVE_PREPARE;
         else if (!strcmp(argv[i], "--complete"))
             mode = MS_MOVE_COMPLETE;
+        else if (!strcmp(argv[i], "--offline"))
+            mode = MS_MOVE_OFFLINE;
         else if (!strcmp(argv[i], "--sync-every") && i + 1 < argc &&
                  (every = g_ascii_strtod(argv[i + 1], &end)) > 0 && end && !*end)
             i++;
@@ -468,23 +471,37 @@ static int cmd_move(ctl *c, int argc, char **argv)
         signal(SIGTERM, request_stop);
     }
     int rounds = 0;
-    do {
-        if (!rc)
-            rc = ms_move(j, src, dst, mailbox, &o, &id);
-        if (!rc && every > 0) {
+    bool completed = false;
+    while (!rc) {
+        rc = ms_move(j, src, dst, mailbox, &o, &id);
+        if (rc && rounds > 0 && find_mailbox(c, mailbox) != src) {
+            completed = true; /* its cutover ran meanwhile (mv, --complete) */
+            rc = 0;
+            break;
+        }
+        if (rc == -EBUSY && rounds > 0) {
+            rc = 0; /* a round that meets the cutover waits for the next */
+            printf("%s: pass round %d skipped: the move is busy (its cutover runs)\n", mailbox,
+                   ++rounds);
+        } else if (!rc && every > 0)
             printf("prepared %s for %s (move %lld), pass round %d\n", mailbox, target,
                    (long long)id, ++rounds);
-            fflush(stdout);
+        fflush(stdout);
+        if (rc || every <= 0 || !wait_minutes(every))
+            break;
+        if (find_mailbox(c, mailbox) != src) {
+            completed = true;
+            break;
         }
-    } while (!rc && every > 0 && wait_minutes(every) &&
-             /* completed meanwhile: nothing left to keep in step */
-             find_mailbox(c, mailbox) == src);
+    }
     if (rc)
         fprintf(stderr, "mailfsctl: move %s to %s: %s\n", mailbox, target,
                 !dst                                        ? "no such store"
                 : !src                                      ? "no such mailbox in any store"
                 : rc == -ENOENT && mode == MS_MOVE_COMPLETE ? "no prepared move of it to that store"
                                                             : ms_strerror(MS_OP_MOVE, rc));
+    else if (completed)
+        printf("%s was moved to %s by its cutover (move %lld)\n", mailbox, target, (long long)id);
     else if (mode == MS_MOVE_PREPARE)
         printf("prepared %s from %s for %s (move %lld)\n", mailbox, ms_store_name(src), target,
                (long long)id);
@@ -981,6 +998,9 @@ static int cmd_undo(ctl *c, const char *arg)
         undo_gone(c, j, &mi);
     else if (rc)
         fprintf(stderr, "mailfsctl: undo %lld: %s\n", id, ms_strerror(MS_OP_UNDO, rc));
+    else if (mi.state == MS_MOVE_PREPARED)
+        printf("move %lld abandoned: its prepared copy in %s dropped, %s stays in %s\n", id,
+               mi.target, mi.mailbox, mi.source);
     else if (!nid)
         undo_said_deleted(c, j, id);
     else
