@@ -17,8 +17,11 @@
 #   - no move unsettled, no hidden copy, no mailbox locked;
 #   - the hold is gone from the user's entry (ldapsearch), mailHost points
 #     where the mailbox is.
-# Also: writes made while the bulk copy is held between two batches are in
-# the result when the move commits.
+# Also: `mailfsctl move --prepare` killed in its passes (rolled back by
+# `mailfsctl recover`); a prepared move survives a remount's recovery
+# ("prepared") and its completion by mv, killed in the cutover, is rolled
+# back or forward like any move; writes made while the bulk copy is held
+# between two batches are in the result when the move commits.
 set -u
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../ldap.sh"
@@ -88,7 +91,10 @@ run() {
         wait_for "mount of $T" mountpoint -q "$T/mnt" || return
         mv "$T/mnt/srv1/$u" "$T/mnt/srv2/" 2>"$T/mv.err" &
     else
-        env "${env[@]}" "$B/mailfsctl" -c "$T/conf" move "$u" srv2 >"$T/ctl.out" 2>"$T/mover.log" &
+        local prep=()
+        [ "$who" = prep ] && prep=(--prepare)
+        env "${env[@]}" "$B/mailfsctl" -c "$T/conf" move "${prep[@]}" "$u" srv2 >"$T/ctl.out" \
+            2>"$T/mover.log" &
         pid=$!
     fi
     local client=$!
@@ -113,10 +119,39 @@ run() {
     else
         check "$label: the mover was killed by SIGKILL at the point (exit $rc)" test $rc = 137
     fi
-    if [ "$who" = ctl ]; then
+    if [ "$who" != daemon ]; then
         "$B/mailfsctl" -c "$T/conf" recover >>"$T/recover.log" 2>&1 ||
             not_ok "$label: mailfsctl recover failed: $(tail -2 "$T/recover.log")"
     fi
+    mount_fg "$T" || return
+    settled "$T" "$u" "$T/snap" "$expect" ldap "$label"
+    unmount "$T"
+}
+
+# run_prepared POINT EXPECT: `mailfsctl move --prepare`, changes, then
+# `mv` (the cutover alone) through a daemon killed at POINT.
+run_prepared() {
+    local point=$1 expect=$2
+    RUN=$((RUN + 1))
+    local u=u$RUN T=$WORK/$RUN-prepared-${1//:/_} label="prepared, mv killed at $1"
+    ldap_person "$u" srv1.example.org || { not_ok "$label: ldap entry"; return; }
+    osite "$T" sqlite maildir ldap || { not_ok "$label: site"; return; }
+    mount_fg "$T" || return
+    fill "$T/mnt/srv1/$u" || not_ok "$label: fill"
+    check "$label: move --prepare" "$B/mailfsctl" -c "$T/conf" move --prepare "$u" srv2 >/dev/null
+    unmount "$T"
+    mount_fg "$T" || return
+    check "$label: a remount's recovery leaves the prepared move alone" \
+        moves_are "$T" True state prepared
+    deliver_new "$T" srv1 "$u" 2 '\Seen' || not_ok "$label: deliveries"
+    local a=$T/mnt/srv1/$u/Archive/2019
+    rm "$a/$(ls "$a" | sed -n 1p)" || not_ok "$label: a removal"
+    snap "$T/mnt/srv1/$u" >"$T/snap"
+    unmount "$T"
+    mount_fg "$T" MAILFS_FAULT="$point" || return
+    mv "$T/mnt/srv1/$u" "$T/mnt/srv2/" 2>"$T/mv.err"
+    wait_for "$label: the daemon killed" not_running "$T"
+    fusermount3 -u "$T/mnt" 2>/dev/null
     mount_fg "$T" || return
     settled "$T" "$u" "$T/snap" "$expect" ldap "$label"
     unmount "$T"
@@ -136,6 +171,11 @@ for p in pass-2-delta:srv1 held:srv1 pass-3-final:srv1 before-commit:srv1 commit
 done
 # Across kinds, the daemon serving mv: killed with the hold on.
 run daemon held srv1 maildir sqlite
+
+# mailfsctl move --prepare killed in its passes: rolled back.
+for p in copy:1 pass-2-delta; do run prep "$p" srv1 sqlite maildir; done
+# A prepared move completed by mv, killed in the cutover.
+for p in pass-3-final:srv1 held:srv1 committed:srv2; do run_prepared "${p%:*}" "${p#*:}"; done
 
 # Writes while the bulk copy is held between two batches ("copy": after
 # INBOX's messages were committed, before Archive's): in the result.

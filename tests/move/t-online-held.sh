@@ -113,6 +113,11 @@ held() {
         wait_for "$what: $m to finish after the release" done_probe $m &&
             echo "# $what: $m finished $(secs "$released" "$(cat "$P/$m.end")") s after the release"
     done
+    for m in cat-moving cat-cold ls-src ls-dst rsync-src rsync-dst stat-stores; do
+        wait_for "$what: $m to end once released" done_probe $m
+    done
+    check "$what: the read of $u's messages not read before succeeded in the end" \
+        test "$(cat "$P/cat-cold.rc")" = 0
     check "$what: ls -l of srv1 succeeded (no hang-up error)" test "$(cat "$P/ls-srv1.rc")" = 0
     check "$what: $u is in srv2" test -d "$M/srv2/$u" -a ! -e "$M/srv1/$u"
 }
