@@ -9,6 +9,7 @@
 #                           schema has no free attribute; description is
 #                           multi-valued, present in inetOrgPerson, and
 #                           unused by the tests' entries).
+#                           $KICK set: [mailfs] kick = $KICK.
 #   fill MAILBOXDIR         INBOX (spamassassin, two flagged), Archive/2019
 #                           (cpython, \Archive), an ACL: through the mount.
 #   snap MAILBOXDIR         prints names, sizes, mtimes, modes, bytes and
@@ -36,6 +37,7 @@ osite() {
     mkdir -p "$d/mnt"
     {
         printf '[mailfs]\njournal = journal.db\n'
+        [ -z "${KICK:-}" ] || printf 'kick = %s\n' "$KICK"
         if [ "$dir" = ldap ]; then
             printf '%s\n' "$LDAP_PW" >"$d/ldap.secret"
             chmod 600 "$d/ldap.secret"

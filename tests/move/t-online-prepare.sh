@@ -6,7 +6,8 @@
 #     change, a new folder, a renamed folder) copies only the delta: its
 #     passes' counts are asserted;
 #   - `mv` through the mount completes it with final passes only; every
-#     message is there with its flags;
+#     message is there with its flags; the cutover (not the prepares) ran
+#     the [mailfs] kick command once, with the mailbox's name;
 #   - --complete of a mailbox without a prepared move fails and says so;
 #   - --sync-every 0.02 keeps the copy in step until mv completes the move
 #     (even one held in its cutover while a round comes due), then exits 0.
@@ -34,7 +35,8 @@ sum_of() { # FIELD(2 messages, 3 removed, 4 updated) PASSES...
 
 prepare_twice() { # K1 K2
     local S=$WORK/prep-$1-$2 u=alice
-    osite "$S" "$1" "$2" || { not_ok "site"; return; }
+    # The kick command records whom it was run for.
+    KICK="/bin/sh -c 'echo \"\$0\" >>$S/kicked' %s" osite "$S" "$1" "$2" || { not_ok "site"; return; }
     mount_fg "$S" || return
     local M=$S/mnt
     fill "$M/srv1/$u" || not_ok "fill"
@@ -85,6 +87,7 @@ prepare_twice() { # K1 K2
     check "$1->$2: ... and brought over the flag change and the new folders (updated >= 3)" \
         test "$(sum_of 4 $second)" -ge 3
 
+    check "$1->$2: no kick command run by the prepares" test ! -e "$S/kicked"
     snap "$M/srv1/$u" >"$S/snap"
     local n2
     n2=$(npasses "$S" $u)
@@ -96,6 +99,7 @@ prepare_twice() { # K1 K2
         test -z "$(echo "$third" | tr ' ' '\n' | grep -v '^final:')" -a -n "$third"
     check "$1->$2: ... which copied nothing (no change since the prepare)" \
         test "$(sum_of 2 $third)" = 0
+    check "$1->$2: the cutover ran the kick command once, for $u" test "$(cat "$S/kicked")" = $u
     check "$1->$2: the move is done, one move in the journal" \
         moves_are "$S" True state done
     settled "$S" $u "$S/snap" srv2 "" "$1->$2 after mv"
