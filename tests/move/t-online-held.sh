@@ -7,7 +7,9 @@
 #   - cat of the moving mailbox's messages;
 #   - ls -l and rsync -a of ANOTHER mailbox of the source store and of one
 #     of the target store (mailboxes a client had open before the move);
-#   - stat of the two stores' directories.
+#   - stat of the two stores' directories;
+#   - deliveries (mailfsctl deliver) to another mailbox, and to the moving
+#     one in the bulk copy (in the result), deferred (75) in the cutover.
 # Measured and printed (# lines), not asserted beyond "they finish once
 # the move is released": what waits on the kernel's locks for the rename
 # (the two store directories): ls -l MOUNT/srv1, ls -l MOUNT/srv2, and a
@@ -77,6 +79,11 @@ held() {
     probe rsync-src rsync -a "$M/srv1/bob/" "$P/bob-$point/"
     probe rsync-dst rsync -a "$M/srv2/carol/" "$P/carol-$point/"
     probe stat-stores stat "$M/srv1" "$M/srv2"
+    # Deliveries (mailfsctl deliver: the MTA's way, no kernel lock): to
+    # another mailbox always; to the moving one while the source is
+    # writable (bulk copy), refused as "try again later" (75) in the cutover.
+    probe deliver-other sh -c "'$B/mailfsctl' -c '$S/conf' deliver srv1 bob <'$TD/eml/tika/$(ls "$TD/eml/tika" | sed -n 1p)'"
+    probe deliver-moving sh -c "'$B/mailfsctl' -c '$S/conf' deliver srv1 $u <'$TD/eml/tika/$(ls "$TD/eml/tika" | sed -n 2p)'"
     probe_ok "$what: cat of $u's messages read before (the moving mailbox)" cat-moving
     probe_ok "$what: cat of $u's messages not read before (the moving mailbox)" cat-cold
     probe_ok "$what: ls -l of bob (source store)" ls-src
@@ -84,7 +91,16 @@ held() {
     probe_ok "$what: rsync -a of bob (source store)" rsync-src
     probe_ok "$what: rsync -a of carol (target store)" rsync-dst
     probe_ok "$what: stat of the two stores" stat-stores
-    check "$what: rsync copied bob whole" test "$(find "$P/bob-$point" -type f | wc -l)" = \
+    probe_ok "$what: a delivery to bob" deliver-other
+    if [ "$point" = copy ]; then
+        probe_ok "$what: a delivery to $u (the source is writable)" deliver-moving
+    else
+        within 5 deliver-moving
+        check "$what: a delivery to $u is deferred (exit 75) in the cutover" \
+            test "$(cat "$P/deliver-moving.rc" 2>/dev/null)" = 75
+    fi
+    # (bob gets deliveries meanwhile: at least what was filled)
+    check "$what: rsync copied bob whole" test "$(find "$P/bob-$point" -type f | wc -l)" -ge \
         "$(find "$TD/eml/spamassassin" "$TD/eml/cpython" -type f | wc -l)"
     # What the kernel's rename locks hold up: measured.
     probe ls-srv1 ls -l "$M/srv1"
@@ -122,6 +138,10 @@ held() {
         "after the release, exit $(cat "$P/cat-cold.rc"): $(head -1 "$P/cat-cold.err")"
     check "$what: ls -l of srv1 succeeded (no hang-up error)" test "$(cat "$P/ls-srv1.rc")" = 0
     check "$what: $u is in srv2" test -d "$M/srv2/$u" -a ! -e "$M/srv1/$u"
+    local want=$(($(find "$TD/eml/spamassassin" "$TD/eml/cpython" -type f | wc -l)))
+    [ "$point" = copy ] && want=$((want + 1))
+    check "$what: $u in srv2 holds its $want messages (the delivery made while writable included)" \
+        test "$(find "$M/srv2/$u" -type f | wc -l)" = $want
 }
 
 mount_fg "$S" MAILFS_STALL=copy,locked MAILFS_STALL_FILE="$F" || exit 1
