@@ -150,6 +150,15 @@ typedef struct ms_attr {
     /* A folder that is only the parent of others and can hold no message
      * (IMAP's \Noselect): a Maildir++ parent implied by ".a.b" alone. */
     bool noselect;
+    /*
+     * The mailbox's change sequence at the node's last change, as IMAP
+     * CONDSTORE's MODSEQ: a message's moves with any change of it (bytes,
+     * flags, name, mode, owner, dates, UID); a folder's or mailbox's with
+     * any change of its own and of any direct child (added, changed,
+     * renamed, removed).  Compared only with ms_mailbox_modseq of the same
+     * mailbox; 0: the backend keeps none (pst).
+     */
+    uint64_t modseq;
 } ms_attr;
 
 /*
@@ -536,6 +545,17 @@ int ms_folder_uids_set(ms_store *st, ms_node folder, const ms_folder_uids *u);
  */
 #define MS_STAMP_LEN 32
 int ms_mailbox_stamp(ms_store *st, int64_t id, uint8_t out[MS_STAMP_LEN]);
+
+/*
+ * A floor of mailbox id's change sequence (ms_attr.modseq): every change
+ * made in the mailbox after this returns gives the nodes it changes (and
+ * their parents) a modseq >= *out.  Changes made before may too (false
+ * positives), but none made after is missed: a move's delta pass takes
+ * the floor first and, at the next pass, re-reads only nodes at or above
+ * it.  -ENOTSUP: the backend keeps no sequence (pst); -ENOENT: no such
+ * mailbox.
+ */
+int ms_mailbox_modseq(ms_store *st, int64_t id, uint64_t *out);
 
 /*
  * Makes message (of store src) a new message name with IMAP UID uid in

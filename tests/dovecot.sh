@@ -12,6 +12,8 @@
 #                         (mailfs-vmail-PID; removed at exit unless it
 #                         existed: set DOVECOT_VMAIL to use your own).
 #                         Stopped (and the user removed) by the EXIT trap.
+#                         With DOVECOT_CONFIG_FN set, that function
+#                         (DIR PORT) writes DIR/dovecot.conf instead.
 #   dovecot_stop [DIR]    stops it, waiting until every process is gone
 #                         (dovecot_start DIR again restarts it, users kept).
 #   dovecot_use DIR       makes another started instance the current one.
@@ -183,7 +185,7 @@ dovecot_start() {
     for _ in 1 2 3; do
         port=${DOVECOT_START_PORT:-$(_dovecot_port)} || { not_ok "no free port"; return 1; }
         echo "$port" >"$d/port"
-        _dovecot_config "$d" "$port"
+        "${DOVECOT_CONFIG_FN:-_dovecot_config}" "$d" "$port"
         : >"$d/start.log"
         setsid /usr/sbin/dovecot -F -c "$d/dovecot.conf" 2>"$d/start.log" &
         child=$!

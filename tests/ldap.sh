@@ -6,6 +6,7 @@
 #                        With SLAPD_TLS=1: a test CA (DIR/ca.pem) and a
 #                        server certificate for 127.0.0.1 for StartTLS, and
 #                        SLAPD_SECURITY (e.g. "simple_bind=1") as security.
+#                        SLAPD_SCHEMAS: more schema files to include.
 #   slapd_stop DIR / slapd_restart DIR
 #   ldap_person UID HOST  adds uid=UID,ou=people with mailHost HOST
 #   ldap_host UID         prints its mailHost
@@ -39,6 +40,7 @@ include /etc/ldap/schema/cosine.schema
 include /etc/ldap/schema/inetorgperson.schema
 include /etc/ldap/schema/nis.schema
 include /etc/ldap/schema/misc.schema
+$(for f in ${SLAPD_SCHEMAS:-}; do echo "include $f"; done)
 pidfile $d/slapd.pid
 argsfile $d/slapd.args
 modulepath /usr/lib/ldap

@@ -32,10 +32,16 @@ typedef struct mover {
      * when its backend has none (nothing writes behind its lock). */
     bool stamped;
     uint8_t stamp[MS_STAMP_LEN];
+    /* The final passes: each comparison keeps the stamp it read, which
+     * is then the next pass's starting point (one stamp per pass). */
+    bool restamp;
     /* Shared bytes: after the first -EXDEV the stores cannot share any
      * (another backend or filesystem), and messages are copied.  A
      * target batch is open between consecutive links only (in_batch),
      * holding batch_messages linked messages of batch_bytes. */
+    /* The source keeps IMAP UIDs (not a .pst file): a message listed
+     * without one is not numbered yet, and waits for the next pass. */
+    bool uids;
     bool no_link;
     bool in_batch;
     int64_t batch_messages, batch_bytes;
@@ -89,6 +95,16 @@ int mv_roll_forward(ms_journal *j, ms_store *src, ms_store *dst, ms_directory *d
 void mv_hand_to_recovery(ms_journal *j, int64_t id);
 /* Lifts the cutover's hold on the user of move id, if one is recorded. */
 int mv_release_user(ms_journal *j, ms_directory *dir, int64_t id);
+/*
+ * Carries the messages below folder from of src (changed at or after
+ * since; 0: all) into folder to of dst, folders made as needed: each
+ * copied durably with a new UID there, then removed from src unless keep.
+ * With keep, a message whose name dst already holds is left; without,
+ * one dst holds with the same size was carried before a crash and is only
+ * removed.  *carried counts them.
+ */
+int mv_carry_folder(ms_store *src, ms_node from, ms_store *dst, ms_node to, uint64_t since,
+                    bool keep, int64_t *carried);
 /* The online move of DESIGN 10 (online.c). */
 int mv_online_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mailbox,
                    const ms_move_opts *opts, int64_t *id_out);

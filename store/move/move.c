@@ -575,12 +575,11 @@ int mv_roll_back(ms_journal *j, ms_store *src, ms_store *dst, ms_directory *dir,
         }
         ms_log(LOG_INFO, "move %lld: directory restored: %s %s", (long long)mi->id, dn, saved);
     }
-    /* The hold goes once the entry points where the mailbox stays. */
-    rc = mv_release_user(j, dir, mi->id);
-    if (rc) {
-        mv_hand_to_recovery(j, mi->id);
-        return rc;
-    }
+    /* The hold goes once the entry points where the mailbox stays.  A
+     * directory that is down keeps the user held off, which is safe: the
+     * rest of the rollback goes on, and recovery lifts the recorded hold
+     * (ms_recover, the mount's housekeeping) once the server is back. */
+    (void)mv_release_user(j, dir, mi->id);
     /* Unlock first: the target may be the full disk that made us fail. */
     if (src && ms_mailbox_find(src, mi->mailbox, MS_MB_VISIBLE, &sid) == 0) {
         ms_mailbox_info info;
@@ -650,8 +649,10 @@ int mv_roll_forward(ms_journal *j, ms_store *src, ms_store *dst, ms_directory *d
         rc = ms_store_sync(dst);
     if (!rc && src)
         rc = ms_store_sync(src);
+    /* As in mv_roll_back: a hold that cannot be lifted now is lifted by
+     * recovery; the move itself is finished. */
     if (!rc)
-        rc = mv_release_user(j, dir, mi->id);
+        (void)mv_release_user(j, dir, mi->id);
     if (rc) {
         ms_log(LOG_ERR, "move %lld: finishing failed: %s (recovery will retry)", (long long)mi->id,
                g_strerror(-rc));
@@ -720,7 +721,10 @@ int mv_source_changed(mover *mv, int64_t mailbox)
                 g_strdup_printf("cannot read the source mailbox's state: %s", g_strerror(-rc));
         return rc;
     }
-    return memcmp(now, mv->stamp, MS_STAMP_LEN) != 0;
+    int changed = memcmp(now, mv->stamp, MS_STAMP_LEN) != 0;
+    if (mv->restamp)
+        memcpy(mv->stamp, now, MS_STAMP_LEN);
+    return changed;
 }
 
 /* The move fails with EAGAIN, saying why (and what it saw of it). */

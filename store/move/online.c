@@ -28,31 +28,29 @@
  * what the copy lacks is copied, what the source no longer has is
  * dropped, what changed is brought over.  The copy is written by its
  * move alone, so comparing the two listings is exact; the source's
- * change sequence (seq_of) spares re-reading messages that did not
+ * change sequence (seq_of, its MODSEQ) spares re-reading messages that did not
  * change since the pass before (floor).  A pass is idempotent and keeps
  * no state but the floor: after a crash the next pass starts from
  * whatever the copy holds.
  */
 
-/* The change sequence of a source node.  Until the stores give one,
- * ctime: every change moves it, in both backends. */
-static uint64_t seq_of(const ms_attr *a) { return a->ctime_ns > 0 ? (uint64_t)a->ctime_ns : 0; }
+/* The change sequence of a source node (ms_attr.modseq); a backend that
+ * keeps none has every node re-checked at every pass. */
+static uint64_t seq_of(const ms_attr *a) { return a->modseq ? a->modseq : UINT64_MAX; }
 
 /*
- * The floor for a pass starting now: every change made after this gets a
- * seq >= it.  Stores stamp ctime with a clock that may lag the one read
- * here by a tick (a coarse clock): one second of margin, so a change
- * made at the very start of a pass is re-checked, never missed.
+ * The floor for a pass starting now (ms_mailbox_modseq): everything
+ * changed after this has a seq >= it.  0 when the source keeps no change
+ * sequence: the pass then compares every message in full.
+ *
+ * Folders are listed at every pass even when their seq is below the
+ * floor: a folder's seq covers its own children, and a change deeper
+ * down must still be found.  The listing is cheap next to the copy.
  */
-static uint64_t pass_floor(void) { return (uint64_t)(ms_now_ns() - 1000000000LL); }
-
-/* A folder's seq says nothing of its children's changes (ctime): every
- * folder is listed at every pass. */
-static bool folder_skippable(const ms_attr *a, uint64_t floor)
+static uint64_t pass_floor(mover *mv, int64_t mailbox)
 {
-    (void)a;
-    (void)floor;
-    return false;
+    uint64_t f = 0;
+    return ms_mailbox_modseq(mv->src, mailbox, &f) == 0 ? f : 0;
 }
 
 typedef struct touched {
@@ -84,20 +82,21 @@ static void listing_clear(listing *l)
         g_array_free(l->all, TRUE);
 }
 
+static int collect_all(void *ctx, const char *name, const ms_attr *a, uint64_t cookie)
+{
+    child c = {g_strdup(name), *a, cookie};
+    g_array_append_val((GArray *)ctx, c);
+    return 0; /* never stops: one listing, not pages (a backend may sort
+               * the whole folder at every call) */
+}
+
 /* Every child of parent, by name. */
 static int list_all(ms_store *st, ms_node parent, listing *l)
 {
     l->all = g_array_new(FALSE, FALSE, sizeof(child));
     g_array_set_clear_func(l->all, mv_child_clear);
     l->by_name = g_hash_table_new(g_str_hash, g_str_equal);
-    GArray *page = g_array_new(FALSE, FALSE, sizeof(child));
-    uint64_t cookie = 0;
-    int rc;
-    while (!(rc = mv_next_page(st, parent, &cookie, page)) && page->len) {
-        for (guint i = 0; i < page->len; i++)
-            g_array_append_val(l->all, g_array_index(page, child, i));
-    }
-    g_array_free(page, TRUE); /* its names now belong to l->all */
+    int rc = ms_list(st, parent, 0, collect_all, l->all);
     for (guint i = 0; !rc && i < l->all->len; i++)
         g_hash_table_insert(l->by_name, g_array_index(l->all, child, i).name,
                             GUINT_TO_POINTER(i + 1));
@@ -288,8 +287,6 @@ static int sync_folder(mover *mv, pass *p, ms_node dparent, const child *c, cons
         if (!rc)
             p->stats.updated++;
     }
-    if (!rc && d && folder_skippable(&c->attr, p->floor))
-        return 0;
     if (!rc && (rc = sync_xattr(mv, c->attr.node, f.node, "user.mail.special-use")) > 0) {
         p->stats.updated++;
         rc = 0;
@@ -358,6 +355,12 @@ static int sync_children(mover *mv, pass *p, ms_node sparent, ms_node dparent)
         }
         if (rc)
             break;
+        /* A message its server has not numbered yet (a Maildir file
+         * Dovecot has not listed): copied once it has its UID. */
+        if (!c->attr.imap_uid && mv->uids) {
+            p->unsettled++;
+            continue;
+        }
         if (!d)
             rc = copy_into(mv, p, sparent, dparent, c);
         else if (!p->floor || seq_of(&c->attr) >= p->floor)
@@ -385,7 +388,8 @@ static int verify_touched(mover *mv, pass *p, uint64_t started)
             continue;
         ms_attr now;
         int rc = ms_lookup(mv->src, t->sparent, t->c.name, &now);
-        if (rc == -ENOENT || (!rc && seq_of(&now) >= started)) {
+        if (rc == -ENOENT ||
+            (!rc && (seq_of(&now) >= started || now.imap_uid != t->c.attr.imap_uid))) {
             g_clear_pointer(&mv->error, g_free);
             p->unsettled++;
             continue;
@@ -410,9 +414,13 @@ static int run_pass(mover *mv, ms_node sroot, ms_node droot, int n, const char *
     p.stats.pass = n;
     g_strlcpy(p.stats.phase, phase, sizeof p.stats.phase);
     p.stats.started_ns = ms_now_ns();
-    uint64_t started = pass_floor();
+    uint64_t started = pass_floor(mv, sroot.id);
     p.stats.floor = started;
-    int rc = sync_xattr(mv, sroot, droot, "user.mail.acl");
+    /* The stamp gives files the mail server has not numbered yet their
+     * UIDs, as its next look would: what this pass lists has them. */
+    int rc = mv->restamp ? 0 : mv_take_stamp(mv, sroot.id);
+    if (!rc)
+        rc = sync_xattr(mv, sroot, droot, "user.mail.acl");
     if (rc > 0) {
         p.stats.updated++;
         rc = 0;
@@ -592,12 +600,14 @@ static int delta_passes(mover *mv, ms_node sroot, ms_node droot, int *n, uint64_
 static int final_passes(mover *mv, int64_t mailbox, ms_node sroot, ms_node droot, int *n,
                         uint64_t *floor)
 {
+    int rc = mv_take_stamp(mv, mailbox);
+    if (rc)
+        return rc;
+    mv->restamp = true;
     for (int k = 0; k < MAX_FINAL_PASSES; k++) {
-        int rc = mv_take_stamp(mv, mailbox);
         ms_move_pass s;
         pass_point(*n + 1, "final");
-        if (!rc)
-            rc = run_pass(mv, sroot, droot, ++*n, "final", *floor, floor, &s);
+        rc = run_pass(mv, sroot, droot, ++*n, "final", *floor, floor, &s);
         if (rc)
             return rc;
         int changed = mv_source_changed(mv, mailbox);
@@ -620,6 +630,35 @@ static int still_there(mover *mv, const char *mailbox, int64_t id)
         mv->error = g_strdup_printf("the source mailbox %s is gone or was renamed: %s", mailbox,
                                     g_strerror(-rc));
     return rc;
+}
+
+/*
+ * What reached the source between its last check (the final pass's
+ * stamp) and its renaming into the retained copy: a delivery a mail server
+ * finished in those milliseconds.  Copied into the mailbox where it lives
+ * now, the retained copy left whole.  Once, right after the move: later
+ * mail to the old place makes a new mailbox there (ms_carry_late), and a
+ * message the user deletes afterwards must stay deleted.
+ */
+static void carry_last_moment(ms_store *src, ms_store *dst, const ms_move_info *mi, uint64_t floor)
+{
+    int64_t rid, carried = 0;
+    ms_attr home;
+    if (ms_hidden_find(src, MS_MB_RETAINED, mi->id, mi->mailbox, &rid) ||
+        ms_lookup(dst, (ms_node){MS_ROOT, 0}, mi->newname, &home))
+        return;
+    int rc =
+        mv_carry_folder(src, (ms_node){MS_MAILBOX, rid}, dst, home.node, floor, true, &carried);
+    if (carried)
+        ms_log(LOG_WARNING,
+               "move %lld: %lld message(s) reached %s in %s at its last moment: "
+               "copied into %s",
+               (long long)mi->id, (long long)carried, mi->mailbox, mi->source, mi->target);
+    if (rc)
+        ms_log(LOG_ERR,
+               "move %lld: looking for mail that reached the source at its last "
+               "moment: %s (the retained copy keeps it: see mailfsctl undo)",
+               (long long)mi->id, g_strerror(-rc));
 }
 
 /* A move that fails before its commit point: rolled back, its error kept. */
@@ -687,7 +726,7 @@ int mv_online_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mail
     rc = ms_journal_get(j, id, &mi);
     if (rc)
         return rc;
-    mover mv = {.j = j, .src = src, .dst = dst, .id = id, .opts = opts};
+    mover mv = {.j = j, .src = src, .dst = dst, .id = id, .opts = opts, .uids = true};
     mv.messages = mi.done_messages;
     mv.bytes = mi.done_bytes;
     int n = 0;
@@ -779,6 +818,8 @@ int mv_online_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mail
     g_free(mv.error);
     (void)jn_step(j, id, MS_STEP_COMMITTED, false);
     ms_fault("committed");
-    return mv_roll_forward(j, src, dst, opts->dir, &mi, opts->retain_days, locked_at) ? -EINPROGRESS
-                                                                                      : 0;
+    if (mv_roll_forward(j, src, dst, opts->dir, &mi, opts->retain_days, locked_at))
+        return -EINPROGRESS;
+    carry_last_moment(src, dst, &mi, floor);
+    return 0;
 }

@@ -688,6 +688,8 @@ static int md_message_uid_set(ms_store *st, int64_t message, int64_t uid)
     if (!rc)
         rc = e;
     if (!rc && (write || have == (uint32_t)uid)) {
+        if (m->uid != (uint32_t)uid)
+            m->uid_ns = ms_now_ns();
         m->uid = (uint32_t)uid;
         m->uid_pinned = true;
     }
@@ -713,6 +715,7 @@ const ms_admin_ops md_admin_ops = {
     .folder_uids_get = md_folder_uids_get,
     .folder_uids_set = md_folder_uids_set,
     .mailbox_stamp = md_mailbox_stamp,
+    .mailbox_modseq = md_mailbox_modseq,
     .message_link = md_message_link,
     .folder_unselect = md_folder_unselect,
     .message_uid_set = md_message_uid_set,
