@@ -41,7 +41,13 @@ static int folders_sorted(md_store *s, md_mbox *mb, bool force, GPtrArray **out)
     g_hash_table_iter_init(&it, mb->folders);
     while (g_hash_table_iter_next(&it, NULL, &v)) {
         md_folder *f = v;
-        if ((rc = md_refresh_folder(s, f, force)))
+        /* force: the files are looked at now (no recheck window), but a
+         * folder whose directories and uidlist did not change since its
+         * last scan (still_fresh) is not read again: a stamp of a 50,000-
+         * message folder costs a few stats, not a readdir. */
+        if (force)
+            f->checked_ns = 0;
+        if ((rc = md_refresh_folder(s, f, false)))
             break;
         g_ptr_array_add(fs, f);
     }
