@@ -4,7 +4,7 @@
 # (point "copy", between two batches) and once in its cutover (point
 # "locked", the source locked).  While it is held, each of these must
 # complete (each in the background, given 5 s; they are asserted):
-#   - cat of the moving mailbox's messages;
+#   - cat of the moving mailbox's messages (ones looked up before the move);
 #   - ls -l and rsync -a of ANOTHER mailbox of the source store and of one
 #     of the target store (mailboxes a client had open before the move);
 #   - stat of the two stores' directories;
@@ -12,8 +12,9 @@
 #     one in the bulk copy (in the result), deferred (75) in the cutover.
 # Measured and printed (# lines), not asserted beyond "they finish once
 # the move is released": what waits on the kernel's locks for the rename
-# (the two store directories): ls -l MOUNT/srv1, ls -l MOUNT/srv2, and a
-# lookup of a name not seen before in each.
+# (the two store directories and the moving mailbox's): ls -l MOUNT/srv1,
+# ls -l MOUNT/srv2, a lookup of a name not seen before in each, and a
+# read of the moving mailbox's messages not looked up before.
 set -u
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/online-lib.sh"
@@ -85,7 +86,9 @@ held() {
     probe deliver-other sh -c "'$B/mailfsctl' -c '$S/conf' deliver srv1 bob <'$TD/eml/tika/$(ls "$TD/eml/tika" | sed -n 1p)'"
     probe deliver-moving sh -c "'$B/mailfsctl' -c '$S/conf' deliver srv1 $u <'$TD/eml/tika/$(ls "$TD/eml/tika" | sed -n 2p)'"
     probe_ok "$what: cat of $u's messages read before (the moving mailbox)" cat-moving
-    probe_ok "$what: cat of $u's messages not read before (the moving mailbox)" cat-cold
+    # Not asserted (README "What waits while mv runs"): a lookup that
+    # misses the kernel's cache inside the moving mailbox waits on the
+    # rename's lock of that directory.  Measured below.
     probe_ok "$what: ls -l of bob (source store)" ls-src
     probe_ok "$what: ls -l of carol (target store)" ls-dst
     probe_ok "$what: rsync -a of bob (source store)" rsync-src
@@ -103,6 +106,8 @@ held() {
     check "$what: rsync copied bob whole" test "$(find "$P/bob-$point" -type f | wc -l)" -ge \
         "$(find "$TD/eml/spamassassin" "$TD/eml/cpython" -type f | wc -l)"
     # What the kernel's rename locks hold up: measured.
+    local early=""
+    within 2 cat-cold && early=1
     probe ls-srv1 ls -l "$M/srv1"
     probe ls-srv2 ls -l "$M/srv2"
     probe new-srv1 stat "$M/srv1/never-seen-$point"
@@ -134,7 +139,8 @@ held() {
     done
     # Not asserted: released, the blocked read goes on in a mailbox that
     # has moved away meanwhile.
-    echo "# $what: the blocked read of $u ended $(secs "$released" "$(cat "$P/cat-cold.end")") s" \
+    [ -n "$early" ] && echo "# $what: the read of $u's messages not read before completed while held"
+    [ -z "$early" ] && echo "# $what: the read of $u's messages not read before waited; it ended $(secs "$released" "$(cat "$P/cat-cold.end")") s" \
         "after the release, exit $(cat "$P/cat-cold.rc"): $(head -1 "$P/cat-cold.err")"
     check "$what: ls -l of srv1 succeeded (no hang-up error)" test "$(cat "$P/ls-srv1.rc")" = 0
     check "$what: $u is in srv2" test -d "$M/srv2/$u" -a ! -e "$M/srv1/$u"
