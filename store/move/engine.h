@@ -42,6 +42,8 @@ typedef struct mover {
     /* The source keeps IMAP UIDs (not a .pst file): a message listed
      * without one is not numbered yet, and waits for the next pass. */
     bool uids;
+    /* Online moves: folders found equal to the source (online.c). */
+    GHashTable *synced;
     bool no_link;
     bool in_batch;
     int64_t batch_messages, batch_bytes;

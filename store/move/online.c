@@ -289,8 +289,13 @@ static int sync_xattr(mover *mv, ms_node snode, ms_node dnode, const char *name)
     return rc ? rc : 1;
 }
 
-/* The folder's UIDVALIDITY and UIDNEXT, when they differ; 1 if changed. */
-static int sync_folder_uids(mover *mv, ms_node from, ms_node to)
+/*
+ * The folder's UIDVALIDITY and UIDNEXT, when they differ; 1 if changed.
+ * Verified once set: a target that cannot hold them (a source whose
+ * UIDNEXT is below its own UIDs, damaged behind its store) fails the
+ * move with EIO, saying what differs.
+ */
+static int sync_folder_uids(mover *mv, const char *name, ms_node from, ms_node to)
 {
     ms_folder_uids s, d;
     int rc = ms_folder_uids_get(mv->src, from, &s);
@@ -302,19 +307,112 @@ static int sync_folder_uids(mover *mv, ms_node from, ms_node to)
     if (!rc && s.uidvalidity == d.uidvalidity && s.uidnext == d.uidnext)
         return 0;
     rc = ms_folder_uids_set(mv->dst, to, &s);
+    if (!rc)
+        rc = ms_folder_uids_get(mv->dst, to, &d);
+    if (!rc && (s.uidvalidity != d.uidvalidity || s.uidnext != d.uidnext)) {
+        mv->error = g_strdup_printf("verify: folder %s has UIDVALIDITY %lu and UIDNEXT %lld, its "
+                                    "copy %lu and %lld",
+                                    name, (unsigned long)s.uidvalidity, (long long)s.uidnext,
+                                    (unsigned long)d.uidvalidity, (long long)d.uidnext);
+        return -EIO;
+    }
     return rc ? rc : 1;
 }
 
-static int sync_children(mover *mv, pass *p, ms_node sparent, ms_node dparent);
+/*
+ * Folders a pass left equal to their source: while a folder's change
+ * sequence stays below a later pass's floor, nothing in it changed (its
+ * own children, its attributes), and that pass goes straight to its
+ * subfolders without listing it.  So the cutover's final passes cost what
+ * changed, not what the mailbox holds.  Kept by the mover of one process;
+ * a folder with anything left for the next pass (unsettled) is not kept.
+ */
+typedef struct synced_sub {
+    char *name;
+    ms_node snode, dnode;
+} synced_sub;
+
+typedef struct synced {
+    int64_t dnode_id; /* the copy it was found equal to */
+    GArray *subs;     /* of synced_sub: its subfolders then */
+} synced;
+
+static void synced_sub_clear(gpointer p) { g_free(((synced_sub *)p)->name); }
+
+static GArray *subs_new(void)
+{
+    GArray *a = g_array_new(FALSE, FALSE, sizeof(synced_sub));
+    g_array_set_clear_func(a, synced_sub_clear);
+    return a;
+}
+
+static void synced_free(gpointer p)
+{
+    synced *sf = p;
+    g_array_free(sf->subs, TRUE);
+    g_free(sf);
+}
+
+static int64_t synced_key(ms_node n) { return n.id * 4 + n.kind; }
+
+/* Keeps (or forgets, when subs is NULL) snode as equal to dnode. */
+static void remember(mover *mv, ms_node snode, ms_node dnode, GArray *subs)
+{
+    int64_t *key = g_new(int64_t, 1);
+    *key = synced_key(snode);
+    if (!subs) {
+        g_hash_table_remove(mv->synced, key);
+        g_free(key);
+        return;
+    }
+    synced *sf = g_new(synced, 1);
+    sf->dnode_id = dnode.id;
+    sf->subs = subs;
+    g_hash_table_replace(mv->synced, key, sf);
+}
+
+static int sync_children(mover *mv, pass *p, ms_node sparent, ms_node dparent, GArray *subs);
+static int sync_folder(mover *mv, pass *p, ms_node dparent, const child *c, const child *d,
+                       ms_node *dout);
+
+/*
+ * Passes over snode (found equal to dnode by an earlier pass and not
+ * changed since: seq below the floor) to its subfolders.  1 when it
+ * cannot (not kept, changed, a subfolder gone): the caller syncs it in
+ * full, which is always right.
+ */
+static int sync_unchanged(mover *mv, pass *p, const ms_attr *sattr, ms_node dnode)
+{
+    int64_t key = synced_key(sattr->node);
+    synced *sf = p->floor && mv->synced ? g_hash_table_lookup(mv->synced, &key) : NULL;
+    if (!sf || sf->dnode_id != dnode.id || seq_of(sattr) >= p->floor)
+        return 1;
+    for (guint i = 0; i < sf->subs->len; i++) {
+        synced_sub *sub = &g_array_index(sf->subs, synced_sub, i);
+        child c = {.name = sub->name}, d = {.name = sub->name};
+        if (ms_getattr(mv->src, sub->snode, &c.attr) || ms_getattr(mv->dst, sub->dnode, &d.attr))
+            return 1;
+        ms_node dn;
+        int rc = sync_folder(mv, p, dnode, &c, &d, &dn);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
 
 /* A folder of the source: made in the copy if new, its children synced,
- * then its own attributes. */
-static int sync_folder(mover *mv, pass *p, ms_node dparent, const child *c, const child *d)
+ * then its own attributes; *dout gets its copy. */
+static int sync_folder(mover *mv, pass *p, ms_node dparent, const child *c, const child *d,
+                       ms_node *dout)
 {
     ms_attr f;
     int rc = 0;
     if (d) {
         f = d->attr;
+        *dout = f.node;
+        if ((rc = sync_unchanged(mv, p, &c->attr, f.node)) <= 0)
+            return rc;
+        rc = 0;
     } else {
         rc = commit_ready(mv, p);
         if (!rc)
@@ -328,15 +426,21 @@ static int sync_folder(mover *mv, pass *p, ms_node dparent, const child *c, cons
         p->stats.updated++;
         rc = 0;
     }
+    *dout = f.node;
+    int64_t unsettled = p->unsettled;
+    GArray *subs = subs_new();
     if (!rc)
-        rc = sync_children(mv, p, c->attr.node, f.node);
+        rc = sync_children(mv, p, c->attr.node, f.node, subs);
     if (!rc)
         rc = commit_ready(mv, p);
+    remember(mv, c->attr.node, f.node, !rc && p->unsettled == unsettled ? subs : NULL);
+    if (rc || p->unsettled != unsettled)
+        g_array_free(subs, TRUE);
     if (!rc && c->attr.noselect) {
         rc = ms_folder_unselect(mv->dst, f.node);
         return rc == -ENOTSUP ? 0 : rc;
     }
-    if (!rc && (rc = sync_folder_uids(mv, c->attr.node, f.node)) > 0) {
+    if (!rc && (rc = sync_folder_uids(mv, c->name, c->attr.node, f.node)) > 0) {
         p->stats.updated++;
         rc = 0;
     }
@@ -352,8 +456,9 @@ static int sync_folder(mover *mv, pass *p, ms_node dparent, const child *c, cons
     return rc;
 }
 
-/* Makes dparent's children those of sparent (see the section comment). */
-static int sync_children(mover *mv, pass *p, ms_node sparent, ms_node dparent)
+/* Makes dparent's children those of sparent (see the section comment);
+ * the subfolders synced go to subs. */
+static int sync_children(mover *mv, pass *p, ms_node sparent, ms_node dparent, GArray *subs)
 {
     listing S = {0}, D = {0};
     int rc = list_all(mv->src, sparent, &S);
@@ -381,7 +486,10 @@ static int sync_children(mover *mv, pass *p, ms_node sparent, ms_node dparent)
             break;
         }
         if (c->attr.node.kind != MS_MESSAGE) {
-            rc = sync_folder(mv, p, dparent, c, d);
+            ms_node dn;
+            rc = sync_folder(mv, p, dparent, c, d, &dn);
+            if (!rc)
+                g_array_append_val(subs, ((synced_sub){g_strdup(c->name), c->attr.node, dn}));
             continue;
         }
         if (d && (d->attr.size != c->attr.size || d->attr.imap_uid != c->attr.imap_uid ||
@@ -431,14 +539,27 @@ static int run_pass(mover *mv, ms_node sroot, ms_node droot, int n, const char *
     /* The stamp gives files the mail server has not numbered yet their
      * UIDs, as its next look would: what this pass lists has them. */
     int rc = mv->restamp ? 0 : mv_take_stamp(mv, sroot.id);
+    if (!rc && mv_cancelled(mv)) /* also between passes that list nothing */
+        rc = -EINTR;
     if (!rc)
         rc = sync_xattr(mv, sroot, droot, "user.mail.acl");
     if (rc > 0) {
         p.stats.updated++;
         rc = 0;
     }
+    ms_attr ra;
     if (!rc)
-        rc = sync_children(mv, &p, sroot, droot);
+        rc = ms_getattr(mv->src, sroot, &ra);
+    if (!rc && (rc = sync_unchanged(mv, &p, &ra, droot)) == 1) {
+        int64_t unsettled = p.unsettled;
+        GArray *subs = subs_new();
+        rc = sync_children(mv, &p, sroot, droot, subs);
+        if (!rc)
+            rc = commit_ready(mv, &p);
+        remember(mv, sroot, droot, !rc && p.unsettled == unsettled ? subs : NULL);
+        if (rc || p.unsettled != unsettled)
+            g_array_free(subs, TRUE);
+    }
     if (!rc)
         rc = commit_ready(mv, &p);
     mv_close_batch(mv, false); /* a failed link leaves its batch open */
@@ -739,6 +860,8 @@ int mv_online_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mail
     if (rc)
         return rc;
     mover mv = {.j = j, .src = src, .dst = dst, .id = id, .opts = opts, .uids = true};
+    g_autoptr(GHashTable) synced = mv.synced =
+        g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, synced_free);
     mv.messages = mi.done_messages;
     mv.bytes = mi.done_bytes;
     int n = 0;
