@@ -78,6 +78,26 @@ mkdir "$WORK/restore"
 tar --xattrs -xf "$WORK/bk/s3.tar" -C "$WORK/restore"
 check "... restorable, byte-identical" diff -r "$WORK/restore/s3" "$M/srv2/s3"
 
+# --- a migration batch: prepared (users keep working), then completed
+for i in 1 2 3; do mk "p$i"; done
+sh "$BATCHSH" --prepare "$M" srv2 p1 p2 p3 >"$WORK/prep.out" 2>&1
+check "--prepare: exit 0 ($(tail -1 "$WORK/prep.out"))" test $? = 0
+check "... each one prepared" test "$(grep -Ec '^p[123] +prepared ' "$WORK/prep.out")" = 3
+check "... the summary says so" grep -Eq "^  prepared +3" "$WORK/prep.out"
+check "... the mailboxes stay in srv1, in use" test -d "$M/srv1/p1" -a ! -e "$M/srv2/p1"
+check "... their moves are prepared in the journal" \
+    test "$(moves_count "$S" 'm["state"] == "prepared"')" = 3
+cp "$TD/eml/cpython/msg_03.txt" "$M/srv1/p2/INBOX/after-prepare.eml"
+p2n=$(find "$M/srv1/p2" -type f | wc -l)
+sh "$BATCHSH" --complete "$M" srv2 p1 p2 >"$WORK/comp.out" 2>&1
+check "--complete with mv: exit 0" test $? = 0
+check "... moved, with what arrived after the prepare" \
+    test "$(find "$M/srv2/p2" -type f | wc -l)" = "$p2n" -a -f "$M/srv2/p2/INBOX/after-prepare.eml"
+sh "$BATCHSH" --complete --engine mailfsctl "$M" srv2 p3 >"$WORK/comp2.out" 2>&1
+check "--complete --engine mailfsctl: exit 0" test $? = 0
+wait_for "p3 in srv2 through the mount" test -d "$M/srv2/p3"
+check "no move is left prepared" test "$(moves_count "$S" 'm["state"] == "prepared"')" = 0
+
 check "--help and --version" bash -c "sh '$BATCHSH' --help | grep -q usage && sh '$BATCHSH' --version | grep -q mailfs-move-batch"
 check "bad arguments: exit 2" bash -c "sh '$BATCHSH' --parallel x '$M' srv2 a 2>/dev/null; test \$? = 2"
 unmount "$S"
