@@ -38,7 +38,7 @@ static void usage(FILE *f)
                "  mailbox create STORE MAILBOX      create a mailbox (with an INBOX)\n"
                "  deliver [--flags F] STORE MAILBOX [FOLDER] < MESSAGE\n"
                "                                    store one message durably (MTA use)\n"
-               "  move [--prepare [--sync-every MIN] | --complete] MAILBOX TARGET_STORE\n"
+               "  move [--prepare [--sync-every MIN] | --complete | --offline] MAILBOX STORE\n"
                "                                    move a mailbox online (the engine mv uses)\n"
                "  import FILE.pst STORE MAILBOX     import a PST/OST file as a new mailbox\n"
                "  compact STORE                     give the store's free space back (online)\n"
@@ -78,7 +78,7 @@ static const command commands[] = {
      "delivery) and exits 0 only once it is durable.  --flags: IMAP flags, space\n"
      "separated, as user.mail.flags takes them.  Exit codes are sysexits(3): 75 (try\n"
      "again later) for a busy or full store, 67 for an unknown mailbox.\n"},
-    {"move", "move [--prepare [--sync-every MIN] | --complete] MAILBOX TARGET_STORE",
+    {"move", "move [--prepare [--sync-every MIN] | --complete | --offline] MAILBOX TARGET_STORE",
      "Moves MAILBOX from the store that holds it to TARGET_STORE (journaled, verified,\n"
      "all or nothing), as mv between stores does, online: it copies while the mailbox\n"
      "stays in use, then locks it only for the cutover (final delta, directory\n"
@@ -86,7 +86,8 @@ static const command commands[] = {
      "  --prepare        copy and keep in step, no cutover; again: the delta only\n"
      "  --sync-every MIN with --prepare: a delta pass every MIN minutes until the\n"
      "                   move is completed or the command is stopped\n"
-     "  --complete       the cutover of a prepared move alone (mv does the same)\n"},
+     "  --complete       the cutover of a prepared move alone (mv does the same)\n"
+     "  --offline        lock the mailbox for the whole move (one copy, no passes)\n"},
     {"import", "import FILE.pst STORE MAILBOX",
      "Imports a PST/OST file as the new mailbox MAILBOX of STORE through the move\n"
      "protocol; the file is left untouched.  An interrupted import is resumed.\n"},
@@ -441,6 +442,8 @@ static int cmd_move(ctl *c, int argc, char **argv)
             mode = MS_MOVE_PREPARE;
         else if (!strcmp(argv[i], "--complete"))
             mode = MS_MOVE_COMPLETE;
+        else if (!strcmp(argv[i], "--offline"))
+            mode = MS_MOVE_OFFLINE;
         else if (!strcmp(argv[i], "--sync-every") && i + 1 < argc &&
                  (every = g_ascii_strtod(argv[i + 1], &end)) > 0 && end && !*end)
             i++;

@@ -780,8 +780,11 @@ typedef struct ms_move_opts {
      * into that store, its cutover alone.  MS_MOVE_PREPARE: bulk copy and
      * delta passes only, the move left prepared (MS_MOVE_PREPARED) for a
      * later call; again on a prepared move: its delta passes.
-     * MS_MOVE_COMPLETE: as WHOLE, but -ENOENT without a prepared move. */
-    enum { MS_MOVE_WHOLE, MS_MOVE_PREPARE, MS_MOVE_COMPLETE } mode;
+     * MS_MOVE_COMPLETE: as WHOLE, but -ENOENT without a prepared move.
+     * MS_MOVE_OFFLINE: DESIGN 4's move, the mailbox locked for all of it
+     * (one copy, no passes): for a mailbox that must not change meanwhile,
+     * and the benchmark's baseline. */
+    enum { MS_MOVE_WHOLE, MS_MOVE_PREPARE, MS_MOVE_COMPLETE, MS_MOVE_OFFLINE } mode;
     /* The command that drops the user's sessions at the cutover (argv
      * split by shell rules, %s the mailbox name; run without a shell);
      * NULL: none.  A failure is logged, the move goes on: the directory's

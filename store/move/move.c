@@ -1659,7 +1659,9 @@ static int online_move(ms_journal *j, ms_store *src, ms_store *dst, const char *
     ms_attr mb;
     int64_t total_messages = 0, total_bytes = 0;
     int rc = 0;
-    if (jn_find_active(j, ms_store_name(src), mailbox, &other) == 0 && other != id)
+    /* Another move of it; or its prepared move's passes run elsewhere. */
+    if ((jn_find_active(j, ms_store_name(src), mailbox, &other) == 0 && other != id) ||
+        (prepared && jn_owner_alive(j, id)))
         rc = -EBUSY;
     if (!rc && !prepared)
         rc = preflight(src, dst, mailbox, newname, false, &mb, &total_messages, &total_bytes);
@@ -1723,6 +1725,9 @@ static int online_move(ms_journal *j, ms_store *src, ms_store *dst, const char *
         rc = still_there(&mv, mailbox, mb.node.id);
     if (!rc && opts->mode == MS_MOVE_PREPARE) {
         rc = journal_failed(&mv, jn_set_state(j, id, MS_MOVE_PREPARED, NULL));
+        /* Ownerless between passes: the next ms_move of it adopts it. */
+        if (!rc)
+            rc = journal_failed(&mv, jn_disown(j, id));
         if (!rc) {
             ms_log(LOG_INFO, "move %lld: prepared after %d passes: %lld messages", (long long)id, n,
                    (long long)mv.messages);
@@ -1801,6 +1806,12 @@ int ms_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mailbox,
 {
     if (!opts || src == dst)
         return -EINVAL;
+    if (opts->mode == MS_MOVE_OFFLINE) {
+        int64_t other;
+        if (jn_find_active(j, ms_store_name(src), mailbox, &other) == 0)
+            return -EBUSY;
+        return run_move(j, src, dst, mailbox, opts, false, 0, id_out);
+    }
     return online_move(j, src, dst, mailbox, opts, id_out);
 }
 

@@ -66,7 +66,7 @@ else
 fi
 out=$(C move alice 2>&1)
 check "wrong arguments: the command's usage ($out)" \
-    bash -c "printf '%s' '$out' | grep -q '^usage: mailfsctl \[-c CONFIG\] move MAILBOX TARGET_STORE'"
+    bash -c "printf '%s' '$out' | grep -q '^usage: mailfsctl \[-c CONFIG\] move \[--prepare .*\] MAILBOX TARGET_STORE'"
 
 # --- check without [directory]
 out=$(C check 2>&1)
@@ -138,11 +138,15 @@ C move "$odd" srv2 >/dev/null
 mkdir -p "$WORK/a very long folder name for the import source that is wider than any column"
 cp "$TESTDATA/pst/aspose_source.pst" "$WORK/a very long folder name for the import source that is wider than any column/imported.pst"
 C import "$WORK/a very long folder name for the import source that is wider than any column/imported.pst" srv3 imp >/dev/null 2>&1
-C moves >"$WORK/moves"
+C moves >"$WORK/moves.all"
+# the table; the passes of online moves follow it, one "move N pass K" line each
+grep -v '^move [0-9]* pass ' "$WORK/moves.all" >"$WORK/moves"
+check "moves: a pass line for each pass of the online moves" \
+    test "$(grep -c '^move [0-9]* pass [0-9]* \(bulk\|delta\|final\) ' "$WORK/moves.all")" -gt 0
 nmoves=$(moves_count "$S")
 check "moves: one line per move and a header" test "$(wc -l <"$WORK/moves")" = $((nmoves + 1))
 col=$(head -1 "$WORK/moves" | grep -bo 'STATE' | cut -d: -f1)
-bad=$(tail -n +2 "$WORK/moves" | cut -c$((col + 1))- | awk '$1 !~ /^(running|committed|done|rolled-back|undone|purged)$/' | wc -l)
+bad=$(tail -n +2 "$WORK/moves" | cut -c$((col + 1))- | awk '$1 !~ /^(running|prepared|committed|done|rolled-back|undone|purged)$/' | wc -l)
 check "moves: every STATE in its column" test "$bad" = 0
 check "moves: control characters escaped" grep -q 'odd\\tname\\nwith newline\\x01' "$WORK/moves"
 check "moves: an import shows its file's name" grep -q ' imported.pst ' "$WORK/moves"

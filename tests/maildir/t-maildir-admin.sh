@@ -299,7 +299,7 @@ unmount "$S"
 # maildir; --fix-orphans rolls it back (the copy's directory gone)
 dovecot_user alice "$S/md2" || exit 1
 snap alice alice.final
-MAILFS_FAULT=copied C move alice md1 >/dev/null 2>&1
+MAILFS_FAULT=locked C move alice md1 >/dev/null 2>&1
 check "the killed move left a hidden incoming copy in md1" \
     test "$(find "$S/md1" -mindepth 1 -maxdepth 1 -name '~mailfs~move~*' | wc -l)" = 1
 rm -f "$S"/journal.db*

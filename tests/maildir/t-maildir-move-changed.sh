@@ -1,10 +1,11 @@
 #!/bin/bash
-# Dovecot changes a mailbox while mailfs moves it (issue 12): a delivery by
-# dovecot-lda in the middle of the copy, then an IMAP client's flag change
-# right before the commit point.  Each time the move rolls back with EAGAIN
-# and says why, the source is intact (what Dovecot serves is what it served
-# plus the change), nothing is left in the target, and a retry moves
-# everything: nothing lost, nothing twice.
+# Dovecot changes a mailbox while mailfs moves it.  A delivery by
+# dovecot-lda in the middle of the copy (the source is writable then,
+# DESIGN 10) is carried over by the next pass: the move succeeds and
+# Dovecot serves it in the target with its UID.  An IMAP client's flag
+# change right before the commit point (after the final pass) rolls the
+# move back with EAGAIN, says why, leaves the source intact and nothing in
+# the target, and a retry moves everything: nothing lost, nothing twice.
 set -u
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/../dovecot.sh"
@@ -41,10 +42,28 @@ moved_back() { # point change-command...
 }
 
 mount_fg "$S" MAILFS_STALL=copy MAILFS_STALL_FILE="$S/stall" || exit 1
-dovecot_snapshot carol >"$WORK/before"
-moved_back copy dovecot_lda carol <"${EMLS[0]}"
-check "the delivery is in the source, as Dovecot serves it" \
-    test "$(dovecot_imap uids carol INBOX | wc -l)" = $((N + 1))
+touch "$S/stall"
+mv "$M/md/carol" "$M/md2/" 2>"$WORK/mv.err" &
+mvpid=$!
+wait_for "the move to wait in its copy" stalled copy 1
+dovecot_lda carol <"${EMLS[0]}"
+dovecot_snapshot carol >"$WORK/source1"
+rm "$S/stall"
+wait $mvpid
+check "copy: a delivery during the copy does not stop the move" test $? = 0
+dovecot_user carol "$S/md2" || exit 1
+dovecot_snapshot carol >"$WORK/after1"
+check "copy: Dovecot serves every message in the target, the delivery too, with its UID" \
+    diff "$WORK/source1" "$WORK/after1"
+check "copy: $((N + 1)) messages" test "$(dovecot_imap uids carol INBOX | wc -l)" = $((N + 1))
+check "copy: the passes carried it (a pass after the bulk copied one message)" \
+    bash -c "'$B/mailfsctl' -c '$S/conf' moves --json | grep -q '\"phase\": \"delta\", \"messages\": 1,'"
+unmount "$S"
+# back to md for what follows (the same engine, no stall)
+mount_fg "$S" || exit 1
+mv "$M/md2/carol" "$M/md/" || not_ok "move carol back to md"
+dovecot_user carol "$S/md" || exit 1
+"$B/mailfsctl" -c "$S/conf" purge --all >/dev/null
 unmount "$S"
 
 mount_fg "$S" MAILFS_STALL=before-commit MAILFS_STALL_FILE="$S/stall" || exit 1

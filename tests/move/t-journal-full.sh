@@ -34,9 +34,9 @@ C moves >/dev/null # creates the journal on the tmpfs
 
 # --- 1. the journal fills before the commit point: rolled back
 touch "$WORK/stall"
-MAILFS_STALL=copied MAILFS_STALL_FILE="$WORK/stall" C move alice srv2 >/dev/null 2>"$WORK/m1.err" &
+MAILFS_STALL=locked MAILFS_STALL_FILE="$WORK/stall" C move alice srv2 >/dev/null 2>"$WORK/m1.err" &
 mover=$!
-wait_for "the move of alice to stall after copying" jn_is "select step from move where id = 1" copied
+wait_for "the move of alice to stall after copying" jn_is "select step from move where id = 1" cutover
 fill
 rm -f "$WORK/stall"
 wait $mover

@@ -17,7 +17,7 @@ hidden() { sqlite3 "$S/$1.db" "select count(*) from mailbox where state != 0"; }
 locked() { sqlite3 "$S/$1.db" "select count(*) from mailbox where lock_move != 0"; }
 
 # alice: the test data's messages in two folders, with flags and an ACL.
-mount_fg "$S" MAILFS_STALL=copied MAILFS_STALL_FILE="$WORK/stall" || exit 1
+mount_fg "$S" MAILFS_STALL=locked MAILFS_STALL_FILE="$WORK/stall" || exit 1
 mkdir -p "$M/srv1/alice/INBOX" "$M/srv1/alice/Archive"
 cp -a "$TD/eml/spamassassin/." "$M/srv1/alice/INBOX/"
 cp -a "$TD/eml/mimekit/." "$M/srv1/alice/Archive/"
@@ -44,11 +44,11 @@ check "... alice still in srv1, unlocked" test -d "$M/srv1/alice" -a "$(locked s
 unmount "$S"
 
 # --- 2. the journal deleted in the middle of a move, then the daemon killed
-mount_fg "$S" MAILFS_STALL=copied MAILFS_STALL_FILE="$WORK/stall" || exit 1
+mount_fg "$S" MAILFS_STALL=locked MAILFS_STALL_FILE="$WORK/stall" || exit 1
 touch "$WORK/stall"
 mv "$M/srv1/alice" "$M/srv2/" 2>"$WORK/mv2.err" &
 mvpid=$!
-wait_for "the move to stall after copying" grep -q "stalled at copied" "$S/daemon.log"
+wait_for "the move to stall after copying" grep -q "stalled at locked" "$S/daemon.log"
 rm -f "$S"/journal.db*
 pkill -KILL -f "mailfs -f $S/conf"
 wait $mvpid
@@ -81,7 +81,7 @@ unmount "$S"
 # --- 3. the same crash, settled by the next mount instead of by recover
 ctl move alice srv1 >/dev/null || not_ok "move alice back to srv1"
 ctl purge --all >/dev/null
-MAILFS_FAULT=copied ctl move alice srv2 >/dev/null 2>&1
+MAILFS_FAULT=locked ctl move alice srv2 >/dev/null 2>&1
 rm -f "$S"/journal.db*
 check "a killed mailfsctl move left a lock" test "$(locked srv1)" = 1
 mount_fg "$S" || exit 1
@@ -112,7 +112,7 @@ mkdir -p "$S/full.fs"
 mount -t tmpfs -o size=24m tmpfs "$S/full.fs" || exit 1
 printf '[store full]\npath = %s/full.fs/full.db\n' "$S" >>"$S/conf"
 ctl store create full >/dev/null
-MAILFS_FAULT=copied ctl move alice full >/dev/null 2>&1
+MAILFS_FAULT=locked ctl move alice full >/dev/null 2>&1
 check "the killed move left a hidden copy on the small disk" test "$(sqlite3 "$S/full.fs/full.db" 'select count(*) from mailbox')" = 1
 dd if=/dev/zero of="$S/full.fs/filler" bs=64k 2>/dev/null
 ctl recover >"$WORK/recover-full.out" 2>&1
