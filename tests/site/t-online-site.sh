@@ -35,6 +35,7 @@ TOOL="python3 $ROOT/tests/tools/online_client.py"
 no() { ! "$@"; }
 lines() { local n; n=$(grep -sc "^$1 " "$2"); echo "${n:-0}"; }
 at_least() { test "$(lines "$1" "$2")" -ge "$3"; } # KIND FILE N: N lines of KIND
+since() { awk -v t0="$1" -v t1="$(date +%s.%N)" 'BEGIN { printf "%.2f", t1 - t0 }'; } # seconds since T0
 wait_long() { # SECONDS "description" command...: wait_for, longer
     local n=$1 what=$2
     shift 2
@@ -79,19 +80,19 @@ gates 80 200
 wait_for "80 flag changes and 200 deliveries during the bulk pass" reached 80 200
 rm -f "$WORK/stall.copy"
 wait_long 120 "the bulk pass to end (stalled at copied)" grep -q "stalled at copied" "$S/daemon.log"
-echo "# bulk pass done after $(echo "$(date +%s.%N) - $t0" | bc) s"
+echo "# bulk pass done after $(since "$t0") s"
 gates 120 300
 wait_for "120 flag changes and 300 deliveries after the bulk pass" reached 120 300
 gates 160 400
 rm -f "$WORK/stall.copied"
 wait_long 120 "the cutover (the hold on $U)" grep -q "holding uid=$U," "$S/daemon.log"
 gates "" ""
-echo "# cutover began after $(echo "$(date +%s.%N) - $t0" | bc) s;" \
+echo "# cutover began after $(since "$t0") s;" \
     "$(lines flag "$WORK/flags") flag changes and $(lines sent "$WORK/sent") deliveries by then"
 wait "$mover"
 rc=$?
 flags_at_end=$(lines flag "$WORK/flags") sent_at_end=$(lines sent "$WORK/sent")
-echo "# mv took $(echo "$(date +%s.%N) - $t0" | bc) s; $flags_at_end flag changes and $sent_at_end deliveries by then"
+echo "# mv took $(since "$t0") s; $flags_at_end flag changes and $sent_at_end deliveries by then"
 check "mv of $U's mailbox through the mount succeeded" test "$rc" = 0
 [ "$rc" = 0 ] || cat "$WORK/mv.err"
 wait "$flagger" || not_ok "the IMAP client: $(tail -3 "$WORK/flags" "$WORK/flags.err")"
