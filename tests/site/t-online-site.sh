@@ -158,8 +158,8 @@ head -5 "$WORK/flag.check"
 
 # --- the journal and the lock window
 "$B/mailfsctl" -c "$S/conf" moves --json >"$WORK/moves.json"
-lock_ms=$(python3 -c 'import json,sys; m=[x for x in json.load(open(sys.argv[1])) if x.get("state")=="done"]; print(int(m[-1]["lock_ms"]) if m else -1)' "$WORK/moves.json" 2>/dev/null)
-passes=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1]))[-1]; print(" ".join("%s:%d/%d/%d:%.2fs" % (p["phase"], p["messages"], p["updated"], p["removed"], p["seconds"]) for p in m["passes"]))' "$WORK/moves.json" 2>/dev/null)
+lock_ms=$(python3 -c 'import json,sys; m=[x for x in json.load(open(sys.argv[1])) if x.get("state")=="done"]; print(int(m[0]["lock_ms"]) if m else -1)' "$WORK/moves.json" 2>/dev/null)
+passes=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1]))[0]; print(" ".join("%s:%d/%d/%d:%.2fs" % (p["phase"], p["messages"], p["updated"], p["removed"], p["seconds"]) for p in m["passes"]))' "$WORK/moves.json" 2>/dev/null)
 imap_hold=$(sed -n 's/^done .*max_hold=//p' "$WORK/flags")
 lmtp_hold=$(sed -n 's/^done .*max_hold=//p' "$WORK/sent")
 echo "# lock window: journal lock_ms=$lock_ms; client side: longest login hold ${imap_hold:-?} s," \
