@@ -34,7 +34,7 @@ for u in $SITE_USERS; do site_big "$u" $N || exit 1; done
 
 # --- a message Dovecot has not listed yet
 setpriv --reuid="$DOVECOT_UID" --regid="$DOVECOT_GID" --clear-groups \
-    python3 "$SITE_TOOL" maildir-fill "$S/srv1/u0/new-one" 1 "$TD/eml" || not_ok "a message file for u0"
+    /usr/bin/python3 "$SITE_TOOL" maildir-fill "$S/srv1/u0/new-one" 1 "$TD/eml" || not_ok "a message file for u0"
 f=$(ls "$S/srv1/u0/new-one/new")
 mv "$S/srv1/u0/new-one/new/$f" "$S/srv1/u0/new/$f" && rm -rf "$S/srv1/u0/new-one"
 check "u0's new message is not in dovecot-uidlist" test "$(grep -c -F "$f" "$S/srv1/u0/dovecot-uidlist")" = 0
