@@ -39,7 +39,8 @@ f=$(ls "$S/srv1/u0/new-one/new")
 mv "$S/srv1/u0/new-one/new/$f" "$S/srv1/u0/new/$f" && rm -rf "$S/srv1/u0/new-one"
 check "u0's new message is not in dovecot-uidlist" test "$(grep -c -F "$f" "$S/srv1/u0/dovecot-uidlist")" = 0
 ctime=$(stat -c %Z "$S/srv1/u0/new/$f")
-wait_for "the message to be 2 s old" test "$(date +%s)" -ge $((ctime + 2))
+now_past() { test "$(date +%s)" -ge "$1"; }
+wait_for "the message to be 2 s old" now_past $((ctime + 2))
 mv "$M/srv1/u0" "$M/srv2/" 2>"$WORK/mv-u0.err"
 rc=$?
 check "mv of u0 with a message not yet in dovecot-uidlist succeeded" test "$rc" = 0
