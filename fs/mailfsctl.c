@@ -471,23 +471,37 @@ static int cmd_move(ctl *c, int argc, char **argv)
         signal(SIGTERM, request_stop);
     }
     int rounds = 0;
-    do {
-        if (!rc)
-            rc = ms_move(j, src, dst, mailbox, &o, &id);
-        if (!rc && every > 0) {
+    bool completed = false;
+    while (!rc) {
+        rc = ms_move(j, src, dst, mailbox, &o, &id);
+        if (rc && rounds > 0 && find_mailbox(c, mailbox) != src) {
+            completed = true; /* its cutover ran meanwhile (mv, --complete) */
+            rc = 0;
+            break;
+        }
+        if (rc == -EBUSY && rounds > 0) {
+            rc = 0; /* a round that meets the cutover waits for the next */
+            printf("%s: pass round %d skipped: the move is busy (its cutover runs)\n", mailbox,
+                   ++rounds);
+        } else if (!rc && every > 0)
             printf("prepared %s for %s (move %lld), pass round %d\n", mailbox, target,
                    (long long)id, ++rounds);
-            fflush(stdout);
+        fflush(stdout);
+        if (rc || every <= 0 || !wait_minutes(every))
+            break;
+        if (find_mailbox(c, mailbox) != src) {
+            completed = true;
+            break;
         }
-    } while (!rc && every > 0 && wait_minutes(every) &&
-             /* completed meanwhile: nothing left to keep in step */
-             find_mailbox(c, mailbox) == src);
+    }
     if (rc)
         fprintf(stderr, "mailfsctl: move %s to %s: %s\n", mailbox, target,
                 !dst                                        ? "no such store"
                 : !src                                      ? "no such mailbox in any store"
                 : rc == -ENOENT && mode == MS_MOVE_COMPLETE ? "no prepared move of it to that store"
                                                             : ms_strerror(MS_OP_MOVE, rc));
+    else if (completed)
+        printf("%s was moved to %s by its cutover (move %lld)\n", mailbox, target, (long long)id);
     else if (mode == MS_MOVE_PREPARE)
         printf("prepared %s from %s for %s (move %lld)\n", mailbox, ms_store_name(src), target,
                (long long)id);
@@ -984,6 +998,9 @@ static int cmd_undo(ctl *c, const char *arg)
         undo_gone(c, j, &mi);
     else if (rc)
         fprintf(stderr, "mailfsctl: undo %lld: %s\n", id, ms_strerror(MS_OP_UNDO, rc));
+    else if (mi.state == MS_MOVE_PREPARED)
+        printf("move %lld abandoned: its prepared copy in %s dropped, %s stays in %s\n", id,
+               mi.target, mi.mailbox, mi.source);
     else if (!nid)
         undo_said_deleted(c, j, id);
     else

@@ -150,6 +150,15 @@ typedef struct ms_attr {
     /* A folder that is only the parent of others and can hold no message
      * (IMAP's \Noselect): a Maildir++ parent implied by ".a.b" alone. */
     bool noselect;
+    /*
+     * The mailbox's change sequence at the node's last change, as IMAP
+     * CONDSTORE's MODSEQ: a message's moves with any change of it (bytes,
+     * flags, name, mode, owner, dates, UID); a folder's or mailbox's with
+     * any change of its own and of any direct child (added, changed,
+     * renamed, removed).  Compared only with ms_mailbox_modseq of the same
+     * mailbox; 0: the backend keeps none (pst).
+     */
+    uint64_t modseq;
 } ms_attr;
 
 /*
@@ -538,12 +547,26 @@ int ms_folder_uids_set(ms_store *st, ms_node folder, const ms_folder_uids *u);
 int ms_mailbox_stamp(ms_store *st, int64_t id, uint8_t out[MS_STAMP_LEN]);
 
 /*
+ * A floor of mailbox id's change sequence (ms_attr.modseq): every change
+ * made in the mailbox after this returns gives the nodes it changes (and
+ * their parents) a modseq >= *out.  Changes made before may too (false
+ * positives), but none made after is missed: a move's delta pass takes
+ * the floor first and, at the next pass, re-reads only nodes at or above
+ * it.  -ENOTSUP: the backend keeps no sequence (pst); -ENOENT: no such
+ * mailbox.
+ */
+int ms_mailbox_modseq(ms_store *st, int64_t id, uint64_t *out);
+
+/*
  * Makes message (of store src) a new message name with IMAP UID uid in
  * folder of st, sharing its bytes instead of copying them (a hard link
  * between two maildir stores on one filesystem), with its flags, date,
  * mode and owner.  -EXDEV when st cannot share src's bytes (another
- * backend, another filesystem): the caller copies.  *out (may be NULL)
- * gets the new message's attributes.  Inside a batch like any write.
+ * backend, another filesystem): the caller copies.  -ENOENT when the
+ * message's file was renamed or removed meanwhile (a mail server behind
+ * the store): the caller may copy it through a reader, which finds it
+ * under its new name if it still exists.  *out (may be NULL) gets the new
+ * message's attributes.  Inside a batch like any write.
  */
 int ms_message_link(ms_store *st, ms_node folder, const char *name, int64_t uid, ms_store *src,
                     int64_t message, ms_attr *out);
@@ -850,7 +873,9 @@ int ms_orphans(ms_journal *j, ms_store *const *stores, size_t n, ms_directory *d
  * mailbox again (*new_id 0; -EEXIST if the source has one of that name)
  * and the deleted one stays in the target's deleted items.  The site
  * gives the journal, the stores, the directory and retain-days; a store
- * or directory that cannot be opened fails the undo (logged).
+ * or directory that cannot be opened fails the undo (logged).  Undoing a
+ * prepared move abandons it (its copy dropped; *new_id 0; -EBUSY while
+ * its passes run).
  */
 int ms_undo(ms_site *site, int64_t id, int64_t *new_id);
 /*

@@ -1227,6 +1227,13 @@ int ms_mailbox_stamp(ms_store *st, int64_t id, uint8_t out[MS_STAMP_LEN])
     return st->be->admin->mailbox_stamp(st, id, out);
 }
 
+int ms_mailbox_modseq(ms_store *st, int64_t id, uint64_t *out)
+{
+    if (!st->be->admin->mailbox_modseq)
+        return -ENOTSUP;
+    return st->be->admin->mailbox_modseq(st, id, out);
+}
+
 int ms_message_link(ms_store *st, ms_node folder, const char *name, int64_t uid, ms_store *src,
                     int64_t message, ms_attr *out)
 {

@@ -13,7 +13,7 @@
  * lost and nothing duplicated.  The emptied mailbox is left in place (a
  * mail server may be writing into it still); `mailfsctl check` names it.
  */
-#include "journal.h"
+#include "engine.h"
 
 #include <errno.h>
 #include <string.h>
@@ -46,11 +46,14 @@ static GArray *children(ms_store *st, ms_node parent, int *rc)
 }
 
 /* Copies message m of src into folder to of dst (durably), then removes
- * it from src's folder from. */
-static int carry_message(ms_store *src, ms_node from, const entry *m, ms_store *dst, ms_node to)
+ * it from src's folder from (unless keep). */
+static int carry_message(ms_store *src, ms_node from, const entry *m, ms_store *dst, ms_node to,
+                         bool keep)
 {
     ms_attr there;
     int rc = ms_lookup(dst, to, m->name, &there);
+    if (rc == 0 && keep)
+        return 1; /* the target has it: nothing to carry */
     if (rc == 0 && there.size == m->attr.size)
         return ms_unlink(src, from, m->name); /* carried before a crash */
     const char *name = m->name;
@@ -86,22 +89,28 @@ static int carry_message(ms_store *src, ms_node from, const entry *m, ms_store *
     ms_writer_close(w);
     ms_reader_close(r);
     g_free(meta.flags);
-    if (!rc)
+    if (!rc && !keep)
         rc = ms_unlink(src, from, m->name);
     return rc;
 }
 
-/* Carries what folder from (of the stray mailbox) holds into to. */
-static int carry_folder(ms_store *src, ms_node from, ms_store *dst, ms_node to, int64_t *carried)
+/* The change sequence of a node; none kept: counted as changed. */
+static uint64_t seq_of(const ms_attr *a) { return a->modseq ? a->modseq : UINT64_MAX; }
+
+int mv_carry_folder(ms_store *src, ms_node from, ms_store *dst, ms_node to, uint64_t since,
+                    bool keep, int64_t *carried)
 {
     int rc;
     GArray *a = children(src, from, &rc);
     for (guint i = 0; !rc && i < a->len; i++) {
         entry *e = &g_array_index(a, entry, i);
         if (e->attr.node.kind == MS_MESSAGE) {
-            rc = carry_message(src, from, e, dst, to);
+            if (since && seq_of(&e->attr) < since)
+                continue;
+            rc = carry_message(src, from, e, dst, to, keep);
             if (!rc)
                 (*carried)++;
+            rc = rc > 0 ? 0 : rc;
             continue;
         }
         ms_attr f;
@@ -109,7 +118,7 @@ static int carry_folder(ms_store *src, ms_node from, ms_store *dst, ms_node to, 
         if (rc == -ENOENT)
             rc = ms_mkdir(dst, to, e->name, e->attr.mode, e->attr.uid, e->attr.gid, &f);
         if (!rc)
-            rc = carry_folder(src, e->attr.node, dst, f.node, carried);
+            rc = mv_carry_folder(src, e->attr.node, dst, f.node, since, keep, carried);
     }
     g_array_free(a, TRUE);
     return rc;
@@ -145,7 +154,7 @@ int ms_carry_late(ms_journal *j, ms_store *const *stores, size_t n, int64_t *car
             ms_lookup(dst, (ms_node){MS_ROOT, 0}, m->newname, &home))
             continue;
         int64_t k = 0;
-        int r = carry_folder(src, stray.node, dst, home.node, &k);
+        int r = mv_carry_folder(src, stray.node, dst, home.node, 0, false, &k);
         if (k)
             ms_log(LOG_INFO,
                    "move %lld: carried %lld message(s) that reached %s in %s after the move "

@@ -17,7 +17,7 @@
  * source was never written), after it it finishes.  The engine uses only
  * the public store API, so it moves between any two backends.
  */
-#include "journal.h"
+#include "engine.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -28,13 +28,6 @@
 #include <unistd.h>
 
 #include <glib.h>
-
-/* Space asked for beyond twice the mailbox: the stores' own overhead. */
-#define SPACE_MARGIN (16 * 1024 * 1024)
-#define PAGE 512 /* children listed and copied per round */
-/* One target transaction per this many messages or bytes, whichever first. */
-#define BATCH_MESSAGES 256
-#define BATCH_BYTES (16 * 1024 * 1024)
 
 /*
  * Test-only: with $MAILFS_STALL naming this point, the mover waits there
@@ -99,36 +92,7 @@ void ms_fault(const char *point)
 
 /* ------------------------------------------------------------- copying */
 
-typedef struct mover {
-    ms_journal *j;
-    ms_store *src, *dst;
-    int64_t id;
-    const ms_move_opts *opts;
-    bool resume; /* an interrupted import goes on: what is there stays */
-    int64_t messages, bytes;
-    int64_t last_report_ns;
-    char *error;        /* what went wrong, for the journal and the log */
-    bool journal_error; /* ... and it was the journal that failed */
-    /* The source mailbox's stamp taken once it was locked; stamped false
-     * when its backend has none (nothing writes behind its lock). */
-    bool stamped;
-    uint8_t stamp[MS_STAMP_LEN];
-    /* Shared bytes: after the first -EXDEV the stores cannot share any
-     * (another backend or filesystem), and messages are copied.  A
-     * target batch is open between consecutive links only (in_batch),
-     * holding batch_messages linked messages of batch_bytes. */
-    bool no_link;
-    bool in_batch;
-    int64_t batch_messages, batch_bytes;
-} mover;
-
-typedef struct child {
-    char *name;
-    ms_attr attr;
-    uint64_t cookie;
-} child;
-
-static void child_clear(gpointer p) { g_free(((child *)p)->name); }
+void mv_child_clear(gpointer p) { g_free(((child *)p)->name); }
 
 static int collect(void *ctx, const char *name, const ms_attr *a, uint64_t cookie)
 {
@@ -139,7 +103,7 @@ static int collect(void *ctx, const char *name, const ms_attr *a, uint64_t cooki
 }
 
 /* The next page of children of parent after *cookie; empty at the end. */
-static int next_page(ms_store *st, ms_node parent, uint64_t *cookie, GArray *page)
+int mv_next_page(ms_store *st, ms_node parent, uint64_t *cookie, GArray *page)
 {
     g_array_set_size(page, 0);
     int rc = ms_list(st, parent, *cookie, collect, page);
@@ -161,14 +125,14 @@ static int copy_xattr(ms_store *src, ms_node from, ms_store *dst, ms_node to, co
     return rc;
 }
 
-static int set_times_and_owner(ms_store *st, ms_node n, const ms_attr *like)
+int mv_set_times_and_owner(ms_store *st, ms_node n, const ms_attr *like)
 {
     ms_setattr_req r = {MS_SET_MODE | MS_SET_UID | MS_SET_GID | MS_SET_MTIME, like->mode, like->uid,
                         like->gid, like->mtime_ns};
     return ms_setattr(st, n, &r, NULL);
 }
 
-static bool cancelled(mover *mv)
+bool mv_cancelled(mover *mv)
 {
     return mv->opts && mv->opts->cancelled && mv->opts->cancelled(mv->opts->ctx);
 }
@@ -178,7 +142,7 @@ static bool cancelled(mover *mv)
  * move fails with EIO, whatever the errno (a full journal disk is not the
  * target's ENOSPC), and its error says it was the journal.
  */
-static int journal_failed(mover *mv, int rc)
+int mv_journal_failed(mover *mv, int rc)
 {
     if (!rc)
         return 0;
@@ -193,17 +157,17 @@ static int journal_failed(mover *mv, int rc)
  * journal that takes no progress row will not take the commit point
  * either: the error ends the copy now rather than after it.
  */
-static int report(mover *mv, bool force)
+int mv_report(mover *mv, bool force)
 {
     int64_t now = ms_now_ns();
     if (!force && now - mv->last_report_ns <= 250 * 1000000LL)
         return 0;
     mv->last_report_ns = now;
-    return journal_failed(mv, jn_progress(mv->j, mv->id, mv->messages, mv->bytes));
+    return mv_journal_failed(mv, jn_progress(mv->j, mv->id, mv->messages, mv->bytes));
 }
 
 /* Opens the target batch that links join, unless it is open. */
-static int open_batch(mover *mv)
+int mv_open_batch(mover *mv)
 {
     if (mv->in_batch)
         return 0;
@@ -219,7 +183,7 @@ static int open_batch(mover *mv)
  * Ends the open target batch (if any), committing it if commit; what it
  * held counts as copied once committed.  Returns the batch's outcome.
  */
-static int close_batch(mover *mv, bool commit)
+int mv_close_batch(mover *mv, bool commit)
 {
     if (!mv->in_batch)
         return 0;
@@ -232,8 +196,6 @@ static int close_batch(mover *mv, bool commit)
     return rc;
 }
 
-static int commit_prepared(mover *mv, GPtrArray *ready);
-
 /*
  * Makes message m in dfolder share the source's bytes (ms_message_link)
  * instead of copying them: 1 when linked, 0 when the stores cannot share
@@ -245,23 +207,26 @@ static int link_message(mover *mv, const child *m, ms_node dfolder, GPtrArray *r
 {
     if (mv->no_link)
         return 0;
-    int rc = ready->len ? commit_prepared(mv, ready) : 0;
+    int rc = ready->len ? mv_commit_prepared(mv, ready) : 0;
     if (!rc)
-        rc = open_batch(mv);
+        rc = mv_open_batch(mv);
     if (!rc)
         rc = ms_message_link(mv->dst, dfolder, m->name, m->attr.imap_uid, mv->src, m->attr.node.id,
                              NULL);
-    if (rc == -EXDEV) {
-        /* Copies read the source: no target batch stays open meanwhile. */
-        mv->no_link = true;
-        return close_batch(mv, true);
+    if (rc == -EXDEV || rc == -ENOENT) {
+        /* Copies read the source: no target batch stays open meanwhile.
+         * ENOENT: the file was renamed under us (a flag set by the mail
+         * server): this one is copied, the next ones linked again. */
+        if (rc == -EXDEV)
+            mv->no_link = true;
+        return mv_close_batch(mv, true);
     }
     if (rc)
         return rc;
     mv->batch_messages++;
     mv->batch_bytes += m->attr.size;
     if (mv->batch_messages >= BATCH_MESSAGES || mv->batch_bytes >= BATCH_BYTES)
-        rc = close_batch(mv, true);
+        rc = mv_close_batch(mv, true);
     return rc ? rc : 1;
 }
 
@@ -273,8 +238,8 @@ static int link_message(mover *mv, const child *m, ms_node dfolder, GPtrArray *r
  * it, go on.  Returns 1 when the message needs no writer: a resumed
  * import already has it, or it was linked (link_message).
  */
-static int prepare_message(mover *mv, const child *m, ms_node dfolder, GPtrArray *ready,
-                           ms_writer **out)
+int mv_prepare_message(mover *mv, const child *m, ms_node dfolder, GPtrArray *ready,
+                       ms_writer **out)
 {
     ms_reader *r = NULL;
     ms_writer *w = NULL;
@@ -328,18 +293,18 @@ static int prepare_message(mover *mv, const child *m, ms_node dfolder, GPtrArray
  * of links, if any, or a new one), then frees them.  No batch is open
  * when it returns.
  */
-static int commit_prepared(mover *mv, GPtrArray *ready)
+int mv_commit_prepared(mover *mv, GPtrArray *ready)
 {
     if (!ready->len)
-        return close_batch(mv, true);
-    int rc = open_batch(mv);
+        return mv_close_batch(mv, true);
+    int rc = mv_open_batch(mv);
     for (guint i = 0; !rc && i < ready->len; i++) {
         ms_writer *w = ready->pdata[i];
         mv->batch_bytes += ms_writer_size(w);
         rc = ms_writer_commit(w, false, NULL);
         mv->batch_messages++;
     }
-    int e = close_batch(mv, rc == 0);
+    int e = mv_close_batch(mv, rc == 0);
     if (!rc)
         rc = e;
     g_ptr_array_set_size(ready, 0);
@@ -365,7 +330,7 @@ static int copy_folder_uids(mover *mv, ms_node from, ms_node to)
 static int copy_children(mover *mv, ms_node sparent, ms_node dparent)
 {
     GArray *page = g_array_new(FALSE, FALSE, sizeof(child));
-    g_array_set_clear_func(page, child_clear);
+    g_array_set_clear_func(page, mv_child_clear);
     /* Read, not yet committed: one target transaction per BATCH_MESSAGES
      * or BATCH_BYTES, whichever comes first. */
     GPtrArray *ready = g_ptr_array_new_with_free_func((GDestroyNotify)ms_writer_close);
@@ -374,23 +339,23 @@ static int copy_children(mover *mv, ms_node sparent, ms_node dparent)
     int rc = 0;
     /* rc is tested before each page: an error inside one must end the
      * copy, not be overwritten by the next listing. */
-    while (!rc && !(rc = next_page(mv->src, sparent, &cookie, page)) && page->len) {
+    while (!rc && !(rc = mv_next_page(mv->src, sparent, &cookie, page)) && page->len) {
         for (guint i = 0; !rc && i < page->len; i++) {
             child *c = &g_array_index(page, child, i);
-            if (cancelled(mv)) {
+            if (mv_cancelled(mv)) {
                 rc = -EINTR;
                 break;
             }
             if (c->attr.node.kind == MS_MESSAGE) {
                 ms_writer *w = NULL;
-                rc = prepare_message(mv, c, dparent, ready, &w);
+                rc = mv_prepare_message(mv, c, dparent, ready, &w);
                 if (rc == 1) {
                     rc = 0;
                 } else if (!rc) {
                     g_ptr_array_add(ready, w);
                     ready_bytes += ms_writer_size(w);
                     if (ready->len >= BATCH_MESSAGES || ready_bytes >= BATCH_BYTES) {
-                        rc = commit_prepared(mv, ready);
+                        rc = mv_commit_prepared(mv, ready);
                         ready_bytes = 0;
                     }
                 }
@@ -399,7 +364,7 @@ static int copy_children(mover *mv, ms_node sparent, ms_node dparent)
                 continue;
             }
             /* What is read so far goes in first: the subtree may be big. */
-            rc = commit_prepared(mv, ready);
+            rc = mv_commit_prepared(mv, ready);
             ready_bytes = 0;
             ms_attr f;
             if (!rc)
@@ -423,20 +388,20 @@ static int copy_children(mover *mv, ms_node sparent, ms_node dparent)
                 rc = copy_folder_uids(mv, c->attr.node, f.node);
             /* After the children: nothing below touches it any more. */
             if (!rc)
-                rc = set_times_and_owner(mv->dst, f.node, &c->attr);
+                rc = mv_set_times_and_owner(mv->dst, f.node, &c->attr);
             if (rc && rc != -EINTR && !mv->error)
                 mv->error = g_strdup_printf("copying folder %s: %s", c->name, g_strerror(-rc));
         }
         if (!rc)
-            rc = commit_prepared(mv, ready);
+            rc = mv_commit_prepared(mv, ready);
         ready_bytes = 0;
         if (!rc)
-            rc = report(mv, false);
+            rc = mv_report(mv, false);
         if (!rc)
             ms_fault("copy");
     }
     /* A failed link leaves its batch open: what it holds goes with it. */
-    close_batch(mv, false);
+    mv_close_batch(mv, false);
     g_ptr_array_free(ready, TRUE);
     g_array_free(page, TRUE);
     return rc;
@@ -448,11 +413,11 @@ static int copy_children(mover *mv, ms_node sparent, ms_node dparent)
 static int count_children(ms_store *st, ms_node n, int64_t *folders, int64_t *messages)
 {
     GArray *page = g_array_new(FALSE, FALSE, sizeof(child));
-    g_array_set_clear_func(page, child_clear);
+    g_array_set_clear_func(page, mv_child_clear);
     uint64_t cookie = 0;
     int rc;
     *folders = *messages = 0;
-    while (!(rc = next_page(st, n, &cookie, page)) && page->len)
+    while (!(rc = mv_next_page(st, n, &cookie, page)) && page->len)
         for (guint i = 0; i < page->len; i++)
             (g_array_index(page, child, i).attr.node.kind == MS_MESSAGE ? (*messages)++
                                                                         : (*folders)++);
@@ -460,7 +425,7 @@ static int count_children(ms_store *st, ms_node n, int64_t *folders, int64_t *me
     return rc;
 }
 
-static bool same_flags(const char *a, const char *b)
+bool mv_same_flags(const char *a, const char *b)
 {
     return !g_strcmp0(a && *a ? a : NULL, b && *b ? b : NULL);
 }
@@ -469,7 +434,7 @@ static bool same_flags(const char *a, const char *b)
  * Checks one source message against its copy, its UID too when the
  * source keeps UIDs (uids); sets mv->error if not.
  */
-static int verify_message(mover *mv, const child *c, ms_node dparent, bool uids)
+int mv_verify_message(mover *mv, const child *c, ms_node dparent, bool uids)
 {
     ms_attr d;
     ms_message_meta sm = {0}, dm = {0};
@@ -494,7 +459,7 @@ static int verify_message(mover *mv, const child *c, ms_node dparent, bool uids)
         mv->error = g_strdup_printf("verify: message %s missing in the copy", c->name);
     else if (d.size != c->attr.size || memcmp(sm.sha256, dm.sha256, 32))
         mv->error = g_strdup_printf("verify: message %s differs (SHA-256)", c->name);
-    else if (!same_flags(sm.flags, dm.flags) || d.mtime_ns != c->attr.mtime_ns)
+    else if (!mv_same_flags(sm.flags, dm.flags) || d.mtime_ns != c->attr.mtime_ns)
         mv->error = g_strdup_printf("verify: message %s lost its flags or date", c->name);
     else if (uids && d.imap_uid != c->attr.imap_uid)
         mv->error = g_strdup_printf("verify: message %s has UID %lld, its copy %lld", c->name,
@@ -546,13 +511,13 @@ static int verify_children(mover *mv, ms_node sparent, ms_node dparent, bool uid
         return -EIO;
     }
     GArray *page = g_array_new(FALSE, FALSE, sizeof(child));
-    g_array_set_clear_func(page, child_clear);
+    g_array_set_clear_func(page, mv_child_clear);
     uint64_t cookie = 0;
-    while (!rc && !(rc = next_page(mv->src, sparent, &cookie, page)) && page->len) {
+    while (!rc && !(rc = mv_next_page(mv->src, sparent, &cookie, page)) && page->len) {
         for (guint i = 0; !rc && i < page->len; i++) {
             child *c = &g_array_index(page, child, i);
             if (c->attr.node.kind == MS_MESSAGE) {
-                rc = verify_message(mv, c, dparent, uids);
+                rc = mv_verify_message(mv, c, dparent, uids);
                 continue;
             }
             ms_attr d;
@@ -567,453 +532,21 @@ static int verify_children(mover *mv, ms_node sparent, ms_node dparent, bool uid
             if (!rc)
                 rc = verify_children(mv, c->attr.node, d.node, fuids);
         }
-        if (cancelled(mv))
+        if (mv_cancelled(mv))
             rc = -EINTR;
     }
     g_array_free(page, TRUE);
     return rc;
 }
 
-/* -------------------------------------------------- online passes (DESIGN 10) */
-
-/*
- * A pass makes the hidden copy equal to the source as the pass sees it:
- * what the copy lacks is copied, what the source no longer has is
- * dropped, what changed is brought over.  The copy is written by its
- * move alone, so comparing the two listings is exact; the source's
- * change sequence (seq_of) spares re-reading messages that did not
- * change since the pass before (floor).  A pass is idempotent and keeps
- * no state but the floor: after a crash the next pass starts from
- * whatever the copy holds.
- */
-
-/* The change sequence of a source node.  Until the stores give one,
- * ctime: every change moves it, in both backends. */
-static uint64_t seq_of(const ms_attr *a) { return a->ctime_ns > 0 ? (uint64_t)a->ctime_ns : 0; }
-
-/*
- * The floor for a pass starting now: every change made after this gets a
- * seq >= it.  Stores stamp ctime with a clock that may lag the one read
- * here by a tick (a coarse clock): one second of margin, so a change
- * made at the very start of a pass is re-checked, never missed.
- */
-static uint64_t pass_floor(void) { return (uint64_t)(ms_now_ns() - 1000000000LL); }
-
-/* A folder's seq says nothing of its children's changes (ctime): every
- * folder is listed at every pass. */
-static bool folder_skippable(const ms_attr *a, uint64_t floor)
-{
-    (void)a;
-    (void)floor;
-    return false;
-}
-
-typedef struct touched {
-    ms_node sparent, dparent;
-    child c;
-} touched;
-
-static void touched_clear(gpointer p) { g_free(((touched *)p)->c.name); }
-
-typedef struct pass {
-    uint64_t floor; /* re-check what changed at or after; 0: everything */
-    ms_move_pass stats;
-    GArray *touched;  /* messages copied: verified once committed */
-    GPtrArray *ready; /* prepared writers not yet committed */
-    int64_t ready_bytes;
-    int64_t unsettled; /* changed while the pass ran: the next one carries them */
-} pass;
-
-typedef struct listing {
-    GArray *all;         /* of child, in the store's order */
-    GHashTable *by_name; /* name -> index + 1 */
-} listing;
-
-static void listing_clear(listing *l)
-{
-    if (l->by_name)
-        g_hash_table_destroy(l->by_name);
-    if (l->all)
-        g_array_free(l->all, TRUE);
-}
-
-/* Every child of parent, by name. */
-static int list_all(ms_store *st, ms_node parent, listing *l)
-{
-    l->all = g_array_new(FALSE, FALSE, sizeof(child));
-    g_array_set_clear_func(l->all, child_clear);
-    l->by_name = g_hash_table_new(g_str_hash, g_str_equal);
-    GArray *page = g_array_new(FALSE, FALSE, sizeof(child));
-    uint64_t cookie = 0;
-    int rc;
-    while (!(rc = next_page(st, parent, &cookie, page)) && page->len) {
-        for (guint i = 0; i < page->len; i++)
-            g_array_append_val(l->all, g_array_index(page, child, i));
-    }
-    g_array_free(page, TRUE); /* its names now belong to l->all */
-    for (guint i = 0; !rc && i < l->all->len; i++)
-        g_hash_table_insert(l->by_name, g_array_index(l->all, child, i).name,
-                            GUINT_TO_POINTER(i + 1));
-    return rc;
-}
-
-static child *listed(listing *l, const char *name)
-{
-    guint i = GPOINTER_TO_UINT(g_hash_table_lookup(l->by_name, name));
-    return i ? &g_array_index(l->all, child, i - 1) : NULL;
-}
-
-/* Commits what the pass prepared; a test may kill the mover after each
- * batch that held messages ("copy"). */
-static int commit_ready(mover *mv, pass *p)
-{
-    bool some = p->ready->len || mv->in_batch;
-    p->ready_bytes = 0;
-    int rc = commit_prepared(mv, p->ready);
-    if (!rc && some)
-        ms_fault("copy");
-    return rc;
-}
-
-/* Drops node d (a message, or a folder with all below it) from the copy. */
-static int drop_from_copy(mover *mv, pass *p, ms_node dparent, const child *d)
-{
-    int rc = commit_ready(mv, p); /* a pending writer may be below it */
-    if (rc)
-        return rc;
-    if (d->attr.node.kind == MS_MESSAGE) {
-        rc = ms_unlink(mv->dst, dparent, d->name);
-    } else {
-        listing l = {0};
-        rc = list_all(mv->dst, d->attr.node, &l);
-        for (guint i = 0; !rc && l.all && i < l.all->len; i++)
-            rc = drop_from_copy(mv, p, d->attr.node, &g_array_index(l.all, child, i));
-        listing_clear(&l);
-        if (!rc)
-            rc = ms_rmdir(mv->dst, dparent, d->name);
-    }
-    if (rc == -ENOENT)
-        rc = 0;
-    if (!rc)
-        p->stats.removed++;
-    else if (!mv->error)
-        mv->error = g_strdup_printf("dropping %s from the copy: %s", d->name, g_strerror(-rc));
-    return rc;
-}
-
-/* Copies source message c into dparent (batched), to be verified. */
-static int copy_into(mover *mv, pass *p, ms_node sparent, ms_node dparent, const child *c)
-{
-    ms_writer *w = NULL;
-    int rc = prepare_message(mv, c, dparent, p->ready, &w);
-    if (rc == -ENOENT) {
-        p->unsettled++; /* expunged since it was listed */
-        return 0;
-    }
-    if (rc < 0) {
-        if (!mv->error)
-            mv->error = g_strdup_printf("copying message %s: %s", c->name, g_strerror(-rc));
-        return rc;
-    }
-    if (rc == 0) {
-        g_ptr_array_add(p->ready, w);
-        p->ready_bytes += ms_writer_size(w);
-    }
-    touched t = {sparent, dparent, {g_strdup(c->name), c->attr, c->cookie}};
-    g_array_append_val(p->touched, t);
-    p->stats.messages++;
-    p->stats.bytes += c->attr.size;
-    if (p->ready->len >= BATCH_MESSAGES || p->ready_bytes >= BATCH_BYTES)
-        return commit_ready(mv, p);
-    return 0;
-}
-
-/*
- * A message in both whose source changed since the last pass: its flags
- * (and mode, owner) brought over, its bytes compared (the same file, or
- * equal SHA-256) and copied again if they differ.
- */
-static int recheck_message(mover *mv, pass *p, ms_node sparent, ms_node dparent, const child *c,
-                           const child *d)
-{
-    ms_message_meta sm = {0}, dm = {0};
-    int rc = ms_message_get_meta(mv->src, c->attr.node.id, false, &sm);
-    if (rc == -ENOENT) {
-        p->unsettled++;
-        return 0;
-    }
-    if (!rc)
-        rc = ms_message_get_meta(mv->dst, d->attr.node.id, false, &dm);
-    bool same_file = !rc && sm.ino && sm.dev == dm.dev && sm.ino == dm.ino;
-    if (!rc && !same_file) {
-        g_clear_pointer(&sm.flags, g_free);
-        g_clear_pointer(&dm.flags, g_free);
-        rc = ms_message_get_meta(mv->src, c->attr.node.id, true, &sm);
-        if (!rc)
-            rc = ms_message_get_meta(mv->dst, d->attr.node.id, true, &dm);
-        if (rc == -ENOENT) {
-            p->unsettled++;
-            rc = 0;
-            goto out;
-        }
-    }
-    if (!rc && !same_file && memcmp(sm.sha256, dm.sha256, 32)) {
-        rc = drop_from_copy(mv, p, dparent, d);
-        p->stats.removed--; /* replaced, not dropped */
-        if (!rc)
-            rc = copy_into(mv, p, sparent, dparent, c);
-        goto out;
-    }
-    if (!rc && !same_flags(sm.flags, dm.flags)) {
-        const char *f = sm.flags ? sm.flags : "";
-        rc =
-            ms_xattr_set(mv->dst, d->attr.node, "user.mail.flags", f, strlen(f), MS_XATTR_VERBATIM);
-        if (!rc)
-            p->stats.updated++;
-    }
-    if (!rc && (c->attr.mode != d->attr.mode || c->attr.uid != d->attr.uid ||
-                c->attr.gid != d->attr.gid)) {
-        rc = set_times_and_owner(mv->dst, d->attr.node, &c->attr);
-        if (!rc)
-            p->stats.updated++;
-    }
-out:
-    if (rc && !mv->error)
-        mv->error = g_strdup_printf("bringing over message %s: %s", c->name, g_strerror(-rc));
-    g_free(sm.flags);
-    g_free(dm.flags);
-    return rc;
-}
-
-/* Sets xattr name of dnode to snode's (or removes it) when they differ;
- * 1 when it changed something. */
-static int sync_xattr(mover *mv, ms_node snode, ms_node dnode, const char *name)
-{
-    g_autofree char *sv = NULL, *dv = NULL;
-    size_t sl = 0, dl = 0;
-    int rc = ms_xattr_get(mv->src, snode, name, &sv, &sl);
-    if (rc && rc != -ENODATA)
-        return rc;
-    bool shas = rc == 0;
-    rc = ms_xattr_get(mv->dst, dnode, name, &dv, &dl);
-    if (rc && rc != -ENODATA)
-        return rc;
-    bool dhas = rc == 0;
-    if (shas == dhas && (!shas || (sl == dl && !memcmp(sv, dv, sl))))
-        return 0;
-    rc = shas ? ms_xattr_set(mv->dst, dnode, name, sv, sl, MS_XATTR_VERBATIM)
-              : ms_xattr_remove(mv->dst, dnode, name);
-    return rc ? rc : 1;
-}
-
-/* The folder's UIDVALIDITY and UIDNEXT, when they differ; 1 if changed. */
-static int sync_folder_uids(mover *mv, ms_node from, ms_node to)
-{
-    ms_folder_uids s, d;
-    int rc = ms_folder_uids_get(mv->src, from, &s);
-    if (rc == -ENOTSUP || rc == -ENODATA)
-        return 0;
-    if (rc)
-        return rc;
-    rc = ms_folder_uids_get(mv->dst, to, &d);
-    if (!rc && s.uidvalidity == d.uidvalidity && s.uidnext == d.uidnext)
-        return 0;
-    rc = ms_folder_uids_set(mv->dst, to, &s);
-    return rc ? rc : 1;
-}
-
-static int sync_children(mover *mv, pass *p, ms_node sparent, ms_node dparent);
-
-/* A folder of the source: made in the copy if new, its children synced,
- * then its own attributes. */
-static int sync_folder(mover *mv, pass *p, ms_node dparent, const child *c, const child *d)
-{
-    ms_attr f;
-    int rc = 0;
-    if (d) {
-        f = d->attr;
-    } else {
-        rc = commit_ready(mv, p);
-        if (!rc)
-            rc = ms_mkdir(mv->dst, dparent, c->name, c->attr.mode, c->attr.uid, c->attr.gid, &f);
-        if (rc == -EEXIST)
-            rc = ms_lookup(mv->dst, dparent, c->name, &f);
-        if (!rc)
-            p->stats.updated++;
-    }
-    if (!rc && d && folder_skippable(&c->attr, p->floor))
-        return 0;
-    if (!rc && (rc = sync_xattr(mv, c->attr.node, f.node, "user.mail.special-use")) > 0) {
-        p->stats.updated++;
-        rc = 0;
-    }
-    if (!rc)
-        rc = sync_children(mv, p, c->attr.node, f.node);
-    if (!rc)
-        rc = commit_ready(mv, p);
-    if (!rc && c->attr.noselect) {
-        rc = ms_folder_unselect(mv->dst, f.node);
-        return rc == -ENOTSUP ? 0 : rc;
-    }
-    if (!rc && (rc = sync_folder_uids(mv, c->attr.node, f.node)) > 0) {
-        p->stats.updated++;
-        rc = 0;
-    }
-    /* Its date moves with its children: set each pass, never counted. */
-    if (!rc)
-        rc = set_times_and_owner(mv->dst, f.node, &c->attr);
-    if (rc == -ENOENT) { /* the source folder went meanwhile */
-        p->unsettled++;
-        rc = 0;
-    }
-    if (rc && !mv->error)
-        mv->error = g_strdup_printf("copying folder %s: %s", c->name, g_strerror(-rc));
-    return rc;
-}
-
-/* Makes dparent's children those of sparent (see the section comment). */
-static int sync_children(mover *mv, pass *p, ms_node sparent, ms_node dparent)
-{
-    listing S = {0}, D = {0};
-    int rc = list_all(mv->src, sparent, &S);
-    if (rc == -ENOENT) { /* a source folder removed meanwhile */
-        p->unsettled++;
-        rc = 0;
-        goto out;
-    }
-    if (!rc)
-        rc = list_all(mv->dst, dparent, &D);
-    /* First what the source no longer has (or has as another kind). */
-    for (guint i = 0; !rc && i < D.all->len; i++) {
-        child *d = &g_array_index(D.all, child, i);
-        child *c = listed(&S, d->name);
-        if (!c || (c->attr.node.kind == MS_MESSAGE) != (d->attr.node.kind == MS_MESSAGE)) {
-            rc = drop_from_copy(mv, p, dparent, d);
-            g_hash_table_remove(D.by_name, d->name);
-        }
-    }
-    for (guint i = 0; !rc && i < S.all->len; i++) {
-        child *c = &g_array_index(S.all, child, i);
-        child *d = listed(&D, c->name);
-        if (cancelled(mv)) {
-            rc = -EINTR;
-            break;
-        }
-        if (c->attr.node.kind != MS_MESSAGE) {
-            rc = sync_folder(mv, p, dparent, c, d);
-            continue;
-        }
-        if (d && (d->attr.size != c->attr.size || d->attr.imap_uid != c->attr.imap_uid ||
-                  d->attr.mtime_ns != c->attr.mtime_ns)) {
-            rc = drop_from_copy(mv, p, dparent, d);
-            p->stats.removed--; /* replaced, not dropped */
-            d = NULL;
-        }
-        if (rc)
-            break;
-        if (!d)
-            rc = copy_into(mv, p, sparent, dparent, c);
-        else if (!p->floor || seq_of(&c->attr) >= p->floor)
-            rc = recheck_message(mv, p, sparent, dparent, c, d);
-        if (!rc)
-            rc = report(mv, false);
-    }
-out:
-    listing_clear(&S);
-    listing_clear(&D);
-    return rc;
-}
-
-/*
- * Verifies the messages a pass copied, once committed: the same bytes
- * (file or SHA-256), flags, date and UID.  One the source changed or
- * expunged since it was copied is left to the next pass (unsettled); any
- * other difference fails the move.
- */
-static int verify_touched(mover *mv, pass *p, uint64_t started)
-{
-    for (guint i = 0; i < p->touched->len; i++) {
-        touched *t = &g_array_index(p->touched, touched, i);
-        if (!verify_message(mv, &t->c, t->dparent, true))
-            continue;
-        ms_attr now;
-        int rc = ms_lookup(mv->src, t->sparent, t->c.name, &now);
-        if (rc == -ENOENT || (!rc && seq_of(&now) >= started)) {
-            g_clear_pointer(&mv->error, g_free);
-            p->unsettled++;
-            continue;
-        }
-        return -EIO;
-    }
-    return 0;
-}
-
-/*
- * One pass of the mailbox (sroot into droot) re-checking what changed at
- * or after floor (0: everything); the pass's own floor, taken before it
- * lists anything, goes to *next.  Recorded in the journal as number n.
- */
-static int run_pass(mover *mv, ms_node sroot, ms_node droot, int n, const char *phase,
-                    uint64_t floor, uint64_t *next, ms_move_pass *out)
-{
-    pass p = {.floor = floor};
-    p.touched = g_array_new(FALSE, FALSE, sizeof(touched));
-    g_array_set_clear_func(p.touched, touched_clear);
-    p.ready = g_ptr_array_new_with_free_func((GDestroyNotify)ms_writer_close);
-    p.stats.pass = n;
-    g_strlcpy(p.stats.phase, phase, sizeof p.stats.phase);
-    p.stats.started_ns = ms_now_ns();
-    uint64_t started = pass_floor();
-    p.stats.floor = started;
-    int rc = sync_xattr(mv, sroot, droot, "user.mail.acl");
-    if (rc > 0) {
-        p.stats.updated++;
-        rc = 0;
-    }
-    if (!rc)
-        rc = sync_children(mv, &p, sroot, droot);
-    if (!rc)
-        rc = commit_ready(mv, &p);
-    close_batch(mv, false); /* a failed link leaves its batch open */
-    if (!rc)
-        rc = ms_store_sync(mv->dst);
-    if (!rc)
-        rc = verify_touched(mv, &p, started);
-    p.stats.ended_ns = ms_now_ns();
-    if (!rc)
-        rc = journal_failed(mv, jn_pass(mv->j, mv->id, n, phase, &p.stats));
-    if (!rc)
-        rc = report(mv, true);
-    if (!rc)
-        ms_log(LOG_INFO,
-               "move %lld: pass %d (%s): %lld messages copied (%lld bytes), %lld dropped, %lld "
-               "updated, %lld left for the next pass, %.3f s",
-               (long long)mv->id, n, phase, (long long)p.stats.messages, (long long)p.stats.bytes,
-               (long long)p.stats.removed, (long long)p.stats.updated, (long long)p.unsettled,
-               (p.stats.ended_ns - p.stats.started_ns) / 1e9);
-    /* Changes the pass saw but left (unsettled) count as work: the pass
-     * after must run. */
-    p.stats.updated += p.unsettled;
-    *out = p.stats;
-    *next = started;
-    g_ptr_array_free(p.ready, TRUE);
-    g_array_free(p.touched, TRUE);
-    return rc;
-}
-
-/* What a pass changed in the copy: 0 means the copy equalled the source. */
-static int64_t pass_work(const ms_move_pass *s) { return s->messages + s->removed + s->updated; }
-
 /* ------------------------------------------------ finishing and undoing */
-
-static int release_user(ms_journal *j, ms_directory *dir, int64_t id);
 
 /*
  * A move this process could not settle goes to recovery, which may then
  * run even while this process (a mounted daemon) lives.  If even that
  * write fails, the move waits until this process is gone: said once.
  */
-static void hand_to_recovery(ms_journal *j, int64_t id)
+void mv_hand_to_recovery(ms_journal *j, int64_t id)
 {
     if (jn_disown(j, id))
         ms_log(LOG_ERR, "move %lld: left for the recovery after this process ends", (long long)id);
@@ -1023,8 +556,8 @@ static void hand_to_recovery(ms_journal *j, int64_t id)
  * Rolls back move id: drops the hidden copy, unlocks the source.  The
  * source was never written, so it is exactly as before.  Idempotent.
  */
-static int roll_back(ms_journal *j, ms_store *src, ms_store *dst, ms_directory *dir,
-                     const ms_move_info *mi, const char *why)
+int mv_roll_back(ms_journal *j, ms_store *src, ms_store *dst, ms_directory *dir,
+                 const ms_move_info *mi, const char *why)
 {
     int64_t tid, sid;
     int rc = 0;
@@ -1040,17 +573,16 @@ static int roll_back(ms_journal *j, ms_store *src, ms_store *dst, ms_directory *
         if (rc) {
             ms_log(LOG_ERR, "move %lld: cannot restore %s to %s (%s); recovery will retry",
                    (long long)mi->id, dn, saved, err ? err : "no directory configured");
-            hand_to_recovery(j, mi->id);
+            mv_hand_to_recovery(j, mi->id);
             return rc;
         }
         ms_log(LOG_INFO, "move %lld: directory restored: %s %s", (long long)mi->id, dn, saved);
     }
-    /* The hold goes once the entry points where the mailbox stays. */
-    rc = release_user(j, dir, mi->id);
-    if (rc) {
-        hand_to_recovery(j, mi->id);
-        return rc;
-    }
+    /* The hold goes once the entry points where the mailbox stays.  A
+     * directory that is down keeps the user held off, which is safe: the
+     * rest of the rollback goes on, and recovery lifts the recorded hold
+     * (ms_recover, the mount's housekeeping) once the server is back. */
+    (void)mv_release_user(j, dir, mi->id);
     /* Unlock first: the target may be the full disk that made us fail. */
     if (src && ms_mailbox_find(src, mi->mailbox, MS_MB_VISIBLE, &sid) == 0) {
         ms_mailbox_info info;
@@ -1071,14 +603,14 @@ static int roll_back(ms_journal *j, ms_store *src, ms_store *dst, ms_directory *
          * the hidden copy goes at the next recovery, whoever runs it. */
         ms_log(LOG_ERR, "move %lld: roll back incomplete: %s; 'mailfsctl recover' finishes it",
                (long long)mi->id, g_strerror(-rc));
-        hand_to_recovery(j, mi->id);
+        mv_hand_to_recovery(j, mi->id);
         return rc;
     }
     /* Unrecorded, the stores are settled all the same and recovery's
      * next pass (idempotent) finds nothing left to do but this record. */
     rc = jn_set_state(j, mi->id, MS_MOVE_ROLLED_BACK, why);
     if (rc)
-        hand_to_recovery(j, mi->id);
+        mv_hand_to_recovery(j, mi->id);
     else
         ms_log(LOG_INFO, "move %lld: rolled back (%s)", (long long)mi->id, why);
     return rc;
@@ -1088,8 +620,8 @@ static int roll_back(ms_journal *j, ms_store *src, ms_store *dst, ms_directory *
  * Rolls move id forward from its commit point: target shown, source
  * retained and unlocked.  Idempotent: each half checks where it stands.
  */
-static int roll_forward(ms_journal *j, ms_store *src, ms_store *dst, ms_directory *dir,
-                        const ms_move_info *mi, int retain_days, int64_t locked_at)
+int mv_roll_forward(ms_journal *j, ms_store *src, ms_store *dst, ms_directory *dir,
+                    const ms_move_info *mi, int retain_days, int64_t locked_at)
 {
     g_autofree char *ret = ms_hidden_name(MS_MB_RETAINED, mi->id, mi->mailbox);
     int64_t tid, sid;
@@ -1100,7 +632,7 @@ static int roll_forward(ms_journal *j, ms_store *src, ms_store *dst, ms_director
         (rc = dir ? ms_directory_write(dir, dn, target, &err) : -EIO)) {
         ms_log(LOG_ERR, "move %lld: cannot point %s at the target (%s: %s); recovery will retry",
                (long long)mi->id, dn, target, err ? err : "no directory configured");
-        hand_to_recovery(j, mi->id);
+        mv_hand_to_recovery(j, mi->id);
         return rc;
     }
     if (ms_hidden_find(dst, MS_MB_INCOMING, mi->id, mi->newname, &tid) == 0)
@@ -1120,12 +652,14 @@ static int roll_forward(ms_journal *j, ms_store *src, ms_store *dst, ms_director
         rc = ms_store_sync(dst);
     if (!rc && src)
         rc = ms_store_sync(src);
+    /* As in mv_roll_back: a hold that cannot be lifted now is lifted by
+     * recovery; the move itself is finished. */
     if (!rc)
-        rc = release_user(j, dir, mi->id);
+        (void)mv_release_user(j, dir, mi->id);
     if (rc) {
         ms_log(LOG_ERR, "move %lld: finishing failed: %s (recovery will retry)", (long long)mi->id,
                g_strerror(-rc));
-        hand_to_recovery(j, mi->id);
+        mv_hand_to_recovery(j, mi->id);
         return rc;
     }
     ms_fault("finished");
@@ -1142,7 +676,7 @@ static int roll_forward(ms_journal *j, ms_store *src, ms_store *dst, ms_director
                "move %lld: finished in the stores but not in the journal: %s (recovery "
                "will record it)",
                (long long)mi->id, g_strerror(-rc));
-        hand_to_recovery(j, mi->id);
+        mv_hand_to_recovery(j, mi->id);
         return rc;
     }
     ms_log(LOG_INFO, "move %lld: %s finished in %s, source retained until %lld", (long long)mi->id,
@@ -1165,7 +699,7 @@ static int roll_forward(ms_journal *j, ms_store *src, ms_store *dst, ms_director
 
 /* Takes the source mailbox's stamp, after it was locked; a backend with
  * none (-ENOTSUP) leaves nothing to compare. */
-static int take_stamp(mover *mv, int64_t mailbox)
+int mv_take_stamp(mover *mv, int64_t mailbox)
 {
     int rc = ms_mailbox_stamp(mv->src, mailbox, mv->stamp);
     mv->stamped = rc == 0;
@@ -1178,7 +712,7 @@ static int take_stamp(mover *mv, int64_t mailbox)
 
 /* 1 when the source mailbox's stamp is not the one take_stamp took, 0
  * when it is (or there is none), or an errno. */
-static int source_changed(mover *mv, int64_t mailbox)
+int mv_source_changed(mover *mv, int64_t mailbox)
 {
     if (!mv->stamped)
         return 0;
@@ -1190,11 +724,14 @@ static int source_changed(mover *mv, int64_t mailbox)
                 g_strdup_printf("cannot read the source mailbox's state: %s", g_strerror(-rc));
         return rc;
     }
-    return memcmp(now, mv->stamp, MS_STAMP_LEN) != 0;
+    int changed = memcmp(now, mv->stamp, MS_STAMP_LEN) != 0;
+    if (mv->restamp)
+        memcpy(mv->stamp, now, MS_STAMP_LEN);
+    return changed;
 }
 
 /* The move fails with EAGAIN, saying why (and what it saw of it). */
-static int changed_behind(mover *mv)
+int mv_changed_behind(mover *mv)
 {
     char *seen = mv->error;
     mv->error =
@@ -1212,15 +749,15 @@ static int explain_failure(mover *mv, int64_t mailbox, int rc)
 {
     if (!rc || rc == -EINTR || rc == -ENOSPC || mv->journal_error)
         return rc;
-    return source_changed(mv, mailbox) == 1 ? changed_behind(mv) : rc;
+    return mv_source_changed(mv, mailbox) == 1 ? mv_changed_behind(mv) : rc;
 }
 
 /* Right before the commit point: the source is still what was copied. */
-static int check_unchanged(mover *mv, int64_t mailbox)
+int mv_check_unchanged(mover *mv, int64_t mailbox)
 {
     ms_fault("before-commit");
-    int rc = source_changed(mv, mailbox);
-    return rc == 1 ? changed_behind(mv) : rc;
+    int rc = mv_source_changed(mv, mailbox);
+    return rc == 1 ? mv_changed_behind(mv) : rc;
 }
 
 /*
@@ -1228,12 +765,12 @@ static int check_unchanged(mover *mv, int64_t mailbox)
  * (durably, so any later rollback can restore them), then set the
  * target's values.  A directory that refuses fails the move with EIO.
  */
-static int directory_step(ms_journal *j, mover *mv, ms_directory *dir, const char *mailbox)
+int mv_directory_step(ms_journal *j, mover *mv, ms_directory *dir, const char *mailbox)
 {
     const char *target = ms_store_directory(mv->dst);
     if (!dir || !target)
         return 0;
-    int rc = journal_failed(mv, jn_step(j, mv->id, MS_STEP_DIRECTORY, false));
+    int rc = mv_journal_failed(mv, jn_step(j, mv->id, MS_STEP_DIRECTORY, false));
     if (rc)
         return rc;
     g_autofree char *dn = NULL, *saved = NULL, *err = NULL;
@@ -1251,7 +788,7 @@ static int directory_step(ms_journal *j, mover *mv, ms_directory *dir, const cha
         return -EIO;
     }
     if (rc) /* the journal's record of step 4 failed */
-        return journal_failed(mv, rc);
+        return mv_journal_failed(mv, rc);
     ms_log(LOG_INFO, "move %lld: directory: %s was %s, now %s", (long long)mv->id, dn, saved,
            target);
     ms_fault("directory");
@@ -1259,7 +796,7 @@ static int directory_step(ms_journal *j, mover *mv, ms_directory *dir, const cha
 }
 
 /* The directory answers and knows the mailbox: else EIO, reason logged. */
-static int preflight_directory(ms_directory *dir, ms_store *dst, const char *mailbox)
+int mv_preflight_directory(ms_directory *dir, ms_store *dst, const char *mailbox)
 {
     if (!dir || !ms_store_directory(dst))
         return 0;
@@ -1274,8 +811,8 @@ static int preflight_directory(ms_directory *dir, ms_store *dst, const char *mai
     return 0;
 }
 
-static int preflight(ms_store *src, ms_store *dst, const char *mailbox, const char *newname,
-                     bool import, ms_attr *mb, int64_t *messages, int64_t *bytes)
+int mv_preflight(ms_store *src, ms_store *dst, const char *mailbox, const char *newname,
+                 bool import, ms_attr *mb, int64_t *messages, int64_t *bytes)
 {
     if (ms_hidden_reserved(newname))
         return -EINVAL; /* as ms_mkdir: the name of a hidden copy */
@@ -1328,9 +865,9 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
         ms_log(LOG_ERR, "move %s refused: %s", mailbox, jerr);
         return -EIO;
     }
-    int rc = preflight(src, dst, mailbox, newname, import, &mb, &total_messages, &total_bytes);
+    int rc = mv_preflight(src, dst, mailbox, newname, import, &mb, &total_messages, &total_bytes);
     if (!rc && !import)
-        rc = preflight_directory(opts->dir, dst, mailbox);
+        rc = mv_preflight_directory(opts->dir, dst, mailbox);
     if (rc) {
         ms_log(LOG_INFO, "move %s from %s to %s refused: %s", mailbox, ms_store_name(src),
                ms_store_name(dst), ms_strerror(MS_OP_MOVE, rc));
@@ -1361,7 +898,7 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
     if (rc) {
         /* Nothing was locked: recovery would find nothing but this row. */
         if (jn_set_state(j, id, MS_MOVE_ROLLED_BACK, ms_strerror(MS_OP_MOVE, rc)))
-            hand_to_recovery(j, id);
+            mv_hand_to_recovery(j, id);
         return rc;
     }
     int64_t locked_at = ms_now_ns();
@@ -1369,11 +906,11 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
     /* A lock the journal does not time is still a lock: recorded or not,
      * the move is rolled back below if this fails. */
     if (!import)
-        rc = journal_failed(&mv, jn_locked(j, id, locked_at));
+        rc = mv_journal_failed(&mv, jn_locked(j, id, locked_at));
     if (!rc)
         ms_fault("locked");
     if (!rc)
-        rc = take_stamp(&mv, mb.node.id);
+        rc = mv_take_stamp(&mv, mb.node.id);
 
     g_autofree char *in = ms_hidden_name(MS_MB_INCOMING, id, newname);
     int64_t tid = 0;
@@ -1383,32 +920,32 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
     if (!rc)
         rc = ms_mailbox_set(dst, tid, &(ms_mailbox_change){NULL, -1, -1, -1, ms_journal_id(j), id});
     if (!rc)
-        rc = journal_failed(&mv, jn_set_target_id(j, id, tid));
+        rc = mv_journal_failed(&mv, jn_set_target_id(j, id, tid));
     if (!rc)
-        rc = journal_failed(&mv, jn_step(j, id, MS_STEP_COPYING, false));
+        rc = mv_journal_failed(&mv, jn_step(j, id, MS_STEP_COPYING, false));
     ms_node troot = {MS_MAILBOX, tid};
     if (!rc)
         rc = copy_xattr(src, mb.node, dst, troot, "user.mail.acl");
     if (!rc)
         rc = copy_children(&mv, mb.node, troot);
     if (!rc)
-        rc = report(&mv, true);
+        rc = mv_report(&mv, true);
     if (!rc)
         rc = ms_store_sync(dst);
     if (!rc)
-        rc = journal_failed(&mv, jn_step(j, id, MS_STEP_COPIED, false));
+        rc = mv_journal_failed(&mv, jn_step(j, id, MS_STEP_COPIED, false));
     if (!rc) {
         ms_fault("copied");
         rc = verify_children(&mv, mb.node, troot, false);
     }
     rc = explain_failure(&mv, mb.node.id, rc);
     if (!rc)
-        rc = journal_failed(&mv, jn_step(j, id, MS_STEP_VERIFIED, false));
+        rc = mv_journal_failed(&mv, jn_step(j, id, MS_STEP_VERIFIED, false));
     if (!rc) {
         ms_log(LOG_INFO, "move %lld: copied and verified %lld messages, %lld bytes", (long long)id,
                (long long)mv.messages, (long long)mv.bytes);
         ms_fault("verified");
-        rc = directory_step(j, &mv, import ? NULL : opts->dir, mailbox);
+        rc = mv_directory_step(j, &mv, import ? NULL : opts->dir, mailbox);
     }
     /* A commit point written into a deleted journal would be lost with
      * it: a crash after it could then only be rolled back. */
@@ -1417,10 +954,10 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
         rc = -EIO;
     }
     if (!rc)
-        rc = check_unchanged(&mv, mb.node.id);
+        rc = mv_check_unchanged(&mv, mb.node.id);
     /* The commit point: durable, or the move does not pass it. */
     if (!rc)
-        rc = journal_failed(&mv, jn_set_state(j, id, MS_MOVE_COMMITTED, NULL));
+        rc = mv_journal_failed(&mv, jn_set_state(j, id, MS_MOVE_COMMITTED, NULL));
     ms_directory *dir = import ? NULL : opts->dir;
     if (rc) {
         /* EIO's own words would send the admin to this very record. */
@@ -1431,7 +968,7 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
         /* Kept even if rolling back fails; if it cannot be written, the
          * rollback's own record says the same. */
         (void)jn_set_state(j, id, MS_MOVE_RUNNING, why);
-        roll_back(j, src, dst, dir, &mi, why);
+        mv_roll_back(j, src, dst, dir, &mi, why);
         g_free(mv.error);
         return rc;
     }
@@ -1444,339 +981,9 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
      */
     (void)jn_step(j, id, MS_STEP_COMMITTED, false);
     ms_fault("committed");
-    return roll_forward(j, src, dst, dir, &mi, opts->retain_days, import ? 0 : locked_at)
+    return mv_roll_forward(j, src, dst, dir, &mi, opts->retain_days, import ? 0 : locked_at)
                ? -EINPROGRESS
                : 0;
-}
-
-/* ------------------------------------------------------- online moves */
-
-#define MAX_DELTA_PASSES 8 /* before the cutover, with the source writable */
-#define MAX_FINAL_PASSES 6 /* under the lock, until one finds nothing */
-#define SMALL_PASS 100     /* changes: few enough to cut over now */
-#define SMALL_PASS_NS 500000000LL
-
-/* Test-only pauses at a pass (MAILFS_STALL=pass-N-PHASE). */
-static void pass_point(int n, const char *phase)
-{
-    g_autofree char *point = g_strdup_printf("pass-%d-%s", n, phase);
-    ms_fault(point);
-}
-
-/*
- * Runs the command that drops the user's sessions (opts->kick, %s the
- * mailbox), without a shell.  Best effort: a failure is logged, and the
- * hold plus the final passes catch what a session still writes.
- */
-static void kick_sessions(const char *kick, const char *mailbox, int64_t id)
-{
-    gchar **argv = NULL;
-    if (!kick || !g_shell_parse_argv(kick, NULL, &argv, NULL))
-        return;
-    for (size_t i = 0; argv[i]; i++) {
-        g_auto(GStrv) parts = g_strsplit(argv[i], "%s", -1);
-        g_free(argv[i]);
-        argv[i] = g_strjoinv(mailbox, parts);
-    }
-    int status = 0;
-    GError *e = NULL;
-    g_autofree char *out = NULL, *err = NULL;
-    if (!g_spawn_sync(NULL, argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &err, &status, &e))
-        ms_log(LOG_WARNING, "move %lld: kick %s: %s", (long long)id, argv[0], e->message);
-    else if (!g_spawn_check_wait_status(status, NULL))
-        ms_log(LOG_WARNING, "move %lld: kick %s exited with status %d: %s", (long long)id, argv[0],
-               status, err ? g_strstrip(err) : "");
-    else
-        ms_log(LOG_INFO, "move %lld: kicked %s's sessions", (long long)id, mailbox);
-    g_clear_error(&e);
-    g_strfreev(argv);
-}
-
-/*
- * Puts the configured hold on the user's entry (DESIGN 10: the site's
- * proxy then holds logins and deliveries off), recorded durably first so
- * that a crash leaves nothing recovery cannot lift.  No hold configured,
- * or no directory: nothing to do.
- */
-static int hold_user(mover *mv, ms_directory *dir, const char *mailbox)
-{
-    g_autofree char *on = ms_directory_hold_spec(dir, true);
-    g_autofree char *off = ms_directory_hold_spec(dir, false);
-    if (!on)
-        return 0;
-    g_autofree char *dn = NULL, *err = NULL;
-    int rc = ms_directory_entry(dir, mailbox, &dn, &err);
-    if (!rc)
-        rc = journal_failed(mv, jn_hold_save(mv->j, mv->id, dn, off));
-    if (!rc) {
-        ms_fault("hold-saved");
-        rc = ms_directory_write(dir, dn, on, &err);
-    }
-    if (rc && err) {
-        mv->error = g_strdup_printf("directory: holding the user off: %s", err);
-        return -EIO;
-    }
-    if (!rc) {
-        ms_log(LOG_INFO, "move %lld: holding %s off (%s)", (long long)mv->id, dn, on);
-        ms_fault("held");
-    }
-    return rc;
-}
-
-/*
- * Lifts the hold of move id if one is recorded (idempotent: removing
- * what is not there is no error).  Fails while the directory is down,
- * and the record stays for recovery to retry.
- */
-static int release_user(ms_journal *j, ms_directory *dir, int64_t id)
-{
-    g_autofree char *dn = NULL, *off = NULL, *err = NULL;
-    int rc = jn_hold_get(j, id, &dn, &off);
-    if (rc == -ENOENT)
-        return 0;
-    if (!rc)
-        rc = dir ? ms_directory_write(dir, dn, off, &err) : -EIO;
-    if (rc) {
-        ms_log(LOG_ERR, "move %lld: cannot lift the hold on %s (%s); recovery will retry",
-               (long long)id, dn ? dn : "?", err ? err : "no directory configured");
-        return rc;
-    }
-    rc = jn_hold_drop(j, id);
-    if (!rc)
-        ms_log(LOG_INFO, "move %lld: hold on %s lifted", (long long)id, dn);
-    return rc;
-}
-
-/* The floor the last recorded pass of move id left (0: none). */
-static uint64_t last_floor(ms_journal *j, int64_t id, int *passes)
-{
-    ms_move_pass *ps = NULL;
-    size_t n = 0;
-    uint64_t floor = 0;
-    *passes = 0;
-    if (ms_journal_passes(j, id, &ps, &n) == 0 && n) {
-        floor = ps[n - 1].floor;
-        *passes = ps[n - 1].pass;
-    }
-    g_free(ps);
-    return floor;
-}
-
-/*
- * Delta passes with the source writable, until one is small (few
- * changes, or quick): the cutover's own passes then have little to do.
- */
-static int delta_passes(mover *mv, ms_node sroot, ms_node droot, int *n, uint64_t *floor)
-{
-    int rc = journal_failed(mv, jn_step(mv->j, mv->id, MS_STEP_SYNCING, false));
-    for (int k = 0; !rc && k < MAX_DELTA_PASSES; k++) {
-        ms_move_pass s;
-        pass_point(*n + 1, "delta");
-        rc = run_pass(mv, sroot, droot, ++*n, "delta", *floor, floor, &s);
-        if (!rc && (pass_work(&s) <= SMALL_PASS || s.ended_ns - s.started_ns < SMALL_PASS_NS))
-            break;
-    }
-    return rc;
-}
-
-/*
- * The cutover's passes, under the lock: until one finds the copy equal
- * to the source and the source's stamp did not move while it looked
- * (a mail server still writing behind the hold).  That pass is the
- * verification: same folders, names, sizes, dates, UIDs, and for all
- * that changed since the pass before, same flags and bytes; what had not
- * changed was verified by the pass that copied it.
- */
-static int final_passes(mover *mv, int64_t mailbox, ms_node sroot, ms_node droot, int *n,
-                        uint64_t *floor)
-{
-    for (int k = 0; k < MAX_FINAL_PASSES; k++) {
-        int rc = take_stamp(mv, mailbox);
-        ms_move_pass s;
-        pass_point(*n + 1, "final");
-        if (!rc)
-            rc = run_pass(mv, sroot, droot, ++*n, "final", *floor, floor, &s);
-        if (rc)
-            return rc;
-        int changed = source_changed(mv, mailbox);
-        if (changed < 0)
-            return changed;
-        if (!pass_work(&s) && !changed)
-            return 0;
-    }
-    return changed_behind(mv);
-}
-
-/* The mailbox to move: still the one of that name (not renamed away). */
-static int still_there(mover *mv, const char *mailbox, int64_t id)
-{
-    ms_attr a;
-    int rc = ms_lookup(mv->src, (ms_node){MS_ROOT, 0}, mailbox, &a);
-    if (!rc && a.node.id != id)
-        rc = -ENOENT;
-    if (rc && !mv->error)
-        mv->error = g_strdup_printf("the source mailbox %s is gone or was renamed: %s", mailbox,
-                                    g_strerror(-rc));
-    return rc;
-}
-
-/* A move that fails before its commit point: rolled back, its error kept. */
-static int fail_move(ms_journal *j, mover *mv, ms_store *src, ms_store *dst, ms_directory *dir,
-                     const ms_move_info *mi, int rc)
-{
-    const char *why = mv->error    ? mv->error
-                      : rc == -EIO ? "an I/O error (see the log)"
-                                   : ms_strerror(MS_OP_MOVE, rc);
-    ms_log(LOG_ERR, "move %lld: failed: %s", (long long)mi->id, why);
-    (void)jn_set_state(j, mi->id, MS_MOVE_RUNNING, why);
-    roll_back(j, src, dst, dir, mi, why);
-    g_free(mv->error);
-    return rc;
-}
-
-/*
- * The online move of DESIGN 10: a bulk pass and delta passes with the
- * source writable, then (unless only preparing) the cutover: mount lock,
- * directory hold, sessions kicked, final passes until the copy equals
- * the source, directory switched, commit point, and the same finish as
- * every move.  A prepared move of the mailbox into dst is taken up where
- * its passes left it.
- */
-static int online_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mailbox,
-                       const ms_move_opts *opts, int64_t *id_out)
-{
-    const char *newname = opts->newname ? opts->newname : mailbox;
-    g_autofree char *jerr = NULL;
-    if (ms_journal_verify(j, &jerr)) {
-        ms_log(LOG_ERR, "move %s refused: %s", mailbox, jerr);
-        return -EIO;
-    }
-    int64_t id = 0, other = 0;
-    bool prepared =
-        jn_find_prepared(j, ms_store_name(src), mailbox, ms_store_name(dst), newname, &id) == 0;
-    if (!prepared && opts->mode == MS_MOVE_COMPLETE)
-        return -ENOENT;
-    ms_attr mb;
-    int64_t total_messages = 0, total_bytes = 0;
-    int rc = 0;
-    /* Another move of it; or its prepared move's passes run elsewhere. */
-    if ((jn_find_active(j, ms_store_name(src), mailbox, &other) == 0 && other != id) ||
-        (prepared && jn_owner_alive(j, id)))
-        rc = -EBUSY;
-    if (!rc && !prepared)
-        rc = preflight(src, dst, mailbox, newname, false, &mb, &total_messages, &total_bytes);
-    else if (!rc)
-        rc = ms_lookup(src, (ms_node){MS_ROOT, 0}, mailbox, &mb);
-    if (!rc)
-        rc = preflight_directory(opts->dir, dst, mailbox);
-    if (rc) {
-        ms_log(LOG_INFO, "move %s from %s to %s refused: %s", mailbox, ms_store_name(src),
-               ms_store_name(dst), ms_strerror(MS_OP_MOVE, rc));
-        return rc;
-    }
-    rc = prepared ? jn_adopt(j, id)
-                  : jn_create(j, mailbox, newname, ms_store_name(src), ms_store_name(dst),
-                              total_messages, total_bytes, &id);
-    if (rc)
-        return rc;
-    if (id_out)
-        *id_out = id;
-    ms_move_info mi;
-    rc = ms_journal_get(j, id, &mi);
-    if (rc)
-        return rc;
-    mover mv = {.j = j, .src = src, .dst = dst, .id = id, .opts = opts};
-    mv.messages = mi.done_messages;
-    mv.bytes = mi.done_bytes;
-    int n = 0;
-    uint64_t floor = prepared ? last_floor(j, id, &n) : 0;
-    ms_node sroot = mb.node;
-    int64_t tid = 0;
-    if (prepared) {
-        ms_log(LOG_INFO, "move %lld: %s from %s to %s: prepared, %d passes so far", (long long)id,
-               mailbox, mi.source, mi.target, n);
-        rc = ms_hidden_find(dst, MS_MB_INCOMING, id, newname, &tid);
-        if (rc && !mv.error)
-            mv.error = g_strdup("the prepared copy is gone from the target store");
-    } else {
-        ms_log(LOG_INFO, "move %lld: %s from %s to %s as %s: %lld messages, %lld bytes, online",
-               (long long)id, mailbox, mi.source, mi.target, newname, (long long)total_messages,
-               (long long)total_bytes);
-        g_autofree char *in = ms_hidden_name(MS_MB_INCOMING, id, newname);
-        rc = ms_mailbox_create(dst, in, MS_MB_INCOMING, &mb, &tid);
-        if (!rc)
-            rc = ms_mailbox_set(dst, tid,
-                                &(ms_mailbox_change){NULL, -1, -1, -1, ms_journal_id(j), id});
-        if (!rc)
-            rc = journal_failed(&mv, jn_set_target_id(j, id, tid));
-        if (!rc)
-            rc = journal_failed(&mv, jn_step(j, id, MS_STEP_COPYING, false));
-        ms_move_pass s;
-        pass_point(1, "bulk");
-        if (!rc)
-            rc = run_pass(&mv, sroot, (ms_node){MS_MAILBOX, tid}, ++n, "bulk", 0, &floor, &s);
-        if (!rc)
-            ms_fault("copied");
-    }
-    ms_node droot = {MS_MAILBOX, tid};
-    if (!rc)
-        rc = delta_passes(&mv, sroot, droot, &n, &floor);
-    if (!rc)
-        rc = still_there(&mv, mailbox, mb.node.id);
-    if (!rc && opts->mode == MS_MOVE_PREPARE) {
-        rc = journal_failed(&mv, jn_set_state(j, id, MS_MOVE_PREPARED, NULL));
-        /* Ownerless between passes: the next ms_move of it adopts it. */
-        if (!rc)
-            rc = journal_failed(&mv, jn_disown(j, id));
-        if (!rc) {
-            ms_log(LOG_INFO, "move %lld: prepared after %d passes: %lld messages", (long long)id, n,
-                   (long long)mv.messages);
-            g_free(mv.error);
-            return 0;
-        }
-    }
-    /* The cutover.  From here a crash rolls the move back, prepared or not. */
-    if (!rc && prepared)
-        rc = journal_failed(&mv, jn_set_state(j, id, MS_MOVE_RUNNING, NULL));
-    if (!rc)
-        rc = journal_failed(&mv, jn_step(j, id, MS_STEP_CUTOVER, false));
-    if (!rc)
-        rc = ms_mailbox_set(src, mb.node.id,
-                            &(ms_mailbox_change){NULL, -1, id, -1, ms_journal_id(j), 0});
-    int64_t locked_at = ms_now_ns();
-    if (!rc)
-        rc = journal_failed(&mv, jn_locked(j, id, locked_at));
-    if (!rc)
-        ms_fault("locked");
-    if (!rc)
-        rc = hold_user(&mv, opts->dir, mailbox);
-    if (!rc) {
-        kick_sessions(opts->kick, mailbox, id);
-        rc = final_passes(&mv, mb.node.id, sroot, droot, &n, &floor);
-    }
-    if (!rc)
-        rc = journal_failed(&mv, jn_step(j, id, MS_STEP_VERIFIED, false));
-    if (!rc) {
-        ms_log(LOG_INFO, "move %lld: copy equal to the source after %d passes: %lld messages",
-               (long long)id, n, (long long)mv.messages);
-        ms_fault("verified");
-        rc = directory_step(j, &mv, opts->dir, mailbox);
-    }
-    if (!rc && ms_journal_verify(j, &jerr)) {
-        mv.error = g_strdup(jerr);
-        rc = -EIO;
-    }
-    if (!rc)
-        rc = check_unchanged(&mv, mb.node.id);
-    if (!rc)
-        rc = journal_failed(&mv, jn_set_state(j, id, MS_MOVE_COMMITTED, NULL));
-    if (rc)
-        return fail_move(j, &mv, src, dst, opts->dir, &mi, rc);
-    g_free(mv.error);
-    (void)jn_step(j, id, MS_STEP_COMMITTED, false);
-    ms_fault("committed");
-    return roll_forward(j, src, dst, opts->dir, &mi, opts->retain_days, locked_at) ? -EINPROGRESS
-                                                                                   : 0;
 }
 
 bool ms_journal_needs_recovery(ms_journal *j)
@@ -1812,7 +1019,7 @@ int ms_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mailbox,
             return -EBUSY;
         return run_move(j, src, dst, mailbox, opts, false, 0, id_out);
     }
-    return online_move(j, src, dst, mailbox, opts, id_out);
+    return mv_online_move(j, src, dst, mailbox, opts, id_out);
 }
 
 /* The source of an import: the file as a one-mailbox store of the
@@ -1914,13 +1121,13 @@ int ms_recover(ms_journal *j, ms_store *const *stores, size_t n, ms_directory *d
                 r = -ENOENT;
             } else {
                 ms_log(LOG_INFO, "move %lld: rolling forward after a crash", (long long)mi.id);
-                r = roll_forward(j, src, dst, dir, &mi, retain_days, 0);
+                r = mv_roll_forward(j, src, dst, dir, &mi, retain_days, 0);
             }
         } else {
             ms_log(LOG_INFO, "move %lld: rolling back after a crash at step %s", (long long)mi.id,
                    ms_move_step_name(mi.step));
-            r = roll_back(j, src, dst, dir, &mi,
-                          mi.error[0] ? mi.error : "interrupted: the mover died");
+            r = mv_roll_back(j, src, dst, dir, &mi,
+                             mi.error[0] ? mi.error : "interrupted: the mover died");
         }
         if (!r)
             settled++;
@@ -1938,7 +1145,7 @@ int ms_recover(ms_journal *j, ms_store *const *stores, size_t n, ms_directory *d
         ms_move_info mi;
         if (ms_journal_get(j, id, &mi) || ms_move_unsettled(&mi))
             continue;
-        if (!release_user(j, dir, id))
+        if (!mv_release_user(j, dir, id))
             settled++;
         else if (left)
             g_array_append_val(left, id);
@@ -2132,6 +1339,16 @@ int ms_undo(ms_site *site, int64_t id, int64_t *new_id)
     rc = ms_journal_get(j, id, &mi);
     if (rc)
         return rc;
+    if (mi.state == MS_MOVE_PREPARED) {
+        /* Undoing a prepared move abandons it: its copy dropped, nothing
+         * else was touched (the source was never locked). */
+        if (jn_owner_alive(j, id))
+            return -EBUSY;
+        if (new_id)
+            *new_id = 0;
+        return mv_roll_back(j, site_store(site, mi.source), site_store(site, mi.target), dir, &mi,
+                            "abandoned: the prepared move was undone");
+    }
     if (mi.state != MS_MOVE_DONE)
         return mi.state == MS_MOVE_PURGED ? -ESTALE : -EINVAL;
     if (mi.retain_until < (int64_t)time(NULL))

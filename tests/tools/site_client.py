@@ -7,13 +7,14 @@ through its Dovecot proxy, as a mail client and an MTA see it.
       the x-mailfs-backend the server's ID names, srv1 or srv2) or
       "no TEXT SECONDS" (TEXT: the server's answer, e.g. "[UNAVAILABLE]
       ..."); exits 0 or 1.
-  lmtp HOST USER [--timeout S] < MESSAGE
-      Delivers MESSAGE to USER over LMTP on HOST:24, as an MTA does: a 4xx
-      answer (to RCPT or DATA) or a refused connection is retried, every
-      0.2 s, for S seconds (default 60).  Each temporary failure is said on
-      stderr as it happens.  Prints "attempts=N held=SECONDS" (SECONDS from
-      the first attempt to the accepted one); exits 0 when delivered, 1 on
-      a 5xx or at the timeout.
+  lmtp HOST USER [--timeout S] [FILE...] < MESSAGE
+      Delivers MESSAGE (or each FILE in turn) to USER over LMTP on HOST:24,
+      as an MTA does: a 4xx answer (to RCPT or DATA) or a refused
+      connection is retried, every 0.2 s, for S seconds (default 60).  Each
+      temporary failure is said on stderr as it happens.  Prints, for each
+      message, "attempts=N held=SECONDS" (SECONDS from the first attempt to
+      the accepted one); exits 0 when all were delivered, 1 at the first
+      5xx or timeout.
   watch HOST USER PW [SECONDS]
       What a user sees during a move: logs in, selects INBOX and prints,
       every second, the backend, MESSAGES, UIDVALIDITY and UIDNEXT,
@@ -89,16 +90,8 @@ def lmtp_attempt(host, user, msg):
             pass
 
 
-def cmd_lmtp(host, user, *opts):
-    timeout = 60.0
-    opts = list(opts)
-    while opts:
-        o = opts.pop(0)
-        if o == "--timeout":
-            timeout = float(opts.pop(0))
-        else:
-            raise RuntimeError("lmtp: unknown option " + o)
-    msg = sys.stdin.buffer.read()
+def deliver(host, user, msg, timeout):
+    """One message, retried on 4xx until timeout: 0 or 1, as cmd_lmtp."""
     start = time.monotonic()
     attempts = 0
     while True:
@@ -106,15 +99,33 @@ def cmd_lmtp(host, user, *opts):
         err = lmtp_attempt(host, user, msg)
         now = time.monotonic()
         if err is None:
-            print("attempts=%d held=%.3f" % (attempts, now - start))
+            print("attempts=%d held=%.3f" % (attempts, now - start), flush=True)
             return 0
         code, text = err
         sys.stderr.write("lmtp %s attempt %d: %d %s\n" % (user, attempts, code, text))
         sys.stderr.flush()
         if code >= 500 or now - start > timeout:
-            print("attempts=%d held=%.3f failed=%d" % (attempts, now - start, code))
+            print("attempts=%d held=%.3f failed=%d" % (attempts, now - start, code), flush=True)
             return 1
         time.sleep(0.2)  # an MTA's retry interval, much shortened
+
+
+def cmd_lmtp(host, user, *opts):
+    timeout = 60.0
+    opts = list(opts)
+    while opts and opts[0].startswith("--"):
+        o = opts.pop(0)
+        if o == "--timeout":
+            timeout = float(opts.pop(0))
+        else:
+            raise RuntimeError("lmtp: unknown option " + o)
+    if not opts:
+        return deliver(host, user, sys.stdin.buffer.read(), timeout)
+    for path in opts:
+        with open(path, "rb") as f:
+            if deliver(host, user, f.read(), timeout):
+                return 1
+    return 0
 
 
 def cmd_watch(host, user, pw, seconds=None):

@@ -302,6 +302,232 @@ static char *repeat(char c, size_t n)
     return s;
 }
 
+/* ------------------------------------------------------ change sequences */
+
+/*
+ * The modseq test's tree: mailbox "seq" with folders Work (messages a, b
+ * and n) and Other (message c).  b and Other are the controls: no step
+ * but the last touches them.
+ */
+typedef struct seqtree {
+    ms_node mb, work, other;
+} seqtree;
+
+static uint64_t modseq_node(ms_store *st, ms_node n)
+{
+    ms_attr a;
+    assert_int_equal(ms_getattr(st, n, &a), 0);
+    return a.modseq;
+}
+
+static uint64_t modseq_named(ms_store *st, ms_node parent, const char *name)
+{
+    ms_attr a;
+    assert_int_equal(ms_lookup(st, parent, name, &a), 0);
+    return a.modseq;
+}
+
+/* The modseq of name as listing parent shows it: the engine's view. */
+static uint64_t modseq_listed(ms_store *st, ms_node parent, const char *name)
+{
+    GArray *a = children(st, parent);
+    uint64_t v = 0;
+    bool found = false;
+    for (guint i = 0; i < a->len; i++) {
+        child *c = &g_array_index(a, child, i);
+        if (!strcmp(c->name, name)) {
+            v = c->attr.modseq;
+            found = true;
+        }
+    }
+    g_array_unref(a);
+    assert_true(found);
+    return v;
+}
+
+/* The sqlite store counts exactly; a maildir store's clocks give false
+ * positives for the second before the floor (ms_mailbox_modseq). */
+static bool modseq_exact(void) { return !strcmp(backend->name, "sqlite"); }
+
+typedef struct seqctl {
+    uint64_t floor, b, other, c;
+} seqctl;
+
+/* Takes the floor and the controls' values before one change. */
+static seqctl seq_begin(ms_store *st, const seqtree *t)
+{
+    seqctl k;
+    assert_int_equal(ms_mailbox_modseq(st, t->mb.id, &k.floor), 0);
+    assert_true(k.floor > 0);
+    k.b = modseq_named(st, t->work, "b");
+    k.other = modseq_node(st, t->other);
+    k.c = modseq_named(st, t->other, "c");
+    return k;
+}
+
+/* After a change made in Work (or below it): the controls kept their
+ * values, below the floor where the count is exact. */
+static void seq_untouched(ms_store *st, const seqtree *t, const seqctl *k, bool other_too)
+{
+    assert_int_equal(modseq_named(st, t->work, "b"), k->b);
+    assert_int_equal(modseq_named(st, t->other, "c"), k->c);
+    if (other_too)
+        assert_int_equal(modseq_node(st, t->other), k->other);
+    if (modseq_exact()) {
+        assert_true(k->b < k->floor);
+        assert_true(k->c < k->floor);
+        assert_true(modseq_node(st, t->other) < k->floor);
+    }
+}
+
+/* name in parent (and parent in grand, listed as pname) moved to floor. */
+static void seq_moved(ms_store *st, ms_node grand, const char *pname, ms_node parent,
+                      const char *name, uint64_t floor)
+{
+    if (name) {
+        assert_true(modseq_named(st, parent, name) >= floor);
+        assert_true(modseq_listed(st, parent, name) >= floor);
+    }
+    assert_true(modseq_node(st, parent) >= floor);
+    assert_true(modseq_listed(st, grand, pname) >= floor);
+}
+
+static void rewrite(ms_store *st, ms_node folder, const char *name, const char *data)
+{
+    ms_attr a;
+    ms_writer *w;
+    assert_int_equal(ms_lookup(st, folder, name, &a), 0);
+    assert_int_equal(ms_writer_open(st, a.node.id, true, &w), 0);
+    assert_int_equal(ms_writer_pwrite(w, data, strlen(data), 0), (ssize_t)strlen(data));
+    assert_int_equal(commit(w, NULL), 0);
+    ms_writer_close(w);
+}
+
+/*
+ * Every kind of change moves the modseq of what it changed and of its
+ * parent to at least the floor taken before it (ms_mailbox_modseq), and
+ * leaves the nodes it did not touch as they were: a delta pass of a
+ * move re-reads only what is at or above the floor.
+ */
+static void test_modseq(void **state)
+{
+    fixture *f = *state;
+    ms_store *st = f->st;
+    seqtree t;
+    t.mb = mkdir_ok(st, ROOT, "seq");
+    t.work = mkdir_ok(st, t.mb, "Work");
+    t.other = mkdir_ok(st, t.mb, "Other");
+    put_bytes(st, t.work, "a", "Subject: a\r\n\r\na\r\n");
+    put_bytes(st, t.work, "b", "Subject: b\r\n\r\nb\r\n");
+    put_bytes(st, t.other, "c", "Subject: c\r\n\r\nc\r\n");
+    uint64_t none;
+    assert_int_equal(ms_mailbox_modseq(st, 987654, &none), -ENOENT);
+    seqctl k;
+    ms_attr a;
+
+    /* A new message. */
+    k = seq_begin(st, &t);
+    put_bytes(st, t.work, "n", "Subject: n\r\n\r\nn\r\n");
+    seq_moved(st, t.mb, "Work", t.work, "n", k.floor);
+    seq_untouched(st, &t, &k, true);
+
+    /* Its flags. */
+    k = seq_begin(st, &t);
+    assert_int_equal(ms_lookup(st, t.work, "a", &a), 0);
+    assert_int_equal(ms_xattr_set(st, a.node, "user.mail.flags", "\\Seen", 5, 0), 0);
+    seq_moved(st, t.mb, "Work", t.work, "a", k.floor);
+    seq_untouched(st, &t, &k, true);
+
+    /* Its mode, then its date. */
+    k = seq_begin(st, &t);
+    assert_int_equal(ms_lookup(st, t.work, "a", &a), 0);
+    ms_setattr_req req = {.mask = MS_SET_MODE, .mode = 0600};
+    assert_int_equal(ms_setattr(st, a.node, &req, NULL), 0);
+    seq_moved(st, t.mb, "Work", t.work, "a", k.floor);
+    seq_untouched(st, &t, &k, true);
+    k = seq_begin(st, &t);
+    req = (ms_setattr_req){.mask = MS_SET_MTIME, .mtime_ns = 1500000000LL * 1000000000LL};
+    assert_int_equal(ms_setattr(st, a.node, &req, NULL), 0);
+    seq_moved(st, t.mb, "Work", t.work, "a", k.floor);
+    seq_untouched(st, &t, &k, true);
+
+    /* Its bytes. */
+    k = seq_begin(st, &t);
+    rewrite(st, t.work, "a", "Subject: a again\r\n\r\na\r\n");
+    seq_moved(st, t.mb, "Work", t.work, "a", k.floor);
+    seq_untouched(st, &t, &k, true);
+
+    /* Its UID. */
+    k = seq_begin(st, &t);
+    assert_int_equal(ms_lookup(st, t.work, "a", &a), 0);
+    assert_int_equal(ms_xattr_set(st, a.node, "user.mail.uid", "77", 2, 0), 0);
+    assert_int_equal(modseq_named(st, t.work, "a") >= k.floor, true);
+    seq_moved(st, t.mb, "Work", t.work, "a", k.floor);
+    seq_untouched(st, &t, &k, true);
+
+    /* Its name. */
+    k = seq_begin(st, &t);
+    assert_int_equal(rename_node(st, t.work, "a", t.work, "a2", false), 0);
+    seq_moved(st, t.mb, "Work", t.work, "a2", k.floor);
+    seq_untouched(st, &t, &k, true);
+
+    /* Deleted (a backend with deleted items keeps it hidden). */
+    k = seq_begin(st, &t);
+    assert_int_equal(unlink_msg(st, t.work, "n"), 0);
+    seq_moved(st, t.mb, "Work", t.work, NULL, k.floor);
+    seq_untouched(st, &t, &k, true);
+
+    /* A subfolder: made, given a special-use, a mode, UIDs, renamed,
+     * removed; each moves it and its parent.  A maildir++ subfolder
+     * lives in the mailbox root, which every folder's modseq reads:
+     * there Other moves too (a false positive). */
+    bool fs_like = strcmp(backend->name, "maildir") != 0;
+    k = seq_begin(st, &t);
+    ms_node sub = mkdir_ok(st, t.work, "Sub");
+    seq_moved(st, t.mb, "Work", t.work, "Sub", k.floor);
+    seq_untouched(st, &t, &k, fs_like);
+    k = seq_begin(st, &t);
+    assert_int_equal(ms_xattr_set(st, sub, "user.mail.special-use", "\\Archive", 8, 0), 0);
+    seq_moved(st, t.mb, "Work", t.work, "Sub", k.floor);
+    seq_untouched(st, &t, &k, fs_like);
+    k = seq_begin(st, &t);
+    req = (ms_setattr_req){.mask = MS_SET_MODE, .mode = 0700};
+    assert_int_equal(ms_setattr(st, sub, &req, NULL), 0);
+    seq_moved(st, t.mb, "Work", t.work, "Sub", k.floor);
+    seq_untouched(st, &t, &k, fs_like);
+    k = seq_begin(st, &t);
+    assert_int_equal(ms_folder_uids_set(st, sub, &(ms_folder_uids){4242, 9}), 0);
+    seq_moved(st, t.mb, "Work", t.work, "Sub", k.floor);
+    seq_untouched(st, &t, &k, fs_like);
+    k = seq_begin(st, &t);
+    assert_int_equal(rename_node(st, t.work, "Sub", t.work, "Sub2", false), 0);
+    seq_moved(st, t.mb, "Work", t.work, "Sub2", k.floor);
+    seq_untouched(st, &t, &k, fs_like);
+    k = seq_begin(st, &t);
+    assert_int_equal(ms_rmdir(st, t.work, "Sub2"), 0);
+    seq_moved(st, t.mb, "Work", t.work, NULL, k.floor);
+    seq_untouched(st, &t, &k, fs_like);
+
+    /* The mailbox node: a top-level folder made, its ACL. */
+    k = seq_begin(st, &t);
+    mkdir_ok(st, t.mb, "Top");
+    assert_true(modseq_node(st, t.mb) >= k.floor);
+    assert_true(modseq_listed(st, ROOT, "seq") >= k.floor);
+    assert_true(modseq_named(st, t.mb, "Top") >= k.floor);
+    k = seq_begin(st, &t);
+    assert_int_equal(ms_xattr_set(st, t.mb, "user.mail.acl", "bob lr", 6, 0), 0);
+    assert_true(modseq_node(st, t.mb) >= k.floor);
+    seq_untouched(st, &t, &k, fs_like);
+
+    /* Last, the controls themselves: a message moved to another folder
+     * moves both folders and itself. */
+    k = seq_begin(st, &t);
+    assert_int_equal(rename_node(st, t.work, "b", t.other, "b", false), 0);
+    seq_moved(st, t.mb, "Other", t.other, "b", k.floor);
+    seq_moved(st, t.mb, "Work", t.work, NULL, k.floor);
+    assert_int_equal(modseq_named(st, t.other, "c"), k.c);
+}
+
 /* ------------------------------------------------------ writable tests */
 
 static void test_names(void **state)
@@ -1038,6 +1264,16 @@ static void test_ro_tree(void **state)
     assert_true(find_message(f->st, ROOT, &folder, &name, &m));
     assert_int_equal(ms_lookup(f->st, folder, name, &a), 0);
     assert_int_equal(a.node.id, m.node.id);
+    /* A change sequence: none in a pst file (nothing changes it), and
+     * a read-only sqlite store still answers with its own. */
+    uint64_t floor = 0;
+    if (!strcmp(backend->name, "pst")) {
+        assert_int_equal(ms_mailbox_modseq(f->st, a.mailbox, &floor), -ENOTSUP);
+        assert_int_equal(a.modseq, 0);
+    } else {
+        assert_int_equal(ms_mailbox_modseq(f->st, a.mailbox, &floor), 0);
+        assert_true(a.modseq > 0 && a.modseq < floor);
+    }
     ms_reader *r;
     assert_int_equal(ms_reader_open(f->st, m.node.id, &r), 0);
     GByteArray *b = read_whole(r);
@@ -1145,6 +1381,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_reader_keeps_bytes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hidden_naming, setup, teardown),
         cmocka_unit_test_setup_teardown(test_folder_uids, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_modseq, setup, teardown),
     };
     const struct CMUnitTest readonly[] = {
         cmocka_unit_test_setup_teardown(test_ro_tree, setup, teardown),

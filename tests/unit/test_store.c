@@ -973,6 +973,75 @@ static char *sql_on(const char *db, const char *sql)
     return g_strstrip(out);
 }
 
+/* SQL that takes a v8 store back to v7: the modseq triggers and columns. */
+#define UNDO_V8                                                                                    \
+    "DROP TRIGGER mailbox_modseq_ins; DROP TRIGGER mailbox_modseq_upd;"                            \
+    "DROP TRIGGER folder_modseq_ins; DROP TRIGGER folder_modseq_upd;"                              \
+    "DROP TRIGGER folder_modseq_from; DROP TRIGGER folder_modseq_del;"                             \
+    "DROP TRIGGER message_modseq_ins; DROP TRIGGER message_modseq_upd;"                            \
+    "DROP TRIGGER message_modseq_from; DROP TRIGGER message_modseq_del;"                           \
+    "ALTER TABLE mailbox DROP COLUMN modseq; ALTER TABLE mailbox DROP COLUMN highest_modseq;"      \
+    "ALTER TABLE folder DROP COLUMN modseq; ALTER TABLE message DROP COLUMN modseq;"
+
+static uint64_t modseq_of(ms_store *st, ms_node n)
+{
+    ms_attr a;
+    assert_int_equal(ms_getattr(st, n, &a), 0);
+    return a.modseq;
+}
+
+/*
+ * A v7 store (before change sequences) is upgraded when opened
+ * read-write: every node it holds gets modseq 1, below the mailbox's
+ * floor, and the first change after the upgrade stamps what it changed
+ * (and its parent) at or above the floor, and nothing else.
+ */
+static void test_migration_v7_modseq(void **state)
+{
+    fixture *f = *state;
+    g_autofree char *path = g_build_filename(f->dir, "v7.db", NULL);
+    ms_store_conf sc = {.name = "v7", .backend = "sqlite", .path = path};
+    ms_store *st;
+    char *err = NULL;
+    assert_int_equal(ms_store_open(&sc, MS_OPEN_CREATE, &st, &err), 0);
+    ms_node mb = mkdir_ok(st, ROOT, "seven");
+    ms_node inbox = mkdir_ok(st, mb, "INBOX");
+    ms_node sub = mkdir_ok(st, inbox, "Sub");
+    put(st, inbox, "a", "first", 5);
+    put(st, inbox, "b", "second", 6);
+    ms_store_close(st);
+    g_free(sql_on(path, UNDO_V8 "PRAGMA user_version = 7;"));
+    g_autofree char *cols = sql_on(path, "SELECT count(*) FROM pragma_table_info('message')"
+                                         " WHERE name = 'modseq'");
+    assert_string_equal(cols, "0");
+    assert_int_equal(ms_store_open(&sc, 0, &st, &err), 0);
+    g_autofree char *ver = sql_on(path, "PRAGMA user_version");
+    assert_string_equal(ver, "8");
+    ms_attr a, b;
+    assert_int_equal(ms_lookup(st, inbox, "a", &a), 0);
+    assert_int_equal(ms_lookup(st, inbox, "b", &b), 0);
+    assert_int_equal(a.modseq, 1);
+    assert_int_equal(b.modseq, 1);
+    assert_int_equal(modseq_of(st, mb), 1);
+    assert_int_equal(modseq_of(st, inbox), 1);
+    assert_int_equal(modseq_of(st, sub), 1);
+    uint64_t floor = 0;
+    assert_int_equal(ms_mailbox_modseq(st, mb.id, &floor), 0);
+    assert_true(floor > 1);
+    assert_int_equal(ms_xattr_set(st, a.node, "user.mail.flags", "\\Seen", 5, 0), 0);
+    assert_true(modseq_of(st, a.node) >= floor);
+    assert_true(modseq_of(st, inbox) >= floor);
+    assert_int_equal(modseq_of(st, b.node), 1);
+    assert_int_equal(modseq_of(st, sub), 1);
+    assert_int_equal(modseq_of(st, mb), 1);
+    /* Bytes unchanged by the upgrade. */
+    size_t len;
+    g_autofree char *bytes = read_all(st, b.node.id, &len);
+    assert_memory_equal(bytes, "second", 6);
+    assert_int_equal(ms_mailbox_modseq(st, 999999, &floor), -ENOENT);
+    ms_store_close(st);
+}
+
 /*
  * A v5 store (before UIDVALIDITY) is upgraded when opened read-write: its
  * folders get a UIDVALIDITY (the upgrade's time) and keep their UIDNEXT,
@@ -995,10 +1064,11 @@ static void test_migration_v5_uidvalidity(void **state)
     assert_int_equal(ms_unlink(st, inbox, "a"), 0);
     ms_store_close(st);
     /* The v5 schema: v6 only added the column and the meta row, v7 the
-     * noselect column. */
-    g_free(sql_on(path, "ALTER TABLE folder DROP COLUMN uidvalidity;"
-                        "ALTER TABLE folder DROP COLUMN noselect;"
-                        "DELETE FROM meta WHERE key = 'uidvalidity'; PRAGMA user_version = 5;"));
+     * noselect column, v8 the modseq columns and triggers. */
+    g_free(sql_on(path,
+                  UNDO_V8 "ALTER TABLE folder DROP COLUMN uidvalidity;"
+                          "ALTER TABLE folder DROP COLUMN noselect;"
+                          "DELETE FROM meta WHERE key = 'uidvalidity'; PRAGMA user_version = 5;"));
     assert_int_equal(ms_store_open(&sc, MS_OPEN_READONLY, &st, &err), -EPROTO);
     assert_non_null(strstr(err, "schema upgrade"));
     g_free(err);
@@ -1007,7 +1077,7 @@ static void test_migration_v5_uidvalidity(void **state)
     assert_int_equal(ms_store_open(&sc, 0, &st, &err), 0);
     int64_t after = ms_now_ns() / 1000000000;
     g_autofree char *ver = sql_on(path, "PRAGMA user_version");
-    assert_string_equal(ver, "7");
+    assert_string_equal(ver, "8");
     assert_int_equal(ms_resolve(st, "old/INBOX", &inbox), 0);
     ms_folder_uids u = uids_of(st, inbox);
     assert_true(u.uidvalidity >= before && u.uidvalidity <= after);
@@ -1040,6 +1110,76 @@ static void import_ok(ms_store *st, ms_node folder, const char *name, int64_t ui
     assert_int_equal(ms_writer_commit(w, false, &a), 0);
     ms_writer_close(w);
     assert_int_equal(a.imap_uid, uid);
+}
+
+/* The floor of mailbox (ms_mailbox_modseq). */
+static uint64_t floor_of(ms_store *st, ms_node mailbox)
+{
+    uint64_t v = 0;
+    assert_int_equal(ms_mailbox_modseq(st, mailbox.id, &v), 0);
+    return v;
+}
+
+static uint64_t modseq_at(ms_store *st, ms_node parent, const char *name)
+{
+    ms_attr a;
+    assert_int_equal(ms_lookup(st, parent, name, &a), 0);
+    return a.modseq;
+}
+
+/*
+ * The sqlite store's write paths beyond the tree writes of the
+ * conformance suite: an import with a UID (a move's copy), a restore of
+ * deleted items, a mailbox renamed, a folder made a mere parent.  Each
+ * moves what it changed to the floor or above and leaves a control
+ * message and folder below it.
+ */
+static void test_modseq_sqlite_paths(void **state)
+{
+    fixture *f = *state;
+    ms_store *st = f->a;
+    ms_node mb = mkdir_ok(st, ROOT, "paths");
+    ms_node inbox = mkdir_ok(st, mb, "INBOX");
+    ms_node ctl = mkdir_ok(st, mb, "Control");
+    put(st, ctl, "keep", "k", 1);
+    put(st, inbox, "gone", "g", 1);
+    uint64_t fl;
+
+    fl = floor_of(st, mb);
+    import_ok(st, inbox, "imported", 40);
+    assert_true(modseq_at(st, inbox, "imported") >= fl);
+    assert_true(modseq_of(st, inbox) >= fl);
+    assert_true(modseq_of(st, ctl) < fl);
+    assert_true(modseq_at(st, ctl, "keep") < fl);
+
+    assert_int_equal(ms_unlink(st, inbox, "gone"), 0);
+    fl = floor_of(st, mb);
+    assert_int_equal(ms_deleted_restore(st, "paths", "INBOX/gone", NULL), 0);
+    assert_true(modseq_at(st, inbox, "gone") >= fl);
+    assert_true(modseq_of(st, inbox) >= fl);
+    assert_true(modseq_at(st, inbox, "imported") < fl);
+    assert_true(modseq_of(st, ctl) < fl);
+
+    fl = floor_of(st, mb);
+    assert_int_equal(ms_rename(st, ROOT, "paths", ROOT, "paths2", false), 0);
+    assert_true(modseq_at(st, ROOT, "paths2") >= fl);
+    assert_true(modseq_of(st, ctl) < fl);
+    assert_true(floor_of(st, mb) > fl);
+
+    fl = floor_of(st, mb);
+    ms_node empty = mkdir_ok(st, mb, "Parent");
+    assert_true(modseq_of(st, empty) >= fl);
+    fl = floor_of(st, mb);
+    assert_int_equal(ms_folder_unselect(st, empty), 0);
+    assert_true(modseq_of(st, empty) >= fl);
+    assert_true(modseq_of(st, mb) >= fl);
+    assert_true(modseq_of(st, ctl) < fl);
+    assert_true(modseq_at(st, ctl, "keep") < fl);
+
+    /* A mailbox made later starts above every counter of the store. */
+    uint64_t before = floor_of(st, mb);
+    ms_node other = mkdir_ok(st, ROOT, "later");
+    assert_true(floor_of(st, other) > before);
 }
 
 /*
@@ -1524,6 +1664,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_locked_mailbox_refuses_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_move_and_undo, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migration_v5_uidvalidity, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_migration_v7_modseq, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_modseq_sqlite_paths, setup, teardown),
         cmocka_unit_test_setup_teardown(test_move_keeps_uids, setup, teardown),
         cmocka_unit_test_setup_teardown(test_move_verifies_uids, setup, teardown),
 #ifdef MS_FAULT_INJECTION

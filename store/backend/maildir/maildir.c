@@ -539,7 +539,10 @@ int md_refresh_folder(md_store *s, md_folder *f, bool force)
     g_hash_table_iter_init(&it, f->by_base);
     while (g_hash_table_iter_next(&it, NULL, &v)) {
         md_msg *m = v;
-        m->uid = f->ul ? md_uidlist_uid(f->ul, m->base, strlen(m->base)) : 0;
+        uint32_t uid = f->ul ? md_uidlist_uid(f->ul, m->base, strlen(m->base)) : 0;
+        if (m->uid && uid != m->uid)
+            m->uid_ns = now; /* renumbered behind us: a change (modseq) */
+        m->uid = uid;
     }
     f->scanned = true;
     f->scanned_ns = now;
@@ -655,6 +658,146 @@ int md_msg_stat(md_store *s, md_msg *m)
     return 0;
 }
 
+/* ------------------------------------------------------------ modseq */
+
+/*
+ * A maildir store keeps no counter of its own: the filesystem's clocks
+ * are the change sequence (ms_attr.modseq), in nanoseconds since the
+ * epoch.  Every change, by mailfs or by the mail server, moves the
+ * ctime of the file it touches and the mtime of the directory it adds
+ * to, removes from or renames in; ms_mailbox_modseq's floor is the
+ * clock now, less the slack of the filesystem's coarser clock.
+ */
+
+/* The later of path's ctime and mtime, or 0 when it is not there. */
+static int64_t path_stamp(const char *path)
+{
+    struct stat sb;
+    if (stat(path, &sb) < 0)
+        return 0;
+    int64_t c = ts_ns(&sb.st_ctim), m = ts_ns(&sb.st_mtim);
+    return c > m ? c : m;
+}
+
+static int64_t child_stamp(const char *dir, const char *name)
+{
+    g_autofree char *p = g_build_filename(dir, name, NULL);
+    return path_stamp(p);
+}
+
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+/*
+ * A message's: its file's ctime, which a flag change (a rename), a link,
+ * a chmod, an mtime set or an attribute set all move, or the time this
+ * process saw its UID change.  A message without a UID yet is not
+ * settled: it is "changed now" at every look, until it has one, so
+ * that the UID it gets is never missed.
+ */
+static uint64_t msg_modseq(const md_msg *m)
+{
+    if (!m->uid)
+        return (uint64_t)ms_now_ns();
+    return (uint64_t)max64(m->ctime_ns, m->uid_ns);
+}
+
+/*
+ * What moves when folder f itself changes: its directory's stamps.  It
+ * is renamed, chmod'ed through the mount (an attribute of it), or a
+ * file of its own is replaced in it: mailfs-special-use, and the
+ * uidlist with a new UIDVALIDITY or the keywords file, which mailfs and
+ * Dovecot write beside and rename into place, so that those files need
+ * no stat of their own.  A maildir++ parent with no directory has its
+ * mailbox root's.
+ */
+static int64_t folder_own_stamp(md_store *s, md_folder *f)
+{
+    g_autofree char *p = f->exists ? md_folder_path_abs(s, f) : md_mbox_path(s, f->mb);
+    return path_stamp(p);
+}
+
+/* The largest own stamp of the folders of mb directly below parent
+ * (NULL: the top-level ones), as this process last listed them. */
+static int64_t children_stamp(md_store *s, md_mbox *mb, const md_folder *parent)
+{
+    size_t plen = parent ? strlen(parent->path) : 0;
+    int64_t best = 0;
+    GHashTableIter it;
+    gpointer v;
+    g_hash_table_iter_init(&it, mb->folders);
+    while (g_hash_table_iter_next(&it, NULL, &v)) {
+        md_folder *c = v;
+        const char *leaf = c->path;
+        if (parent) {
+            if (strncmp(c->path, parent->path, plen) || c->path[plen] != '/')
+                continue;
+            leaf = c->path + plen + 1;
+        }
+        if (!strchr(leaf, '/'))
+            best = max64(best, folder_own_stamp(s, c));
+    }
+    return best;
+}
+
+/*
+ * A folder's: its own stamp, its messages' directories (a message added,
+ * removed, renamed or re-flagged in new/ or cur/; mailfs dates them when
+ * it changes a message in place), the uidlist (to which Dovecot may
+ * append in place), and its direct subfolders' own stamps.  A maildir++
+ * subfolder lives in the mailbox root, not in its parent: the root's
+ * stamps count too, so a subfolder made, renamed or removed there moves
+ * every folder of the mailbox, as does any change of INBOX, whose files
+ * are the root's (false positives, which the floor allows).
+ */
+static uint64_t folder_modseq(md_store *s, md_folder *f)
+{
+    int64_t v = folder_own_stamp(s, f);
+    if (f->exists) {
+        g_autofree char *p = md_folder_path_abs(s, f);
+        v = max64(v, child_stamp(p, "cur"));
+        v = max64(v, child_stamp(p, "new"));
+        v = max64(v, child_stamp(p, "dovecot-uidlist"));
+    }
+    if (s->layout != MD_LAYOUT_FS && *f->dir) {
+        g_autofree char *root = md_mbox_path(s, f->mb);
+        v = max64(v, path_stamp(root));
+    }
+    return (uint64_t)max64(v, children_stamp(s, f->mb, f));
+}
+
+/* A mailbox's: its root directory (a top-level folder made, renamed or
+ * removed; its mailfs-mailbox file, replaced by a rename) and its
+ * top-level folders' own stamps as last listed (a mailbox never listed
+ * has none cached: its root's stamps alone). */
+static uint64_t mbox_modseq(md_store *s, md_mbox *mb)
+{
+    g_autofree char *root = md_mbox_path(s, mb);
+    return (uint64_t)max64(path_stamp(root), children_stamp(s, mb, NULL));
+}
+
+/*
+ * The floor: the clock now, less one second.  Filesystems stamp ctime
+ * and mtime with the kernel's coarse clock (current_time(), a jiffy
+ * behind the fine clock this reads, more on some filesystems), so a
+ * change made just after this returns may carry a stamp slightly
+ * earlier than now: the second covers any such lag, at the price of
+ * the changes of the second before counting as new (false positives).
+ */
+int md_mailbox_modseq(ms_store *st, int64_t id, uint64_t *out)
+{
+    md_store *s = md_of(st);
+    ms_mutex_lock(&s->lock);
+    int rc = md_refresh_root(s);
+    md_mbox *mb = rc ? NULL : md_by_id(s, MS_MAILBOX, id);
+    ms_mutex_unlock(&s->lock);
+    if (rc)
+        return rc;
+    if (!mb)
+        return -ENOENT;
+    *out = (uint64_t)(ms_now_ns() - 1000000000LL);
+    return 0;
+}
+
 void md_msg_attr(md_store *s, md_msg *m, ms_attr *out)
 {
     (void)s;
@@ -668,6 +811,7 @@ void md_msg_attr(md_store *s, md_msg *m, ms_attr *out)
         .gid = m->over.set ? m->over.gid : m->fgid,
         .imap_uid = m->uid,
         .mailbox = m->f->mb->id,
+        .modseq = msg_modseq(m),
     };
 }
 
@@ -682,6 +826,7 @@ int md_folder_attr(md_store *s, md_folder *f, ms_attr *out)
     out->node = (ms_node){MS_FOLDER, f->id};
     out->mailbox = f->mb->id;
     out->noselect = !f->exists;
+    out->modseq = folder_modseq(s, f);
     return 0;
 }
 
@@ -693,6 +838,7 @@ int md_mbox_attr(md_store *s, md_mbox *mb, ms_attr *out)
         return rc;
     out->node = (ms_node){MS_MAILBOX, mb->id};
     out->mailbox = mb->id;
+    out->modseq = mbox_modseq(s, mb);
     return 0;
 }
 
@@ -1007,7 +1153,8 @@ int md_getattr(ms_store *st, ms_node node, ms_attr *out)
                              .gid = m->over.gid,
                              .mailbox = m->f->mb->id,
                              .mtime_ns = m->mtime_ns,
-                             .ctime_ns = m->ctime_ns};
+                             .ctime_ns = m->ctime_ns,
+                             .modseq = msg_modseq(m)};
             break;
         }
         if (!rc)

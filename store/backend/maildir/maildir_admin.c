@@ -41,7 +41,13 @@ static int folders_sorted(md_store *s, md_mbox *mb, bool force, GPtrArray **out)
     g_hash_table_iter_init(&it, mb->folders);
     while (g_hash_table_iter_next(&it, NULL, &v)) {
         md_folder *f = v;
-        if ((rc = md_refresh_folder(s, f, force)))
+        /* force: the files are looked at now (no recheck window), but a
+         * folder whose directories and uidlist did not change since its
+         * last scan (still_fresh) is not read again: a stamp of a 50,000-
+         * message folder costs a few stats, not a readdir. */
+        if (force)
+            f->checked_ns = 0;
+        if ((rc = md_refresh_folder(s, f, false)))
             break;
         g_ptr_array_add(fs, f);
     }
@@ -566,11 +572,19 @@ static int md_message_link(ms_store *st, ms_node folder, const char *name, int64
     /* The source first, under its own lock; never both locks at once. */
     ms_mutex_lock(&ss->lock);
     md_msg *sm = md_by_id(ss, MS_MESSAGE, message);
-    int rc = !sm || sm->pending ? -ENOENT : md_refresh_folder(ss, sm->f, false);
-    if (!rc && !(sm = md_by_id(ss, MS_MESSAGE, message)))
-        rc = -ENOENT;
-    if (!rc)
-        rc = md_msg_stat(ss, sm);
+    /* The listing the caller just read names the file: no rescan per
+     * link (a folder the mail server delivers into changes all the time,
+     * and a rescan reads all of it).  A file renamed since (a flag set by
+     * the server) is found by one forced rescan; a link that still misses
+     * fails with ENOENT, which a move's next pass takes up. */
+    int rc = !sm || sm->pending ? -ENOENT : md_msg_stat(ss, sm);
+    if (rc == -ENOENT && sm && !sm->pending) {
+        rc = md_refresh_folder(ss, sm->f, true);
+        if (!rc && !(sm = md_by_id(ss, MS_MESSAGE, message)))
+            rc = -ENOENT;
+        if (!rc)
+            rc = md_msg_stat(ss, sm);
+    }
     if (!rc) {
         spath = md_msg_path(ss, sm);
         sbase = g_strdup(sm->base);
@@ -602,11 +616,8 @@ static int md_message_link(ms_store *st, ms_node folder, const char *name, int64
     md_msg *nm = NULL;
     if (!rc)
         rc = md_put_file(s, f, spath, true, base, flags, flen, (uint32_t)uid, NULL, false, &nm);
-    if (rc == -ENOENT) {
-        /* Renamed by Dovecot between our look and the link: a copy will
-         * do (the caller's), rather than a guess at the new name. */
-        rc = -EXDEV;
-    }
+    /* -ENOENT: renamed by Dovecot between our look and the link; the
+     * caller copies this one (its reader finds the new name). */
     if (!rc) {
         nm->over = over;
         if (!(rc = md_msg_stat(s, nm)) && out)
@@ -688,6 +699,8 @@ static int md_message_uid_set(ms_store *st, int64_t message, int64_t uid)
     if (!rc)
         rc = e;
     if (!rc && (write || have == (uint32_t)uid)) {
+        if (m->uid != (uint32_t)uid)
+            m->uid_ns = ms_now_ns();
         m->uid = (uint32_t)uid;
         m->uid_pinned = true;
     }
@@ -713,6 +726,7 @@ const ms_admin_ops md_admin_ops = {
     .folder_uids_get = md_folder_uids_get,
     .folder_uids_set = md_folder_uids_set,
     .mailbox_stamp = md_mailbox_stamp,
+    .mailbox_modseq = md_mailbox_modseq,
     .message_link = md_message_link,
     .folder_unselect = md_folder_unselect,
     .message_uid_set = md_message_uid_set,

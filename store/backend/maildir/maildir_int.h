@@ -69,6 +69,8 @@ typedef struct md_msg {
     size_t pflags_len;
     bool seen;    /* scan bookkeeping */
     uint32_t uid; /* 0: dovecot-uidlist does not list it yet */
+    /* When this process saw its UID change (0: never): its modseq. */
+    int64_t uid_ns;
     /* From the last stat of fname (files never change once in place). */
     bool stated;
     int64_t size, mtime_ns, ctime_ns;
@@ -176,6 +178,8 @@ void md_msg_attr(md_store *s, md_msg *m, ms_attr *out);
 int md_folder_attr(md_store *s, md_folder *f, ms_attr *out);
 int md_mbox_attr(md_store *s, md_mbox *mb, ms_attr *out);
 int md_stat_attr(const char *path, const char *xa, ms_attr *out);
+/* ms_mailbox_modseq (the floor; maildir.c says what the stamps are). */
+int md_mailbox_modseq(ms_store *st, int64_t id, uint64_t *out);
 int md_over_get(const char *path, const char *xa, md_over *o);
 int md_over_set(md_store *s, const char *path, const char *xa, const md_over *o);
 const char *md_folder_xattr(const md_folder *f);

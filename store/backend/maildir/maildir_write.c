@@ -689,6 +689,23 @@ static int set_mtime(const char *path, int64_t ns)
     return utimensat(AT_FDCWD, path, ts, 0) < 0 ? -errno : 0;
 }
 
+/*
+ * A message changed in place (mode, owner, mtime: its file's ctime
+ * moves, not its directory's): the mtime of the directory holding it is
+ * set to now, so that its folder's modseq moves too, as the directory's
+ * does for every other change of a message.  Dovecot then rescans it,
+ * finding nothing new.  Best effort: a failure is logged, the change
+ * stands (the message's own modseq moved).
+ */
+static void touch_msg_dir(md_store *s, md_msg *m)
+{
+    g_autofree char *fp = md_folder_path_abs(s, m->f);
+    g_autofree char *dir = g_build_filename(fp, m->in_new ? "new" : "cur", NULL);
+    struct timespec ts[2] = {{0, UTIME_OMIT}, {0, UTIME_NOW}};
+    if (utimensat(AT_FDCWD, dir, ts, 0) < 0)
+        ms_log(LOG_WARNING, "%s: cannot date the change of %s: %s", dir, m->fname, strerror(errno));
+}
+
 static int md_setattr(ms_store *st, int64_t mailbox, ms_node node, const ms_setattr_req *req,
                       ms_attr *out)
 {
@@ -763,6 +780,8 @@ static int md_setattr(ms_store *st, int64_t mailbox, ms_node node, const ms_seta
         if (!rc)
             unlink(cache);
     }
+    if (!rc && m)
+        touch_msg_dir(s, m);
     if (m)
         m->stated = false;
     ms_mutex_unlock(&s->lock);

@@ -272,6 +272,26 @@ int sq_mailbox_size(ms_store *st, int64_t id, int64_t *messages, int64_t *bytes)
     return rc;
 }
 
+/*
+ * The counter (schema v8) plus one: every later write raises it in its
+ * own transaction before stamping, and writes are serialised, so each
+ * gets at least this.  A write still open while this reads commits
+ * counter + 1 at least too.
+ */
+int sq_mailbox_modseq(ms_store *st, int64_t id, uint64_t *out)
+{
+    sq_conn *c = sq_conn_get(st);
+    if (!c)
+        return -EIO;
+    int64_t v = 0;
+    int rc = sq_query_int(c, "SELECT highest_modseq + 1 FROM mailbox WHERE id = ?", id, &v,
+                          "mailbox modseq");
+    sq_conn_put(st, c);
+    if (!rc)
+        *out = (uint64_t)v;
+    return rc;
+}
+
 static int meta_in(sq_conn *c, int64_t id, ms_message_meta *out)
 {
     sqlite3_stmt *q = sq_stmt(c, "SELECT sha256, flags FROM message WHERE id = ?");

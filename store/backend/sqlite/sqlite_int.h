@@ -159,6 +159,7 @@ int sq_mailbox_scan(ms_store *st, ms_mailbox_fn fn, void *ctx);
 int sq_mailbox_set(ms_store *st, int64_t id, const ms_mailbox_change *chg);
 int sq_mailbox_drop(ms_store *st, int64_t id);
 int sq_mailbox_size(ms_store *st, int64_t id, int64_t *messages, int64_t *bytes);
+int sq_mailbox_modseq(ms_store *st, int64_t id, uint64_t *out);
 /* Fills the retained_* fields of out: moved-away source copies. */
 int sq_retained_stats(sq_conn *c, ms_store_stats *out);
 int sq_message_meta(ms_store *st, int64_t id, bool hash, ms_message_meta *out);

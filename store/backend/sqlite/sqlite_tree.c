@@ -14,14 +14,15 @@
 /*
  * Every attribute query selects the same columns, so one function reads
  * them: id, size, mtime_ns, mode, uid, gid, imap_uid, mailbox, name,
- * ctime_ns.
+ * ctime_ns, modseq (then a folder's noselect).
  */
-#define MAILBOX_COLS "id, 0, mtime_ns, mode, uid, gid, 0, id, name, ctime_ns"
+#define MAILBOX_COLS "id, 0, mtime_ns, mode, uid, gid, 0, id, name, ctime_ns, modseq"
 #define FOLDER_COLS                                                                                \
-    "id, 0, mtime_ns, mode, uid, gid, 0, mailbox, name, ctime_ns,"                                 \
+    "id, 0, mtime_ns, mode, uid, gid, 0, mailbox, name, ctime_ns, modseq,"                         \
     " noselect AND NOT EXISTS(SELECT 1 FROM message WHERE message.folder = folder.id)"
 #define MESSAGE_COLS                                                                               \
-    "m.id, m.size, m.mtime_ns, m.mode, m.uid, m.gid, m.imap_uid, f.mailbox, m.name, m.ctime_ns"
+    "m.id, m.size, m.mtime_ns, m.mode, m.uid, m.gid, m.imap_uid, f.mailbox, m.name, m.ctime_ns,"   \
+    " m.modseq"
 
 static void row_attr(sqlite3_stmt *q, ms_kind kind, ms_attr *a)
 {
@@ -36,8 +37,9 @@ static void row_attr(sqlite3_stmt *q, ms_kind kind, ms_attr *a)
     a->imap_uid = sqlite3_column_int64(q, 6);
     a->mailbox = sqlite3_column_int64(q, 7);
     a->ctime_ns = sqlite3_column_int64(q, 9);
+    a->modseq = (uint64_t)sqlite3_column_int64(q, 10);
     if (kind == MS_FOLDER)
-        a->noselect = sqlite3_column_int(q, 10) != 0;
+        a->noselect = sqlite3_column_int(q, 11) != 0;
 }
 
 /* Reads one attribute row of kind from q; resets q. */
@@ -303,8 +305,9 @@ static int list_in(sq_conn *c, ms_node parent, uint64_t cookie, ms_list_fn fn, v
                 return rc;
             cookie = COOKIE_MSG;
         }
-        q = sq_stmt(c, "SELECT id, size, mtime_ns, mode, uid, gid, imap_uid, ?, name, ctime_ns"
-                       " FROM message WHERE folder = ? AND state = 0 AND id > ? ORDER BY id");
+        q = sq_stmt(c,
+                    "SELECT id, size, mtime_ns, mode, uid, gid, imap_uid, ?, name, ctime_ns,"
+                    " modseq FROM message WHERE folder = ? AND state = 0 AND id > ? ORDER BY id");
         if (!q)
             return -EIO;
         sqlite3_bind_int64(q, 1, fa.mailbox);
