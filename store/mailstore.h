@@ -510,7 +510,8 @@ int ms_mailbox_drop(ms_store *st, int64_t id);
 int ms_mailbox_size(ms_store *st, int64_t id, int64_t *messages, int64_t *bytes);
 /* With hash, sha256 is the bytes' SHA-256 (read now from a store that
  * keeps none, as a Maildir); without, it is what the store keeps, or
- * zeros (flags and identity only: cheap). */
+ * zeros (flags and identity only, as the store's listing last saw them:
+ * cheap). */
 int ms_message_get_meta(ms_store *st, int64_t id, bool hash, ms_message_meta *out);
 /* A writer for a new message named name with IMAP UID uid (0: next). */
 int ms_writer_import(ms_store *st, ms_node folder, const char *name, int64_t uid, ms_writer **out);

@@ -98,7 +98,9 @@ held() {
     if [ "$point" = copy ]; then
         probe_ok "$what: a delivery to $u (the source is writable)" deliver-moving
     else
-        within 5 deliver-moving
+        # (its answer, however long a loaded machine takes to start it:
+        # released before it answers, it could land after the cutover)
+        within 60 deliver-moving
         check "$what: a delivery to $u is deferred (exit 75) in the cutover" \
             test "$(cat "$P/deliver-moving.rc" 2>/dev/null)" = 75
     fi

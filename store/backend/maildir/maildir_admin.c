@@ -402,12 +402,19 @@ static int md_message_meta(ms_store *st, int64_t id, bool hash, ms_message_meta 
     md_store *s = md_of(st);
     memset(out, 0, sizeof *out);
     if (!hash) {
-        /* Flags and identity: from the listing, no file opened. */
+        /* Flags and identity as the listing last saw them: no file
+         * opened, and no rescan (under deliveries the folder changes all
+         * the time, and a move asks this of every message it verifies:
+         * rescans made a bulk copy crawl).  What changed since shows in
+         * the message's change sequence, which a move checks again. */
         ms_mutex_lock(&s->lock);
-        md_msg *m = NULL;
-        int rc = md_msg_find(s, id, &m);
-        if (!rc)
-            rc = md_msg_stat(s, m);
+        md_msg *m = md_by_id(s, MS_MESSAGE, id);
+        int rc = !m || m->pending ? -ENOENT : md_msg_stat(s, m);
+        if (rc == -ENOENT && m && !m->pending) { /* renamed: look again */
+            rc = md_msg_find(s, id, &m);
+            if (!rc)
+                rc = md_msg_stat(s, m);
+        }
         if (!rc) {
             out->dev = m->dev;
             out->ino = m->ino;
