@@ -66,6 +66,12 @@ bool mv_cancelled(mover *mv);
 /* A failed journal write (rc) as the move's EIO, said once; 0 passes. */
 int mv_journal_failed(mover *mv, int rc);
 int mv_open_batch(mover *mv);
+/* Records a new move of mailbox from src into dst as newname (or, with
+ * adopt, makes this process the owner of that recorded move again), and
+ * reads it back into *mi; *id_out (may be NULL) gets its id. */
+int mv_record(ms_journal *j, int64_t adopt, ms_store *src, ms_store *dst, const char *mailbox,
+              const char *newname, int64_t messages, int64_t bytes, int64_t *id_out,
+              ms_move_info *mi);
 /* Ends the open target batch, committing it if commit. */
 int mv_close_batch(mover *mv, bool commit);
 /* Commits the prepared writers in one target transaction; frees them. */

@@ -443,24 +443,30 @@ int jn_dir_save(ms_journal *j, int64_t id, const char *dn, const char *saved, co
                "ittt", id, dn, saved, target);
 }
 
-int jn_dir_get(ms_journal *j, int64_t id, char **dn, char **saved, char **target)
+/*
+ * The n text columns of the one row sql (bound to move id) selects, each
+ * into *out[i] (g_free); -ENOENT when there is no such row.
+ */
+static int row_texts(ms_journal *j, const char *sql, int64_t id, char **const out[], int n)
 {
     g_mutex_lock(&j->lock);
     sqlite3_stmt *q = NULL;
-    int rc = sqlite3_prepare_v2(j->db, "SELECT dn, saved, target FROM move_dir WHERE move = ?", -1,
-                                &q, NULL);
+    int rc = sqlite3_prepare_v2(j->db, sql, -1, &q, NULL);
     if (rc == SQLITE_OK) {
         sqlite3_bind_int64(q, 1, id);
         rc = sqlite3_step(q);
     }
-    if (rc == SQLITE_ROW) {
-        *dn = g_strdup((const char *)sqlite3_column_text(q, 0));
-        *saved = g_strdup((const char *)sqlite3_column_text(q, 1));
-        *target = g_strdup((const char *)sqlite3_column_text(q, 2));
-    }
+    for (int i = 0; rc == SQLITE_ROW && i < n; i++)
+        *out[i] = g_strdup((const char *)sqlite3_column_text(q, i));
     sqlite3_finalize(q);
     g_mutex_unlock(&j->lock);
     return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : -EIO;
+}
+
+int jn_dir_get(ms_journal *j, int64_t id, char **dn, char **saved, char **target)
+{
+    char **out[] = {dn, saved, target};
+    return row_texts(j, "SELECT dn, saved, target FROM move_dir WHERE move = ?", id, out, 3);
 }
 
 /* Moves in state of source's mailbox (NULL: any) into target as newname
@@ -572,21 +578,8 @@ int jn_hold_save(ms_journal *j, int64_t id, const char *dn, const char *spec)
 
 int jn_hold_get(ms_journal *j, int64_t id, char **dn, char **spec)
 {
-    g_mutex_lock(&j->lock);
-    sqlite3_stmt *q = NULL;
-    int rc =
-        sqlite3_prepare_v2(j->db, "SELECT dn, spec FROM move_hold WHERE move = ?", -1, &q, NULL);
-    if (rc == SQLITE_OK) {
-        sqlite3_bind_int64(q, 1, id);
-        rc = sqlite3_step(q);
-    }
-    if (rc == SQLITE_ROW) {
-        *dn = g_strdup((const char *)sqlite3_column_text(q, 0));
-        *spec = g_strdup((const char *)sqlite3_column_text(q, 1));
-    }
-    sqlite3_finalize(q);
-    g_mutex_unlock(&j->lock);
-    return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : -EIO;
+    char **out[] = {dn, spec};
+    return row_texts(j, "SELECT dn, spec FROM move_hold WHERE move = ?", id, out, 2);
 }
 
 int jn_hold_drop(ms_journal *j, int64_t id)

@@ -846,6 +846,19 @@ int mv_preflight(ms_store *src, ms_store *dst, const char *mailbox, const char *
     return 0;
 }
 
+int mv_record(ms_journal *j, int64_t adopt, ms_store *src, ms_store *dst, const char *mailbox,
+              const char *newname, int64_t messages, int64_t bytes, int64_t *id_out,
+              ms_move_info *mi)
+{
+    int64_t id = adopt;
+    int rc = adopt ? jn_adopt(j, id)
+                   : jn_create(j, mailbox, newname, ms_store_name(src), ms_store_name(dst),
+                               messages, bytes, &id);
+    if (!rc && id_out)
+        *id_out = id;
+    return rc ? rc : ms_journal_get(j, id, mi);
+}
+
 /*
  * The move of DESIGN 4.  An import (source a read-only file) is the same
  * protocol without the source's lock and retention and without the
@@ -873,18 +886,11 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
                ms_store_name(dst), ms_strerror(MS_OP_MOVE, rc));
         return rc;
     }
-    int64_t id = resume;
-    rc = resume ? jn_adopt(j, id)
-                : jn_create(j, mailbox, newname, ms_store_name(src), ms_store_name(dst),
-                            total_messages, total_bytes, &id);
-    if (rc)
-        return rc;
-    if (id_out)
-        *id_out = id;
     ms_move_info mi;
-    rc = ms_journal_get(j, id, &mi);
+    rc = mv_record(j, resume, src, dst, mailbox, newname, total_messages, total_bytes, id_out, &mi);
     if (rc)
         return rc;
+    int64_t id = mi.id;
     ms_log(LOG_INFO, "move %lld: %s from %s to %s as %s: %lld messages, %lld bytes", (long long)id,
            mailbox, mi.source, mi.target, newname, (long long)total_messages,
            (long long)total_bytes);

@@ -848,17 +848,12 @@ int mv_online_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mail
                ms_store_name(dst), ms_strerror(MS_OP_MOVE, rc));
         return rc;
     }
-    rc = prepared ? jn_adopt(j, id)
-                  : jn_create(j, mailbox, newname, ms_store_name(src), ms_store_name(dst),
-                              total_messages, total_bytes, &id);
-    if (rc)
-        return rc;
-    if (id_out)
-        *id_out = id;
     ms_move_info mi;
-    rc = ms_journal_get(j, id, &mi);
+    rc = mv_record(j, prepared ? id : 0, src, dst, mailbox, newname, total_messages, total_bytes,
+                   id_out, &mi);
     if (rc)
         return rc;
+    id = mi.id;
     mover mv = {.j = j, .src = src, .dst = dst, .id = id, .opts = opts, .uids = true};
     g_autoptr(GHashTable) synced = mv.synced =
         g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, synced_free);
