@@ -84,11 +84,21 @@ char *md_msg_path(md_store *s, md_msg *m)
 
 /* ------------------------------------------------------------- objects */
 
+char *md_msg_name(char *base, size_t base_len)
+{
+    char *name = md_name_of_base(base, base_len);
+    if (strcmp(name, base))
+        return name;
+    g_free(name);
+    return base;
+}
+
 static void msg_free(gpointer p)
 {
     md_msg *m = p;
+    if (m->name != m->base) /* shared when they are the same (md_msg_name) */
+        g_free(m->name);
     g_free(m->base);
-    g_free(m->name);
     g_free(m->fname);
     g_free(m->pflags);
     g_free(m);
@@ -441,15 +451,16 @@ static int scan_sub(md_store *s, md_folder *f, const char *fp, const char *sub)
             m = g_new0(md_msg, 1);
             m->f = f;
             m->base = g_steal_pointer(&base);
-            m->name = md_name_of_base(m->base, blen);
+            m->name = md_msg_name(m->base, blen);
             m->id = md_new_id(s, MS_MESSAGE, m);
             g_hash_table_insert(f->by_base, m->base, m);
             md_msg *other = g_hash_table_lookup(f->by_name, m->name);
             if (other && other != m) {
                 /* Two files whose names decode alike: the second keeps
                  * its raw base as its name. */
-                g_free(m->name);
-                m->name = g_strdup(m->base);
+                if (m->name != m->base)
+                    g_free(m->name);
+                m->name = m->base;
             }
             g_hash_table_insert(f->by_name, m->name, m);
         } else if (m->pending) {

@@ -981,11 +981,11 @@ static char *parse_ext(const char **pp, unsigned lineno)
             p++;
     }
     *pp = p;
-    if (!ext->len) {
-        g_string_free(ext, TRUE);
-        return NULL;
-    }
-    return g_string_free(ext, FALSE);
+    /* Kept for every record of a folder (tens of thousands): the exact
+     * size, not the GString's growth slack. */
+    char *out = ext->len ? g_strndup(ext->str, ext->len) : NULL;
+    g_string_free(ext, TRUE);
+    return out;
 }
 
 /* One record line (maildir_uidlist_next); *prev is the last uid read. */

@@ -59,7 +59,7 @@ typedef struct md_msg {
     int64_t id;
     md_folder *f;
     char *base;  /* the key: the file name up to ':' */
-    char *name;  /* its name in the tree */
+    char *name;  /* its name in the tree: base itself when the same */
     char *fname; /* the file name now, in new/ or cur/ */
     bool in_new;
     bool pending;    /* reserved by message_create: no file yet */
@@ -174,6 +174,10 @@ char *md_folder_path_abs(md_store *s, md_folder *f);
 char *md_msg_path(md_store *s, md_msg *m);
 int md_msg_stat(md_store *s, md_msg *m);
 int md_msg_find(md_store *s, int64_t id, md_msg **out);
+/* A message's name in the tree for its base (md_name_of_base): base
+ * itself when they are the same, so that most messages keep one string
+ * for both (a folder may hold tens of thousands); msg_free knows. */
+char *md_msg_name(char *base, size_t base_len);
 void md_msg_attr(md_store *s, md_msg *m, ms_attr *out);
 int md_folder_attr(md_store *s, md_folder *f, ms_attr *out);
 int md_mbox_attr(md_store *s, md_mbox *mb, ms_attr *out);

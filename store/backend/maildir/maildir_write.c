@@ -423,7 +423,7 @@ static md_msg *cache_put(md_store *s, md_folder *f, const char *base, const char
         m = g_new0(md_msg, 1);
         m->f = f;
         m->base = g_strdup(base);
-        m->name = md_name_of_base(base, strlen(base));
+        m->name = md_msg_name(m->base, strlen(base));
         m->id = md_new_id(s, MS_MESSAGE, m);
         g_hash_table_insert(f->by_base, m->base, m);
         if (!g_hash_table_contains(f->by_name, m->name))
