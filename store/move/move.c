@@ -54,6 +54,9 @@ static void stall(const char *point)
     } else {
         return;
     }
+    /* Said only when it stalls: a test waits for the line. */
+    if (access(path, F_OK) != 0)
+        return;
     ms_log(LOG_INFO, "stalled at %s while %s exists", point, path);
     while (access(path, F_OK) == 0)
         g_usleep(10000);
