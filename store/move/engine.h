@@ -95,6 +95,14 @@ int mv_directory_step(ms_journal *j, mover *mv, ms_directory *dir, const char *m
 int mv_preflight(ms_store *src, ms_store *dst, const char *mailbox, const char *newname,
                  bool import, ms_attr *mb, int64_t *messages, int64_t *bytes);
 int mv_preflight_directory(ms_directory *dir, ms_store *dst, const char *mailbox);
+/* The journal still the file opened, the source unchanged since the
+ * last look, then the commit point, durably; else the reason in
+ * mv->error (or the errno). */
+int mv_commit_point(ms_journal *j, mover *mv, int64_t mailbox);
+/* A move that fails before its commit point: said once in the log and
+ * the journal, rolled back; returns rc. */
+int mv_fail(ms_journal *j, mover *mv, ms_store *src, ms_store *dst, ms_directory *dir,
+            const ms_move_info *mi, int rc);
 /* Before the commit point: back (idempotent); after it: forward. */
 int mv_roll_back(ms_journal *j, ms_store *src, ms_store *dst, ms_directory *dir,
                  const ms_move_info *mi, const char *why);

@@ -849,6 +849,36 @@ int mv_preflight(ms_store *src, ms_store *dst, const char *mailbox, const char *
     return 0;
 }
 
+int mv_commit_point(ms_journal *j, mover *mv, int64_t mailbox)
+{
+    /* A commit point written into a deleted journal would be lost with
+     * it: a crash after it could then only be rolled back. */
+    g_autofree char *jerr = NULL;
+    if (ms_journal_verify(j, &jerr)) {
+        mv->error = g_steal_pointer(&jerr);
+        return -EIO;
+    }
+    int rc = mv_check_unchanged(mv, mailbox);
+    /* The commit point: durable, or the move does not pass it. */
+    return rc ? rc : mv_journal_failed(mv, jn_set_state(j, mv->id, MS_MOVE_COMMITTED, NULL));
+}
+
+int mv_fail(ms_journal *j, mover *mv, ms_store *src, ms_store *dst, ms_directory *dir,
+            const ms_move_info *mi, int rc)
+{
+    /* EIO's own words would send the admin to this very record. */
+    const char *why = mv->error    ? mv->error
+                      : rc == -EIO ? "an I/O error (see the log)"
+                                   : ms_strerror(MS_OP_MOVE, rc);
+    ms_log(LOG_ERR, "move %lld: failed: %s", (long long)mi->id, why);
+    /* Kept even if rolling back fails; if it cannot be written, the
+     * rollback's own record says the same. */
+    (void)jn_set_state(j, mi->id, MS_MOVE_RUNNING, why);
+    mv_roll_back(j, src, dst, dir, mi, why);
+    g_clear_pointer(&mv->error, g_free);
+    return rc;
+}
+
 int mv_record(ms_journal *j, int64_t adopt, ms_store *src, ms_store *dst, const char *mailbox,
               const char *newname, int64_t messages, int64_t bytes, int64_t *id_out,
               ms_move_info *mi)
@@ -956,31 +986,11 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
         ms_fault("verified");
         rc = mv_directory_step(j, &mv, import ? NULL : opts->dir, mailbox);
     }
-    /* A commit point written into a deleted journal would be lost with
-     * it: a crash after it could then only be rolled back. */
-    if (!rc && ms_journal_verify(j, &jerr)) {
-        mv.error = g_strdup(jerr);
-        rc = -EIO;
-    }
     if (!rc)
-        rc = mv_check_unchanged(&mv, mb.node.id);
-    /* The commit point: durable, or the move does not pass it. */
-    if (!rc)
-        rc = mv_journal_failed(&mv, jn_set_state(j, id, MS_MOVE_COMMITTED, NULL));
+        rc = mv_commit_point(j, &mv, mb.node.id);
     ms_directory *dir = import ? NULL : opts->dir;
-    if (rc) {
-        /* EIO's own words would send the admin to this very record. */
-        const char *why = mv.error     ? mv.error
-                          : rc == -EIO ? "an I/O error (see the log)"
-                                       : ms_strerror(MS_OP_MOVE, rc);
-        ms_log(LOG_ERR, "move %lld: failed: %s", (long long)id, why);
-        /* Kept even if rolling back fails; if it cannot be written, the
-         * rollback's own record says the same. */
-        (void)jn_set_state(j, id, MS_MOVE_RUNNING, why);
-        mv_roll_back(j, src, dst, dir, &mi, why);
-        g_free(mv.error);
-        return rc;
-    }
+    if (rc)
+        return mv_fail(j, &mv, src, dst, dir, &mi, rc);
     g_free(mv.error);
     /*
      * Past the commit point, failures are recovery's to finish.  This row

@@ -794,20 +794,6 @@ static void carry_last_moment(ms_store *src, ms_store *dst, const ms_move_info *
                (long long)mi->id, g_strerror(-rc));
 }
 
-/* A move that fails before its commit point: rolled back, its error kept. */
-static int fail_move(ms_journal *j, mover *mv, ms_store *src, ms_store *dst, ms_directory *dir,
-                     const ms_move_info *mi, int rc)
-{
-    const char *why = mv->error    ? mv->error
-                      : rc == -EIO ? "an I/O error (see the log)"
-                                   : ms_strerror(MS_OP_MOVE, rc);
-    ms_log(LOG_ERR, "move %lld: failed: %s", (long long)mi->id, why);
-    (void)jn_set_state(j, mi->id, MS_MOVE_RUNNING, why);
-    mv_roll_back(j, src, dst, dir, mi, why);
-    g_free(mv->error);
-    return rc;
-}
-
 /*
  * The online move of DESIGN 10: a bulk pass and delta passes with the
  * source writable, then (unless only preparing) the cutover: mount lock,
@@ -935,16 +921,10 @@ int mv_online_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mail
         ms_fault("verified");
         rc = mv_directory_step(j, &mv, opts->dir, mailbox);
     }
-    if (!rc && ms_journal_verify(j, &jerr)) {
-        mv.error = g_strdup(jerr);
-        rc = -EIO;
-    }
     if (!rc)
-        rc = mv_check_unchanged(&mv, mb.node.id);
-    if (!rc)
-        rc = mv_journal_failed(&mv, jn_set_state(j, id, MS_MOVE_COMMITTED, NULL));
+        rc = mv_commit_point(j, &mv, mb.node.id);
     if (rc)
-        return fail_move(j, &mv, src, dst, opts->dir, &mi, rc);
+        return mv_fail(j, &mv, src, dst, opts->dir, &mi, rc);
     g_free(mv.error);
     (void)jn_step(j, id, MS_STEP_COMMITTED, false);
     ms_fault("committed");
