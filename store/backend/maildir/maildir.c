@@ -15,30 +15,39 @@
 
 /* ---------------------------------------------------------------- ids */
 
-/* Ids come from one counter, so an id names one object whatever its kind;
- * kinds records which. */
-int64_t md_new_id(md_store *s, ms_kind kind, void *obj)
+/* Ids come from one counter, so an id names one object whatever its kind.
+ * by_id is keyed by the object's own id field (no key of its own) and
+ * its value is the object's address with the kind in its low bits: a
+ * folder of 50,000 messages costs one table slot per message here. */
+#define KIND_BITS 3u
+_Static_assert(MS_MESSAGE < (1 << KIND_BITS) && MS_MAILBOX < (1 << KIND_BITS),
+               "a kind fits in the low bits of an object's address");
+_Static_assert(_Alignof(md_msg) >= (1 << KIND_BITS) && _Alignof(md_folder) >= (1 << KIND_BITS) &&
+                   _Alignof(struct md_mbox) >= (1 << KIND_BITS),
+               "objects leave their low address bits free");
+
+static gpointer tagged(void *obj, ms_kind kind)
 {
-    ms_mutex_assert_held(&s->lock);
-    int64_t id = ++s->next_id;
-    g_hash_table_insert(s->by_id, g_memdup2(&id, sizeof id), obj);
-    g_hash_table_insert(s->kinds, g_memdup2(&id, sizeof id), GINT_TO_POINTER(kind));
-    return id;
+    return (gpointer)((uintptr_t)obj | (uintptr_t)kind);
 }
 
-void md_forget_id(md_store *s, int64_t id)
+/* Gives obj (of kind, whose id field is *idp) a new id. */
+void md_new_id(md_store *s, ms_kind kind, void *obj, int64_t *idp)
 {
-    g_hash_table_remove(s->by_id, &id);
-    g_hash_table_remove(s->kinds, &id);
+    ms_mutex_assert_held(&s->lock);
+    *idp = ++s->next_id;
+    g_hash_table_replace(s->by_id, idp, tagged(obj, kind));
 }
+
+void md_forget_id(md_store *s, int64_t id) { g_hash_table_remove(s->by_id, &id); }
 
 /* The object of kind with id, or NULL (gone, or another kind). */
 void *md_by_id(md_store *s, ms_kind kind, int64_t id)
 {
-    gpointer k;
-    if (!g_hash_table_lookup_extended(s->kinds, &id, NULL, &k) || GPOINTER_TO_INT(k) != (int)kind)
+    uintptr_t v = (uintptr_t)g_hash_table_lookup(s->by_id, &id);
+    if (!v || (v & ((1u << KIND_BITS) - 1)) != (uintptr_t)kind)
         return NULL;
-    return g_hash_table_lookup(s->by_id, &id);
+    return (void *)(v & ~(uintptr_t)((1u << KIND_BITS) - 1));
 }
 
 static int64_t ts_ns(const struct timespec *t) { return t->tv_sec * 1000000000LL + t->tv_nsec; }
@@ -148,8 +157,8 @@ void md_msg_reid(md_store *s, md_msg *m, int64_t keep)
 {
     md_forget_id(s, m->id);
     m->id = keep;
-    g_hash_table_insert(s->by_id, g_memdup2(&keep, sizeof keep), m);
-    g_hash_table_insert(s->kinds, g_memdup2(&keep, sizeof keep), GINT_TO_POINTER(MS_MESSAGE));
+    /* replace, not insert: the key is m's own field from now on */
+    g_hash_table_replace(s->by_id, &m->id, tagged(m, MS_MESSAGE));
 }
 
 /* Forgets what f's listing held (the folder went away or is re-made). */
@@ -195,7 +204,7 @@ md_mbox *md_mbox_get(md_store *s, const char *name)
     mb = g_new0(md_mbox, 1);
     mb->name = g_strdup(name);
     mb->folders = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, folder_free);
-    mb->id = md_new_id(s, MS_MAILBOX, mb);
+    md_new_id(s, MS_MAILBOX, mb, &mb->id);
     g_hash_table_insert(s->mb_by_name, mb->name, mb);
     return mb;
 }
@@ -216,7 +225,7 @@ md_folder *md_folder_get(md_store *s, md_mbox *mb, const char *path)
     f->dir = g_strdup(dir->str);
     f->by_base = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, msg_free);
     f->by_name = g_hash_table_new(g_str_hash, g_str_equal);
-    f->id = md_new_id(s, MS_FOLDER, f);
+    md_new_id(s, MS_FOLDER, f, &f->id);
     g_hash_table_insert(mb->folders, f->path, f);
     return f;
 }
@@ -427,8 +436,9 @@ int md_refresh_folders(md_store *s, md_mbox *mb)
     return 0;
 }
 
-/* Adds the messages of sub ("new" or "cur") of folder path fp to f. */
-static int scan_sub(md_store *s, md_folder *f, const char *fp, const char *sub)
+/* Adds the messages of sub ("new" or "cur") of folder path fp to f;
+ * *added counts those new to the cache. */
+static int scan_sub(md_store *s, md_folder *f, const char *fp, const char *sub, unsigned *added)
 {
     g_autofree char *p = g_build_filename(fp, sub, NULL);
     DIR *d = opendir(p);
@@ -452,7 +462,8 @@ static int scan_sub(md_store *s, md_folder *f, const char *fp, const char *sub)
             m->f = f;
             m->base = g_steal_pointer(&base);
             m->name = md_msg_name(m->base, blen);
-            m->id = md_new_id(s, MS_MESSAGE, m);
+            md_new_id(s, MS_MESSAGE, m, &m->id);
+            (*added)++;
             g_hash_table_insert(f->by_base, m->base, m);
             md_msg *other = g_hash_table_lookup(f->by_name, m->name);
             if (other && other != m) {
@@ -476,6 +487,72 @@ static int scan_sub(md_store *s, md_folder *f, const char *fp, const char *sub)
     }
     closedir(d);
     return 0;
+}
+
+typedef struct uid_give {
+    md_folder *f;
+    int64_t now;
+} uid_give;
+
+/* md_uid_fn: the UID of one record to the message of that base. */
+static void give_uid(void *ctx, const char *base, size_t base_len, uint32_t uid)
+{
+    uid_give *g = ctx;
+    char stack[256];
+    char *key = base_len < sizeof stack ? stack : g_malloc(base_len + 1);
+    memcpy(key, base, base_len);
+    key[base_len] = '\0';
+    md_msg *m = g_hash_table_lookup(g->f->by_base, key);
+    if (key != stack)
+        g_free(key);
+    if (!m)
+        return;
+    if (m->uid && uid != m->uid)
+        m->uid_ns = g->now; /* renumbered behind us: a change (modseq) */
+    m->uid = uid;
+    m->uid_read = true;
+}
+
+/*
+ * Gives f's messages their UIDs from dovecot-uidlist (0 for one it does
+ * not list, or for all when it does not parse) and keeps its header in
+ * f->ul.  The records are not kept: the cache's messages hold them.
+ */
+static void read_uids(md_folder *f, const char *fp, bool have_ul, int64_t now)
+{
+    g_clear_pointer(&f->ul, md_uidlist_free);
+    GHashTableIter it;
+    gpointer v;
+    g_hash_table_iter_init(&it, f->by_base);
+    while (g_hash_table_iter_next(&it, NULL, &v))
+        ((md_msg *)v)->uid_read = false;
+    if (have_ul) {
+        int fd = open(fp, O_RDONLY | O_DIRECTORY);
+        g_autofree char *err = NULL;
+        uid_give g = {f, now};
+        int rc = fd < 0 ? -errno : md_uidlist_scan(fd, give_uid, &g, &f->ul, &err);
+        if (fd >= 0)
+            close(fd);
+        if (rc == -EINVAL)
+            ms_log(LOG_WARNING,
+                   "%s/dovecot-uidlist: %s (messages are served; UIDs wait for a "
+                   "repair)",
+                   fp, err ? err : "dovecot-uidlist does not parse");
+        if (rc) { /* what a broken list said before its error is not taken */
+            g_hash_table_iter_init(&it, f->by_base);
+            while (g_hash_table_iter_next(&it, NULL, &v))
+                ((md_msg *)v)->uid_read = false;
+        }
+    }
+    g_hash_table_iter_init(&it, f->by_base);
+    while (g_hash_table_iter_next(&it, NULL, &v)) {
+        md_msg *m = v;
+        if (m->uid_read)
+            continue;
+        if (m->uid)
+            m->uid_ns = now;
+        m->uid = 0;
+    }
 }
 
 /*
@@ -523,9 +600,10 @@ int md_refresh_folder(md_store *s, md_folder *f, bool force)
     g_hash_table_iter_init(&it, f->by_base);
     while (g_hash_table_iter_next(&it, NULL, &v))
         ((md_msg *)v)->seen = ((md_msg *)v)->pending;
-    rc = scan_sub(s, f, fp, "new");
+    unsigned added = 0;
+    rc = scan_sub(s, f, fp, "new", &added);
     if (!rc)
-        rc = scan_sub(s, f, fp, "cur");
+        rc = scan_sub(s, f, fp, "cur", &added);
     if (rc)
         return rc;
     GList *all = g_hash_table_get_values(f->by_base);
@@ -533,28 +611,10 @@ int md_refresh_folder(md_store *s, md_folder *f, bool force)
         if (!((md_msg *)l->data)->seen)
             md_msg_drop(s, l->data);
     g_list_free(all);
-    if (!ul_fresh || !f->ul) {
-        g_clear_pointer(&f->ul, md_uidlist_free);
-        if (have_ul) {
-            int fd = open(fp, O_RDONLY | O_DIRECTORY);
-            g_autofree char *err = NULL;
-            rc = fd < 0 ? -errno : md_uidlist_read(fd, &f->ul, &err);
-            if (fd >= 0)
-                close(fd);
-            if (rc == -EINVAL)
-                ms_log(LOG_WARNING, "%s: %s (messages are served; UIDs wait for a repair)", ulp,
-                       err ? err : "dovecot-uidlist does not parse");
-            rc = 0;
-        }
-    }
-    g_hash_table_iter_init(&it, f->by_base);
-    while (g_hash_table_iter_next(&it, NULL, &v)) {
-        md_msg *m = v;
-        uint32_t uid = f->ul ? md_uidlist_uid(f->ul, m->base, strlen(m->base)) : 0;
-        if (m->uid && uid != m->uid)
-            m->uid_ns = now; /* renumbered behind us: a change (modseq) */
-        m->uid = uid;
-    }
+    /* The same uidlist gives the messages known the same UIDs: it is
+     * read again only when it changed or a message is new. */
+    if (!ul_fresh || !f->ul || added)
+        read_uids(f, fp, have_ul, now);
     f->scanned = true;
     f->scanned_ns = now;
     f->checked_ns = now;
@@ -1470,7 +1530,6 @@ static void store_free(md_store *s)
         return;
     g_hash_table_destroy(s->mb_by_name);
     g_hash_table_destroy(s->by_id);
-    g_hash_table_destroy(s->kinds);
     if (s->batch_folders)
         g_ptr_array_free(s->batch_folders, TRUE);
     ms_mutex_clear(&s->lock);
@@ -1511,8 +1570,7 @@ static int md_open(ms_store *st, const ms_store_conf *conf, int flags, char **er
     s->ro = st->readonly;
     ms_mutex_init(&s->lock);
     s->mb_by_name = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, mbox_free);
-    s->by_id = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
-    s->kinds = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, NULL);
+    s->by_id = g_hash_table_new(g_int64_hash, g_int64_equal);
     st->priv = s;
     return 0;
 }

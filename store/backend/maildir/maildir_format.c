@@ -989,8 +989,13 @@ static char *parse_ext(const char **pp, unsigned lineno)
 }
 
 /* One record line (maildir_uidlist_next); *prev is the last uid read. */
-static int parse_record(md_uidlist *u, unsigned version, const char *line, unsigned lineno,
-                        uint32_t *prev, char **err)
+typedef struct uid_sink {
+    md_uid_fn fn;
+    void *ctx;
+} uid_sink;
+
+static int parse_record(md_uidlist *u, const uid_sink *each, unsigned version, const char *line,
+                        unsigned lineno, uint32_t *prev, char **err)
 {
     uint64_t uid = 0;
     const char *p = line;
@@ -1020,6 +1025,11 @@ static int parse_record(md_uidlist *u, unsigned version, const char *line, unsig
         g_free(ext);
         return corrupt(err, lineno, "broken filename: %s", p);
     }
+    if (each) { /* md_uidlist_scan: handed over, not kept (a later line wins) */
+        g_free(ext);
+        each->fn(each->ctx, p, strcspn(p, ":"), (uint32_t)uid);
+        return 0;
+    }
     gssize old = find_base(u, p, strcspn(p, ":"));
     if (old >= 0) {
         if (g_array_index(u->recs, md_uid_rec, old).uid == uid) {
@@ -1036,7 +1046,8 @@ static int parse_record(md_uidlist *u, unsigned version, const char *line, unsig
     return 0;
 }
 
-int md_uidlist_read(int dirfd, md_uidlist **out, char **err)
+/* md_uidlist_read, or md_uidlist_scan when each is given. */
+static int uidlist_read(int dirfd, const uid_sink *each, md_uidlist **out, char **err)
 {
     if (err)
         *err = NULL;
@@ -1056,7 +1067,7 @@ int md_uidlist_read(int dirfd, md_uidlist **out, char **err)
     rc = parse_header(u, lines->pdata[0], &version, err);
     uint32_t prev = 0;
     for (guint i = 1; !rc && lines->pdata[i]; i++)
-        rc = parse_record(u, version, lines->pdata[i], i + 1, &prev, err);
+        rc = parse_record(u, each, version, lines->pdata[i], i + 1, &prev, err);
     /* Dovecot moves next uid past the last record rather than fail. */
     if (!rc && u->next_uid <= prev)
         u->next_uid = prev + 1;
@@ -1068,6 +1079,17 @@ int md_uidlist_read(int dirfd, md_uidlist **out, char **err)
     }
     *out = u;
     return 0;
+}
+
+int md_uidlist_read(int dirfd, md_uidlist **out, char **err)
+{
+    return uidlist_read(dirfd, NULL, out, err);
+}
+
+int md_uidlist_scan(int dirfd, md_uid_fn fn, void *ctx, md_uidlist **out, char **err)
+{
+    uid_sink each = {fn, ctx};
+    return uidlist_read(dirfd, &each, out, err);
 }
 
 /* ====================================================== uidlist lock */

@@ -210,6 +210,15 @@ typedef struct md_uidlist {
  * is read once; with another uid the later wins (Dovecot does the same).
  */
 int md_uidlist_read(int dirfd, md_uidlist **out, char **err);
+/*
+ * As md_uidlist_read, but each record goes to fn as it is read (base not
+ * NUL-terminated; a base listed again comes again, and the last wins)
+ * and *out keeps only the header and what was read (no records): for a
+ * reader that wants the UIDs of files it already holds and not a second
+ * copy of their names (a folder of 50,000 messages: about 10 MB).
+ */
+typedef void (*md_uid_fn)(void *ctx, const char *base, size_t base_len, uint32_t uid);
+int md_uidlist_scan(int dirfd, md_uid_fn fn, void *ctx, md_uidlist **out, char **err);
 /* A new, empty list (no file yet) with a new mailbox GUID in
  * header_rest ("G" + 32 hex digits), as Dovecot makes one; a list
  * committed without a G gets a new one. */

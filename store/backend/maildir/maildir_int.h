@@ -67,8 +67,9 @@ typedef struct md_msg {
     uint32_t puid;   /* pending: the UID asked for (user.mail.uid), or 0 */
     bool uid_pinned; /* its UID was given through user.mail.uid */
     size_t pflags_len;
-    bool seen;    /* scan bookkeeping */
-    uint32_t uid; /* 0: dovecot-uidlist does not list it yet */
+    bool seen;     /* scan bookkeeping */
+    bool uid_read; /* read_uids bookkeeping */
+    uint32_t uid;  /* 0: dovecot-uidlist does not list it yet */
     /* When this process saw its UID change (0: never): its modseq. */
     int64_t uid_ns;
     /* From the last stat of fname (files never change once in place). */
@@ -96,7 +97,9 @@ struct md_folder {
     int64_t checked_ns, kw_checked_ns; /* when last checked against the files */
     GHashTable *by_base;               /* base -> md_msg* (owned) */
     GHashTable *by_name;               /* name -> md_msg* */
-    md_uidlist *ul;                    /* as last read, or NULL */
+    /* dovecot-uidlist's header as last read (its records are in the
+     * messages' uid), or NULL */
+    md_uidlist *ul;
     md_keywords kw;
     int64_t kw_mtime_ns;
     bool kw_loaded;
@@ -145,8 +148,9 @@ typedef struct md_store {
      * process never interleave; Dovecot is kept out by its own lock). */
     ms_mutex lock;
     GHashTable *mb_by_name; /* name -> md_mbox* (owned) */
-    GHashTable *by_id;      /* id -> md_mbox*, md_folder* or md_msg*: see kind_of */
-    GHashTable *kinds;      /* id -> ms_kind */
+    /* id (the object's own field) -> md_mbox*, md_folder* or md_msg*
+     * with its kind in the low bits (maildir.c: tagged) */
+    GHashTable *by_id;
     int64_t next_id;
     int64_t root_mtime_ns, root_scanned_ns;
     bool root_scanned;
@@ -160,7 +164,7 @@ typedef struct md_store {
 static inline md_store *md_of(ms_store *st) { return st->priv; }
 
 /* maildir.c: caches, lookups, attributes */
-int64_t md_new_id(md_store *s, ms_kind kind, void *obj);
+void md_new_id(md_store *s, ms_kind kind, void *obj, int64_t *idp);
 void md_forget_id(md_store *s, int64_t id);
 void *md_by_id(md_store *s, ms_kind kind, int64_t id);
 int md_refresh_root(md_store *s);

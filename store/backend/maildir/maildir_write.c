@@ -424,7 +424,7 @@ static md_msg *cache_put(md_store *s, md_folder *f, const char *base, const char
         m->f = f;
         m->base = g_strdup(base);
         m->name = md_msg_name(m->base, strlen(base));
-        m->id = md_new_id(s, MS_MESSAGE, m);
+        md_new_id(s, MS_MESSAGE, m, &m->id);
         g_hash_table_insert(f->by_base, m->base, m);
         if (!g_hash_table_contains(f->by_name, m->name))
             g_hash_table_insert(f->by_name, m->name, m);
@@ -1446,7 +1446,7 @@ static int md_message_create(ms_store *st, ms_node folder, const char *name, uin
         m->f = f;
         m->pending = true;
         m->name = g_strdup(name);
-        m->id = md_new_id(s, MS_MESSAGE, m);
+        md_new_id(s, MS_MESSAGE, m, &m->id);
         m->base = g_strdup_printf(PENDING_PREFIX "%lld", (long long)m->id);
         m->over = (md_over){true, mode & 07777, uid, gid, 0};
         m->mtime_ns = m->ctime_ns = ms_now_ns();
