@@ -1305,6 +1305,7 @@ static int dispatch(ctl *c, int argc, char **argv)
 int main(int argc, char **argv)
 {
     ctl c = {0};
+    ms_process_init();
     c.config_path = getenv("MAILFS_CONFIG");
     if (!c.config_path || !*c.config_path)
         c.config_path = "/etc/mailfs/mailfs.conf";

@@ -399,6 +399,7 @@ int main(int argc, char *argv[])
     mfs m = {0};
     char *fsname = NULL;
 
+    ms_process_init();
     if (fuse_opt_parse(&args, &o, option_spec, take_config) != 0)
         return 1;
     if (o.show_help) {

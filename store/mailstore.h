@@ -48,6 +48,12 @@
  * library (internal dates, ctimes, journal times), and of the daemon. */
 int64_t ms_now_ns(void);
 
+/* ------------------------------------------------------------- process */
+
+/* Sets up the process for the library (memory allocation); called once
+ * at the start of main, before any thread. */
+void ms_process_init(void);
+
 /* ---------------------------------------------------------------- logs */
 
 /* Priorities are syslog's (LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG). */

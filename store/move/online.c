@@ -70,44 +70,126 @@ typedef struct pass {
     uint64_t started;  /* this pass's own floor */
 } pass;
 
+/*
+ * A child as a pass lists it.  A folder of 50,000 messages is listed
+ * twice per pass (the source and its copy) while both stores cache it
+ * too, so an entry keeps only what a pass compares, and its name lives
+ * in its listing's string chunk rather than in a block of its own.
+ */
+typedef struct entry {
+    const char *name;
+    int64_t id;
+    int64_t size, mtime_ns, imap_uid;
+    uint64_t modseq;
+    uint32_t mode, uid, gid;
+    uint8_t kind;  /* ms_kind */
+    bool noselect; /* a folder that holds no message */
+    bool dropped;  /* dropped from the copy by this pass */
+} entry;
+
 typedef struct listing {
-    GArray *all;         /* of child, in the store's order */
-    GHashTable *by_name; /* name -> index + 1 */
+    GArray *all;         /* of entry: messages in UID order, then folders */
+    GStringChunk *names; /* the entries' names */
+    guint *by_name;      /* indexes into all, sorted by name */
 } listing;
 
 static void listing_clear(listing *l)
 {
-    if (l->by_name)
-        g_hash_table_destroy(l->by_name);
+    g_free(l->by_name);
+    if (l->names)
+        g_string_chunk_free(l->names);
     if (l->all)
         g_array_free(l->all, TRUE);
 }
 
+/* The child to hand on: its name is the listing's, valid while it is. */
+static child child_of(const entry *e)
+{
+    return (child){.name = (char *)e->name,
+                   .attr = {.node = {(ms_kind)e->kind, e->id},
+                            .size = e->size,
+                            .mtime_ns = e->mtime_ns,
+                            .mode = e->mode,
+                            .uid = e->uid,
+                            .gid = e->gid,
+                            .imap_uid = e->imap_uid,
+                            .noselect = e->noselect,
+                            .modseq = e->modseq}};
+}
+
 static int collect_all(void *ctx, const char *name, const ms_attr *a, uint64_t cookie)
 {
-    child c = {g_strdup(name), *a, cookie};
-    g_array_append_val((GArray *)ctx, c);
+    (void)cookie;
+    listing *l = ctx;
+    entry e = {.name = g_string_chunk_insert(l->names, name),
+               .id = a->node.id,
+               .size = a->size,
+               .mtime_ns = a->mtime_ns,
+               .imap_uid = a->imap_uid,
+               .modseq = a->modseq,
+               .mode = a->mode,
+               .uid = a->uid,
+               .gid = a->gid,
+               .kind = (uint8_t)a->node.kind,
+               .noselect = a->noselect};
+    g_array_append_val(l->all, e);
     return 0; /* never stops: one listing, not pages (a backend may sort
                * the whole folder at every call) */
 }
 
-/* Every child of parent, by name. */
-static int list_all(ms_store *st, ms_node parent, listing *l)
+/* Messages in UID order (a copy's UIDs then come in order, and a store
+ * appends them), the unnumbered after them, then folders. */
+static gint pass_order(gconstpointer a, gconstpointer b)
 {
-    l->all = g_array_new(FALSE, FALSE, sizeof(child));
-    g_array_set_clear_func(l->all, mv_child_clear);
-    l->by_name = g_hash_table_new(g_str_hash, g_str_equal);
-    int rc = ms_list(st, parent, 0, collect_all, l->all);
-    for (guint i = 0; !rc && i < l->all->len; i++)
-        g_hash_table_insert(l->by_name, g_array_index(l->all, child, i).name,
-                            GUINT_TO_POINTER(i + 1));
-    return rc;
+    const entry *x = a, *y = b;
+    bool xm = x->kind == MS_MESSAGE, ym = y->kind == MS_MESSAGE;
+    if (xm != ym)
+        return xm ? -1 : 1;
+    uint64_t xu = x->imap_uid ? (uint64_t)x->imap_uid : UINT64_MAX;
+    uint64_t yu = y->imap_uid ? (uint64_t)y->imap_uid : UINT64_MAX;
+    if (xm && xu != yu)
+        return xu < yu ? -1 : 1;
+    return strcmp(x->name, y->name);
 }
 
-static child *listed(listing *l, const char *name)
+static gint name_order(gconstpointer a, gconstpointer b, gpointer all)
 {
-    guint i = GPOINTER_TO_UINT(g_hash_table_lookup(l->by_name, name));
-    return i ? &g_array_index(l->all, child, i - 1) : NULL;
+    const entry *e = (const entry *)((GArray *)all)->data;
+    return strcmp(e[*(const guint *)a].name, e[*(const guint *)b].name);
+}
+
+/* Every child of parent, in pass order, findable by name. */
+static int list_all(ms_store *st, ms_node parent, listing *l)
+{
+    l->all = g_array_new(FALSE, FALSE, sizeof(entry));
+    l->names = g_string_chunk_new(16384);
+    int rc = ms_list(st, parent, 0, collect_all, l);
+    if (rc)
+        return rc;
+    g_array_sort(l->all, pass_order);
+    l->by_name = g_new(guint, l->all->len ? l->all->len : 1);
+    for (guint i = 0; i < l->all->len; i++)
+        l->by_name[i] = i;
+    g_qsort_with_data(l->by_name, (gint)l->all->len, sizeof(guint), name_order, l->all);
+    return 0;
+}
+
+/* The child of l named name, or NULL (none, or dropped). */
+static entry *listed(listing *l, const char *name)
+{
+    entry *e = (entry *)l->all->data;
+    guint lo = 0, hi = l->all->len;
+    while (lo < hi) {
+        guint mid = lo + (hi - lo) / 2;
+        int c = strcmp(e[l->by_name[mid]].name, name);
+        if (!c)
+            return e[l->by_name[mid]].dropped ? NULL : &e[l->by_name[mid]];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
 }
 
 /*
@@ -165,8 +247,10 @@ static int drop_from_copy(mover *mv, pass *p, ms_node dparent, const child *d)
     } else {
         listing l = {0};
         rc = list_all(mv->dst, d->attr.node, &l);
-        for (guint i = 0; !rc && l.all && i < l.all->len; i++)
-            rc = drop_from_copy(mv, p, d->attr.node, &g_array_index(l.all, child, i));
+        for (guint i = 0; !rc && l.all && i < l.all->len; i++) {
+            child sub = child_of(&g_array_index(l.all, entry, i));
+            rc = drop_from_copy(mv, p, d->attr.node, &sub);
+        }
         listing_clear(&l);
         if (!rc)
             rc = ms_rmdir(mv->dst, dparent, d->name);
@@ -471,16 +555,22 @@ static int sync_children(mover *mv, pass *p, ms_node sparent, ms_node dparent, G
         rc = list_all(mv->dst, dparent, &D);
     /* First what the source no longer has (or has as another kind). */
     for (guint i = 0; !rc && i < D.all->len; i++) {
-        child *d = &g_array_index(D.all, child, i);
-        child *c = listed(&S, d->name);
-        if (!c || (c->attr.node.kind == MS_MESSAGE) != (d->attr.node.kind == MS_MESSAGE)) {
-            rc = drop_from_copy(mv, p, dparent, d);
-            g_hash_table_remove(D.by_name, d->name);
+        entry *de = &g_array_index(D.all, entry, i);
+        entry *se = listed(&S, de->name);
+        if (!se || (se->kind == MS_MESSAGE) != (de->kind == MS_MESSAGE)) {
+            child d = child_of(de);
+            rc = drop_from_copy(mv, p, dparent, &d);
+            de->dropped = true;
         }
     }
     for (guint i = 0; !rc && i < S.all->len; i++) {
-        child *c = &g_array_index(S.all, child, i);
-        child *d = listed(&D, c->name);
+        child cc = child_of(&g_array_index(S.all, entry, i)), dc;
+        const child *c = &cc, *d = NULL;
+        entry *de = listed(&D, c->name);
+        if (de) {
+            dc = child_of(de);
+            d = &dc;
+        }
         if (mv_cancelled(mv)) {
             rc = -EINTR;
             break;

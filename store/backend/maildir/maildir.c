@@ -85,9 +85,39 @@ char *md_folder_path_abs(md_store *s, md_folder *f)
     return g_build_filename(s->path, f->mb->name, f->dir, NULL);
 }
 
+static const char *msg_tail(const md_msg *m) { return m->tail_long ? m->tail_long : m->tail; }
+
+char *md_msg_fname(const md_msg *m) { return g_strconcat(m->base, msg_tail(m), NULL); }
+
+void md_msg_set_fname(md_msg *m, const char *fname)
+{
+    size_t bl = strlen(m->base);
+    g_assert(!strncmp(fname, m->base, bl)); /* the base is the message's key */
+    const char *tail = fname + bl;
+    g_clear_pointer(&m->tail_long, g_free);
+    if (strlen(tail) < sizeof m->tail)
+        strcpy(m->tail, tail);
+    else
+        m->tail_long = g_strdup(tail);
+}
+
+/* Whether fname is its file name now. */
+static bool msg_fname_is(const md_msg *m, const char *fname)
+{
+    size_t bl = strlen(m->base);
+    return !strncmp(fname, m->base, bl) && !strcmp(fname + bl, msg_tail(m));
+}
+
+const char *md_msg_info(const md_msg *m)
+{
+    const char *last = strrchr(msg_tail(m), ':');
+    return last && last[1] == '2' && last[2] == ',' ? last + 3 : NULL;
+}
+
 char *md_msg_path(md_store *s, md_msg *m)
 {
-    return g_build_filename(s->path, m->f->mb->name, m->f->dir, m->in_new ? "new" : "cur", m->fname,
+    g_autofree char *fname = md_msg_fname(m);
+    return g_build_filename(s->path, m->f->mb->name, m->f->dir, m->in_new ? "new" : "cur", fname,
                             NULL);
 }
 
@@ -108,7 +138,7 @@ static void msg_free(gpointer p)
     if (m->name != m->base) /* shared when they are the same (md_msg_name) */
         g_free(m->name);
     g_free(m->base);
-    g_free(m->fname);
+    g_free(m->tail_long);
     g_free(m->pflags);
     g_free(m);
 }
@@ -142,11 +172,26 @@ static void mbox_free(gpointer p)
     g_free(mb);
 }
 
+md_msg *md_msg_named(md_folder *f, const char *name)
+{
+    md_msg *m = g_hash_table_lookup(f->by_name, name);
+    if (m)
+        return m;
+    m = g_hash_table_lookup(f->by_base, name);
+    return m && m->name == m->base ? m : NULL;
+}
+
+void md_msg_name_add(md_folder *f, md_msg *m)
+{
+    if (m->name != m->base)
+        g_hash_table_insert(f->by_name, m->name, m);
+}
+
 /* Forgets message m (gone from its folder): its id stops resolving. */
 void md_msg_drop(md_store *s, md_msg *m)
 {
     md_forget_id(s, m->id);
-    if (g_hash_table_lookup(m->f->by_name, m->name) == m)
+    if (m->name != m->base && g_hash_table_lookup(m->f->by_name, m->name) == m)
         g_hash_table_remove(m->f->by_name, m->name);
     g_hash_table_remove(m->f->by_base, m->base); /* frees m */
 }
@@ -465,7 +510,7 @@ static int scan_sub(md_store *s, md_folder *f, const char *fp, const char *sub, 
             md_new_id(s, MS_MESSAGE, m, &m->id);
             (*added)++;
             g_hash_table_insert(f->by_base, m->base, m);
-            md_msg *other = g_hash_table_lookup(f->by_name, m->name);
+            md_msg *other = md_msg_named(f, m->name);
             if (other && other != m) {
                 /* Two files whose names decode alike: the second keeps
                  * its raw base as its name. */
@@ -473,13 +518,12 @@ static int scan_sub(md_store *s, md_folder *f, const char *fp, const char *sub, 
                     g_free(m->name);
                 m->name = m->base;
             }
-            g_hash_table_insert(f->by_name, m->name, m);
+            md_msg_name_add(f, m);
         } else if (m->pending) {
             continue; /* a name reserved by a create: the file is not ours */
         }
-        if (!m->fname || strcmp(m->fname, e->d_name) || m->in_new != in_new) {
-            g_free(m->fname);
-            m->fname = g_strdup(e->d_name);
+        if (!msg_fname_is(m, e->d_name) || m->in_new != in_new) {
+            md_msg_set_fname(m, e->d_name);
             m->in_new = in_new;
             m->stated = false;
         }
@@ -1103,9 +1147,7 @@ int md_flags_of(md_store *s, md_msg *m, char **flags, size_t *len)
     int rc = md_keywords_refresh(s, m->f);
     if (rc)
         return rc;
-    size_t blen;
-    const char *info;
-    md_filename_split(m->fname, &blen, &info);
+    const char *info = md_msg_info(m);
     g_autoptr(GString) out = g_string_new(NULL);
     md_flags_of_info(info ? info : "", &m->f->kw, out);
     if (out->len) {
@@ -1165,7 +1207,7 @@ int md_lookup(ms_store *st, ms_node parent, const char *name, ms_attr *out)
             } else if (!pf) {
                 rc = -ENOENT;
             } else if (!(rc = md_refresh_folder(s, pf, false))) {
-                md_msg *m = g_hash_table_lookup(pf->by_name, name);
+                md_msg *m = md_msg_named(pf, name);
                 if (!m || m->pending)
                     rc = -ENOENT;
                 else if (!(rc = md_msg_stat(s, m)))
@@ -1173,7 +1215,7 @@ int md_lookup(ms_store *st, ms_node parent, const char *name, ms_attr *out)
                 if (rc == -ENOENT && m && !m->pending) {
                     /* Renamed by Dovecot since the listing: read again. */
                     rc = md_refresh_folder(s, pf, true);
-                    m = rc ? NULL : g_hash_table_lookup(pf->by_name, name);
+                    m = rc ? NULL : md_msg_named(pf, name);
                     rc = rc ? rc : !m || m->pending ? -ENOENT : md_msg_stat(s, m);
                     if (!rc)
                         md_msg_attr(s, m, out);
@@ -1262,10 +1304,15 @@ static gint child_cmp(gconstpointer a, gconstpointer b)
 
 static void child_clear(gpointer p) { g_free(((md_child *)p)->name); }
 
-/* The children of parent, in cookie order: folders by id, messages by
- * id (ids grow as files arrive, so a listing resumed at a cookie sees
- * what arrived since, and nothing twice). */
-static int gather(md_store *s, ms_node parent, uint64_t after, GArray *out)
+/*
+ * The children of parent after cookie: mailboxes and folders whole into
+ * out, messages as ids only into msgs (a folder of 50,000 messages would
+ * otherwise be copied whole once more for every listing; md_list reads
+ * them a chunk at a time).  Cookies: folders by id, messages by id (ids
+ * grow as files arrive, so a listing resumed at a cookie sees what
+ * arrived since, and nothing twice).
+ */
+static int gather(md_store *s, ms_node parent, uint64_t after, GArray *out, GArray *msgs)
 {
     if (parent.kind == MS_ROOT) {
         int rc = md_refresh_root(s);
@@ -1331,34 +1378,67 @@ static int gather(md_store *s, ms_node parent, uint64_t after, GArray *out)
     rc = md_refresh_folder(s, pf, false);
     if (rc)
         return rc;
-    for (int pass = 0; pass < 2; pass++) {
-        bool vanished = false;
-        g_hash_table_iter_init(&it, pf->by_base);
-        while (g_hash_table_iter_next(&it, NULL, &v)) {
-            md_msg *m = v;
-            /* Listed by an earlier page: not even looked at (a move
-             * lists a big folder a page at a time). */
-            if (m->pending || (COOKIE_MSG | (uint64_t)m->id) <= after)
-                continue;
-            if (md_msg_stat(s, m)) {
-                vanished = true;
-                continue;
-            }
-            md_child c = {.cookie = COOKIE_MSG | (uint64_t)m->id, .name = g_strdup(m->name)};
-            md_msg_attr(s, m, &c.attr);
-            g_array_append_val(out, c);
-        }
-        if (!vanished || pass)
-            break;
-        /* A file renamed by Dovecot since the listing: list again, once. */
-        g_array_set_size(out, 0);
-        if ((rc = md_refresh_folders(s, mb)) || (rc = md_refresh_folder(s, pf, true)))
-            return rc;
-        return gather(s, parent, after, out);
+    g_hash_table_iter_init(&it, pf->by_base);
+    while (g_hash_table_iter_next(&it, NULL, &v)) {
+        md_msg *m = v;
+        /* Listed by an earlier page: not even looked at (a move lists a
+         * big folder a page at a time). */
+        if (!m->pending && (COOKIE_MSG | (uint64_t)m->id) > after)
+            g_array_append_val(msgs, m->id);
     }
     return 0;
 }
 
+static gint id_cmp(gconstpointer a, gconstpointer b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+#define LIST_CHUNK 256
+
+/*
+ * Fills out with the messages of ids[0..n) still in folder fid, as they
+ * are now; one whose file Dovecot renamed since the folder was read (a
+ * flag change) is found again by reading the folder once more.
+ */
+static int msg_chunk(md_store *s, int64_t fid, const int64_t *ids, guint n, GArray *out)
+{
+    bool reread = false;
+    for (guint i = 0; i < n; i++) {
+        md_msg *m = md_by_id(s, MS_MESSAGE, ids[i]);
+        if (!m || m->pending)
+            continue; /* gone since it was gathered */
+        if (md_msg_stat(s, m)) {
+            if (reread)
+                continue;
+            md_folder *f = md_by_id(s, MS_FOLDER, fid);
+            int rc = f ? md_refresh_folder(s, f, true) : -ENOENT;
+            if (rc)
+                return rc;
+            reread = true;
+            if (!(m = md_by_id(s, MS_MESSAGE, ids[i])) || m->pending || md_msg_stat(s, m))
+                continue;
+        }
+        md_child c = {.cookie = COOKIE_MSG | (uint64_t)m->id, .name = g_strdup(m->name)};
+        md_msg_attr(s, m, &c.attr);
+        g_array_append_val(out, c);
+    }
+    return 0;
+}
+
+/* Calls fn for each of kids; 1 when it asked to stop. */
+static int call_back(GArray *kids, ms_list_fn fn, void *ctx)
+{
+    for (guint i = 0; i < kids->len; i++) {
+        md_child *c = &g_array_index(kids, md_child, i);
+        if (fn(ctx, c->name, &c->attr, c->cookie))
+            return 1;
+    }
+    return 0;
+}
+
+/* The store's lock is not held while fn runs: fn may call the store. */
 int md_list(ms_store *st, ms_node parent, uint64_t cookie, ms_list_fn fn, void *ctx)
 {
     md_store *s = md_of(st);
@@ -1366,18 +1446,24 @@ int md_list(ms_store *st, ms_node parent, uint64_t cookie, ms_list_fn fn, void *
         return -ENOTDIR;
     GArray *kids = g_array_new(FALSE, FALSE, sizeof(md_child));
     g_array_set_clear_func(kids, child_clear);
+    GArray *msgs = g_array_new(FALSE, FALSE, sizeof(int64_t));
     ms_mutex_lock(&s->lock);
-    int rc = gather(s, parent, cookie, kids);
+    int rc = gather(s, parent, cookie, kids, msgs);
     ms_mutex_unlock(&s->lock);
     g_array_sort(kids, child_cmp);
-    for (guint i = 0; !rc && i < kids->len; i++) {
-        md_child *c = &g_array_index(kids, md_child, i);
-        if (c->cookie <= cookie)
-            continue;
-        if (fn(ctx, c->name, &c->attr, c->cookie))
-            break;
+    g_array_sort(msgs, id_cmp);
+    int stop = rc ? 0 : call_back(kids, fn, ctx);
+    for (guint i = 0; !rc && !stop && i < msgs->len; i += LIST_CHUNK) {
+        g_array_set_size(kids, 0);
+        guint n = MIN(LIST_CHUNK, msgs->len - i);
+        ms_mutex_lock(&s->lock);
+        rc = msg_chunk(s, parent.id, &g_array_index(msgs, int64_t, i), n, kids);
+        ms_mutex_unlock(&s->lock);
+        if (!rc)
+            stop = call_back(kids, fn, ctx);
     }
     g_array_free(kids, TRUE);
+    g_array_free(msgs, TRUE);
     return rc;
 }
 

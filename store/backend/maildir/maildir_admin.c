@@ -540,9 +540,7 @@ static int md_mailbox_stamp(ms_store *st, int64_t id, uint8_t out[MS_STAMP_LEN])
             md_msg *m = val;
             if (m->pending)
                 continue;
-            const char *info = NULL;
-            size_t blen;
-            md_filename_split(m->fname, &blen, &info);
+            const char *info = md_msg_info(m);
             g_ptr_array_add(names, g_strconcat(m->base, "\n", info ? info : "", NULL));
         }
         g_ptr_array_sort(names, str_cmp);

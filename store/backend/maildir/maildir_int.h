@@ -55,29 +55,36 @@ typedef struct md_over {
     int64_t mtime_ns;
 } md_over;
 
+/* A file name's tail after its base (":2,S") fits here in most folders. */
+#define MD_TAIL_INLINE 20
+
+/* A message of a folder's listing: tens of thousands per folder, so its
+ * fields are ordered to waste no padding and its file name is not kept
+ * whole (its base and tail are). */
 typedef struct md_msg {
     int64_t id;
     md_folder *f;
-    char *base;  /* the key: the file name up to ':' */
-    char *name;  /* its name in the tree: base itself when the same */
-    char *fname; /* the file name now, in new/ or cur/ */
-    bool in_new;
-    bool pending;    /* reserved by message_create: no file yet */
+    char *base;      /* the key: the file name up to ':' */
+    char *name;      /* its name in the tree: base itself when the same */
+    char *tail_long; /* the file name after base, when too long for tail */
     char *pflags;    /* pending: flags set before the first commit, or NULL */
-    uint32_t puid;   /* pending: the UID asked for (user.mail.uid), or 0 */
-    bool uid_pinned; /* its UID was given through user.mail.uid */
     size_t pflags_len;
-    bool seen;     /* scan bookkeeping */
-    bool uid_read; /* read_uids bookkeeping */
-    uint32_t uid;  /* 0: dovecot-uidlist does not list it yet */
     /* When this process saw its UID change (0: never): its modseq. */
     int64_t uid_ns;
-    /* From the last stat of fname (files never change once in place). */
-    bool stated;
+    /* From the last stat of the file (files never change once in place). */
     int64_t size, mtime_ns, ctime_ns;
-    uint32_t mode, fuid, fgid;
     uint64_t dev, ino;
+    uint32_t mode, fuid, fgid;
+    uint32_t uid;  /* 0: dovecot-uidlist does not list it yet */
+    uint32_t puid; /* pending: the UID asked for (user.mail.uid), or 0 */
     md_over over;
+    bool in_new;
+    bool pending;    /* reserved by message_create: no file yet */
+    bool uid_pinned; /* its UID was given through user.mail.uid */
+    bool seen;       /* scan bookkeeping */
+    bool uid_read;   /* read_uids bookkeeping */
+    bool stated;
+    char tail[MD_TAIL_INLINE]; /* the file name after base ("" or ":2,S") */
 } md_msg;
 
 struct md_folder {
@@ -96,7 +103,9 @@ struct md_folder {
     int64_t scanned_ns, cur_mtime_ns, new_mtime_ns;
     int64_t checked_ns, kw_checked_ns; /* when last checked against the files */
     GHashTable *by_base;               /* base -> md_msg* (owned) */
-    GHashTable *by_name;               /* name -> md_msg* */
+    /* name -> md_msg* for the messages whose name is not their base
+     * (most are: they are found by_base); md_msg_named reads both. */
+    GHashTable *by_name;
     /* dovecot-uidlist's header as last read (its records are in the
      * messages' uid), or NULL */
     md_uidlist *ul;
@@ -176,6 +185,12 @@ md_folder *md_folder_parent(md_store *s, md_folder *f);
 char *md_mbox_path(md_store *s, md_mbox *mb);
 char *md_folder_path_abs(md_store *s, md_folder *f);
 char *md_msg_path(md_store *s, md_msg *m);
+/* Its file name now (in new/ or cur/): base and tail, g_free. */
+char *md_msg_fname(const md_msg *m);
+/* Makes fname (base, then any tail) its file name now. */
+void md_msg_set_fname(md_msg *m, const char *fname);
+/* The letters after ":2," in its file name (md_filename_split), or NULL. */
+const char *md_msg_info(const md_msg *m);
 int md_msg_stat(md_store *s, md_msg *m);
 int md_msg_find(md_store *s, int64_t id, md_msg **out);
 /* A message's name in the tree for its base (md_name_of_base): base
@@ -199,6 +214,10 @@ int md_meta_write(md_store *s, md_mbox *mb, const md_meta *m);
 int md_keywords_refresh(md_store *s, md_folder *f);
 int md_flags_of(md_store *s, md_msg *m, char **flags, size_t *len);
 void md_msg_drop(md_store *s, md_msg *m);
+/* The message (pending or not) named name in f's listing, or NULL. */
+md_msg *md_msg_named(md_folder *f, const char *name);
+/* Makes m, just put in f->by_base, findable by its name. */
+void md_msg_name_add(md_folder *f, md_msg *m);
 void md_msg_reid(md_store *s, md_msg *m, int64_t keep);
 void md_folder_drop_cache(md_store *s, md_folder *f);
 /* The owner and modes of what mailfs creates in mailbox mb. */

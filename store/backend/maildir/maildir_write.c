@@ -260,11 +260,25 @@ static gint rec_cmp(gconstpointer a, gconstpointer b)
     return x->uid < y->uid ? -1 : x->uid > y->uid;
 }
 
-/* The batch's list with its additions merged in, in UID order (a new
- * list: f->batch_ul is freed by md_batch_clear). */
+/* The batch's list with its additions merged in, in UID order (the
+ * caller's to free).  Additions above every UID listed, as a move copying
+ * in UID order makes them, go onto the batch's list itself: a folder of
+ * 50,000 messages is not copied once more at every batch. */
 md_uidlist *md_batch_merged(md_folder *f)
 {
     md_uidlist *old = f->batch_ul;
+    g_array_sort(f->batch_adds, rec_cmp);
+    guint n = old->recs->len;
+    uint32_t last = n ? g_array_index(old->recs, md_uid_rec, n - 1).uid : 0;
+    if (!f->batch_adds->len || g_array_index(f->batch_adds, md_uid_rec, 0).uid > last) {
+        for (guint i = 0; i < f->batch_adds->len; i++) {
+            md_uid_rec *r = &g_array_index(f->batch_adds, md_uid_rec, i);
+            if (md_uidlist_add(old, r->base, r->uid, r->fname) == 0 && r->ext)
+                g_array_index(old->recs, md_uid_rec, old->recs->len - 1).ext = g_strdup(r->ext);
+        }
+        f->batch_ul = NULL; /* the caller's now */
+        return old;
+    }
     GArray *all = g_array_new(FALSE, FALSE, sizeof(md_uid_rec));
     g_array_append_vals(all, old->recs->data, old->recs->len);
     g_array_append_vals(all, f->batch_adds->data, f->batch_adds->len);
@@ -395,7 +409,8 @@ int md_assign_uids(md_store *s, md_folder *f)
     for (guint i = 0; !rc && i < todo->len; i++) {
         md_msg *m = todo->pdata[i];
         uint32_t uid = ul->next_uid;
-        rc = md_uidlist_add(ul, m->base, uid, m->fname);
+        g_autofree char *fname = md_msg_fname(m);
+        rc = md_uidlist_add(ul, m->base, uid, fname);
         if (!rc)
             m->uid = uid;
     }
@@ -426,11 +441,10 @@ static md_msg *cache_put(md_store *s, md_folder *f, const char *base, const char
         m->name = md_msg_name(m->base, strlen(base));
         md_new_id(s, MS_MESSAGE, m, &m->id);
         g_hash_table_insert(f->by_base, m->base, m);
-        if (!g_hash_table_contains(f->by_name, m->name))
-            g_hash_table_insert(f->by_name, m->name, m);
+        if (!md_msg_named(f, m->name))
+            md_msg_name_add(f, m);
     }
-    g_free(m->fname);
-    m->fname = g_strdup(fname);
+    md_msg_set_fname(m, fname);
     m->in_new = false;
     m->stated = false;
     m->uid = uid;
@@ -639,7 +653,7 @@ static int msg_named(md_store *s, md_folder *f, const char *name, md_msg **out)
     int rc = md_refresh_folder(s, f, false);
     if (rc)
         return rc;
-    md_msg *m = g_hash_table_lookup(f->by_name, name);
+    md_msg *m = md_msg_named(f, name);
     if (!m || m->pending)
         return -ENOENT;
     *out = m;
@@ -702,8 +716,11 @@ static void touch_msg_dir(md_store *s, md_msg *m)
     g_autofree char *fp = md_folder_path_abs(s, m->f);
     g_autofree char *dir = g_build_filename(fp, m->in_new ? "new" : "cur", NULL);
     struct timespec ts[2] = {{0, UTIME_OMIT}, {0, UTIME_NOW}};
-    if (utimensat(AT_FDCWD, dir, ts, 0) < 0)
-        ms_log(LOG_WARNING, "%s: cannot date the change of %s: %s", dir, m->fname, strerror(errno));
+    if (utimensat(AT_FDCWD, dir, ts, 0) < 0) {
+        int e = errno;
+        g_autofree char *fname = md_msg_fname(m);
+        ms_log(LOG_WARNING, "%s: cannot date the change of %s: %s", dir, fname, strerror(e));
+    }
 }
 
 static int md_setattr(ms_store *st, int64_t mailbox, ms_node node, const ms_setattr_req *req,
@@ -1070,7 +1087,7 @@ static int rename_message(md_store *s, md_folder *from, const char *name, md_fol
     if (!rc)
         rc = md_ensure_folder(s, to);
     if (!rc && md_refresh_folder(s, to, false) == 0) {
-        old = g_hash_table_lookup(to->by_name, newname);
+        old = md_msg_named(to, newname);
         if (old && (old->pending || old == m))
             old = old == m ? NULL : old;
     }
@@ -1330,9 +1347,7 @@ static int set_flags(md_store *s, md_msg *m, const char *v, size_t len)
             rc = -ENOENT;
         if (rc)
             break;
-        size_t blen;
-        const char *old_info;
-        md_filename_split(m->fname, &blen, &old_info);
+        const char *old_info = md_msg_info(m);
         g_autoptr(GString) info = g_string_new(NULL);
         rc = info_locked(s, f, v, len, old_info, true, info);
         if (rc)
@@ -1344,8 +1359,7 @@ static int set_flags(md_store *s, md_msg *m, const char *v, size_t len)
         if (!strcmp(src, dst))
             break;
         if (rename(src, dst) == 0) {
-            g_free(m->fname);
-            m->fname = g_strdup(fname);
+            md_msg_set_fname(m, fname);
             m->in_new = false;
             break;
         }
@@ -1436,7 +1450,7 @@ static int md_message_create(ms_store *st, ms_node folder, const char *name, uin
         rc = md_refuse(s, f->mb);
     if (!rc)
         rc = md_refresh_folder(s, f, false);
-    if (!rc && g_hash_table_contains(f->by_name, name))
+    if (!rc && md_msg_named(f, name))
         rc = -EEXIST;
     g_autofree char *longest = NULL;
     if (!rc)
@@ -1451,7 +1465,7 @@ static int md_message_create(ms_store *st, ms_node folder, const char *name, uin
         m->over = (md_over){true, mode & 07777, uid, gid, 0};
         m->mtime_ns = m->ctime_ns = ms_now_ns();
         g_hash_table_insert(f->by_base, m->base, m);
-        g_hash_table_insert(f->by_name, m->name, m);
+        md_msg_name_add(f, m);
         *out = (ms_attr){.node = {MS_MESSAGE, m->id},
                          .mode = mode & 07777,
                          .uid = uid,
