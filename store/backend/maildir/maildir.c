@@ -50,8 +50,6 @@ void *md_by_id(md_store *s, ms_kind kind, int64_t id)
     return (void *)(v & ~(uintptr_t)((1u << KIND_BITS) - 1));
 }
 
-static int64_t ts_ns(const struct timespec *t) { return t->tv_sec * 1000000000LL + t->tv_nsec; }
-
 /*
  * Whether a listing read at scanned_ns of a directory whose mtime was
  * then mtime_was is still right for a directory whose mtime is now
@@ -287,7 +285,7 @@ md_folder *md_folder_parent(md_store *s, md_folder *f)
 
 /* ------------------------------------------------------------ refreshes */
 
-static int dir_mtime(const char *path, int64_t *out)
+int md_dir_mtime(const char *path, int64_t *out)
 {
     struct stat sb;
     if (stat(path, &sb) < 0)
@@ -304,7 +302,7 @@ int md_refresh_root(md_store *s)
 {
     ms_mutex_assert_held(&s->lock);
     int64_t mt;
-    int rc = dir_mtime(s->path, &mt);
+    int rc = md_dir_mtime(s->path, &mt);
     if (rc)
         return rc;
     if (s->root_scanned && still_fresh(s->root_mtime_ns, mt, s->root_scanned_ns))
@@ -428,7 +426,7 @@ int md_refresh_folders(md_store *s, md_mbox *mb)
     ms_mutex_assert_held(&s->lock);
     g_autofree char *root = md_mbox_path(s, mb);
     int64_t mt;
-    int rc = dir_mtime(root, &mt);
+    int rc = md_dir_mtime(root, &mt);
     if (rc)
         return rc;
     int64_t now = ms_now_ns();
@@ -600,9 +598,21 @@ static void read_uids(md_folder *f, const char *fp, bool have_ul, int64_t now)
 }
 
 /*
+ * Whether a stamp read before (was) still holds (now): still_fresh, or
+ * for a folder only this process writes (md_folder.sole_writer), simply
+ * the same: no other writer can change it in the tick after a read.
+ */
+static bool stamp_holds(const md_folder *f, int64_t was, int64_t now)
+{
+    return f->sole_writer ? was == now : still_fresh(was, now, f->scanned_ns);
+}
+
+/*
  * Brings f's listing up to date with its files: new/ before cur/, so a
  * message Dovecot moves from one to the other meanwhile is seen at least
- * once (and kept once, by its base).  UIDs from dovecot-uidlist.
+ * once (and kept once, by its base).  Only a directory that changed is
+ * read again, as Dovecot does: a delivery into new/ does not cost a read
+ * of a big cur/.  UIDs from dovecot-uidlist.
  */
 int md_refresh_folder(md_store *s, md_folder *f, bool force)
 {
@@ -618,11 +628,11 @@ int md_refresh_folder(md_store *s, md_folder *f, bool force)
     g_autofree char *cur = g_build_filename(fp, "cur", NULL);
     g_autofree char *new = g_build_filename(fp, "new", NULL);
     int64_t cm = 0, nm = 0;
-    int rc = dir_mtime(cur, &cm);
+    int rc = md_dir_mtime(cur, &cm);
     if (rc == -ENOENT)
         rc = 0;
     if (!rc)
-        rc = dir_mtime(new, &nm);
+        rc = md_dir_mtime(new, &nm);
     if (rc == -ENOENT)
         rc = 0;
     if (rc)
@@ -631,22 +641,31 @@ int md_refresh_folder(md_store *s, md_folder *f, bool force)
     g_autofree char *ulp = g_build_filename(fp, "dovecot-uidlist", NULL);
     bool have_ul = stat(ulp, &ub) == 0;
     bool ul_fresh = f->ul ? have_ul && f->ul->ino == ub.st_ino && f->ul->size == ub.st_size &&
-                                still_fresh(f->ul->mtime_ns, ts_ns(&ub.st_mtim), f->scanned_ns)
+                                stamp_holds(f, f->ul->mtime_ns, ts_ns(&ub.st_mtim))
                           : !have_ul;
-    if (!force && f->scanned && ul_fresh && still_fresh(f->cur_mtime_ns, cm, f->scanned_ns) &&
-        still_fresh(f->new_mtime_ns, nm, f->scanned_ns)) {
+    bool whole = force || !f->scanned;
+    bool scan_new = whole || !stamp_holds(f, f->new_mtime_ns, nm);
+    bool scan_cur = whole || !stamp_holds(f, f->cur_mtime_ns, cm);
+    if (!scan_new && !scan_cur && ul_fresh) {
         f->checked_ns = t0;
         return 0;
+    }
+    if (whole) {
+        md_meta meta;
+        f->sole_writer = md_meta_cached(s, f->mb, &meta) == 0 && meta.state == MS_MB_INCOMING;
     }
     int64_t now = ms_now_ns();
     GHashTableIter it;
     gpointer v;
     g_hash_table_iter_init(&it, f->by_base);
-    while (g_hash_table_iter_next(&it, NULL, &v))
-        ((md_msg *)v)->seen = ((md_msg *)v)->pending;
+    while (g_hash_table_iter_next(&it, NULL, &v)) {
+        md_msg *m = v;
+        m->seen = m->pending || !(m->in_new ? scan_new : scan_cur);
+    }
     unsigned added = 0;
-    rc = scan_sub(s, f, fp, "new", &added);
-    if (!rc)
+    if (scan_new)
+        rc = scan_sub(s, f, fp, "new", &added);
+    if (!rc && scan_cur)
         rc = scan_sub(s, f, fp, "cur", &added);
     if (rc)
         return rc;

@@ -100,6 +100,10 @@ struct md_folder {
     bool seen;
     /* The listing, valid while the stamps below hold (folder_refresh). */
     bool scanned;
+    /* A move's hidden copy (MS_MB_INCOMING), which only its mover writes,
+     * one process at a time: the stamps this process's own writes leave
+     * are taken as they are (md_track_*), not read again. */
+    bool sole_writer;
     int64_t scanned_ns, cur_mtime_ns, new_mtime_ns;
     int64_t checked_ns, kw_checked_ns; /* when last checked against the files */
     GHashTable *by_base;               /* base -> md_msg* (owned) */
@@ -172,6 +176,11 @@ typedef struct md_store {
 
 static inline md_store *md_of(ms_store *st) { return st->priv; }
 
+static inline int64_t ts_ns(const struct timespec *t)
+{
+    return t->tv_sec * 1000000000LL + t->tv_nsec;
+}
+
 /* maildir.c: caches, lookups, attributes */
 void md_new_id(md_store *s, ms_kind kind, void *obj, int64_t *idp);
 void md_forget_id(md_store *s, int64_t id);
@@ -179,6 +188,7 @@ void *md_by_id(md_store *s, ms_kind kind, int64_t id);
 int md_refresh_root(md_store *s);
 int md_refresh_folders(md_store *s, md_mbox *mb);
 int md_refresh_folder(md_store *s, md_folder *f, bool force);
+int md_dir_mtime(const char *path, int64_t *out);
 md_mbox *md_mbox_get(md_store *s, const char *name);
 md_folder *md_folder_get(md_store *s, md_mbox *mb, const char *path);
 md_folder *md_folder_parent(md_store *s, md_folder *f);

@@ -353,11 +353,29 @@ int md_uids_end(md_store *s, md_folder *f, md_uidlist *ul, md_lock *lk, bool wri
         uid_t uid;
         gid_t gid;
         mode_t dmode;
+        g_autofree char *ulp = NULL;
+        struct stat sb;
+        /* As md_put_file: the cached header follows this process's own
+         * commit in a folder only it writes. */
+        bool track = f->sole_writer && f->ul;
+        if (track) {
+            g_autofree char *fp = md_folder_path_abs(s, f);
+            ulp = g_build_filename(fp, "dovecot-uidlist", NULL);
+            track = stat(ulp, &sb) == 0 && sb.st_ino == f->ul->ino && sb.st_size == f->ul->size &&
+                    ts_ns(&sb.st_mtim) == f->ul->mtime_ns;
+        }
         rc = md_owner(s, f->mb, &uid, &gid, &dmode);
         if (!rc)
             rc = md_uidlist_commit(lk, ul, uid, gid, dmode & 0666);
         else
             md_uidlist_unlock(lk);
+        if (!rc && track && stat(ulp, &sb) == 0) {
+            f->ul->ino = sb.st_ino;
+            f->ul->size = sb.st_size;
+            f->ul->mtime_ns = ts_ns(&sb.st_mtim);
+            f->ul->uidvalidity = ul->uidvalidity;
+            f->ul->next_uid = ul->next_uid;
+        }
     } else {
         md_uidlist_unlock(lk);
     }
@@ -594,12 +612,19 @@ int md_put_file(md_store *s, md_folder *f, const char *src_path, bool link_it, c
     g_autofree char *fp = md_folder_path_abs(s, f);
     g_autofree char *cur = g_build_filename(fp, "cur", NULL);
     g_autofree char *dst = g_build_filename(cur, fname, NULL);
+    /* In a folder only this process writes, a listing that held before
+     * the file went in holds after it, with cur/'s new stamp. */
+    int64_t was = 0;
+    bool track = !rc && f->sole_writer && f->scanned && md_dir_mtime(cur, &was) == 0 &&
+                 was == f->cur_mtime_ns;
     if (!rc) {
         if (link_it)
             rc = link(src_path, dst) < 0 ? -errno : 0;
         else
             rc = renameat2(AT_FDCWD, src_path, AT_FDCWD, dst, RENAME_NOREPLACE) < 0 ? -errno : 0;
     }
+    if (!rc && track)
+        md_dir_mtime(cur, &f->cur_mtime_ns);
     if (!rc && batch) {
         md_uid_rec r = {uid, g_strdup(base), NULL, g_strdup(fname)};
         g_array_append_val(f->batch_adds, r);
