@@ -188,6 +188,7 @@ void md_msg_name_add(md_folder *f, md_msg *m)
 /* Forgets message m (gone from its folder): its id stops resolving. */
 void md_msg_drop(md_store *s, md_msg *m)
 {
+    m->f->dropped = true;
     md_forget_id(s, m->id);
     if (m->name != m->base && g_hash_table_lookup(m->f->by_name, m->name) == m)
         g_hash_table_remove(m->f->by_name, m->name);

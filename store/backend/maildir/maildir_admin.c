@@ -180,15 +180,14 @@ static int md_batch_end(ms_store *st, bool commit)
         md_folder *f = s->batch_folders->pdata[i];
         md_lock *lk = f->batch_lock;
         GPtrArray *files = g_steal_pointer(&f->batch_files);
-        md_uidlist *merged = !commit || rc ? NULL : md_batch_merged(f);
-        md_batch_clear(f);
-        if (!merged) {
+        if (commit && !rc) {
+            rc = md_batch_commit(s, f);
+        } else {
+            md_batch_clear(f);
             for (guint k = 0; files && k < files->len; k++)
                 unlink(files->pdata[k]);
             md_uidlist_unlock(lk);
             f->scanned = false;
-        } else {
-            rc = md_uids_end(s, f, merged, lk, true);
         }
         if (files)
             g_ptr_array_free(files, TRUE);

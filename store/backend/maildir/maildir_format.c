@@ -889,6 +889,8 @@ int md_uidlist_add(md_uidlist *u, const char *base, uint32_t uid, const char *fn
     push_rec(u, uid, fname, NULL);
     if (u->next_uid <= uid)
         u->next_uid = uid + 1;
+    if (u->last_uid < uid)
+        u->last_uid = uid;
     return 0;
 }
 
@@ -1071,6 +1073,8 @@ static int uidlist_read(int dirfd, const uid_sink *each, md_uidlist **out, char 
     /* Dovecot moves next uid past the last record rather than fail. */
     if (!rc && u->next_uid <= prev)
         u->next_uid = prev + 1;
+    u->last_uid = prev;
+    u->partial = each != NULL;
     g_ptr_array_free(lines, TRUE);
     g_free(text);
     if (rc) {
@@ -1409,6 +1413,15 @@ void md_uidlist_unlock(md_lock *l)
 }
 
 /* u as Dovecot writes a whole uidlist (maildir_uidlist_write_fd). */
+/* One record's line, as Dovecot 2.3 writes it: the base name only. */
+static void rec_line(GString *s, const md_uid_rec *r)
+{
+    g_string_append_printf(s, "%u", r->uid);
+    if (r->ext && r->ext[0])
+        g_string_append_printf(s, " %s", r->ext);
+    g_string_append_printf(s, " :%s\n", r->base);
+}
+
 static GString *uidlist_text(const md_uidlist *u)
 {
     GString *s = g_string_new(NULL);
@@ -1427,14 +1440,8 @@ static GString *uidlist_text(const md_uidlist *u)
         g_string_append_printf(s, " %s", rest);
     g_string_append_c(s, '\n');
     g_free(guid);
-    for (guint i = 0; i < u->recs->len; i++) {
-        const md_uid_rec *r = &g_array_index(u->recs, md_uid_rec, i);
-        g_string_append_printf(s, "%u", r->uid);
-        if (r->ext && r->ext[0])
-            g_string_append_printf(s, " %s", r->ext);
-        /* Dovecot 2.3 writes the base name only */
-        g_string_append_printf(s, " :%s\n", r->base);
-    }
+    for (guint i = 0; i < u->recs->len; i++)
+        rec_line(s, &g_array_index(u->recs, md_uid_rec, i));
     return s;
 }
 
@@ -1469,6 +1476,8 @@ static bool writable_list(const md_uidlist *u)
 
 int md_uidlist_commit(md_lock *l, const md_uidlist *u, uid_t uid, gid_t gid, mode_t mode)
 {
+    /* A list read without its records written whole would lose them. */
+    g_assert(!u->partial);
     int rc = writable_list(u) ? 0 : -EINVAL;
     if (!rc && !lock_is_ours(l)) {
         ms_log(LOG_ERR, "maildir: " UIDLIST_LOCK " was broken by another process: not written");
@@ -1483,6 +1492,71 @@ int md_uidlist_commit(md_lock *l, const md_uidlist *u, uid_t uid, gid_t gid, mod
     }
     md_uidlist_unlock(l);
     return rc;
+}
+
+int md_uidlist_append(md_lock *l, off_t size, const md_uid_rec *recs, guint n, struct stat *after)
+{
+    if (!lock_is_ours(l)) {
+        ms_log(LOG_ERR, "maildir: " UIDLIST_LOCK " was broken by another process: not written");
+        return -EAGAIN;
+    }
+    GString *text = g_string_new(NULL);
+    int rc = 0;
+    for (guint i = 0; !rc && i < n; i++) {
+        const md_uid_rec *r = &recs[i];
+        if (!r->uid || r->uid == UINT32_MAX || !valid_fname(r->base) || strchr(r->base, ':') ||
+            !valid_ext(r->ext) || (i && r->uid <= recs[i - 1].uid))
+            rc = -EINVAL;
+        else
+            rec_line(text, r);
+    }
+    int fd = rc ? -1 : openat(l->dirfd, UIDLIST_FILE, O_RDWR | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
+    if (!rc && fd < 0)
+        rc = -errno;
+    struct stat sb;
+    char last = 0;
+    if (!rc && fstat(fd, &sb) < 0)
+        rc = -errno;
+    /* Not the file the caller read, or one whose last line a crash cut
+     * short (a reader skips it; a line appended to it would join it). */
+    if (!rc &&
+        (sb.st_size != size || size < 1 || pread(fd, &last, 1, size - 1) != 1 || last != '\n'))
+        rc = -ESTALE;
+    for (size_t done = 0; !rc && done < text->len;) {
+        ssize_t w = write(fd, text->str + done, text->len - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            rc = w < 0 ? -errno : -EIO;
+            /* No half line left behind for the next writer. */
+            if (ftruncate(fd, size) < 0)
+                ms_log(LOG_ERR, "maildir: " UIDLIST_FILE ": a short append could not be undone: %s",
+                       g_strerror(errno));
+            break;
+        }
+        done += (size_t)w;
+    }
+    if (!rc && fstat(fd, after) < 0)
+        rc = -errno;
+    if (fd >= 0)
+        close(fd);
+    g_string_free(text, TRUE);
+    return rc;
+}
+
+md_uidlist *md_uidlist_header(const md_uidlist *u)
+{
+    md_uidlist *h = uidlist_alloc();
+    h->uidvalidity = u->uidvalidity;
+    h->next_uid = u->next_uid;
+    h->last_uid = u->last_uid;
+    h->header_rest = g_strdup(u->header_rest);
+    h->dev = u->dev;
+    h->ino = u->ino;
+    h->size = u->size;
+    h->mtime_ns = u->mtime_ns;
+    h->partial = true;
+    return h;
 }
 
 /* ======================================================= dovecot-acl */

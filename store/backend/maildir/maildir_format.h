@@ -22,6 +22,7 @@
 #include <glib.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 /* ----------------------------------------------------- folder names */
@@ -189,6 +190,10 @@ typedef struct md_uidlist {
     char *header_rest;   /* header fields other than V and N, verbatim ("G... ") */
     GArray *recs;        /* md_uid_rec, in increasing uid order */
     GHashTable *by_base; /* base (char*) -> index+1 in recs (GUINT_TO_POINTER) */
+    uint32_t last_uid;   /* the highest record's uid as read or added (0: none) */
+    /* recs does not hold every record (md_uidlist_scan, md_uidlist_header):
+     * such a list is never written whole (md_uidlist_commit asserts). */
+    bool partial;
     /* The file read (0s when none): a reader compares them to know
      * whether to read again. */
     dev_t dev;
@@ -233,6 +238,8 @@ int md_uidlist_add(md_uidlist *u, const char *base, uint32_t uid, const char *fn
 /* Forgets base (expunged); no-op when not listed. */
 void md_uidlist_remove(md_uidlist *u, const char *base, size_t base_len);
 void md_uidlist_free(md_uidlist *u);
+/* A partial copy of u: its header and what was read, no records. */
+md_uidlist *md_uidlist_header(const md_uidlist *u);
 
 /*
  * dovecot-uidlist.lock, Dovecot's dotlock for the uidlist (lib/
@@ -272,6 +279,15 @@ int md_uidlist_lock_opts(int dirfd, unsigned timeout_ms, unsigned stale_secs, md
  * this host is broken by Dovecot.  -ESTALE when it was broken already. */
 int md_uidlist_lock_touch(md_lock *l);
 int md_uidlist_commit(md_lock *l, const md_uidlist *u, uid_t uid, gid_t gid, mode_t mode);
+/*
+ * Appends recs[0..n) (uids increasing, above every uid in the file: the
+ * caller knows) to dovecot-uidlist under lock l, as Dovecot adds records
+ * without rewriting the list; *after: the file then.  -ESTALE when the
+ * file is not size bytes long or its last line is cut short (the caller
+ * writes the list whole instead); nothing is left half-written.  The lock
+ * is kept.
+ */
+int md_uidlist_append(md_lock *l, off_t size, const md_uid_rec *recs, guint n, struct stat *after);
 void md_uidlist_unlock(md_lock *l);
 
 /* -------------------------------------------------------- dovecot-acl */

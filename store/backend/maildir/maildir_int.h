@@ -128,6 +128,12 @@ struct md_folder {
     GArray *batch_adds;     /* md_uid_rec */
     GHashTable *batch_uids; /* set of uids (GUINT_TO_POINTER) */
     bool batch_any_uid;     /* a move's hidden copy: any free UID may be kept */
+    /* batch_ul is the list's header alone and the batch's records are
+     * appended at its end (can_append in maildir_write.c) */
+    bool batch_append;
+    /* A message of it left the cache in this process (its uidlist record
+     * may remain): no appending batch (can_append). */
+    bool dropped;
 };
 
 /* A mailbox's own state, kept in MD_META_FILE. */
@@ -262,6 +268,9 @@ int md_assign_uids(md_store *s, md_folder *f);
 int md_uids_begin(md_store *s, md_folder *f, md_uidlist **ul, md_lock **lk);
 int md_uids_end(md_store *s, md_folder *f, md_uidlist *ul, md_lock *lk, bool write);
 md_uidlist *md_batch_merged(md_folder *f);
+/* Writes what f's batch added into dovecot-uidlist (appended, or the list
+ * written whole) and releases its lock. */
+int md_batch_commit(md_store *s, md_folder *f);
 void md_batch_clear(md_folder *f);
 int md_put_file(md_store *s, md_folder *f, const char *src_path, bool link_it, const char *base,
                 const char *flags, size_t flags_len, uint32_t want_uid, const char *drop_base,
