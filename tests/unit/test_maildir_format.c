@@ -670,6 +670,79 @@ static void test_uidlist_commit(void **state)
     md_uidlist_free(u);
 }
 
+static void count_uid(void *ctx, const char *base, size_t len, uint32_t uid)
+{
+    GString *seen = ctx;
+    g_string_append_printf(seen, "%.*s=%u ", (int)len, base, uid);
+}
+
+/* Records appended as Dovecot appends them, and what refuses to append. */
+static void test_uidlist_append(void **state)
+{
+    fixture *f = *state;
+    md_uidlist *u = md_uidlist_new(777, 1);
+    assert_int_equal(md_uidlist_add(u, "a", 2, NULL), 0);
+    md_lock *l = NULL;
+    assert_int_equal(md_uidlist_lock(f->dirfd, &l), 0);
+    assert_int_equal(md_uidlist_commit(l, u, (uid_t)-1, (gid_t)-1, 0600), 0);
+    struct stat st, after;
+    assert_int_equal(fstatat(f->dirfd, "dovecot-uidlist", &st, 0), 0);
+    md_uid_rec recs[2] = {{5, "b", "W10 S9", NULL}, {9, "c", NULL, NULL}};
+    assert_int_equal(md_uidlist_lock(f->dirfd, &l), 0);
+    assert_int_equal(md_uidlist_append(l, st.st_size, recs, 2, &after), 0);
+    assert_int_equal(after.st_ino, st.st_ino); /* the same file, grown */
+    assert_true(after.st_size > st.st_size);
+    /* not the size the caller read, or out of order: nothing written */
+    assert_int_equal(md_uidlist_append(l, st.st_size, recs, 2, &after), -ESTALE);
+    md_uid_rec back[2] = {{12, "d", NULL, NULL}, {11, "e", NULL, NULL}};
+    assert_int_equal(md_uidlist_append(l, after.st_size, back, 2, &st), -EINVAL);
+    md_uid_rec bad = {13, "f:2,S", NULL, NULL};
+    assert_int_equal(md_uidlist_append(l, after.st_size, &bad, 1, &st), -EINVAL);
+    md_uidlist_unlock(l);
+    char *text = get(f->dirfd, "dovecot-uidlist");
+    assert_true(g_str_has_suffix(text, "2 :a\n5 W10 S9 :b\n9 :c\n"));
+    g_free(text);
+    md_uidlist *r = NULL;
+    char *err = NULL;
+    assert_int_equal(md_uidlist_read(f->dirfd, &r, &err), 0);
+    assert_int_equal(r->recs->len, 3);
+    assert_int_equal(r->next_uid, 10); /* the header's N2 is below: past the last */
+    assert_int_equal(r->last_uid, 9);
+    assert_false(r->partial);
+    assert_int_equal(md_uidlist_uid(r, "b", 1), 5);
+    assert_string_equal(g_array_index(r->recs, md_uid_rec, 1).ext, "W10 S9");
+    md_uidlist_free(r);
+    /* read as a stream: every record handed over, none kept */
+    GString *seen = g_string_new(NULL);
+    assert_int_equal(md_uidlist_scan(f->dirfd, count_uid, seen, &r, &err), 0);
+    assert_string_equal(seen->str, "a=2 b=5 c=9 ");
+    assert_true(r->partial);
+    assert_int_equal(r->recs->len, 0);
+    assert_int_equal(r->last_uid, 9);
+    assert_int_equal(r->uidvalidity, 777);
+    md_uidlist *h = md_uidlist_header(r);
+    assert_true(h->partial);
+    assert_int_equal(h->next_uid, 10);
+    md_uidlist_free(h);
+    md_uidlist_free(r);
+    g_string_free(seen, TRUE);
+    /* a last line cut short by a crash is not appended to */
+    text = get(f->dirfd, "dovecot-uidlist");
+    char *cut = g_strconcat(text, "10 :g", NULL);
+    put(f->dirfd, "dovecot-uidlist", cut);
+    assert_int_equal(fstatat(f->dirfd, "dovecot-uidlist", &st, 0), 0);
+    assert_int_equal(md_uidlist_lock(f->dirfd, &l), 0);
+    md_uid_rec next = {11, "h", NULL, NULL};
+    assert_int_equal(md_uidlist_append(l, st.st_size, &next, 1, &after), -ESTALE);
+    md_uidlist_unlock(l);
+    char *now = get(f->dirfd, "dovecot-uidlist");
+    assert_string_equal(now, cut);
+    g_free(now);
+    g_free(cut);
+    g_free(text);
+    md_uidlist_free(u);
+}
+
 /* ------------------------------------------------------------- lock */
 
 static pid_t dead_pid(void)
@@ -1245,6 +1318,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_uidlist_corrupt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_uidlist_read, setup, teardown),
         cmocka_unit_test_setup_teardown(test_uidlist_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_uidlist_append, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock_stale, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock_waits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock_exclusion, setup, teardown),

@@ -911,12 +911,15 @@ static uint64_t mbox_modseq(md_store *s, md_mbox *mb)
 }
 
 /*
- * The floor: the clock now, less one second.  Filesystems stamp ctime
- * and mtime with the kernel's coarse clock (current_time(), a jiffy
- * behind the fine clock this reads, more on some filesystems), so a
- * change made just after this returns may carry a stamp slightly
- * earlier than now: the second covers any such lag, at the price of
- * the changes of the second before counting as new (false positives).
+ * The floor: the clock now, less the filesystem's lag.  Filesystems stamp
+ * ctime and mtime with the kernel's coarse clock (current_time(), up to a
+ * jiffy behind the fine clock this reads), so a change made just after
+ * this returns may carry a stamp slightly earlier than now: 50 ms covers
+ * that where stamps have nanoseconds, a second where they are whole
+ * seconds (some NFS servers), at the price of the changes of that while
+ * before counting as new (false positives).  Small matters: a cutover's
+ * second final pass passes over the folders the first left equal only if
+ * they did not change within it.
  */
 int md_mailbox_modseq(ms_store *st, int64_t id, uint64_t *out)
 {
@@ -924,12 +927,15 @@ int md_mailbox_modseq(ms_store *st, int64_t id, uint64_t *out)
     ms_mutex_lock(&s->lock);
     int rc = md_refresh_root(s);
     md_mbox *mb = rc ? NULL : md_by_id(s, MS_MAILBOX, id);
+    g_autofree char *root = mb ? md_mbox_path(s, mb) : NULL;
     ms_mutex_unlock(&s->lock);
     if (rc)
         return rc;
     if (!mb)
         return -ENOENT;
-    *out = (uint64_t)(ms_now_ns() - 1000000000LL);
+    struct stat sb;
+    bool fine = stat(root, &sb) == 0 && (sb.st_mtim.tv_nsec || sb.st_ctim.tv_nsec);
+    *out = (uint64_t)(ms_now_ns() - (fine ? 50000000LL : 1000000000LL));
     return 0;
 }
 
