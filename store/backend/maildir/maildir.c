@@ -89,6 +89,7 @@ char *md_msg_fname(const md_msg *m) { return g_strconcat(m->base, msg_tail(m), N
 
 void md_msg_set_fname(md_msg *m, const char *fname)
 {
+    m->f->gen++;
     size_t bl = strlen(m->base);
     g_assert(!strncmp(fname, m->base, bl)); /* the base is the message's key */
     const char *tail = fname + bl;
@@ -189,6 +190,7 @@ void md_msg_name_add(md_folder *f, md_msg *m)
 void md_msg_drop(md_store *s, md_msg *m)
 {
     m->f->dropped = true;
+    m->f->gen++;
     md_forget_id(s, m->id);
     if (m->name != m->base && g_hash_table_lookup(m->f->by_name, m->name) == m)
         g_hash_table_remove(m->f->by_name, m->name);
@@ -208,6 +210,7 @@ void md_msg_reid(md_store *s, md_msg *m, int64_t keep)
 /* Forgets what f's listing held (the folder went away or is re-made). */
 void md_folder_drop_cache(md_store *s, md_folder *f)
 {
+    f->gen++;
     if (f->by_base) {
         GHashTableIter it;
         gpointer v;
@@ -509,6 +512,7 @@ static int scan_sub(md_store *s, md_folder *f, const char *fp, const char *sub, 
             md_new_id(s, MS_MESSAGE, m, &m->id);
             (*added)++;
             g_hash_table_insert(f->by_base, m->base, m);
+            f->gen++;
             md_msg *other = md_msg_named(f, m->name);
             if (other && other != m) {
                 /* Two files whose names decode alike: the second keeps
@@ -814,6 +818,20 @@ static int64_t path_stamp(const char *path)
     return c > m ? c : m;
 }
 
+/*
+ * A mailbox root's stamp, less this process's own writes of its
+ * MD_META_FILE (a move's lock on its source, taken for the cutover): that
+ * file is mailfs's bookkeeping, and counting it as a change of INBOX
+ * (whose files are the root's) made a cutover's final pass list every
+ * folder again.  A root changed by anything else since shows its stamp.
+ */
+static int64_t root_stamp(md_store *s, md_mbox *mb)
+{
+    g_autofree char *root = md_mbox_path(s, mb);
+    int64_t v = path_stamp(root);
+    return v && v == mb->meta_stamp_after ? mb->meta_stamp_before : v;
+}
+
 static int64_t child_stamp(const char *dir, const char *name)
 {
     g_autofree char *p = g_build_filename(dir, name, NULL);
@@ -847,7 +865,9 @@ static uint64_t msg_modseq(const md_msg *m)
  */
 static int64_t folder_own_stamp(md_store *s, md_folder *f)
 {
-    g_autofree char *p = f->exists ? md_folder_path_abs(s, f) : md_mbox_path(s, f->mb);
+    if (!f->exists || !*f->dir)
+        return root_stamp(s, f->mb);
+    g_autofree char *p = md_folder_path_abs(s, f);
     return path_stamp(p);
 }
 
@@ -893,10 +913,8 @@ static uint64_t folder_modseq(md_store *s, md_folder *f)
         v = max64(v, child_stamp(p, "new"));
         v = max64(v, child_stamp(p, "dovecot-uidlist"));
     }
-    if (s->layout != MD_LAYOUT_FS && *f->dir) {
-        g_autofree char *root = md_mbox_path(s, f->mb);
-        v = max64(v, path_stamp(root));
-    }
+    if (s->layout != MD_LAYOUT_FS && *f->dir)
+        v = max64(v, root_stamp(s, f->mb));
     return (uint64_t)max64(v, children_stamp(s, f->mb, f));
 }
 
@@ -906,8 +924,8 @@ static uint64_t folder_modseq(md_store *s, md_folder *f)
  * has none cached: its root's stamps alone). */
 static uint64_t mbox_modseq(md_store *s, md_mbox *mb)
 {
-    g_autofree char *root = md_mbox_path(s, mb);
-    return (uint64_t)max64(path_stamp(root), children_stamp(s, mb, NULL));
+
+    return (uint64_t)max64(root_stamp(s, mb), children_stamp(s, mb, NULL));
 }
 
 /*
@@ -1093,6 +1111,11 @@ int md_meta_cached(md_store *s, md_mbox *mb, md_meta *out)
 int md_meta_write(md_store *s, md_mbox *mb, const md_meta *m)
 {
     g_autofree char *dir = md_mbox_path(s, mb);
+    /* The root's stamp before, as root_stamp shows it (an earlier write
+     * of ours is no change either). */
+    int64_t before = path_stamp(dir);
+    if (before && before == mb->meta_stamp_after)
+        before = mb->meta_stamp_before;
     /* The file is mailfs's bookkeeping, not a change of the mailbox: a
      * lock taken and dropped leaves the mailbox as it was. */
     md_pin_dir(s, dir, MD_ATTR_XATTR);
@@ -1126,6 +1149,8 @@ int md_meta_write(md_store *s, md_mbox *mb, const md_meta *m)
         fsync(dfd);
         close(dfd);
     }
+    mb->meta_stamp_before = before;
+    mb->meta_stamp_after = path_stamp(dir);
     return 0;
 }
 

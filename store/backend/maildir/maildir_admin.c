@@ -502,17 +502,51 @@ static int md_folder_uids_set(ms_store *st, ms_node folder, const ms_folder_uids
         ul->uidvalidity = u->uidvalidity;
         rc = md_uids_end(s, f, ul, lk, true);
     }
-    if (f)
+    /* Read again, unless only this process writes the folder: then
+     * md_uids_end kept its cached header with the list it wrote. */
+    if (f && !f->sole_writer)
         f->scanned = false;
     ms_mutex_unlock(&s->lock);
     return rc;
+}
+
+/* Folder f's part of a stamp: its path, and its messages' bases and
+ * flags in order; kept while its listing did not change (f->gen). */
+static const uint8_t *folder_stamp(md_folder *f)
+{
+    if (f->stamp_gen && f->stamp_gen == f->gen)
+        return f->stamp;
+    struct sha256_ctx ctx;
+    sha256_init(&ctx);
+    sha256_update(&ctx, strlen(f->path) + 1, (const uint8_t *)f->path);
+    GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
+    GHashTableIter it;
+    gpointer val;
+    g_hash_table_iter_init(&it, f->by_base);
+    while (g_hash_table_iter_next(&it, NULL, &val)) {
+        md_msg *m = val;
+        if (m->pending)
+            continue;
+        const char *info = md_msg_info(m);
+        g_ptr_array_add(names, g_strconcat(m->base, "\n", info ? info : "", NULL));
+    }
+    g_ptr_array_sort(names, str_cmp);
+    for (guint k = 0; k < names->len; k++) {
+        const char *n = names->pdata[k];
+        sha256_update(&ctx, strlen(n) + 1, (const uint8_t *)n);
+    }
+    g_ptr_array_free(names, TRUE);
+    sha256_digest(&ctx, SHA256_DIGEST_SIZE, f->stamp);
+    f->stamp_gen = ++f->gen; /* a gen no change has had */
+    return f->stamp;
 }
 
 /*
  * What a move must find unchanged: every folder's path, and every
  * message's base and flags.  Not the uidlists: Dovecot giving a UID to a
  * file already there, or making a list the move's reading made, changes
- * no mail.
+ * no mail.  A folder whose listing did not change since the last stamp
+ * (each is read again first) costs nothing: a cutover stamps twice.
  */
 static int md_mailbox_stamp(ms_store *st, int64_t id, uint8_t out[MS_STAMP_LEN])
 {
@@ -528,27 +562,8 @@ static int md_mailbox_stamp(ms_store *st, int64_t id, uint8_t out[MS_STAMP_LEN])
         rc = md_assign_uids(s, fs->pdata[i]);
     struct sha256_ctx ctx;
     sha256_init(&ctx);
-    for (guint i = 0; !rc && i < fs->len; i++) {
-        md_folder *f = fs->pdata[i];
-        sha256_update(&ctx, strlen(f->path) + 1, (const uint8_t *)f->path);
-        GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
-        GHashTableIter it;
-        gpointer val;
-        g_hash_table_iter_init(&it, f->by_base);
-        while (g_hash_table_iter_next(&it, NULL, &val)) {
-            md_msg *m = val;
-            if (m->pending)
-                continue;
-            const char *info = md_msg_info(m);
-            g_ptr_array_add(names, g_strconcat(m->base, "\n", info ? info : "", NULL));
-        }
-        g_ptr_array_sort(names, str_cmp);
-        for (guint k = 0; k < names->len; k++) {
-            const char *n = names->pdata[k];
-            sha256_update(&ctx, strlen(n) + 1, (const uint8_t *)n);
-        }
-        g_ptr_array_free(names, TRUE);
-    }
+    for (guint i = 0; !rc && i < fs->len; i++)
+        sha256_update(&ctx, 32, folder_stamp(fs->pdata[i]));
     if (fs)
         g_ptr_array_free(fs, TRUE);
     ms_mutex_unlock(&s->lock);

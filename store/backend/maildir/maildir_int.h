@@ -106,7 +106,12 @@ struct md_folder {
     bool sole_writer;
     int64_t scanned_ns, cur_mtime_ns, new_mtime_ns;
     int64_t checked_ns, kw_checked_ns; /* when last checked against the files */
-    GHashTable *by_base;               /* base -> md_msg* (owned) */
+    /* Moves with every change of the listing: a message added, dropped,
+     * or its file renamed (flags).  md_mailbox_stamp keeps the folder's
+     * part of a stamp while it stays. */
+    uint64_t gen, stamp_gen;
+    uint8_t stamp[32];
+    GHashTable *by_base; /* base -> md_msg* (owned) */
     /* name -> md_msg* for the messages whose name is not their base
      * (most are: they are found by_base); md_msg_named reads both. */
     GHashTable *by_name;
@@ -155,6 +160,9 @@ struct md_mbox {
     md_meta meta;
     int64_t meta_key[3];
     char *meta_name;
+    /* The root's stamp before and after this process last wrote
+     * MD_META_FILE (root_stamp in maildir.c). */
+    int64_t meta_stamp_before, meta_stamp_after;
 };
 
 typedef struct md_store {

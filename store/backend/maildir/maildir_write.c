@@ -557,6 +557,7 @@ static md_msg *cache_put(md_store *s, md_folder *f, const char *base, const char
         m->name = md_msg_name(m->base, strlen(base));
         md_new_id(s, MS_MESSAGE, m, &m->id);
         g_hash_table_insert(f->by_base, m->base, m);
+        f->gen++;
         if (!md_msg_named(f, m->name))
             md_msg_name_add(f, m);
     }
@@ -1592,6 +1593,7 @@ static int md_message_create(ms_store *st, ms_node folder, const char *name, uin
         m->over = (md_over){true, mode & 07777, uid, gid, 0};
         m->mtime_ns = m->ctime_ns = ms_now_ns();
         g_hash_table_insert(f->by_base, m->base, m);
+        f->gen++;
         md_msg_name_add(f, m);
         *out = (ms_attr){.node = {MS_MESSAGE, m->id},
                          .mode = mode & 07777,
