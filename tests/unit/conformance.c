@@ -519,6 +519,24 @@ static void test_modseq(void **state)
     assert_true(modseq_node(st, t.mb) >= k.floor);
     seq_untouched(st, &t, &k, fs_like);
 
+    /* INBOX, which a maildir store keeps in the mailbox root beside much
+     * that is not INBOX's: each of its own changes moves it. */
+    ms_node inbox = mkdir_ok(st, t.mb, "INBOX");
+    k = seq_begin(st, &t);
+    put_bytes(st, inbox, "i", "Subject: i\r\n\r\ni\r\n");
+    seq_moved(st, t.mb, "INBOX", inbox, "i", k.floor);
+    k = seq_begin(st, &t);
+    req = (ms_setattr_req){.mask = MS_SET_MODE, .mode = 0750};
+    assert_int_equal(ms_setattr(st, inbox, &req, NULL), 0);
+    seq_moved(st, t.mb, "INBOX", inbox, NULL, k.floor);
+    k = seq_begin(st, &t);
+    assert_int_equal(ms_xattr_set(st, inbox, "user.mail.special-use", "\\Junk", 5, 0), 0);
+    seq_moved(st, t.mb, "INBOX", inbox, NULL, k.floor);
+    k = seq_begin(st, &t);
+    mkdir_ok(st, inbox, "Kid");
+    seq_moved(st, t.mb, "INBOX", inbox, "Kid", k.floor);
+    seq_untouched(st, &t, &k, fs_like);
+
     /* Last, the controls themselves: a message moved to another folder
      * moves both folders and itself. */
     k = seq_begin(st, &t);

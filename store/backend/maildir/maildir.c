@@ -423,8 +423,34 @@ static void scan_fs_dir(md_store *s, md_mbox *mb, const char *root, const char *
     closedir(d);
 }
 
+static gint line_cmp(gconstpointer a, gconstpointer b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* What mb's folders are, as a string that differs when any is made,
+ * removed, renamed or stops or starts having a directory. */
+static char *folders_signature(md_mbox *mb)
+{
+    GPtrArray *lines = g_ptr_array_new_with_free_func(g_free);
+    GHashTableIter it;
+    gpointer v;
+    g_hash_table_iter_init(&it, mb->folders);
+    while (g_hash_table_iter_next(&it, NULL, &v)) {
+        md_folder *f = v;
+        g_ptr_array_add(lines, g_strdup_printf("%s\t%d\t%s\n", f->path, f->exists, f->dir));
+    }
+    g_ptr_array_sort(lines, line_cmp);
+    GString *out = g_string_new(NULL);
+    for (guint i = 0; i < lines->len; i++)
+        g_string_append(out, lines->pdata[i]);
+    g_ptr_array_free(lines, TRUE);
+    return g_string_free(out, FALSE);
+}
+
 /* The folders of mb, re-read when its root changed (maildir++ keeps them
- * all there) or, in fs layout, once a second at most. */
+ * all there) or, in fs layout, once a second at most.  A change of what
+ * they are dates mb->folders_changed_ns. */
 int md_refresh_folders(md_store *s, md_mbox *mb)
 {
     ms_mutex_assert_held(&s->lock);
@@ -437,6 +463,7 @@ int md_refresh_folders(md_store *s, md_mbox *mb)
     if (mb->folders_scanned_ns && still_fresh(mb->root_mtime_ns, mt, mb->folders_scanned_ns) &&
         (s->layout == MD_LAYOUT_MAILDIRPP || now - mb->folders_scanned_ns < 1000000000LL))
         return 0;
+    g_autofree char *before = folders_signature(mb);
     GHashTableIter it;
     gpointer v;
     g_hash_table_iter_init(&it, mb->folders);
@@ -478,6 +505,9 @@ int md_refresh_folders(md_store *s, md_mbox *mb)
         if (!((md_folder *)l->data)->seen)
             folder_forget(s, l->data);
     g_list_free(all);
+    g_autofree char *after = folders_signature(mb);
+    if (!mb->folders_scanned_ns || strcmp(before, after))
+        mb->folders_changed_ns = now;
     mb->root_mtime_ns = mt;
     mb->folders_scanned_ns = now;
     return 0;
@@ -855,20 +885,44 @@ static uint64_t msg_modseq(const md_msg *m)
 }
 
 /*
+ * When INBOX's attributes given through the mount (mode, owner: in the
+ * root's MD_INBOX_XATTR) were last seen to change; now the first time.
+ * Not the root's own stamp: Dovecot renames its index files there at
+ * every delivery, which changes nothing of INBOX.
+ */
+static int64_t inbox_attr_stamp(md_mbox *mb, const char *root)
+{
+    ms_attr a;
+    if (md_stat_attr(root, MD_INBOX_XATTR, &a))
+        return ms_now_ns();
+    uint32_t now[3] = {a.mode, a.uid, a.gid};
+    if (!mb->inbox_attr_ns || memcmp(now, mb->inbox_attr, sizeof now)) {
+        memcpy(mb->inbox_attr, now, sizeof now);
+        mb->inbox_attr_ns = ms_now_ns();
+    }
+    return mb->inbox_attr_ns;
+}
+
+/*
  * What moves when folder f itself changes: its directory's stamps.  It
  * is renamed, chmod'ed through the mount (an attribute of it), or a
  * file of its own is replaced in it: mailfs-special-use, and the
  * uidlist with a new UIDVALIDITY or the keywords file, which mailfs and
  * Dovecot write beside and rename into place, so that those files need
- * no stat of their own.  A maildir++ parent with no directory has its
- * mailbox root's.
+ * no stat of their own.  INBOX lives in the mailbox root, where much
+ * else changes: its special-use file and its attributes instead.  A
+ * maildir++ parent with no directory: only the folders around it.
  */
 static int64_t folder_own_stamp(md_store *s, md_folder *f)
 {
-    if (!f->exists || !*f->dir)
-        return root_stamp(s, f->mb);
+    if (!f->exists)
+        return f->mb->folders_changed_ns;
     g_autofree char *p = md_folder_path_abs(s, f);
-    return path_stamp(p);
+    if (*f->dir)
+        return path_stamp(p);
+    int64_t v = max64(child_stamp(p, MD_SPECIAL_USE_FILE), inbox_attr_stamp(f->mb, p));
+    /* fs layout: INBOX's subfolders are in a plain folder INBOX there. */
+    return s->layout == MD_LAYOUT_FS ? max64(v, child_stamp(p, "INBOX")) : v;
 }
 
 /* The largest own stamp of the folders of mb directly below parent
@@ -898,11 +952,12 @@ static int64_t children_stamp(md_store *s, md_mbox *mb, const md_folder *parent)
  * A folder's: its own stamp, its messages' directories (a message added,
  * removed, renamed or re-flagged in new/ or cur/; mailfs dates them when
  * it changes a message in place), the uidlist (to which Dovecot may
- * append in place), and its direct subfolders' own stamps.  A maildir++
- * subfolder lives in the mailbox root, not in its parent: the root's
- * stamps count too, so a subfolder made, renamed or removed there moves
- * every folder of the mailbox, as does any change of INBOX, whose files
- * are the root's (false positives, which the floor allows).
+ * append in place), its direct subfolders' own stamps, and in maildir++
+ * when the mailbox's folders last changed (mb->folders_changed_ns): a
+ * maildir++ subfolder lives in the mailbox root, not in its parent, so a
+ * folder made, renamed or removed anywhere moves every folder of the
+ * mailbox (false positives, which the floor allows).  The caller has read
+ * the folders again (md_getattr, md_list).
  */
 static uint64_t folder_modseq(md_store *s, md_folder *f)
 {
@@ -913,8 +968,10 @@ static uint64_t folder_modseq(md_store *s, md_folder *f)
         v = max64(v, child_stamp(p, "new"));
         v = max64(v, child_stamp(p, "dovecot-uidlist"));
     }
-    if (s->layout != MD_LAYOUT_FS && *f->dir)
-        v = max64(v, root_stamp(s, f->mb));
+    /* maildir++ keeps every folder in the root (fs: in its parent's
+     * directory, whose stamp counts already). */
+    if (s->layout != MD_LAYOUT_FS)
+        v = max64(v, f->mb->folders_changed_ns);
     return (uint64_t)max64(v, children_stamp(s, f->mb, f));
 }
 
@@ -1304,7 +1361,11 @@ int md_getattr(ms_store *st, ms_node node, ms_attr *out)
     }
     case MS_FOLDER: {
         md_folder *f = md_by_id(s, MS_FOLDER, node.id);
-        rc = f ? md_folder_attr(s, f, out) : -ENOENT;
+        /* Its folders read again first: the change sequence counts them. */
+        rc = f ? md_refresh_folders(s, f->mb) : -ENOENT;
+        if (!rc)
+            f = md_by_id(s, MS_FOLDER, node.id);
+        rc = rc ? rc : f ? md_folder_attr(s, f, out) : -ENOENT;
         break;
     }
     default: {

@@ -163,6 +163,12 @@ struct md_mbox {
     /* The root's stamp before and after this process last wrote
      * MD_META_FILE (root_stamp in maildir.c). */
     int64_t meta_stamp_before, meta_stamp_after;
+    /* When md_refresh_folders last saw its folders change. */
+    int64_t folders_changed_ns;
+    /* INBOX's mode, uid and gid as last seen, and when they changed
+     * (inbox_attr_stamp in maildir.c). */
+    uint32_t inbox_attr[3];
+    int64_t inbox_attr_ns;
 };
 
 typedef struct md_store {
