@@ -27,10 +27,16 @@
  * append to a 200 MB message), and that must not stall the mount.
  */
 typedef struct mfs_file {
-    ms_mutex lock; /* guards w, open_rc and every use of w */
+    ms_mutex lock; /* guards w, open_rc, known, known_valid and every use of w */
     ms_writer *w;  /* NULL while the first open makes it, or if that failed */
     int open_rc;   /* why the first open failed */
     int refs;      /* guarded by m->lock: handles, and threads using it */
+    /* A message this mount just created: its attributes as the create
+     * left them, so that the getattr and setattrs a copy sends before its
+     * close are answered without a store read (attr_of).  Dropped by any
+     * change made to the message some other way (file_forget_known). */
+    ms_attr known;
+    bool known_valid;
 } mfs_file;
 
 /*
@@ -219,15 +225,28 @@ static void file_unlock(mfs *m, fuse_ino_t ino, mfs_file *f)
 /* Attributes of a node; a message being written shows what it will be. */
 static int attr_of(mfs *m, fuse_ino_t ino, size_t sidx, ms_node n, ms_attr *a)
 {
-    int rc = ms_getattr(m->stores[sidx], n, a);
-    if (rc || n.kind != MS_MESSAGE)
-        return rc;
+    mfs_file *f = n.kind == MS_MESSAGE ? file_lock(m, ino) : NULL;
+    int rc = 0;
+    if (f && f->known_valid && ms_writer_dirty(f->w))
+        *a = f->known; /* created here, not committed yet: nobody else changed it */
+    else
+        rc = ms_getattr(m->stores[sidx], n, a);
+    if (!rc && f)
+        ms_writer_overlay(f->w, a);
+    if (f)
+        file_unlock(m, ino, f);
+    return rc;
+}
+
+/* The message ino was changed other than through its writer (or
+ * committed): its attributes come from the store again. */
+static void file_forget_known(mfs *m, fuse_ino_t ino)
+{
     mfs_file *f = file_lock(m, ino);
     if (f) {
-        ms_writer_overlay(f->w, a);
+        f->known_valid = false;
         file_unlock(m, ino, f);
     }
-    return 0;
 }
 
 /* --------------------------------------------------------- namespace */
@@ -472,8 +491,11 @@ static void mfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
                 file_unlock(m, ino, f);
             }
         }
-        if (!pending)
+        if (!pending) {
+            if (n.kind == MS_MESSAGE)
+                file_forget_known(m, ino);
             rc = ms_setattr(m->stores[s], n, &r, NULL);
+        }
     }
     ms_attr a;
     if (!rc)
@@ -910,6 +932,10 @@ static void mfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode
         fuse_reply_err(req, -rc);
         return;
     }
+    ms_mutex_lock(&h->f->lock);
+    h->f->known = a;
+    h->f->known_valid = true;
+    ms_mutex_unlock(&h->f->lock);
     struct fuse_entry_param e;
     fill_entry(m, s, &a, &e);
     fi->fh = (uint64_t)(uintptr_t)h;
@@ -1005,6 +1031,7 @@ static int commit_file(mfs *m, mfs_handle *h, bool durable)
         rc = ms_writer_commit(h->f->w, durable, NULL); /* frees the old bytes unless read */
     else if (durable)
         rc = ms_store_sync(h->st);
+    h->f->known_valid = false; /* the store has it now (or refused it) */
     ms_mutex_unlock(&h->f->lock);
     /* The commit dated the message (ctime, and mtime unless the writer
      * set one): the kernel may hold attributes from before it for an hour.
@@ -1104,8 +1131,10 @@ static void mfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
     mfs *m = M(req);
     size_t s;
     ms_node n;
-    int rc = node_of(m, ino, &s, &n) ? ms_xattr_set(m->stores[s], n, name, value, size, flags)
-                                     : -ENOTSUP;
+    bool ours = node_of(m, ino, &s, &n);
+    int rc = ours ? ms_xattr_set(m->stores[s], n, name, value, size, flags) : -ENOTSUP;
+    if (!rc && n.kind == MS_MESSAGE) /* not for a name refused (cp's POSIX ACL) */
+        file_forget_known(m, ino);
     fuse_reply_err(req, -rc);
 }
 
@@ -1114,7 +1143,10 @@ static void mfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
     mfs *m = M(req);
     size_t s;
     ms_node n;
-    int rc = node_of(m, ino, &s, &n) ? ms_xattr_remove(m->stores[s], n, name) : -ENODATA;
+    bool ours = node_of(m, ino, &s, &n);
+    int rc = ours ? ms_xattr_remove(m->stores[s], n, name) : -ENODATA;
+    if (!rc && n.kind == MS_MESSAGE)
+        file_forget_known(m, ino);
     fuse_reply_err(req, -rc);
 }
 
