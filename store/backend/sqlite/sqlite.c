@@ -184,6 +184,7 @@ sq_conn *sq_conn_get(ms_store *st)
         ms_log(LOG_ERR, "%s: cannot open another connection", s->path);
         return NULL;
     }
+    sq_ckpt_attach(s->ckpt, c);
     return c;
 }
 
@@ -674,6 +675,10 @@ static int sq_open(ms_store *st, const ms_store_conf *conf, int flags, char **er
         st->priv = NULL;
         return ret;
     }
+    if (!s->ro) {
+        s->ckpt = sq_ckpt_start(path);
+        sq_ckpt_attach(s->ckpt, c);
+    }
     g_ptr_array_add(s->idle, c);
     sq_pins_open_file(s);
     /* Only now that it is known to be a store: a file that is not one
@@ -688,6 +693,7 @@ static void sq_close(ms_store *st)
     sq *s = sq_of(st);
     if (!s)
         return;
+    sq_ckpt_stop(s->ckpt); /* first: the pool's last connection folds the log in as it closes */
     for (guint i = 0; i < s->idle->len; i++)
         sq_conn_free(g_ptr_array_index(s->idle, i));
     g_ptr_array_free(s->idle, TRUE);

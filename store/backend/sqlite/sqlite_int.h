@@ -24,9 +24,12 @@ typedef struct sq_conn {
     GHashTable *stmts; /* static SQL text (by address) -> prepared statement */
 } sq_conn;
 
+typedef struct sq_ckpt sq_ckpt;
+
 typedef struct sq {
     char *path;
     bool ro;
+    sq_ckpt *ckpt;    /* NULL for a read-only store; set once at open */
     GMutex pool_lock; /* guards idle, batch_owner and batch_conn */
     GPtrArray *idle;  /* of sq_conn* */
     /* Held from sq_tx_begin to sq_tx_end (for a batch, from sq_batch_begin to
@@ -56,6 +59,13 @@ typedef struct sq {
 } sq;
 
 static inline sq *sq_of(ms_store *st) { return st->priv; }
+
+/* sqlite_checkpoint.c: the WAL checkpointed by a thread of the store's own.
+ * sq_ckpt_attach replaces a connection's automatic checkpoint; stop joins
+ * the thread (NULL: nothing). */
+sq_ckpt *sq_ckpt_start(const char *path);
+void sq_ckpt_attach(sq_ckpt *k, sq_conn *c);
+void sq_ckpt_stop(sq_ckpt *k);
 
 /* sqlite.c: errors, connections, statements, transactions */
 int sq_errno(sqlite3 *db, int rc, const char *what);
