@@ -18,18 +18,26 @@
  */
 #include "sqlite_int.h"
 
+#include <unistd.h>
+
 #define SQ_CKPT_PAGES 8192            /* 32 MB of 4 KiB pages: wake the checkpointer */
 #define SQ_CKPT_LIMIT (4 * 8192)      /* 128 MB: the writer checkpoints itself */
 #define SQ_CKPT_IDLE_US (2 * 1000000) /* a quiet store's log folded in after this */
 
 struct sq_ckpt {
     char *path;
-    GThread *thread;
-    GMutex lock; /* guards wanted, stop and last_commit_us */
+    GMutex lock; /* guards everything below */
     GCond cond;
+    /* Started by the first commit of the process that writes: a store is
+     * opened before the daemon forks into the background, and a thread
+     * does not cross a fork. */
+    GThread *thread;
+    pid_t pid; /* whose thread it is (0: none yet) */
     bool wanted, stop;
     int64_t last_commit_us; /* monotonic time of the last commit seen */
 };
+
+static gpointer checkpointer(gpointer p);
 
 /* sqlite3_wal_hook: after every commit of a connection of the store. */
 static int on_commit(void *ctx, sqlite3 *db, const char *name, int pages)
@@ -40,6 +48,10 @@ static int on_commit(void *ctx, sqlite3 *db, const char *name, int pages)
         return SQLITE_OK;
     }
     g_mutex_lock(&k->lock);
+    if (k->pid != getpid() && !k->stop) {
+        k->pid = getpid();
+        k->thread = g_thread_new("checkpoint", checkpointer, k);
+    }
     k->last_commit_us = g_get_monotonic_time();
     if (pages >= SQ_CKPT_PAGES && !k->wanted) {
         k->wanted = true;
@@ -103,7 +115,6 @@ sq_ckpt *sq_ckpt_start(const char *path)
     k->path = g_strdup(path);
     g_mutex_init(&k->lock);
     g_cond_init(&k->cond);
-    k->thread = g_thread_new("checkpoint", checkpointer, k);
     return k;
 }
 
@@ -120,8 +131,10 @@ void sq_ckpt_stop(sq_ckpt *k)
     g_mutex_lock(&k->lock);
     k->stop = true;
     g_cond_signal(&k->cond);
+    GThread *t = k->pid == getpid() ? k->thread : NULL; /* not another process's */
     g_mutex_unlock(&k->lock);
-    g_thread_join(k->thread);
+    if (t)
+        g_thread_join(t);
     g_mutex_clear(&k->lock);
     g_cond_clear(&k->cond);
     g_free(k->path);
