@@ -278,6 +278,9 @@ static int serve(mfs *m, struct fuse_args *args, struct fuse_cmdline_opts *co)
         fuse_session_unmount(m->se);
         goto out_signals;
     }
+    /* In the background for good: the stores may start threads now. */
+    for (size_t i = 0; i < m->nstores; i++)
+        ms_store_background(m->stores[i]);
     housekeeper hk;
     housekeeping_start(&hk, m);
     if (co->singlethread) {

@@ -104,6 +104,8 @@ typedef struct ms_admin_ops {
     int (*compact)(ms_store *st, int64_t *before, int64_t *after);
     /* NULL: nothing to sync (0). */
     int (*sync)(ms_store *st);
+    /* NULL: the store has no work of its own to run in threads. */
+    void (*background)(ms_store *st);
     int (*batch_begin)(ms_store *st);
     /* NULL: no batch can have begun (0). */
     int (*batch_end)(ms_store *st, bool commit);
@@ -138,8 +140,8 @@ typedef struct ms_admin_ops {
     int (*folder_unselect)(ms_store *st, ms_node folder);
     /* NULL: never shares bytes (-EXDEV, see ms_message_link).  Called
      * only when src has the same backend as st. */
-    int (*message_link)(ms_store *st, ms_node folder, const char *name, int64_t uid,
-                        ms_store *src, int64_t message, ms_attr *out);
+    int (*message_link)(ms_store *st, ms_node folder, const char *name, int64_t uid, ms_store *src,
+                        int64_t message, ms_attr *out);
 } ms_admin_ops;
 
 typedef struct ms_backend {

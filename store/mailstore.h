@@ -240,6 +240,15 @@ int ms_store_statvfs(ms_store *st, struct statvfs *out);
  * Make everything committed so far durable (fsync of the database and
  * its log).  Commits are atomic without it; durable only after it.
  */
+/*
+ * Lets the store run work of its own in threads from now on (the sqlite
+ * store's log checkpoints, off the path of the writes: see
+ * sqlite_checkpoint.c); until then it does that work inline, as SQLite
+ * would.  For a process that will not fork any more: the daemon calls it
+ * once it is in the background (a thread does not cross a fork, and one
+ * inside SQLite at the fork would leave its locks held in the child).
+ */
+void ms_store_background(ms_store *st);
 int ms_store_sync(ms_store *st);
 /*
  * Groups this thread's following writes to st into one transaction until

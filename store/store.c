@@ -110,6 +110,12 @@ int ms_store_compact(ms_store *st, int64_t *before, int64_t *after)
 }
 
 /* Nothing written, nothing to sync: 0 by default. */
+void ms_store_background(ms_store *st)
+{
+    if (!st->readonly && st->be->admin->background)
+        st->be->admin->background(st);
+}
+
 int ms_store_sync(ms_store *st)
 {
     return st->readonly || !st->be->admin->sync ? 0 : st->be->admin->sync(st);

@@ -850,6 +850,9 @@ static int exec_errno(sq_conn *c, const char *sql)
     return rc == SQLITE_OK ? 0 : rc == SQLITE_BUSY || rc == SQLITE_LOCKED ? -EBUSY : -EIO;
 }
 
+/* ms_store_background: checkpoints by the store's own thread from now on. */
+static void sq_background(ms_store *st) { sq_ckpt_enable(sq_of(st)->ckpt); }
+
 /*
  * Gives the free pages inside the store back to the filesystem while the
  * store stays in use: freed pages are moved to the end and cut off a few
@@ -931,6 +934,7 @@ static const ms_content_ops sq_content = {
 static const ms_admin_ops sq_admin = {
     .stats = sq_stats,
     .compact = sq_compact,
+    .background = sq_background,
     .sync = sq_sync,
     .batch_begin = sq_batch_begin,
     .batch_end = sq_batch_end,

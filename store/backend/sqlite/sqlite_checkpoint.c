@@ -28,11 +28,10 @@ struct sq_ckpt {
     char *path;
     GMutex lock; /* guards everything below */
     GCond cond;
-    /* Started by the first commit of the process that writes: a store is
-     * opened before the daemon forks into the background, and a thread
-     * does not cross a fork. */
+    /* Started by sq_ckpt_enable, in a process that will not fork any
+     * more; NULL before: commits then checkpoint inline. */
     GThread *thread;
-    pid_t pid; /* whose thread it is (0: none yet) */
+    pid_t pid; /* whose thread it is */
     bool wanted, stop;
     int64_t last_commit_us; /* monotonic time of the last commit seen */
 };
@@ -48,9 +47,13 @@ static int on_commit(void *ctx, sqlite3 *db, const char *name, int pages)
         return SQLITE_OK;
     }
     g_mutex_lock(&k->lock);
-    if (k->pid != getpid() && !k->stop) {
-        k->pid = getpid();
-        k->thread = g_thread_new("checkpoint", checkpointer, k);
+    bool mine = k->thread && k->pid == getpid();
+    if (!mine) {
+        g_mutex_unlock(&k->lock);
+        /* No thread of ours (yet): as SQLite's automatic checkpoint. */
+        if (pages >= SQ_CKPT_PAGES)
+            sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        return SQLITE_OK;
     }
     k->last_commit_us = g_get_monotonic_time();
     if (pages >= SQ_CKPT_PAGES && !k->wanted) {
@@ -116,6 +119,18 @@ sq_ckpt *sq_ckpt_start(const char *path)
     g_mutex_init(&k->lock);
     g_cond_init(&k->cond);
     return k;
+}
+
+void sq_ckpt_enable(sq_ckpt *k)
+{
+    if (!k)
+        return;
+    g_mutex_lock(&k->lock);
+    if (!k->stop && !(k->thread && k->pid == getpid())) {
+        k->pid = getpid();
+        k->thread = g_thread_new("checkpoint", checkpointer, k);
+    }
+    g_mutex_unlock(&k->lock);
 }
 
 void sq_ckpt_attach(sq_ckpt *k, sq_conn *c)

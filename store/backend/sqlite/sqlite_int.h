@@ -61,11 +61,12 @@ typedef struct sq {
 static inline sq *sq_of(ms_store *st) { return st->priv; }
 
 /* sqlite_checkpoint.c: the WAL checkpointed by a thread of the store's own
- * (started by the first commit of the process).  sq_ckpt_attach replaces
- * a connection's automatic checkpoint; stop joins the thread (NULL:
- * nothing). */
+ * once enabled (ms_store_background), inline by the committing writer
+ * before.  sq_ckpt_attach replaces a connection's automatic checkpoint;
+ * stop joins the thread (NULL: nothing). */
 sq_ckpt *sq_ckpt_start(const char *path);
 void sq_ckpt_attach(sq_ckpt *k, sq_conn *c);
+void sq_ckpt_enable(sq_ckpt *k);
 void sq_ckpt_stop(sq_ckpt *k);
 
 /* sqlite.c: errors, connections, statements, transactions */
