@@ -559,6 +559,7 @@ typedef struct import_run {
     ms_store *dst;
     const char *spool;
     int retain_days;
+    ms_pst_helpers *helpers; /* one helper process per worker, reused */
     import_job *jobs;
     guint n;
     gint next;   /* the next job a worker takes (atomic) */
@@ -608,7 +609,7 @@ static gpointer import_worker(gpointer p)
         import_job *k = &r->jobs[i];
         if (k->refused)
             continue; /* said before the workers started */
-        ms_move_opts o = {.retain_days = r->retain_days};
+        ms_move_opts o = {.retain_days = r->retain_days, .pst_helpers = r->helpers};
         k->rc = ms_import(r->j, k->file, r->dst, k->mailbox, r->spool, &o, &k->id);
         say_import(r, k);
     }
@@ -650,7 +651,8 @@ static guint import_jobs(int asked, guint files)
 /*
  * `import [--jobs N] FILE... STORE`: each file becomes the mailbox named
  * after it, up to N files at a time (threads of this process, sharing
- * the journal and the store's one writer, which they queue for).  One
+ * the journal and the store's one writer, which they queue for).  A
+ * worker's PST helper process goes on to its next file: at most N run.  One
  * line per file; exit 1 when any was not imported.
  */
 static int cmd_import_files(ctl *c, char **files, guint n, const char *target, int jobs)
@@ -667,6 +669,7 @@ static int cmd_import_files(ctl *c, char **files, guint n, const char *target, i
                     .dst = dst,
                     .spool = ms_config_spool(c->cfg),
                     .retain_days = ms_config_retain_days(c->cfg),
+                    .helpers = ms_pst_helpers_new(),
                     .jobs = g_new0(import_job, n),
                     .n = n};
     g_mutex_init(&r.said);
@@ -682,6 +685,7 @@ static int cmd_import_files(ctl *c, char **files, guint n, const char *target, i
     for (guint i = 0; i < workers; i++)
         g_thread_join(t[i]);
     g_free(t);
+    ms_pst_helpers_free(r.helpers);
     guint good = 0;
     for (guint i = 0; i < n; i++) {
         good += r.jobs[i].rc == 0;

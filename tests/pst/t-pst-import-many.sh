@@ -6,7 +6,9 @@
 # file among good ones fails alone with one line and leaves nothing; a
 # taken name is refused before it starts; a killed run is resumed by the
 # same command; two such runs into one sqlite store at once both succeed
-# (they queue for its writer, no "database busy").
+# (they queue for its writer, no "database busy"); one helper process
+# serves a job's files in turn, and a libpst crash on one file ends only
+# that helper (the file fails, the next file gets a new helper).
 set -u
 . "$(dirname "$0")/../lib.sh"
 . "$(dirname "$0")/readpst-summary.sh"
@@ -130,6 +132,44 @@ mount_fg "$S" || exit 1
 for i in 1 4; do
     check "... a$i complete" diff <(tree_of "$M/more/a$i") <(tree_of "$M/srv2/a$i")
     check "... b$i complete" diff <(tree_of "$M/more/b$i") <(tree_of "$M/srv2/b$i")
+done
+unmount "$S"
+
+# ------------------------------------------------------- helper reuse
+# Every helper start is counted by a wrapper.  libpst crashes (SIGSEGV) on
+# crash.pst, a copy of tika_testPST.pst with 2 KiB of another test file
+# written into it (the fuzz test's seed 9 found it).
+printf '#!/bin/sh\necho $$ >>"%s/starts"\nexec "%s/mailfs-pst" "$@"\n' "$WORK" "$B" >"$WORK/helper"
+chmod +x "$WORK/helper"
+mkdir -p "$S/reuse"
+cp "$PST/tika_testPST.pst" "$S/reuse/crash.pst" && chmod u+w "$S/reuse/crash.pst"
+dd if="$PST/go-pst_support.pst" bs=1 skip=469799 count=2048 2>/dev/null |
+    dd of="$S/reuse/crash.pst" bs=1 seek=183269 conv=notrunc 2>/dev/null
+for f in aspose_source.pst aspose_SampleOstFile.ost pstsdk_sample1.pst; do cp "$PST/$f" "$S/reuse/"; done
+printf '[store reuse]\nbackend = pst\npath = reuse\n[store srv4]\npath = srv4.db\n' >>"$S/conf"
+C store create srv4 >/dev/null
+MAILFS_PST_HELPER=$WORK/helper C import --jobs 1 "$S/reuse/aspose_source.pst" "$S/reuse/crash.pst" \
+    "$S/reuse/aspose_SampleOstFile.ost" "$S/reuse/pstsdk_sample1.pst" srv4 >"$WORK/out" 2>"$WORK/err"
+check "4 files, libpst crashing on the second: exit 1" test $? = 1
+check "... the crash said, naming the file" \
+    grep -q "$S/reuse/crash.pst: cannot read this PST file: libpst crashed on it" "$WORK/err"
+check "... that file not imported, one line" \
+    test "$(grep -c "import $S/reuse/crash.pst into srv4/crash: not imported" "$WORK/err")" = 1
+check "... the 3 others imported" test "$(grep -c '^imported /' "$WORK/out")" = 3
+check "... two helpers for 4 files: one to the crash, a new one after it ($(wc -l <"$WORK/starts"))" \
+    test "$(wc -l <"$WORK/starts")" = 2
+check "... nothing of the crashed import left in the store" \
+    test "$(sqlite3 "$S/srv4.db" "select count(*) from mailbox where state != 0 or name = cast('crash' as blob)")" = 0
+no_helpers() { ! pgrep -f "mailfs-pst $S/" >/dev/null; }
+check "... no helper left running" no_helpers
+rm -f "$WORK/starts"
+for i in 1 2 3 4 5 6; do cp "$PST/pstsdk_sample1.pst" "$S/reuse/s$i.pst"; done
+MAILFS_PST_HELPER=$WORK/helper C import --jobs 2 "$S"/reuse/s?.pst srv4 >"$WORK/out" 2>"$WORK/err"
+check "6 files, 2 jobs: exit 0" test $? = 0
+check "... at most 2 helpers started ($(wc -l <"$WORK/starts"))" test "$(wc -l <"$WORK/starts")" -le 2
+mount_fg "$S" || exit 1
+for f in aspose_source aspose_SampleOstFile pstsdk_sample1 s1 s6; do
+    check "... $f, read by a reused helper, complete" diff <(tree_of "$M/reuse/$f") <(tree_of "$M/srv4/$f")
 done
 unmount "$S"
 [ $FAILS = 0 ]
