@@ -58,8 +58,73 @@ static void index_tree(GHashTable *by_id, pst_desc_tree *d)
     }
 }
 
-/* Sends the children of folder d, items in pieces of chunk bytes. */
-static void send_folder(pst_file *pf, pst_desc_tree *d, const char *stem, size_t chunk)
+/* PP_DATA records of up to chunk bytes, from pieces of any size. */
+typedef struct chunker {
+    char *buf;
+    size_t len, chunk;
+} chunker;
+
+static void chunk_flush(chunker *k)
+{
+    if (k->len)
+        put(PP_DATA, k->buf, k->len, NULL, 0);
+    k->len = 0;
+}
+
+static void chunk_emit(void *ctx, const void *data, size_t len)
+{
+    chunker *k = ctx;
+    const char *p = data;
+    while (len) {
+        size_t n = MIN(len, k->chunk - k->len);
+        memcpy(k->buf + k->len, p, n);
+        k->len += n;
+        p += n;
+        len -= n;
+        if (k->len == k->chunk)
+            chunk_flush(k);
+    }
+}
+
+/*
+ * Sends a rendered item: its header with the size, then its bytes, the
+ * streamed attachments' base64 text read from the file at their places.
+ * An attachment that reads back other than it did when counted would
+ * break the size promised: the helper says so and exits (the mailbox
+ * then fails, nothing wrong is shown).
+ */
+static void send_item(pst_file *pf, pst_item *it, pr_class cls, GByteArray *bytes,
+                      const pr_streaming *st, size_t chunk)
+{
+    pp_item h;
+    memset(&h, 0, sizeof h); /* padding too: it goes down the pipe */
+    h.cls = (uint8_t)cls;
+    h.mtime_ns = pr_item_time_ns(it);
+    g_strlcpy(h.flags, pr_item_flags(it), sizeof h.flags);
+    h.size = bytes->len;
+    for (guint i = 0; i < st->parts->len; i++)
+        h.size += pr_base64_len(g_array_index(st->parts, pr_stream, i).raw);
+    put(PP_ITEM, &h, sizeof h, NULL, 0);
+    chunker k = {g_malloc(chunk), 0, chunk};
+    size_t off = 0;
+    for (guint i = 0; i < st->parts->len; i++) {
+        const pr_stream *s = &g_array_index(st->parts, pr_stream, i);
+        chunk_emit(&k, bytes->data + off, s->at - off);
+        off = s->at;
+        if (pr_stream_attachment(pf, s, chunk_emit, &k)) {
+            ms_log(LOG_WARNING, "%s: an attachment read back differently: stopped", pf->fname);
+            exit(1);
+        }
+    }
+    chunk_emit(&k, bytes->data + off, bytes->len - off);
+    chunk_flush(&k);
+    g_free(k.buf);
+}
+
+/* Sends the children of folder d, items in pieces of chunk bytes; big
+ * attachments streamed (from stream_min bytes). */
+static void send_folder(pst_file *pf, pst_desc_tree *d, const char *stem, size_t chunk,
+                        uint64_t stream_min)
 {
     for (pst_desc_tree *c = d ? d->child : NULL; c; c = c->next) {
         if (!c->desc)
@@ -94,22 +159,16 @@ static void send_folder(pst_file *pf, pst_desc_tree *d, const char *stem, size_t
                 g_strcanon(salt, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-",
                            '_');
                 GByteArray *bytes = g_byte_array_new();
+                pr_streaming st = {stream_min, g_array_new(FALSE, FALSE, sizeof(pr_stream))};
                 char *why = NULL;
-                if (pr_render(pf, it, cls, salt, bytes, &why) == 0) {
-                    pp_item h;
-                    memset(&h, 0, sizeof h);
-                    h.cls = (uint8_t)cls;
-                    h.mtime_ns = pr_item_time_ns(it);
-                    g_strlcpy(h.flags, pr_item_flags(it), sizeof h.flags);
-                    h.size = bytes->len;
-                    put(PP_ITEM, &h, sizeof h, NULL, 0);
-                    for (size_t off = 0; off < bytes->len; off += chunk)
-                        put(PP_DATA, bytes->data + off, MIN(chunk, bytes->len - off), NULL, 0);
+                if (pr_render(pf, it, cls, salt, bytes, &st, &why) == 0) {
+                    send_item(pf, it, cls, bytes, &st, chunk);
                 } else {
                     ms_log(LOG_WARNING, "%s: an item cannot be rendered: %s; left out", pf->fname,
                            why ? why : "?");
                 }
                 g_free(why);
+                g_array_free(st.parts, TRUE);
                 g_byte_array_free(bytes, TRUE);
             }
         }
@@ -203,6 +262,12 @@ int main(int argc, char **argv)
     /* Test-only: small pieces make every item take the many-piece path. */
     const char *c = getenv("MAILFS_PST_CHUNK");
     size_t chunk = c && atol(c) > 0 && atol(c) <= PP_CHUNK ? (size_t)atol(c) : PP_CHUNK;
+    /* Every attachment stored in more than one block (over 8 KiB) is
+     * streamed, never whole in memory: counting its bytes first costs a
+     * second read of it, which measured nothing on the test data.
+     * Test-only: a floor, so the in-memory path can be compared. */
+    const char *sm = getenv("MAILFS_PST_STREAM_MIN");
+    uint64_t stream_min = sm && atoll(sm) > 0 ? (uint64_t)atoll(sm) : 1;
     open_file f;
     const char *why = open_file_at(&f, argv[1], argv[2]);
     /* A file that cannot be opened ends the helper: what libpst left
@@ -229,7 +294,7 @@ int main(int argc, char **argv)
             continue;
         }
         pst_desc_tree *d = want ? g_hash_table_lookup(f.by_id, &want) : f.top;
-        send_folder(&f.pf, d, f.stem, chunk);
+        send_folder(&f.pf, d, f.stem, chunk, stream_min);
     }
     close_file(&f); /* the daemon is done with this helper */
     return 0;
