@@ -113,7 +113,7 @@ typedef struct b64 {
     size_t nrest;
     int groups; /* groups of four characters on the line */
     size_t nout;
-    char out[B64_OUT + 8]; /* room for one group and a line end past B64_OUT */
+    char out[B64_OUT];
 } b64;
 
 static const char b64_alphabet[] =
@@ -129,6 +129,8 @@ static void b64_flush(b64 *e)
 /* One group: three bytes (fewer at the end, padded with '='). */
 static void b64_group(b64 *e, const unsigned char *g, size_t n)
 {
+    if (e->nout + 5 > B64_OUT) /* a group and a line end */
+        b64_flush(e);
     uint32_t v = (uint32_t)g[0] << 16 | (n > 1 ? (uint32_t)g[1] << 8 : 0) | (n > 2 ? g[2] : 0);
     char *o = e->out + e->nout;
     o[0] = b64_alphabet[v >> 18 & 63];
@@ -140,8 +142,6 @@ static void b64_group(b64 *e, const unsigned char *g, size_t n)
         e->out[e->nout++] = '\n';
         e->groups = 0;
     }
-    if (e->nout >= B64_OUT)
-        b64_flush(e);
 }
 
 static ssize_t b64_write(void *cookie, const char *buf, size_t len)
@@ -158,6 +158,22 @@ static ssize_t b64_write(void *cookie, const char *buf, size_t len)
         b64_group(e, e->rest, 3);
         e->nrest = 0;
     }
+    /* Whole lines at the start of a line: one tight loop, no checks. */
+    while (e->groups == 0 && left >= 57) {
+        if (e->nout + 4 * B64_LINE_GROUPS + 1 > B64_OUT)
+            b64_flush(e);
+        char *o = e->out + e->nout;
+        for (int g = 0; g < B64_LINE_GROUPS; g++, p += 3, o += 4) {
+            uint32_t v = (uint32_t)p[0] << 16 | (uint32_t)p[1] << 8 | p[2];
+            o[0] = b64_alphabet[v >> 18];
+            o[1] = b64_alphabet[v >> 12 & 63];
+            o[2] = b64_alphabet[v >> 6 & 63];
+            o[3] = b64_alphabet[v & 63];
+        }
+        *o = '\n';
+        e->nout += 4 * B64_LINE_GROUPS + 1;
+        left -= 57;
+    }
     for (; left >= 3; p += 3, left -= 3)
         b64_group(e, p, 3);
     memcpy(e->rest + e->nrest, p, left);
@@ -170,8 +186,11 @@ static int b64_close(void *cookie)
     b64 *e = cookie;
     if (e->nrest)
         b64_group(e, e->rest, e->nrest);
-    if (e->groups)
+    if (e->groups) {
+        if (e->nout + 1 > B64_OUT)
+            b64_flush(e);
         e->out[e->nout++] = '\n';
+    }
     b64_flush(e);
     *e->written = e->in;
     g_free(e);
