@@ -41,6 +41,9 @@ static void usage(FILE *f)
                "  move [--prepare [--sync-every MIN] | --complete | --offline] MAILBOX STORE\n"
                "                                    move a mailbox online (the engine mv uses)\n"
                "  import FILE.pst STORE MAILBOX     import a PST/OST file as a new mailbox\n"
+               "  import [--jobs N] FILE.pst... STORE\n"
+               "                                    import files in parallel, each as the\n"
+               "                                    mailbox named after it\n"
                "  compact STORE                     give the store's free space back (online)\n"
                "  moves [--json]                    moves with state, progress, rate, ETA\n"
                "  recover                           settle moves a crash left unfinished\n"
@@ -88,9 +91,15 @@ static const command commands[] = {
      "                   move is completed or the command is stopped\n"
      "  --complete       the cutover of a prepared move alone (mv does the same)\n"
      "  --offline        lock the mailbox for the whole move (one copy, no passes)\n"},
-    {"import", "import FILE.pst STORE MAILBOX",
+    {"import", "import FILE.pst STORE MAILBOX | import [--jobs N] FILE.pst... STORE",
      "Imports a PST/OST file as the new mailbox MAILBOX of STORE through the move\n"
-     "protocol; the file is left untouched.  An interrupted import is resumed.\n"},
+     "protocol; the file is left untouched.  An interrupted import is resumed.\n"
+     "With several files (or no MAILBOX), each becomes the mailbox named after it\n"
+     "(alice.pst: alice); a file whose name the store has already is refused before\n"
+     "it starts.  Up to N files (default: the online CPUs) are imported at once, each\n"
+     "journaled, verified and all or nothing on its own.  One line per file; exit 1\n"
+     "when any was not imported.  Three arguments are FILE STORE MAILBOX when the\n"
+     "middle one names a configured store.\n"},
     {"compact", "compact STORE",
      "Gives the store's free space back to the filesystem while it stays in use.\n"
      "Refused while a move into or out of the store is unsettled.\n"},
@@ -531,6 +540,207 @@ static int cmd_import(ctl *c, const char *file, const char *target, const char *
     else
         printf("imported %s as %s in %s (move %lld)\n", file, mailbox, target, (long long)id);
     return rc ? 1 : 0;
+}
+
+/* ------------------------------------------------ import of several files */
+
+/* One file of `import FILE... STORE`, and what became of it. */
+typedef struct import_job {
+    const char *file;
+    char *mailbox; /* the file's name without .pst/.ost */
+    char *refused; /* why it was not started, or NULL */
+    int rc;
+    int64_t id;
+} import_job;
+
+/* What the import workers share; the journal and store are thread-safe. */
+typedef struct import_run {
+    ms_journal *j;
+    ms_store *dst;
+    const char *spool;
+    int retain_days;
+    ms_pst_helpers *helpers; /* one helper process per worker, reused */
+    import_job *jobs;
+    guint n;
+    gint next;   /* the next job a worker takes (atomic) */
+    GMutex said; /* one report line at a time */
+} import_run;
+
+/* The mailbox a file becomes: its base name without .pst or .ost. */
+static char *mailbox_of_file(const char *file)
+{
+    char *base = g_path_get_basename(file);
+    size_t n = strlen(base);
+    if (n > 4 &&
+        (!g_ascii_strcasecmp(base + n - 4, ".pst") || !g_ascii_strcasecmp(base + n - 4, ".ost")))
+        base[n - 4] = '\0';
+    return base;
+}
+
+/* The one line that says what happened to job k: stdout when imported,
+ * stderr when not. */
+static void say_import(import_run *r, const import_job *k)
+{
+    g_mutex_lock(&r->said);
+    const char *store = ms_store_name(r->dst);
+    if (k->refused)
+        fprintf(stderr, "mailfsctl: import %s into %s/%s: %s\n", k->file, store, k->mailbox,
+                k->refused);
+    else if (k->rc)
+        fprintf(stderr, "mailfsctl: import %s into %s/%s: %s\n", k->file, store, k->mailbox,
+                k->id == 0 && k->rc == -EIO ? "not imported: the file cannot be read (see above)"
+                                            : ms_strerror(MS_OP_IMPORT, k->rc));
+    else
+        printf("imported %s as %s in %s (move %lld)\n", k->file, k->mailbox, store,
+               (long long)k->id);
+    fflush(stdout);
+    g_mutex_unlock(&r->said);
+}
+
+/* A worker: takes the next file until none is left; each is an import of
+ * its own (journaled, verified, all or nothing). */
+static gpointer import_worker(gpointer p)
+{
+    import_run *r = p;
+    for (;;) {
+        guint i = (guint)g_atomic_int_add(&r->next, 1);
+        if (i >= r->n)
+            return NULL;
+        import_job *k = &r->jobs[i];
+        if (k->refused)
+            continue; /* said before the workers started */
+        ms_move_opts o = {.retain_days = r->retain_days, .pst_helpers = r->helpers};
+        k->rc = ms_import(r->j, k->file, r->dst, k->mailbox, r->spool, &o, &k->id);
+        say_import(r, k);
+    }
+}
+
+/*
+ * Refuses, before anything starts, a file whose mailbox name is taken:
+ * by a mailbox of the store, or by an earlier file of this import (two
+ * imports under one name would race for it).  An interrupted import of
+ * the file has no visible mailbox yet, so it is resumed.
+ */
+static void refuse_taken_names(import_run *r)
+{
+    for (guint i = 0; i < r->n; i++) {
+        import_job *k = &r->jobs[i];
+        ms_attr a;
+        for (guint e = 0; e < i && !k->refused; e++)
+            if (!strcmp(r->jobs[e].mailbox, k->mailbox))
+                k->refused = g_strdup_printf(
+                    "not imported: %s, earlier in this import, has that name", r->jobs[e].file);
+        if (!k->refused && ms_lookup(r->dst, (ms_node){MS_ROOT, 0}, k->mailbox, &a) == 0)
+            k->refused =
+                g_strdup_printf("not imported: the store has a mailbox %s already", k->mailbox);
+        if (k->refused) {
+            k->rc = -EEXIST;
+            say_import(r, k);
+        }
+    }
+}
+
+/* How many imports run at once: --jobs, else the online CPUs. */
+static guint import_jobs(int asked, guint files)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    guint n = asked > 0 ? (guint)asked : cpus > 0 ? (guint)cpus : 1;
+    return MAX(1, MIN(n, files));
+}
+
+/*
+ * `import [--jobs N] FILE... STORE`: each file becomes the mailbox named
+ * after it, up to N files at a time (threads of this process, sharing
+ * the journal and the store's one writer, which they queue for).  A
+ * worker's PST helper process goes on to its next file: at most N run.  One
+ * line per file; exit 1 when any was not imported.
+ */
+static int cmd_import_files(ctl *c, char **files, guint n, const char *target, int jobs)
+{
+    ms_journal *j;
+    if (open_journal(c, &j))
+        return 1;
+    ms_store *dst = store_by_name(c, target);
+    if (!dst) {
+        fprintf(stderr, "mailfsctl: import into %s: no such store\n", target);
+        return 1;
+    }
+    import_run r = {.j = j,
+                    .dst = dst,
+                    .spool = ms_config_spool(c->cfg),
+                    .retain_days = ms_config_retain_days(c->cfg),
+                    .helpers = ms_pst_helpers_new(),
+                    .jobs = g_new0(import_job, n),
+                    .n = n};
+    g_mutex_init(&r.said);
+    for (guint i = 0; i < n; i++) {
+        r.jobs[i].file = files[i];
+        r.jobs[i].mailbox = mailbox_of_file(files[i]);
+    }
+    refuse_taken_names(&r);
+    guint workers = import_jobs(jobs, n);
+    GThread **t = g_new0(GThread *, workers);
+    for (guint i = 0; i < workers; i++)
+        t[i] = g_thread_new("import", import_worker, &r);
+    for (guint i = 0; i < workers; i++)
+        g_thread_join(t[i]);
+    g_free(t);
+    ms_pst_helpers_free(r.helpers);
+    guint good = 0;
+    for (guint i = 0; i < n; i++) {
+        good += r.jobs[i].rc == 0;
+        g_free(r.jobs[i].mailbox);
+        g_free(r.jobs[i].refused);
+    }
+    if (n > 1)
+        printf("imported %u of %u files into %s\n", good, n, target);
+    g_free(r.jobs);
+    g_mutex_clear(&r.said);
+    return good == n ? 0 : 1;
+}
+
+/*
+ * `import FILE STORE MAILBOX` (one file, the mailbox named), or
+ * `import [--jobs N] FILE... STORE` (mailboxes named after the files).
+ * Three arguments are the first form when the middle one names a
+ * configured store and no file.
+ */
+static int cmd_import_any(ctl *c, int argc, char **argv)
+{
+    int jobs = 0;
+    GPtrArray *pos = g_ptr_array_new();
+    bool options = true;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (options && !strcmp(a, "--")) {
+            options = false;
+        } else if (options && (!strcmp(a, "--jobs") || !strcmp(a, "-j")) && i + 1 < argc) {
+            jobs = atoi(argv[++i]);
+            if (jobs < 1)
+                goto usage;
+        } else if (options && g_str_has_prefix(a, "--jobs=")) {
+            jobs = atoi(a + 7);
+            if (jobs < 1)
+                goto usage;
+        } else if (options && a[0] == '-' && a[1]) {
+            goto usage;
+        } else {
+            g_ptr_array_add(pos, (char *)a);
+        }
+    }
+    if (pos->len < 2)
+        goto usage;
+    char **p = (char **)pos->pdata;
+    int rc;
+    if (pos->len == 3 && !jobs && ms_config_find_store(c->cfg, p[1]) && access(p[1], F_OK) != 0)
+        rc = cmd_import(c, p[0], p[1], p[2]);
+    else
+        rc = cmd_import_files(c, p, pos->len - 1, p[pos->len - 1], jobs);
+    g_ptr_array_free(pos, TRUE);
+    return rc;
+usage:
+    g_ptr_array_free(pos, TRUE);
+    return command_usage("import");
 }
 
 /* Every move of the journal (g_free *mv); prints why not. */
@@ -1281,8 +1491,8 @@ static int dispatch(ctl *c, int argc, char **argv)
         return cmd_deliver(c, argc - 1, argv + 1);
     if (!strcmp(cmd, "compact") && argc == 2)
         return cmd_compact(c, argv[1]);
-    if (!strcmp(cmd, "import") && argc == 4)
-        return cmd_import(c, argv[1], argv[2], argv[3]);
+    if (!strcmp(cmd, "import"))
+        return cmd_import_any(c, argc, argv);
     if (!strcmp(cmd, "move"))
         return cmd_move(c, argc, argv);
     if (!strcmp(cmd, "moves") && (argc == 1 || (argc == 2 && !strcmp(sub, "--json"))))

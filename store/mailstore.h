@@ -66,6 +66,19 @@ void ms_log_to_syslog(const char *ident);
 
 typedef struct ms_config ms_config;
 
+/*
+ * Idle PST helper processes (mailfs-pst), handed from one pst store to the
+ * next: a store opened with them takes an idle helper, which opens its
+ * file, instead of starting a process, and gives it back when the store
+ * closes.  A helper that failed (libpst crashed, the file could not be
+ * opened, it hung) is never given back: the next file gets a new one.
+ * Thread-safe; imports of several files share one (mailfsctl import).
+ */
+typedef struct ms_pst_helpers ms_pst_helpers;
+ms_pst_helpers *ms_pst_helpers_new(void);
+/* Ends the idle helpers (each exits at the end of its input). */
+void ms_pst_helpers_free(ms_pst_helpers *h);
+
 /* Per-store configuration, as parsed from a [store NAME] group. */
 typedef struct ms_store_conf {
     char *name;      /* the NAME of [store NAME] */
@@ -75,6 +88,9 @@ typedef struct ms_store_conf {
     char *spool;     /* [mailfs] spool, or NULL for $TMPDIR */
     char *layout;    /* maildir: "maildir++" (NULL: the default) or "fs" */
     bool readonly;   /* read-only = true in the group */
+    /* pst: helpers to take and give back (NULL: the store's own); never
+     * from the configuration file. */
+    ms_pst_helpers *pst_helpers;
 } ms_store_conf;
 
 /*
@@ -829,6 +845,8 @@ typedef struct ms_move_opts {
      * NULL: none.  A failure is logged, the move goes on: the directory's
      * hold and the final passes catch what the sessions still write. */
     const char *kick;
+    /* ms_import: the PST helpers to reuse (NULL: one started for it). */
+    ms_pst_helpers *pst_helpers;
 } ms_move_opts;
 
 /*

@@ -1044,7 +1044,8 @@ int ms_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mailbox,
 /* The source of an import: the file as a one-mailbox store of the
  * backend that reads it, named by its absolute path (no store name can
  * hold a '/'). */
-static int open_import_source(const char *path, const char *spool, ms_store **out)
+static int open_import_source(const char *path, const char *spool, ms_pst_helpers *helpers,
+                              ms_store **out)
 {
     const char *backend = ms_store_backend_for(path);
     if (!backend) {
@@ -1057,7 +1058,8 @@ static int open_import_source(const char *path, const char *spool, ms_store **ou
     ms_store_conf sc = {.name = (char *)path,
                         .backend = (char *)backend,
                         .path = (char *)path,
-                        .spool = (char *)spool};
+                        .spool = (char *)spool,
+                        .pst_helpers = helpers};
     char *err = NULL;
     int rc = ms_store_open(&sc, MS_OPEN_READONLY, out, &err);
     if (rc)
@@ -1084,7 +1086,7 @@ int ms_import(ms_journal *j, const char *file, ms_store *dst, const char *mailbo
         return -e;
     }
     ms_store *src = NULL;
-    int rc = open_import_source(abs, spool, &src);
+    int rc = open_import_source(abs, spool, opts ? opts->pst_helpers : NULL, &src);
     g_autofree char *stem = NULL;
     if (!rc)
         rc = ms_list(src, (ms_node){MS_ROOT, 0}, 0, first_child, &stem);

@@ -7,6 +7,8 @@
  * libpst never runs in this process: each mailbox, when first used, gets
  * a helper process (mailfs-pst, pst_helper.c) that opens the file and
  * sends the children of a folder, each item already rendered, when asked.
+ * A store given shared helpers (ms_pst_helpers: an import of many files)
+ * takes an idle one, which opens the next file, rather than starting one.
  * libpst trusts the file it reads and a damaged one can crash it; then the
  * helper dies, its mailbox fails with EIO and one log line naming the
  * file, and the mount and the store's other mailboxes go on.
@@ -79,8 +81,51 @@ typedef struct pstore {
     GMutex lru_lock; /* guards lru */
     GQueue lru;
     guint max_helpers;
-    int timeout_ms; /* see read_helper */
+    int timeout_ms;          /* see read_helper */
+    ms_pst_helpers *helpers; /* idle helpers to take and give back, or NULL */
 } pstore;
+
+/* A helper process between files, waiting for an open request. */
+typedef struct idle_helper {
+    GPid pid;
+    int to, from;
+} idle_helper;
+
+struct ms_pst_helpers {
+    GMutex lock; /* guards idle */
+    GQueue idle; /* idle_helper */
+};
+
+ms_pst_helpers *ms_pst_helpers_new(void)
+{
+    ms_pst_helpers *h = g_new0(ms_pst_helpers, 1);
+    g_mutex_init(&h->lock);
+    g_queue_init(&h->idle);
+    return h;
+}
+
+/* Closing its input ends a helper; then it is reaped. */
+static void end_helper(GPid pid, int to, int from)
+{
+    close(to);
+    close(from);
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+}
+
+void ms_pst_helpers_free(ms_pst_helpers *h)
+{
+    if (!h)
+        return;
+    idle_helper *i;
+    while ((i = g_queue_pop_head(&h->idle))) {
+        end_helper(i->pid, i->to, i->from);
+        g_free(i);
+    }
+    g_mutex_clear(&h->lock);
+    g_free(h);
+}
 
 static pstore *P(ms_store *st) { return st->priv; }
 
@@ -123,17 +168,33 @@ static void stop_helper(pmbox *m)
 {
     if (!m->helper)
         return;
-    close(m->to_helper);
-    close(m->from_helper);
-    int status;
-    while (waitpid(m->helper, &status, 0) < 0 && errno == EINTR)
-        ;
+    end_helper(m->helper, m->to_helper, m->from_helper);
+    m->helper = 0;
+}
+
+/*
+ * Done with the helper, which is idle and well (every request answered,
+ * or it would have been stopped): given back to the store's shared
+ * helpers for the next file when there are some, else stopped.
+ */
+static void release_helper(pmbox *m)
+{
+    ms_pst_helpers *h = m->ps->helpers;
+    if (!m->helper || !h || m->helper_stuck || m->state < 0) {
+        stop_helper(m);
+        return;
+    }
+    idle_helper *i = g_new(idle_helper, 1);
+    *i = (idle_helper){m->helper, m->to_helper, m->from_helper};
+    g_mutex_lock(&h->lock);
+    g_queue_push_tail(&h->idle, i);
+    g_mutex_unlock(&h->lock);
     m->helper = 0;
 }
 
 static void pmbox_free(pmbox *m)
 {
-    stop_helper(m);
+    release_helper(m);
     pnode_free(&m->top);
     if (m->nodes)
         g_ptr_array_free(m->nodes, TRUE);
@@ -194,6 +255,7 @@ static int pst_open_store(ms_store *st, const ms_store_conf *conf, int flags, ch
     ps->max_helpers = cap && atoi(cap) > 0 ? (guint)atoi(cap) : 8;
     const char *t = getenv("MAILFS_PST_TIMEOUT"); /* tests */
     ps->timeout_ms = (t && atoi(t) > 0 ? atoi(t) : 120) * 1000;
+    ps->helpers = conf->pst_helpers;
     st->priv = ps;
     st->readonly = true;       /* a PST is a source, never written */
     if (S_ISREG(sb.st_mode)) { /* one file: mailfsctl import */
@@ -280,22 +342,62 @@ static char *helper_path(void)
 
 /* A write to a helper that died must fail (EPIPE), not kill this process
  * with SIGPIPE, whatever the program around the library does with it. */
-static int write_request(int fd, uint64_t d_id)
+static int write_to_helper(int fd, const void *buf, size_t len)
 {
     sigset_t pipe_set, old;
     sigemptyset(&pipe_set);
     sigaddset(&pipe_set, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
-    ssize_t n;
-    do
-        n = write(fd, &d_id, sizeof d_id);
-    while (n < 0 && errno == EINTR);
-    if (n < 0 && errno == EPIPE) {
+    int rc = pp_io(fd, (void *)buf, len, true, 0);
+    if (rc && errno == EPIPE) {
         struct timespec zero = {0, 0};
         sigtimedwait(&pipe_set, NULL, &zero); /* the SIGPIPE it raised */
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    return n == (ssize_t)sizeof d_id ? 0 : -1;
+    return rc ? -1 : 0;
+}
+
+static int write_request(int fd, uint64_t d_id) { return write_to_helper(fd, &d_id, sizeof d_id); }
+
+/*
+ * Takes an idle helper of the shared ones and asks it to open m's file
+ * (PP_REQ_OPEN); its answer is read by the caller as a new helper's
+ * would be.  Returns false when there is none (or it was gone: then it
+ * is reaped and the caller starts one).  Caller holds m->lock.
+ */
+static bool take_idle_helper(pmbox *m)
+{
+    ms_pst_helpers *h = m->ps->helpers;
+    if (!h || strlen(m->path) > PP_PATH_MAX || strlen(m->name) > PP_PATH_MAX)
+        return false;
+    for (;;) {
+        g_mutex_lock(&h->lock);
+        idle_helper *i = g_queue_pop_head(&h->idle);
+        g_mutex_unlock(&h->lock);
+        if (!i)
+            return false;
+        GByteArray *req = g_byte_array_new();
+        uint64_t open = PP_REQ_OPEN;
+        g_byte_array_append(req, (const guint8 *)&open, sizeof open);
+        const char *parts[] = {m->path, m->name};
+        for (int k = 0; k < 2; k++) {
+            uint32_t len = (uint32_t)strlen(parts[k]);
+            g_byte_array_append(req, (const guint8 *)&len, sizeof len);
+            g_byte_array_append(req, (const guint8 *)parts[k], len);
+        }
+        int rc = write_to_helper(i->to, req->data, req->len);
+        g_byte_array_free(req, TRUE);
+        if (rc) {
+            end_helper(i->pid, i->to, i->from);
+            g_free(i);
+            continue;
+        }
+        m->helper = i->pid;
+        m->to_helper = i->to;
+        m->from_helper = i->from;
+        g_free(i);
+        return true;
+    }
 }
 
 /*
@@ -369,7 +471,7 @@ static void make_room(pmbox *m)
         g_mutex_unlock(&ps->lru_lock);
         if (!victim)
             return;
-        stop_helper(victim);
+        release_helper(victim);
         ms_mutex_unlock(&victim->lock);
     }
 }
@@ -385,18 +487,20 @@ static int start_helper(pmbox *m)
                           now.st_mtim.tv_nsec != m->st.st_mtim.tv_nsec))
         return fail_mbox(m, "it changed on disk since it was first read (remount to see it)");
     make_room(m);
-    g_autofree char *helper = helper_path();
-    char *argv[] = {helper, m->path, m->name, NULL};
-    GError *gerr = NULL;
-    if (!g_spawn_async_with_pipes(NULL, argv, NULL, G_SPAWN_DO_NOT_REAP_CHILD, NULL, NULL,
-                                  &m->helper, &m->to_helper, &m->from_helper, NULL, &gerr)) {
-        g_autofree char *why = g_strdup_printf("cannot start %s: %s", helper, gerr->message);
-        g_error_free(gerr);
-        m->helper = 0;
-        return fail_mbox(m, why);
+    if (!take_idle_helper(m)) {
+        g_autofree char *helper = helper_path();
+        char *argv[] = {helper, m->path, m->name, NULL};
+        GError *gerr = NULL;
+        if (!g_spawn_async_with_pipes(NULL, argv, NULL, G_SPAWN_DO_NOT_REAP_CHILD, NULL, NULL,
+                                      &m->helper, &m->to_helper, &m->from_helper, NULL, &gerr)) {
+            g_autofree char *why = g_strdup_printf("cannot start %s: %s", helper, gerr->message);
+            g_error_free(gerr);
+            m->helper = 0;
+            return fail_mbox(m, why);
+        }
+        fcntl(m->to_helper, F_SETFD, FD_CLOEXEC);
+        fcntl(m->from_helper, F_SETFD, FD_CLOEXEC);
     }
-    fcntl(m->to_helper, F_SETFD, FD_CLOEXEC);
-    fcntl(m->from_helper, F_SETFD, FD_CLOEXEC);
     char type;
     GByteArray *payload = g_byte_array_new();
     int rc = read_record(m, &type, payload);

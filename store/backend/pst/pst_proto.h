@@ -4,7 +4,7 @@
  *
  * A record is a type byte, a 4-byte payload length (host order: both ends
  * are one machine) and the payload.  A request is the 8-byte d_id of a
- * folder (0: the top of the folder tree).
+ * folder (0: the top of the folder tree), or PP_REQ_OPEN.
  */
 #ifndef MAILFS_PST_PROTO_H
 #define MAILFS_PST_PROTO_H
@@ -48,6 +48,12 @@ static inline const char *pp_extension(uint8_t cls)
 {
     return cls == PR_MAIL ? "eml" : cls == PR_CONTACT ? "vcf" : "ics";
 }
+
+/* A request to close the file and open another (a helper reused for the
+ * next file): PP_REQ_OPEN, then a 4-byte length and the path, a 4-byte
+ * length and the stem; answered as at start, OPEN_OK or OPEN_FAILED. */
+#define PP_REQ_OPEN UINT64_MAX
+#define PP_PATH_MAX 4096
 
 /* Items travel in pieces so that the daemon never holds one whole. */
 #define PP_CHUNK (1024 * 1024)

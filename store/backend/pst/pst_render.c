@@ -12,6 +12,7 @@
 #include "pst_int.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -96,6 +97,134 @@ static char *without_cr(const char *s)
             *p++ = *s;
     *p = '\0';
     return d;
+}
+
+/* ------------------------------------------------- streamed base64 */
+
+enum { B64_LINE_GROUPS = 19, B64_OUT = 64 * 1024 };
+
+/* The encoder behind pr_base64_open's FILE. */
+typedef struct b64 {
+    pr_emit_fn emit;
+    void *ctx;
+    uint64_t *written;
+    uint64_t in;
+    unsigned char rest[3]; /* bytes waiting for a group of three */
+    size_t nrest;
+    int groups; /* groups of four characters on the line */
+    size_t nout;
+    char out[B64_OUT];
+} b64;
+
+static const char b64_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static void b64_flush(b64 *e)
+{
+    if (e->nout)
+        e->emit(e->ctx, e->out, e->nout);
+    e->nout = 0;
+}
+
+/* One group: three bytes (fewer at the end, padded with '='). */
+static void b64_group(b64 *e, const unsigned char *g, size_t n)
+{
+    if (e->nout + 5 > B64_OUT) /* a group and a line end */
+        b64_flush(e);
+    uint32_t v = (uint32_t)g[0] << 16 | (n > 1 ? (uint32_t)g[1] << 8 : 0) | (n > 2 ? g[2] : 0);
+    char *o = e->out + e->nout;
+    o[0] = b64_alphabet[v >> 18 & 63];
+    o[1] = b64_alphabet[v >> 12 & 63];
+    o[2] = n > 1 ? b64_alphabet[v >> 6 & 63] : '=';
+    o[3] = n > 2 ? b64_alphabet[v & 63] : '=';
+    e->nout += 4;
+    if (++e->groups == B64_LINE_GROUPS) {
+        e->out[e->nout++] = '\n';
+        e->groups = 0;
+    }
+}
+
+static ssize_t b64_write(void *cookie, const char *buf, size_t len)
+{
+    b64 *e = cookie;
+    const unsigned char *p = (const unsigned char *)buf;
+    size_t left = len;
+    e->in += len;
+    while (e->nrest && e->nrest < 3 && left) {
+        e->rest[e->nrest++] = *p++;
+        left--;
+    }
+    if (e->nrest == 3) {
+        b64_group(e, e->rest, 3);
+        e->nrest = 0;
+    }
+    /* Whole lines at the start of a line: one tight loop, no checks. */
+    while (e->groups == 0 && left >= 57) {
+        if (e->nout + 4 * B64_LINE_GROUPS + 1 > B64_OUT)
+            b64_flush(e);
+        char *o = e->out + e->nout;
+        for (int g = 0; g < B64_LINE_GROUPS; g++, p += 3, o += 4) {
+            uint32_t v = (uint32_t)p[0] << 16 | (uint32_t)p[1] << 8 | p[2];
+            o[0] = b64_alphabet[v >> 18];
+            o[1] = b64_alphabet[v >> 12 & 63];
+            o[2] = b64_alphabet[v >> 6 & 63];
+            o[3] = b64_alphabet[v & 63];
+        }
+        *o = '\n';
+        e->nout += 4 * B64_LINE_GROUPS + 1;
+        left -= 57;
+    }
+    for (; left >= 3; p += 3, left -= 3)
+        b64_group(e, p, 3);
+    memcpy(e->rest + e->nrest, p, left);
+    e->nrest += left;
+    return (ssize_t)len;
+}
+
+static int b64_close(void *cookie)
+{
+    b64 *e = cookie;
+    if (e->nrest)
+        b64_group(e, e->rest, e->nrest);
+    if (e->groups) {
+        if (e->nout + 1 > B64_OUT)
+            b64_flush(e);
+        e->out[e->nout++] = '\n';
+    }
+    b64_flush(e);
+    *e->written = e->in;
+    g_free(e);
+    return 0;
+}
+
+FILE *pr_base64_open(pr_emit_fn emit, void *ctx, uint64_t *written)
+{
+    b64 *e = g_new0(b64, 1);
+    e->emit = emit;
+    e->ctx = ctx;
+    e->written = written;
+    *written = 0;
+    FILE *f = fopencookie(e, "w", (cookie_io_functions_t){.write = b64_write, .close = b64_close});
+    if (!f)
+        g_free(e);
+    return f;
+}
+
+uint64_t pr_base64_len(uint64_t n)
+{
+    uint64_t groups = (n + 2) / 3;
+    return groups * 4 + (groups + B64_LINE_GROUPS - 1) / B64_LINE_GROUPS;
+}
+
+int pr_stream_attachment(pst_file *pf, const pr_stream *s, pr_emit_fn emit, void *ctx)
+{
+    uint64_t written = 0;
+    FILE *f = pr_base64_open(emit, ctx, &written);
+    if (!f)
+        return -errno;
+    pst_attach_to_file(pf, s->attach, f);
+    fclose(f);
+    return written == s->raw ? 0 : -EIO;
 }
 
 /* ------------------------------------------------------------- headers */
@@ -258,8 +387,52 @@ static GMimeObject *binary_part(const char *mimetype, const char *filename, cons
     return GMIME_OBJECT(p);
 }
 
+/*
+ * An attachment part whose base64 text is streamed in later: GMime writes
+ * its headers and, where the text goes, marker as it is (content already
+ * in the part's encoding is copied, not encoded).
+ */
+static GMimeObject *streamed_part(const char *mimetype, const char *filename, const char *cid,
+                                  const char *marker)
+{
+    GMimePart *p = GMIME_PART(binary_part(mimetype, filename, cid, NULL, 0, false));
+    GByteArray *m = g_byte_array_new();
+    g_byte_array_append(m, (const guint8 *)marker, (guint)strlen(marker));
+    GMimeStream *s = g_mime_stream_mem_new_with_byte_array(m);
+    GMimeDataWrapper *w = g_mime_data_wrapper_new_with_stream(s, GMIME_CONTENT_ENCODING_BASE64);
+    g_mime_part_set_content(p, w);
+    g_object_unref(w);
+    g_object_unref(s);
+    return GMIME_OBJECT(p);
+}
+
+/* An attachment to be streamed, until its place in the output is known. */
+typedef struct pending {
+    char *marker;
+    pst_item_attach *attach;
+    uint64_t raw;
+} pending;
+
+static void pending_clear(gpointer p) { g_free(((pending *)p)->marker); }
+
+/* Streaming, when st asks for it and a is stored apart in more than one
+ * block (so over 8 KiB) and at least st->min bytes: its part, with the
+ * marker recorded in pend.  NULL: render it in memory. */
+static GMimeObject *maybe_streamed(pst_file *pf, pst_item *it, pst_item_attach *a, const char *name,
+                                   const char *salt, const pr_streaming *st, GArray *pend)
+{
+    if (!st || !pend || !(a->i_id & 2))
+        return NULL;
+    uint64_t raw = pst_attach_to_file(pf, a, NULL); /* counts, keeps nothing */
+    if (raw == 0 || raw < st->min)
+        return NULL;
+    pending p = {g_strdup_printf("\001mailfs-stream-%u-%s\001", pend->len, salt), a, raw};
+    g_array_append_val(pend, p);
+    return streamed_part(u8(it, &a->mimetype), name, u8(it, &a->content_id), p.marker);
+}
+
 static int render_mail(pst_file *pf, pst_item *it, const char *salt, int depth, GByteArray *out,
-                       char **why);
+                       const pr_streaming *st, GArray *pend, char **why);
 
 /* An attachment that is itself a message: a message/rfc822 part. */
 static GMimeObject *embedded_part(pst_file *pf, pst_item_attach *a, const char *salt, int depth)
@@ -279,7 +452,7 @@ static GMimeObject *embedded_part(pst_file *pf, pst_item_attach *a, const char *
         GByteArray *s = g_byte_array_new();
         g_autofree char *subsalt = g_strdup_printf("%s.%d", salt, depth + 1);
         char *why = NULL;
-        if (render_mail(pf, sub, subsalt, depth + 1, s, &why) == 0) {
+        if (render_mail(pf, sub, subsalt, depth + 1, s, NULL, NULL, &why) == 0) {
             GMimeStream *st = g_mime_stream_mem_new_with_byte_array(s);
             s = NULL; /* the stream's now */
             GMimeParser *p = g_mime_parser_new_with_stream(st);
@@ -300,9 +473,10 @@ static GMimeObject *embedded_part(pst_file *pf, pst_item_attach *a, const char *
     return part;
 }
 
-/* Every attachment of it, in order, added to mixed. */
+/* Every attachment of it, in order, added to mixed; with st, big ones
+ * left to be streamed (maybe_streamed). */
 static void add_attachments(pst_file *pf, pst_item *it, const char *salt, int depth,
-                            GMimeMultipart *mixed)
+                            GMimeMultipart *mixed, const pr_streaming *st, GArray *pend)
 {
     int n = 0;
     for (pst_item_attach *a = it->attach; a; a = a->next) {
@@ -320,9 +494,12 @@ static void add_attachments(pst_file *pf, pst_item *it, const char *salt, int de
             part = binary_part(u8(it, &a->mimetype), name, u8(it, &a->content_id), a->data.data,
                                a->data.size, false);
         } else if (a->i_id && pst_getID(pf, a->i_id)) {
-            pst_binary b = pst_attach_to_mem(pf, a);
-            part = binary_part(u8(it, &a->mimetype), name, u8(it, &a->content_id), b.data, b.size,
-                               true);
+            part = maybe_streamed(pf, it, a, name, salt, st, pend);
+            if (!part) {
+                pst_binary b = pst_attach_to_mem(pf, a);
+                part = binary_part(u8(it, &a->mimetype), name, u8(it, &a->content_id), b.data,
+                                   b.size, true);
+            }
         } else if (a->method == PST_ATTACH_NONE && !a->i_id) {
             /* An empty attachment record (Outlook writes them): no bytes. */
         } else {
@@ -337,7 +514,7 @@ static void add_attachments(pst_file *pf, pst_item *it, const char *salt, int de
 }
 
 static int render_mail(pst_file *pf, pst_item *it, const char *salt, int depth, GByteArray *out,
-                       char **why)
+                       const pr_streaming *streaming, GArray *pend, char **why)
 {
     (void)why;
     /* Sticky notes and some posts have no mail properties: only a subject
@@ -405,7 +582,7 @@ static int render_mail(pst_file *pf, pst_item *it, const char *salt, int depth, 
         g_mime_multipart_add(mixed, r);
         g_object_unref(r);
     }
-    add_attachments(pf, it, salt, depth, mixed);
+    add_attachments(pf, it, salt, depth, mixed, streaming, pend);
 
     GMimeObject *body;
     int count = g_mime_multipart_get_count(mixed);
@@ -589,23 +766,69 @@ static void render_calendar(pst_item *it, pr_class cls, const char *salt, GStrin
     g_string_append_printf(out, "END:%s\r\nEND:VCALENDAR\r\n", component);
 }
 
+/*
+ * Takes each pending attachment's marker out of out (from start on),
+ * recording where its text goes in st->parts.  False when a marker is
+ * not there exactly once (the message's own bytes held one, however
+ * unlikely): then the item is rendered again in memory.
+ */
+static bool place_streams(GByteArray *out, guint start, GArray *pend, pr_streaming *st)
+{
+    size_t from = start;
+    for (guint i = 0; i < pend->len; i++) {
+        const char *mk = g_array_index(pend, pending, i).marker;
+        size_t n = strlen(mk);
+        const guint8 *hit = memmem(out->data + from, out->len - from, mk, n);
+        if (!hit || memmem(hit + n, out->data + out->len - (hit + n), mk, n))
+            return false;
+        size_t at = (size_t)(hit - out->data);
+        g_byte_array_remove_range(out, (guint)at, (guint)n);
+        pr_stream p = {at, g_array_index(pend, pending, i).attach,
+                       g_array_index(pend, pending, i).raw};
+        g_array_append_val(st->parts, p);
+        from = at;
+    }
+    return true;
+}
+
+/* A message, its big attachments left to be streamed when st says so. */
+static int render_top_mail(pst_file *pf, pst_item *item, const char *salt, GByteArray *out,
+                           pr_streaming *st, char **why)
+{
+    guint start = out->len;
+    GArray *pend = st ? g_array_new(FALSE, FALSE, sizeof(pending)) : NULL;
+    if (pend)
+        g_array_set_clear_func(pend, pending_clear);
+    int rc = render_mail(pf, item, salt, 0, out, st, pend, why);
+    if (!rc && pend && pend->len && !place_streams(out, start, pend, st)) {
+        g_array_set_size(st->parts, 0);
+        g_byte_array_set_size(out, start);
+        rc = render_mail(pf, item, salt, 0, out, NULL, NULL, why);
+    }
+    if (pend)
+        g_array_free(pend, TRUE);
+    if (rc) {
+        g_byte_array_set_size(out, start);
+        if (st)
+            g_array_set_size(st->parts, 0);
+    }
+    return rc;
+}
+
 static gsize gmime_ready;
 
 int pr_render(pst_file *pf, pst_item *item, pr_class c, const char *salt, GByteArray *out,
-              char **why)
+              pr_streaming *st, char **why)
 {
     if (g_once_init_enter(&gmime_ready)) {
         g_mime_init();
         g_once_init_leave(&gmime_ready, 1);
     }
     GString *s = g_string_new(NULL);
-    guint start = out->len;
     int rc = 0;
     switch (c) {
     case PR_MAIL:
-        rc = render_mail(pf, item, salt, 0, out, why);
-        if (rc)
-            g_byte_array_set_size(out, start);
+        rc = render_top_mail(pf, item, salt, out, st, why);
         break;
     case PR_CONTACT:
         render_contact(item, salt, s);
