@@ -479,6 +479,8 @@ static void mfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
         r.gid = attr->st_gid;
     }
     /* atime is not kept (mail has no use for it); the store moves ctime. */
+    ms_attr a;
+    bool have = false;
     if (r.mask) {
         bool pending = false;
         if (n.kind == MS_MESSAGE) {
@@ -494,11 +496,13 @@ static void mfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
         if (!pending) {
             if (n.kind == MS_MESSAGE)
                 file_forget_known(m, ino);
-            rc = ms_setattr(m->stores[s], n, &r, NULL);
+            /* The store says what it now has: no second read (a writer
+             * open without changes has nothing to lay over it). */
+            rc = ms_setattr(m->stores[s], n, &r, &a);
+            have = rc == 0;
         }
     }
-    ms_attr a;
-    if (!rc)
+    if (!rc && !have)
         rc = attr_of(m, ino, s, n, &a);
     if (rc) {
         fuse_reply_err(req, -rc);
