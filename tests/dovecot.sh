@@ -78,6 +78,32 @@ _dovecot_reach() {
         { not_ok "user $DOVECOT_VMAIL cannot reach $1"; return 1; }
 }
 
+# The INBOX namespace with its special-use folders, as Debian's
+# conf.d/10-mail.conf and 15-mailboxes.conf have it: every Dovecot the
+# tests start (these, and tests/site.sh's backends and proxy).
+_dovecot_namespace() {
+    cat <<'EOF'
+namespace inbox {
+  inbox = yes
+  mailbox Drafts {
+    special_use = \Drafts
+  }
+  mailbox Junk {
+    special_use = \Junk
+  }
+  mailbox Trash {
+    special_use = \Trash
+  }
+  mailbox Sent {
+    special_use = \Sent
+  }
+  mailbox "Sent Messages" {
+    special_use = \Sent
+  }
+}
+EOF
+}
+
 _dovecot_config() { # dir port
     local d=$1 port=$2
     cat >"$d/dovecot.conf" <<CONF
@@ -108,25 +134,7 @@ protocol imap {
 }
 recipient_delimiter = +
 lmtp_save_to_detail_mailbox = yes
-# as Debian's conf.d/10-mail.conf and 15-mailboxes.conf
-namespace inbox {
-  inbox = yes
-  mailbox Drafts {
-    special_use = \\Drafts
-  }
-  mailbox Junk {
-    special_use = \\Junk
-  }
-  mailbox Trash {
-    special_use = \\Trash
-  }
-  mailbox Sent {
-    special_use = \\Sent
-  }
-  mailbox "Sent Messages" {
-    special_use = \\Sent
-  }
-}
+$(_dovecot_namespace)
 passdb {
   driver = passwd-file
   args = scheme=PLAIN username_format=%u $d/users

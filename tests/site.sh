@@ -135,24 +135,7 @@ protocol imap {
 # which backend an IMAP client reached: ID's x-mailfs-backend
 imap_id_send = name * version * x-mailfs-backend $name
 lmtp_save_to_detail_mailbox = yes
-namespace inbox {
-  inbox = yes
-  mailbox Drafts {
-    special_use = \\Drafts
-  }
-  mailbox Junk {
-    special_use = \\Junk
-  }
-  mailbox Trash {
-    special_use = \\Trash
-  }
-  mailbox Sent {
-    special_use = \\Sent
-  }
-  mailbox "Sent Messages" {
-    special_use = \\Sent
-  }
-}
+$(_dovecot_namespace)
 passdb {
   driver = static
   args = nopassword=y allow_nets=127.0.0.0/8
