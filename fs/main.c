@@ -281,6 +281,7 @@ static int serve(mfs *m, struct fuse_args *args, struct fuse_cmdline_opts *co)
     /* In the background for good: the stores may start threads now. */
     for (size_t i = 0; i < m->nstores; i++)
         ms_store_background(m->stores[i]);
+    lazy_start(m);
     housekeeper hk;
     housekeeping_start(&hk, m);
     if (co->singlethread) {
@@ -298,6 +299,7 @@ static int serve(mfs *m, struct fuse_args *args, struct fuse_cmdline_opts *co)
         fuse_loop_cfg_destroy(lc);
     }
     housekeeping_stop(&hk);
+    lazy_free(m); /* what is still deferred, before the stores close */
     ret = ret != 0;
     fuse_session_unmount(m->se);
     ms_log(LOG_INFO, "unmounted %s", co->mountpoint);
@@ -453,7 +455,9 @@ int main(int argc, char *argv[])
     ms_mutex_init(&m.lock);
     m.files = g_hash_table_new(g_direct_hash, g_direct_equal);
     m.opens = g_hash_table_new(g_direct_hash, g_direct_equal);
+    lazy_new(&m);
     ret = serve(&m, &args, &co);
+    lazy_free(&m); /* not started if serve failed early: frees only */
     g_hash_table_destroy(m.files);
     g_hash_table_destroy(m.opens);
     ms_mutex_clear(&m.lock);

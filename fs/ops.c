@@ -235,6 +235,8 @@ static int attr_of(mfs *m, fuse_ino_t ino, size_t sidx, ms_node n, ms_attr *a)
         ms_writer_overlay(f->w, a);
     if (f)
         file_unlock(m, ino, f);
+    if (!rc && n.kind == MS_MESSAGE)
+        lazy_overlay(m, ino, a);
     return rc;
 }
 
@@ -285,6 +287,8 @@ static void mfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         fuse_reply_err(req, -rc);
         return;
     }
+    if (a.node.kind == MS_MESSAGE)
+        lazy_overlay(m, ino_of(s, a.node), &a);
     fill_entry(m, s, &a, &e);
     fuse_reply_entry(req, &e);
 }
@@ -367,6 +371,7 @@ static int ts_ns(const struct timespec *ts, int64_t *out)
 /* Size changes go through a writer: the store has no partial updates. */
 static int truncate_message(mfs *m, fuse_ino_t ino, size_t s, int64_t id, off_t size)
 {
+    lazy_forget(m, ino, s);
     mfs_file *f = file_lock(m, ino);
     int rc;
     if (f) {
@@ -493,9 +498,14 @@ static void mfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
                 file_unlock(m, ino, f);
             }
         }
+        /* Just after this mount's close of it (rsync's chmod and
+         * utimensat): written with the next write (lazy.c). */
+        if (!pending && n.kind == MS_MESSAGE && !(to_set & FUSE_SET_ATTR_SIZE))
+            pending = have = lazy_setattr(m, ino, &r, &a);
         if (!pending) {
             if (n.kind == MS_MESSAGE)
                 file_forget_known(m, ino);
+            lazy_flush(m, s);
             /* The store says what it now has: no second read (a writer
              * open without changes has nothing to lay over it). */
             rc = ms_setattr(m->stores[s], n, &r, &a);
@@ -545,6 +555,12 @@ static int dir_add_child(void *ctx, const char *name, const ms_attr *a, uint64_t
 {
     dirbuf *d = ctx;
     struct stat sb;
+    ms_attr shown;
+    if (a->node.kind == MS_MESSAGE) { /* a setattr deferred shows at once */
+        shown = *a;
+        lazy_overlay(d->m, ino_of(d->sidx, a->node), &shown);
+        a = &shown;
+    }
     fill_stat(d->m, d->sidx, a, &sb);
     /* Offsets 1 and 2 are "." and ".."; children follow. */
     return dir_add(d, name, &sb, timeout_of(d->m->stores[d->sidx], a->node.kind),
@@ -645,6 +661,7 @@ static void mfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     ms_attr a;
     if (!rc) {
         const struct fuse_ctx *ctx = fuse_req_ctx(req);
+        lazy_flush(m, s);
         rc = ms_mkdir(m->stores[s], n, name, private_mode(ctx, mode), ctx->uid, ctx->gid, &a);
     }
     if (rc) {
@@ -662,8 +679,10 @@ static void mfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
     size_t s;
     ms_node n;
     int rc = parent_of(m, parent, &s, &n);
-    if (!rc)
+    if (!rc) {
+        lazy_flush(m, s);
         rc = ms_rmdir(m->stores[s], n, name);
+    }
     fuse_reply_err(req, -rc);
 }
 
@@ -673,8 +692,13 @@ static void mfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
     size_t s;
     ms_node n;
     int rc = parent_of(m, parent, &s, &n);
-    if (!rc)
-        rc = n.kind == MS_FOLDER ? ms_unlink(m->stores[s], n, name) : -EPERM;
+    if (!rc && n.kind == MS_FOLDER) {
+        /* What was set on it before goes with it into deleted items. */
+        lazy_batch b = lazy_begin(m, s);
+        rc = lazy_end(m, s, &b, ms_unlink(m->stores[s], n, name));
+    } else if (!rc) {
+        rc = -EPERM;
+    }
     fuse_reply_err(req, -rc);
 }
 
@@ -759,14 +783,21 @@ static void mfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse
     if (!rc && (flags & RENAME_EXCHANGE))
         rc = -EINVAL; /* swapping two messages has no meaning in a store */
     if (!rc && s != ns) {
+        lazy_flush(m, s); /* a move reads the store: it has all first */
+        lazy_flush(m, ns);
         rc = rename_across(req, m, s, n, name, ns, nn, newname);
         fuse_reply_err(req, -rc);
         if (rc == 0 && n.kind == MS_ROOT)
             forget_moved_entry(m, newparent, newname);
         return;
     }
-    if (!rc)
+    if (!rc) {
+        /* rsync's rename into place carries the chmod and utimensat it
+         * sent after closing the file: one transaction for the three. */
+        lazy_batch b = lazy_begin(m, s);
         rc = ms_rename(m->stores[s], n, name, nn, newname, flags & RENAME_NOREPLACE);
+        rc = lazy_end(m, s, &b, rc);
+    }
     fuse_reply_err(req, -rc);
 }
 
@@ -886,6 +917,8 @@ static void mfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     h->ino = ino;
     int acc = fi->flags & O_ACCMODE;
     ms_attr a;
+    if (acc != O_RDONLY)
+        lazy_forget(m, ino, s); /* its writer starts from the store */
     int rc = attr_of(m, ino, s, n, &a);
     if (!rc)
         rc = acc == O_RDONLY ? attach_reader(h, n)
@@ -917,9 +950,11 @@ static void mfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode
         rc = -EPERM;
     ms_attr a;
     const struct fuse_ctx *ctx = fuse_req_ctx(req);
-    if (!rc)
+    if (!rc) {
+        lazy_flush(m, s);
         rc = ms_message_create(m->stores[s], n, name, private_mode(ctx, mode), ctx->uid, ctx->gid,
                                &a);
+    }
     if (rc) {
         fuse_reply_err(req, -rc);
         return;
@@ -962,9 +997,11 @@ static void mfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
         rc = -EPERM; /* no devices, fifos or sockets in a mail store */
     ms_attr a;
     const struct fuse_ctx *ctx = fuse_req_ctx(req);
-    if (!rc)
+    if (!rc) {
+        lazy_flush(m, s);
         rc = ms_message_create(m->stores[s], n, name, private_mode(ctx, mode), ctx->uid, ctx->gid,
                                &a);
+    }
     ms_writer *w = NULL;
     if (!rc)
         rc = ms_writer_open(m->stores[s], a.node.id, true, &w);
@@ -1026,17 +1063,21 @@ static void mfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t si
  */
 static int commit_file(mfs *m, mfs_handle *h, bool durable)
 {
+    lazy_flush(m, h->sidx); /* the store sees the mount's writes in order */
     if (!h->f)
         return durable ? ms_store_sync(h->st) : 0;
     int rc = 0;
+    ms_attr a;
     ms_mutex_lock(&h->f->lock);
     bool commit = ms_writer_dirty(h->f->w);
     if (commit)
-        rc = ms_writer_commit(h->f->w, durable, NULL); /* frees the old bytes unless read */
+        rc = ms_writer_commit(h->f->w, durable, &a); /* frees the old bytes unless read */
     else if (durable)
         rc = ms_store_sync(h->st);
     h->f->known_valid = false; /* the store has it now (or refused it) */
     ms_mutex_unlock(&h->f->lock);
+    if (!rc && commit)
+        lazy_committed(m, h->ino, h->sidx, &a);
     /* The commit dated the message (ctime, and mtime unless the writer
      * set one): the kernel may hold attributes from before it for an hour.
      * Attributes only (offset < 0): no page lock, safe inside flush. */
@@ -1073,8 +1114,10 @@ static void mfs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fu
     size_t s;
     ms_node n;
     int rc = 0;
-    if (node_of(m, ino, &s, &n))
+    if (node_of(m, ino, &s, &n)) {
+        lazy_flush(m, s);
         rc = ms_store_sync(m->stores[s]);
+    }
     fuse_reply_err(req, -rc);
 }
 
@@ -1136,6 +1179,8 @@ static void mfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
     size_t s;
     ms_node n;
     bool ours = node_of(m, ino, &s, &n);
+    if (ours) /* in order; what is deferred stays valid (ctime aside) */
+        lazy_flush(m, s);
     int rc = ours ? ms_xattr_set(m->stores[s], n, name, value, size, flags) : -ENOTSUP;
     if (!rc && n.kind == MS_MESSAGE) /* not for a name refused (cp's POSIX ACL) */
         file_forget_known(m, ino);
@@ -1148,6 +1193,8 @@ static void mfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
     size_t s;
     ms_node n;
     bool ours = node_of(m, ino, &s, &n);
+    if (ours)
+        lazy_flush(m, s);
     int rc = ours ? ms_xattr_remove(m->stores[s], n, name) : -ENODATA;
     if (!rc && n.kind == MS_MESSAGE)
         file_forget_known(m, ino);

@@ -148,6 +148,9 @@ typedef struct ms_backend {
     const char *name;
     /* Others write the store too (ms_store_shared). */
     bool shared;
+    /* Each write is a transaction that a batch can group (see
+     * ms_store_groups_writes). */
+    bool groups_writes;
     /* True when this backend reads the file at path as a store of one
      * mailbox: how import picks its source's backend.  NULL: never. */
     bool (*reads)(const char *path);

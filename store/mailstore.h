@@ -228,6 +228,14 @@ const char *ms_store_backend_for(const char *path);
 /* True when others change the store behind this library (a mail server
  * delivering into a Maildir): what was read may be stale at once. */
 bool ms_store_shared(const ms_store *st);
+/*
+ * True when every write is a transaction of the store's own, which
+ * ms_batch_begin/end can fold any writes of one thread into (the sqlite
+ * store): a write there costs a commit, so the mount defers attribute
+ * changes that follow a close into its next write (fs/lazy.c).  False
+ * where a write is a cheap system call of its own (maildir).
+ */
+bool ms_store_groups_writes(const ms_store *st);
 /* The store's location in the directory ("attr=value;..."), or NULL. */
 const char *ms_store_directory(const ms_store *st);
 

@@ -101,6 +101,8 @@ void ms_store_close(ms_store *st)
 const char *ms_store_name(const ms_store *st) { return st->name; }
 bool ms_store_readonly(const ms_store *st) { return st->readonly; }
 bool ms_store_shared(const ms_store *st) { return st->be->shared; }
+
+bool ms_store_groups_writes(const ms_store *st) { return st->be->groups_writes && !st->readonly; }
 const char *ms_store_directory(const ms_store *st) { return st->directory; }
 int ms_store_stats_get(ms_store *st, ms_store_stats *out) { return st->be->admin->stats(st, out); }
 int ms_store_compact(ms_store *st, int64_t *before, int64_t *after)

@@ -958,6 +958,7 @@ static const ms_admin_ops sq_admin = {
 
 const ms_backend ms_sqlite_backend = {
     .name = "sqlite",
+    .groups_writes = true,
     .open = sq_open,
     .close = sq_close,
     .tree = &sq_tree,
