@@ -143,11 +143,14 @@ static int sq_conn_open(const char *path, bool ro, bool create, sq_conn **out)
     /* mmap stays off: mapped pages count against the daemon's RSS.  A
      * checkpoint every 32 MB of log instead of 4 MB: bulk copies spend
      * about 10% less time in checkpoint fsyncs (measured with cp -a of
-     * the 10,000-message corpus; 16 KiB pages were slower). */
+     * the 10,000-message corpus; 16 KiB pages were slower).  Statement
+     * journals (every write that fires the change-sequence triggers in a
+     * batch needs one) stay in memory: in temporary files they cost an
+     * import of 20 PSTs 0.12 s of its 0.5 s of system time. */
     rc = sqlite3_exec(
         db,
         "PRAGMA synchronous=NORMAL; PRAGMA cache_size=-2048; PRAGMA wal_autocheckpoint=8192;"
-        "PRAGMA mmap_size=0; PRAGMA foreign_keys=OFF;",
+        "PRAGMA mmap_size=0; PRAGMA foreign_keys=OFF; PRAGMA temp_store=MEMORY;",
         NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
         sq_conn_free(c);
