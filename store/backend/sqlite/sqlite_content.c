@@ -571,22 +571,41 @@ static int commit_in(sq_conn *c, const ms_commit *cm, int64_t *old_content, ms_a
     if (rc)
         return rc;
     /* New bytes are a change of the message: its ctime moves (the mtime
-     * is the writer's business, in cm->attr). */
-    sqlite3_stmt *q = sq_stmt(c, "UPDATE message SET content = ?, size = ?, sha256 = ?, state = 0,"
-                                 " ctime_ns = ? WHERE id = ?");
+     * is the writer's business, in cm->attr).  One statement for the
+     * bytes, the flags and the attributes the writer set: each UPDATE of
+     * a message row fires the change-sequence triggers (three more
+     * statements), and a copy into the mount sets mode and times on
+     * nearly every message. */
+    sqlite3_stmt *q =
+        sq_stmt(c, "UPDATE message SET content = ?1, size = ?2, sha256 = ?3, state = 0,"
+                   " ctime_ns = ?4, flags = CASE WHEN ?5 THEN ?6 ELSE flags END,"
+                   " mode = CASE WHEN ?7 THEN ?8 ELSE mode END,"
+                   " uid = CASE WHEN ?9 THEN ?10 ELSE uid END,"
+                   " gid = CASE WHEN ?11 THEN ?12 ELSE gid END,"
+                   " mtime_ns = CASE WHEN ?13 THEN ?14 ELSE mtime_ns END WHERE id = ?15");
     if (!q)
         return -EIO;
+    const ms_setattr_req *a = &cm->attr;
     sqlite3_bind_int64(q, 1, content);
     sqlite3_bind_int64(q, 2, ms_spool_size(cm->spool));
     sqlite3_bind_blob(q, 3, sha, 32, SQLITE_STATIC);
     sqlite3_bind_int64(q, 4, ms_now_ns());
-    sqlite3_bind_int64(q, 5, id);
+    sqlite3_bind_int(q, 5, cm->flags != NULL);
+    if (cm->flags) /* empty but set: an empty blob, not NULL */
+        sqlite3_bind_blob(q, 6, cm->flags_len ? cm->flags : "", (int)cm->flags_len, SQLITE_STATIC);
+    sqlite3_bind_int(q, 7, (a->mask & MS_SET_MODE) != 0);
+    sqlite3_bind_int(q, 8, (int)(a->mode & 07777));
+    sqlite3_bind_int(q, 9, (a->mask & MS_SET_UID) != 0);
+    sqlite3_bind_int64(q, 10, a->uid);
+    sqlite3_bind_int(q, 11, (a->mask & MS_SET_GID) != 0);
+    sqlite3_bind_int64(q, 12, a->gid);
+    sqlite3_bind_int(q, 13, (a->mask & MS_SET_MTIME) != 0);
+    sqlite3_bind_int64(q, 14, a->mtime_ns);
+    sqlite3_bind_int64(q, 15, id);
     rc = sq_step_done(c, q, "commit");
+    if (!rc && sqlite3_changes(c->db) == 0)
+        rc = -ENOENT;
     ms_node n = {MS_MESSAGE, id};
-    if (!rc && cm->flags)
-        rc = sq_xattr_set_in(c, n, MS_XA_FLAGS, cm->flags, cm->flags_len);
-    if (!rc && cm->attr.mask)
-        rc = sq_setattr_in(c, n, &cm->attr, NULL);
     if (!rc)
         rc = sq_get_attr(c, n, out);
     if (!rc)
