@@ -303,7 +303,10 @@ static void lazy_tick(mfs *m)
         lazy_entry *e = v;
         int64_t t = e->req.mask ? e->pending_us + LAZY_DELAY_US : e->committed_us + LAZY_FRESH_US;
         if (t > now)
-            next = MIN(next, t);
+            /* An entry past its freshness is harmless (lazy_setattr
+             * checks the age itself): dropped at a coarse pace, so that a
+             * stream of closes does not wake this thread for each. */
+            next = MIN(next, e->req.mask ? t : MAX(t, now + LAZY_FRESH_US / 2));
         else if (e->req.mask)
             any = due[e->sidx] = true;
         else
