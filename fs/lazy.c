@@ -51,9 +51,11 @@ struct mfs_lazy {
     GMutex lock;         /* guards every field below but thread */
     GCond cond;          /* an entry was added, or stop was set */
     GHashTable *entries; /* fuse_ino_t -> lazy_entry*, freed with it */
-    size_t *pending;     /* per store: entries with a nonzero req */
-    gint npending;       /* their sum; atomic, read without lock */
-    bool running;        /* the thread is there: entries are recorded */
+    /* Per store, the inos whose entry has a nonzero req: a flush visits
+     * those, not every message closed in the last second. */
+    GHashTable **pending;
+    gint npending; /* their sum; atomic, read without lock */
+    bool running;  /* the thread is there: entries are recorded */
     bool stop;
     GThread *thread; /* only lazy_start and lazy_free touch it */
 };
@@ -99,7 +101,9 @@ void lazy_new(mfs *m)
     g_mutex_init(&lz->lock);
     g_cond_init(&lz->cond);
     lz->entries = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, g_free);
-    lz->pending = g_new0(size_t, m->nstores ? m->nstores : 1);
+    lz->pending = g_new0(GHashTable *, m->nstores ? m->nstores : 1);
+    for (size_t s = 0; s < m->nstores; s++)
+        lz->pending[s] = g_hash_table_new(g_direct_hash, g_direct_equal);
     m->lazy = lz;
 }
 
@@ -111,17 +115,15 @@ static GArray *take_pending(mfs *m, size_t s)
         return NULL;
     GArray *items = NULL;
     g_mutex_lock(&lz->lock);
-    if (lz->pending[s]) {
+    if (g_hash_table_size(lz->pending[s])) {
         items = g_array_new(FALSE, FALSE, sizeof(lazy_item));
         GHashTableIter it;
-        gpointer k, v;
-        g_hash_table_iter_init(&it, lz->entries);
-        while (g_hash_table_iter_next(&it, &k, &v)) {
-            lazy_entry *e = v;
-            if (e->sidx == s && e->req.mask) {
-                lazy_item item = {(fuse_ino_t)(uintptr_t)k, e->node, e->req, e->gen};
-                g_array_append_val(items, item);
-            }
+        gpointer k;
+        g_hash_table_iter_init(&it, lz->pending[s]);
+        while (g_hash_table_iter_next(&it, &k, NULL)) {
+            lazy_entry *e = g_hash_table_lookup(lz->entries, k);
+            lazy_item item = {(fuse_ino_t)(uintptr_t)k, e->node, e->req, e->gen};
+            g_array_append_val(items, item);
         }
     }
     g_mutex_unlock(&lz->lock);
@@ -152,7 +154,7 @@ static void settle(mfs *m, size_t s, GArray *items)
         lazy_entry *e = g_hash_table_lookup(lz->entries, key(it->ino));
         if (e && e->gen == it->gen && e->req.mask) {
             e->req.mask = 0;
-            lz->pending[s]--;
+            g_hash_table_remove(lz->pending[s], key(it->ino));
             g_atomic_int_add(&lz->npending, -1);
         }
     }
@@ -244,7 +246,7 @@ bool lazy_setattr(mfs *m, fuse_ino_t ino, const ms_setattr_req *r, ms_attr *out)
     if (taken) {
         if (!e->req.mask) {
             e->pending_us = now;
-            lz->pending[e->sidx]++;
+            g_hash_table_add(lz->pending[e->sidx], key(ino));
             g_atomic_int_inc(&lz->npending);
         }
         merge_req(&e->req, r);
@@ -362,6 +364,8 @@ void lazy_free(mfs *m)
     lazy_flush_all(m);
     m->lazy = NULL;
     g_hash_table_destroy(lz->entries);
+    for (size_t s = 0; s < m->nstores; s++)
+        g_hash_table_destroy(lz->pending[s]);
     g_free(lz->pending);
     g_cond_clear(&lz->cond);
     g_mutex_clear(&lz->lock);
