@@ -389,7 +389,11 @@ void ms_reader_close(ms_reader *r);
  * ms_message_create reserves name in folder for a new message (so a
  * second create of the same name fails with -EEXIST) and returns the
  * node of the message-to-be; it stays invisible to lookup and list until
- * its first commit.  ms_writer_open opens a writer on that message, or on
+ * its first commit.  A backend may keep the reservation in this process
+ * only (sqlite: no row until the first commit, so a restore pays one
+ * transaction per file less); should another process give the name to a
+ * message meanwhile, the first commit fails with -EEXIST and replaces
+ * nothing.  ms_writer_open opens a writer on that message, or on
  * an existing one (then the commit replaces its bytes atomically; unless
  * truncate, the writer starts from the current bytes, which it reads as
  * a reader would: a concurrent rewrite or unlink cannot cut them short).

@@ -300,6 +300,90 @@ static void test_uncommitted_create_vanishes(void **state)
     assert_int_equal(ms_message_create(f->a, inbox, "half", 0644, 0, 0, &b), 0);
 }
 
+/*
+ * A create writes nothing to the sqlite store until the message's first
+ * commit (sqlite_unborn.c).  Another opener of the store (another
+ * process) sees no row and never gets the reserved id; a name it gives
+ * away meanwhile makes the commit fail rather than replace anything; a
+ * write that needs the row before the first commit makes it; the first
+ * commit writes the message whole under the id the create returned.
+ */
+static void test_unborn_creates(void **state)
+{
+    fixture *f = *state;
+    ms_node inbox = mkdir_ok(f->a, mkdir_ok(f->a, ROOT, "una"), "INBOX");
+    ms_site *other;
+    ms_store *o;
+    char *err = NULL;
+    assert_int_equal(ms_site_open(f->conf_path, 0, &other, &err), 0);
+    assert_int_equal(ms_site_store(other, "a", &o, &err), 0);
+
+    ms_attr a, got;
+    assert_int_equal(ms_message_create(f->a, inbox, "m1", 0640, 12, 34, &a), 0);
+    assert_int_equal(ms_getattr(f->a, a.node, &got), 0);
+    assert_int_equal(got.mode, 0640);
+    assert_int_equal(got.uid, 12);
+    assert_int_equal(got.gid, 34);
+    assert_int_equal(got.size, 0);
+    assert_int_equal(ms_getattr(o, a.node, &got), -ENOENT); /* no row */
+    ms_node theirs = put(o, inbox, "o1", "xyz", 3);
+    assert_true(theirs.id > a.node.id); /* above this process's reserved ids */
+    ms_writer *w;
+    assert_int_equal(ms_writer_open(f->a, a.node.id, true, &w), 0);
+    assert_int_equal(ms_writer_pwrite(w, "hello", 5, 0), 5);
+    assert_int_equal(ms_writer_commit(w, false, &got), 0);
+    ms_writer_close(w);
+    assert_int_equal(got.node.id, a.node.id);
+    ms_attr seen, o1;
+    assert_int_equal(ms_lookup(o, inbox, "m1", &seen), 0);
+    assert_int_equal(seen.node.id, a.node.id);
+    assert_int_equal(seen.mode, 0640);
+    assert_int_equal(ms_lookup(o, inbox, "o1", &o1), 0);
+    assert_true(seen.imap_uid > 0 && seen.imap_uid != o1.imap_uid);
+    size_t len;
+    g_autofree char *bytes = read_all(o, a.node.id, &len);
+    assert_int_equal(len, 5);
+    assert_memory_equal(bytes, "hello", 5);
+
+    /* The other process takes the name first: this commit is refused. */
+    ms_attr b;
+    assert_int_equal(ms_message_create(f->a, inbox, "m2", 0644, 0, 0, &b), 0);
+    put(o, inbox, "m2", "theirs", 6);
+    assert_int_equal(ms_writer_open(f->a, b.node.id, true, &w), 0);
+    assert_int_equal(ms_writer_pwrite(w, "mine", 4, 0), 4);
+    assert_int_equal(ms_writer_commit(w, false, NULL), -EEXIST);
+    ms_writer_close(w);
+    assert_int_equal(ms_lookup(f->a, inbox, "m2", &seen), 0);
+    g_autofree char *kept = read_all(f->a, seen.node.id, &len);
+    assert_int_equal(len, 6);
+    assert_memory_equal(kept, "theirs", 6);
+
+    /* A setattr before the first commit writes the row (reserved, seen by
+     * id only), and the commit keeps what it set. */
+    ms_attr c;
+    assert_int_equal(ms_message_create(f->a, inbox, "m3", 0644, 0, 0, &c), 0);
+    ms_setattr_req req = {.mask = MS_SET_MODE, .mode = 0604};
+    assert_int_equal(ms_setattr(f->a, c.node, &req, NULL), 0);
+    assert_int_equal(ms_getattr(o, c.node, &got), 0);
+    assert_int_equal(ms_lookup(o, inbox, "m3", &seen), -ENOENT);
+    assert_int_equal(ms_writer_open(f->a, c.node.id, true, &w), 0);
+    assert_int_equal(ms_writer_pwrite(w, "x", 1, 0), 1);
+    assert_int_equal(ms_writer_commit(w, false, NULL), 0);
+    ms_writer_close(w);
+    assert_int_equal(ms_lookup(o, inbox, "m3", &seen), 0);
+    assert_int_equal(seen.mode, 0604);
+
+    /* Never committed: nothing is left, the name is free for anyone. */
+    ms_attr d;
+    assert_int_equal(ms_message_create(f->a, inbox, "m4", 0644, 0, 0, &d), 0);
+    assert_int_equal(ms_message_create(f->a, inbox, "m4", 0644, 0, 0, &got), -EEXIST);
+    assert_int_equal(ms_writer_open(f->a, d.node.id, true, &w), 0);
+    ms_writer_close(w);
+    assert_int_equal(ms_getattr(f->a, d.node, &got), -ENOENT);
+    assert_int_equal(ms_message_create(o, inbox, "m4", 0644, 0, 0, &got), 0);
+    ms_site_close(other);
+}
+
 static void test_deliver_names(void **state)
 {
     fixture *f = *state;
@@ -1656,6 +1740,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bytes_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sha256_any_write_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_uncommitted_create_vanishes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unborn_creates, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deliver_names, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rename_rules, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rename_between_levels, setup, teardown),

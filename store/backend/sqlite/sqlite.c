@@ -618,6 +618,7 @@ static int sq_open(ms_store *st, const ms_store_conf *conf, int flags, char **er
     g_mutex_init(&s->pool_lock);
     ms_mutex_init(&s->write_lock);
     sq_pins_init(s);
+    sq_unborn_init(s);
     s->idle = g_ptr_array_new();
     st->priv = s;
 
@@ -673,6 +674,7 @@ static int sq_open(ms_store *st, const ms_store_conf *conf, int flags, char **er
             unlink(path);
         g_ptr_array_free(s->idle, TRUE);
         sq_pins_clear(s);
+        sq_unborn_clear(s);
         g_free(s->path);
         g_free(s);
         st->priv = NULL;
@@ -703,6 +705,7 @@ static void sq_close(ms_store *st)
     g_mutex_clear(&s->pool_lock);
     ms_mutex_clear(&s->write_lock);
     sq_pins_clear(s);
+    sq_unborn_clear(s);
     g_free(s->path);
     g_free(s);
 }

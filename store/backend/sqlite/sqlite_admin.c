@@ -556,8 +556,10 @@ int sq_message_uid_set(ms_store *st, int64_t message, int64_t uid)
     if (!c)
         return -EIO;
     int rc = sq_tx_begin(st, c);
-    if (!rc)
-        rc = sq_tx_end(st, c, uid_set_in(c, message, uid));
+    if (!rc) {
+        rc = sq_unborn_materialize_in(sq_of(st), c, message);
+        rc = sq_tx_end(st, c, rc ? rc : uid_set_in(c, message, uid));
+    }
     sq_conn_put(st, c);
     return rc;
 }

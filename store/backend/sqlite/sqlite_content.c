@@ -19,55 +19,8 @@
 
 /* ---------------------------------------------------------- content */
 
-static int create_in(sq_conn *c, ms_node folder, const char *name, uint32_t mode, uint32_t uid,
-                     uint32_t gid, ms_attr *out)
-{
-    ms_attr fa;
-    int rc = sq_get_attr(c, folder, &fa);
-    if (!rc)
-        rc = sq_mailbox_writable(c, fa.mailbox);
-    if (rc)
-        return rc;
-    ms_attr sub;
-    rc = sq_lookup_in(c, folder, name, &sub);
-    if (rc == 0 && sub.node.kind == MS_FOLDER)
-        return -EEXIST;
-    int64_t imap_uid;
-    rc = sq_take_uid(c, folder.id, &imap_uid);
-    if (rc)
-        return rc;
-    sqlite3_stmt *q =
-        sq_stmt(c, "INSERT INTO message(folder, name, state, imap_uid, mode, uid, gid,"
-                   " mtime_ns, ctime_ns) VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?)");
-    if (!q)
-        return -EIO;
-    sqlite3_bind_int64(q, 1, folder.id);
-    sq_bind_name(q, 2, name);
-    sqlite3_bind_int64(q, 3, imap_uid);
-    sqlite3_bind_int(q, 4, (int)mode);
-    sqlite3_bind_int64(q, 5, uid);
-    sqlite3_bind_int64(q, 6, gid);
-    int64_t now = ms_now_ns();
-    sqlite3_bind_int64(q, 7, now);
-    sqlite3_bind_int64(q, 8, now);
-    rc = sq_step_done(c, q, "create");
-    if (rc)
-        return rc;
-    return sq_get_attr(c, (ms_node){MS_MESSAGE, sqlite3_last_insert_rowid(c->db)}, out);
-}
-
-int sq_message_create(ms_store *st, ms_node folder, const char *name, uint32_t mode, uint32_t uid,
-                      uint32_t gid, ms_attr *out)
-{
-    sq_conn *c = sq_conn_get(st);
-    if (!c)
-        return -EIO;
-    int rc = sq_tx_begin(st, c);
-    if (!rc)
-        rc = sq_tx_end(st, c, create_in(c, folder, name, mode, uid, gid, out));
-    sq_conn_put(st, c);
-    return rc;
-}
+/* A message is created without a row (sqlite_unborn.c); its first commit
+ * writes it. */
 
 int sq_content_of_in(sq_conn *c, int64_t message, int64_t *content, int64_t *size)
 {
@@ -365,6 +318,13 @@ struct ms_be_reader {
 int sq_reader_open(ms_store *st, int64_t message, ms_be_reader **out, int64_t *size, bool *pending)
 {
     sq *s = sq_of(st);
+    if (sq_unborn_rowless(st, message)) {
+        *out = g_new0(ms_be_reader, 1); /* content 0: nothing to pin or read */
+        (*out)->message = message;
+        *size = 0;
+        *pending = true;
+        return 0;
+    }
     sq_conn *c = sq_conn_get(st);
     if (!c)
         return -EIO;
@@ -437,6 +397,10 @@ static int discard_in(sq_conn *c, int64_t message)
 
 int sq_discard_pending(ms_store *st, int64_t message)
 {
+    bool rowless = sq_unborn_rowless(st, message);
+    sq_unborn_forget(st, message);
+    if (rowless)
+        return 0; /* never written: nothing to remove */
     sq_conn *c = sq_conn_get(st);
     if (!c)
         return -EIO;
@@ -548,13 +512,16 @@ static int insert_new(sq_conn *c, int64_t folder, const char *name, int64_t uid,
     return -EEXIST;
 }
 
-static int commit_in(sq_conn *c, const ms_commit *cm, int64_t *old_content, ms_attr *out)
+static int commit_in(sq *s, sq_conn *c, const ms_commit *cm, int64_t *old_content, ms_attr *out)
 {
     SQ_ASSERT_TX(c);
     int64_t id = cm->message, old = 0, size = 0;
     int rc;
+    bool born = false;
     if (id == 0) {
         rc = insert_new(c, cm->folder.id, cm->name, cm->imap_uid, &id);
+    } else if ((rc = sq_unborn_birth_in(s, c, id, &born)) != 0 || born) {
+        /* born: its row was checked and inserted just now, empty */
     } else {
         ms_attr ma;
         rc = sq_get_attr(c, (ms_node){MS_MESSAGE, id}, &ma);
@@ -621,9 +588,11 @@ int sq_commit(ms_store *st, const ms_commit *cm, ms_attr *out)
     int64_t old = 0;
     int rc = sq_tx_begin(st, c);
     if (!rc) {
-        rc = commit_in(c, cm, &old, out);
+        rc = commit_in(sq_of(st), c, cm, &old, out);
         rc = cm->durable ? sq_tx_end_durable(st, c, rc) : sq_tx_end(st, c, rc);
     }
+    if (!rc && cm->message)
+        sq_unborn_forget(st, cm->message); /* committed: the table has it now */
     if (!rc)
         release_replaced(st, c, old);
     sq_conn_put(st, c);

@@ -56,6 +56,17 @@ typedef struct sq {
      * of this process until its transaction ends. */
     int pin_fd;
     GArray *held; /* of int64_t */
+    /*
+     * Messages this process created and has not committed yet
+     * (sqlite_unborn.c): no row until their first commit.  unborn_lock
+     * guards both tables (one record each, owned by unborn) and the
+     * block of message ids reserved for this process.  Lock order:
+     * write_lock, then unborn_lock; nothing is called with it held.
+     */
+    ms_mutex unborn_lock;
+    GHashTable *unborn;       /* &id -> sq_unborn* */
+    GHashTable *unborn_names; /* "<folder>/<name>" -> the same sq_unborn* */
+    int64_t id_next, id_end;  /* reserved message ids [id_next, id_end) */
 } sq;
 
 static inline sq *sq_of(ms_store *st) { return st->priv; }
@@ -124,10 +135,32 @@ int sq_xattr_get(ms_store *st, ms_node node, ms_xattr_id xa, char **value, size_
 int sq_xattr_set(ms_store *st, int64_t mailbox, ms_node node, ms_xattr_id xa, const char *value,
                  size_t len);
 
-/* sqlite_content.c */
-int sq_content_of_in(sq_conn *c, int64_t message, int64_t *content, int64_t *size);
+/* sqlite_unborn.c: messages created and not committed, without a row */
+typedef struct sq_unborn sq_unborn;
+void sq_unborn_init(sq *s);
+void sq_unborn_clear(sq *s);
+/* Reserves name in folder (checked against the table and this process's
+ * other unborn messages) and an id; writes nothing to the store. */
 int sq_message_create(ms_store *st, ms_node folder, const char *name, uint32_t mode, uint32_t uid,
                       uint32_t gid, ms_attr *out);
+/* The attributes of an unborn message (with only_rowless: only while no
+ * transaction wrote its row); false if message is not one. */
+bool sq_unborn_attr(ms_store *st, int64_t message, bool only_rowless, ms_attr *out);
+/* True while message is unborn and no transaction wrote its row. */
+bool sq_unborn_rowless(ms_store *st, int64_t message);
+/* message is committed or discarded: no longer unborn. */
+void sq_unborn_forget(ms_store *st, int64_t message);
+/* In c's transaction: writes an unborn message's reserved row (state 1,
+ * with a UID), so that a write needing the row can follow; 0 and nothing
+ * done for any other message. */
+int sq_unborn_materialize_in(sq *s, sq_conn *c, int64_t message);
+/* In c's transaction, for the first commit of an unborn message without
+ * a row: inserts it committed (*born), the commit's UPDATE then gives it
+ * its bytes; -EEXIST if its name was taken meanwhile (logged). */
+int sq_unborn_birth_in(sq *s, sq_conn *c, int64_t message, bool *born);
+
+/* sqlite_content.c */
+int sq_content_of_in(sq_conn *c, int64_t message, int64_t *content, int64_t *size);
 int sq_reader_open(ms_store *st, int64_t message, ms_be_reader **out, int64_t *size, bool *pending);
 ssize_t sq_reader_pread(ms_store *st, ms_be_reader *r, void *buf, size_t len, int64_t off);
 void sq_reader_close(ms_store *st, ms_be_reader *r);

@@ -234,11 +234,17 @@ int sq_lookup(ms_store *st, ms_node parent, const char *name, ms_attr *out)
 
 int sq_getattr(ms_store *st, ms_node node, ms_attr *out)
 {
+    bool msg = node.kind == MS_MESSAGE;
+    if (msg && sq_unborn_attr(st, node.id, true, out))
+        return 0;
     sq_conn *c = sq_conn_get(st);
     if (!c)
         return -EIO;
     int rc = sq_get_attr(c, node, out);
     sq_conn_put(st, c);
+    /* Its row written by a transaction that then rolled back. */
+    if (rc == -ENOENT && msg && sq_unborn_attr(st, node.id, false, out))
+        rc = 0;
     return rc;
 }
 
@@ -638,15 +644,22 @@ static int rename_in(sq_conn *c, ms_node parent, const char *name, ms_node newpa
             if (rc)
                 return rc;
         }
-        q = sq_stmt(c, "UPDATE message SET folder = ?, name = ?, imap_uid = ?, ctime_ns = ?"
-                       " WHERE id = ?");
+        /* A rename within its folder does not name the folder column: an
+         * UPDATE that assigns a column rewrites its index entries even to
+         * the same value (one page more in the log of every rsync file). */
+        q = newparent.id != parent.id
+                ? sq_stmt(c, "UPDATE message SET name = ?2, imap_uid = ?3, ctime_ns = ?4,"
+                             " folder = ?5 WHERE id = ?1")
+                : sq_stmt(c, "UPDATE message SET name = ?2, imap_uid = ?3, ctime_ns = ?4"
+                             " WHERE id = ?1");
         if (!q)
             return -EIO;
-        sqlite3_bind_int64(q, 1, newparent.id);
+        sqlite3_bind_int64(q, 1, src.node.id);
         sq_bind_name(q, 2, newname);
         sqlite3_bind_int64(q, 3, uid);
         sqlite3_bind_int64(q, 4, ms_now_ns());
-        sqlite3_bind_int64(q, 5, src.node.id);
+        if (newparent.id != parent.id)
+            sqlite3_bind_int64(q, 5, newparent.id);
         return sq_step_done(c, q, "rename");
     }
     if (newparent.kind == MS_FOLDER) {
@@ -731,8 +744,10 @@ int sq_setattr(ms_store *st, int64_t mailbox, ms_node node, const ms_setattr_req
     if (!c)
         return -EIO;
     int rc = write_begin(st, c, mailbox);
-    if (!rc)
-        rc = sq_tx_end(st, c, sq_setattr_in(c, node, req, out));
+    if (!rc) {
+        rc = node.kind == MS_MESSAGE ? sq_unborn_materialize_in(sq_of(st), c, node.id) : 0;
+        rc = sq_tx_end(st, c, rc ? rc : sq_setattr_in(c, node, req, out));
+    }
     sq_conn_put(st, c);
     return rc;
 }
@@ -779,6 +794,11 @@ static int xattr_get_in(sq_conn *c, ms_node n, ms_xattr_id xa, char **value, siz
 
 int sq_xattr_get(ms_store *st, ms_node node, ms_xattr_id xa, char **value, size_t *len)
 {
+    if (node.kind == MS_MESSAGE && sq_unborn_rowless(st, node.id)) {
+        *value = NULL; /* an unborn message has no flags yet */
+        *len = 0;
+        return 0;
+    }
     sq_conn *c = sq_conn_get(st);
     if (!c)
         return -EIO;
@@ -815,8 +835,10 @@ int sq_xattr_set(ms_store *st, int64_t mailbox, ms_node node, ms_xattr_id xa, co
     if (!c)
         return -EIO;
     int rc = write_begin(st, c, mailbox);
-    if (!rc)
-        rc = sq_tx_end(st, c, sq_xattr_set_in(c, node, xa, value, len));
+    if (!rc) {
+        rc = node.kind == MS_MESSAGE ? sq_unborn_materialize_in(sq_of(st), c, node.id) : 0;
+        rc = sq_tx_end(st, c, rc ? rc : sq_xattr_set_in(c, node, xa, value, len));
+    }
     sq_conn_put(st, c);
     return rc;
 }
