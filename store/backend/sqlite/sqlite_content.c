@@ -517,11 +517,21 @@ static int commit_in(sq *s, sq_conn *c, const ms_commit *cm, int64_t *old_conten
     SQ_ASSERT_TX(c);
     int64_t id = cm->message, old = 0, size = 0;
     int rc;
-    bool born = false;
+    if (id != 0 && sq_unborn_awaits_birth(s, id)) {
+        /* Created by this process, no row yet: the row and its bytes in
+         * one INSERT. */
+        int64_t content = 0;
+        uint8_t sha[32];
+        rc = write_content(c, cm->spool, &content, sha);
+        if (!rc)
+            rc = sq_unborn_birth_in(s, c, cm, content, ms_spool_size(cm->spool), sha);
+        if (!rc)
+            rc = sq_get_attr(c, (ms_node){MS_MESSAGE, id}, out);
+        *old_content = 0;
+        return rc;
+    }
     if (id == 0) {
         rc = insert_new(c, cm->folder.id, cm->name, cm->imap_uid, &id);
-    } else if ((rc = sq_unborn_birth_in(s, c, id, &born)) != 0 || born) {
-        /* born: its row was checked and inserted just now, empty */
     } else {
         ms_attr ma;
         rc = sq_get_attr(c, (ms_node){MS_MESSAGE, id}, &ma);

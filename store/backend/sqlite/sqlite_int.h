@@ -154,10 +154,14 @@ void sq_unborn_forget(ms_store *st, int64_t message);
  * with a UID), so that a write needing the row can follow; 0 and nothing
  * done for any other message. */
 int sq_unborn_materialize_in(sq *s, sq_conn *c, int64_t message);
-/* In c's transaction, for the first commit of an unborn message without
- * a row: inserts it committed (*born), the commit's UPDATE then gives it
- * its bytes; -EEXIST if its name was taken meanwhile (logged). */
-int sq_unborn_birth_in(sq *s, sq_conn *c, int64_t message, bool *born);
+/* True while message is unborn and has no row: its commit is a birth. */
+bool sq_unborn_awaits_birth(sq *s, int64_t message);
+/* In c's transaction, the first commit of such a message: checks the
+ * mailbox and the name again and inserts the row committed, with the
+ * bytes' content, size and hash and what cm sets; -EEXIST if another
+ * process gave the name away meanwhile (logged). */
+int sq_unborn_birth_in(sq *s, sq_conn *c, const ms_commit *cm, int64_t content, int64_t size,
+                       const uint8_t sha[32]);
 
 /* sqlite_content.c */
 int sq_content_of_in(sq_conn *c, int64_t message, int64_t *content, int64_t *size);

@@ -255,59 +255,50 @@ void sq_unborn_forget(ms_store *st, int64_t message)
     ms_mutex_unlock(&s->unborn_lock);
 }
 
-/*
- * Inserts message's row in c's transaction, with the name, attributes
- * and mailbox rule checked again and a UID from the folder: state 1
- * (reserved) unless content is given (then committed, with its bytes'
- * row fields).  The name's key and checks are the unborn record's.
- */
-static int insert_unborn_in(sq_conn *c, const sq_unborn *u, const char *name, int state,
-                            ms_attr *fa)
+/* True if folder has a subfolder called name (a message may not take it). */
+static int subfolder_named(sq_conn *c, int64_t folder, const char *name)
 {
-    int rc = sq_get_attr(c, (ms_node){MS_FOLDER, u->folder}, fa);
-    if (!rc)
-        rc = sq_mailbox_writable(c, fa->mailbox);
-    if (rc)
-        return rc;
-    ms_attr sub;
-    rc = sq_lookup_in(c, (ms_node){MS_FOLDER, u->folder}, name, &sub);
-    if (rc == 0 && sub.node.kind == MS_FOLDER)
-        return -EEXIST;
-    int64_t imap_uid;
-    rc = sq_take_uid(c, u->folder, &imap_uid);
-    if (rc)
-        return rc;
-    sqlite3_stmt *q =
-        sq_stmt(c, "INSERT INTO message(id, folder, name, state, imap_uid, mode, uid, gid,"
-                   " mtime_ns, ctime_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    sqlite3_stmt *q = sq_stmt(c, "SELECT 1 FROM folder WHERE parent = ? AND name = ?");
     if (!q)
         return -EIO;
-    sqlite3_bind_int64(q, 1, u->id);
-    sqlite3_bind_int64(q, 2, u->folder);
-    sq_bind_name(q, 3, name);
-    sqlite3_bind_int(q, 4, state);
-    sqlite3_bind_int64(q, 5, imap_uid);
-    sqlite3_bind_int(q, 6, (int)u->mode);
-    sqlite3_bind_int64(q, 7, u->uid);
-    sqlite3_bind_int64(q, 8, u->gid);
-    sqlite3_bind_int64(q, 9, u->created_ns);
-    sqlite3_bind_int64(q, 10, u->created_ns);
-    return sq_step_done(c, q, "create");
+    sqlite3_bind_int64(q, 1, folder);
+    sq_bind_name(q, 2, name);
+    int rc = sq_step_row(c, q, "create");
+    sqlite3_reset(q);
+    return rc == 0 ? 1 : rc == -ENOENT ? 0 : rc;
 }
 
-/* What the caller needs of a record under the lock, name included. */
-static bool unborn_take_copy(sq *s, int64_t message, sq_unborn *copy, char **name)
+/*
+ * The row's checks, made again inside c's transaction (the create's were
+ * read outside any): the mailbox takes writes and no subfolder has the
+ * name (a message that has it is the UNIQUE constraint's: -EEXIST).
+ * Then a UID from the folder.
+ */
+static int before_insert_in(sq_conn *c, const sq_unborn *u, const char *name, int64_t *imap_uid)
+{
+    int rc = sq_mailbox_writable(c, u->mailbox);
+    if (!rc)
+        rc = subfolder_named(c, u->folder, name);
+    if (rc)
+        return rc > 0 ? -EEXIST : rc;
+    return sq_take_uid(c, u->folder, imap_uid);
+}
+
+/* What the caller needs of a record with no row yet, under the lock;
+ * *name is the caller's to free. */
+static bool rowless_copy(sq *s, int64_t message, sq_unborn *copy, char **name)
 {
     ms_mutex_lock(&s->unborn_lock);
     sq_unborn *u = g_hash_table_lookup(s->unborn, &message);
-    if (u) {
+    bool have = u && !u->maybe_row;
+    if (have) {
         *copy = *u;
         copy->key = NULL;
         copy->name = NULL;
         *name = g_strdup(u->name);
     }
     ms_mutex_unlock(&s->unborn_lock);
-    return u != NULL;
+    return have;
 }
 
 int sq_unborn_materialize_in(sq *s, sq_conn *c, int64_t message)
@@ -315,10 +306,27 @@ int sq_unborn_materialize_in(sq *s, sq_conn *c, int64_t message)
     SQ_ASSERT_TX(c);
     sq_unborn u;
     g_autofree char *name = NULL;
-    if (!unborn_take_copy(s, message, &u, &name) || u.maybe_row)
+    if (!rowless_copy(s, message, &u, &name))
         return 0;
-    ms_attr fa;
-    int rc = insert_unborn_in(c, &u, name, 1, &fa);
+    int64_t imap_uid;
+    int rc = before_insert_in(c, &u, name, &imap_uid);
+    if (rc)
+        return rc;
+    sqlite3_stmt *q =
+        sq_stmt(c, "INSERT INTO message(id, folder, name, state, imap_uid, mode, uid, gid,"
+                   " mtime_ns, ctime_ns) VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?)");
+    if (!q)
+        return -EIO;
+    sqlite3_bind_int64(q, 1, u.id);
+    sqlite3_bind_int64(q, 2, u.folder);
+    sq_bind_name(q, 3, name);
+    sqlite3_bind_int64(q, 4, imap_uid);
+    sqlite3_bind_int(q, 5, (int)u.mode);
+    sqlite3_bind_int64(q, 6, u.uid);
+    sqlite3_bind_int64(q, 7, u.gid);
+    sqlite3_bind_int64(q, 8, u.created_ns);
+    sqlite3_bind_int64(q, 9, u.created_ns);
+    rc = sq_step_done(c, q, "create");
     if (rc)
         return rc;
     ms_mutex_lock(&s->unborn_lock);
@@ -329,25 +337,57 @@ int sq_unborn_materialize_in(sq *s, sq_conn *c, int64_t message)
     return 0;
 }
 
-int sq_unborn_birth_in(sq *s, sq_conn *c, int64_t message, bool *born)
+bool sq_unborn_awaits_birth(sq *s, int64_t message)
+{
+    ms_mutex_lock(&s->unborn_lock);
+    sq_unborn *u = g_hash_table_lookup(s->unborn, &message);
+    bool rowless = u && !u->maybe_row;
+    ms_mutex_unlock(&s->unborn_lock);
+    return rowless;
+}
+
+int sq_unborn_birth_in(sq *s, sq_conn *c, const ms_commit *cm, int64_t content, int64_t size,
+                       const uint8_t sha[32])
 {
     SQ_ASSERT_TX(c);
     sq_unborn u;
     g_autofree char *name = NULL;
-    *born = false;
-    if (!unborn_take_copy(s, message, &u, &name) || u.maybe_row)
-        return 0;
-    ms_attr fa;
-    /* Committed from the start: the commit's UPDATE that follows sets
-     * the bytes, in the same transaction; no reader ever sees the row
-     * without them. */
-    int rc = insert_unborn_in(c, &u, name, 0, &fa);
+    if (!rowless_copy(s, cm->message, &u, &name))
+        return -ESTALE; /* the caller asked sq_unborn_awaits_birth first */
+    int64_t imap_uid;
+    int rc = before_insert_in(c, &u, name, &imap_uid);
+    if (rc)
+        return rc;
+    /* One INSERT with everything the commit sets: an UPDATE after it
+     * would fire the change-sequence triggers a second time. */
+    const ms_setattr_req *a = &cm->attr;
+    sqlite3_stmt *q = sq_stmt(
+        c,
+        "INSERT INTO message(id, folder, name, state, imap_uid, content, size, sha256, flags,"
+        " mode, uid, gid, mtime_ns, ctime_ns) VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    if (!q)
+        return -EIO;
+    sqlite3_bind_int64(q, 1, u.id);
+    sqlite3_bind_int64(q, 2, u.folder);
+    sq_bind_name(q, 3, name);
+    sqlite3_bind_int64(q, 4, imap_uid);
+    sqlite3_bind_int64(q, 5, content);
+    sqlite3_bind_int64(q, 6, size);
+    sqlite3_bind_blob(q, 7, sha, 32, SQLITE_STATIC);
+    if (cm->flags) /* empty but set: an empty blob, not NULL */
+        sqlite3_bind_blob(q, 8, cm->flags_len ? cm->flags : "", (int)cm->flags_len, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(q, 8);
+    sqlite3_bind_int(q, 9, (int)((a->mask & MS_SET_MODE) ? a->mode & 07777 : u.mode));
+    sqlite3_bind_int64(q, 10, (a->mask & MS_SET_UID) ? a->uid : u.uid);
+    sqlite3_bind_int64(q, 11, (a->mask & MS_SET_GID) ? a->gid : u.gid);
+    sqlite3_bind_int64(q, 12, (a->mask & MS_SET_MTIME) ? a->mtime_ns : u.created_ns);
+    sqlite3_bind_int64(q, 13, ms_now_ns());
+    rc = sq_step_done(c, q, "commit");
     if (rc == -EEXIST) /* UNIQUE(folder, name): another process's message */
         ms_log(LOG_WARNING,
                "message %lld: its name was given to another message while it was written; "
                "not committed",
-               (long long)message);
-    if (!rc)
-        *born = true;
+               (long long)cm->message);
     return rc;
 }
