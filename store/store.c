@@ -191,9 +191,18 @@ static int mailbox_of(ms_store *st, ms_node node, int64_t *mailbox)
     return rc;
 }
 
-/* The mailbox of parent's child name (of a mailbox: itself). */
+/* The mailbox of parent's child name (of a mailbox: itself).  Below a
+ * mailbox every child shares its parent's: found without looking the
+ * child up (a rename into place, rsync's last step, saves a lookup; the
+ * backend finds the child in its transaction anyway). */
 static int mailbox_of_child(ms_store *st, ms_node parent, const char *name, int64_t *mailbox)
 {
+    if (parent.kind == MS_MAILBOX) {
+        *mailbox = parent.id;
+        return 0;
+    }
+    if (parent.kind == MS_FOLDER)
+        return mailbox_of(st, parent, mailbox);
     ms_attr a;
     int rc = st->be->tree->lookup(st, parent, name, &a);
     if (!rc)
