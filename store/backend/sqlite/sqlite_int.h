@@ -117,6 +117,8 @@ int sq_get_attr(sq_conn *c, ms_node n, ms_attr *out);
 int sq_lookup_in(sq_conn *c, ms_node parent, const char *name, ms_attr *out);
 int sq_take_uid(sq_conn *c, int64_t folder, int64_t *uid);
 int sq_name_taken_by_message(sq_conn *c, int64_t folder, const char *name);
+/* 1 if folder has a subfolder called name (which no message may take), 0, or an errno. */
+int sq_name_taken_by_subfolder(sq_conn *c, int64_t folder, const char *name);
 int sq_setattr_in(sq_conn *c, ms_node n, const ms_setattr_req *req, ms_attr *out);
 int sq_xattr_set_in(sq_conn *c, ms_node n, ms_xattr_id xa, const char *value, size_t len);
 int sq_lookup(ms_store *st, ms_node parent, const char *name, ms_attr *out);

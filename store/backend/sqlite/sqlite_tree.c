@@ -368,17 +368,29 @@ static int message_named(sq_conn *c, int64_t folder, const char *name, int64_t *
     return 0;
 }
 
-/* Any message row named name in folder, reserved ones included. */
-int sq_name_taken_by_message(sq_conn *c, int64_t folder, const char *name)
+/* 1 if sql (a SELECT of one parent id and one name) finds a row, else 0
+ * or a negative errno. */
+static int row_named(sq_conn *c, const char *sql, int64_t parent, const char *name)
 {
-    sqlite3_stmt *q = sq_stmt(c, "SELECT 1 FROM message WHERE folder = ? AND name = ?");
+    sqlite3_stmt *q = sq_stmt(c, sql);
     if (!q)
         return -EIO;
-    sqlite3_bind_int64(q, 1, folder);
+    sqlite3_bind_int64(q, 1, parent);
     sq_bind_name(q, 2, name);
     int rc = sq_step_row(c, q, "name");
     sqlite3_reset(q);
     return rc == 0 ? 1 : rc == -ENOENT ? 0 : rc;
+}
+
+/* Any message row named name in folder, reserved ones included. */
+int sq_name_taken_by_message(sq_conn *c, int64_t folder, const char *name)
+{
+    return row_named(c, "SELECT 1 FROM message WHERE folder = ? AND name = ?", folder, name);
+}
+
+int sq_name_taken_by_subfolder(sq_conn *c, int64_t folder, const char *name)
+{
+    return row_named(c, "SELECT 1 FROM folder WHERE parent = ? AND name = ?", folder, name);
 }
 
 static int mkdir_in(sq_conn *c, ms_node parent, const char *name, uint32_t mode, uint32_t uid,

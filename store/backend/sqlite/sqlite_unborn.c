@@ -255,19 +255,6 @@ void sq_unborn_forget(ms_store *st, int64_t message)
     ms_mutex_unlock(&s->unborn_lock);
 }
 
-/* True if folder has a subfolder called name (a message may not take it). */
-static int subfolder_named(sq_conn *c, int64_t folder, const char *name)
-{
-    sqlite3_stmt *q = sq_stmt(c, "SELECT 1 FROM folder WHERE parent = ? AND name = ?");
-    if (!q)
-        return -EIO;
-    sqlite3_bind_int64(q, 1, folder);
-    sq_bind_name(q, 2, name);
-    int rc = sq_step_row(c, q, "create");
-    sqlite3_reset(q);
-    return rc == 0 ? 1 : rc == -ENOENT ? 0 : rc;
-}
-
 /*
  * The row's checks, made again inside c's transaction (the create's were
  * read outside any): the mailbox takes writes and no subfolder has the
@@ -278,7 +265,7 @@ static int before_insert_in(sq_conn *c, const sq_unborn *u, const char *name, in
 {
     int rc = sq_mailbox_writable(c, u->mailbox);
     if (!rc)
-        rc = subfolder_named(c, u->folder, name);
+        rc = sq_name_taken_by_subfolder(c, u->folder, name);
     if (rc)
         return rc > 0 ? -EEXIST : rc;
     return sq_take_uid(c, u->folder, imap_uid);
@@ -301,6 +288,49 @@ static bool rowless_copy(sq *s, int64_t message, sq_unborn *copy, char **name)
     return have;
 }
 
+/*
+ * Inserts u's row under name in c's transaction, after before_insert_in:
+ * reserved (state 1, no bytes) without cm, else committed with the bytes'
+ * content, size and hash and what cm sets over the create's attributes.
+ */
+static int insert_row_in(sq_conn *c, const sq_unborn *u, const char *name, const ms_commit *cm,
+                         int64_t content, int64_t size, const uint8_t *sha)
+{
+    int64_t imap_uid;
+    int rc = before_insert_in(c, u, name, &imap_uid);
+    if (rc)
+        return rc;
+    static const ms_setattr_req none;
+    const ms_setattr_req *a = cm ? &cm->attr : &none;
+    sqlite3_stmt *q = sq_stmt(
+        c,
+        "INSERT INTO message(id, folder, name, state, imap_uid, content, size, sha256, flags,"
+        " mode, uid, gid, mtime_ns, ctime_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    if (!q)
+        return -EIO;
+    sqlite3_bind_int64(q, 1, u->id);
+    sqlite3_bind_int64(q, 2, u->folder);
+    sq_bind_name(q, 3, name);
+    sqlite3_bind_int(q, 4, cm ? 0 : 1);
+    sqlite3_bind_int64(q, 5, imap_uid);
+    sqlite3_bind_int64(q, 6, content);
+    sqlite3_bind_int64(q, 7, size);
+    if (sha)
+        sqlite3_bind_blob(q, 8, sha, 32, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(q, 8);
+    if (cm && cm->flags) /* empty but set: an empty blob, not NULL */
+        sqlite3_bind_blob(q, 9, cm->flags_len ? cm->flags : "", (int)cm->flags_len, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(q, 9);
+    sqlite3_bind_int(q, 10, (int)((a->mask & MS_SET_MODE) ? a->mode & 07777 : u->mode));
+    sqlite3_bind_int64(q, 11, (a->mask & MS_SET_UID) ? a->uid : u->uid);
+    sqlite3_bind_int64(q, 12, (a->mask & MS_SET_GID) ? a->gid : u->gid);
+    sqlite3_bind_int64(q, 13, (a->mask & MS_SET_MTIME) ? a->mtime_ns : u->created_ns);
+    sqlite3_bind_int64(q, 14, cm ? ms_now_ns() : u->created_ns);
+    return sq_step_done(c, q, cm ? "commit" : "create");
+}
+
 int sq_unborn_materialize_in(sq *s, sq_conn *c, int64_t message)
 {
     SQ_ASSERT_TX(c);
@@ -308,25 +338,7 @@ int sq_unborn_materialize_in(sq *s, sq_conn *c, int64_t message)
     g_autofree char *name = NULL;
     if (!rowless_copy(s, message, &u, &name))
         return 0;
-    int64_t imap_uid;
-    int rc = before_insert_in(c, &u, name, &imap_uid);
-    if (rc)
-        return rc;
-    sqlite3_stmt *q =
-        sq_stmt(c, "INSERT INTO message(id, folder, name, state, imap_uid, mode, uid, gid,"
-                   " mtime_ns, ctime_ns) VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?)");
-    if (!q)
-        return -EIO;
-    sqlite3_bind_int64(q, 1, u.id);
-    sqlite3_bind_int64(q, 2, u.folder);
-    sq_bind_name(q, 3, name);
-    sqlite3_bind_int64(q, 4, imap_uid);
-    sqlite3_bind_int(q, 5, (int)u.mode);
-    sqlite3_bind_int64(q, 6, u.uid);
-    sqlite3_bind_int64(q, 7, u.gid);
-    sqlite3_bind_int64(q, 8, u.created_ns);
-    sqlite3_bind_int64(q, 9, u.created_ns);
-    rc = sq_step_done(c, q, "create");
+    int rc = insert_row_in(c, &u, name, NULL, 0, 0, NULL);
     if (rc)
         return rc;
     ms_mutex_lock(&s->unborn_lock);
@@ -354,36 +366,9 @@ int sq_unborn_birth_in(sq *s, sq_conn *c, const ms_commit *cm, int64_t content, 
     g_autofree char *name = NULL;
     if (!rowless_copy(s, cm->message, &u, &name))
         return -ESTALE; /* the caller asked sq_unborn_awaits_birth first */
-    int64_t imap_uid;
-    int rc = before_insert_in(c, &u, name, &imap_uid);
-    if (rc)
-        return rc;
     /* One INSERT with everything the commit sets: an UPDATE after it
      * would fire the change-sequence triggers a second time. */
-    const ms_setattr_req *a = &cm->attr;
-    sqlite3_stmt *q = sq_stmt(
-        c,
-        "INSERT INTO message(id, folder, name, state, imap_uid, content, size, sha256, flags,"
-        " mode, uid, gid, mtime_ns, ctime_ns) VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-    if (!q)
-        return -EIO;
-    sqlite3_bind_int64(q, 1, u.id);
-    sqlite3_bind_int64(q, 2, u.folder);
-    sq_bind_name(q, 3, name);
-    sqlite3_bind_int64(q, 4, imap_uid);
-    sqlite3_bind_int64(q, 5, content);
-    sqlite3_bind_int64(q, 6, size);
-    sqlite3_bind_blob(q, 7, sha, 32, SQLITE_STATIC);
-    if (cm->flags) /* empty but set: an empty blob, not NULL */
-        sqlite3_bind_blob(q, 8, cm->flags_len ? cm->flags : "", (int)cm->flags_len, SQLITE_STATIC);
-    else
-        sqlite3_bind_null(q, 8);
-    sqlite3_bind_int(q, 9, (int)((a->mask & MS_SET_MODE) ? a->mode & 07777 : u.mode));
-    sqlite3_bind_int64(q, 10, (a->mask & MS_SET_UID) ? a->uid : u.uid);
-    sqlite3_bind_int64(q, 11, (a->mask & MS_SET_GID) ? a->gid : u.gid);
-    sqlite3_bind_int64(q, 12, (a->mask & MS_SET_MTIME) ? a->mtime_ns : u.created_ns);
-    sqlite3_bind_int64(q, 13, ms_now_ns());
-    rc = sq_step_done(c, q, "commit");
+    int rc = insert_row_in(c, &u, name, cm, content, size, sha);
     if (rc == -EEXIST) /* UNIQUE(folder, name): another process's message */
         ms_log(LOG_WARNING,
                "message %lld: its name was given to another message while it was written; "
