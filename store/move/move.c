@@ -846,9 +846,8 @@ int mv_preflight(ms_store *src, ms_store *dst, const char *mailbox, const char *
         return -EEXIST;
     if (rc != -ENOENT)
         return rc;
-    rc = import && estimated
-             ? ms_mailbox_size_estimate(src, mb->node.id, messages, bytes, &guess)
-             : ms_mailbox_size(src, mb->node.id, messages, bytes);
+    rc = import && estimated ? ms_mailbox_size_estimate(src, mb->node.id, messages, bytes, &guess)
+                             : ms_mailbox_size(src, mb->node.id, messages, bytes);
     if (estimated)
         *estimated = guess;
     if (rc)

@@ -80,10 +80,11 @@ typedef struct pmbox {
     bool busy;
     GCond idle;
     int64_t unloaded; /* folders known and not loaded (the top included) */
-    /* Imports read the folders in order: while one is copied, the next is
-     * fetched by prefetcher (one at a time; done once it has finished). */
+    /* Imports read the folders in order: while one is copied, the next
+     * (prefetch_target) is fetched by the thread prefetcher, which waits
+     * on idle for one and ends at closing. */
     GThread *prefetcher;
-    bool prefetch_done;
+    bool closing;
     pnode *prefetch_target, *last_demand;
 } pmbox;
 
@@ -211,8 +212,13 @@ static void release_helper(pmbox *m)
 
 static void pmbox_free(pmbox *m)
 {
-    if (m->prefetcher) /* it ends on its own: the folder it fetches, at most */
+    if (m->prefetcher) { /* it ends after the folder it fetches, if any */
+        ms_mutex_lock(&m->lock);
+        m->closing = true;
+        g_cond_broadcast(&m->idle);
+        ms_mutex_unlock(&m->lock);
         g_thread_join(m->prefetcher);
+    }
     release_helper(m);
     pnode_free(&m->top);
     if (m->nodes)
@@ -601,16 +607,21 @@ typedef struct answer {
 
 static void answer_clear(gpointer p) { g_free(((answer *)p)->name); }
 
+/* Waits for a broadcast on m->idle.  Caller holds m->lock. */
+static void wait_signal(pmbox *m)
+{
+    ms_mutex_assert_held(&m->lock);
+    /* g_cond_wait gives the lock up meanwhile: so does its holder. */
+    g_atomic_pointer_set(&m->lock.holder, NULL);
+    g_cond_wait(&m->idle, &m->lock.mu);
+    g_atomic_pointer_set(&m->lock.holder, g_thread_self());
+}
+
 /* Waits until no thread talks to m's helper.  Caller holds m->lock. */
 static void wait_idle(pmbox *m)
 {
-    ms_mutex_assert_held(&m->lock);
-    while (m->busy) {
-        /* g_cond_wait gives the lock up meanwhile: so does its holder. */
-        g_atomic_pointer_set(&m->lock.holder, NULL);
-        g_cond_wait(&m->idle, &m->lock.mu);
-        g_atomic_pointer_set(&m->lock.holder, g_thread_self());
-    }
+    while (m->busy)
+        wait_signal(m);
 }
 
 /*
@@ -669,8 +680,8 @@ static int read_answer(pmbox *m, GArray *answers, int64_t *end)
         } else if (type == PP_FOLDER && rec->len >= sizeof(pp_folder)) {
             a.kind = MS_FOLDER;
             memcpy(&a.folder, rec->data, sizeof a.folder);
-            a.name = g_strndup((const char *)rec->data + sizeof a.folder,
-                               rec->len - sizeof a.folder);
+            a.name =
+                g_strndup((const char *)rec->data + sizeof a.folder, rec->len - sizeof a.folder);
         } else if (type == PP_ITEM && rec->len == sizeof(pp_item)) {
             a.kind = MS_MESSAGE;
             memcpy(&a.item, rec->data, sizeof a.item);
@@ -836,15 +847,22 @@ static pnode *next_unloaded(pmbox *m, pnode *n)
     return r;
 }
 
+/* The prefetcher: fetches each folder it is given, until closing. */
 static gpointer prefetch_main(gpointer data)
 {
     pmbox *m = data;
     ms_mutex_lock(&m->lock);
-    pnode *t = m->prefetch_target;
-    /* Errors fail the mailbox as they would for its first reader. */
-    if (!t->loaded && !m->busy && m->state > 0)
-        (void)fetch_folder(m, t);
-    m->prefetch_done = true; /* from here it only returns: joined under the lock */
+    while (!m->closing) {
+        pnode *t = m->prefetch_target;
+        if (!t || m->busy) {
+            wait_signal(m);
+            continue;
+        }
+        m->prefetch_target = NULL;
+        /* Errors fail the mailbox as they would for its first reader. */
+        if (!t->loaded && m->state > 0)
+            (void)fetch_folder(m, t);
+    }
     ms_mutex_unlock(&m->lock);
     return NULL;
 }
@@ -860,18 +878,14 @@ static void prefetch_after(pmbox *m, pnode *n)
     ms_mutex_assert_held(&m->lock);
     if (!m->ps->prefetch || n == m->last_demand || m->state <= 0)
         return;
-    if (m->prefetcher && !m->prefetch_done)
-        return; /* still fetching: asked again at the next folder */
-    if (m->prefetcher)
-        g_thread_join(m->prefetcher);
-    m->prefetcher = NULL;
     m->last_demand = n;
     pnode *next = next_unloaded(m, n);
     if (!next)
         return;
     m->prefetch_target = next;
-    m->prefetch_done = false;
-    m->prefetcher = g_thread_try_new("mailfs-pst-ahead", prefetch_main, m, NULL);
+    if (!m->prefetcher) /* none (it cannot start): folders load on demand */
+        m->prefetcher = g_thread_try_new("mailfs-pst-ahead", prefetch_main, m, NULL);
+    g_cond_broadcast(&m->idle);
 }
 
 static pnode *node_of(pmbox *m, int64_t id)
