@@ -42,6 +42,11 @@
 #include <nettle/sha2.h>
 
 #define MAX_MAILBOXES 0xffff /* ids: mailbox << 32 | node, inodes keep 48 bits */
+/* An import keeps items up to ITEM_MEM_MAX bytes in memory rather than
+ * write them to the spool and read them back, MEM_BUDGET bytes at most a
+ * file (a bound on the import's memory whatever the folders hold). */
+#define ITEM_MEM_MAX (256 * 1024)
+#define MEM_BUDGET (16 * 1024 * 1024)
 
 typedef struct pnode {
     ms_kind kind; /* MS_FOLDER or MS_MESSAGE */
@@ -56,6 +61,11 @@ typedef struct pnode {
     int64_t mtime_ns, off, size;
     uint8_t sha256[32];
     char *flags;
+    /* An import's small item is kept here, not spooled, until read to
+     * its end (mem); then dropped: read again, its folder is fetched
+     * again into the spool (refill_folder). */
+    char *mem;
+    bool dropped;
 } pnode;
 
 typedef struct pmbox {
@@ -86,6 +96,7 @@ typedef struct pmbox {
     GThread *prefetcher;
     bool closing;
     pnode *prefetch_target, *last_demand;
+    int64_t mem_bytes; /* held in nodes' mem: at most MEM_BUDGET */
 } pmbox;
 
 typedef struct pstore {
@@ -169,6 +180,7 @@ static void pnode_free(pnode *n)
         return;
     g_free(n->name);
     g_free(n->flags);
+    g_free(n->mem);
     if (n->children)
         g_ptr_array_free(n->children, TRUE);
     if (n->by_name)
@@ -601,11 +613,16 @@ typedef struct answer {
     pp_folder folder;
     pp_item item; /* messages */
     int64_t off;
+    char *mem; /* its bytes, when kept in memory (not spooled) */
     bool lost; /* its bytes could not be spooled: left out */
     uint8_t sha256[32];
 } answer;
 
-static void answer_clear(gpointer p) { g_free(((answer *)p)->name); }
+static void answer_clear(gpointer p)
+{
+    g_free(((answer *)p)->name);
+    g_free(((answer *)p)->mem);
+}
 
 /* Waits for a broadcast on m->idle.  Caller holds m->lock. */
 static void wait_signal(pmbox *m)
@@ -631,7 +648,7 @@ static void wait_idle(pmbox *m)
  * spool waits for one piece at most.  Returns -1 when the helper broke
  * off; a spool that cannot be written leaves the item out (a->lost).
  */
-static int read_item(pmbox *m, answer *a, GByteArray *rec, int64_t *end)
+static int read_item(pmbox *m, answer *a, GByteArray *rec, int64_t *end, bool mem)
 {
     struct sha256_ctx sha;
     sha256_init(&sha);
@@ -639,10 +656,20 @@ static int read_item(pmbox *m, answer *a, GByteArray *rec, int64_t *end)
     ssize_t werr = 0;
     char type;
     a->off = *end;
+    if (mem && a->item.size > 0 && a->item.size <= ITEM_MEM_MAX) {
+        ms_mutex_lock(&m->lock);
+        if (m->mem_bytes + (int64_t)a->item.size <= MEM_BUDGET) {
+            m->mem_bytes += (int64_t)a->item.size;
+            a->mem = g_malloc(a->item.size);
+        }
+        ms_mutex_unlock(&m->lock);
+    }
     while (got < a->item.size) {
         if (read_record(m, &type, rec) || type != PP_DATA || got + rec->len > a->item.size)
-            return -1;
-        if (!werr) {
+            return -1; /* a->mem stays counted: the mailbox fails */
+        if (a->mem) {
+            memcpy(a->mem + got, rec->data, rec->len);
+        } else if (!werr) {
             ms_mutex_lock(&m->lock);
             ssize_t w = ms_spool_pwrite(m->spool, rec->data, rec->len, *end + (int64_t)got);
             ms_mutex_unlock(&m->lock);
@@ -652,7 +679,8 @@ static int read_item(pmbox *m, answer *a, GByteArray *rec, int64_t *end)
         sha256_update(&sha, rec->len, rec->data);
         got += rec->len;
     }
-    *end += (int64_t)a->item.size;
+    if (!a->mem)
+        *end += (int64_t)a->item.size;
     sha256_digest(&sha, sizeof a->sha256, a->sha256);
     if (werr) {
         ms_log(LOG_ERR, "%s: spooling an item failed: %s; left out", m->path,
@@ -667,7 +695,7 @@ static int read_item(pmbox *m, answer *a, GByteArray *rec, int64_t *end)
  * the busy thread), into answers; items' bytes go to the spool from *end.
  * Returns 0 at PP_DONE, -1 when the helper broke off.
  */
-static int read_answer(pmbox *m, GArray *answers, int64_t *end)
+static int read_answer(pmbox *m, GArray *answers, int64_t *end, bool mem)
 {
     GByteArray *rec = g_byte_array_new();
     char type;
@@ -685,7 +713,7 @@ static int read_answer(pmbox *m, GArray *answers, int64_t *end)
         } else if (type == PP_ITEM && rec->len == sizeof(pp_item)) {
             a.kind = MS_MESSAGE;
             memcpy(&a.item, rec->data, sizeof a.item);
-            if ((rc = read_item(m, &a, rec, end)))
+            if ((rc = read_item(m, &a, rec, end, mem)))
                 break;
         } else {
             rc = -1;
@@ -734,6 +762,7 @@ static void add_answer(pmbox *m, pnode *f, GArray *answers)
         g_autofree char *name = g_strdup_printf("%d.%s", number, pp_extension(a->item.cls));
         pnode *n = new_node(m, loose ? loose : f, MS_MESSAGE, name);
         n->off = a->off;
+        n->mem = g_steal_pointer(&a->mem);
         n->size = (int64_t)a->item.size;
         memcpy(n->sha256, a->sha256, sizeof n->sha256);
         n->mtime_ns = a->item.mtime_ns;
@@ -751,11 +780,40 @@ static void end_busy(pmbox *m)
 }
 
 /*
- * Asks the helper for folder f and loads its answer.  Caller holds
- * m->lock, and m is idle; the lock is given up while the helper renders,
- * held again on return.
+ * A folder fetched again (refill_folder): its dropped items get the
+ * spooled bytes of the answer, which must be what they were (rendering
+ * is deterministic; the SHA-256 kept says so): else -EIO.  Caller holds
+ * m->lock.
  */
-static int fetch_folder(pmbox *m, pnode *f)
+static int refill_answer(pmbox *m, pnode *f, GArray *answers)
+{
+    int number = 0;
+    for (guint i = 0; i < answers->len; i++) {
+        answer *a = &g_array_index(answers, answer, i);
+        if (a->kind != MS_MESSAGE)
+            continue;
+        ++number;
+        g_autofree char *name = g_strdup_printf("%d.%s", number, pp_extension(a->item.cls));
+        pnode *n = g_hash_table_lookup(f->by_name, name);
+        if (!n || !n->dropped || a->lost)
+            continue;
+        if (n->size != (int64_t)a->item.size || memcmp(n->sha256, a->sha256, 32)) {
+            ms_log(LOG_ERR, "%s: item %s rendered differently when read again", m->path, name);
+            return -EIO;
+        }
+        n->off = a->off;
+        n->dropped = false;
+    }
+    return 0;
+}
+
+/*
+ * Asks the helper for folder f and loads its answer: f's nodes, or with
+ * refill the bytes of f's dropped items again (f: the folder holding
+ * them).  Caller holds m->lock, and m is idle; the lock is given up while
+ * the helper renders, held again on return.
+ */
+static int talk_folder(pmbox *m, pnode *f, bool refill)
 {
     ms_mutex_assert_held(&m->lock);
     m->busy = true;
@@ -774,7 +832,7 @@ static int fetch_folder(pmbox *m, pnode *f)
     GArray *answers = g_array_new(FALSE, FALSE, sizeof(answer));
     g_array_set_clear_func(answers, answer_clear);
     ms_mutex_unlock(&m->lock);
-    rc = read_answer(m, answers, &end);
+    rc = read_answer(m, answers, &end, m->ps->prefetch && !refill);
     ms_mutex_lock(&m->lock);
     m->spool_end = end;
     if (rc) {
@@ -783,12 +841,37 @@ static int fetch_folder(pmbox *m, pnode *f)
         end_busy(m);
         return fail_mbox(m, why);
     }
-    add_answer(m, f, answers);
+    if (refill) {
+        rc = refill_answer(m, f, answers);
+    } else {
+        add_answer(m, f, answers);
+        f->loaded = true;
+        m->unloaded--;
+    }
     g_array_free(answers, TRUE);
-    f->loaded = true;
-    m->unloaded--;
     end_busy(m);
-    return 0;
+    return rc;
+}
+
+static int fetch_folder(pmbox *m, pnode *f) { return talk_folder(m, f, false); }
+
+/* Item n was dropped from memory: its folder's items are fetched again
+ * into the spool.  Caller holds m->lock. */
+static int refill_folder(pmbox *m, pnode *n)
+{
+    int rc = 0;
+    /* The loose items' folder has d_id 0: the top's request brings them. */
+    while (!rc && n->dropped) {
+        if (m->state < 0)
+            return m->state;
+        if (m->busy)
+            wait_idle(m);
+        else
+            rc = talk_folder(m, n->parent, true);
+        if (!rc && n->dropped)
+            rc = -EIO; /* not in the answer: the file changed? */
+    }
+    return rc;
 }
 
 /* Loads folder f, waiting for a fetch of another thread (the prefetcher's
@@ -1108,7 +1191,21 @@ static ssize_t pst_reader_pread(ms_store *st, ms_be_reader *r, void *buf, size_t
         got = 0;
         if (off < n->size) {
             size_t want = (size_t)MIN((int64_t)len, n->size - off);
-            got = ms_spool_pread(m->spool, buf, want, n->off + off);
+            int rc2 = n->dropped ? refill_folder(m, n) : 0;
+            if (rc2) {
+                got = rc2;
+            } else if (n->mem) {
+                memcpy(buf, n->mem + off, want);
+                got = (ssize_t)want;
+                if (off + (int64_t)want == n->size) {
+                    /* Read to its end: an import reads each item once. */
+                    g_clear_pointer(&n->mem, g_free);
+                    n->dropped = true;
+                    m->mem_bytes -= n->size;
+                }
+            } else {
+                got = ms_spool_pread(m->spool, buf, want, n->off + off);
+            }
         }
     }
     ms_mutex_unlock(&m->lock);
