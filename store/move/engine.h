@@ -47,6 +47,10 @@ typedef struct mover {
     bool no_link;
     bool in_batch;
     int64_t batch_messages, batch_bytes;
+    /* The bytes the free-space check of the preflight covered when they
+     * were an estimate (0: exact, nothing to check again): see
+     * mv_check_space. */
+    int64_t space_promised;
 } mover;
 
 typedef struct child {
@@ -92,8 +96,13 @@ int mv_changed_behind(mover *mv);
 int mv_check_unchanged(mover *mv, int64_t mailbox);
 /* DESIGN 4's step 4: the entry's values saved, the target's written. */
 int mv_directory_step(ms_journal *j, mover *mv, ms_directory *dir, const char *mailbox);
+/* With estimated, an import's totals may be the source's estimate
+ * (ms_mailbox_size_estimate: *estimated true), not rendered first. */
 int mv_preflight(ms_store *src, ms_store *dst, const char *mailbox, const char *newname,
-                 bool import, ms_attr *mb, int64_t *messages, int64_t *bytes);
+                 bool import, ms_attr *mb, int64_t *messages, int64_t *bytes, bool *estimated);
+/* Stored bytes (mv->bytes + adding) past space_promised: room for twice
+ * as much again, or -ENOSPC with mv->error. */
+int mv_check_space(mover *mv, int64_t adding);
 int mv_preflight_directory(ms_directory *dir, ms_store *dst, const char *mailbox);
 /* The journal still the file opened, the source unchanged since the
  * last look, then the commit point, durably; else the reason in

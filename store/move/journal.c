@@ -412,6 +412,13 @@ int jn_progress(ms_journal *j, int64_t id, int64_t messages, int64_t bytes)
                "iiii", messages, bytes, ms_now_ns(), id);
 }
 
+int jn_set_totals(ms_journal *j, int64_t id, int64_t messages, int64_t bytes)
+{
+    return run(j, false,
+               "UPDATE move SET total_messages = ?, total_bytes = ?, updated_ns = ? WHERE id = ?",
+               "iiii", messages, bytes, ms_now_ns(), id);
+}
+
 int jn_set_state(ms_journal *j, int64_t id, ms_move_state state, const char *error)
 {
     if (state == MS_MOVE_UNKNOWN)

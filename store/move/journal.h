@@ -20,6 +20,8 @@ int jn_create(ms_journal *j, const char *mailbox, const char *newname, const cha
 /* Sets the step; durable when the step is a commit point. */
 int jn_step(ms_journal *j, int64_t id, ms_move_step step, bool durable);
 int jn_progress(ms_journal *j, int64_t id, int64_t messages, int64_t bytes);
+/* The move's real totals, once known (they were an estimate). */
+int jn_set_totals(ms_journal *j, int64_t id, int64_t messages, int64_t bytes);
 /* Durable for the commit point and the final states; never UNKNOWN. */
 int jn_set_state(ms_journal *j, int64_t id, ms_move_state state, const char *error);
 /* Records when the source mailbox was locked (for mailfsctl moves). */

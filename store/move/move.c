@@ -18,6 +18,7 @@
  * the public store API, so it moves between any two backends.
  */
 #include "engine.h"
+#include "size_estimate.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -300,7 +301,15 @@ int mv_commit_prepared(mover *mv, GPtrArray *ready)
 {
     if (!ready->len)
         return mv_close_batch(mv, true);
-    int rc = mv_open_batch(mv);
+    int64_t adding = 0;
+    for (guint i = 0; i < ready->len; i++)
+        adding += ms_writer_size(ready->pdata[i]);
+    int rc = mv_check_space(mv, adding);
+    if (rc) {
+        g_ptr_array_set_size(ready, 0);
+        return rc;
+    }
+    rc = mv_open_batch(mv);
     for (guint i = 0; !rc && i < ready->len; i++) {
         ms_writer *w = ready->pdata[i];
         mv->batch_bytes += ms_writer_size(w);
@@ -815,8 +824,9 @@ int mv_preflight_directory(ms_directory *dir, ms_store *dst, const char *mailbox
 }
 
 int mv_preflight(ms_store *src, ms_store *dst, const char *mailbox, const char *newname,
-                 bool import, ms_attr *mb, int64_t *messages, int64_t *bytes)
+                 bool import, ms_attr *mb, int64_t *messages, int64_t *bytes, bool *estimated)
 {
+    bool guess = false;
     if (ms_hidden_reserved(newname))
         return -EINVAL; /* as ms_mkdir: the name of a hidden copy */
     int rc = ms_lookup(src, (ms_node){MS_ROOT, 0}, mailbox, mb);
@@ -836,7 +846,10 @@ int mv_preflight(ms_store *src, ms_store *dst, const char *mailbox, const char *
         return -EEXIST;
     if (rc != -ENOENT)
         return rc;
-    rc = ms_mailbox_size(src, mb->node.id, messages, bytes);
+    rc = import && estimated ? ms_mailbox_size_estimate(src, mb->node.id, messages, bytes, &guess)
+                             : ms_mailbox_size(src, mb->node.id, messages, bytes);
+    if (estimated)
+        *estimated = guess;
     if (rc)
         return rc;
     struct statvfs sv;
@@ -846,6 +859,32 @@ int mv_preflight(ms_store *src, ms_store *dst, const char *mailbox, const char *
     uint64_t free_bytes = (uint64_t)sv.f_bavail * sv.f_frsize;
     if (free_bytes < 2 * (uint64_t)*bytes + SPACE_MARGIN)
         return -ENOSPC;
+    return 0;
+}
+
+int mv_check_space(mover *mv, int64_t adding)
+{
+    int64_t stored = mv->bytes + adding;
+    if (!mv->space_promised || stored <= mv->space_promised)
+        return 0;
+    /* As the preflight: room for twice what is still to come, taken to
+     * be as much again as is stored (the estimate was already wrong). */
+    struct statvfs sv;
+    int rc = ms_store_statvfs(mv->dst, &sv);
+    if (rc)
+        return rc;
+    uint64_t free_bytes = (uint64_t)sv.f_bavail * sv.f_frsize;
+    if (free_bytes < 2 * (uint64_t)stored + SPACE_MARGIN) {
+        if (!mv->error)
+            mv->error = g_strdup_printf("the mailbox is larger than its estimate of %lld bytes "
+                                        "(%lld so far), and the target has no room for twice "
+                                        "as much again",
+                                        (long long)mv->space_promised, (long long)stored);
+        return -ENOSPC;
+    }
+    ms_log(LOG_INFO, "move %lld: %lld bytes, past the estimate of %lld; room checked again",
+           (long long)mv->id, (long long)stored, (long long)mv->space_promised);
+    mv->space_promised = 2 * stored;
     return 0;
 }
 
@@ -911,7 +950,9 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
         ms_log(LOG_ERR, "move %s refused: %s", mailbox, jerr);
         return -EIO;
     }
-    int rc = mv_preflight(src, dst, mailbox, newname, import, &mb, &total_messages, &total_bytes);
+    bool estimated = false;
+    int rc = mv_preflight(src, dst, mailbox, newname, import, &mb, &total_messages, &total_bytes,
+                          &estimated);
     if (!rc && !import)
         rc = mv_preflight_directory(opts->dir, dst, mailbox);
     if (rc) {
@@ -924,9 +965,9 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
     if (rc)
         return rc;
     int64_t id = mi.id;
-    ms_log(LOG_INFO, "move %lld: %s from %s to %s as %s: %lld messages, %lld bytes", (long long)id,
-           mailbox, mi.source, mi.target, newname, (long long)total_messages,
-           (long long)total_bytes);
+    ms_log(LOG_INFO, "move %lld: %s from %s to %s as %s: %s%lld messages, %lld bytes",
+           (long long)id, mailbox, mi.source, mi.target, newname, estimated ? "estimated " : "",
+           (long long)total_messages, (long long)total_bytes);
 
     if (resume)
         ms_log(LOG_INFO, "move %lld: resumed", (long long)id);
@@ -941,7 +982,13 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
         return rc;
     }
     int64_t locked_at = ms_now_ns();
-    mover mv = {.j = j, .src = src, .dst = dst, .id = id, .opts = opts, .resume = resume != 0};
+    mover mv = {.j = j,
+                .src = src,
+                .dst = dst,
+                .id = id,
+                .opts = opts,
+                .resume = resume != 0,
+                .space_promised = estimated ? total_bytes : 0};
     /* A lock the journal does not time is still a lock: recorded or not,
      * the move is rolled back below if this fails. */
     if (!import)
@@ -967,6 +1014,8 @@ static int run_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mai
         rc = copy_xattr(src, mb.node, dst, troot, "user.mail.acl");
     if (!rc)
         rc = copy_children(&mv, mb.node, troot);
+    if (!rc && estimated) /* the real totals, for the journal's readers */
+        rc = mv_journal_failed(&mv, jn_set_totals(j, id, mv.messages, mv.bytes));
     if (!rc)
         rc = mv_report(&mv, true);
     if (!rc)

@@ -914,7 +914,8 @@ int mv_online_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mail
         (prepared && jn_owner_alive(j, id)))
         rc = -EBUSY;
     if (!rc && !prepared)
-        rc = mv_preflight(src, dst, mailbox, newname, false, &mb, &total_messages, &total_bytes);
+        rc = mv_preflight(src, dst, mailbox, newname, false, &mb, &total_messages, &total_bytes,
+                          NULL);
     else if (!rc)
         rc = ms_lookup(src, (ms_node){MS_ROOT, 0}, mailbox, &mb);
     if (!rc)

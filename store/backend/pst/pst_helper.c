@@ -13,7 +13,8 @@
  * folder tree) the folder's children in libpst's order, FOLDER and ITEM
  * records with WARN records among them, and DONE.  A PP_REQ_OPEN request
  * closes the file and opens the next one named in it (one process serves
- * the files of an import in turn), answered as at start.  Exits at end of
+ * the files of an import in turn), answered as at start; PP_REQ_COUNT is
+ * answered by one PP_COUNT record.  Exits at end of
  * input, and after OPEN_FAILED.
  */
 #include "mailstore.h"
@@ -56,6 +57,16 @@ static void index_tree(GHashTable *by_id, pst_desc_tree *d)
         if (d->child)
             index_tree(by_id, d->child);
     }
+}
+
+/* The descriptors below d that have none below them: items, and empty
+ * folders (an upper count of the items, from the index alone). */
+static uint64_t count_leaves(const pst_desc_tree *d)
+{
+    uint64_t n = 0;
+    for (const pst_desc_tree *c = d ? d->child : NULL; c; c = c->next)
+        n += c->child ? count_leaves(c) : c->desc != NULL;
+    return n;
 }
 
 /* PP_DATA records of up to chunk bytes, from pieces of any size. */
@@ -291,6 +302,11 @@ int main(int argc, char **argv)
                 return 0;
             }
             put(PP_OPEN_OK, NULL, 0, NULL, 0);
+            continue;
+        }
+        if (want == PP_REQ_COUNT) {
+            uint64_t n = count_leaves(f.top);
+            put(PP_COUNT, &n, sizeof n, NULL, 0);
             continue;
         }
         pst_desc_tree *d = want ? g_hash_table_lookup(f.by_id, &want) : f.top;

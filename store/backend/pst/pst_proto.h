@@ -36,6 +36,7 @@ enum {
     PP_DATA = 'B',        /* up to PP_CHUNK bytes of the item before */
     PP_WARN = 'W',        /* payload: a line for the daemon's log */
     PP_DONE = 'D',        /* the folder's children are all sent */
+    PP_COUNT = 'C',       /* answers PP_REQ_COUNT: a uint64_t */
 };
 
 typedef struct pp_folder {
@@ -54,6 +55,11 @@ static inline const char *pp_extension(uint8_t cls)
  * length and the stem; answered as at start, OPEN_OK or OPEN_FAILED. */
 #define PP_REQ_OPEN UINT64_MAX
 #define PP_PATH_MAX 4096
+
+/* A request for the number of items below the top of folders, counted in
+ * libpst's index without parsing or rendering any (folders without
+ * children count as items: an upper count); answered by PP_COUNT. */
+#define PP_REQ_COUNT (UINT64_MAX - 1)
 
 /* Items travel in pieces so that the daemon never holds one whole. */
 #define PP_CHUNK (1024 * 1024)
