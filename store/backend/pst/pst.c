@@ -779,6 +779,20 @@ static void end_busy(pmbox *m)
     g_cond_broadcast(&m->idle);
 }
 
+/* Marks m busy (the caller's conversation with its helper) and starts the
+ * helper if there is none; on failure m is idle again.  m->lock held. */
+static int begin_talk(pmbox *m)
+{
+    m->busy = true;
+    int rc = m->helper ? 0 : start_helper(m);
+    if (rc) {
+        end_busy(m);
+        return rc;
+    }
+    lru_touch(m);
+    return 0;
+}
+
 /*
  * A folder fetched again (refill_folder): its dropped items get the
  * spooled bytes of the answer, which must be what they were (rendering
@@ -816,13 +830,9 @@ static int refill_answer(pmbox *m, pnode *f, GArray *answers)
 static int talk_folder(pmbox *m, pnode *f, bool refill)
 {
     ms_mutex_assert_held(&m->lock);
-    m->busy = true;
-    int rc = m->helper ? 0 : start_helper(m);
-    if (rc) {
-        end_busy(m);
+    int rc = begin_talk(m);
+    if (rc)
         return rc;
-    }
-    lru_touch(m);
     if (write_request(m->to_helper, f->d_id)) {
         g_autofree char *why = helper_gone(m);
         end_busy(m);
@@ -1290,13 +1300,9 @@ static int pst_mailbox_size(ms_store *st, int64_t id, int64_t *messages, int64_t
 static int count_items(pmbox *m, uint64_t *items)
 {
     wait_idle(m);
-    m->busy = true;
-    int rc = m->helper ? 0 : start_helper(m);
-    if (rc) {
-        end_busy(m);
+    int rc = begin_talk(m);
+    if (rc)
         return rc;
-    }
-    lru_touch(m);
     GByteArray *rec = g_byte_array_new();
     char type = 0;
     rc = write_request(m->to_helper, PP_REQ_COUNT);
