@@ -142,11 +142,9 @@ typedef struct ms_admin_ops {
      * only when src has the same backend as st. */
     int (*message_link)(ms_store *st, ms_node folder, const char *name, int64_t uid, ms_store *src,
                         int64_t message, ms_attr *out);
-
-    /* --- i14-pst3: a cheap size estimate (see size_estimate.h) --- */
     /* The mailbox's messages and bytes estimated without reading its
-     * content (bytes meant as an upper estimate, not promised as a bound).
-     * NULL: mailbox_size is cheap, and exact. */
+     * content (ms_mailbox_size_estimate: bytes meant as an upper estimate,
+     * not a bound).  NULL: mailbox_size is cheap, and exact. */
     int (*mailbox_size_estimate)(ms_store *st, int64_t id, int64_t *messages, int64_t *bytes);
 } ms_admin_ops;
 

@@ -551,6 +551,15 @@ int ms_mailbox_set(ms_store *st, int64_t id, const ms_mailbox_change *chg);
 /* Deletes the mailbox with all its folders, messages and bytes. */
 int ms_mailbox_drop(ms_store *st, int64_t id);
 int ms_mailbox_size(ms_store *st, int64_t id, int64_t *messages, int64_t *bytes);
+/*
+ * ms_mailbox_size, or the backend's estimate when exact totals would cost
+ * reading the whole mailbox (a PST file, known exactly only once every
+ * item is rendered): then *estimated is true.  An estimate's bytes are
+ * meant to be above the real size but are not a bound: a caller that
+ * promises space from them checks again once the real bytes pass them.
+ */
+int ms_mailbox_size_estimate(ms_store *st, int64_t id, int64_t *messages, int64_t *bytes,
+                             bool *estimated);
 /* With hash, sha256 is the bytes' SHA-256 (read now from a store that
  * keeps none, as a Maildir); without, it is what the store keeps, or
  * zeros (flags and identity only, as the store's listing last saw them:

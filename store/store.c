@@ -1133,6 +1133,15 @@ int ms_mailbox_size(ms_store *st, int64_t id, int64_t *messages, int64_t *bytes)
     return st->be->admin->mailbox_size(st, id, messages, bytes);
 }
 
+int ms_mailbox_size_estimate(ms_store *st, int64_t id, int64_t *messages, int64_t *bytes,
+                             bool *estimated)
+{
+    *estimated = st->be->admin->mailbox_size_estimate != NULL;
+    if (*estimated)
+        return st->be->admin->mailbox_size_estimate(st, id, messages, bytes);
+    return ms_mailbox_size(st, id, messages, bytes);
+}
+
 int ms_message_get_meta(ms_store *st, int64_t id, bool hash, ms_message_meta *out)
 {
     return st->be->admin->message_meta(st, id, hash, out);

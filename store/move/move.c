@@ -18,7 +18,6 @@
  * the public store API, so it moves between any two backends.
  */
 #include "engine.h"
-#include "size_estimate.h"
 
 #include <errno.h>
 #include <signal.h>

@@ -318,7 +318,7 @@ struct ms_be_reader {
 int sq_reader_open(ms_store *st, int64_t message, ms_be_reader **out, int64_t *size, bool *pending)
 {
     sq *s = sq_of(st);
-    if (sq_unborn_rowless(st, message)) {
+    if (sq_unborn_rowless(s, message)) {
         *out = g_new0(ms_be_reader, 1); /* content 0: nothing to pin or read */
         (*out)->message = message;
         *size = 0;
@@ -397,9 +397,7 @@ static int discard_in(sq_conn *c, int64_t message)
 
 int sq_discard_pending(ms_store *st, int64_t message)
 {
-    bool rowless = sq_unborn_rowless(st, message);
-    sq_unborn_forget(st, message);
-    if (rowless)
+    if (sq_unborn_forget(st, message))
         return 0; /* never written: nothing to remove */
     sq_conn *c = sq_conn_get(st);
     if (!c)
@@ -517,7 +515,7 @@ static int commit_in(sq *s, sq_conn *c, const ms_commit *cm, int64_t *old_conten
     SQ_ASSERT_TX(c);
     int64_t id = cm->message, old = 0, size = 0;
     int rc;
-    if (id != 0 && sq_unborn_awaits_birth(s, id)) {
+    if (id != 0 && sq_unborn_rowless(s, id)) {
         /* Created by this process, no row yet: the row and its bytes in
          * one INSERT. */
         int64_t content = 0;
@@ -527,8 +525,7 @@ static int commit_in(sq *s, sq_conn *c, const ms_commit *cm, int64_t *old_conten
             rc = sq_unborn_birth_in(s, c, cm, content, ms_spool_size(cm->spool), sha);
         if (!rc)
             rc = sq_get_attr(c, (ms_node){MS_MESSAGE, id}, out);
-        *old_content = 0;
-        return rc;
+        return rc; /* nothing replaced: *old_content stays 0 */
     }
     if (id == 0) {
         rc = insert_new(c, cm->folder.id, cm->name, cm->imap_uid, &id);

@@ -148,16 +148,16 @@ int sq_message_create(ms_store *st, ms_node folder, const char *name, uint32_t m
 /* The attributes of an unborn message (with only_rowless: only while no
  * transaction wrote its row); false if message is not one. */
 bool sq_unborn_attr(ms_store *st, int64_t message, bool only_rowless, ms_attr *out);
-/* True while message is unborn and no transaction wrote its row. */
-bool sq_unborn_rowless(ms_store *st, int64_t message);
-/* message is committed or discarded: no longer unborn. */
-void sq_unborn_forget(ms_store *st, int64_t message);
+/* True while message is unborn and no transaction wrote its row (its
+ * first commit is then a birth, sq_unborn_birth_in). */
+bool sq_unborn_rowless(sq *s, int64_t message);
+/* message is committed or discarded: no longer unborn.  True if it had
+ * no row (nothing to remove from the table). */
+bool sq_unborn_forget(ms_store *st, int64_t message);
 /* In c's transaction: writes an unborn message's reserved row (state 1,
  * with a UID), so that a write needing the row can follow; 0 and nothing
  * done for any other message. */
 int sq_unborn_materialize_in(sq *s, sq_conn *c, int64_t message);
-/* True while message is unborn and has no row: its commit is a birth. */
-bool sq_unborn_awaits_birth(sq *s, int64_t message);
 /* In c's transaction, the first commit of such a message: checks the
  * mailbox and the name again and inserts the row committed, with the
  * bytes' content, size and hash and what cm sets; -EEXIST if another

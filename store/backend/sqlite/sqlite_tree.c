@@ -806,7 +806,7 @@ static int xattr_get_in(sq_conn *c, ms_node n, ms_xattr_id xa, char **value, siz
 
 int sq_xattr_get(ms_store *st, ms_node node, ms_xattr_id xa, char **value, size_t *len)
 {
-    if (node.kind == MS_MESSAGE && sq_unborn_rowless(st, node.id)) {
+    if (node.kind == MS_MESSAGE && sq_unborn_rowless(sq_of(st), node.id)) {
         *value = NULL; /* an unborn message has no flags yet */
         *len = 0;
         return 0;

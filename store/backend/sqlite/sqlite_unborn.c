@@ -158,16 +158,14 @@ static int take_id(ms_store *st, sq_conn *c, int64_t *id)
  */
 static int check_create(sq_conn *c, ms_node folder, const char *name, int64_t *mailbox)
 {
-    ms_attr fa, sub;
+    ms_attr fa;
     int rc = sq_get_attr(c, folder, &fa);
     if (!rc)
         rc = sq_mailbox_writable(c, fa.mailbox);
-    if (rc)
-        return rc;
-    rc = sq_lookup_in(c, folder, name, &sub);
-    if (rc != -ENOENT)
-        return rc ? rc : -EEXIST;
-    rc = sq_name_taken_by_message(c, folder.id, name); /* reserved rows too */
+    if (!rc)
+        rc = sq_name_taken_by_subfolder(c, folder.id, name);
+    if (!rc)
+        rc = sq_name_taken_by_message(c, folder.id, name); /* reserved rows too */
     if (rc)
         return rc > 0 ? -EEXIST : rc;
     *mailbox = fa.mailbox;
@@ -237,22 +235,24 @@ bool sq_unborn_attr(ms_store *st, int64_t message, bool only_rowless, ms_attr *o
     return true;
 }
 
-bool sq_unborn_rowless(ms_store *st, int64_t message)
+bool sq_unborn_rowless(sq *s, int64_t message)
 {
     sq_unborn u;
-    return unborn_get(sq_of(st), message, &u) && !u.maybe_row;
+    return unborn_get(s, message, &u) && !u.maybe_row;
 }
 
-void sq_unborn_forget(ms_store *st, int64_t message)
+bool sq_unborn_forget(ms_store *st, int64_t message)
 {
     sq *s = sq_of(st);
     ms_mutex_lock(&s->unborn_lock);
     sq_unborn *u = g_hash_table_lookup(s->unborn, &message);
+    bool rowless = u && !u->maybe_row;
     if (u) {
         g_hash_table_remove(s->unborn_names, u->key);
         g_hash_table_remove(s->unborn, &message);
     }
     ms_mutex_unlock(&s->unborn_lock);
+    return rowless;
 }
 
 /*
@@ -349,15 +349,6 @@ int sq_unborn_materialize_in(sq *s, sq_conn *c, int64_t message)
     return 0;
 }
 
-bool sq_unborn_awaits_birth(sq *s, int64_t message)
-{
-    ms_mutex_lock(&s->unborn_lock);
-    sq_unborn *u = g_hash_table_lookup(s->unborn, &message);
-    bool rowless = u && !u->maybe_row;
-    ms_mutex_unlock(&s->unborn_lock);
-    return rowless;
-}
-
 int sq_unborn_birth_in(sq *s, sq_conn *c, const ms_commit *cm, int64_t content, int64_t size,
                        const uint8_t sha[32])
 {
@@ -365,7 +356,7 @@ int sq_unborn_birth_in(sq *s, sq_conn *c, const ms_commit *cm, int64_t content, 
     sq_unborn u;
     g_autofree char *name = NULL;
     if (!rowless_copy(s, cm->message, &u, &name))
-        return -ESTALE; /* the caller asked sq_unborn_awaits_birth first */
+        return -ESTALE; /* the caller asked sq_unborn_rowless first */
     /* One INSERT with everything the commit sets: an UPDATE after it
      * would fire the change-sequence triggers a second time. */
     int rc = insert_row_in(c, &u, name, cm, content, size, sha);
