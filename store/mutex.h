@@ -52,6 +52,16 @@ static inline void ms_mutex_unlock(ms_mutex *m)
     g_mutex_unlock(&m->mu);
 }
 
+/* g_cond_wait on m, which the caller holds: the wait gives m up and takes
+ * it back, and so does the holder record. */
+static inline void ms_cond_wait(GCond *c, ms_mutex *m)
+{
+    assert(g_atomic_pointer_get(&m->holder) == g_thread_self());
+    g_atomic_pointer_set(&m->holder, NULL);
+    g_cond_wait(c, &m->mu);
+    g_atomic_pointer_set(&m->holder, g_thread_self());
+}
+
 /* True when the calling thread holds m. */
 static inline bool ms_mutex_held(ms_mutex *m)
 {

@@ -624,21 +624,11 @@ static void answer_clear(gpointer p)
     g_free(((answer *)p)->mem);
 }
 
-/* Waits for a broadcast on m->idle.  Caller holds m->lock. */
-static void wait_signal(pmbox *m)
-{
-    ms_mutex_assert_held(&m->lock);
-    /* g_cond_wait gives the lock up meanwhile: so does its holder. */
-    g_atomic_pointer_set(&m->lock.holder, NULL);
-    g_cond_wait(&m->idle, &m->lock.mu);
-    g_atomic_pointer_set(&m->lock.holder, g_thread_self());
-}
-
 /* Waits until no thread talks to m's helper.  Caller holds m->lock. */
 static void wait_idle(pmbox *m)
 {
     while (m->busy)
-        wait_signal(m);
+        ms_cond_wait(&m->idle, &m->lock);
 }
 
 /*
@@ -948,7 +938,7 @@ static gpointer prefetch_main(gpointer data)
     while (!m->closing) {
         pnode *t = m->prefetch_target;
         if (!t || m->busy) {
-            wait_signal(m);
+            ms_cond_wait(&m->idle, &m->lock);
             continue;
         }
         m->prefetch_target = NULL;
