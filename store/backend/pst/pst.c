@@ -769,6 +769,14 @@ static void end_busy(pmbox *m)
     g_cond_broadcast(&m->idle);
 }
 
+/* Ends a talk whose helper broke off: the mailbox fails (fail_mbox). */
+static int talk_broke_off(pmbox *m)
+{
+    g_autofree char *why = helper_gone(m);
+    end_busy(m);
+    return fail_mbox(m, why);
+}
+
 /* Marks m busy (the caller's conversation with its helper) and starts the
  * helper if there is none; on failure m is idle again.  m->lock held. */
 static int begin_talk(pmbox *m)
@@ -824,9 +832,7 @@ static int talk_folder(pmbox *m, pnode *f, bool refill)
     if (rc)
         return rc;
     if (write_request(m->to_helper, f->d_id)) {
-        g_autofree char *why = helper_gone(m);
-        end_busy(m);
-        return fail_mbox(m, why);
+        return talk_broke_off(m);
     }
     int64_t end = m->spool_end; /* this thread's alone while busy */
     GArray *answers = g_array_new(FALSE, FALSE, sizeof(answer));
@@ -837,9 +843,7 @@ static int talk_folder(pmbox *m, pnode *f, bool refill)
     m->spool_end = end;
     if (rc) {
         g_array_free(answers, TRUE);
-        g_autofree char *why = helper_gone(m);
-        end_busy(m);
-        return fail_mbox(m, why);
+        return talk_broke_off(m);
     }
     if (refill) {
         rc = refill_answer(m, f, answers);
@@ -1303,11 +1307,8 @@ static int count_items(pmbox *m, uint64_t *items)
     if (!rc)
         memcpy(items, rec->data, sizeof *items);
     g_byte_array_free(rec, TRUE);
-    if (rc) {
-        g_autofree char *why = helper_gone(m);
-        end_busy(m);
-        return fail_mbox(m, why);
-    }
+    if (rc)
+        return talk_broke_off(m);
     end_busy(m);
     return 0;
 }
