@@ -282,19 +282,36 @@ int sq_query_int(sq_conn *c, const char *sql, int64_t arg, int64_t *out, const c
     return 0;
 }
 
+/*
+ * Runs one of the fixed statements that open and close transactions
+ * (BEGIN, COMMIT, ROLLBACK, savepoints, the synchronous pragma) from the
+ * connection's statement cache, and returns SQLite's code.  Each write
+ * runs two or three of them, and sqlite3_exec parsed them anew every time
+ * (3.6% of the CPU of an import's copier in a profile).
+ */
+static int run_control(sq_conn *c, const char *sql)
+{
+    sqlite3_stmt *q = sq_stmt(c, sql);
+    if (!q)
+        return SQLITE_ERROR;
+    int rc = sqlite3_step(q);
+    sqlite3_reset(q);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : rc;
+}
+
 /* A write transaction; the store's write_lock is held until sq_tx_end. */
 int sq_tx_begin(ms_store *st, sq_conn *c)
 {
     if (c == batch_of(sq_of(st))) {
         /* Inside a batch: a savepoint, so one failed write undoes only
          * itself and the batch goes on. */
-        int rc = sqlite3_exec(c->db, "SAVEPOINT op", NULL, NULL, NULL);
+        int rc = run_control(c, "SAVEPOINT op");
         return rc == SQLITE_OK ? 0 : sq_errno(c->db, rc, "savepoint");
     }
     /* A second transaction of this thread would wait for itself. */
     assert(!ms_mutex_held(&sq_of(st)->write_lock));
     ms_mutex_lock(&sq_of(st)->write_lock);
-    int rc = sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    int rc = run_control(c, "BEGIN IMMEDIATE");
     if (rc != SQLITE_OK) {
         ms_mutex_unlock(&sq_of(st)->write_lock);
         return sq_errno(c->db, rc, "begin");
@@ -307,17 +324,17 @@ int sq_tx_end(ms_store *st, sq_conn *c, int rc)
 {
     if (c == batch_of(sq_of(st))) {
         if (rc != 0)
-            sqlite3_exec(c->db, "ROLLBACK TO op", NULL, NULL, NULL);
-        sqlite3_exec(c->db, "RELEASE op", NULL, NULL, NULL);
+            run_control(c, "ROLLBACK TO op");
+        run_control(c, "RELEASE op");
         return rc;
     }
     if (rc == 0) {
-        int r = sqlite3_exec(c->db, "COMMIT", NULL, NULL, NULL);
+        int r = run_control(c, "COMMIT");
         if (r != SQLITE_OK)
             rc = sq_errno(c->db, r, "commit");
     }
     if (rc != 0 && !sqlite3_get_autocommit(c->db))
-        sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+        run_control(c, "ROLLBACK");
     ms_mutex_unlock(&sq_of(st)->write_lock);
     return rc;
 }
@@ -723,9 +740,9 @@ static void sq_close(ms_store *st)
 int sq_tx_end_durable(ms_store *st, sq_conn *c, int rc)
 {
     if (rc == 0)
-        sqlite3_exec(c->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL);
+        run_control(c, "PRAGMA synchronous=FULL");
     rc = sq_tx_end(st, c, rc);
-    sqlite3_exec(c->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
+    run_control(c, "PRAGMA synchronous=NORMAL");
     return rc;
 }
 
