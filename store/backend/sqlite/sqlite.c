@@ -734,17 +734,46 @@ static void sq_close(ms_store *st)
  * would then checkpoint and delete the WAL under our connections.
  *
  * A commit with synchronous=FULL fsyncs the WAL, and with it every frame
- * committed before; so durable commits run that way, and a sync with
+ * committed before; so durable writes run that way, and a sync with
  * nothing to commit writes one small row to have something to fsync.
+ * SQLite refuses to change the level inside a transaction ("Safety level
+ * may not be changed inside a transaction", at prepare): it is switched
+ * before BEGIN, and its result checked.  (Until issue 14's review it was
+ * switched between the last write and COMMIT, where SQLite refused it
+ * without a word: every fsync and every move's sync of its target
+ * committed at NORMAL, which syncs nothing.)  Inside a batch the
+ * transaction is the batch's, already begun: the batch's end is then
+ * made durable instead (sq_batch_end).
  */
+int sq_tx_begin_durable(ms_store *st, sq_conn *c)
+{
+    sq *s = sq_of(st);
+    if (c == batch_of(s)) {
+        assert(ms_mutex_held(&s->write_lock));
+        s->batch_durable = true;
+        return sq_tx_begin(st, c);
+    }
+    int rc = run_control(c, "PRAGMA synchronous=FULL");
+    if (rc != SQLITE_OK)
+        return sq_errno(c->db, rc, "durable write");
+    int err = sq_tx_begin(st, c);
+    if (err)
+        run_control(c, "PRAGMA synchronous=NORMAL");
+    return err;
+}
+
 int sq_tx_end_durable(ms_store *st, sq_conn *c, int rc)
 {
-    if (rc == 0)
-        run_control(c, "PRAGMA synchronous=FULL");
+    if (c == batch_of(sq_of(st)))
+        return sq_tx_end(st, c, rc);
     rc = sq_tx_end(st, c, rc);
+    /* Out of the transaction now, so SQLite takes it; a failure leaves
+     * FULL on, which is slower but never less safe. */
     run_control(c, "PRAGMA synchronous=NORMAL");
     return rc;
 }
+
+static int sq_sync(ms_store *st);
 
 int sq_batch_begin(ms_store *st)
 {
@@ -776,8 +805,12 @@ int sq_batch_end(ms_store *st, bool commit)
     s->batch_owner = NULL;
     s->batch_conn = NULL;
     g_mutex_unlock(&s->pool_lock);
+    bool durable = s->batch_durable;
+    s->batch_durable = false; /* write_lock is still held here */
     int rc = sq_tx_end(st, c, commit ? 0 : -ECANCELED);
     sq_conn_put(st, c);
+    if (commit && !rc && durable)
+        rc = sq_sync(st); /* a durable write joined the batch */
     return commit ? rc : 0;
 }
 
@@ -795,7 +828,7 @@ static int sq_sync(ms_store *st)
     sq_conn *c = sq_conn_get(st);
     if (!c)
         return -EIO;
-    int rc = sq_tx_begin(st, c);
+    int rc = sq_tx_begin_durable(st, c);
     if (!rc)
         rc = sq_tx_end_durable(st, c, touch_in(c));
     sq_conn_put(st, c);

@@ -593,7 +593,7 @@ int sq_commit(ms_store *st, const ms_commit *cm, ms_attr *out)
     if (!c)
         return -EIO;
     int64_t old = 0;
-    int rc = sq_tx_begin(st, c);
+    int rc = cm->durable ? sq_tx_begin_durable(st, c) : sq_tx_begin(st, c);
     if (!rc) {
         rc = commit_in(sq_of(st), c, cm, &old, out);
         rc = cm->durable ? sq_tx_end_durable(st, c, rc) : sq_tx_end(st, c, rc);

@@ -39,6 +39,9 @@ typedef struct sq {
      * writes join, each in a savepoint of its own. */
     GThread *batch_owner;
     sq_conn *batch_conn;
+    /* A durable write joined the batch: its end syncs.  Guarded by
+     * write_lock (the batch holds it from begin to end). */
+    bool batch_durable;
     /*
      * Content that readers (and writers copying the current bytes) own:
      * content id -> how many hold it, and the ids among them that no
@@ -105,7 +108,9 @@ int sq_tx_begin(ms_store *st, sq_conn *c);
 int sq_tx_end(ms_store *st, sq_conn *c, int rc);
 int sq_batch_begin(ms_store *st);
 int sq_batch_end(ms_store *st, bool commit);
-/* sq_tx_end, with the commit on stable storage when it returns. */
+/* A transaction whose commit is on stable storage when sq_tx_end_durable
+ * returns (inside a batch: when the batch's end returns). */
+int sq_tx_begin_durable(ms_store *st, sq_conn *c);
 int sq_tx_end_durable(ms_store *st, sq_conn *c, int rc);
 
 /* sqlite_tree.c */
