@@ -1,6 +1,7 @@
 #!/bin/bash
 # fsync(2) and fsyncdir through the mount return once the sqlite store's
-# log is on stable storage (README "Durability"), and `mailfsctl move`
+# log is on stable storage (README "Durability"), a Maildir message's file
+# and directory once they are, and `mailfsctl move`
 # syncs its target's log before the journal records the move as
 # committed.  Seen from outside the daemon: strace records the syncs the
 # daemon and mailfsctl make, by file.  Until the review at the end of
@@ -11,10 +12,10 @@ set -u
 command -v strace >/dev/null || { not_ok "strace is not installed"; exit 1; }
 
 S=$WORK/site
-site "$S" srv1 srv2 || exit 1
+site "$S" srv1 srv2 md@maildir || exit 1
 M=$S/mnt
 mount_fg "$S" || exit 1
-mkdir -p "$M/srv1/alice/INBOX" || exit 1
+mkdir -p "$M/srv1/alice/INBOX" "$M/md/bob/INBOX" || exit 1
 EML=$(find "$TD/eml" -type f | sort | head -1)
 PID=$(pgrep -f "mailfs -f $S/conf" | head -1)
 
@@ -50,6 +51,17 @@ fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
 os.fsync(fd)
 os.close(fd)' "$M/srv1/alice/INBOX" || not_ok "fsync of the folder"
 check "fsync of a folder synced the store's log again" test "$(syncs_of srv1.db-wal)" -gt "$n"
+# A Maildir store: the message's file, then the directory it was renamed
+# into (its name in the directory is what Dovecot finds).
+python3 -c '
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+os.write(fd, open(sys.argv[2], "rb").read())
+os.fsync(fd)
+os.close(fd)' "$M/md/bob/INBOX/synced.eml" "$EML" || not_ok "write and fsync into the Maildir"
+check "fsync of a Maildir message synced its file" \
+    grep -q "fsync([0-9]*<$S/md/bob/\(cur\|new\|tmp\)/[^>]*>) = 0" "$WORK/trace"
+check "and the directory it is named in" grep -q "fsync([0-9]*<$S/md/bob/cur>) = 0" "$WORK/trace"
 kill "$TRACER" 2>/dev/null
 wait "$TRACER" 2>/dev/null
 unmount "$S"
