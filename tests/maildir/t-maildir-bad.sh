@@ -58,6 +58,15 @@ check "reading changed nothing on disk" test "$(fp "$D")" = "$before"
 if msg 10 >"$M/md/kim/Badlist/new-one" 2>/dev/null; then not_ok "a write into a folder with a corrupt uidlist fails"; else ok "a write into a folder with a corrupt uidlist fails"; fi
 check "the corrupt uidlist is untouched" test "$(head -c 21 "$D/kim/.Badlist/dovecot-uidlist")" = "this is not a uidlist"
 check "a log line says to repair it" grep -q 'force-resync' "$S/daemon.log"
+# A rewrite of a message there fails the same way, and leaves the message
+# as it was: before the audit after issue 14 its file was unlinked before
+# the uidlist was read, and both versions were lost.
+if msg 12 >"$M/md/kim/Badlist/3000.M1P1.host" 2>/dev/null; then
+    not_ok "a rewrite in a folder with a corrupt uidlist fails"
+else ok "a rewrite in a folder with a corrupt uidlist fails"; fi
+check "the message it would have replaced is still in cur/, whole" \
+    cmp -s "$D/kim/.Badlist/cur/3000.M1P1.host:2," <(msg 5)
+check "and the mount shows it" cmp -s "$M/md/kim/Badlist/3000.M1P1.host" <(msg 5)
 msg 10 >"$M/md/kim/Nolist/new-one"
 check "a write where there was no uidlist makes one" grep -q ' :new-one$' "$D/kim/.Nolist/dovecot-uidlist"
 setfattr -n user.mail.flags -v '\Seen' "$M/md/kim/INBOX/stray-notes.txt"

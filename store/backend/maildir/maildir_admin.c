@@ -634,7 +634,8 @@ static int md_message_link(ms_store *st, ms_node folder, const char *name, int64
     }
     md_msg *nm = NULL;
     if (!rc)
-        rc = md_put_file(s, f, spath, true, base, flags, flen, (uint32_t)uid, NULL, false, &nm);
+        rc = md_put_file(s, f, spath, MD_PUT_LINK, base, flags, flen, (uint32_t)uid, NULL, false,
+                         &nm);
     /* -ENOENT: renamed by Dovecot between our look and the link; the
      * caller copies this one (its reader finds the new name). */
     if (!rc) {

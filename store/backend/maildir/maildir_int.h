@@ -286,7 +286,13 @@ md_uidlist *md_batch_merged(md_folder *f);
  * written whole) and releases its lock. */
 int md_batch_commit(md_store *s, md_folder *f);
 void md_batch_clear(md_folder *f);
-int md_put_file(md_store *s, md_folder *f, const char *src_path, bool link_it, const char *base,
+/* How md_put_file brings a file into cur/. */
+typedef enum md_put_how {
+    MD_PUT_RENAME,  /* renamed; -EEXIST if the folder has a message of that base */
+    MD_PUT_LINK,    /* hard-linked (a move within one filesystem); the same */
+    MD_PUT_REPLACE, /* renamed over the folder's message of that base (a rewrite) */
+} md_put_how;
+int md_put_file(md_store *s, md_folder *f, const char *src_path, md_put_how how, const char *base,
                 const char *flags, size_t flags_len, uint32_t want_uid, const char *drop_base,
                 bool durable, md_msg **out);
 bool md_uid_taken(const md_uidlist *ul, uint32_t uid);

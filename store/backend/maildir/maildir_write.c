@@ -653,13 +653,17 @@ static int info_locked(md_store *s, md_folder *f, const char *flags, size_t len,
 }
 
 /*
- * Puts the file at src_path (renamed, or linked with link_it) into f's
- * cur/ as base with info, with UID want_uid when that is above every UID
- * f has (a move into its fresh copy), else the next one; under the
- * uidlist lock, so Dovecot gives no other file that UID.  -EEXIST when f
- * has a message of that base.  *out: the message.
+ * Puts the file at src_path into f's cur/ as base with info (how: see
+ * md_put_how), with UID want_uid when that is above every UID f has (a
+ * move into its fresh copy), else the next one; under the uidlist lock,
+ * so Dovecot gives no other file that UID.  -EEXIST when f has a message
+ * of that base, unless how is MD_PUT_REPLACE: that message's file is then
+ * replaced by the rename itself (or, under another name, unlinked once the
+ * new one is in place), so that whatever fails, and wherever a crash
+ * strikes, one of the two is in cur/, whole.  Not in a batch (its
+ * rollback unlinks what it put).  *out: the message.
  */
-int md_put_file(md_store *s, md_folder *f, const char *src_path, bool link_it, const char *base,
+int md_put_file(md_store *s, md_folder *f, const char *src_path, md_put_how how, const char *base,
                 const char *flags, size_t flags_len, uint32_t want_uid, const char *drop_base,
                 bool durable, md_msg **out)
 {
@@ -671,6 +675,10 @@ int md_put_file(md_store *s, md_folder *f, const char *src_path, bool link_it, c
     if (rc)
         return rc;
     bool batch = f->batch_lock == lk;
+    if (batch && how == MD_PUT_REPLACE) {
+        md_uids_end(s, f, ul, lk, false);
+        return -EINVAL;
+    }
     /* The info letters, under the lock that guards dovecot-keywords too:
      * a keyword Dovecot added meanwhile keeps its letter. */
     g_autoptr(GString) info = g_string_new(NULL);
@@ -685,7 +693,8 @@ int md_put_file(md_store *s, md_folder *f, const char *src_path, bool link_it, c
      * in a move's hidden copy, which no one but the move writes. */
     if (!held && !(batch && f->batch_any_uid))
         rc = md_refresh_folder(s, f, batch);
-    if (!rc && msg_by_base(f, base))
+    md_msg *replaced = rc ? NULL : msg_by_base(f, base);
+    if (replaced && how != MD_PUT_REPLACE)
         rc = -EEXIST;
     /* A record whose file is gone (expunged, Dovecot has not synced
      * since): the UID stays used, the name is free again. */
@@ -720,11 +729,25 @@ int md_put_file(md_store *s, md_folder *f, const char *src_path, bool link_it, c
     int64_t was = 0;
     bool track = !rc && f->sole_writer && f->scanned && md_dir_mtime(cur, &was) == 0 &&
                  was == f->cur_mtime_ns;
+    /* The replaced file, as the refresh above found it (Dovecot may have
+     * renamed it for its flags since the caller looked). */
+    g_autofree char *was_path = replaced && how == MD_PUT_REPLACE ? md_msg_path(s, replaced) : NULL;
+    bool over = was_path && !strcmp(was_path, dst);
     if (!rc) {
-        if (link_it)
+        if (how == MD_PUT_LINK)
             rc = link(src_path, dst) < 0 ? -errno : 0;
         else
-            rc = renameat2(AT_FDCWD, src_path, AT_FDCWD, dst, RENAME_NOREPLACE) < 0 ? -errno : 0;
+            rc = renameat2(AT_FDCWD, src_path, AT_FDCWD, dst, over ? 0 : RENAME_NOREPLACE) < 0
+                     ? -errno
+                     : 0;
+    }
+    if (!rc && was_path) {
+        /* Under another name (its flags differ): two files of one base
+         * for a moment, which Dovecot would take for a duplicate and
+         * keep both; never none. */
+        if (!over && unlink(was_path) < 0 && errno != ENOENT)
+            ms_log(LOG_WARNING, "%s: replaced, but not removed: %s", was_path, g_strerror(errno));
+        md_msg_drop(s, replaced); /* the new file gets an entry of its own */
     }
     if (!rc && track)
         md_dir_mtime(cur, &f->cur_mtime_ns);
@@ -1246,7 +1269,7 @@ static int rename_message(md_store *s, md_folder *from, const char *name, md_fol
     md_msg *nm = NULL;
     /* Within its folder a message keeps its UID (rsync renames its
      * temporary file into place); refiled, it gets the next. */
-    rc = md_put_file(s, to, src, false, base, flags, flen, from == to ? m->uid : 0,
+    rc = md_put_file(s, to, src, MD_PUT_RENAME, base, flags, flen, from == to ? m->uid : 0,
                      from == to ? m->base : NULL, false, &nm);
     if (rc)
         return rc;
@@ -1778,29 +1801,22 @@ static int md_commit(ms_store *st, const ms_commit *c, ms_attr *out)
         md_msg_drop(s, m);
         m = NULL;
     }
+    md_put_how how = MD_PUT_RENAME;
     if (!rc && old && !strcmp(old->base, base)) {
-        /* A rewrite under the same base: the old file goes first (its
-         * readers keep its bytes), then the new one gets the next UID
-         * (IMAP clients cache a message's bytes by UID), unless its UID
-         * was given through user.mail.uid: a restore (tar sets it, then
-         * writes the bytes) keeps what it asked for. */
-        if (unlink(old_path) < 0 && errno != ENOENT)
-            rc = -errno;
-        if (!rc) {
-            md_uidlist *ul = NULL;
-            md_lock *lk = NULL;
-            rc = md_uids_begin(s, f, &ul, &lk);
-            if (!rc) {
-                md_uidlist_remove(ul, old->base, strlen(old->base));
-                rc = md_uids_end(s, f, ul, lk, true);
-            }
-            md_msg_drop(s, old);
-            old = NULL;
-        }
+        /* A rewrite under the same base: the new file is renamed over the
+         * old one under the uidlist lock (its readers keep the old bytes),
+         * and gets the next UID (IMAP clients cache a message's bytes by
+         * UID), unless its UID was given through user.mail.uid: a restore
+         * (tar sets it, then writes the bytes) keeps what it asked for.
+         * Until the audit after issue 14 the old file was unlinked first,
+         * and a uidlist that could not be locked or written, a full disk
+         * or a kill before the rename lost both. */
+        how = MD_PUT_REPLACE;
+        old = NULL; /* md_put_file drops it from the cache once replaced */
     }
     md_msg *nm = NULL;
     if (!rc)
-        rc = md_put_file(s, f, sg.path, false, base, flags, flen,
+        rc = md_put_file(s, f, sg.path, how, base, flags, flen,
                          c->imap_uid ? (uint32_t)c->imap_uid : puid, old ? drop : NULL, c->durable,
                          &nm);
     if (!rc && puid && nm->uid == puid) {
