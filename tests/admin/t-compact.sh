@@ -10,6 +10,9 @@ set -u
 
 S=$WORK/site
 site "$S" srv1 srv2 || exit 1
+# A new store is made for compaction in steps (before the audit after
+# issue 14 the pragma came after the switch to WAL and was ignored).
+check "a new store has incremental vacuum" test "$(sqlite3 "$S/srv1.db" 'pragma auto_vacuum')" = 2
 M=$S/mnt
 C() { "$B/mailfsctl" -c "$S/conf" "$@"; }
 mount_fg "$S" || exit 1

@@ -284,7 +284,7 @@ int sq_query_int(sq_conn *c, const char *sql, int64_t arg, int64_t *out, const c
 
 /*
  * Runs one of the fixed statements that open and close transactions
- * (BEGIN, COMMIT, ROLLBACK, savepoints, the synchronous pragma) from the
+ * (BEGIN, COMMIT, ROLLBACK, savepoints; not pragmas) from the
  * connection's statement cache, and returns SQLite's code.  Each write
  * runs two or three of them, and sqlite3_exec parsed them anew every time
  * (3.6% of the CPU of an import's copier in a profile).
@@ -661,14 +661,17 @@ static int sq_open(ms_store *st, const ms_store_conf *conf, int flags, char **er
                                ver, SCHEMA_VERSION);
         ret = -EPROTO;
     } else if (!s->ro) {
-        if (sq_exec(c, "PRAGMA journal_mode=WAL") != SQLITE_OK) {
+        /* Before anything writes the file's header (switching to WAL
+         * does), or SQLite ignores it without an error: compaction can
+         * then free pages in small steps while the store is in use (see
+         * sq_compact).  Until the audit after issue 14 it came second, and
+         * every store was made without it. */
+        if (create && sq_exec(c, "PRAGMA auto_vacuum=INCREMENTAL") != SQLITE_OK)
+            ret = -EIO;
+        if (!ret && sq_exec(c, "PRAGMA journal_mode=WAL") != SQLITE_OK) {
             *err = g_strdup_printf("%s: cannot switch to WAL: %s", path, sqlite3_errmsg(c->db));
             ret = -EIO;
         }
-        /* Before the first table: compaction can then free pages in small
-         * steps while the store is in use (see sq_compact). */
-        if (!ret && create && sq_exec(c, "PRAGMA auto_vacuum=INCREMENTAL") != SQLITE_OK)
-            ret = -EIO;
         if (!ret && ver < SCHEMA_VERSION)
             ret = migrate(c, ver, err, path);
         if (!ret && create) {
@@ -745,6 +748,17 @@ static void sq_close(ms_store *st)
  * transaction is the batch's, already begun: the batch's end is then
  * made durable instead (sq_batch_end).
  */
+/*
+ * Sets the connection's synchronous level, parsed anew every time, never
+ * from the statement cache: SQLite applies this pragma when it prepares
+ * it, so a cached statement would work only because its program expires
+ * and is prepared again at each step.  Returns SQLite's code.
+ */
+static int set_synchronous(sq_conn *c, const char *pragma)
+{
+    return sqlite3_exec(c->db, pragma, NULL, NULL, NULL);
+}
+
 int sq_tx_begin_durable(ms_store *st, sq_conn *c)
 {
     sq *s = sq_of(st);
@@ -753,12 +767,12 @@ int sq_tx_begin_durable(ms_store *st, sq_conn *c)
         s->batch_durable = true;
         return sq_tx_begin(st, c);
     }
-    int rc = run_control(c, "PRAGMA synchronous=FULL");
+    int rc = set_synchronous(c, "PRAGMA synchronous=FULL");
     if (rc != SQLITE_OK)
         return sq_errno(c->db, rc, "durable write");
     int err = sq_tx_begin(st, c);
     if (err)
-        run_control(c, "PRAGMA synchronous=NORMAL");
+        set_synchronous(c, "PRAGMA synchronous=NORMAL");
     return err;
 }
 
@@ -769,7 +783,7 @@ int sq_tx_end_durable(ms_store *st, sq_conn *c, int rc)
     rc = sq_tx_end(st, c, rc);
     /* Out of the transaction now, so SQLite takes it; a failure leaves
      * FULL on, which is slower but never less safe. */
-    run_control(c, "PRAGMA synchronous=NORMAL");
+    set_synchronous(c, "PRAGMA synchronous=NORMAL");
     return rc;
 }
 
