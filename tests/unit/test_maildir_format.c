@@ -24,6 +24,7 @@
 #include <glib/gstdio.h>
 
 #include "maildir_format.h"
+#include "maildir_int.h" /* md_remove_maildir */
 
 #ifndef MD_FIXTURE
 #define MD_FIXTURE "tests/unit/md-fixture.sh"
@@ -1306,6 +1307,49 @@ static void test_dovecot_concurrent(void **state)
     g_free(eml);
 }
 
+/* Writes a file of a few bytes at dir/name. */
+static void touch_file(const char *dir, const char *name)
+{
+    g_autofree char *p = g_build_filename(dir, name, NULL);
+    assert_true(g_file_set_contents(p, "x\n", 2, NULL));
+}
+
+/*
+ * Removing a folder that turns out to hold a message (in new/ or cur/)
+ * leaves it whole: its uidlist and keywords name the message's UID and
+ * flags.  Before the audit after issue 14 they were unlinked in the same
+ * pass as the rmdir of cur/ and new/ that failed.
+ */
+static void test_remove_maildir_not_empty(void **state)
+{
+    (void)state;
+    g_autofree char *dir = g_dir_make_tmp("mailfs-rmmd-XXXXXX", NULL);
+    const char *sub[] = {"new", "cur"};
+    for (int i = 0; i < 2; i++) {
+        g_autofree char *f = g_build_filename(dir, ".Folder", NULL);
+        for (int k = 0; k < 3; k++) {
+            g_autofree char *d =
+                g_build_filename(f, (const char *[]){"cur", "new", "tmp"}[k], NULL);
+            assert_int_equal(g_mkdir_with_parents(d, 0700), 0);
+        }
+        touch_file(f, "dovecot-uidlist");
+        touch_file(f, "dovecot-keywords");
+        g_autofree char *holder = g_build_filename(f, sub[i], NULL);
+        touch_file(holder, "1700000000.M1P1.host:2,a");
+        assert_int_equal(md_remove_maildir(f, false), -ENOTEMPTY);
+        const char *kept[] = {"dovecot-uidlist", "dovecot-keywords", "cur", "new", "tmp"};
+        for (size_t k = 0; k < G_N_ELEMENTS(kept); k++) {
+            g_autofree char *p = g_build_filename(f, kept[k], NULL);
+            assert_true(g_file_test(p, G_FILE_TEST_EXISTS));
+        }
+        g_autofree char *msg = g_build_filename(holder, "1700000000.M1P1.host:2,a", NULL);
+        assert_int_equal(g_unlink(msg), 0);
+        assert_int_equal(md_remove_maildir(f, false), 0); /* empty now: gone */
+        assert_false(g_file_test(f, G_FILE_TEST_EXISTS));
+    }
+    assert_int_equal(g_rmdir(dir), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1323,6 +1367,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lock_waits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock_exclusion, setup, teardown),
         cmocka_unit_test(test_acl),
+        cmocka_unit_test(test_remove_maildir_not_empty),
         cmocka_unit_test_setup_teardown(test_dovecot_oracle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dovecot_concurrent, setup, teardown),
     };

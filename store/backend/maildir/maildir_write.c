@@ -1062,24 +1062,40 @@ static bool own_file(const char *n)
  * cur/new/tmp and Dovecot's files; anything else stays (ENOTEMPTY). */
 static int remove_maildir(const char *path, bool keep_subdirs)
 {
+    /*
+     * new/ and cur/ first, and nothing else while either still holds a
+     * message (Dovecot may deliver up to the last moment): the folder's
+     * uidlist and keywords name its messages' UIDs and flags.  Until the
+     * audit after issue 14 they went in one pass, and a folder that
+     * turned out not to be empty kept its messages but lost both.
+     */
+    g_autofree char *new_dir = g_build_filename(path, "new", NULL);
+    g_autofree char *cur_dir = g_build_filename(path, "cur", NULL);
+    struct stat cur_st;
+    bool had_cur = lstat(cur_dir, &cur_st) == 0;
+    if (rmdir(new_dir) < 0 && errno != ENOENT)
+        return -ENOTEMPTY;
+    if (rmdir(cur_dir) < 0 && errno != ENOENT) {
+        /* new/ back as it was, so that the folder stays whole */
+        if (had_cur && mkdir(new_dir, cur_st.st_mode & 07777) == 0 &&
+            chown(new_dir, cur_st.st_uid, cur_st.st_gid) < 0)
+            ms_log(LOG_WARNING, "%s: cannot give back its owner: %s", new_dir, g_strerror(errno));
+        return -ENOTEMPTY;
+    }
     DIR *d = opendir(path);
     if (!d)
         return errno == ENOENT ? 0 : -errno;
     struct dirent *e;
-    int rc = 0;
     while ((e = readdir(d))) {
         g_autofree char *p = g_build_filename(path, e->d_name, NULL);
-        if (!strcmp(e->d_name, "cur") || !strcmp(e->d_name, "new")) {
-            if (rmdir(p) < 0 && errno != ENOENT)
-                rc = -ENOTEMPTY;
-        } else if (!strcmp(e->d_name, "tmp")) {
+        if (!strcmp(e->d_name, "tmp"))
             md_rm_tree(p);
-        } else if (own_file(e->d_name)) {
+        else if (own_file(e->d_name))
             unlink(p);
-        }
     }
     closedir(d);
-    if (!rc && !keep_subdirs && rmdir(path) < 0)
+    int rc = 0;
+    if (!keep_subdirs && rmdir(path) < 0)
         rc = errno == EEXIST ? -ENOTEMPTY : -errno;
     return rc;
 }
