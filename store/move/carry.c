@@ -8,10 +8,11 @@
  * carried into the mailbox where it lives now: each message copied (its
  * name, date, flags kept; a new UID in the target, where it is new), made
  * durable, and only then removed from the source.  A message whose name
- * the target folder already holds with the same size was carried before
- * a crash between those two steps: it is only removed.  So nothing is
- * lost and nothing duplicated.  The emptied mailbox is left in place (a
- * mail server may be writing into it still); `mailfsctl check` names it.
+ * the target folder already holds with the same bytes (SHA-256) was
+ * carried before a crash between those two steps: it is only removed.
+ * Another message of that name, even of that size, is carried under a
+ * name of its own.  So nothing is lost and nothing duplicated.  The emptied mailbox is left in
+ * place (a mail server may be writing into it still); `mailfsctl check` names it.
  */
 #include "engine.h"
 
@@ -45,6 +46,26 @@ static GArray *children(ms_store *st, ms_node parent, int *rc)
     return a;
 }
 
+/*
+ * *same: message sid of src and message did of dst hold the same bytes
+ * (equal SHA-256, hashed now by a store that keeps none, as a Maildir:
+ * carries are rare).  A hash a store cannot give (all zeros) proves
+ * nothing: then *same is false, so that a message is kept twice rather
+ * than lost.
+ */
+static int same_bytes(ms_store *src, int64_t sid, ms_store *dst, int64_t did, bool *same)
+{
+    static const uint8_t none[32];
+    ms_message_meta a = {0}, b = {0};
+    int rc = ms_message_get_meta(src, sid, true, &a);
+    if (!rc)
+        rc = ms_message_get_meta(dst, did, true, &b);
+    *same = !rc && memcmp(a.sha256, none, 32) && !memcmp(a.sha256, b.sha256, 32);
+    g_free(a.flags);
+    g_free(b.flags);
+    return rc;
+}
+
 /* Copies message m of src into folder to of dst (durably), then removes
  * it from src's folder from (unless keep). */
 static int carry_message(ms_store *src, ms_node from, const entry *m, ms_store *dst, ms_node to,
@@ -52,10 +73,22 @@ static int carry_message(ms_store *src, ms_node from, const entry *m, ms_store *
 {
     ms_attr there;
     int rc = ms_lookup(dst, to, m->name, &there);
+    if (rc && rc != -ENOENT)
+        return rc; /* cannot tell whether the target has it: retried later */
     if (rc == 0 && keep)
         return 1; /* the target has it: nothing to carry */
-    if (rc == 0 && there.size == m->attr.size)
-        return ms_unlink(src, from, m->name); /* carried before a crash */
+    if (rc == 0 && there.size == m->attr.size) {
+        /* Only the same bytes mean it was carried before a crash between
+         * the copy and the removal.  Names collide otherwise too: a
+         * mailbox made anew in a sqlite store names its deliveries 1.eml,
+         * 2.eml... again, and mail from one template often has one size. */
+        bool same = false;
+        rc = same_bytes(src, m->attr.node.id, dst, there.node.id, &same);
+        if (rc)
+            return rc;
+        if (same)
+            return ms_unlink(src, from, m->name);
+    }
     const char *name = m->name;
     g_autofree char *other = NULL;
     if (rc == 0) /* a different message of that name: keep both */

@@ -125,8 +125,9 @@ int mv_release_user(ms_journal *j, ms_directory *dir, int64_t id);
  * since; 0: all) into folder to of dst, folders made as needed: each
  * copied durably with a new UID there, then removed from src unless keep.
  * With keep, a message whose name dst already holds is left; without,
- * one dst holds with the same size was carried before a crash and is only
- * removed.  *carried counts them.
+ * one dst holds with the same bytes (SHA-256) was carried before a crash
+ * and is only removed, and another of that name is carried under the name
+ * NAME.carried-TIME.  *carried counts them.
  */
 int mv_carry_folder(ms_store *src, ms_node from, ms_store *dst, ms_node to, uint64_t since,
                     bool keep, int64_t *carried);

@@ -564,6 +564,19 @@ void mv_hand_to_recovery(ms_journal *j, int64_t id)
 }
 
 /*
+ * rc of a find (ms_mailbox_find, ms_hidden_find): *found says whether
+ * there is one; "none" (-ENOENT) is no error.  Any other error is
+ * returned: a store that cannot tell must not be taken for one without
+ * the mailbox, or a move is recorded settled while its source stays
+ * locked or its copy hidden.
+ */
+static int found_or_none(int rc, bool *found)
+{
+    *found = rc == 0;
+    return rc == -ENOENT ? 0 : rc;
+}
+
+/*
  * Rolls back move id: drops the hidden copy, unlocks the source.  The
  * source was never written, so it is exactly as before.  Idempotent.
  */
@@ -572,6 +585,7 @@ int mv_roll_back(ms_journal *j, ms_store *src, ms_store *dst, ms_directory *dir,
 {
     int64_t tid, sid;
     int rc = 0;
+    bool found = false;
     /* Step 4 reached: put back the values the entry had before. */
     g_autofree char *dn = NULL, *saved = NULL, *target = NULL, *err = NULL;
     if (jn_dir_get(j, mi->id, &dn, &saved, &target) == 0) {
@@ -595,9 +609,12 @@ int mv_roll_back(ms_journal *j, ms_store *src, ms_store *dst, ms_directory *dir,
      * (ms_recover, the mount's housekeeping) once the server is back. */
     (void)mv_release_user(j, dir, mi->id);
     /* Unlock first: the target may be the full disk that made us fail. */
-    if (src && ms_mailbox_find(src, mi->mailbox, MS_MB_VISIBLE, &sid) == 0) {
+    if (src)
+        rc = found_or_none(ms_mailbox_find(src, mi->mailbox, MS_MB_VISIBLE, &sid), &found);
+    if (found) {
         ms_mailbox_info info;
-        if (ms_mailbox_get_info(src, sid, &info) == 0 && info.lock_move == mi->id)
+        rc = ms_mailbox_get_info(src, sid, &info);
+        if (!rc && info.lock_move == mi->id)
             rc = ms_mailbox_set(src, sid, &(ms_mailbox_change){NULL, -1, 0, -1, NULL, 0});
     }
     if (!rc && !dst) {
@@ -607,7 +624,9 @@ int mv_roll_back(ms_journal *j, ms_store *src, ms_store *dst, ms_directory *dir,
                (long long)mi->id, mi->target);
         rc = -ENOENT;
     }
-    if (!rc && ms_hidden_find(dst, MS_MB_INCOMING, mi->id, mi->newname, &tid) == 0)
+    if (!rc)
+        rc = found_or_none(ms_hidden_find(dst, MS_MB_INCOMING, mi->id, mi->newname, &tid), &found);
+    if (!rc && found)
         rc = ms_mailbox_drop(dst, tid);
     if (rc) {
         /* Typically a full disk.  The source is unlocked and untouched;
@@ -637,6 +656,7 @@ int mv_roll_forward(ms_journal *j, ms_store *src, ms_store *dst, ms_directory *d
     g_autofree char *ret = ms_hidden_name(MS_MB_RETAINED, mi->id, mi->mailbox);
     int64_t tid, sid;
     int rc = 0;
+    bool found = false;
     /* Re-applied (idempotent): a crash may have come before the write. */
     g_autofree char *dn = NULL, *saved = NULL, *target = NULL, *err = NULL;
     if (jn_dir_get(j, mi->id, &dn, &saved, &target) == 0 &&
@@ -646,12 +666,16 @@ int mv_roll_forward(ms_journal *j, ms_store *src, ms_store *dst, ms_directory *d
         mv_hand_to_recovery(j, mi->id);
         return rc;
     }
-    if (ms_hidden_find(dst, MS_MB_INCOMING, mi->id, mi->newname, &tid) == 0)
+    rc = found_or_none(ms_hidden_find(dst, MS_MB_INCOMING, mi->id, mi->newname, &tid), &found);
+    if (!rc && found)
         rc = ms_mailbox_set(dst, tid,
                             &(ms_mailbox_change){mi->newname, MS_MB_VISIBLE, 0, -1, NULL, 0});
     int64_t until = (int64_t)time(NULL) + (int64_t)retain_days * 86400;
     /* An import's source (a file, maybe gone by now) is never locked. */
-    if (!rc && src && ms_mailbox_find(src, mi->mailbox, MS_MB_VISIBLE, &sid) == 0) {
+    found = false;
+    if (!rc && src)
+        rc = found_or_none(ms_mailbox_find(src, mi->mailbox, MS_MB_VISIBLE, &sid), &found);
+    if (!rc && found) {
         ms_mailbox_info info;
         rc = ms_mailbox_get_info(src, sid, &info);
         if (!rc && info.lock_move == mi->id)
