@@ -1729,6 +1729,47 @@ static void test_contract_hidden_names(void **state)
     assert_int_equal(ms_hidden_find(f->b, MS_MB_INCOMING, 4, "dan", &found), -ENOENT);
 }
 
+#ifdef MS_FAULT_INJECTION
+/*
+ * The hash a commit keeps is that of the bytes it stored: when the spool
+ * gives back other bytes than were written (MAILFS_FAULT_SPOOL_READ), the
+ * commit fails and stores nothing, where before it kept the hash of what
+ * was written over bytes that differ.
+ */
+static void test_commit_checks_spool(void **state)
+{
+    fixture *f = *state;
+    ms_node inbox = mkdir_ok(f->a, mkdir_ok(f->a, ROOT, "spool"), "INBOX");
+    ms_attr a, got;
+    ms_writer *w;
+    assert_int_equal(ms_message_create(f->a, inbox, "m", 0644, 0, 0, &a), 0);
+    assert_int_equal(ms_writer_open(f->a, a.node.id, true, &w), 0);
+    assert_int_equal(ms_writer_pwrite(w, "hello", 5, 0), 5);
+    g_setenv("MAILFS_FAULT_SPOOL_READ", "1", TRUE);
+    int rc = ms_writer_commit(w, false, &got);
+    g_unsetenv("MAILFS_FAULT_SPOOL_READ");
+    assert_int_equal(rc, -EIO);
+    ms_attr seen;
+    bool committed = ms_lookup(f->a, inbox, "m", &seen) == 0 && seen.size == 5;
+    assert_false(committed);
+    assert_int_equal(ms_writer_commit(w, false, &got), 0); /* the spool is intact */
+    ms_writer_close(w);
+    size_t len;
+    g_autofree char *bytes = read_all(f->a, a.node.id, &len);
+    assert_int_equal(len, 5);
+    assert_memory_equal(bytes, "hello", 5);
+    ms_message_meta meta = {0};
+    assert_int_equal(ms_message_get_meta(f->a, a.node.id, true, &meta), 0);
+    uint8_t want[32];
+    struct sha256_ctx ctx;
+    sha256_init(&ctx);
+    sha256_update(&ctx, 5, (const uint8_t *)"hello");
+    sha256_digest(&ctx, 32, want);
+    assert_memory_equal(meta.sha256, want, 32);
+    g_free(meta.flags);
+}
+#endif
+
 int main(void)
 {
     ms_log_to_stderr(LOG_ERR);
@@ -1758,6 +1799,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_move_verifies_uids, setup, teardown),
 #ifdef MS_FAULT_INJECTION
         cmocka_unit_test_setup_teardown(test_move_source_changed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_checks_spool, setup, teardown),
 #endif
         cmocka_unit_test_setup_teardown(test_orphans_settled_without_journal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deleted_items, setup, teardown),
