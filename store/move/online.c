@@ -986,8 +986,16 @@ int mv_online_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mail
         }
     }
     /* The cutover.  From here a crash rolls the move back, prepared or not. */
-    if (!rc && prepared)
-        rc = mv_journal_failed(&mv, jn_set_state(j, id, MS_MOVE_RUNNING, NULL));
+    if (!rc && prepared) {
+        /* Only from "prepared" and ours: undone, or adopted by another
+         * completer, since this process adopted it. */
+        rc = jn_transition(j, id, MS_MOVE_PREPARED, MS_MOVE_RUNNING, NULL);
+        if (rc == -ESTALE && !mv.error)
+            mv.error = g_strdup("the prepared move was taken from this process (undone, or "
+                                "completed by another process)");
+        else if (rc != -ESTALE)
+            rc = mv_journal_failed(&mv, rc);
+    }
     if (!rc)
         rc = mv_journal_failed(&mv, jn_step(j, id, MS_STEP_CUTOVER, false));
     if (!rc)
