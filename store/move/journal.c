@@ -704,12 +704,62 @@ int jn_holds(ms_journal *j, GArray *ids)
     return rc == SQLITE_DONE ? 0 : -EIO;
 }
 
-int jn_adopt(ms_journal *j, int64_t id)
+/* Move id's owner and state as recorded: 0, -ENOENT (no such move) or
+ * -EIO (cannot tell). */
+static int owner_row(ms_journal *j, int64_t id, int64_t *pid, char *start, size_t n,
+                     ms_move_state *state)
 {
-    g_autofree char *start = own_start();
-    return run(j, true, "UPDATE move SET owner_pid = ?, owner_start = ?, error = NULL WHERE id = ?",
-               "iti", (int64_t)getpid(), start, id);
+    g_mutex_lock(&j->lock);
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(
+        j->db, "SELECT owner_pid, owner_start, state FROM move WHERE id = ?", -1, &q, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(q, 1, id);
+        rc = sqlite3_step(q);
+    }
+    if (rc == SQLITE_ROW) {
+        *pid = sqlite3_column_int64(q, 0);
+        sq_column_copy(start, n, q, 1);
+        *state = (ms_move_state)name_index(state_names, G_N_ELEMENTS(state_names),
+                                           (const char *)sqlite3_column_text(q, 2));
+    }
+    sqlite3_finalize(q);
+    g_mutex_unlock(&j->lock);
+    return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : -EIO;
 }
+
+/*
+ * This process becomes move id's owner, but only from an owner that is
+ * certainly gone (or is this process), and only while the move is in
+ * state (MS_MOVE_UNKNOWN: the one read here).  The update names the
+ * owner and state it read, so anyone's write in between (the owner's
+ * commit point, another recovery or adopter) makes it change nothing:
+ * -ESTALE.  Two processes can then never both act on one move.
+ */
+static int claim(ms_journal *j, int64_t id, ms_move_state state, bool clear_error)
+{
+    int64_t pid = 0;
+    char start[64] = "";
+    ms_move_state now = MS_MOVE_UNKNOWN;
+    int rc = owner_row(j, id, &pid, start, sizeof start, &now);
+    if (rc)
+        return rc;
+    g_autofree char *own = own_start();
+    bool self = pid == (int64_t)getpid() && !strcmp(start, own);
+    if ((state != MS_MOVE_UNKNOWN && now != state) || now == MS_MOVE_UNKNOWN ||
+        (!self && owner_of(pid, start) != OWNER_DEAD))
+        return -ESTALE;
+    return run_guarded(j, true,
+                       "UPDATE move SET owner_pid = ?, owner_start = ?,"
+                       " error = CASE WHEN ? THEN NULL ELSE error END"
+                       " WHERE id = ? AND state = ? AND owner_pid = ? AND owner_start = ?",
+                       "itiitit", (int64_t)getpid(), own, (int64_t)clear_error, id,
+                       ms_move_state_name(now), pid, start);
+}
+
+int jn_adopt(ms_journal *j, int64_t id) { return claim(j, id, MS_MOVE_UNKNOWN, true); }
+
+int jn_claim(ms_journal *j, int64_t id, ms_move_state state) { return claim(j, id, state, false); }
 
 int jn_disown(ms_journal *j, int64_t id)
 {
@@ -828,23 +878,11 @@ bool jn_owner_alive(ms_journal *j, int64_t id)
 {
     int64_t pid = 0;
     char start[64] = "";
-    g_mutex_lock(&j->lock);
-    sqlite3_stmt *q = NULL;
-    int rc = sqlite3_prepare_v2(j->db, "SELECT owner_pid, owner_start FROM move WHERE id = ?", -1,
-                                &q, NULL);
-    if (rc == SQLITE_OK) {
-        sqlite3_bind_int64(q, 1, id);
-        rc = sqlite3_step(q);
-    }
-    if (rc == SQLITE_ROW) {
-        pid = sqlite3_column_int64(q, 0);
-        sq_column_copy(start, sizeof start, q, 1);
-    }
-    sqlite3_finalize(q);
-    g_mutex_unlock(&j->lock);
-    if (rc == SQLITE_DONE)
+    ms_move_state state;
+    int rc = owner_row(j, id, &pid, start, sizeof start, &state);
+    if (rc == -ENOENT)
         return false; /* no such move: nothing to protect */
-    if (rc != SQLITE_ROW)
+    if (rc)
         return true; /* cannot tell: recovery asks again later */
     return owner_of(pid, start) != OWNER_DEAD;
 }

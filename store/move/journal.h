@@ -66,8 +66,14 @@ int jn_hold_get(ms_journal *j, int64_t id, char **dn, char **spec);
 int jn_hold_drop(ms_journal *j, int64_t id);
 /* Appends to ids every move with a recorded hold. */
 int jn_holds(ms_journal *j, GArray *ids);
-/* Makes this process the owner of move id again, durably. */
+/* Makes this process the owner of move id again, durably, its error
+ * cleared: only from an owner certainly gone (or this process); else
+ * -ESTALE (another process owns it, or took it first). */
 int jn_adopt(ms_journal *j, int64_t id);
+/* As jn_adopt for recovery: only while the move is still in state, its
+ * error kept.  -ESTALE: its owner lives or wrote it meanwhile (say, its
+ * commit point), or another recovery claimed it first: leave it. */
+int jn_claim(ms_journal *j, int64_t id, ms_move_state state);
 /* Hands move id over to recovery, even while this process lives. */
 int jn_disown(ms_journal *j, int64_t id);
 /* Step 4's record: the entry, its values before, and the target's (durable). */

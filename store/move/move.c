@@ -993,6 +993,8 @@ int mv_record(ms_journal *j, int64_t adopt, ms_store *src, ms_store *dst, const 
     int rc = adopt ? jn_adopt(j, id)
                    : jn_create(j, mailbox, newname, ms_store_name(src), ms_store_name(dst),
                                messages, bytes, &id);
+    if (rc == -ESTALE) /* another process took it up first */
+        rc = -EBUSY;
     if (!rc && id_out)
         *id_out = id;
     return rc ? rc : ms_journal_get(j, id, mi);
@@ -1248,6 +1250,20 @@ int ms_recover(ms_journal *j, ms_store *const *stores, size_t n, ms_directory *d
         bool import = mi.source[0] == '/';
         if (import && keep_imports && mi.state != MS_MOVE_COMMITTED)
             continue; /* left for `mailfsctl import` to resume */
+        /* Ours from here, or not at all: a mover judged dead that is not
+         * (another PID namespace) must not pass its commit point while
+         * this rolls its move back, nor two recoveries act at once. */
+        int c = jn_claim(j, mi.id, mi.state);
+        if (c == -ESTALE) {
+            ms_log(LOG_INFO, "move %lld: taken up by another process meanwhile; left to it",
+                   (long long)mi.id);
+            continue;
+        }
+        if (c) {
+            if (left)
+                g_array_append_val(left, mi.id);
+            continue;
+        }
         ms_store *src = import ? NULL : store_named(stores, n, mi.source);
         ms_store *dst = store_named(stores, n, mi.target);
         int r;
@@ -1266,10 +1282,15 @@ int ms_recover(ms_journal *j, ms_store *const *stores, size_t n, ms_directory *d
             r = mv_roll_back(j, src, dst, dir, &mi,
                              mi.error[0] ? mi.error : "interrupted: the mover died");
         }
-        if (!r)
+        if (!r) {
             settled++;
-        else if (left)
-            g_array_append_val(left, mi.id);
+        } else {
+            /* The claim must not outlive this pass (mv_roll_* hand most
+             * failures back already): the next recovery retries. */
+            mv_hand_to_recovery(j, mi.id);
+            if (left)
+                g_array_append_val(left, mi.id);
+        }
     }
     g_array_free(ids, TRUE);
     if (rc)

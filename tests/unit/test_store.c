@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -1545,6 +1546,58 @@ static void taken_at_commit_point(fixture *f, int mode, bool by_recovery)
     ms_site_close(other);
 }
 
+/* Field 22 of /proc/PID/stat: the start time the journal records. */
+static char *start_of(pid_t pid)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/stat", (int)pid), *text = NULL;
+    assert_true(g_file_get_contents(path, &text, NULL, NULL));
+    g_auto(GStrv) f = g_strsplit(strrchr(text, ')') + 2, " ", 0);
+    assert_true(g_strv_length(f) > 19);
+    return g_strdup(f[19]);
+}
+
+/*
+ * Who counts as a move's dead owner (recovery then rolls the move back
+ * under it): only a pid no process has, or one whose process started at
+ * another time than the owner (reused).  A live pid whose start cannot
+ * be compared (the owner's was never recorded; as when /proc is hidden)
+ * is not dead.
+ */
+static void test_owner_dead_only_when_certain(void **state)
+{
+    fixture *f = *state;
+    ms_journal *j;
+    char *err = NULL;
+    assert_int_equal(ms_site_journal(f->site, &j, &err), 0);
+    const char *journal = ms_config_journal(f->cfg);
+    pid_t gone = fork();
+    assert_true(gone >= 0);
+    if (gone == 0)
+        _exit(0);
+    assert_int_equal(waitpid(gone, NULL, 0), gone);
+    g_autofree char *mine = start_of(getpid());
+    struct {
+        long long pid;
+        const char *start;
+        bool dead;
+    } cases[] = {
+        {getpid(), mine, false}, /* this process */
+        {gone, mine, true},      /* no such process */
+        {getpid(), "1", true},   /* the pid reused */
+        {1, "", false},          /* alive, the owner's start unknown */
+        {0, "", true},           /* handed to recovery */
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_autofree char *sql = g_strdup_printf(
+            "DELETE FROM move; INSERT INTO move(mailbox, newname, source, target, state, step,"
+            " total_messages, total_bytes, started_ns, updated_ns, owner_pid, owner_start)"
+            " VALUES ('m', 'm', 'a', 'b', 'running', 'copying', 0, 0, 1, 1, %lld, '%s')",
+            cases[i].pid, cases[i].start);
+        g_free(sql_on(journal, sql));
+        assert_int_equal(ms_journal_needs_recovery(j), cases[i].dead);
+    }
+}
+
 static void test_move_taken_by_recovery(void **state)
 {
     taken_at_commit_point(*state, MS_MOVE_OFFLINE, true);
@@ -1891,6 +1944,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_move_verifies_uids, setup, teardown),
 #ifdef MS_FAULT_INJECTION
         cmocka_unit_test_setup_teardown(test_move_source_changed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_owner_dead_only_when_certain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_move_taken_by_recovery, setup, teardown),
         cmocka_unit_test_setup_teardown(test_move_taken_row_rolled_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_online_move_taken_by_recovery, setup, teardown),
