@@ -1500,8 +1500,11 @@ int ms_undo(ms_site *site, int64_t id, int64_t *new_id)
     if (mi.state == MS_MOVE_PREPARED) {
         /* Undoing a prepared move abandons it: its copy dropped, nothing
          * else was touched (the source was never locked). */
-        if (jn_owner_alive(j, id))
-            return -EBUSY;
+        /* Claimed first: a completer adopting it meanwhile gets EBUSY
+         * (and this undo EBUSY if the completer was first). */
+        int c = jn_owner_alive(j, id) ? -EBUSY : jn_claim(j, id, MS_MOVE_PREPARED);
+        if (c)
+            return c == -ESTALE ? -EBUSY : c;
         if (new_id)
             *new_id = 0;
         return mv_roll_back(j, site_store(site, mi.source), site_store(site, mi.target), dir, &mi,
