@@ -32,6 +32,9 @@ static const meaning meanings[] = {
     {MS_OP_MOVE, EINPROGRESS,
      "committed, but it could not finish: 'mailfsctl recover' finishes it (see the log)"},
     {MS_OP_MOVE, EINVAL, "source and target are the same store"},
+    {MS_OP_MOVE, ESTALE,
+     "not moved: another process (recovery) took the move over while it ran; the journal "
+     "says how it was settled (mailfsctl moves)"},
     {MS_OP_MOVE, EAGAIN,
      "the source mailbox changed behind mailfs during the move (a delivery by the mail "
      "server?); rolled back, the mailbox is as it was: retry the move"},

@@ -16,6 +16,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -99,18 +101,65 @@ static int name_index(const char *const *names, size_t n, const char *text)
 #define STATE(s) ms_move_state_name(MS_MOVE_##s)
 #define STEP(s) ms_move_step_name(MS_STEP_##s)
 
-/* Field 22 of /proc/PID/stat: tells a live pid from a reused one. */
-static char *proc_start(pid_t pid)
+/*
+ * Field 22 of /proc/PID/stat, the process's start time, into *start
+ * (g_free): it tells a live pid from a reused one.  0; -ENOENT when the
+ * file is not there (gone, or hidden by hidepid=2); another errno when it
+ * is there but cannot be read (hidepid=1: EACCES).
+ */
+static int proc_start(pid_t pid, char **start)
 {
-    g_autofree char *path = g_strdup_printf("/proc/%d/stat", (int)pid);
-    g_autofree char *text = NULL;
-    if (!g_file_get_contents(path, &text, NULL, NULL))
-        return NULL;
+    char path[64], text[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    ssize_t n = read(fd, text, sizeof text - 1);
+    int e = n < 0 ? errno : 0;
+    close(fd);
+    if (n < 0)
+        return -e;
+    text[n] = 0;
     char *p = strrchr(text, ')'); /* the command name may hold spaces */
-    if (!p)
-        return NULL;
+    if (!p || !p[1])
+        return -EIO;
     g_auto(GStrv) f = g_strsplit(p + 2, " ", 0);
-    return g_strv_length(f) > 19 ? g_strdup(f[19]) : NULL;
+    if (g_strv_length(f) <= 19)
+        return -EIO;
+    *start = g_strdup(f[19]);
+    return 0;
+}
+
+/* This process's start time as the journal records it ("" if unknown). */
+static char *own_start(void)
+{
+    char *start = NULL;
+    return proc_start(getpid(), &start) == 0 ? start : g_strdup("");
+}
+
+/* What the system says of a move's recorded owner. */
+typedef enum { OWNER_ALIVE, OWNER_DEAD, OWNER_UNKNOWN } owner_state;
+
+/*
+ * Only a definite answer is "dead": no process of that pid (kill says
+ * ESRCH, which hidepid does not hide), or one that started at another
+ * time than the owner did (the pid was reused).  A /proc entry that
+ * cannot be read while the pid exists (hidepid, another user) is
+ * unknown.  pid <= 0: the move was handed to recovery (jn_disown).
+ */
+static owner_state owner_of(int64_t pid, const char *start)
+{
+    if (pid <= 0)
+        return OWNER_DEAD;
+    g_autofree char *now = NULL;
+    int rc = proc_start((pid_t)pid, &now);
+    if (rc == 0 && !strcmp(now, start))
+        return OWNER_ALIVE;
+    if (kill((pid_t)pid, 0) < 0 && errno == ESRCH)
+        return OWNER_DEAD;
+    /* A live pid whose start differs was reused, unless the owner's own
+     * start was never recorded (then nothing tells them apart). */
+    return rc == 0 && start[0] ? OWNER_DEAD : OWNER_UNKNOWN;
 }
 
 /* The journal's id, made on first open (one random UUID per journal file). */
@@ -311,12 +360,13 @@ static void sync_normal(ms_journal *j)
 /*
  * Runs sql with the bindings described by fmt ('i' int64, 't' text,
  * 'b' blob as text) under the journal lock.  Statements are few and run
- * once per step, so they are prepared each time.
+ * once per step, so they are prepared each time.  With guarded, a
+ * statement that changed no row returns -ESTALE: its WHERE named the
+ * state the caller expects, and the row is no longer in it.
  */
-static int run(ms_journal *j, bool durable, const char *sql, const char *fmt, ...)
+static int vrun(ms_journal *j, bool durable, bool guarded, const char *sql, const char *fmt,
+                va_list ap)
 {
-    va_list ap;
-    va_start(ap, fmt);
     g_mutex_lock(&j->lock);
     sqlite3_stmt *q = NULL;
     /* A durable write that could not be made durable is not written. */
@@ -341,18 +391,39 @@ static int run(ms_journal *j, bool durable, const char *sql, const char *fmt, ..
         rc = sqlite3_step(q);
     if (synced && rc != SQLITE_DONE && rc != SQLITE_ROW)
         ms_log(LOG_ERR, "%s: %s", j->path, sqlite3_errmsg(j->db));
+    bool changed = sqlite3_changes(j->db) > 0;
     sqlite3_finalize(q);
     if (durable)
         sync_normal(j);
     g_mutex_unlock(&j->lock);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+        return rc == SQLITE_FULL ? -ENOSPC : -EIO;
+    return guarded && !changed ? -ESTALE : 0;
+}
+
+static int run(ms_journal *j, bool durable, const char *sql, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = vrun(j, durable, false, sql, fmt, ap);
     va_end(ap);
-    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : rc == SQLITE_FULL ? -ENOSPC : -EIO;
+    return rc;
+}
+
+/* run, -ESTALE when no row changed. */
+static int run_guarded(ms_journal *j, bool durable, const char *sql, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = vrun(j, durable, true, sql, fmt, ap);
+    va_end(ap);
+    return rc;
 }
 
 int jn_create(ms_journal *j, const char *mailbox, const char *newname, const char *source,
               const char *target, int64_t total_messages, int64_t total_bytes, int64_t *id)
 {
-    g_autofree char *start = proc_start(getpid());
+    g_autofree char *start = own_start();
     int64_t now = ms_now_ns();
     g_mutex_lock(&j->lock);
     sqlite3_stmt *q = NULL;
@@ -376,7 +447,7 @@ int jn_create(ms_journal *j, const char *mailbox, const char *newname, const cha
         sqlite3_bind_int64(q, 8, now);
         sqlite3_bind_int64(q, 9, now);
         sqlite3_bind_int64(q, 10, getpid());
-        sqlite3_bind_text(q, 11, start ? start : "", -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(q, 11, start, -1, SQLITE_TRANSIENT);
         sqlite3_bind_blob(q, 12, newname, (int)strlen(newname), SQLITE_TRANSIENT);
         rc = sqlite3_step(q);
     }
@@ -419,12 +490,18 @@ int jn_set_totals(ms_journal *j, int64_t id, int64_t messages, int64_t bytes)
                "iiii", messages, bytes, ms_now_ns(), id);
 }
 
+/* Final states end the move; the commit point and "prepared" must be
+ * on disk before the move goes on: all of these are durable. */
+static bool state_final(ms_move_state state)
+{
+    return state != MS_MOVE_RUNNING && state != MS_MOVE_COMMITTED && state != MS_MOVE_PREPARED;
+}
+
 int jn_set_state(ms_journal *j, int64_t id, ms_move_state state, const char *error)
 {
     if (state == MS_MOVE_UNKNOWN)
         return -EINVAL; /* never written: it would hide the move from recovery */
-    bool final =
-        state != MS_MOVE_RUNNING && state != MS_MOVE_COMMITTED && state != MS_MOVE_PREPARED;
+    bool final = state_final(state);
     /* "committed" is the commit point: it must be on disk before we go on. */
     bool durable = state == MS_MOVE_COMMITTED || state == MS_MOVE_PREPARED || final;
     /* finished_ns is when the move itself ended: a later undo or purge
@@ -435,6 +512,24 @@ int jn_set_state(ms_journal *j, int64_t id, ms_move_state state, const char *err
                " WHERE id = ?",
                "ttiiii", ms_move_state_name(state), error, ms_now_ns(), (int64_t) final,
                ms_now_ns(), id);
+}
+
+int jn_transition(ms_journal *j, int64_t id, ms_move_state from, ms_move_state to,
+                  const char *error)
+{
+    if (to == MS_MOVE_UNKNOWN || from == MS_MOVE_UNKNOWN)
+        return -EINVAL;
+    bool final = state_final(to);
+    bool durable = to == MS_MOVE_COMMITTED || to == MS_MOVE_PREPARED || final;
+    g_autofree char *start = own_start();
+    /* One statement: the check and the write cannot be split by another
+     * process's write (SQLite serialises writers). */
+    return run_guarded(j, durable,
+                       "UPDATE move SET state = ?, error = coalesce(?, error), updated_ns = ?,"
+                       " finished_ns = CASE WHEN ? AND finished_ns = 0 THEN ? ELSE finished_ns END"
+                       " WHERE id = ? AND state = ? AND owner_pid = ? AND owner_start = ?",
+                       "ttiiiitit", ms_move_state_name(to), error, ms_now_ns(), (int64_t) final,
+                       ms_now_ns(), id, ms_move_state_name(from), (int64_t)getpid(), start);
 }
 
 int jn_locked(ms_journal *j, int64_t id, int64_t at_ns)
@@ -609,12 +704,62 @@ int jn_holds(ms_journal *j, GArray *ids)
     return rc == SQLITE_DONE ? 0 : -EIO;
 }
 
-int jn_adopt(ms_journal *j, int64_t id)
+/* Move id's owner and state as recorded: 0, -ENOENT (no such move) or
+ * -EIO (cannot tell). */
+static int owner_row(ms_journal *j, int64_t id, int64_t *pid, char *start, size_t n,
+                     ms_move_state *state)
 {
-    g_autofree char *start = proc_start(getpid());
-    return run(j, true, "UPDATE move SET owner_pid = ?, owner_start = ?, error = NULL WHERE id = ?",
-               "iti", (int64_t)getpid(), start ? start : "", id);
+    g_mutex_lock(&j->lock);
+    sqlite3_stmt *q = NULL;
+    int rc = sqlite3_prepare_v2(
+        j->db, "SELECT owner_pid, owner_start, state FROM move WHERE id = ?", -1, &q, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(q, 1, id);
+        rc = sqlite3_step(q);
+    }
+    if (rc == SQLITE_ROW) {
+        *pid = sqlite3_column_int64(q, 0);
+        sq_column_copy(start, n, q, 1);
+        *state = (ms_move_state)name_index(state_names, G_N_ELEMENTS(state_names),
+                                           (const char *)sqlite3_column_text(q, 2));
+    }
+    sqlite3_finalize(q);
+    g_mutex_unlock(&j->lock);
+    return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : -EIO;
 }
+
+/*
+ * This process becomes move id's owner, but only from an owner that is
+ * certainly gone (or is this process), and only while the move is in
+ * state (MS_MOVE_UNKNOWN: the one read here).  The update names the
+ * owner and state it read, so anyone's write in between (the owner's
+ * commit point, another recovery or adopter) makes it change nothing:
+ * -ESTALE.  Two processes can then never both act on one move.
+ */
+static int claim(ms_journal *j, int64_t id, ms_move_state state, bool clear_error)
+{
+    int64_t pid = 0;
+    char start[64] = "";
+    ms_move_state now = MS_MOVE_UNKNOWN;
+    int rc = owner_row(j, id, &pid, start, sizeof start, &now);
+    if (rc)
+        return rc;
+    g_autofree char *own = own_start();
+    bool self = pid == (int64_t)getpid() && !strcmp(start, own);
+    if ((state != MS_MOVE_UNKNOWN && now != state) || now == MS_MOVE_UNKNOWN ||
+        (!self && owner_of(pid, start) != OWNER_DEAD))
+        return -ESTALE;
+    return run_guarded(j, true,
+                       "UPDATE move SET owner_pid = ?, owner_start = ?,"
+                       " error = CASE WHEN ? THEN NULL ELSE error END"
+                       " WHERE id = ? AND state = ? AND owner_pid = ? AND owner_start = ?",
+                       "itiitit", (int64_t)getpid(), own, (int64_t)clear_error, id,
+                       ms_move_state_name(now), pid, start);
+}
+
+int jn_adopt(ms_journal *j, int64_t id) { return claim(j, id, MS_MOVE_UNKNOWN, true); }
+
+int jn_claim(ms_journal *j, int64_t id, ms_move_state state) { return claim(j, id, state, false); }
 
 int jn_disown(ms_journal *j, int64_t id)
 {
@@ -733,22 +878,13 @@ bool jn_owner_alive(ms_journal *j, int64_t id)
 {
     int64_t pid = 0;
     char start[64] = "";
-    g_mutex_lock(&j->lock);
-    sqlite3_stmt *q = NULL;
-    if (sqlite3_prepare_v2(j->db, "SELECT owner_pid, owner_start FROM move WHERE id = ?", -1, &q,
-                           NULL) == SQLITE_OK) {
-        sqlite3_bind_int64(q, 1, id);
-        if (sqlite3_step(q) == SQLITE_ROW) {
-            pid = sqlite3_column_int64(q, 0);
-            sq_column_copy(start, sizeof start, q, 1);
-        }
-    }
-    sqlite3_finalize(q);
-    g_mutex_unlock(&j->lock);
-    if (pid <= 0)
-        return false;
-    g_autofree char *now = proc_start((pid_t)pid);
-    return now && !strcmp(now, start);
+    ms_move_state state;
+    int rc = owner_row(j, id, &pid, start, sizeof start, &state);
+    if (rc == -ENOENT)
+        return false; /* no such move: nothing to protect */
+    if (rc)
+        return true; /* cannot tell: recovery asks again later */
+    return owner_of(pid, start) != OWNER_DEAD;
 }
 
 int jn_orphans(ms_journal *j, GArray *ids)

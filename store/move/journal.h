@@ -24,6 +24,14 @@ int jn_progress(ms_journal *j, int64_t id, int64_t messages, int64_t bytes);
 int jn_set_totals(ms_journal *j, int64_t id, int64_t messages, int64_t bytes);
 /* Durable for the commit point and the final states; never UNKNOWN. */
 int jn_set_state(ms_journal *j, int64_t id, ms_move_state state, const char *error);
+/*
+ * jn_set_state for the owner's own steps (the commit point, a prepared
+ * move's cutover): only while the move is in state from and still owned
+ * by this process; else -ESTALE and nothing is written: another process
+ * (recovery, which found the owner dead; or an adopter) took the move.
+ */
+int jn_transition(ms_journal *j, int64_t id, ms_move_state from, ms_move_state to,
+                  const char *error);
 /* Records when the source mailbox was locked (for mailfsctl moves). */
 int jn_locked(ms_journal *j, int64_t id, int64_t at_ns);
 int jn_set_target_id(ms_journal *j, int64_t id, int64_t target_mailbox);
@@ -32,7 +40,10 @@ int jn_set_times(ms_journal *j, int64_t id, int64_t lock_ns, int64_t retain_unti
 int jn_target_id(ms_journal *j, int64_t id, int64_t *target_mailbox);
 /* Ids of moves in state (running/committed) whose process is gone. */
 int jn_orphans(ms_journal *j, GArray *ids);
-/* True when move id is still running in a live process. */
+/* False only when move id's owner is certainly gone (no process of its
+ * pid, or one started at another time; or handed to recovery): a
+ * journal that cannot be read, or an owner /proc hides (hidepid, another
+ * user), counts as alive, and recovery asks again later. */
 bool jn_owner_alive(ms_journal *j, int64_t id);
 /* An interrupted import of source into target as newname that no live
  * process owns (state running, before its commit point): -ENOENT if none. */
@@ -55,8 +66,14 @@ int jn_hold_get(ms_journal *j, int64_t id, char **dn, char **spec);
 int jn_hold_drop(ms_journal *j, int64_t id);
 /* Appends to ids every move with a recorded hold. */
 int jn_holds(ms_journal *j, GArray *ids);
-/* Makes this process the owner of move id again, durably. */
+/* Makes this process the owner of move id again, durably, its error
+ * cleared: only from an owner certainly gone (or this process); else
+ * -ESTALE (another process owns it, or took it first). */
 int jn_adopt(ms_journal *j, int64_t id);
+/* As jn_adopt for recovery: only while the move is still in state, its
+ * error kept.  -ESTALE: its owner lives or wrote it meanwhile (say, its
+ * commit point), or another recovery claimed it first: leave it. */
+int jn_claim(ms_journal *j, int64_t id, ms_move_state state);
 /* Hands move id over to recovery, even while this process lives. */
 int jn_disown(ms_journal *j, int64_t id);
 /* Step 4's record: the entry, its values before, and the target's (durable). */

@@ -732,6 +732,10 @@ int mv_roll_forward(ms_journal *j, ms_store *src, ms_store *dst, ms_directory *d
     "the source changed behind mailfs during the move (a delivery by the mail server, or an "      \
     "IMAP client); rolled back, the source is intact and the move can be retried"
 
+#define TAKEN_OVER                                                                                 \
+    "the move was taken from this process while it ran (recovery found it dead and rolled it "     \
+    "back): not committed"
+
 /* Takes the source mailbox's stamp, after it was locked; a backend with
  * none (-ENOTSUP) leaves nothing to compare. */
 int mv_take_stamp(mover *mv, int64_t mailbox)
@@ -921,8 +925,65 @@ int mv_commit_point(ms_journal *j, mover *mv, int64_t mailbox)
         return -EIO;
     }
     int rc = mv_check_unchanged(mv, mailbox);
-    /* The commit point: durable, or the move does not pass it. */
-    return rc ? rc : mv_journal_failed(mv, jn_set_state(j, mv->id, MS_MOVE_COMMITTED, NULL));
+    if (rc)
+        return rc;
+    /* The commit point: durable, or the move does not pass it; and only
+     * from "running" while the move is still this process's.  Recovery
+     * may have judged us dead and rolled the move back: "committed"
+     * written over that would send the directory to a copy it dropped. */
+    rc = jn_transition(j, mv->id, MS_MOVE_RUNNING, MS_MOVE_COMMITTED, NULL);
+    if (rc == -ESTALE) {
+        if (!mv->error)
+            mv->error = g_strdup(TAKEN_OVER);
+        return rc;
+    }
+    return mv_journal_failed(mv, rc);
+}
+
+/*
+ * The move was taken from this process while it ran: its row is no
+ * longer "running" (or "prepared") and ours.  Recovery found the owner
+ * dead and rolled it back, or another process adopted it.  What the row
+ * says stands: nothing is committed, rolled forward or recorded.  Only
+ * this process's own writes that came after a rollback are undone, and
+ * only when the row says rolled back: a directory entry switched after
+ * recovery had restored it (put back only while it still holds the
+ * target's values), a lock or hidden copy made after recovery looked.
+ * An unsettled row (recovery incomplete, or adopted) is left to its
+ * owner or to recovery, which restores the entry from the journal.
+ */
+static int mv_taken(ms_journal *j, ms_store *src, ms_store *dst, ms_directory *dir,
+                    const ms_move_info *mi)
+{
+    ms_move_info now;
+    int rc = ms_journal_get(j, mi->id, &now);
+    ms_log(LOG_ERR,
+           "move %lld: taken from this process while it ran (the journal says %s): not "
+           "committed; what recovery did stands",
+           (long long)mi->id, rc ? "nothing readable" : ms_move_state_name(now.state));
+    if (rc || now.state != MS_MOVE_ROLLED_BACK)
+        return -ESTALE;
+    g_autofree char *dn = NULL, *saved = NULL, *target = NULL, *cur = NULL, *err = NULL;
+    if (dir && jn_dir_get(j, mi->id, &dn, &saved, &target) == 0 &&
+        ms_directory_read(dir, dn, target, &cur, &err) == 0 && !strcmp(cur, target) &&
+        strcmp(saved, target)) {
+        if (ms_directory_write(dir, dn, saved, &err))
+            ms_log(LOG_ERR,
+                   "move %lld: %s still points at %s, where the mailbox is not: set it back to "
+                   "%s (%s)",
+                   (long long)mi->id, dn, target, saved, err ? err : "directory error");
+        else
+            ms_log(LOG_INFO, "move %lld: directory restored: %s %s", (long long)mi->id, dn, saved);
+    }
+    (void)mv_release_user(j, dir, mi->id);
+    int64_t sid, tid;
+    ms_mailbox_info info;
+    if (src && ms_mailbox_find(src, mi->mailbox, MS_MB_VISIBLE, &sid) == 0 &&
+        ms_mailbox_get_info(src, sid, &info) == 0 && info.lock_move == mi->id)
+        (void)ms_mailbox_set(src, sid, &(ms_mailbox_change){NULL, -1, 0, -1, NULL, 0});
+    if (dst && ms_hidden_find(dst, MS_MB_INCOMING, mi->id, mi->newname, &tid) == 0)
+        (void)ms_mailbox_drop(dst, tid);
+    return -ESTALE;
 }
 
 int mv_fail(ms_journal *j, mover *mv, ms_store *src, ms_store *dst, ms_directory *dir,
@@ -934,9 +995,16 @@ int mv_fail(ms_journal *j, mover *mv, ms_store *src, ms_store *dst, ms_directory
                                    : ms_strerror(MS_OP_MOVE, rc);
     ms_log(LOG_ERR, "move %lld: failed: %s", (long long)mi->id, why);
     /* Kept even if rolling back fails; if it cannot be written, the
-     * rollback's own record says the same. */
-    (void)jn_set_state(j, mi->id, MS_MOVE_RUNNING, why);
-    mv_roll_back(j, src, dst, dir, mi, why);
+     * rollback's own record says the same.  Written only while the move
+     * is still ours (running, or a prepared move being completed): else
+     * it was taken from us, and another process settles it. */
+    int t = jn_transition(j, mi->id, MS_MOVE_RUNNING, MS_MOVE_RUNNING, why);
+    if (t == -ESTALE)
+        t = jn_transition(j, mi->id, MS_MOVE_PREPARED, MS_MOVE_RUNNING, why);
+    if (t == -ESTALE)
+        rc = mv_taken(j, src, dst, dir, mi);
+    else
+        mv_roll_back(j, src, dst, dir, mi, why);
     g_clear_pointer(&mv->error, g_free);
     return rc;
 }
@@ -949,6 +1017,8 @@ int mv_record(ms_journal *j, int64_t adopt, ms_store *src, ms_store *dst, const 
     int rc = adopt ? jn_adopt(j, id)
                    : jn_create(j, mailbox, newname, ms_store_name(src), ms_store_name(dst),
                                messages, bytes, &id);
+    if (rc == -ESTALE) /* another process took it up first */
+        rc = -EBUSY;
     if (!rc && id_out)
         *id_out = id;
     return rc ? rc : ms_journal_get(j, id, mi);
@@ -1204,6 +1274,20 @@ int ms_recover(ms_journal *j, ms_store *const *stores, size_t n, ms_directory *d
         bool import = mi.source[0] == '/';
         if (import && keep_imports && mi.state != MS_MOVE_COMMITTED)
             continue; /* left for `mailfsctl import` to resume */
+        /* Ours from here, or not at all: a mover judged dead that is not
+         * (another PID namespace) must not pass its commit point while
+         * this rolls its move back, nor two recoveries act at once. */
+        int c = jn_claim(j, mi.id, mi.state);
+        if (c == -ESTALE) {
+            ms_log(LOG_INFO, "move %lld: taken up by another process meanwhile; left to it",
+                   (long long)mi.id);
+            continue;
+        }
+        if (c) {
+            if (left)
+                g_array_append_val(left, mi.id);
+            continue;
+        }
         ms_store *src = import ? NULL : store_named(stores, n, mi.source);
         ms_store *dst = store_named(stores, n, mi.target);
         int r;
@@ -1222,10 +1306,15 @@ int ms_recover(ms_journal *j, ms_store *const *stores, size_t n, ms_directory *d
             r = mv_roll_back(j, src, dst, dir, &mi,
                              mi.error[0] ? mi.error : "interrupted: the mover died");
         }
-        if (!r)
+        if (!r) {
             settled++;
-        else if (left)
-            g_array_append_val(left, mi.id);
+        } else {
+            /* The claim must not outlive this pass (mv_roll_* hand most
+             * failures back already): the next recovery retries. */
+            mv_hand_to_recovery(j, mi.id);
+            if (left)
+                g_array_append_val(left, mi.id);
+        }
     }
     g_array_free(ids, TRUE);
     if (rc)
@@ -1435,8 +1524,11 @@ int ms_undo(ms_site *site, int64_t id, int64_t *new_id)
     if (mi.state == MS_MOVE_PREPARED) {
         /* Undoing a prepared move abandons it: its copy dropped, nothing
          * else was touched (the source was never locked). */
-        if (jn_owner_alive(j, id))
-            return -EBUSY;
+        /* Claimed first: a completer adopting it meanwhile gets EBUSY
+         * (and this undo EBUSY if the completer was first). */
+        int c = jn_owner_alive(j, id) ? -EBUSY : jn_claim(j, id, MS_MOVE_PREPARED);
+        if (c)
+            return c == -ESTALE ? -EBUSY : c;
         if (new_id)
             *new_id = 0;
         return mv_roll_back(j, site_store(site, mi.source), site_store(site, mi.target), dir, &mi,

@@ -885,6 +885,24 @@ static void carry_last_moment(ms_store *src, ms_store *dst, const ms_move_info *
 }
 
 /*
+ * The move goes from state from to state to, only while it is in from
+ * and this process's (jn_transition): -ESTALE with the reason in
+ * mv->error when another process took it meanwhile (recovery, an undo
+ * of the prepared move, another completer); mv_fail then leaves it.
+ */
+static int own_step(mover *mv, ms_move_state from, ms_move_state to)
+{
+    int rc = jn_transition(mv->j, mv->id, from, to, NULL);
+    if (rc != -ESTALE)
+        return mv_journal_failed(mv, rc);
+    if (!mv->error)
+        mv->error = g_strdup_printf("the move was taken from this process while it ran (it is "
+                                    "no longer %s and ours): not %s",
+                                    ms_move_state_name(from), ms_move_state_name(to));
+    return rc;
+}
+
+/*
  * The online move of DESIGN 10: a bulk pass and delta passes with the
  * source writable, then (unless only preparing) the cutover: mount lock,
  * directory hold, sessions kicked, final passes until the copy equals
@@ -974,7 +992,7 @@ int mv_online_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mail
     if (!rc)
         rc = still_there(&mv, mailbox, mb.node.id);
     if (!rc && opts->mode == MS_MOVE_PREPARE) {
-        rc = mv_journal_failed(&mv, jn_set_state(j, id, MS_MOVE_PREPARED, NULL));
+        rc = own_step(&mv, prepared ? MS_MOVE_PREPARED : MS_MOVE_RUNNING, MS_MOVE_PREPARED);
         /* Ownerless between passes: the next ms_move of it adopts it. */
         if (!rc)
             rc = mv_journal_failed(&mv, jn_disown(j, id));
@@ -987,7 +1005,7 @@ int mv_online_move(ms_journal *j, ms_store *src, ms_store *dst, const char *mail
     }
     /* The cutover.  From here a crash rolls the move back, prepared or not. */
     if (!rc && prepared)
-        rc = mv_journal_failed(&mv, jn_set_state(j, id, MS_MOVE_RUNNING, NULL));
+        rc = own_step(&mv, MS_MOVE_PREPARED, MS_MOVE_RUNNING);
     if (!rc)
         rc = mv_journal_failed(&mv, jn_step(j, id, MS_STEP_CUTOVER, false));
     if (!rc)

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -1433,6 +1434,191 @@ static int state_of(ms_store *st, const char *name, ms_mb_state state, ms_mailbo
     return rc ? rc : ms_mailbox_get_info(st, id, out);
 }
 
+#ifdef MS_FAULT_INJECTION
+/* A move run in its own thread (the mover), the test being "another
+ * process" with its own site. */
+typedef struct mover_run {
+    ms_journal *j;
+    ms_store *src, *dst;
+    const char *mailbox;
+    ms_move_opts o;
+    int64_t id;
+    int rc;
+} mover_run;
+
+static gpointer run_mover(gpointer p)
+{
+    mover_run *m = p;
+    m->rc = ms_move(m->j, m->src, m->dst, m->mailbox, &m->o, &m->id);
+    return NULL;
+}
+
+/* The newest move of the journal has reached step (polled: the mover
+ * is held at a stall point right after recording it). */
+static int64_t wait_for_step(ms_journal *j, ms_move_step step)
+{
+    for (int i = 0; i < 30000; i++) {
+        ms_move_info *all = NULL;
+        size_t n = 0;
+        assert_int_equal(ms_journal_list(j, &all, &n), 0);
+        int64_t id = n && all[0].step == step ? all[0].id : 0;
+        g_free(all);
+        if (id)
+            return id;
+        g_usleep(1000);
+    }
+    fail_msg("the move never reached step %s", ms_move_step_name(step));
+    return 0;
+}
+
+/*
+ * Recovery in another process takes a live move from its mover, between
+ * its final verification and its commit point (how: recovery judged the
+ * owner dead, e.g. /proc hidden by hidepid, and rolled the move back; or
+ * the row alone set to rolled-back).  The commit point must not write
+ * "committed" over that: the move fails with ESTALE, is not recorded
+ * done, the mailbox stays in the source (visible, unlocked, its mail
+ * intact), and the target holds no copy, hidden or shown.  Offline and
+ * online engines alike.
+ */
+static void taken_at_commit_point(fixture *f, int mode, bool by_recovery)
+{
+    const char *name = "taken";
+    ms_node inbox = mkdir_ok(f->a, mkdir_ok(f->a, ROOT, name), "INBOX");
+    put(f->a, inbox, "m1", "one", 3);
+    put(f->a, inbox, "m2", "two", 3);
+    ms_journal *j;
+    char *err = NULL;
+    assert_int_equal(ms_site_journal(f->site, &j, &err), 0);
+    g_autofree char *flag = g_build_filename(f->dir, "stall", NULL);
+    assert_true(g_file_set_contents(flag, "", 0, NULL));
+    g_setenv("MAILFS_STALL", "verified", TRUE);
+    g_setenv("MAILFS_STALL_FILE", flag, TRUE);
+    mover_run m = {.j = j, .src = f->a, .dst = f->b, .mailbox = name};
+    m.o.retain_days = 1;
+    m.o.mode = mode;
+    GThread *t = g_thread_new("mover", run_mover, &m);
+
+    /* The other process: its own site, journal and stores. */
+    ms_site *other;
+    ms_journal *j2;
+    ms_store *a2, *b2;
+    assert_int_equal(ms_site_open(f->conf_path, 0, &other, &err), 0);
+    assert_int_equal(ms_site_journal(other, &j2, &err), 0);
+    assert_int_equal(ms_site_store(other, "a", &a2, &err), 0);
+    assert_int_equal(ms_site_store(other, "b", &b2, &err), 0);
+    int64_t id = wait_for_step(j2, MS_STEP_VERIFIED);
+    const char *journal = ms_config_journal(f->cfg);
+    if (by_recovery) {
+        /* As recovery sees a mover it cannot see in /proc: gone. */
+        g_autofree char *sql =
+            g_strdup_printf("UPDATE move SET owner_pid = 0 WHERE id = %lld", (long long)id);
+        g_free(sql_on(journal, sql));
+        ms_store *both[] = {a2, b2};
+        assert_int_equal(ms_recover(j2, both, 2, NULL, 1, false, NULL), 1);
+    } else {
+        g_autofree char *sql =
+            g_strdup_printf("UPDATE move SET state = 'rolled-back' WHERE id = %lld", (long long)id);
+        g_free(sql_on(journal, sql));
+    }
+    g_unlink(flag);
+    g_thread_join(t);
+    g_unsetenv("MAILFS_STALL");
+    g_unsetenv("MAILFS_STALL_FILE");
+
+    assert_int_equal(m.id, id);
+    assert_int_equal(m.rc, -ESTALE);
+    ms_move_info mi;
+    assert_int_equal(ms_journal_get(j2, id, &mi), 0);
+    assert_int_equal(mi.state, MS_MOVE_ROLLED_BACK);
+    assert_false(ms_journal_needs_recovery(j2));
+    ms_mailbox_info info;
+    assert_int_equal(state_of(a2, name, MS_MB_VISIBLE, &info), 0);
+    assert_int_equal(info.lock_move, 0);
+    assert_int_equal(count_hidden(a2, MS_MB_RETAINED), 0);
+    size_t len;
+    g_autofree char *m2 = read_path(a2, "taken/INBOX", "m2", &len);
+    assert_int_equal(len, 3);
+    assert_memory_equal(m2, "two", 3);
+    ms_attr a;
+    assert_int_equal(ms_lookup(b2, ROOT, name, &a), -ENOENT);
+    assert_int_equal(count_hidden(b2, MS_MB_INCOMING), 0);
+    ms_site_close(other);
+}
+
+/* Field 22 of /proc/PID/stat: the start time the journal records. */
+static char *start_of(pid_t pid)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/stat", (int)pid), *text = NULL;
+    assert_true(g_file_get_contents(path, &text, NULL, NULL));
+    g_auto(GStrv) f = g_strsplit(strrchr(text, ')') + 2, " ", 0);
+    assert_true(g_strv_length(f) > 19);
+    return g_strdup(f[19]);
+}
+
+/*
+ * Who counts as a move's dead owner (recovery then rolls the move back
+ * under it): only a pid no process has, or one whose process started at
+ * another time than the owner (reused).  A live pid whose start cannot
+ * be compared (the owner's was never recorded; as when /proc is hidden)
+ * is not dead.
+ */
+static void test_owner_dead_only_when_certain(void **state)
+{
+    fixture *f = *state;
+    ms_journal *j;
+    char *err = NULL;
+    assert_int_equal(ms_site_journal(f->site, &j, &err), 0);
+    const char *journal = ms_config_journal(f->cfg);
+    pid_t gone = fork();
+    assert_true(gone >= 0);
+    if (gone == 0)
+        _exit(0);
+    assert_int_equal(waitpid(gone, NULL, 0), gone);
+    g_autofree char *mine = start_of(getpid());
+    struct {
+        long long pid;
+        const char *start;
+        bool dead;
+    } cases[] = {
+        {getpid(), mine, false}, /* this process */
+        {gone, mine, true},      /* no such process */
+        {getpid(), "1", true},   /* the pid reused */
+        {1, "", false},          /* alive, the owner's start unknown */
+        {0, "", true},           /* handed to recovery */
+    };
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_autofree char *sql = g_strdup_printf(
+            "DELETE FROM move; INSERT INTO move(mailbox, newname, source, target, state, step,"
+            " total_messages, total_bytes, started_ns, updated_ns, owner_pid, owner_start)"
+            " VALUES ('m', 'm', 'a', 'b', 'running', 'copying', 0, 0, 1, 1, %lld, '%s')",
+            cases[i].pid, cases[i].start);
+        g_free(sql_on(journal, sql));
+        assert_int_equal(ms_journal_needs_recovery(j), cases[i].dead);
+    }
+}
+
+static void test_move_taken_by_recovery(void **state)
+{
+    taken_at_commit_point(*state, MS_MOVE_OFFLINE, true);
+}
+
+static void test_move_taken_row_rolled_back(void **state)
+{
+    taken_at_commit_point(*state, MS_MOVE_OFFLINE, false);
+}
+
+static void test_online_move_taken_by_recovery(void **state)
+{
+    taken_at_commit_point(*state, MS_MOVE_WHOLE, true);
+}
+
+static void test_online_move_taken_row_rolled_back(void **state)
+{
+    taken_at_commit_point(*state, MS_MOVE_WHOLE, false);
+}
+#endif
+
 /* Marks another journal ("gone") left behind, one pattern per mailbox:
  * each is settled from the stores alone, as DESIGN 4's recovery would. */
 static void test_orphans_settled_without_journal(void **state)
@@ -1800,6 +1986,11 @@ int main(void)
 #ifdef MS_FAULT_INJECTION
         cmocka_unit_test_setup_teardown(test_move_source_changed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_checks_spool, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_owner_dead_only_when_certain, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_move_taken_by_recovery, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_move_taken_row_rolled_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_online_move_taken_by_recovery, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_online_move_taken_row_rolled_back, setup, teardown),
 #endif
         cmocka_unit_test_setup_teardown(test_orphans_settled_without_journal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deleted_items, setup, teardown),
