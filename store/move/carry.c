@@ -11,8 +11,9 @@
  * the target folder already holds with the same bytes (SHA-256) was
  * carried before a crash between those two steps: it is only removed.
  * Another message of that name, even of that size, is carried under a
- * name of its own.  So nothing is lost and nothing duplicated.  The emptied mailbox is left in
- * place (a mail server may be writing into it still); `mailfsctl check` names it.
+ * name of its own.  So nothing is lost and nothing duplicated.  The
+ * emptied mailbox is left in place (a mail server may be writing into it
+ * still); `mailfsctl check` names it.
  */
 #include "engine.h"
 
